@@ -1,0 +1,1 @@
+"""A local OSCAR: OSCAR's REST API and interLink's Slurm translation on this machine."""
