@@ -1,0 +1,100 @@
+"""Whole-log text of a runner job -> the cell's output lines, its start data and its exit code.
+
+OSCAR returns the whole log on every poll: the Slurm preamble, supervisor INFO lines, every
+script line as a supervisor DEBUG line, and at the end the script's whole output again. Only the
+runner's tagged lines count (format in ``runner``); they are de-duplicated by (stream, seq).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from . import runner
+
+_STREAM_NAMES = {runner.STDOUT: "stdout", runner.STDERR: "stderr"}
+_DEBUG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - supervisor - DEBUG - ")
+_TAG = re.compile(r"^" + re.escape(runner.MARKER) + r"\|([oesxOE])\|(\d+)\|")
+_UNESCAPE = re.compile(r"\\(.)")
+_TRACEBACK_HEADER = "Traceback (most recent call last):"
+
+
+@dataclass(frozen=True)
+class OutputLine:
+    stream: Literal["stdout", "stderr"]
+    seq: int
+    text: str
+
+
+def _unescape(text: str) -> str:
+    return _UNESCAPE.sub(lambda m: "\r" if m.group(1) == "r" else m.group(1), text)
+
+
+class LogParser:
+    """Feed it the whole log text after every poll; it returns only the lines not seen before."""
+
+    def __init__(self) -> None:
+        self.lines: list[OutputLine] = []
+        self.exit_code: int | None = None
+        self.started: dict | None = None
+        self._seen: set[tuple[str, int]] = set()
+
+    @property
+    def finished(self) -> bool:
+        return self.exit_code is not None
+
+    def feed(self, whole_text: str) -> list[OutputLine]:
+        # Split on "\n" only: str.splitlines() would also split on \x1c, \x85, \u2028 ...
+        raw_lines = whole_text.split("\n")
+        last = len(raw_lines) - 1  # the text after the last "\n": possibly cut off by this poll
+        new: list[OutputLine] = []
+        for index, raw in enumerate(raw_lines):
+            line = raw[:-1] if raw.endswith("\r") else raw
+            prefix = None if line.startswith(runner.MARKER) else _DEBUG_PREFIX.match(line)
+            if prefix:
+                line = line[prefix.end():]
+            tag = _TAG.match(line)
+            if not tag or not line.endswith(runner.END):
+                continue  # not ours, or cut off at the end of this poll: taken on a later feed
+            kind, seq = tag.group(1), int(tag.group(2))
+            if index == last and kind not in (runner.START, runner.EXIT):
+                continue  # a user line may itself contain "|@@": wait for its newline
+            text = line[tag.end():-len(runner.END)]
+            if kind == runner.START:
+                if self.started is None:
+                    self.started = _json_or_none(text)
+                continue
+            if kind == runner.EXIT:
+                if self.exit_code is None and text.strip().lstrip("-").isdigit():
+                    self.exit_code = int(text)
+                continue
+            if kind in runner.ESCAPED:
+                kind, text = runner.ESCAPED[kind], _unescape(text)
+            key = (kind, seq)
+            if key in self._seen:
+                continue
+            self._seen.add(key)
+            out = OutputLine(_STREAM_NAMES[kind], seq, text)  # type: ignore[arg-type]
+            new.append(out)
+        self.lines.extend(new)
+        return new
+
+    def traceback(self) -> str:
+        """The cell's exception as printed by Python: the trailing stderr block from the last
+        traceback header (or, for a SyntaxError, from its last ``File`` line); "" when none."""
+        stderr = [line.text for line in self.lines if line.stream == "stderr"]
+        for marker in (_TRACEBACK_HEADER, '  File "'):
+            starts = [i for i, text in enumerate(stderr) if text.startswith(marker)]
+            if starts:
+                return "\n".join(stderr[starts[-1]:])
+        return ""
+
+
+def _json_or_none(text: str) -> dict | None:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None

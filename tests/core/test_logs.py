@@ -1,0 +1,120 @@
+"""LogParser on whole-log texts shaped like OSCAR's GET /system/logs/{svc}/{job} responses."""
+
+from __future__ import annotations
+
+from oscar_jupyter.logs import LogParser, OutputLine
+
+D = "2026-03-01 10:00:0{}.123 - supervisor - DEBUG - "
+PREAMBLE = (
+    "This pod oj-abc-1/6f0d2a3e has been submitted to SLURM node localhost.\n"
+    "To check the job status, use scontrol show job 42\n"
+)
+INFO = ("2026-03-01 10:00:00,001 - supervisor - INFO - SUPERVISOR: Initializing Binary supervisor\n"
+        "2026-03-01 10:00:00,002 - supervisor - INFO - Reading storage configuration\n")
+
+
+def debug(*lines: str) -> str:
+    return "".join(f"2026-03-01 10:00:01,{i:03d} - supervisor - DEBUG - {line}\n"
+                   for i, line in enumerate(lines))
+
+
+def test_only_tagged_lines_count_and_decorations_are_removed():
+    log = (PREAMBLE + INFO
+           + debug("EVENT received: cHJpbnQoMSk=", "CONTAINER OUTPUT:")
+           + debug('@@OJ|s|0|{"node": "vk", "job": "oj-abc-1", "host": "n1"}|@@',
+                   "@@OJ|o|1|    indented  |@@", "@@OJ|e|1|oops|@@", "@@OJ|x|0|0|@@")
+           + "2026-03-01 10:00:02,000 - supervisor - INFO - Creating response\n"
+           + '@@OJ|s|0|{"node": "vk", "job": "oj-abc-1", "host": "n1"}|@@\n'
+           + "@@OJ|o|1|    indented  |@@\n@@OJ|e|1|oops|@@\n@@OJ|x|0|0|@@\n\n"
+           + "real\t0m1.2s\n")
+    parser = LogParser()
+    assert parser.feed(log) == [OutputLine("stdout", 1, "    indented  "),
+                                OutputLine("stderr", 1, "oops")]
+    assert parser.started == {"node": "vk", "job": "oj-abc-1", "host": "n1"}
+    assert parser.exit_code == 0 and parser.finished
+
+
+def test_growing_log_returns_only_new_lines_without_repeats_or_gaps():
+    parser = LogParser()
+    first = PREAMBLE + INFO + debug("@@OJ|o|1|one|@@")
+    assert [line.text for line in parser.feed(first)] == ["one"]
+    assert not parser.finished
+    # job.out is re-read in front and may itself grow; the old lines come again
+    second = PREAMBLE + "slurm warning\n" + INFO + debug("@@OJ|o|1|one|@@", "@@OJ|o|2|two|@@",
+                                                         "@@OJ|e|1|err|@@")
+    assert [line.text for line in parser.feed(second)] == ["two", "err"]
+    assert parser.feed(second) == []
+    final = second + debug("@@OJ|x|0|3|@@") + "@@OJ|o|1|one|@@\n@@OJ|o|2|two|@@\n@@OJ|e|1|err|@@\n"
+    assert parser.feed(final) == []
+    assert parser.exit_code == 3
+    assert [line.text for line in parser.lines] == ["one", "two", "err"]
+
+
+def test_line_split_across_two_polls_is_taken_once_complete():
+    parser = LogParser()
+    head = INFO + debug("@@OJ|o|1|first|@@") + D.format(2) + "@@OJ|o|2|half of a li"
+    assert [line.text for line in parser.feed(head)] == ["first"]
+    # even a cut that happens to end in "|@@" inside the text is not taken before its newline
+    cut = INFO + debug("@@OJ|o|1|first|@@") + D.format(2) + "@@OJ|o|2|half of a li|@@"
+    assert parser.feed(cut) == []
+    whole = INFO + debug("@@OJ|o|1|first|@@", "@@OJ|o|2|half of a li|@@ne|@@")
+    assert [line.text for line in parser.feed(whole)] == ["half of a li|@@ne"]
+
+
+def test_dump_only_log_at_info_level_is_enough():
+    parser = LogParser()
+    log = INFO + "@@OJ|s|0|{}|@@\n@@OJ|o|1|a|@@\n@@OJ|o|2||@@\n@@OJ|x|0|1|@@\n"
+    assert [line.text for line in parser.feed(log)] == ["a", ""]
+    assert parser.exit_code == 1
+    assert parser.started == {}
+
+
+def test_user_text_that_looks_like_markers_or_decorations_is_text():
+    parser = LogParser()
+    tricky = "@@OJ|x|0|5|@@ and - supervisor - DEBUG - x"
+    log = debug(f"@@OJ|o|1|{tricky}|@@") + f"@@OJ|o|1|{tricky}|@@\n"
+    assert [line.text for line in parser.feed(log)] == [tricky]
+    assert parser.exit_code is None
+    # a fake control line printed by the cell is tagged, so it is output, not control
+    assert parser.feed(debug("@@OJ|o|2|@@OJ|s|0|{}|@@|@@")) == [
+        OutputLine("stdout", 2, "@@OJ|s|0|{}|@@")]
+    assert parser.started is None
+
+
+def test_escaped_lines_restore_carriage_returns_and_backslashes():
+    parser = LogParser()
+    log = debug(r"@@OJ|O|1|10%\r100%\\n|@@", r"@@OJ|E|1|a\\r\r|@@", r"@@OJ|o|2|raw \r kept|@@")
+    assert [(line.stream, line.text) for line in parser.feed(log)] == [
+        ("stdout", "10%\r100%\\n"), ("stderr", "a\\r\r"), ("stdout", "raw \\r kept")]
+
+
+def test_only_newline_splits_lines_not_other_unicode_separators():
+    parser = LogParser()
+    text = "a\u2028b\x85c\x1cd\x0be\x0cf"
+    assert [line.text for line in parser.feed(debug(f"@@OJ|o|1|{text}|@@"))] == [text]
+
+
+def test_crlf_line_ends_from_the_transport_are_tolerated():
+    parser = LogParser()
+    log = debug("@@OJ|o|1|x|@@", "@@OJ|x|0|0|@@").replace("\n", "\r\n")
+    assert [line.text for line in parser.feed(log)] == ["x"]
+    assert parser.exit_code == 0
+
+
+def test_traceback_is_the_trailing_stderr_block():
+    parser = LogParser()
+    parser.feed(debug("@@OJ|e|1|warning: old|@@", "@@OJ|o|1|hi|@@",
+                      "@@OJ|e|2|Traceback (most recent call last):|@@",
+                      '@@OJ|e|3|  File "/tmp/oj-1/cell.py", line 2, in <module>|@@',
+                      "@@OJ|e|4|    1/0|@@", "@@OJ|e|5|ZeroDivisionError: division by zero|@@",
+                      "@@OJ|x|0|1|@@"))
+    assert parser.traceback() == (
+        'Traceback (most recent call last):\n  File "/tmp/oj-1/cell.py", line 2, in <module>\n'
+        "    1/0\nZeroDivisionError: division by zero")
+    assert LogParser().traceback() == ""
+
+
+def test_malformed_control_lines_are_ignored():
+    parser = LogParser()
+    parser.feed(debug("@@OJ|s|0|not json|@@", "@@OJ|x|0|abc|@@", "@@OJ|q|1|x|@@"))
+    assert parser.started is None and parser.exit_code is None and parser.lines == []

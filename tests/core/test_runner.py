@@ -1,0 +1,226 @@
+"""The runner script under the real /bin/sh (dash), its program, and the log parser reading it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import textwrap
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from oscar_jupyter import runner
+from oscar_jupyter.logs import LogParser
+from oscar_jupyter.spec import RESERVED_ENV, OffloadSpec, SpecError
+
+pytestmark = pytest.mark.skipif(shutil.which("dash") is None, reason="needs dash as /bin/sh")
+
+# Text a cell may print: anything but NUL and lone surrogates (not encodable as UTF-8).
+printable = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\0"),
+                    max_size=40)
+
+
+def expected_lines(text: str) -> list[str]:
+    lines = text.split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
+
+
+def test_output_keeps_indentation_spaces_empty_lines_unicode_and_last_partial_line(run_runner):
+    code = textwrap.dedent("""\
+        import sys
+        print("    indented")
+        print("trailing   ")
+        print()
+        print("ünïcødé ✓ 日本 \\u2028 sep")
+        print("   warn  ", file=sys.stderr)
+        print("tab\\tand back\\\\slash")
+        print("no newline at the end", end="")
+    """)
+    result = run_runner(OffloadSpec().job_body(code))
+    assert result.text("stdout") == ["    indented", "trailing   ", "", "ünïcødé ✓ 日本 \u2028 sep",
+                                     "tab\tand back\\slash", "no newline at the end"]
+    assert result.text("stderr") == ["   warn  "]
+    assert [line.seq for line in result.parser.lines if line.stream == "stdout"] == [1, 2, 3, 4,
+                                                                                     5, 6]
+    assert result.parser.exit_code == 0
+    assert result.parser.started == {"node": "vk-node", "job": "oj-test-1",
+                                     "host": os.uname().nodename}
+
+
+def test_carriage_returns_survive_the_supervisors_universal_newlines(run_runner):
+    code = 'print("10%\\r50%\\r100%")\nprint("dos line\\r")\nprint("a\\\\r is not a CR")\n'
+    result = run_runner(OffloadSpec().job_body(code))
+    assert result.text("stdout") == ["10%\r50%\r100%", "dos line\r", "a\\r is not a CR"]
+
+
+def test_lines_keep_their_order_across_streams_when_apart_in_time(run_runner):
+    code = textwrap.dedent("""\
+        import sys, time
+        for i in range(3):
+            print(f"out {i}")
+            time.sleep(0.05)
+            print(f"err {i}", file=sys.stderr)
+            time.sleep(0.05)
+    """)
+    result = run_runner(OffloadSpec().job_body(code))
+    assert [line.text for line in result.parser.lines] == [
+        "out 0", "err 0", "out 1", "err 1", "out 2", "err 2"]
+
+
+@pytest.mark.parametrize(("code", "exit_code"), [
+    ("print('ok')", 0),
+    ("import sys; sys.exit(3)", 3),
+    ("raise SystemExit(0)", 0),
+    ("import sys; sys.exit('bye')", 1),
+    ("raise ValueError('boom')", 1),
+    ("import os; os._exit(7)", 7),
+    ("raise KeyboardInterrupt", 130),
+])
+def test_exit_code_reaches_the_sentinel(run_runner, code, exit_code):
+    result = run_runner(OffloadSpec().job_body(code))
+    assert result.parser.finished
+    assert result.parser.exit_code == exit_code
+    assert result.raw.rstrip("\n").splitlines()[-1] == f"@@OJ|x|0|{exit_code}|@@"
+
+
+def test_traceback_names_the_cells_lines_and_not_the_runners(run_runner):
+    code = "x = 1\n\ndef f():\n    return 1 / 0\nf()\n"
+    result = run_runner(OffloadSpec().job_body(code))
+    tb = result.parser.traceback()
+    assert tb.startswith("Traceback (most recent call last):")
+    assert re.search(r'File "/tmp/oj-[^/]+/cell\.py", line 5, in <module>\n    f\(\)', tb)
+    assert re.search(r'File "/tmp/oj-[^/]+/cell\.py", line 4, in f\n    return 1 / 0', tb)
+    assert tb.endswith("ZeroDivisionError: division by zero")
+    assert "_oj_" not in tb and "exec(" not in tb
+    assert result.parser.exit_code == 1
+
+
+def test_syntax_error_in_the_cell_is_reported_with_its_line(run_runner):
+    result = run_runner(OffloadSpec().job_body("a = 1\nb = (\n"))
+    tb = result.parser.traceback()
+    assert 'cell.py", line 2' in tb
+    assert "SyntaxError" in tb
+    assert result.parser.exit_code == 1
+
+
+def test_cell_runs_as_main_in_a_writable_tmp_dir_that_is_removed(run_runner):
+    code = textwrap.dedent("""\
+        import os, sys
+        print(__name__, sys.argv[0] == __file__, os.path.basename(__file__))
+        print(os.getcwd())
+        open("scratch.txt", "w").write("x")
+        class C: pass
+        import pickle; print(type(pickle.loads(pickle.dumps(C()))).__name__)
+    """)
+    result = run_runner(OffloadSpec().job_body(code))
+    out = result.text("stdout")
+    assert out[0] == "__main__ True cell.py"
+    assert out[1].startswith("/tmp/oj-")
+    assert out[2] == "C"
+    assert not os.path.exists(out[1])
+
+
+def test_threads_of_the_cell_finish_before_the_exit_sentinel(run_runner):
+    code = textwrap.dedent("""\
+        import threading, time
+        def late():
+            time.sleep(0.2)
+            print("from thread")
+        threading.Thread(target=late).start()
+    """)
+    result = run_runner(OffloadSpec().job_body(code))
+    assert result.text("stdout") == ["from thread"]
+    assert result.parser.exit_code == 0
+
+
+def test_missing_job_body_is_a_clear_error(tmp_path):
+    script = tmp_path / "script.sh"
+    script.write_text(runner.RUNNER_SCRIPT)
+    proc = subprocess.run(["/bin/sh", str(script)], env={"PATH": os.environ["PATH"]},
+                          capture_output=True, text=True, timeout=30)
+    parser = LogParser()
+    parser.feed(proc.stdout)
+    assert parser.exit_code == 2
+    assert "INPUT_FILE_PATH" in parser.lines[0].text
+    assert parser.started == {"node": "unknown", "job": "unknown", "host": os.uname().nodename}
+
+
+def test_image_without_python3_is_a_clear_error(tmp_path):
+    script = tmp_path / "script.sh"
+    script.write_text(runner.RUNNER_SCRIPT)
+    event = tmp_path / "event"
+    event.write_text("print(1)")
+    empty_path = tmp_path / "bin"
+    empty_path.mkdir()
+    for tool in ("uname", "mktemp", "rm", "mkdir"):
+        os.symlink(shutil.which(tool), empty_path / tool)
+    proc = subprocess.run(["/bin/sh", str(script)],
+                          env={"PATH": str(empty_path), "INPUT_FILE_PATH": str(event)},
+                          capture_output=True, text=True, timeout=30)
+    parser = LogParser()
+    parser.feed(proc.stdout)
+    assert parser.exit_code == 127
+    assert "--image" in parser.lines[0].text and "python3" in parser.lines[0].text
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(out=printable, err=printable)
+def test_property_printed_text_comes_back_exactly(run_runner, out, err):
+    code = f"import sys\nsys.stdout.write({out!r})\nsys.stderr.write({err!r})\n"
+    result = run_runner(OffloadSpec().job_body(code))
+    assert result.text("stdout") == expected_lines(out)
+    assert result.text("stderr") == expected_lines(err)
+    assert result.parser.exit_code == 0
+
+
+env_names = st.from_regex(r"[A-Z_][A-Z0-9_]{0,8}", fullmatch=True).filter(
+    lambda name: name not in RESERVED_ENV | {"PATH"} and not name.startswith("OSCAR_"))
+awkward = st.text(st.sampled_from(list("'\"$`,;\\\n\t =|&*?~!#") + ["ü", "日", "✓", "\r", "a", " "])
+                  | st.characters(exclude_categories=("Cs",), exclude_characters="\0"),
+                  max_size=30)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(env=st.dictionaries(env_names, awkward, max_size=4))
+def test_property_environment_values_arrive_byte_for_byte(run_runner, env):
+    spec = OffloadSpec(env=env)
+    code = f"import os, json\nprint(json.dumps({{k: os.environ.get(k) for k in {sorted(env)!r}}}))"
+    variables = spec.service_definition()["environment"]["variables"]
+    result = run_runner(spec.job_body(code), env=variables)
+    assert json.loads(result.text("stdout")[0]) == env
+
+
+def test_program_sets_env_values_even_when_the_container_mangled_them(run_runner):
+    spec = OffloadSpec(env={"JSON": '{"a": "b,c"}', "MULTI": "line1\nline2"})
+    code = "import os\nprint(repr(os.environ['JSON']), repr(os.environ['MULTI']))"
+    mangled = {"JSON": "{a: b", "MULTI": "line1"}  # what a plugin <= 0.3.3 made of them
+    result = run_runner(spec.job_body(code), env=mangled)
+    assert result.text("stdout") == [repr('{"a": "b,c"}') + " " + repr("line1\nline2")]
+
+
+def test_body_size_limit_matches_the_kernels_limit_on_one_environment_string():
+    # OSCAR puts base64(body) into EVENT; the kernel refuses one env string over 128 KiB.
+    largest = b"x" * runner.MAX_PROGRAM_BYTES
+    event = base64.b64encode(runner.encode_body(largest)).decode()
+    subprocess.run(["/bin/true"], env={"EVENT": event}, check=True)
+    too_big = b"x" * (90 * 1024)
+    event = base64.b64encode(runner.encode_body(too_big)).decode()
+    with pytest.raises(OSError, match="Argument list too long"):
+        subprocess.run(["/bin/true"], env={"EVENT": event}, check=True)
+
+
+def test_job_body_refuses_a_program_over_the_limit_and_says_to_use_storage():
+    spec = OffloadSpec()
+    ok = "s = '" + "a" * (runner.MAX_PROGRAM_BYTES - 2000) + "'"
+    assert len(base64.b64decode(spec.job_body(ok))) <= runner.MAX_PROGRAM_BYTES
+    with pytest.raises(SpecError) as error:
+        spec.job_body("data = " + repr("y" * runner.MAX_PROGRAM_BYTES))
+    assert error.value.flag == "cell"
+    assert "storage" in str(error.value) and "KiB" in str(error.value)
