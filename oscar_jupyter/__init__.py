@@ -1,3 +1,45 @@
-"""oscar-jupyter: offload notebook cells to HPC clusters through OSCAR and interLink."""
+"""oscar-jupyter: offload notebook cells to HPC clusters through OSCAR and interLink.
+
+In a notebook: `%load_ext oscar_jupyter`, then `%oscar_connect` and `%%oscar_offload`.
+In plain Python: `oscar_jupyter.connect(...)` and `oscar_jupyter.offload(code, node=..., time=...)`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+
+__all__ = ["connect", "offload", "Job", "JobFailed", "OffloadSpec", "SpecError", "Panel",
+           "load_ipython_extension"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that `import oscar_jupyter` stays cheap and the local OSCAR server needs no IPython.
+    if name in ("connect", "offload"):
+        from . import session
+
+        return getattr(session, name)
+    if name in ("Job", "JobFailed"):
+        from . import jobs
+
+        return getattr(jobs, name)
+    if name in ("OffloadSpec", "SpecError"):
+        from . import spec
+
+        return getattr(spec, name)
+    if name == "Panel":
+        from .widgets import Panel
+
+        return Panel
+    raise AttributeError(name)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    from .magics import OscarMagics
+
+    ipython.register_magics(OscarMagics)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    pass

@@ -339,14 +339,17 @@ def load_profile(
     config_path: str | os.PathLike[str] | None = None,
 ) -> ClusterProfile:
     """Build a profile: explicit arguments > ``OSCAR_*`` environment > the config file's
-    cluster ``name`` (or its ``default``).
+    cluster ``name`` (or its ``default``). With a ``name``, the environment is not consulted.
 
     When no name is given and the endpoint comes from an argument or the environment, the
     file's default cluster is used only if it has the same endpoint, so its credentials are
     never sent to another server.
     """
     path = Path(config_path) if config_path is not None else default_config_path()
-    env_endpoint = _env(ENV_ENDPOINT)
+    # A named cluster is used as written: the OSCAR_* variables (maybe meant for another
+    # cluster) must not redirect its credentials or replace them. They apply without a name.
+    env = (lambda _name: None) if name is not None else _env
+    env_endpoint = env(ENV_ENDPOINT)
     override_endpoint = endpoint or env_endpoint
     endpoint_where = "the endpoint argument" if endpoint else f"${ENV_ENDPOINT}"
 
@@ -395,7 +398,7 @@ def load_profile(
     if cluster_id is None:
         cluster_id = urlsplit(final_endpoint).netloc
 
-    env_ssl = _env(ENV_SSL_VERIFY)
+    env_ssl = env(ENV_SSL_VERIFY)
     if ssl_verify is not None:
         final_ssl = _parse_bool(ssl_verify, "ssl_verify")
     elif env_ssl is not None:
@@ -403,15 +406,15 @@ def load_profile(
     else:
         final_ssl = from_file.get("ssl_verify", True)
 
-    final_user = user or _env(ENV_USER) or from_file.get("user")
-    final_password = _as_secret(password) or _as_secret(_env(ENV_PASSWORD)) \
+    final_user = user or env(ENV_USER) or from_file.get("user")
+    final_password = _as_secret(password) or _as_secret(env(ENV_PASSWORD)) \
         or _as_secret(from_file.get("password"))
-    final_token = _as_secret(token) or _as_secret(_env(ENV_TOKEN))
+    final_token = _as_secret(token) or _as_secret(env(ENV_TOKEN))
     refresh = _as_secret(from_file.get("refresh_token"))
     agent = from_file.get("oidc_account_name")
 
     if final_password and not final_user:
-        source = "password=..." if password else f"${ENV_PASSWORD}" if _env(ENV_PASSWORD) \
+        source = "password=..." if password else f"${ENV_PASSWORD}" if env(ENV_PASSWORD) \
             else f"auth_password of oscar.{cluster_id} in {path}"
         raise ConfigError(f"A password is set ({source}) but no user; set user=..., "
                           f"{ENV_USER}, or auth_user in the config file")

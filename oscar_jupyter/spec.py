@@ -25,8 +25,9 @@ import json
 import math
 import re
 import shlex
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import yaml
 
@@ -470,20 +471,58 @@ class OffloadSpec:
             if name == "mounts":
                 values["mounts"].append(value)
             elif name == "env":
-                env_name, env_sep, env_value = value.partition("=")
-                if not env_sep:
-                    raise _flag_error("--env", repr(env_name), "write NAME=VALUE, e.g. "
-                                      "--env MY_VAR=value")
+                env_name, env_value = parse_env_item(value)
                 values["env"][env_name] = env_value
-            elif name in ("cpus_per_task", "nodes", "gpus"):
-                try:
-                    values[name] = int(value)
-                except ValueError:
-                    raise _flag_error(option, value, f"use a whole number, e.g. {option} 2"
-                                      ) from None
+            elif name in _COUNT_FIELDS:
+                values[name] = parse_count(option, value)
             else:
                 values[name] = value
         return cls(**values)
+
+
+_TEXT_FIELDS = ("node", "time", "mem", "job_name", "partition", "account", "image", "pre_exec",
+                "singularity_options", "sbatch")
+_COUNT_FIELDS = ("cpus_per_task", "nodes", "gpus")
+
+
+def parse_count(option: str, text: object) -> int:
+    """A count option's text -> int, with the same message `validate` gives for a bad count."""
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise _flag_error(option, text, f"use a whole number of at least 1, e.g. {option} 2"
+                          ) from None
+    return value
+
+
+def parse_env_item(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` -> (name, value); the value is kept byte for byte."""
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise _flag_error("--env", repr(text), "write NAME=VALUE, e.g. --env MY_VAR=value")
+    return name, value
+
+
+def settings_from_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Option values as the magic's parser (or the panel) holds them -> OffloadSpec fields.
+
+    Text options stay text; counts become ints; ``mount``/``mounts`` and ``env`` are lists of
+    ``SRC:DST`` and ``NAME=VALUE`` strings. Absent (None or empty) options are left out.
+    """
+    settings: dict[str, Any] = {}
+    for name in _TEXT_FIELDS:
+        if options.get(name) is not None:
+            settings[name] = options[name]
+    for name in _COUNT_FIELDS:
+        if options.get(name) is not None:
+            settings[name] = parse_count("--" + name.replace("_", "-"), options[name])
+    mounts = options.get("mounts") or options.get("mount") or []
+    if mounts:
+        settings["mounts"] = list(mounts)
+    env_items = options.get("env") or []
+    if env_items:
+        settings["env"] = dict(parse_env_item(item) for item in env_items)
+    return settings
 
 
 def _default(f):

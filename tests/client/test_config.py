@@ -116,14 +116,26 @@ def test_no_file_means_no_profiles(tmp_path):
 
 # --- precedence ------------------------------------------------------------------------------
 
-def test_environment_overrides_the_file(several, monkeypatch):
+def test_environment_overrides_the_default_cluster(several, monkeypatch):
+    monkeypatch.setenv("OSCAR_USER", "envuser")
+    monkeypatch.setenv("OSCAR_PASSWORD", "env-pass")
+    monkeypatch.setenv("OSCAR_SSL_VERIFY", "no")
+    profile = load_profile()
+    assert (profile.user, profile.password, profile.ssl_verify) == \
+        ("envuser", Secret("env-pass"), False)
+    assert profile.cluster_id == "zeta" and profile.endpoint == "https://zeta.example.org"
+
+
+def test_a_named_cluster_ignores_the_environment(several, monkeypatch):
+    # Variables meant for another cluster must not replace or redirect this one's credentials.
+    monkeypatch.setenv("OSCAR_ENDPOINT", "https://elsewhere.example.org")
     monkeypatch.setenv("OSCAR_USER", "envuser")
     monkeypatch.setenv("OSCAR_PASSWORD", "env-pass")
     monkeypatch.setenv("OSCAR_SSL_VERIFY", "no")
     profile = load_profile("mid")
-    assert (profile.user, profile.password, profile.ssl_verify) == \
-        ("envuser", Secret("env-pass"), False)
     assert profile.cluster_id == "mid" and profile.endpoint == "http://127.0.0.1:8080"
+    assert profile.user != "envuser" and profile.password != Secret("env-pass")
+    assert profile.ssl_verify is True
 
 
 def test_explicit_arguments_override_the_environment(several, monkeypatch):

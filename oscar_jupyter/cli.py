@@ -1,0 +1,104 @@
+"""`oscar-jupyter local start|stop|status`: the local OSCAR from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import ConfigError
+from .local import daemon
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="oscar-jupyter", description="Offload notebook cells to HPC through OSCAR."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    local = commands.add_parser(
+        "local", help="the local OSCAR (this machine's Slurm, or plain processes)"
+    )
+    actions = local.add_subparsers(dest="action", required=True)
+    home_help = (
+        "its home folder (default $OSCAR_JUPYTER_LOCAL_HOME or ~/.local/share/oscar-jupyter/local)"
+    )
+
+    start = actions.add_parser("start", help="start it and write the `local` oscar-cli profile")
+    start.add_argument("--home", type=Path, help=home_help)
+    start.add_argument(
+        "--port", type=int, help=f"port on 127.0.0.1 (default ${daemon.PORT_ENV} or 8765)"
+    )
+    start.add_argument("--node-name", default="local-slurm", help="the virtual node's name")
+    start.add_argument(
+        "--executor", default="auto", choices=("auto", "slurm", "process"),
+        help="run jobs with sbatch or as plain processes (default: slurm when it works)",
+    )
+    start.add_argument(
+        "--config", type=Path, help="oscar-cli config file for the profile "
+        "(default $OSCAR_CLI_CONFIG or ~/.oscar-cli/config.yaml)",
+    )
+    stop = actions.add_parser("stop", help="cancel its running jobs and stop it")
+    stop.add_argument("--home", type=Path, help=home_help)
+    status = actions.add_parser("status", help="show what runs")
+    status.add_argument("--home", type=Path, help=home_help)
+    return parser
+
+
+def _start(args: argparse.Namespace) -> None:
+    result = daemon.start(
+        home=args.home, port=args.port, node_name=args.node_name, executor=args.executor,
+        config_path=args.config,
+    )
+    if result.already_running:
+        print(f"The local OSCAR is already running (pid {result.pid}).")
+    print(f"endpoint:          {result.endpoint}")
+    print(f"executor:          {result.executor} ({result.executor_reason})")
+    print(f"container runtime: {result.container_runtime}")
+    print(f"virtual node:      {result.virtual_node}")
+    print(f"profile:           local in {result.profile_path}  (%oscar_connect local)")
+
+
+def _stop(args: argparse.Namespace) -> None:
+    result = daemon.stop(home=args.home)
+    if not result.was_running:
+        print("The local OSCAR was not running.")
+        return
+    print("The local OSCAR stopped.")
+    if result.cancelled_jobs:
+        print(f"Cancelled {len(result.cancelled_jobs)} unfinished job(s): "
+              + ", ".join(result.cancelled_jobs))
+
+
+def _status(args: argparse.Namespace) -> int:
+    info = daemon.status(home=args.home)
+    if not info.running:
+        print(f"The local OSCAR is not running (home {info.home}).")
+        return 3
+    jobs = ", ".join(f"{count} {name}" for name, count in sorted(info.jobs.items())) or "none"
+    print(f"endpoint:          {info.endpoint} (pid {info.pid})")
+    print(f"executor:          {info.executor} ({info.executor_reason})")
+    print(f"container runtime: {info.container_runtime}")
+    print(f"virtual node:      {info.virtual_node}")
+    print(f"jobs:              {jobs}")
+    print(f"home:              {info.home}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `oscar-jupyter` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.action == "start":
+            _start(args)
+        elif args.action == "stop":
+            _stop(args)
+        else:
+            return _status(args)
+    except (daemon.DaemonError, ConfigError, OSError) as error:
+        print(f"oscar-jupyter: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,380 @@
+"""Job handles for offloaded cells, and the one poller per kernel that keeps them current.
+
+A `Job` learns its state from two OSCAR calls: the job listing of its service (status, times)
+and the whole log of the job (the cell's tagged output, parsed by `LogParser`). OSCAR reports
+`Succeeded` even
+when the cell failed, so the runner's exit sentinel decides the final status.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .client import OscarClient, OscarError
+from .logs import LogParser, OutputLine
+from .spec import OffloadSpec
+
+WAITING = ("Suspended", "Pending")
+TERMINAL = ("Succeeded", "Failed", "Cancelled")
+# After OSCAR reports a terminal phase, the log may still lack the exit sentinel for a moment.
+SENTINEL_GRACE_SECONDS = 10.0
+
+
+def default_log_dir() -> Path:
+    base = os.environ.get("OSCAR_JUPYTER_LOG_DIR")
+    if base:
+        return Path(base)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "oscar-jupyter" / "logs"
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+class JobFailed(RuntimeError):
+    """The offloaded code failed on the cluster; renders as the remote traceback in a notebook."""
+
+    def __init__(self, job: Job, message: str, remote_traceback: str = "") -> None:
+        super().__init__(message)
+        self.job = job
+        self.remote_traceback = remote_traceback
+
+    def _render_traceback_(self) -> list[str]:
+        head = f"JobFailed: {self.args[0]}"
+        if not self.remote_traceback:
+            return [head]
+        return [head, "Remote traceback:", *self.remote_traceback.rstrip("\n").splitlines()]
+
+
+class JobTimeout(TimeoutError):
+    """`wait(timeout=...)` ran out before the job ended."""
+
+
+class Job:
+    """A cell running (or run) as a job of a runner service.
+
+    Thread safety: `refresh` may run in the poller thread while the main thread reads; every state
+    change happens under `_lock`, and listeners are called outside it.
+    """
+
+    def __init__(
+        self,
+        client: OscarClient,
+        service: str,
+        name: str,
+        spec: OffloadSpec,
+        *,
+        log_dir: Path | None = None,
+        submitted_at: datetime | None = None,
+    ) -> None:
+        self.client = client
+        self.service = service
+        self.name = name
+        self.spec = spec
+        self.submitted_at = submitted_at or datetime.now(timezone.utc)
+        self.started_at: datetime | None = None
+        self.finished_at: datetime | None = None
+        self.node: str | None = None
+        self.oscar_status = "Suspended"
+        self.error: str | None = None
+        self._parser = LogParser()
+        self._cancelled = False
+        self._terminal_seen_at: float | None = None
+        self._lock = threading.RLock()
+        self._listeners: list[Callable[[Job], None]] = []
+        self.log_path = (log_dir or default_log_dir()) / f"{name}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"<Job {self.name} on {self.spec.node or 'any node'}: {self.status()}>"
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._parser.exit_code
+
+    @property
+    def time_limit(self) -> int | None:
+        return self.spec.time_limit_seconds()
+
+    def status(self) -> str:
+        """Suspended, Pending, Running, Succeeded, Failed or Cancelled, as the user sees it."""
+        with self._lock:
+            if self._cancelled:
+                return "Cancelled"
+            if self.exit_code is not None and self.oscar_status not in WAITING:
+                if self.oscar_status == "Running" and not self._parser.finished:
+                    return "Running"
+                return "Succeeded" if self.exit_code == 0 else "Failed"
+            if self.oscar_status in ("Succeeded", "Failed", "Unknown") and self._sentinel_overdue():
+                return "Failed"
+            if self.oscar_status in ("Succeeded", "Failed"):
+                return "Running"  # finishing: waiting for the exit sentinel in the log
+            return self.oscar_status
+
+    def is_done(self) -> bool:
+        return self.status() in TERMINAL
+
+    def _sentinel_overdue(self) -> bool:
+        return (
+            self._terminal_seen_at is not None
+            and time.monotonic() - self._terminal_seen_at > SENTINEL_GRACE_SECONDS
+        )
+
+    def elapsed(self) -> float:
+        """Seconds the job has run (0 before it starts)."""
+        if self.started_at is None:
+            return 0.0
+        end = self.finished_at or datetime.now(timezone.utc)
+        return max(0.0, (end - self.started_at).total_seconds())
+
+    def lines(self) -> list[OutputLine]:
+        with self._lock:
+            return list(self._parser.lines)
+
+    def tail(self, n: int) -> list[OutputLine]:
+        with self._lock:
+            return list(self._parser.lines[-n:]) if n > 0 else []
+
+    def logs(self) -> str:
+        """The whole output of the cell so far (stdout and stderr in arrival order)."""
+        if self.log_path.exists():
+            return self.log_path.read_text(encoding="utf-8")
+        return "".join(line.text + "\n" for line in self.lines())
+
+    def remote_traceback(self) -> str:
+        return self._parser.traceback()
+
+    # -- listeners -----------------------------------------------------------------------------
+
+    def add_listener(self, callback: Callable[[Job], None]) -> None:
+        with self._lock:
+            self._listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[[Job], None]) -> None:
+        with self._lock:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
+    def _notify(self) -> None:
+        for callback in list(self._listeners):
+            try:
+                callback(self)
+            except Exception:  # a broken view must not stop the poller
+                pass
+
+    # -- polling -------------------------------------------------------------------------------
+
+    def refresh(self, listing: dict[str, dict] | None = None) -> list[OutputLine]:
+        """One poll: status from `listing` (fetched if not given), then the log; the new lines."""
+        if self.is_done():
+            return []
+        if listing is None:
+            listing = self.client.list_jobs(self.service)
+        before = (self.status(), self.node)
+        with self._lock:
+            self._apply_listing(listing.get(self.name))
+            text = self._fetch_log()
+            new = self._parser.feed(text) if text else []
+            if self._parser.started and not self.node:
+                self.node = self._parser.started.get("node") or None
+            if new:
+                self._append_to_file(new)
+            if self.is_done() and self.finished_at is None:
+                self.finished_at = datetime.now(timezone.utc)
+        if new or before != (self.status(), self.node):
+            self._notify()
+        return new
+
+    def _apply_listing(self, entry: dict | None) -> None:
+        if entry is None:
+            # Not listed (yet): the job may still be created; a vanished job is handled by its log.
+            return
+        self.oscar_status = entry.get("status") or self.oscar_status
+        self.started_at = self.started_at or _parse_time(
+            entry.get("start_time") or entry.get("creation_time")
+        )
+        finished = _parse_time(entry.get("finish_time"))
+        if finished:
+            self.finished_at = finished
+        if self.oscar_status in ("Succeeded", "Failed") and self._terminal_seen_at is None:
+            self._terminal_seen_at = time.monotonic()
+        if self.oscar_status == "Running" and self.started_at is None:
+            self.started_at = datetime.now(timezone.utc)
+
+    def _fetch_log(self) -> str:
+        if self.oscar_status == "Suspended":
+            return ""
+        try:
+            return self.client.job_logs(self.service, self.name)
+        except OscarError as err:
+            if err.status_code == 404:  # pod not there yet, or container still initialising
+                return ""
+            raise
+
+    def _append_to_file(self, lines: Iterable[OutputLine]) -> None:
+        with self.log_path.open("a", encoding="utf-8") as out:
+            out.writelines(line.text + "\n" for line in lines)
+
+    # -- control -------------------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Cancel the job on the cluster (OSCAR deletes the pod; the Slurm job is scancelled)."""
+        if self.is_done():
+            return
+        try:
+            self.client.delete_job(self.service, self.name)
+        except OscarError as err:
+            if err.status_code != 404:
+                raise
+        with self._lock:
+            self._cancelled = True
+            self.finished_at = datetime.now(timezone.utc)
+        self._notify()
+
+    def wait(
+        self,
+        timeout: float | None = None,
+        *,
+        on_update: Callable[[Job, list[OutputLine]], None] | None = None,
+        interval: PollInterval | None = None,
+    ) -> int | None:
+        """Poll in the calling thread until the job ends; returns the exit code.
+
+        `on_update(job, new_lines)` is called after every poll with the lines that arrived since the
+        previous call (maybe none), whoever fetched them. Raises
+        `JobTimeout` when `timeout` seconds pass first.
+        """
+        interval = interval or PollInterval()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        previous = None
+        reported = len(self.lines())  # lines before the wait are the caller's to show
+        while True:
+            self.refresh()
+            lines = self.lines()  # another thread (the poller) may have fetched some of them
+            new, reported = lines[reported:], len(lines)
+            state = (self.status(), self.node)
+            changed = bool(new) or state != previous
+            if on_update is not None:
+                on_update(self, new)
+            previous = state
+            if self.is_done():
+                return self.exit_code
+            delay = interval.next(changed)
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise JobTimeout(f"job {self.name} still {self.status()} after {timeout:g} s")
+                delay = min(delay, remaining)
+            time.sleep(delay)
+
+    def result(self, timeout: float | None = None) -> int:
+        """Wait, then raise `JobFailed` (with the remote traceback) unless the cell exited 0."""
+        self.wait(timeout)
+        self.raise_for_status()
+        return 0
+
+    def raise_for_status(self) -> None:
+        status = self.status()
+        if status == "Succeeded":
+            return
+        if status == "Cancelled":
+            raise JobFailed(self, f"job {self.name} was cancelled")
+        if self.exit_code is None:
+            detail = self.error or "it ended without an exit status (killed, timed out or rejected)"
+            tail = "\n".join(line.text for line in self.tail(20))
+            raise JobFailed(self, f"job {self.name} failed: {detail}", tail)
+        raise JobFailed(
+            self,
+            f"the cell failed on {self.node or 'the cluster'} with exit code {self.exit_code} "
+            f"(job {self.name})",
+            self.remote_traceback(),
+        )
+
+
+class PollInterval:
+    """Adaptive poll delay: fast while output flows, backing off while nothing changes."""
+
+    def __init__(self, minimum: float = 0.5, maximum: float = 5.0, factor: float = 1.5) -> None:
+        self.minimum, self.maximum, self.factor = minimum, maximum, factor
+        self.current = minimum
+
+    def next(self, changed: bool) -> float:
+        self.current = self.minimum if changed else min(self.maximum, self.current * self.factor)
+        return self.current
+
+
+def poll_jobs(jobs: Iterable[Job]) -> bool:
+    """One tick for many jobs: a listing per service, then each job's log. True on change."""
+    by_service: dict[tuple[int, str], list[Job]] = {}
+    for job in jobs:
+        if not job.is_done():
+            by_service.setdefault((id(job.client), job.service), []).append(job)
+    changed = False
+    for group in by_service.values():
+        try:
+            listing = group[0].client.list_jobs(group[0].service)
+        except OscarError as err:
+            for job in group:
+                job.error = str(err)
+            continue
+        for job in group:
+            before = (job.status(), job.node)
+            try:
+                new = job.refresh(listing)
+            except OscarError as err:
+                job.error = str(err)
+                continue
+            changed = changed or bool(new) or before != (job.status(), job.node)
+    return changed
+
+
+class Poller:
+    """The kernel's one background poller: watched jobs are refreshed until they end."""
+
+    def __init__(self, interval: PollInterval | None = None) -> None:
+        self._interval = interval or PollInterval(minimum=1.0)
+        self._jobs: list[Job] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, job: Job) -> None:
+        with self._lock:
+            if job not in self._jobs:
+                self._jobs.append(job)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="oscar-poller", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def watched(self) -> list[Job]:
+        with self._lock:
+            return list(self._jobs)
+
+    def poll_once(self) -> bool:
+        with self._lock:
+            self._jobs = [job for job in self._jobs if not job.is_done()]
+            jobs = list(self._jobs)
+        return poll_jobs(jobs)
+
+    def _run(self) -> None:
+        while True:
+            changed = self.poll_once()
+            with self._lock:
+                if not self._jobs:
+                    self._thread = None
+                    return
+            self._wake.wait(self._interval.next(changed))
+            self._wake.clear()

@@ -1,0 +1,420 @@
+"""IPython magics: parse flags, then call `session`, `jobs` and `display`. No logic of their own."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import shlex
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
+from IPython.display import display
+from traitlets import Float, Int, Unicode
+
+from . import display as views
+from .client import OscarError
+from .jobs import Job, JobFailed, JobTimeout, PollInterval
+from .nodes import format_bytes
+from .session import Session, current
+from .spec import DEFAULT_IMAGE, OffloadSpec, SpecError, settings_from_options
+
+VALUE_OPTIONS = {
+    "--node",
+    "--time",
+    "--cpus-per-task",
+    "--mem",
+    "--nodes",
+    "--job-name",
+    "--partition",
+    "--account",
+    "--gpus",
+    "--image",
+    "--mount",
+    "--pre-exec",
+    "--singularity-options",
+    "--sbatch",
+    "--env",
+    "-o",
+    "--timeout",
+    "--on-interrupt",
+    "--endpoint",
+    "--user",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse would exit the kernel
+        raise UsageError(f"{self.prog}: {message}\n\n{self.format_usage()}")
+
+
+def _join_values(words: list[str]) -> list[str]:
+    """`--sbatch "--exclusive"` -> `--sbatch=--exclusive`: argparse refuses values like '-x'."""
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word in VALUE_OPTIONS and i + 1 < len(words):
+            out.append(f"{word}={words[i + 1]}")
+            i += 2
+        else:
+            out.append(word)
+            i += 1
+    return out
+
+
+def _split(line: str) -> list[str]:
+    try:
+        return _join_values(shlex.split(line))
+    except ValueError as err:
+        raise UsageError(f"cannot split the flags ({err}): close the quote") from None
+
+
+def _offload_parser() -> _Parser:
+    p = _Parser(prog="%%oscar_offload", add_help=False)
+    p.add_argument("--node", help="interLink virtual node (the HPC site)")
+    p.add_argument("--time", help="Slurm walltime, e.g. 02:30:00")
+    p.add_argument("--cpus-per-task", dest="cpus_per_task")
+    p.add_argument("--mem", help="memory, e.g. 32G or 32Gi")
+    p.add_argument("--nodes")
+    p.add_argument("--job-name", dest="job_name")
+    p.add_argument("--partition")
+    p.add_argument("--account")
+    p.add_argument("--gpus")
+    p.add_argument("--image")
+    p.add_argument("--mount", action="append", default=[], help="SRC:DST[:ro], repeatable")
+    p.add_argument("--pre-exec", dest="pre_exec")
+    p.add_argument("--singularity-options", dest="singularity_options")
+    p.add_argument("--sbatch", help="extra sbatch flags")
+    p.add_argument("--env", action="append", default=[], help="NAME=VALUE, repeatable")
+    p.add_argument("--dry-run", action="store_true", dest="dry_run")
+    p.add_argument("--no-wait", action="store_true", dest="no_wait")
+    p.add_argument("-o", dest="output_name", help="store the Job handle in this variable")
+    p.add_argument("--timeout", help="seconds to wait before giving up (and cancelling)")
+    p.add_argument("--on-interrupt", dest="on_interrupt", choices=["cancel", "detach"])
+    return p
+
+
+def offload_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """Parsed flags -> OffloadSpec fields (only what the cell set)."""
+    return settings_from_options(vars(args))
+
+
+@magics_class
+class OscarMagics(Magics):
+    """Offload cells to an OSCAR cluster's interLink virtual nodes (Slurm on an HPC system)."""
+
+    default_image = Unicode(DEFAULT_IMAGE, help="container image of cells without --image").tag(
+        config=True
+    )
+    default_node = Unicode("", help="virtual node of cells without --node").tag(config=True)
+    default_time = Unicode("", help="walltime of cells without --time").tag(config=True)
+    default_mem = Unicode("", help="memory of cells without --mem").tag(config=True)
+    default_cpus_per_task = Int(0, help="CPUs of cells without --cpus-per-task (0: none)").tag(
+        config=True
+    )
+    default_partition = Unicode("").tag(config=True)
+    default_account = Unicode("").tag(config=True)
+    default_on_interrupt = Unicode("cancel", help="cancel or detach on Ctrl-C").tag(config=True)
+    max_stream_lines = Int(
+        10000, help="lines streamed into a blocking cell; the rest stays in %oscar_logs"
+    ).tag(config=True)
+    live_tail_lines = Int(40, help="lines shown by the live view of a --no-wait cell").tag(
+        config=True
+    )
+    min_poll_interval = Float(0.5).tag(config=True)
+    max_poll_interval = Float(5.0).tag(config=True)
+
+    @property
+    def session(self) -> Session:
+        return current()
+
+    def trait_defaults_layer(self) -> dict[str, Any]:
+        return {
+            "image": self.default_image,
+            "node": self.default_node,
+            "time": self.default_time,
+            "mem": self.default_mem,
+            "cpus_per_task": self.default_cpus_per_task or None,
+            "partition": self.default_partition,
+            "account": self.default_account,
+        }
+
+    # -- connection ----------------------------------------------------------------------------
+
+    @line_magic
+    @no_var_expand
+    def oscar_connect(self, line: str) -> Any:
+        """%oscar_connect [PROFILE] [--endpoint URL] [--user NAME] [--ask-password] [--ask-token]
+        [--insecure]
+
+        Connects this kernel to an OSCAR cluster: a cluster of ~/.oscar-cli/config.yaml (its
+        default when no PROFILE), the OSCAR_* environment variables, or the flags. Passwords and
+        tokens are asked for, never written in the cell.
+        """
+        p = _Parser(prog="%oscar_connect", add_help=False)
+        p.add_argument("profile", nargs="?")
+        p.add_argument("--endpoint")
+        p.add_argument("--user")
+        p.add_argument("--ask-password", action="store_true")
+        p.add_argument("--ask-token", action="store_true")
+        p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
+        args = p.parse_args(_split(line))
+        overrides: dict[str, Any] = {}
+        if args.endpoint:
+            overrides["endpoint"] = args.endpoint
+        if args.user:
+            overrides["user"] = args.user
+        if args.ask_password:
+            overrides["password"] = getpass.getpass("OSCAR password: ")
+        if args.ask_token:
+            overrides["token"] = getpass.getpass("OSCAR access token: ")
+        if args.insecure:
+            overrides["ssl_verify"] = False
+        return self.session.connect(args.profile, **overrides)
+
+    # -- offload -------------------------------------------------------------------------------
+
+    @cell_magic
+    @no_var_expand
+    def oscar_offload(self, line: str, cell: str) -> Any:
+        """%%oscar_offload [--node NODE] [--time T] [--cpus-per-task N] [--mem M] ... then the code
+
+        Runs the cell as a Slurm job on an interLink virtual node and streams its output here.
+        Flags: --node --time --cpus-per-task --mem --nodes --job-name --partition --account --gpus
+        --image --mount SRC:DST (repeatable) --pre-exec CMD --singularity-options OPTS
+        --sbatch "FLAGS" --env NAME=VALUE (repeatable) --dry-run --no-wait -o NAME --timeout SECONDS
+        --on-interrupt cancel|detach. Defaults: %config OscarMagics.default_image = ..., the
+        offload panel, or the `jupyter:` block of the cluster profile.
+        """
+        args = _offload_parser().parse_args(_split(line))
+        session = self.session
+        spec = session.build_spec(offload_flags(args), self.trait_defaults_layer())
+        timeout = _seconds(args.timeout)
+        if args.dry_run:
+            return self._dry_run(spec, cell)
+        job = session.submit(cell, spec)
+        if args.output_name:
+            self.shell.user_ns[args.output_name] = job
+        if args.no_wait:
+            self._show_live(job)
+            return None
+        self._run_blocking(job, timeout, args.on_interrupt or self.default_on_interrupt)
+        return None
+
+    def _dry_run(self, spec: OffloadSpec, cell: str) -> None:
+        spec.validate(known_nodes=self.session.known_node_names())
+        body = spec.job_body(cell)
+        cluster = self.session.profile.cluster_id if self.session.profile else "oscar-cluster"
+        print(f"# Service definition (FDL for `oscar-cli apply`), cluster {cluster}:")
+        print(spec.fdl(cluster))
+        for name, content in spec.fdl_files().items():
+            print(f"# File {name} (referenced by the FDL):")
+            print(content)
+        service = spec.service_name()
+        print("# Job request (nothing was sent):")
+        print(f"POST /job/{service}")
+        print("Authorization: Bearer <service token>")
+        print(f"X-Delegated-Job-ID: {service}-<uuid4>")
+        print("Content-Type: application/octet-stream")
+        print(
+            f"Content-Length: {len(body)}  (base64 of the {len(cell.encode())}-byte cell program)"
+        )
+
+    def _run_blocking(self, job: Job, timeout: float | None, on_interrupt: str) -> None:
+        handle = display(views.status_bundle(job), raw=True, display_id=True)
+        streamed = 0
+
+        def on_update(job: Job, new_lines: list) -> None:
+            nonlocal streamed
+            for line in new_lines:
+                if streamed < self.max_stream_lines:
+                    stream = sys.stderr if line.stream == "stderr" else sys.stdout
+                    stream.write(line.text + "\n")
+                elif streamed == self.max_stream_lines:
+                    print(f"… more output in %oscar_logs {job.name}", file=sys.stderr)
+                streamed += 1
+            if new_lines:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            handle.update(views.status_bundle(job), raw=True)
+
+        interval = PollInterval(self.min_poll_interval, self.max_poll_interval)
+        try:
+            job.wait(timeout, on_update=on_update, interval=interval)
+        except KeyboardInterrupt:
+            if on_interrupt == "detach":
+                self.session.poller.watch(job)
+                print(
+                    f"Detached: job {job.name} keeps running; follow it with "
+                    f"%oscar_logs {job.name} --follow",
+                    file=sys.stderr,
+                )
+                return
+            job.cancel()
+            handle.update(views.status_bundle(job), raw=True)
+            print(f"Cancelled job {job.name} on the cluster.", file=sys.stderr)
+            raise
+        except JobTimeout:
+            job.cancel()
+            handle.update(views.status_bundle(job), raw=True)
+            raise
+        handle.update(views.status_bundle(job), raw=True)
+        job.raise_for_status()
+
+    def _show_live(self, job: Job) -> None:
+        """A view made in this cell, updated by the poller thread (never print from a thread)."""
+        if _has_widget_frontend(self.shell):
+            from .widgets import JobView
+
+            display(JobView(job, tail_lines=self.live_tail_lines))  # it asks the poller to watch
+            return
+        tail = self.live_tail_lines
+        handle = display(views.live_bundle(job, tail), raw=True, display_id=True)
+
+        def update(job: Job) -> None:
+            handle.update(views.live_bundle(job, tail), raw=True)
+
+        job.add_listener(update)
+        self.session.poller.watch(job)
+
+    @line_magic
+    def oscar_panel(self, line: str) -> Any:
+        """%oscar_panel: resource widgets whose values become the defaults of %%oscar_offload."""
+        from .widgets import Panel
+
+        return Panel()
+
+    # -- line magics ---------------------------------------------------------------------------
+
+    @line_magic
+    def oscar_nodes(self, line: str) -> None:
+        """%oscar_nodes: the cluster's nodes (name, status, CPU, memory, GPU, interLink)."""
+        nodes = self.session.nodes(refresh=True)
+        rows = [
+            [
+                n.name,
+                n.status,
+                f"{n.cpu_free:g} / {n.cpu_total:g}",
+                f"{format_bytes(n.memory_free_bytes)} / {format_bytes(n.memory_total_bytes)}",
+                str(n.gpus),
+                "yes" if n.is_interlink else "no",
+            ]
+            for n in nodes
+        ]
+        headers = ["node", "status", "CPU free / total", "memory free / total", "GPU", "interLink"]
+        display(views.table_bundle(headers, rows, "The cluster lists no nodes."), raw=True)
+
+    @line_magic
+    def oscar_jobs(self, line: str) -> Any:
+        """%oscar_jobs [--watch]: jobs of this kernel's runner services (--watch: a live table)."""
+        p = _Parser(prog="%oscar_jobs", add_help=False)
+        p.add_argument("--watch", action="store_true")
+        args = p.parse_args(_split(line))
+        if args.watch:
+            from .widgets import JobsTable
+
+            return JobsTable()
+        session = self.session
+        client = session.require_client()
+        rows = []
+        for service in sorted(session.used_services):
+            for name, info in client.list_jobs(service).items():
+                job = session.jobs.get(name)
+                status = job.status() if job else info.get("status", "?")
+                start = info.get("start_time") or info.get("creation_time") or ""
+                rows.append([name, service, status, start, _duration(info, job)])
+        headers = ["job", "service", "status", "start", "duration"]
+        rows.sort(key=lambda r: r[3] or "~")
+        display(views.table_bundle(headers, rows, "No jobs from this kernel."), raw=True)
+        return None
+
+    @line_magic
+    def oscar_logs(self, line: str) -> None:
+        """%oscar_logs JOB [--follow]: the whole output of a job (follow: until it ends)."""
+        p = _Parser(prog="%oscar_logs", add_help=False)
+        p.add_argument("job")
+        p.add_argument("--follow", action="store_true")
+        args = p.parse_args(_split(line))
+        job = self._find(args.job)
+        if args.follow:
+            if job.lines():
+                sys.stdout.write(job.logs())
+            self._run_blocking(job, None, "detach")
+            return
+        if not job.is_done():
+            job.refresh()
+        sys.stdout.write(job.logs())
+
+    @line_magic
+    def oscar_cancel(self, line: str) -> None:
+        """%oscar_cancel JOB: cancel a job (its Slurm job is cancelled too)."""
+        name = line.strip()
+        if not name:
+            raise UsageError("%oscar_cancel JOB: name the job (see %oscar_jobs)")
+        job = self._find(name)
+        job.cancel()
+        print(f"Cancelled job {job.name}.")
+
+    @line_magic
+    def oscar_cleanup(self, line: str) -> None:
+        """%oscar_cleanup [--all]: delete finished jobs (--all: this kernel's services too)."""
+        p = _Parser(prog="%oscar_cleanup", add_help=False)
+        p.add_argument("--all", action="store_true")
+        args = p.parse_args(_split(line))
+        try:
+            jobs, services = self.session.cleanup(services=args.all)
+        except RuntimeError as err:
+            raise UsageError(str(err)) from None
+        print(
+            f"Deleted {jobs} finished job(s)"
+            + (f" and {services} runner service(s) this kernel created." if args.all else ".")
+        )
+
+    def _find(self, name: str) -> Job:
+        try:
+            return self.session.find_job(name)
+        except KeyError as err:
+            raise UsageError(str(err.args[0])) from None
+
+
+def _has_widget_frontend(shell: Any) -> bool:
+    """A kernel (ipykernel) can show widgets; a terminal IPython cannot."""
+    return getattr(shell, "kernel", None) is not None
+
+
+def _seconds(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise SpecError(
+            "--timeout", f"--timeout {text}: write seconds, e.g. --timeout 600"
+        ) from None
+    if value <= 0:
+        raise SpecError("--timeout", f"--timeout {text}: write a positive number of seconds")
+    return value
+
+
+def _duration(info: dict, job: Job | None) -> str:
+    if job is not None and job.started_at is not None:
+        return views.format_duration(job.elapsed())
+    start, end = info.get("start_time"), info.get("finish_time")
+    if not start:
+        return ""
+    try:
+        t0 = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        t1 = (
+            datetime.fromisoformat(end.replace("Z", "+00:00"))
+            if end
+            else datetime.now(timezone.utc)
+        )
+    except ValueError:
+        return ""
+    return views.format_duration((t1 - t0).total_seconds())
+
+
+__all__ = ["OscarMagics", "JobFailed", "OscarError"]

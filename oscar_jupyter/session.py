@@ -1,0 +1,298 @@
+"""The kernel's connection to one OSCAR cluster and what it offloaded there.
+
+`connect()` checks the cluster once (health, info, config), `offload()` turns a cell into a job of a
+runner service, creating the service the first time its configuration is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .client import OscarClient, OscarError
+from .config import ClusterProfile, load_profile
+from .jobs import Job, JobTimeout, Poller
+from .nodes import VirtualNode, list_nodes
+from .spec import OffloadSpec
+
+SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(OffloadSpec))
+RECENT_IMAGES = 8
+
+
+class NotConnected(RuntimeError):
+    pass
+
+
+@dataclass
+class ConnectionReport:
+    cluster_id: str
+    endpoint: str
+    version: str
+    auth: str
+    interlink_available: bool
+    nodes: list[VirtualNode] | None
+    warnings: list[str] = field(default_factory=list)
+
+    def _repr_markdown_(self) -> str:
+        lines = [
+            f"Connected to **{self.cluster_id}** at `{self.endpoint}` (OSCAR {self.version}, "
+            f"{self.auth} auth)."
+        ]
+        if self.nodes is not None:
+            names = ", ".join(f"`{n.name}`" for n in self.nodes if n.is_interlink) or "none"
+            lines.append(f"interLink virtual nodes: {names}.")
+        lines += [f"**Warning:** {w}" for w in self.warnings]
+        return "\n\n".join(lines)
+
+
+def profile_defaults(profile: ClusterProfile | None) -> dict[str, Any]:
+    """Offload defaults a cluster profile carries: oscar-cli's `memory`, our `jupyter:` block."""
+    if profile is None:
+        return {}
+    raw = dict(profile.defaults or {})
+    found: dict[str, Any] = {}
+    if raw.get("memory"):
+        found["mem"] = raw["memory"]
+    jupyter = raw.get("jupyter") or {}
+    if isinstance(jupyter, Mapping):
+        found.update({k.replace("-", "_"): v for k, v in jupyter.items()})
+    return {k: v for k, v in found.items() if k in SPEC_FIELDS}
+
+
+def merge_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Later layers win; None and empty values do not override."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if value is None or value == "" or value == [] or value == {}:
+                continue
+            merged[key] = value
+    return merged
+
+
+class Session:
+    def __init__(self) -> None:
+        self.client: OscarClient | None = None
+        self.profile: ClusterProfile | None = None
+        self.report: ConnectionReport | None = None
+        self.defaults: dict[str, Any] = {}  # the offload panel writes here
+        self.jobs: dict[str, Job] = {}
+        self.services: set[str] = set()  # runner services this kernel created
+        self.used_services: set[str] = set()
+        self.recent_images: list[str] = []
+        self.poller = Poller()
+        self._nodes: list[VirtualNode] | None = None
+
+    # -- connection ----------------------------------------------------------------------------
+
+    def connect(self, name: str | None = None, **overrides: Any) -> ConnectionReport:
+        profile = load_profile(name, **overrides)
+        client = OscarClient(profile)
+        try:
+            client.health()
+            info = client.info()
+            config = client.config()
+        except OscarError:
+            client.close()
+            raise
+        warnings = []
+        interlink = bool((config.get("config") or {}).get("interLink_available"))
+        if not interlink:
+            warnings.append(
+                "this OSCAR reports interLink_available: false, so it ignores a service's node "
+                "and runs jobs on an ordinary Kubernetes node, not on the HPC system."
+            )
+        if self.client is not None:
+            self.client.close()
+        self.client, self.profile = client, profile
+        try:
+            self._nodes = list_nodes(client)
+        except OscarError as err:
+            self._nodes = None
+            warnings.append(f"could not list the cluster's nodes ({err}); node names go unchecked.")
+        self.report = ConnectionReport(
+            cluster_id=profile.cluster_id,
+            endpoint=profile.endpoint,
+            version=str(info.get("version", "unknown")),
+            auth=profile.auth_kind,
+            interlink_available=interlink,
+            nodes=self._nodes,
+            warnings=warnings,
+        )
+        return self.report
+
+    def require_client(self) -> OscarClient:
+        if self.client is None:
+            self.connect()
+        assert self.client is not None
+        return self.client
+
+    def nodes(self, refresh: bool = True) -> list[VirtualNode]:
+        if refresh or self._nodes is None:
+            self._nodes = list_nodes(self.require_client())
+        return list(self._nodes)
+
+    def known_node_names(self) -> list[str] | None:
+        """interLink node names, or None when the cluster does not list them (then unchecked)."""
+        if self._nodes is None:
+            return None
+        names = [n.name for n in self._nodes if n.is_interlink]
+        return names or None
+
+    # -- offloading ----------------------------------------------------------------------------
+
+    def build_spec(self, flags: Mapping[str, Any], *base: Mapping[str, Any]) -> OffloadSpec:
+        """Profile defaults < `base` layers (e.g. traitlets) < the panel's defaults < cell flags."""
+        settings = merge_settings(profile_defaults(self.profile), *base, self.defaults, flags)
+        unknown = sorted(set(settings) - set(SPEC_FIELDS))
+        if unknown:
+            raise TypeError(f"unknown offload settings: {', '.join(unknown)}")
+        return OffloadSpec(**settings)
+
+    def ensure_service(self, spec: OffloadSpec) -> str:
+        client = self.require_client()
+        name = spec.service_name()
+        if name in self.used_services:
+            return name
+        try:
+            client.get_service(name)
+        except OscarError as err:
+            if err.status_code != 404:
+                raise
+            definition = spec.service_definition()
+            try:
+                client.create_service(definition)
+            except OscarError as create_err:
+                if "already exists" not in create_err.message:
+                    raise
+            self.services.add(name)
+        self.used_services.add(name)
+        return name
+
+    def submit(self, code: str, spec: OffloadSpec) -> Job:
+        """Validate, make sure the runner service exists, and send the cell as a job."""
+        spec.validate(known_nodes=self.known_node_names())
+        body = spec.job_body(code)
+        client = self.require_client()
+        service = self.ensure_service(spec)
+        job_name = f"{service}-{uuid.uuid4()}"
+        before = set(client.list_jobs(service))
+        client.submit_job(service, body, job_id=job_name)
+        after = client.list_jobs(service)
+        if job_name not in after:
+            # An OSCAR that ignores X-Delegated-Job-ID names the job itself: find it by difference.
+            fresh = sorted(set(after) - before)
+            if len(fresh) == 1:
+                job_name = fresh[0]
+        job = Job(client, service, job_name, spec)
+        self.jobs[job.name] = job
+        self._remember_image(spec.image)
+        return job
+
+    def _remember_image(self, image: str) -> None:
+        if image in self.recent_images:
+            self.recent_images.remove(image)
+        self.recent_images.insert(0, image)
+        del self.recent_images[RECENT_IMAGES:]
+
+    def cleanup(self, *, services: bool = False) -> tuple[int, int]:
+        """Delete finished jobs of this kernel's runner services; with `services`, the services too.
+
+        A job counts as finished when OSCAR says so or when its exit sentinel arrived (OSCAR may
+        still say Running for the moment the supervisor needs to exit). Returns (jobs, services)
+        deleted. Refuses to delete services while this kernel's jobs still run.
+        """
+        client = self.require_client()
+        if services:
+            running = [j.name for j in self.jobs.values() if not j.is_done()]
+            if running:
+                raise RuntimeError(
+                    f"jobs still running: {', '.join(running)}; cancel them first (%oscar_cancel)"
+                )
+        deleted_jobs = 0
+        for service in sorted(self.used_services):
+            for name, info in client.list_jobs(service).items():
+                known = self.jobs.get(name)
+                finished = info.get("status") in ("Succeeded", "Failed") or (
+                    known is not None and known.is_done()
+                )
+                if finished:
+                    try:
+                        client.delete_job(service, name)
+                    except OscarError as err:
+                        if err.status_code != 404:
+                            raise
+                    deleted_jobs += 1
+        deleted_services = 0
+        if services:
+            for service in sorted(self.services):
+                client.delete_service(service)
+                self.used_services.discard(service)
+                deleted_services += 1
+            self.services.clear()
+        return deleted_jobs, deleted_services
+
+    def find_job(self, name: str) -> Job:
+        """A job of this kernel by name (or unique prefix), or one of the runner services' jobs."""
+        if name in self.jobs:
+            return self.jobs[name]
+        matches = [j for n, j in self.jobs.items() if n.startswith(name)]
+        if len(matches) == 1:
+            return matches[0]
+        client = self.require_client()
+        for service in sorted(self.used_services) or _runner_services(client):
+            if name.startswith(service + "-") and name in client.list_jobs(service):
+                return Job(client, service, name, OffloadSpec())
+        known = ", ".join(self.jobs) or "none in this kernel"
+        raise KeyError(f"no job named {name!r} (jobs: {known})")
+
+
+def _runner_services(client: OscarClient) -> list[str]:
+    return [
+        s["name"]
+        for s in client.list_services()
+        if (s.get("labels") or {}).get("oscar-jupyter/runner") == "true"
+    ]
+
+
+_current: Session | None = None
+
+
+def current() -> Session:
+    global _current
+    if _current is None:
+        _current = Session()
+    return _current
+
+
+def connect(name: str | None = None, **overrides: Any) -> ConnectionReport:
+    """Connect this kernel to a cluster: a cluster of oscar-cli's config, or explicit settings."""
+    return current().connect(name, **overrides)
+
+
+def offload(
+    code: str,
+    *,
+    wait: bool = True,
+    timeout: float | None = None,
+    **settings: Any,
+) -> Job:
+    """Run `code` as a job on the connected cluster; with `wait`, block until it ends.
+
+    `settings` are `OffloadSpec` fields (node, time, cpus_per_task, mem, ...). Raises `SpecError`
+    before anything is sent when a setting is invalid, and `JobFailed` when the code fails remotely.
+    """
+    session = current()
+    job = session.submit(code, session.build_spec(settings))
+    if not wait:
+        session.poller.watch(job)
+        return job
+    try:
+        job.result(timeout)
+    except (KeyboardInterrupt, JobTimeout):
+        job.cancel()  # never leave an orphaned job behind an interrupted call
+        raise
+    return job

@@ -1,0 +1,193 @@
+"""This kernel's jobs as a table that keeps itself current while jobs run.
+
+It listens to the jobs the kernel's one poller already refreshes (DESIGN.md decision 9); it adds
+no polling of its own. "View" opens a job's live view below the table; "Cancel" cancels it.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+
+import ipywidgets as w
+
+from ..display import format_duration
+from ..jobs import Job
+from ..session import Session, current
+from .clock import CLOCK
+from .jobview import JobView
+from .style import badge, style_widget
+
+HEADINGS = ("Job", "Status", "Node", "Elapsed / limit", "Submitted", "")
+
+
+class _Row:
+    def __init__(self, table: JobsTable, job: Job) -> None:
+        self.job = job
+        self.name = w.HTML()
+        self.name.add_class("oj-name")
+        self.status = w.HTML()
+        self.node = w.HTML()
+        self.clock = w.HTML()
+        self.submitted = w.HTML()
+        self.view_button = w.Button(description="View", tooltip="Show this job's live view")
+        self.cancel_button = w.Button(description="Cancel", button_style="danger",
+                                      tooltip="Cancel the job on the cluster")
+        for button in (self.view_button, self.cancel_button):
+            button.layout.width = "auto"
+        self.view_button.on_click(lambda _: table.show(job))
+        self.cancel_button.on_click(lambda _: table.cancel(job))
+        actions = w.HBox([self.view_button, self.cancel_button])
+        actions.add_class("oj-buttons")
+        self.cells = [self.name, self.status, self.node, self.clock, self.submitted, actions]
+        self.update()
+
+    def update(self) -> None:
+        job = self.job
+        status = job.status()
+        self.name.value = html.escape(job.name)
+        self.status.value = badge(status)
+        self.node.value = html.escape(job.node or getattr(job.spec, "node", None) or "")
+        limit = job.time_limit
+        clock = format_duration(job.elapsed())
+        self.clock.value = f"{clock} / {format_duration(limit)}" if limit else clock
+        submitted = getattr(job, "submitted_at", None)
+        self.submitted.value = submitted.astimezone().strftime("%H:%M:%S") if submitted else ""
+        self.cancel_button.disabled = job.is_done()
+
+
+class JobsTable(w.VBox):
+    """The jobs of `session.jobs`; rows follow their jobs through the shared poller."""
+
+    def __init__(self, session: Session | None = None, *, watch: bool = True) -> None:
+        super().__init__()
+        self.session = session if session is not None else current()
+        self.watch = watch
+        self._lock = threading.RLock()
+        self._rows: dict[str, _Row] = {}
+        self._listening: set[str] = set()
+        self.summary = w.HTML()
+        self.summary.add_class("oj-muted")
+        self.message = w.HTML()
+        self.message.add_class("oj-error")
+        self.refresh_button = w.Button(description="Refresh", icon="refresh",
+                                       tooltip="Look for new jobs of this kernel")
+        self.refresh_button.layout.width = "auto"
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.grid = w.GridBox()
+        self.grid.layout.grid_template_columns = "minmax(10em, 2fr) auto auto auto auto auto"
+        self.grid.layout.width = "100%"
+        self.grid.add_class("oj-grid")
+        self.detail = w.VBox()
+        self.detail.layout.width = "100%"
+        self.detail_view: JobView | None = None
+        toolbar = w.HBox([self.summary, self.refresh_button])
+        toolbar.layout.justify_content = "space-between"
+        toolbar.layout.align_items = "center"
+        toolbar.layout.width = "100%"
+        self.children = [style_widget(), toolbar, self.grid, self.message, self.detail]
+        self.add_class("oj-root")
+        self.add_class("oj-card")
+        self.add_class("oj-jobs")
+        self.layout.width = "100%"
+        self.refresh()
+
+    # -- rows ----------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Pick up new jobs of the session and redraw every row."""
+        with self._lock:
+            jobs = list(self.session.jobs.values())
+            added = False
+            for job in jobs:
+                if job.name not in self._rows:
+                    self._rows[job.name] = _Row(self, job)
+                    added = True
+                    self._follow(job)
+                else:
+                    self._rows[job.name].update()
+            if added or not self.grid.children:
+                self._layout_grid()
+            self._summarise()
+
+    def _follow(self, job: Job) -> None:
+        if job.is_done() or job.name in self._listening:
+            return
+        job.add_listener(self._on_job_change)
+        self._listening.add(job.name)
+        CLOCK.add(self._tick)
+        if self.watch:
+            self.session.poller.watch(job)
+
+    def _on_job_change(self, job: Job) -> None:
+        with self._lock:
+            row = self._rows.get(job.name)
+            if row is not None:
+                row.update()
+            if job.is_done() and job.name in self._listening:
+                job.remove_listener(self._on_job_change)
+                self._listening.discard(job.name)
+            # A job submitted since the last look shows up with the next change of any job.
+            if len(self.session.jobs) != len(self._rows):
+                self.refresh()
+            else:
+                self._summarise()
+
+    def _tick(self) -> bool:
+        """The clock's call: redraw the running rows' elapsed time; False when none runs."""
+        with self._lock:
+            running = [row for row in self._rows.values() if row.job.name in self._listening]
+            for row in running:
+                row.update()
+            return bool(running)
+
+    def _layout_grid(self) -> None:
+        heads = []
+        for text in HEADINGS:
+            head = w.HTML(html.escape(text))
+            head.add_class("oj-head")
+            heads.append(head)
+        cells = [cell for row in self._rows.values() for cell in row.cells]
+        self.grid.children = heads + cells if self._rows else []
+
+    def _summarise(self) -> None:
+        jobs = [row.job for row in self._rows.values()]
+        if not jobs:
+            self.summary.value = "No jobs in this kernel yet: run a cell with %%oscar_offload."
+            return
+        running = sum(1 for job in jobs if not job.is_done())
+        self.summary.value = html.escape(
+            f"{len(jobs)} job(s) in this kernel, {running} not finished"
+            + ("; updating as they change." if running else ".")
+        )
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def show(self, job: Job) -> None:
+        """Open `job`'s live view below the table (replacing the one shown)."""
+        if self.detail_view is not None:
+            self.detail_view.close()
+        self.detail_view = JobView(job, session=self.session, watch=self.watch)
+        self.detail.children = [self.detail_view]
+
+    def cancel(self, job: Job) -> None:
+        self.message.value = ""
+        try:
+            job.cancel()
+        except Exception as err:  # shown in the table; the kernel stays usable
+            self.message.value = html.escape(f"Could not cancel {job.name}: {err}")
+        self._on_job_change(job)
+
+    def close(self) -> None:
+        CLOCK.remove(self._tick)
+        with self._lock:
+            for row in self._rows.values():
+                if row.job.name in self._listening:
+                    row.job.remove_listener(self._on_job_change)
+            self._listening.clear()
+        if self.detail_view is not None:
+            self.detail_view.close()
+        super().close()
+
+    def __repr__(self) -> str:
+        return f"<oscar_jupyter JobsTable: {len(self._rows)} job(s)>"

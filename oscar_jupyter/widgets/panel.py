@@ -1,0 +1,410 @@
+"""The offload panel: resource widgets whose values become this kernel's `%%oscar_offload` defaults.
+
+The panel turns its text into offload settings with the magic's own conversion
+(`spec.settings_from_options`) and checks them with `OffloadSpec.validate_all()`, so a field is
+marked with exactly the message the magic would raise for the same value.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shlex
+from dataclasses import dataclass, fields
+from typing import Any
+
+import ipywidgets as w
+
+from ..nodes import VirtualNode, format_bytes
+from ..session import Session, current
+from ..spec import DEFAULT_IMAGE, OffloadSpec, SpecError, settings_from_options
+from .rows import RowList
+from .style import style_widget
+
+# Single-line text fields: label and placeholder.
+TEXT_FIELDS: dict[str, tuple[str, str]] = {
+    "time": ("Walltime", "HH:MM:SS, e.g. 02:30:00"),
+    "cpus_per_task": ("CPUs per task", "e.g. 8"),
+    "mem": ("Memory", "e.g. 32G"),
+    "nodes": ("Nodes", "e.g. 1"),
+    "gpus": ("GPUs", "e.g. 1"),
+    "partition": ("Partition", "site default"),
+    "account": ("Account", "site default"),
+    "job_name": ("Job name", "generated"),
+    "singularity_options": ("Singularity options", "e.g. --nv --cleanenv"),
+    "sbatch": ("Extra sbatch flags", "e.g. --qos=debug --constraint=gpu"),
+}
+COUNT_FIELDS = ("cpus_per_task", "nodes", "gpus")
+NO_NODE = "(cluster default)"
+# Magic flags whose name is not the field's name with dashes.
+FLAG_ALIASES = {"mount": "mounts"}
+
+
+@dataclass
+class Problem:
+    """A value the magic would refuse: `flag` as in the magic ("--time"), `message` its error."""
+
+    flag: str
+    message: str
+
+
+def field_for_flag(flag: str | None) -> str | None:
+    """`--cpus-per-task` -> `cpus_per_task`; None when the flag is no OffloadSpec field."""
+    if not flag:
+        return None
+    name = flag.lstrip("-").replace("-", "_")
+    name = FLAG_ALIASES.get(name, name)
+    return name if name in {f.name for f in fields(OffloadSpec)} else None
+
+
+def node_label(node: VirtualNode) -> str:
+    """e.g. 'vega — Ready · 12/64 CPUs · 100.0 GiB/256.0 GiB free · 4 GPUs'"""
+    return (
+        f"{node.name} — {node.status} · {node.cpu_free:g}/{node.cpu_total:g} CPUs · "
+        f"{format_bytes(node.memory_free_bytes)}/{format_bytes(node.memory_total_bytes)} free · "
+        f"{node.gpus} GPU{'' if node.gpus == 1 else 's'}"
+    )
+
+
+class Panel(w.VBox):
+    """Resource form for this kernel's offloaded cells.
+
+    Every change rewrites `session.defaults` (the layer the magic puts under a cell's own flags) and
+    the previewed `%%oscar_offload` line. `problems` maps field names to what the magic would say.
+    """
+
+    def __init__(self, session: Session | None = None, *, load_nodes: bool = True) -> None:
+        super().__init__()
+        self.session = session if session is not None else current()
+        self.problems: dict[str, Problem] = {}
+        self.general_problems: list[str] = []
+        self.offload_line = "%%oscar_offload"
+        self.nodes: list[VirtualNode] | None = None
+        self._loading = True
+        self._managed: set[str] = set()
+        self._build()
+        self.load_defaults(self.session.defaults)
+        if load_nodes:
+            self.refresh_nodes()
+        self._loading = False
+        self.update()
+
+    # -- building ------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.node = w.Dropdown(options=[(NO_NODE, None)], value=None)
+        self.refresh_button = w.Button(
+            description="Refresh", icon="refresh", tooltip="Ask the cluster for its virtual nodes"
+        )
+        self.refresh_button.layout.width = "auto"
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.node_info = w.HTML()
+        self.node_info.add_class("oj-muted")
+
+        self.text: dict[str, w.Text] = {
+            name: w.Text(placeholder=placeholder) for name, (_, placeholder) in TEXT_FIELDS.items()
+        }
+        self.image = w.Combobox(placeholder=DEFAULT_IMAGE, ensure_option=False)
+        self.offer_recent_images()
+        self.pre_exec = w.Textarea(
+            placeholder="shell commands run before the cell, e.g. module load cuda"
+        )
+        self.pre_exec.layout.height = "3.5em"
+        self.mounts = RowList(["source:target[:ro]"], "Add mount", self._changed)
+        self.env = RowList(["NAME", "value"], "Add variable", self._changed)
+
+        controls: dict[str, w.DOMWidget] = {
+            "node": self.node,
+            **self.text,
+            "image": self.image,
+            "pre_exec": self.pre_exec,
+            "mounts": self.mounts,
+            "env": self.env,
+        }
+        self.controls = {k: v for k, v in controls.items() if field_for_flag(k) == k}
+        self._managed = set(self.controls)
+        for name in ("node", "image", "pre_exec", *self.text):
+            controls[name].observe(lambda _: self._changed(), names="value")
+
+        self.errors = {name: w.HTML() for name in self.controls}
+        for html_widget in self.errors.values():
+            html_widget.add_class("oj-error")
+        self.cells = {name: self._cell(name) for name in self.controls}
+
+        node_row = w.HBox([self.node, self.refresh_button])
+        node_row.layout.width = "100%"
+        self.node.layout.flex = "1 1 auto"
+        self.node.layout.width = "auto"
+        node_cell = w.VBox([_label("Virtual node"), node_row, self.node_info, self.errors["node"]])
+        node_cell.add_class("oj-field")
+
+        resources = self._grid(
+            ["time", "cpus_per_task", "mem", "nodes", "gpus", "partition", "account", "job_name"]
+        )
+        container = self._grid(["image", "singularity_options"])
+        wide = [self.cells[name] for name in ("mounts", "env", "pre_exec", "sbatch")]
+
+        self.preview = w.HTML()
+        self.preview.add_class("oj-preview")
+        self.problem_summary = w.HTML()
+        self.problem_summary.add_class("oj-error")
+        self.service_view = w.HTML()
+        self.service_fold = w.Accordion(children=[self.service_view], selected_index=None)
+        self.service_fold.set_title(0, "Service definition")
+
+        title = w.HTML('<span class="oj-title">OSCAR offload settings</span> '
+                       '<span class="oj-muted">defaults of every %%oscar_offload in this kernel; '
+                       "a cell's own flags still win</span>")
+        self.children = [
+            style_widget(),
+            title,
+            node_cell,
+            resources,
+            container,
+            *wide,
+            _label("Equivalent cell magic (copy it into a cell)"),
+            self.preview,
+            self.problem_summary,
+            self.service_fold,
+        ]
+        self.add_class("oj-root")
+        self.add_class("oj-card")
+        self.add_class("oj-panel")
+        self.layout.width = "100%"
+
+    def _cell(self, name: str) -> w.VBox:
+        label = TEXT_FIELDS.get(name, (None,))[0] or {
+            "node": "Virtual node",
+            "image": "Image",
+            "pre_exec": "Pre-exec",
+            "mounts": "Mounts",
+            "env": "Environment variables",
+        }[name]
+        cell = w.VBox([_label(label), self.controls[name], self.errors[name]])
+        cell.add_class("oj-field")
+        return cell
+
+    def _grid(self, names: list[str]) -> w.GridBox:
+        grid = w.GridBox([self.cells[n] for n in names])
+        grid.layout.grid_template_columns = "repeat(auto-fill, minmax(170px, 1fr))"
+        grid.layout.width = "100%"
+        grid.add_class("oj-form")
+        return grid
+
+    # -- nodes ---------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """The Refresh button: nodes from the cluster, images from this kernel's recent jobs."""
+        self.refresh_nodes()
+        self.offer_recent_images()
+
+    def refresh_nodes(self) -> None:
+        """Ask the cluster for its nodes (on demand: the button, or a call)."""
+        try:
+            nodes = list(self.session.nodes())
+        except Exception as err:  # no profile, cluster down, ...: say why, keep the form usable
+            self.node_info.value = html.escape(f"Could not list the cluster's nodes: {err}")
+            self._set_node_options(self.nodes or [])
+            return
+        self.nodes = nodes
+        virtual = [n for n in nodes if n.is_interlink]
+        if virtual:
+            self.node_info.value = html.escape(
+                f"{len(virtual)} interLink virtual node(s); free resources as the "
+                "cluster reports them."
+            )
+        else:
+            self.node_info.value = html.escape(
+                "The cluster lists no interLink virtual node: cells would run on ordinary nodes."
+            )
+        self._set_node_options(virtual)
+
+    def _set_node_options(self, virtual: list[VirtualNode]) -> None:
+        selected = self.node.value
+        options: list[tuple[str, str | None]] = [(NO_NODE, None)]
+        options += [(node_label(n), n.name) for n in virtual]
+        if selected is not None and selected not in {n.name for n in virtual}:
+            options.append((f"{selected} — not listed by the cluster", selected))
+        with self.hold_trait_notifications():
+            self.node.options = options
+            self.node.value = selected
+
+    def offer_recent_images(self) -> None:
+        """Offer the images this kernel used lately (newest first), then the default."""
+        recent = list(getattr(self.session, "recent_images", []) or [])
+        self.image.options = tuple(dict.fromkeys([*recent, DEFAULT_IMAGE]))
+
+    # -- values --------------------------------------------------------------------------------
+
+    def load_defaults(self, defaults: dict[str, Any]) -> None:
+        """Show `defaults` (OffloadSpec field -> value) in the widgets; other fields are cleared."""
+        cleared: dict[str, Any] = {name: None for name in self.controls}
+        self.set(**{**cleared, **{k: v for k, v in defaults.items() if k in self.controls}})
+
+    def set(self, **values: Any) -> None:
+        """Set fields from code as a user would type them; None clears a field.
+
+        e.g. `panel.set(time="01:00:00", cpus_per_task=4, env={"OMP_NUM_THREADS": "4"})`.
+        """
+        unknown = sorted(set(values) - set(self.controls))
+        if unknown:
+            raise TypeError(f"Panel.set() got unknown fields {', '.join(unknown)}; "
+                            f"fields are {', '.join(self.controls)}")
+        loading, self._loading = self._loading, True
+        try:
+            for name, value in values.items():
+                self._set_field(name, value)
+        finally:
+            self._loading = loading
+        self._changed()
+
+    def _set_field(self, name: str, value: Any) -> None:
+        if name == "node":
+            if value and value not in [v for _, v in self.node.options]:
+                self.node.options = [*self.node.options, (f"{value} — not listed", value)]
+            self.node.value = value or None
+        elif name == "mounts":
+            self.mounts.set_values([(m,) for m in value or []])
+        elif name == "env":
+            self.env.set_values([(k, str(v)) for k, v in (value or {}).items()])
+        else:
+            box = {"image": self.image, "pre_exec": self.pre_exec}.get(name) or self.text[name]
+            box.value = "" if value is None else str(value)
+
+    def raw_values(self) -> dict[str, Any]:
+        """What the widgets hold, as the magic's flags would carry it (strings, lists)."""
+        values: dict[str, Any] = {"node": self.node.value}
+        for name, box in self.text.items():
+            values[name] = box.value.strip() or None
+        values["image"] = self.image.value.strip() or None
+        values["pre_exec"] = self.pre_exec.value.strip() or None
+        values["mount"] = [m.strip() for (m,) in self.mounts.values() if m.strip()]
+        values["env"] = [
+            f"{name.strip()}={value}" for name, value in self.env.values() if name.strip() or value
+        ]
+        return values
+
+    def values(self) -> dict[str, Any]:
+        """The settings that convert (OffloadSpec field -> value); see `problems` for the rest."""
+        return self._convert(self.raw_values())[0]
+
+    def _convert(self, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Problem]]:
+        settings: dict[str, Any] = {}
+        problems: dict[str, Problem] = {}
+        for key, value in raw.items():
+            if value is None or value == []:
+                continue
+            try:
+                settings.update(settings_from_options({key: value}))
+            except SpecError as err:
+                field = field_for_flag(err.flag) or key
+                problems[field] = Problem(err.flag, str(err))
+        return settings, problems
+
+    # -- checking and publishing ---------------------------------------------------------------
+
+    def _changed(self) -> None:
+        if not getattr(self, "_loading", True):
+            self.update()
+
+    def update(self) -> None:
+        """Check the values, mark the fields, refresh the preview, write the kernel's defaults."""
+        raw = self.raw_values()
+        settings, problems = self._convert(raw)
+        general: list[str] = []
+        spec = None
+        try:
+            spec = OffloadSpec(**settings)
+        except SpecError as err:
+            problems.setdefault(field_for_flag(err.flag) or "", Problem(err.flag, str(err)))
+        except (TypeError, ValueError) as err:
+            general.append(str(err))
+        if spec is not None:
+            known = getattr(self.session, "known_node_names", lambda: None)()
+            for err in spec.validate_all(known_nodes=known):
+                field = field_for_flag(err.flag) or ""
+                problems.setdefault(field, Problem(err.flag, str(err)))
+        for name, unplaced in list(problems.items()):
+            if name not in self.controls:
+                general.append(unplaced.message)
+                del problems[name]
+        self.problems, self.general_problems = problems, general
+        self._mark(problems, general)
+        self._preview(spec, raw, bool(problems or general))
+        self._write_defaults(settings, problems)
+
+    def _mark(self, problems: dict[str, Problem], general: list[str]) -> None:
+        for name, cell in self.cells.items():
+            problem = problems.get(name)
+            self.errors[name].value = html.escape(problem.message) if problem else ""
+            if problem:
+                cell.add_class("oj-invalid")
+            else:
+                cell.remove_class("oj-invalid")
+        self.problem_summary.value = "<br>".join(html.escape(m) for m in general)
+
+    def _preview(self, spec: OffloadSpec | None, raw: dict[str, Any], invalid: bool) -> None:
+        if spec is not None and not invalid:
+            line = spec.to_flags().strip()
+            if not line.startswith("%%oscar_offload"):
+                line = f"%%oscar_offload {line}"
+        else:
+            line = f"%%oscar_offload {_raw_flags(raw)}"
+        self.offload_line = line.rstrip()
+        note = ""
+        if invalid:
+            note = ('<div class="oj-error">Fix the marked values: a bare %%oscar_offload '
+                    "would fail with the same message.</div>")
+        self.preview.value = f'<pre class="oj-code">{html.escape(self.offload_line)}</pre>{note}'
+        if spec is None or invalid:
+            self.service_view.value = '<span class="oj-muted">Fix the marked values first.</span>'
+            return
+        definition = spec.service_definition()
+        script_lines = len(str(definition.get("script", "")).splitlines())
+        # The runner script is the same for every service; its text would bury the rest.
+        definition["script"] = f"<the runner script, {script_lines} lines>"
+        definition = json.dumps(definition, indent=2)
+        self.service_view.value = (
+            f'<div class="oj-muted">Runner service {html.escape(spec.service_name())}</div>'
+            f'<pre class="oj-log">{html.escape(definition)}</pre>'
+        )
+
+    def _write_defaults(self, settings: dict[str, Any], problems: dict[str, Problem]) -> None:
+        defaults = self.session.defaults
+        for name in self._managed:
+            if name in problems:
+                # Keep the text the user typed, so a bare %%oscar_offload fails with this message
+                # instead of silently running without the setting.
+                defaults[name] = self._raw_for_field(name)
+            elif name in settings:
+                defaults[name] = settings[name]
+            else:
+                defaults.pop(name, None)
+
+    def _raw_for_field(self, name: str) -> Any:
+        raw = self.raw_values()
+        if name == "mounts":
+            return raw["mount"]
+        if name == "env":
+            return {k: v for k, _, v in (item.partition("=") for item in raw["env"])}
+        return raw.get(name)
+
+    def __repr__(self) -> str:  # never show environment values (they may be tokens)
+        names = ", ".join(sorted(self.values())) or "nothing"
+        return f"<oscar_jupyter Panel: sets {names}; {len(self.problems)} problem(s)>"
+
+
+def _raw_flags(raw: dict[str, Any]) -> str:
+    words: list[str] = []
+    for key, value in raw.items():
+        flag = "--" + key.replace("_", "-")
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None:
+                words += [flag, shlex.quote(str(item))]
+    return " ".join(words)
+
+
+def _label(text: str) -> w.HTML:
+    label = w.HTML(html.escape(text))
+    label.add_class("oj-label")
+    return label

@@ -1,0 +1,196 @@
+"""The panel and a running job's live view in JupyterLab, in headless Chromium, light and dark.
+
+Screenshots go to test-artifacts/ for a person to look at. The test also checks what a screenshot
+cannot prove by itself: the widgets fit the notebook's width, take their colours from the theme,
+and the view's Cancel button cancels the job on the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+NOTEBOOK_CELLS = [
+    "%load_ext oscar_jupyter\n%oscar_connect local",
+    "import oscar_jupyter\n"
+    "panel = oscar_jupyter.Panel()\n"
+    "panel.set(node='local-slurm', time='00:10:00', cpus_per_task=1, mem='512M',\n"
+    "          partition='debug', mounts=['/tmp:/data:ro'], env={'OMP_NUM_THREADS': '1'})\n"
+    "panel",
+    "%%oscar_offload --no-wait -o job\n"
+    "import sys, time\n"
+    "for i in range(300):\n"
+    "    print(f'epoch {i}: loss={1 / (i + 1):.4f}', flush=True)\n"
+    "    if i % 7 == 3:\n"
+    "        print(f'warning: slow batch {i}', file=sys.stderr, flush=True)\n"
+    "    time.sleep(0.5)",
+    "panel.set(gpus='two')  # marked at its widget",
+]
+
+
+def cancel_all_jobs(local_oscar) -> None:
+    from oscar_jupyter.client import OscarClient
+    from oscar_jupyter.config import load_profile
+
+    profile = load_profile("local", config_path=local_oscar.profile_path)
+    with OscarClient(profile) as client:
+        for service in client.list_services():
+            client.delete_jobs(service["name"], all=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture()
+def lab(local_oscar, tmp_path):
+    """A JupyterLab server on loopback (as root), its own settings, the test notebook."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium", pytrace=False)
+    root = tmp_path / "root"
+    root.mkdir()
+    nb = new_notebook(cells=[new_code_cell(c) for c in NOTEBOOK_CELLS], metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                       "language": "python"}})
+    nbformat.write(nb, root / "widgets.ipynb")
+    settings = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    port, token = free_port(), secrets.token_hex(16)
+    env = {**os.environ, "OSCAR_CLI_CONFIG": str(local_oscar.profile_path),
+           "OSCAR_JUPYTER_LOG_DIR": str(tmp_path / "client-logs"),
+           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces")}
+    log = (tmp_path / "lab.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={port}",
+         "--ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+         "--LabApp.expose_app_in_browser=True", "--ServerApp.disable_check_xsrf=True"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail("JupyterLab did not start:\n" + (tmp_path / "lab.log").read_text())
+            time.sleep(0.3)
+    try:
+        yield url, token
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and the kernels it started
+        cancel_all_jobs(local_oscar)  # a --no-wait job outlives its kernel, as on a cluster
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_panel_and_live_job_view_in_jupyterlab_light_and_dark(lab, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, token = lab
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium"), executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 1500},
+        )
+        try:
+            page = browser.new_page()
+            page.goto(f"{url}/lab/workspaces/oj-widgets/tree/widgets.ipynb?reset&token={token}")
+            expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=60_000)
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+            panel = page.locator(".oj-panel")
+            view = page.locator(".oj-jobview")
+            expect(panel).to_be_visible(timeout=60_000)
+            expect(view.locator(".oj-status-Running")).to_be_visible(timeout=90_000)
+            expect(view.get_by_text("epoch 5:")).to_be_visible(timeout=60_000)
+            expect(panel.locator(".oj-preview")).to_contain_text(
+                re.compile(r"%%oscar_offload --node[= ]local-slurm --time[= ]00:10:00"))
+            # The bad value is marked at its widget with the magic's message.
+            expect(panel.locator(".oj-invalid .oj-error")).to_contain_text(
+                "--gpus two: use a whole number")
+
+            # Fits the notebook's width: nothing wider than the output area.
+            area = page.locator(".jp-OutputArea-output").filter(has=panel).bounding_box()
+            box = panel.bounding_box()
+            assert box["x"] >= area["x"] - 1 and box["x"] + box["width"] <= area["x"] + area[
+                "width"] + 1
+            scroll = panel.evaluate("e => e.scrollWidth - e.clientWidth")
+            assert scroll <= 1, f"the panel overflows its width by {scroll}px"
+
+            def theme_colours() -> dict:
+                return page.evaluate("""() => {
+                  const css = getComputedStyle(document.body);
+                  const probe = document.createElement('div');
+                  document.body.appendChild(probe);
+                  const resolve = v => { probe.style.color = css.getPropertyValue(v);
+                                         return getComputedStyle(probe).color; };
+                  const out = { brand: resolve('--jp-brand-color1'),
+                                error: resolve('--jp-error-color1'),
+                                card: getComputedStyle(document.querySelector('.oj-panel'))
+                                        .backgroundColor,
+                                layout1: (probe.style.color = css.getPropertyValue(
+                                  '--jp-layout-color1'), getComputedStyle(probe).color),
+                                badge: getComputedStyle(document.querySelector(
+                                  '.oj-jobview .oj-badge')).backgroundColor,
+                                errorText: getComputedStyle(document.querySelector(
+                                  '.oj-panel .oj-invalid .oj-error')).color };
+                  probe.remove();
+                  return out; }""")
+
+            shots = {}
+            for theme in ("light", "dark"):
+                if theme == "dark":
+                    page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme',"
+                                  " {theme: 'JupyterLab Dark'})")
+                    expect(page.locator("body[data-jp-theme-light='false']")).to_have_count(
+                        1, timeout=30_000)
+                    page.wait_for_timeout(1000)
+                colours = theme_colours()
+                assert colours["card"] == colours["layout1"], colours
+                assert colours["errorText"] == colours["error"], colours
+                if "oj-status-Running" in view.locator(".oj-badge").get_attribute("class"):
+                    assert colours["badge"] == colours["brand"], colours
+                shots[theme] = colours["card"]
+                panel.screenshot(path=str(ARTIFACTS / f"panel-{theme}.png"))
+                view.screenshot(path=str(ARTIFACTS / f"jobview-running-{theme}.png"))
+                page.screenshot(path=str(ARTIFACTS / f"lab-widgets-{theme}.png"), full_page=True)
+            assert shots["light"] != shots["dark"]  # the widgets follow the theme
+
+            # The view's Cancel button works (the kernel is idle between cells).
+            view.get_by_role("button", name="Cancel").click()
+            expect(view.locator(".oj-status-Cancelled")).to_be_visible(timeout=30_000)
+            view.screenshot(path=str(ARTIFACTS / "jobview-cancelled-dark.png"))
+        finally:
+            browser.close()

@@ -1,0 +1,118 @@
+"""Real kernels through nbclient: the quickstart tutorial and --no-wait output routing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbformat.v4 import new_code_cell, new_notebook
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def execute(nb, local_oscar, monkeypatch, name: str):
+    monkeypatch.setenv("OSCAR_CLI_CONFIG", str(local_oscar.profile_path))
+    monkeypatch.setenv("OSCAR_JUPYTER_LOG_DIR", str(local_oscar.home / "client-logs"))
+    client = NotebookClient(
+        nb,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(ROOT / "notebooks")}},
+    )
+    try:
+        client.execute()
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        nbformat.write(nb, ARTIFACTS / f"{name}.ipynb")
+    return nb
+
+
+def texts(cell, kind: str = "all") -> str:
+    parts = []
+    for out in cell.outputs:
+        if out.output_type == "stream" and kind in ("all", out.name):
+            parts.append(out.text)
+        elif out.output_type in ("display_data", "execute_result") and kind in ("all", "display"):
+            parts.append(out.data.get("text/plain", ""))
+        elif out.output_type == "error" and kind in ("all", "error"):
+            parts.append(out.ename + ": " + out.evalue + "\n" + "\n".join(out.traceback))
+    return "".join(parts)
+
+
+def widget_texts(nb, cell) -> str:
+    """Every string value of the widgets a cell shows (its live job view), as last synced."""
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    pending = [
+        out.data["application/vnd.jupyter.widget-view+json"]["model_id"]
+        for out in cell.outputs
+        if "application/vnd.jupyter.widget-view+json" in out.get("data", {})
+    ]
+    seen, texts = set(), []
+    while pending:
+        model_id = pending.pop()
+        if model_id in seen or model_id not in state:
+            continue
+        seen.add(model_id)
+        for value in state[model_id]["state"].values():
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, str) and item.startswith("IPY_MODEL_"):
+                    pending.append(item[len("IPY_MODEL_") :])
+                elif isinstance(item, str):
+                    texts.append(item)
+    return "\n".join(texts)
+
+
+def test_quickstart_notebook_runs_against_the_local_oscar(local_oscar, monkeypatch):
+    nb = nbformat.read(ROOT / "notebooks" / "01-quickstart.ipynb", as_version=4)
+    execute(nb, local_oscar, monkeypatch, "01-quickstart.executed")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    by_source = {c.source.splitlines()[0]: c for c in code if c.source}
+    nodes = texts(by_source["%oscar_nodes"])
+    assert "local-slurm" in nodes
+    first = next(c for c in code if "step {step}" in c.source)
+    streamed = texts(first, "stdout")
+    assert [ln for ln in streamed.splitlines() if ln.startswith("step")] == [
+        f"step {i}: loss={1 / (i + 1):.3f}" for i in range(5)
+    ]
+    assert "Succeeded" in texts(first, "display")
+    failing = next(c for c in code if "loss is NaN" in c.source)
+    assert "ValueError: loss is NaN" in texts(failing, "error")
+    no_wait = next(c for c in code if "--no-wait" in c.source)
+    live = widget_texts(nb, no_wait)
+    assert "background step 3" in live and "Succeeded" in live
+    meanwhile = next(c for c in code if "meanwhile" in c.source)
+    assert "background step" not in texts(meanwhile)
+
+
+def test_no_wait_output_stays_in_its_own_cell(local_oscar, monkeypatch):
+    nb = new_notebook(
+        cells=[
+            new_code_cell("%load_ext oscar_jupyter\n%oscar_connect local"),
+            new_code_cell(
+                "%%oscar_offload --node local-slurm --time 00:05:00 --no-wait -o job\n"
+                "import time\n"
+                "for i in range(5):\n"
+                "    print('from the cluster', i, flush=True)\n"
+                "    time.sleep(1)\n"
+            ),
+            new_code_cell(
+                "import time\nfor i in range(8):\n    print('local', i)\n    time.sleep(1)"
+            ),
+            new_code_cell("print(job.wait(), job.status())"),
+        ],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+    )
+    execute(nb, local_oscar, monkeypatch, "no-wait-routing")
+    job_cell, local_cell, wait_cell = nb.cells[1], nb.cells[2], nb.cells[3]
+    live = widget_texts(nb, job_cell)
+    assert all(f"from the cluster {i}" in live for i in range(5))
+    assert "Succeeded" in live
+    assert "from the cluster" not in texts(local_cell)
+    assert "from the cluster" not in texts(wait_cell)
+    assert texts(wait_cell).strip() == "0 Succeeded"

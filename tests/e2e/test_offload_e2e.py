@@ -1,0 +1,159 @@
+"""End to end: the magics and the Python API against the local OSCAR on real Slurm."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+from IPython.utils.capture import capture_output
+
+import oscar_jupyter
+from oscar_jupyter import session as session_module
+from oscar_jupyter.jobs import JobFailed
+from oscar_jupyter.spec import SpecError
+
+pytestmark = pytest.mark.e2e
+NODE = "local-slurm"
+
+
+@pytest.fixture()
+def connected(local_oscar, monkeypatch):
+    monkeypatch.setenv("OSCAR_CLI_CONFIG", str(local_oscar.profile_path))
+    monkeypatch.setattr(session_module, "_current", None)
+    oscar_jupyter.connect("local")
+    yield session_module.current()
+    for job in session_module.current().jobs.values():
+        if not job.is_done():
+            job.cancel()
+
+
+@pytest.fixture()
+def ip(ipshell, connected):
+    return ipshell
+
+
+def squeue_ids() -> set[str]:
+    out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_lines_arrive_while_the_job_runs(connected):
+    code = (
+        "import time\nfor i in range(4):\n    print('line', i, flush=True)\n    time.sleep(1.5)\n"
+    )
+    job = oscar_jupyter.offload(code, node=NODE, time="00:05:00", wait=False)
+    arrivals: list[tuple[str, str, float]] = []
+
+    def on_update(job, new_lines):
+        for line in new_lines:
+            arrivals.append((line.text, job.status(), time.monotonic()))
+
+    assert job.wait(120, on_update=on_update) == 0
+    assert [a[0] for a in arrivals] == [f"line {i}" for i in range(4)]
+    # The first line was seen while the job was still running, well before the last one.
+    assert arrivals[0][1] == "Running"
+    assert arrivals[-1][2] - arrivals[0][2] > 3.0
+    assert job.status() == "Succeeded"
+    assert job.node == NODE
+    assert job.logs() == "".join(f"line {i}\n" for i in range(4))
+
+
+def test_failing_cell_raises_with_the_remote_traceback(ip):
+    cell = "def train():\n    raise ValueError('loss is NaN')\n\ntrain()\n"
+    with capture_output() as out, pytest.raises(JobFailed) as err:
+        ip.run_cell_magic("oscar_offload", f"--node {NODE} --time 00:02:00", cell)
+    rendered = "\n".join(err.value._render_traceback_())
+    assert "ValueError: loss is NaN" in rendered
+    assert "train()" in rendered and "line 4" in rendered
+    assert err.value.job.exit_code == 1
+    assert "Failed" in out.outputs[-1].data["text/plain"]
+
+
+def test_streamed_lines_appear_once_each_in_order(ip):
+    cell = "import sys\nfor i in range(30):\n    print(i)\nprint('err', file=sys.stderr)\n"
+    with capture_output() as out:
+        ip.run_cell_magic("oscar_offload", f"--node {NODE} --time 00:02:00", cell)
+    assert out.stdout == "".join(f"{i}\n" for i in range(30))
+    assert out.stderr == "err\n"
+    assert "Succeeded" in out.outputs[-1].data["text/plain"]
+
+
+def test_keyboard_interrupt_cancels_the_slurm_job(ip):
+    before = squeue_ids()
+    main = threading.get_ident()
+
+    def interrupt_when_running():
+        for _ in range(600):
+            time.sleep(0.1)
+            jobs = list(session_module.current().jobs.values())
+            if jobs and jobs[-1].status() == "Running" and squeue_ids() - before:
+                break
+        signal.pthread_kill(main, signal.SIGINT)
+
+    threading.Thread(target=interrupt_when_running, daemon=True).start()
+    with capture_output(), pytest.raises(KeyboardInterrupt):
+        ip.run_cell_magic(
+            "oscar_offload", f"--node {NODE} --time 00:05:00", "import time\ntime.sleep(300)\n"
+        )
+    job = list(session_module.current().jobs.values())[-1]
+    assert job.status() == "Cancelled"
+    deadline = time.monotonic() + 30
+    while squeue_ids() - before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not (squeue_ids() - before), "the Slurm job is still in squeue"
+
+
+def test_bad_time_never_reaches_the_server(ip, connected):
+    client = connected.client
+    before = {s["name"] for s in client.list_services()}
+    with pytest.raises(SpecError):
+        ip.run_cell_magic("oscar_offload", f"--node {NODE} --time 25:61:00", "print(1)\n")
+    assert {s["name"] for s in client.list_services()} == before
+
+
+def test_unknown_node_is_refused_with_the_known_ones(ip):
+    with pytest.raises(SpecError) as err:
+        ip.run_cell_magic("oscar_offload", "--node vega --time 00:01:00", "print(1)\n")
+    assert NODE in str(err.value)
+
+
+def test_jobs_logs_and_cleanup_magics(ip, connected):
+    with capture_output():
+        ip.run_cell_magic(
+            "oscar_offload",
+            f"--node {NODE} --time 00:02:00 -o done_job",
+            "print('kept in the log file')\n",
+        )
+    job = ip.user_ns["done_job"]
+    with capture_output() as jobs_out:
+        ip.run_line_magic("oscar_jobs", "")
+    table = jobs_out.outputs[0].data["text/plain"]
+    assert job.name in table and "Succeeded" in table
+    with capture_output() as logs_out:
+        ip.run_line_magic("oscar_logs", job.name)
+    assert logs_out.stdout == "kept in the log file\n"
+    with capture_output():
+        ip.run_line_magic("oscar_cleanup", "")
+    assert job.name not in connected.client.list_jobs(job.service)
+
+
+def test_nodes_magic_shows_the_virtual_node(ip):
+    with capture_output() as out:
+        ip.run_line_magic("oscar_nodes", "")
+    text = out.outputs[0].data["text/plain"]
+    assert NODE in text and "yes" in text
+    assert "<table>" in out.outputs[0].data["text/html"]
+
+
+def test_secrets_stay_out_of_outputs(ip, local_oscar):
+    with capture_output() as out:
+        ip.run_line_magic("oscar_connect", "local")
+        ip.run_line_magic("oscar_nodes", "")
+    everything = out.stdout + out.stderr + "".join(str(o.data) for o in out.outputs)
+    assert local_oscar.password not in everything
+    assert local_oscar.password not in repr(session_module.current().profile)
+    assert os.environ.get("OSCAR_PASSWORD") is None

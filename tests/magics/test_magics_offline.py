@@ -1,0 +1,101 @@
+"""Magics in an IPython shell, for what needs no cluster: parsing, validation, dry runs."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from IPython.core.error import UsageError
+from IPython.utils.capture import capture_output
+
+from oscar_jupyter import session as session_module
+from oscar_jupyter.spec import SpecError
+
+
+@pytest.fixture()
+def ip(ipshell, monkeypatch, tmp_path):
+    shell = ipshell
+    monkeypatch.setattr(session_module, "_current", None)  # a fresh session per test
+    monkeypatch.setenv("OSCAR_CLI_CONFIG", str(tmp_path / "missing.yaml"))
+    for name in ("OSCAR_ENDPOINT", "OSCAR_USER", "OSCAR_PASSWORD", "OSCAR_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    return shell
+
+
+def run_cell_magic(ip, line: str, cell: str = "print(1)\n"):
+    with capture_output() as captured:
+        result = ip.run_cell_magic("oscar_offload", line, cell)
+    return result, captured
+
+
+def test_dry_run_prints_fdl_and_request_and_sends_nothing(ip):
+    _, out = run_cell_magic(
+        ip,
+        "--dry-run --node vega --time 02:30:00 --cpus-per-task 8 --mem 32G "
+        "--env 'GREETING=hello, it'\"'\"'s $HOME `x`' --sbatch '--qos=high --exclusive'",
+    )
+    text = out.stdout
+    assert "POST /job/oj-" in text
+    assert "nothing was sent" in text
+    fdl_text = text.split("# Service definition", 1)[1].split("\n", 1)[1].split("# ", 1)[0]
+    fdl = yaml.safe_load(fdl_text)
+    service = next(iter(fdl["functions"]["oscar"][0].values()))
+    assert service["interlink_node_name"] == "vega"
+    assert service["cpu"] == "8"
+    assert service["log_level"] == "DEBUG"
+    assert service["environment"]["variables"]["GREETING"] == "hello, it's $HOME `x`"
+    flags = service["annotations"]["slurm-job.vk.io/flags"]
+    assert "--time=02:30:00" in flags and "--qos=high" in flags and "--exclusive" in flags
+
+
+@pytest.mark.parametrize(
+    ("line", "flag"),
+    [
+        ("--time 90x", "--time"),
+        ("--mem lots", "--mem"),
+        ("--cpus-per-task 0", "--cpus-per-task"),
+        ("--cpus-per-task two", "--cpus-per-task"),
+        ("--mount /only-one-side", "--mount"),
+        ("--sbatch '--output=/tmp/x'", "--sbatch"),
+        ("--sbatch '--mem-per-cpu=2G'", "--sbatch"),
+        ("--env NOEQUALS", "--env"),
+        ("--timeout soon", "--timeout"),
+    ],
+)
+def test_bad_flags_fail_before_anything_is_sent(ip, line, flag):
+    # No cluster is configured: reaching the network would fail with a connection error instead.
+    with pytest.raises(SpecError) as err:
+        run_cell_magic(ip, "--dry-run " + line)
+    assert err.value.flag == flag
+    assert flag in str(err.value)
+
+
+def test_unknown_flag_is_a_usage_error_with_the_usage_text(ip):
+    with pytest.raises(UsageError) as err:
+        run_cell_magic(ip, "--nodes-count 3")
+    assert "%%oscar_offload" in str(err.value)
+
+
+def test_config_traits_are_defaults_and_cell_flags_win(ip):
+    ip.run_line_magic("config", "OscarMagics.default_image = 'docker://example.org/train:1'")
+    ip.run_line_magic("config", "OscarMagics.default_time = '00:10:00'")
+    try:
+        _, out = run_cell_magic(ip, "--dry-run --node vega --time 01:00:00")
+        assert "docker://example.org/train:1" in out.stdout
+        assert "--time=01:00:00" in out.stdout and "00:10:00" not in out.stdout
+    finally:
+        ip.run_line_magic("config", "OscarMagics.default_image = 'docker://python:3.12-slim'")
+        ip.run_line_magic("config", "OscarMagics.default_time = ''")
+
+
+def test_panel_defaults_apply_to_a_bare_cell(ip):
+    session_module.current().defaults.update({"node": "vega", "cpus_per_task": 4})
+    _, out = run_cell_magic(ip, "--dry-run")
+    assert "interlink_node_name: vega" in out.stdout
+    assert "cpu: '4'" in out.stdout or 'cpu: "4"' in out.stdout
+
+
+def test_connect_without_any_configuration_says_what_to_do(ip):
+    with pytest.raises(Exception) as err:
+        ip.run_line_magic("oscar_connect", "")
+    message = str(err.value)
+    assert "oscar-cli" in message or "OSCAR_ENDPOINT" in message
