@@ -68,6 +68,9 @@ class OscarError(Exception):
         return f"OscarError({self.status_code!r}, {self.method!r}, {self.path!r}, " \
                f"{self.message!r})"
 
+    def _render_traceback_(self) -> list[str]:
+        return [f"OscarError: {self}"]
+
 
 def _check_name(value: Any, what: str, limit: int = 253) -> str:
     if not isinstance(value, str) or not _K8S_NAME.match(value) or len(value) > limit:

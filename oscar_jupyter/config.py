@@ -73,6 +73,9 @@ _AGENT_MIN_VALIDITY_SECONDS = 600
 class ConfigError(ValueError):
     """A cluster profile cannot be built; the message says what to change."""
 
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
 
 class TokenRefreshError(ConfigError):
     """The refresh token could not be exchanged for an access token."""

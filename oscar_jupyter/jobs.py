@@ -44,16 +44,19 @@ def _parse_time(value: str | None) -> datetime | None:
 class JobFailed(RuntimeError):
     """The offloaded code failed on the cluster; renders as the remote traceback in a notebook."""
 
-    def __init__(self, job: Job, message: str, remote_traceback: str = "") -> None:
+    def __init__(
+        self, job: Job, message: str, remote_traceback: str = "", title: str = "Remote traceback:"
+    ) -> None:
         super().__init__(message)
         self.job = job
         self.remote_traceback = remote_traceback
+        self.title = title
 
     def _render_traceback_(self) -> list[str]:
         head = f"JobFailed: {self.args[0]}"
         if not self.remote_traceback:
             return [head]
-        return [head, "Remote traceback:", *self.remote_traceback.rstrip("\n").splitlines()]
+        return [head, self.title, *self.remote_traceback.rstrip("\n").splitlines()]
 
 
 class JobTimeout(TimeoutError):
@@ -87,6 +90,7 @@ class Job:
         self.node: str | None = None
         self.oscar_status = "Suspended"
         self.error: str | None = None
+        self.raw_log = ""  # the last whole log OSCAR served (Slurm preamble and all)
         self._parser = LogParser()
         self._cancelled = False
         self._terminal_seen_at: float | None = None
@@ -113,14 +117,16 @@ class Job:
         with self._lock:
             if self._cancelled:
                 return "Cancelled"
-            if self.exit_code is not None and self.oscar_status not in WAITING:
-                if self.oscar_status == "Running" and not self._parser.finished:
-                    return "Running"
+            if self.exit_code is not None:  # the runner's last line: the cell has ended
                 return "Succeeded" if self.exit_code == 0 else "Failed"
-            if self.oscar_status in ("Succeeded", "Failed", "Unknown") and self._sentinel_overdue():
-                return "Failed"
             if self.oscar_status in ("Succeeded", "Failed"):
-                return "Running"  # finishing: waiting for the exit sentinel in the log
+                if self._parser.started and not self._sentinel_overdue():
+                    return "Running"  # finishing: the exit sentinel is still on its way
+                return "Failed"  # the runner never started, or died without its sentinel
+            if self.oscar_status in WAITING and self._parser.started:
+                # The runner has started, whatever the listing says: through interLink the pod
+                # phase lags the Slurm job by 5-15 s, and the log is read after the listing.
+                return "Running"
             return self.oscar_status
 
     def is_done(self) -> bool:
@@ -186,9 +192,13 @@ class Job:
         with self._lock:
             self._apply_listing(listing.get(self.name))
             text = self._fetch_log()
+            if text:
+                self.raw_log = text
             new = self._parser.feed(text) if text else []
             if self._parser.started and not self.node:
                 self.node = self._parser.started.get("node") or None
+            if self._parser.started and self.started_at is None:
+                self.started_at = datetime.now(timezone.utc)
             if new:
                 self._append_to_file(new)
             if self.is_done() and self.finished_at is None:
@@ -293,8 +303,8 @@ class Job:
             raise JobFailed(self, f"job {self.name} was cancelled")
         if self.exit_code is None:
             detail = self.error or "it ended without an exit status (killed, timed out or rejected)"
-            tail = "\n".join(line.text for line in self.tail(20))
-            raise JobFailed(self, f"job {self.name} failed: {detail}", tail)
+            tail = "\n".join(self.raw_log.rstrip("\n").splitlines()[-20:])
+            raise JobFailed(self, f"job {self.name} failed: {detail}", tail, "The end of its log:")
         raise JobFailed(
             self,
             f"the cell failed on {self.node or 'the cluster'} with exit code {self.exit_code} "

@@ -84,6 +84,10 @@ class SpecError(ValueError):
         super().__init__(message)
         self.flag = flag
 
+    def _render_traceback_(self) -> list[str]:
+        # In a notebook the message is the whole story; the magic's internals are noise.
+        return [f"SpecError: {self}"]
+
 
 def _flag_error(flag: str, value: object, hint: str) -> SpecError:
     return SpecError(flag, f"{flag} {value}: {hint}")

@@ -99,3 +99,10 @@ def test_connect_without_any_configuration_says_what_to_do(ip):
         ip.run_line_magic("oscar_connect", "")
     message = str(err.value)
     assert "oscar-cli" in message or "OSCAR_ENDPOINT" in message
+
+
+def test_a_bad_flag_renders_as_its_message_alone_in_the_notebook(ip):
+    with capture_output() as out:
+        ip.run_cell("%%oscar_offload --dry-run --time 90x\nprint(1)\n")
+    assert "SpecError: --time 90x" in out.stdout + out.stderr
+    assert "magics.py" not in out.stdout + out.stderr  # no internals in the rendering

@@ -1,0 +1,123 @@
+"""The status a user sees, derived from OSCAR's listing and the runner's lines in the log.
+
+The lags and orderings below happen on real interLink clusters (the pod phase trails the Slurm job
+by 5-15 s) but cannot be produced on demand by the local OSCAR, so a scripted client plays the two
+OSCAR answers a Job reads.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from oscar_jupyter.client import OscarError
+from oscar_jupyter.jobs import Job, JobFailed
+from oscar_jupyter.spec import OffloadSpec
+
+
+def tagged(kind: str, seq: int, text: str) -> str:
+    return f"2026-11-28 10:00:00,000 - supervisor - DEBUG - @@OJ|{kind}|{seq}|{text}|@@\n"
+
+
+START = tagged("s", 0, json.dumps({"node": "vega", "host": "cn01", "job": "j"}))
+
+
+class ScriptedOscar:
+    """Answers list_jobs/job_logs with what a test sets; counts deletes."""
+
+    def __init__(self) -> None:
+        self.status = "Suspended"
+        self.log: str | None = None
+        self.deleted: list[str] = []
+
+    def list_jobs(self, service: str) -> dict:
+        return {"job-1": {"status": self.status}}
+
+    def job_logs(self, service: str, job: str) -> str:
+        if self.log is None:
+            raise OscarError(404, "GET", f"/system/logs/{service}/{job}", "not found")
+        return self.log
+
+    def delete_job(self, service: str, job: str) -> None:
+        self.deleted.append(job)
+
+
+@pytest.fixture()
+def oscar():
+    return ScriptedOscar()
+
+
+@pytest.fixture()
+def job(oscar, tmp_path):
+    return Job(oscar, "svc", "job-1", OffloadSpec(node="vega", time="00:10:00"), log_dir=tmp_path)
+
+
+def test_waiting_states_pass_through_and_a_missing_log_is_not_an_error(oscar, job):
+    assert job.status() == "Suspended"
+    oscar.status = "Pending"
+    assert job.refresh() == []
+    assert job.status() == "Pending"
+
+
+def test_output_while_the_listing_still_says_pending_means_running(oscar, job):
+    oscar.status, oscar.log = "Pending", "slurm preamble\n" + START + tagged("o", 1, "hello")
+    new = job.refresh()
+    assert [line.text for line in new] == ["hello"]
+    assert job.status() == "Running" and job.node == "vega" and job.started_at is not None
+
+
+def test_the_exit_sentinel_ends_the_job_before_oscar_notices(oscar, job):
+    oscar.status = "Running"
+    oscar.log = START + tagged("o", 1, "done") + tagged("x", 0, "0")
+    job.refresh()
+    assert job.status() == "Succeeded" and job.exit_code == 0 and job.is_done()
+    assert job.logs() == "done\n"
+
+
+def test_oscar_succeeded_but_the_cell_failed(oscar, job):
+    oscar.status = "Succeeded"
+    oscar.log = (START + tagged("e", 1, "Traceback (most recent call last):")
+                 + tagged("e", 2, "ValueError: nan") + tagged("x", 0, "1"))
+    job.refresh()
+    assert job.status() == "Failed"
+    with pytest.raises(JobFailed) as err:
+        job.raise_for_status()
+    assert "ValueError: nan" in "\n".join(err.value._render_traceback_())
+
+
+def test_a_job_that_never_started_fails_with_the_end_of_its_log(oscar, job):
+    oscar.status = "Failed"
+    oscar.log = "sbatch: error: Invalid --time specification\n"
+    job.refresh()
+    assert job.status() == "Failed" and job.exit_code is None
+    with pytest.raises(JobFailed) as err:
+        job.raise_for_status()
+    assert "Invalid --time specification" in "\n".join(err.value._render_traceback_())
+
+
+def test_finishing_waits_for_the_sentinel_then_gives_up(oscar, job, monkeypatch):
+    oscar.status, oscar.log = "Succeeded", START + tagged("o", 1, "partial")
+    job.refresh()
+    assert job.status() == "Running"  # the last lines may still be on their way
+    monkeypatch.setattr("oscar_jupyter.jobs.SENTINEL_GRACE_SECONDS", -1.0)
+    assert job.status() == "Failed"
+
+
+def test_each_line_is_reported_once_across_growing_logs(oscar, job):
+    oscar.status = "Running"
+    oscar.log = START + tagged("o", 1, "a")
+    assert [ln.text for ln in job.refresh()] == ["a"]
+    oscar.log += tagged("o", 2, "b") + "@@OJ|o|3|cut in the mid"
+    assert [ln.text for ln in job.refresh()] == ["b"]
+    oscar.log = oscar.log[: -len("@@OJ|o|3|cut in the mid")] + tagged("o", 3, "c")
+    assert [ln.text for ln in job.refresh()] == ["c"]
+    assert job.logs() == "a\nb\nc\n"
+
+
+def test_cancel_deletes_the_job_and_shows_cancelled(oscar, job):
+    oscar.status = "Running"
+    job.cancel()
+    assert oscar.deleted == ["job-1"] and job.status() == "Cancelled"
+    with pytest.raises(JobFailed, match="cancelled"):
+        job.raise_for_status()
