@@ -23,6 +23,8 @@ WAITING = ("Suspended", "Pending")
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
 # After OSCAR reports a terminal phase, the log may still lack the exit sentinel for a moment.
 SENTINEL_GRACE_SECONDS = 10.0
+# How long a waiting cell keeps polling through a dropped connection before it gives up.
+MAX_OUTAGE_SECONDS = 600.0
 
 
 def default_log_dir() -> Path:
@@ -39,6 +41,11 @@ def _parse_time(value: str | None) -> datetime | None:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+def is_transient(err: OscarError) -> bool:
+    """Worth retrying a read: no answer at all, or a server/gateway that is briefly unwell."""
+    return err.status_code is None or err.status_code in (500, 502, 503, 504)
 
 
 class JobFailed(RuntimeError):
@@ -93,6 +100,8 @@ class Job:
         self.raw_log = ""  # the last whole log OSCAR served (Slurm preamble and all)
         self._parser = LogParser()
         self._cancelled = False
+        self._listed = False
+        self.vanished = False
         self._terminal_seen_at: float | None = None
         self._lock = threading.RLock()
         self._listeners: list[Callable[[Job], None]] = []
@@ -117,6 +126,8 @@ class Job:
         with self._lock:
             if self._cancelled:
                 return "Cancelled"
+            if self.vanished and self.exit_code is None:
+                return "Failed"
             if self.exit_code is not None:  # the runner's last line: the cell has ended
                 return "Succeeded" if self.exit_code == 0 else "Failed"
             if self.oscar_status in ("Succeeded", "Failed"):
@@ -188,8 +199,9 @@ class Job:
             return []
         if listing is None:
             listing = self.client.list_jobs(self.service)
-        before = (self.status(), self.node)
+        before = (self.status(), self.node, self.error)
         with self._lock:
+            self.error = None
             self._apply_listing(listing.get(self.name))
             text = self._fetch_log()
             if text:
@@ -203,14 +215,22 @@ class Job:
                 self._append_to_file(new)
             if self.is_done() and self.finished_at is None:
                 self.finished_at = datetime.now(timezone.utc)
-        if new or before != (self.status(), self.node):
+        if new or before != (self.status(), self.node, self.error):
             self._notify()
         return new
 
+    def _record_outage(self, err: OscarError) -> None:
+        with self._lock:
+            self.error = str(err)
+        self._notify()
+
     def _apply_listing(self, entry: dict | None) -> None:
         if entry is None:
-            # Not listed (yet): the job may still be created; a vanished job is handled by its log.
-            return
+            if self._listed and self.exit_code is None:
+                # Listed before, gone now: deleted on the cluster (by a user or the job TTL).
+                self.vanished = True
+            return  # else not listed yet: OSCAR may still be creating it
+        self._listed = True
         self.oscar_status = entry.get("status") or self.oscar_status
         self.started_at = self.started_at or _parse_time(
             entry.get("start_time") or entry.get("creation_time")
@@ -270,8 +290,20 @@ class Job:
         deadline = None if timeout is None else time.monotonic() + timeout
         previous = None
         reported = len(self.lines())  # lines before the wait are the caller's to show
+        outage_since: float | None = None
         while True:
-            self.refresh()
+            try:
+                self.refresh()
+                outage_since = None
+            except OscarError as err:
+                # A dropped connection or a busy server: keep polling (the whole log comes back
+                # and de-duplication resumes it exactly), unless it lasts too long.
+                if not is_transient(err):
+                    raise
+                outage_since = outage_since or time.monotonic()
+                if time.monotonic() - outage_since > MAX_OUTAGE_SECONDS:
+                    raise
+                self._record_outage(err)
             lines = self.lines()  # another thread (the poller) may have fetched some of them
             new, reported = lines[reported:], len(lines)
             state = (self.status(), self.node)
@@ -302,7 +334,11 @@ class Job:
         if status == "Cancelled":
             raise JobFailed(self, f"job {self.name} was cancelled")
         if self.exit_code is None:
-            detail = self.error or "it ended without an exit status (killed, timed out or rejected)"
+            detail = self.error or (
+                "it was deleted on the cluster before it finished"
+                if self.vanished
+                else "it ended without an exit status (killed, timed out or rejected)"
+            )
             tail = "\n".join(self.raw_log.rstrip("\n").splitlines()[-20:])
             raise JobFailed(self, f"job {self.name} failed: {detail}", tail, "The end of its log:")
         raise JobFailed(
@@ -337,14 +373,14 @@ def poll_jobs(jobs: Iterable[Job]) -> bool:
             listing = group[0].client.list_jobs(group[0].service)
         except OscarError as err:
             for job in group:
-                job.error = str(err)
+                job._record_outage(err)
             continue
         for job in group:
             before = (job.status(), job.node)
             try:
                 new = job.refresh(listing)
             except OscarError as err:
-                job.error = str(err)
+                job._record_outage(err)
                 continue
             changed = changed or bool(new) or before != (job.status(), job.node)
     return changed

@@ -148,7 +148,7 @@ class OscarMagics(Magics):
     @no_var_expand
     def oscar_connect(self, line: str) -> Any:
         """%oscar_connect [PROFILE] [--endpoint URL] [--user NAME] [--ask-password] [--ask-token]
-        [--insecure]
+        [--token-file PATH] [--insecure]
 
         Connects this kernel to an OSCAR cluster: a cluster of ~/.oscar-cli/config.yaml (its
         default when no PROFILE), the OSCAR_* environment variables, or the flags. Passwords and
@@ -160,8 +160,17 @@ class OscarMagics(Magics):
         p.add_argument("--user")
         p.add_argument("--ask-password", action="store_true")
         p.add_argument("--ask-token", action="store_true")
+        p.add_argument("--token-file", help="a file holding an OIDC access token")
+        p.add_argument("--password", dest="inline_secret")
+        p.add_argument("--token", dest="inline_secret")
         p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
         args = p.parse_args(_split(line))
+        if args.inline_secret is not None:
+            raise UsageError(
+                "%oscar_connect: a password or token written in a cell is saved with the "
+                "notebook; use --ask-password / --ask-token (asked for, never stored), "
+                "--token-file PATH, or the OSCAR_PASSWORD / OSCAR_TOKEN environment variables"
+            )
         overrides: dict[str, Any] = {}
         if args.endpoint:
             overrides["endpoint"] = args.endpoint
@@ -171,6 +180,8 @@ class OscarMagics(Magics):
             overrides["password"] = getpass.getpass("OSCAR password: ")
         if args.ask_token:
             overrides["token"] = getpass.getpass("OSCAR access token: ")
+        if args.token_file:
+            overrides["token"] = _read_token_file(args.token_file)
         if args.insecure:
             overrides["ssl_verify"] = False
         return self.session.connect(args.profile, **overrides)
@@ -378,6 +389,21 @@ class OscarMagics(Magics):
             return self.session.find_job(name)
         except KeyError as err:
             raise UsageError(str(err.args[0])) from None
+
+
+def _read_token_file(path: str) -> str:
+    """An access token from a file (e.g. EGI notebooks' /var/run/secrets/egi.eu/access_token)."""
+    from pathlib import Path
+
+    try:
+        token = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except OSError as err:
+        raise UsageError(
+            f"%oscar_connect --token-file {path}: cannot read it ({err.strerror})"
+        ) from None
+    if not token:
+        raise UsageError(f"%oscar_connect --token-file {path}: the file is empty")
+    return token
 
 
 def _has_widget_frontend(shell: Any) -> bool:

@@ -1,10 +1,19 @@
-"""Virtual nodes of a cluster, read from OSCAR's `/system/status`."""
+"""Virtual nodes of a cluster: OSCAR's `/system/status`, or the Kubernetes API behind it.
+
+`/system/status` lists only nodes that metrics-server reports and answers 500 without it; a user
+who also has a kubeconfig for the cluster can list the interLink nodes from Kubernetes instead.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Any
 
 from .client import OscarClient
+
+# interLink >= 0.4 labels its virtual nodes with the first; older releases with the second.
+INTERLINK_LABELS = ("virtual-node.interlink/type=virtual-kubelet", "type=virtual-kubelet")
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,66 @@ def list_nodes(client: OscarClient, *, interlink_only: bool = False) -> list[Vir
     if interlink_only:
         nodes = [n for n in nodes if n.is_interlink]
     return sorted(nodes, key=lambda n: (not n.is_interlink, n.name))
+
+
+def list_nodes_from_kubernetes(kubeconfig: str | None = None) -> list[VirtualNode]:
+    """interLink virtual nodes from the Kubernetes API.
+
+    Needs `pip install 'oscar-jupyter[kubernetes]'` and a kubeconfig (`kubeconfig`,
+    `$KUBECONFIG` or ~/.kube/config).
+    """
+    try:
+        from kubernetes import client as k8s
+        from kubernetes import config as k8s_config
+    except ImportError as err:
+        raise RuntimeError(
+            "listing nodes from Kubernetes needs the kubernetes package: "
+            "pip install 'oscar-jupyter[kubernetes]'"
+        ) from err
+    # Resolved here: the kubernetes package reads $KUBECONFIG once, when it is imported.
+    api_client = k8s_config.new_client_from_config(config_file=kubeconfig or kubeconfig_path())
+    try:
+        api = k8s.CoreV1Api(api_client)
+        found: dict[str, VirtualNode] = {}
+        for selector in INTERLINK_LABELS:
+            for node in api.list_node(label_selector=selector).items:
+                found.setdefault(node.metadata.name, _node_from_kubernetes(node))
+    finally:
+        api_client.close()
+    return sorted(found.values(), key=lambda n: n.name)
+
+
+def kubeconfig_path() -> str:
+    path = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    return path.split(os.pathsep)[0]
+
+
+def has_kubeconfig() -> bool:
+    return os.path.exists(kubeconfig_path())
+
+
+def _node_from_kubernetes(node: Any) -> VirtualNode:
+    from kubernetes.utils import parse_quantity
+
+    capacity = node.status.allocatable or node.status.capacity or {}
+    ready = next((c for c in node.status.conditions or [] if c.type == "Ready"), None)
+    cpu = float(parse_quantity(capacity.get("cpu", "0")))
+    memory = int(parse_quantity(capacity.get("memory", "0")))
+    gpus = sum(
+        int(parse_quantity(value))
+        for key, value in capacity.items()
+        if key.endswith("/gpu")
+    )
+    return VirtualNode(
+        name=node.metadata.name,
+        status="Ready" if ready is not None and ready.status == "True" else "NotReady",
+        cpu_total=cpu,
+        cpu_free=cpu,  # Kubernetes does not know what the HPC site has free; interLink reports
+        memory_total_bytes=memory,  # the site's free resources as the node's capacity
+        memory_free_bytes=memory,
+        gpus=gpus,
+        is_interlink=True,
+    )
 
 
 def format_bytes(count: int) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from .client import OscarClient, OscarError
 from .config import ClusterProfile, load_profile
 from .jobs import Job, JobTimeout, Poller
-from .nodes import VirtualNode, list_nodes
+from .nodes import VirtualNode, has_kubeconfig, list_nodes, list_nodes_from_kubernetes
 from .spec import OffloadSpec
 
 SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(OffloadSpec))
@@ -108,11 +108,9 @@ class Session:
         if self.client is not None:
             self.client.close()
         self.client, self.profile = client, profile
-        try:
-            self._nodes = list_nodes(client)
-        except OscarError as err:
-            self._nodes = None
-            warnings.append(f"could not list the cluster's nodes ({err}); node names go unchecked.")
+        self._nodes, problem = self._discover_nodes(client)
+        if problem:
+            warnings.append(problem)
         self.report = ConnectionReport(
             cluster_id=profile.cluster_id,
             endpoint=profile.endpoint,
@@ -124,6 +122,23 @@ class Session:
         )
         return self.report
 
+    @staticmethod
+    def _discover_nodes(client: OscarClient) -> tuple[list[VirtualNode] | None, str | None]:
+        """The cluster's nodes from OSCAR, else from Kubernetes; (None, why) when neither works."""
+        try:
+            return list_nodes(client), None
+        except OscarError as err:
+            oscar_problem = str(err)
+        if has_kubeconfig():
+            try:
+                return list_nodes_from_kubernetes(), None
+            except Exception as err:  # any kube client failure: fall through to the warning
+                return None, (
+                    f"could not list the cluster's nodes ({oscar_problem}; Kubernetes: {err}); "
+                    "names go unchecked"
+                )
+        return None, f"could not list the cluster's nodes ({oscar_problem}); names go unchecked"
+
     def require_client(self) -> OscarClient:
         if self.client is None:
             self.connect()
@@ -132,7 +147,10 @@ class Session:
 
     def nodes(self, refresh: bool = True) -> list[VirtualNode]:
         if refresh or self._nodes is None:
-            self._nodes = list_nodes(self.require_client())
+            nodes, problem = self._discover_nodes(self.require_client())
+            if nodes is None:
+                raise RuntimeError(problem)
+            self._nodes = nodes
         return list(self._nodes)
 
     def known_node_names(self) -> list[str] | None:

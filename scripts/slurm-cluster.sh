@@ -171,7 +171,8 @@ start_munge() {
         chown munge:munge /etc/munge/munge.key
         chmod 0400 /etc/munge/munge.key
     fi
-    runuser -u munge -- /usr/sbin/munged --pid-file="$MUNGE_PID" \
+    # 9>&-: a daemon must not inherit the start lock, or it would hold it for its lifetime
+    runuser -u munge -- /usr/sbin/munged --pid-file="$MUNGE_PID" 9>&- \
         || die "munged did not start; see /var/log/munge/munged.log"
     local _
     for _ in $(seq 1 50); do
@@ -219,7 +220,7 @@ cmd_start() {
         die "a Slurm daemon runs but $SLURM_CONF is missing; run '$0 stop' first"
     fi
     if [ "$ctld_up" = 0 ]; then
-        /usr/sbin/slurmctld >>"$LOG_DIR/slurmctld.start.log" 2>&1 \
+        /usr/sbin/slurmctld >>"$LOG_DIR/slurmctld.start.log" 2>&1 9>&- \
             || die "slurmctld did not start; see $LOG_DIR/slurmctld.log"
     fi
     local _
@@ -229,7 +230,7 @@ cmd_start() {
     done
     controller_answers || die "slurmctld does not answer 'scontrol ping'; see $LOG_DIR/slurmctld.log"
     if [ "$slurmd_up" = 0 ]; then
-        /usr/sbin/slurmd -N "$NODE" >>"$LOG_DIR/slurmd.start.log" 2>&1 \
+        /usr/sbin/slurmd -N "$NODE" >>"$LOG_DIR/slurmd.start.log" 2>&1 9>&- \
             || die "slurmd did not start; see $LOG_DIR/slurmd.log"
     fi
     wait_for_node

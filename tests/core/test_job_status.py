@@ -121,3 +121,51 @@ def test_cancel_deletes_the_job_and_shows_cancelled(oscar, job):
     assert oscar.deleted == ["job-1"] and job.status() == "Cancelled"
     with pytest.raises(JobFailed, match="cancelled"):
         job.raise_for_status()
+
+
+def test_a_job_deleted_on_the_cluster_fails_instead_of_waiting_forever(oscar, job):
+    oscar.status, oscar.log = "Running", START + tagged("o", 1, "working")
+    job.refresh()
+    oscar.list_jobs = lambda service: {}
+    job.refresh()
+    assert job.status() == "Failed"
+    with pytest.raises(JobFailed, match="deleted on the cluster"):
+        job.raise_for_status()
+
+
+def test_wait_rides_out_a_dropped_connection_without_losing_a_line(oscar, job):
+    oscar.status = "Running"
+    answers = iter([
+        START + tagged("o", 1, "one"),
+        OscarError(None, "GET", "/system/logs/svc/job-1", "connection refused"),
+        OscarError(503, "GET", "/system/logs/svc/job-1", "busy"),
+        START + tagged("o", 1, "one") + tagged("o", 2, "two") + tagged("x", 0, "0"),
+    ])
+
+    def job_logs(service, name):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    oscar.job_logs = job_logs
+    seen, errors = [], []
+
+    def on_update(job, lines):
+        seen.extend(line.text for line in lines)
+        errors.append(job.error)
+
+    from oscar_jupyter.jobs import PollInterval
+
+    assert job.wait(30, on_update=on_update, interval=PollInterval(0.01, 0.02)) == 0
+    assert seen == ["one", "two"]
+    assert any(e and "connection refused" in e for e in errors) and errors[-1] is None
+
+
+def test_wait_gives_up_on_an_error_that_will_not_pass(oscar, job):
+    def job_logs(service, name):
+        raise OscarError(401, "GET", "/system/logs/svc/job-1", "Unauthorized")
+
+    oscar.status, oscar.job_logs = "Running", job_logs
+    with pytest.raises(OscarError, match="401"):
+        job.wait(5)

@@ -51,6 +51,20 @@ def test_the_node_matches_the_machine_and_impossible_jobs_are_refused(slurm_clus
         SlurmExecutor().submit(tmp_path)
 
 
+def test_no_daemon_keeps_the_start_lock(slurm_cluster):
+    # A daemon that inherited the lock's descriptor would block every later start and stop.
+    lock = "/run/slurm/slurm-cluster.lock"
+    holders = []
+    for pidfile in ("/run/munge/munged.pid", "/run/slurm/slurmctld.pid", "/run/slurm/slurmd.pid"):
+        pid = Path(pidfile).read_text().strip()
+        fds = Path(f"/proc/{pid}/fd")
+        if any(os.path.realpath(fd) == lock for fd in fds.iterdir()):
+            holders.append(pidfile)
+    assert holders == []
+    result = cluster("status")
+    assert result.returncode == 0
+
+
 def test_unknown_commands_show_the_usage():
     result = cluster("restart")
     assert result.returncode == 2 and "usage:" in result.stderr

@@ -106,3 +106,19 @@ def test_a_bad_flag_renders_as_its_message_alone_in_the_notebook(ip):
         ip.run_cell("%%oscar_offload --dry-run --time 90x\nprint(1)\n")
     assert "SpecError: --time 90x" in out.stdout + out.stderr
     assert "magics.py" not in out.stdout + out.stderr  # no internals in the rendering
+
+
+@pytest.mark.parametrize("flag", ["--password", "--token"])
+def test_secrets_written_in_a_cell_are_refused_with_the_safe_ways(ip, flag):
+    with pytest.raises(UsageError) as err:
+        ip.run_line_magic("oscar_connect", f"--endpoint http://127.0.0.1:9 --user u {flag} s3cret")
+    message = str(err.value)
+    assert "s3cret" not in message
+    assert "--ask-password" in message and "--token-file" in message
+
+
+def test_a_missing_token_file_is_named(ip, tmp_path):
+    with pytest.raises(UsageError, match="missing-token"):
+        ip.run_line_magic(
+            "oscar_connect", f"--endpoint http://h:1 --token-file {tmp_path}/missing-token"
+        )
