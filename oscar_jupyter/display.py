@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 
 from .jobs import Job
+from .spec import format_time
 
 SYMBOLS = {
     "Suspended": "◌",
@@ -19,12 +20,7 @@ SYMBOLS = {
 def format_duration(seconds: float | None) -> str:
     if seconds is None:
         return "--:--:--"
-    seconds = int(seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    text = f"{hours:02d}:{minutes:02d}:{secs:02d}"
-    return f"{days}-{text}" if days else text
+    return format_time(int(seconds))
 
 
 def status_line(job: Job) -> str:

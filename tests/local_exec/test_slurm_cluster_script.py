@@ -72,7 +72,7 @@ def test_unknown_commands_show_the_usage():
 
 @pytest.mark.skipif(os.environ.get(RESTART_ENV) != "1",
                     reason=f"stops the shared Slurm; set {RESTART_ENV}=1 (CI, or a lone machine)")
-def test_stop_cancels_jobs_and_start_brings_the_node_back(slurm_cluster):
+def test_stop_cancels_jobs_and_start_brings_the_node_back(slurm_cluster, tmp_path):
     job = subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", "--wrap", "sleep 300"],
                          capture_output=True, text=True, check=True).stdout.strip()
     pids = {name: Path(f"/run/{path}").read_text().strip() for name, path in [
@@ -90,4 +90,4 @@ def test_stop_cancels_jobs_and_start_brings_the_node_back(slurm_cluster):
 
     assert started.returncode == 0, started.stderr
     assert "started (node localhost IDLE" in started.stdout
-    assert SlurmExecutor().state(job, Path("/nonexistent")).slurm_state == "CA"
+    assert SlurmExecutor().state(job, tmp_path).slurm_state == "CA"  # tmp_path: its pod dir

@@ -1,0 +1,71 @@
+/**
+ * Numbers and times as the sidebar shows them.
+ */
+
+export const ACTIVE_STATUSES = ['Suspended', 'Pending', 'Running'];
+
+export function isActive(status: string): boolean {
+  return ACTIVE_STATUSES.includes(status);
+}
+
+export function formatBytes(count: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let size = count;
+  let unit = 0;
+  while (size >= 1024 && unit < units.length - 1) {
+    size /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${size} B` : `${size.toFixed(1)} ${units[unit]}`;
+}
+
+export function formatCores(cores: number): string {
+  return Number.isInteger(cores) ? `${cores}` : cores.toFixed(1);
+}
+
+export function parseTime(value: string | null): Date | null {
+  if (!value) {
+    return null;
+  }
+  const date = new Date(value);
+  return isNaN(date.getTime()) ? null : date;
+}
+
+/** "14:03:27" today, "2024-05-02 14:03" on another day. */
+export function formatStart(value: string | null, now: Date = new Date()): string {
+  const date = parseTime(value);
+  if (!date) {
+    return '—';
+  }
+  const pad = (n: number) => `${n}`.padStart(2, '0');
+  const time = `${pad(date.getHours())}:${pad(date.getMinutes())}`;
+  if (date.toDateString() === now.toDateString()) {
+    return `${time}:${pad(date.getSeconds())}`;
+  }
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ${time}`;
+}
+
+/** Run time so far (or in total, once finished): "42 s", "3 min 05 s", "2 h 07 min". */
+export function formatDuration(
+  start: string | null,
+  finish: string | null,
+  now: Date = new Date()
+): string {
+  const begin = parseTime(start);
+  if (!begin) {
+    return '—';
+  }
+  const end = parseTime(finish) ?? now;
+  const seconds = Math.max(0, Math.round((end.getTime() - begin.getTime()) / 1000));
+  const pad = (n: number) => `${n}`.padStart(2, '0');
+  if (seconds < 60) {
+    return `${seconds} s`;
+  }
+  if (seconds < 3600) {
+    return `${Math.floor(seconds / 60)} min ${pad(seconds % 60)} s`;
+  }
+  const days = Math.floor(seconds / 86400);
+  const hours = Math.floor((seconds % 86400) / 3600);
+  const minutes = pad(Math.floor((seconds % 3600) / 60));
+  return days > 0 ? `${days} d ${hours} h` : `${hours} h ${minutes} min`;
+}

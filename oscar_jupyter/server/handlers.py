@@ -1,0 +1,97 @@
+"""REST handlers of the sidebar under ``<base_url>/oscar-jupyter/api/``.
+
+Every verb is behind Jupyter's own authentication. OSCAR is called from a worker thread, so a slow
+cluster never blocks the Jupyter server's event loop. Errors are JSON ``{"message": ...}`` with
+the ConfigError or OscarError text, which never holds a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import tornado.web
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+
+from ..client import OscarError
+from ..config import ConfigError
+from .backend import SidebarBackend
+
+API_ROOT = "oscar-jupyter/api"
+# Service and job names are DNS-1123; anything else is rejected by OscarClient with a clear message.
+_NAME = r"[^/]+"
+
+
+def http_status_for(error: Exception) -> int:
+    """400 for what the user must fix here, 404 for what OSCAR does not know, 502 for OSCAR."""
+    if isinstance(error, OscarError):
+        if error.status_code == 404:
+            return 404
+        return 502
+    return 400
+
+
+class SidebarHandler(APIHandler):
+    """Runs one backend call off the event loop and answers its result or its error as JSON."""
+
+    def initialize(self, backend: SidebarBackend) -> None:
+        self.backend = backend
+
+    @property
+    def cluster(self) -> str | None:
+        return self.get_query_argument("cluster", None) or None
+
+    async def answer(self, call: Callable[..., dict[str, Any]], *args: Any) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(None, functools.partial(call, *args))
+        except (ConfigError, OscarError, ValueError) as err:
+            self.set_status(http_status_for(err))
+            self.finish({"message": str(err), "error": type(err).__name__})
+            return
+        self.finish(result)
+
+
+class ClustersHandler(SidebarHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        await self.answer(self.backend.clusters)
+
+
+class NodesHandler(SidebarHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        await self.answer(self.backend.nodes, self.cluster)
+
+
+class JobsHandler(SidebarHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        await self.answer(self.backend.jobs, self.cluster)
+
+
+class JobHandler(SidebarHandler):
+    @tornado.web.authenticated
+    async def delete(self, service: str, job: str) -> None:
+        await self.answer(self.backend.cancel, self.cluster, service, job)
+
+
+class JobLogHandler(SidebarHandler):
+    @tornado.web.authenticated
+    async def get(self, service: str, job: str) -> None:
+        await self.answer(self.backend.log, self.cluster, service, job)
+
+
+def route_table(base_url: str, backend: SidebarBackend) -> list[tuple[str, type, dict]]:
+    root = url_path_join(base_url, API_ROOT)
+    options = {"backend": backend}
+    return [
+        (url_path_join(root, "clusters"), ClustersHandler, options),
+        (url_path_join(root, "nodes"), NodesHandler, options),
+        (url_path_join(root, "jobs"), JobsHandler, options),
+        (url_path_join(root, "jobs", f"({_NAME})", f"({_NAME})"), JobHandler, options),
+        (url_path_join(root, "jobs", f"({_NAME})", f"({_NAME})", "log"), JobLogHandler, options),
+    ]

@@ -1,0 +1,207 @@
+"""The sidebar's REST API in a real jupyter_server against the local OSCAR on real Slurm.
+
+Jobs are submitted the way a notebook does (`oscar_jupyter.offload(..., wait=False)`); the API
+must find them in OSCAR, show their parsed output, and cancel them on Slurm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+import yaml
+from tornado.httpclient import HTTPClientError
+
+import oscar_jupyter
+from oscar_jupyter.local.state import HomeLayout, LocalState
+
+from ..conftest import free_port, slurm_job_ids_alive
+from .conftest import NODE
+
+pytestmark = pytest.mark.e2e
+API = ("oscar-jupyter", "api")
+
+
+async def call(jp_fetch, *path: str, method: str = "GET", **params: str) -> tuple[int, dict]:
+    """(status, JSON body) of one API call; error answers are returned, not raised."""
+    try:
+        response = await jp_fetch(*API, *path, method=method, params=params or None,
+                                  allow_nonstandard_methods=True)
+    except HTTPClientError as err:
+        assert err.response is not None, err
+        return err.code, json.loads(err.response.body)
+    return response.code, json.loads(response.body)
+
+
+async def wait_for_job(jp_fetch, name: str, statuses: tuple[str, ...], timeout: float = 90):
+    """The job's sidebar entry once its status is one of `statuses`."""
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        code, body = await call(jp_fetch, "jobs")
+        assert code == 200, body
+        entry = next((j for j in body["jobs"] if j["job"] == name), None)
+        seen = entry and entry["status"]
+        if entry is not None and entry["status"] in statuses:
+            return entry
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"job {name} never reached {statuses} (last seen: {seen})")
+
+
+def slurm_job_id(local_oscar, job_name: str) -> str:
+    state = LocalState(HomeLayout(local_oscar.home).state_file)
+    return str(state.jobs[job_name]["job_id"])
+
+
+async def test_clusters_lists_the_profiles_and_default_without_secrets(
+        jp_fetch, oscar_config, local_oscar):
+    code, body = await call(jp_fetch, "clusters")
+    assert code == 200
+    assert body["default"] == "local"
+    assert body["config_path"] == str(oscar_config)
+    [entry] = body["clusters"]
+    assert entry == {"name": "local", "endpoint": local_oscar.endpoint, "auth": "basic",
+                     "error": None}
+    assert local_oscar.password not in json.dumps(body)
+
+
+async def test_a_broken_profile_is_listed_with_what_to_fix(jp_fetch, tmp_path, monkeypatch):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "oscar": {"good": {"endpoint": "https://oscar.example.org", "auth_user": "u",
+                           "auth_password": "hunter2-secret"},
+                  "broken": {"auth_user": "u"}},
+        "default": "good"}))
+    monkeypatch.setenv("OSCAR_CLI_CONFIG", str(config))
+    code, body = await call(jp_fetch, "clusters")
+    assert code == 200
+    entries = {e["name"]: e for e in body["clusters"]}
+    assert entries["good"]["endpoint"] == "https://oscar.example.org"
+    assert "has no 'endpoint'" in entries["broken"]["error"]
+    assert "hunter2-secret" not in json.dumps(body)
+
+
+async def test_nodes_shows_the_local_virtual_node(jp_fetch, oscar_config):
+    code, body = await call(jp_fetch, "nodes")
+    assert code == 200, body
+    assert body["cluster"] == "local"
+    [node] = body["nodes"]
+    assert node["name"] == NODE and node["status"] == "Ready" and node["is_interlink"]
+    assert node["cpu_total"] >= 1 and 0 <= node["cpu_free"] <= node["cpu_total"]
+    assert node["memory_total_bytes"] > 0
+    # The cluster can be named explicitly too.
+    assert await call(jp_fetch, "nodes", cluster="local") == (200, body)
+
+
+async def test_a_notebook_job_is_listed_and_its_log_is_the_cells_output(jp_fetch, session):
+    job = oscar_jupyter.offload(
+        "import sys\nprint('hello from the cluster')\nprint('  indented')\n"
+        "print('a warning', file=sys.stderr)\n",
+        node=NODE, time="00:02:00", wait=False)
+    entry = await wait_for_job(jp_fetch, job.name, ("Succeeded", "Failed"))
+    assert entry["service"] == job.service and entry["node"] == NODE
+    assert entry["status"] == "Succeeded"
+    assert entry["creation_time"] and entry["start_time"] and entry["finish_time"]
+
+    code, log = await call(jp_fetch, "jobs", job.service, job.name, "log")
+    assert code == 200, log
+    assert log["lines"] == [
+        {"stream": "stdout", "text": "hello from the cluster"},
+        {"stream": "stdout", "text": "  indented"},
+        {"stream": "stderr", "text": "a warning"},
+    ]
+    assert log["exit_code"] == 0 and log["node"] == NODE and log["omitted"] == 0
+    # Parsed output only: none of the Slurm preamble or supervisor lines.
+    assert "supervisor" not in json.dumps(log) and "@@OJ" not in json.dumps(log)
+
+
+async def test_a_failing_cell_shows_its_exit_status_and_traceback(jp_fetch, session):
+    job = oscar_jupyter.offload("raise ValueError('loss is NaN')\n", node=NODE,
+                                time="00:02:00", wait=False)
+    await wait_for_job(jp_fetch, job.name, ("Succeeded", "Failed"))
+    code, log = await call(jp_fetch, "jobs", job.service, job.name, "log")
+    assert code == 200
+    assert log["exit_code"] == 1
+    assert "ValueError: loss is NaN" in log["traceback"]
+
+
+async def test_cancel_stops_the_slurm_job_and_the_job_leaves_the_list(
+        jp_fetch, session, local_oscar):
+    job = oscar_jupyter.offload("import time\nprint('start', flush=True)\ntime.sleep(300)\n",
+                                node=NODE, time="00:10:00", wait=False)
+    await wait_for_job(jp_fetch, job.name, ("Running",))
+    slurm_id = slurm_job_id(local_oscar, job.name)
+    assert slurm_job_ids_alive([slurm_id]) == [slurm_id]
+
+    code, body = await call(jp_fetch, "jobs", job.service, job.name, method="DELETE")
+    assert code == 200, body
+    assert body["cancelled"] is True
+
+    code, listing = await call(jp_fetch, "jobs")
+    assert job.name not in [j["job"] for j in listing["jobs"]]
+    deadline = time.monotonic() + 20  # scancel is asynchronous (CG state)
+    while slurm_job_ids_alive([slurm_id]) and time.monotonic() < deadline:
+        await asyncio.sleep(0.3)
+    assert slurm_job_ids_alive([slurm_id]) == []
+
+
+async def test_unknown_cluster_is_a_400_naming_the_known_ones(jp_fetch, oscar_config):
+    code, body = await call(jp_fetch, "jobs", cluster="nope")
+    assert code == 400
+    assert "'nope' is not in" in body["message"] and "known clusters: local" in body["message"]
+    assert body["error"] == "ConfigError"
+
+
+async def test_unknown_job_is_a_404_with_oscars_message(jp_fetch, session):
+    job = oscar_jupyter.offload("print(1)\n", node=NODE, time="00:02:00", wait=False)
+    code, body = await call(jp_fetch, "jobs", job.service, "no-such-job", "log")
+    assert code == 404
+    assert body["message"].startswith("OSCAR answered 404 on GET /system/logs/")
+    code, body = await call(jp_fetch, "jobs", job.service, "no-such-job", method="DELETE")
+    assert code == 404
+
+
+async def test_a_malformed_job_name_is_a_400_before_oscar_is_asked(jp_fetch, oscar_config):
+    code, body = await call(jp_fetch, "jobs", "runner", "Not_A_Name", "log")
+    assert code == 400
+    assert "Job name 'Not_A_Name' is not valid" in body["message"]
+
+
+async def test_wrong_password_is_a_502_without_the_password(jp_fetch, tmp_path, monkeypatch,
+                                                            local_oscar):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"oscar": {"bad": {
+        "endpoint": local_oscar.endpoint, "auth_user": "oscar",
+        "auth_password": "wrong-pass-7f3a"}}, "default": "bad"}))
+    monkeypatch.setenv("OSCAR_CLI_CONFIG", str(config))
+    code, body = await call(jp_fetch, "jobs")
+    assert code == 502
+    assert body["message"].startswith("OSCAR answered 401")
+    assert "wrong-pass-7f3a" not in json.dumps(body)
+
+
+async def test_an_unreachable_cluster_is_a_502_that_says_so(jp_fetch, tmp_path, monkeypatch):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"oscar": {"gone": {
+        "endpoint": f"http://127.0.0.1:{free_port()}", "auth_user": "oscar",
+        "auth_password": "s3cret-gone"}}}))
+    monkeypatch.setenv("OSCAR_CLI_CONFIG", str(config))
+    code, body = await call(jp_fetch, "nodes")
+    assert code == 502
+    assert body["message"].startswith("Cannot reach OSCAR at http://127.0.0.1:")
+    assert "s3cret-gone" not in json.dumps(body)
+
+
+@pytest.mark.parametrize("method,path", [
+    ("GET", "clusters"), ("GET", "nodes"), ("GET", "jobs"),
+    ("DELETE", "jobs/svc/job"), ("GET", "jobs/svc/job/log"),
+])
+async def test_every_route_needs_jupyters_auth(http_server_client, jp_base_url, oscar_config,
+                                               method, path):
+    # No token and no cookie: the request of a page from another site, or of a stranger.
+    with pytest.raises(HTTPClientError) as err:
+        await http_server_client.fetch(f"{jp_base_url}oscar-jupyter/api/{path}", method=method,
+                                       allow_nonstandard_methods=True)
+    assert err.value.code == 403
