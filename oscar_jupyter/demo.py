@@ -15,26 +15,30 @@ from nbclient import NotebookClient
 
 
 class EchoingClient(NotebookClient):
-    """nbclient that also prints stream output and status-line updates live."""
+    """nbclient that also prints each cell's output live: streams, tables, status-line updates."""
 
-    _last_status: dict[str, str] = {}
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._shown: dict[str, str] = {}
 
-    def output(self, outs: list, msg: dict, display_id: str | None, cell_index: int) -> Any:
-        kind = msg["msg_type"]
-        content = msg["content"]
+    def process_message(self, msg: dict, cell: Any, cell_index: int) -> Any:
+        self._echo(msg)
+        return super().process_message(msg, cell, cell_index)
+
+    def _echo(self, msg: dict) -> None:
+        kind, content = msg["msg_type"], msg["content"]
         if kind == "stream":
             target = sys.stderr if content.get("name") == "stderr" else sys.stdout
             target.write(content.get("text", ""))
             target.flush()
         elif kind in ("display_data", "update_display_data", "execute_result"):
             text = content.get("data", {}).get("text/plain", "")
-            key = display_id or str(id(msg))
-            if text and self._last_status.get(key) != text:
-                self._last_status[key] = text
-                print(f"  [{text.splitlines()[0]}]" if "\n" in text else f"  [{text}]", flush=True)
+            key = (content.get("transient") or {}).get("display_id") or msg["header"]["msg_id"]
+            if text and self._shown.get(key) != text:  # a status line: print each new state
+                self._shown[key] = text
+                print("  " + text.replace("\n", "\n  "), flush=True)
         elif kind == "error":
             print("\n".join(content.get("traceback", [])), file=sys.stderr, flush=True)
-        return super().output(outs, msg, display_id, cell_index)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,9 @@ class ConnectionReport:
     nodes: list[VirtualNode] | None
     warnings: list[str] = field(default_factory=list)
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(self._repr_markdown_().replace("**", "").replace("`", ""))
+
     def _repr_markdown_(self) -> str:
         lines = [
             f"Connected to **{self.cluster_id}** at `{self.endpoint}` (OSCAR {self.version}, "

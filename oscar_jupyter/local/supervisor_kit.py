@@ -38,7 +38,9 @@ class SupervisorKitError(RuntimeError):
 
 
 def _ready_text() -> str:
-    return f"{FAAS_SUPERVISOR} {sys.executable}\n"
+    # The resolved interpreter: `python`, `python3` and `python3.11` name the same one, and a
+    # mismatch would rebuild the kit under jobs that are using it.
+    return f"{FAAS_SUPERVISOR} {Path(sys.executable).resolve()}\n"
 
 
 def ensure_supervisor_kit(cache: Path | None = None) -> Path:

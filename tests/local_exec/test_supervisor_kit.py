@@ -183,3 +183,18 @@ def test_a_failed_install_names_pips_own_message(tmp_path, monkeypatch):
     assert message.startswith("pip could not install faas-supervisor==1.5.8")
     assert "No matching distribution found for faas-supervisor==1.5.8" in message
     assert not (tmp_path / "cache" / "supervisor-kit" / "ready").exists()
+
+
+def test_every_name_of_the_same_interpreter_finds_the_same_kit(tmp_path):
+    # `python -m pytest` and the `oscar-jupyter` script (python3) must not rebuild each other's kit:
+    # a rebuild deletes the venv under running jobs.
+    import sys
+
+    link = tmp_path / "another-name-for-python"
+    link.symlink_to(sys.executable)
+    code = "from oscar_jupyter.local.supervisor_kit import _ready_text; print(_ready_text())"
+    texts = {
+        subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout
+        for python in (sys.executable, str(link))
+    }
+    assert len(texts) == 1, texts
