@@ -350,14 +350,22 @@ class Job:
 
 
 class PollInterval:
-    """Adaptive poll delay: fast while output flows, backing off while nothing changes."""
+    """Adaptive poll delay: fast while output flows and for a few quiet polls after (a job about
+    to start, a pause between prints), then backing off while nothing changes."""
 
-    def __init__(self, minimum: float = 0.5, maximum: float = 5.0, factor: float = 1.5) -> None:
-        self.minimum, self.maximum, self.factor = minimum, maximum, factor
+    def __init__(
+        self, minimum: float = 0.5, maximum: float = 5.0, factor: float = 1.5, patience: int = 8
+    ) -> None:
+        self.minimum, self.maximum, self.factor, self.patience = minimum, maximum, factor, patience
         self.current = minimum
+        self._quiet = 0
 
     def next(self, changed: bool) -> float:
-        self.current = self.minimum if changed else min(self.maximum, self.current * self.factor)
+        self._quiet = 0 if changed else self._quiet + 1
+        if self._quiet <= self.patience:
+            self.current = self.minimum
+        else:
+            self.current = min(self.maximum, self.current * self.factor)
         return self.current
 
 

@@ -1,5 +1,5 @@
 /**
- * The "Virtual nodes" section: one row per interLink node with its state and free resources.
+ * The "Virtual nodes" section: one card per interLink node with its state and free resources.
  */
 import { IVirtualNode } from './api';
 import { el } from './dom';
@@ -7,47 +7,39 @@ import { formatBytes, formatCores } from './format';
 
 export function renderNodes(nodes: IVirtualNode[]): HTMLElement {
   if (nodes.length === 0) {
-    return el(
-      'p',
-      'oj-sidebar-empty',
-      'This cluster reports no interLink virtual node.'
-    );
+    return el('p', 'oj-sidebar-empty', 'This cluster reports no interLink virtual node.');
   }
-  const table = el('table', 'oj-sidebar-table oj-sidebar-nodes');
-  const head = table.createTHead().insertRow();
-  for (const title of ['Node', 'State', 'CPU free', 'Memory free', 'GPU']) {
-    head.appendChild(el('th', '', title));
-  }
-  const body = table.createTBody();
+  const list = el('div', 'oj-sidebar-list');
   for (const node of nodes) {
-    const row = body.insertRow();
-    row.dataset.node = node.name;
-    row.appendChild(el('td', 'oj-sidebar-name', node.name)).title = node.name;
-    const state = el('td');
+    const card = el('div', 'oj-sidebar-card oj-sidebar-node');
+    card.dataset.node = node.name;
+    const head = el('div', 'oj-sidebar-card-head');
     const ready = node.status === 'Ready';
-    state.appendChild(
+    head.append(
       el(
         'span',
         `oj-sidebar-badge ${ready ? 'oj-sidebar-node-ready' : 'oj-sidebar-node-notready'}`,
         node.status
-      )
+      ),
+      el('span', 'oj-sidebar-name', node.name)
     );
-    row.appendChild(state);
-    row.appendChild(
-      el(
-        'td',
-        'oj-sidebar-number',
-        `${formatCores(node.cpu_free)} / ${formatCores(node.cpu_total)}`
-      )
-    );
-    row.appendChild(
-      el(
-        'td',
-        'oj-sidebar-number',
+    const facts = el('div', 'oj-sidebar-facts');
+    facts.append(
+      fact('CPU free', `${formatCores(node.cpu_free)} / ${formatCores(node.cpu_total)}`),
+      fact(
+        'Memory free',
         `${formatBytes(node.memory_free_bytes)} / ${formatBytes(node.memory_total_bytes)}`
-      )
+      ),
+      fact('GPU', `${node.gpus}`)
     );
-    row.appendChild(el('td', 'oj-sidebar-number', `${node.gpus}`));
+    card.append(head, facts);
+    list.appendChild(card);
   }
-  return table;
+  return list;
+}
+
+function fact(label: string, value: string): HTMLElement {
+  const box = el('span', 'oj-sidebar-fact');
+  box.append(el('span', 'oj-sidebar-label', label + ' '), el('span', '', value));
+  return box;
 }

@@ -169,3 +169,12 @@ def test_wait_gives_up_on_an_error_that_will_not_pass(oscar, job):
     oscar.status, oscar.job_logs = "Running", job_logs
     with pytest.raises(OscarError, match="401"):
         job.wait(5)
+
+
+def test_the_poll_interval_stays_fast_for_a_while_then_backs_off_and_resets_on_output():
+    from oscar_jupyter.jobs import PollInterval
+
+    interval = PollInterval(minimum=0.5, maximum=5.0, factor=2.0, patience=3)
+    quiet = [interval.next(changed=False) for _ in range(8)]
+    assert quiet == [0.5, 0.5, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
+    assert interval.next(changed=True) == 0.5

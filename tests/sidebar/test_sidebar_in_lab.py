@@ -140,7 +140,7 @@ def theme_colours(page) -> dict:
       const resolve = v => { probe.style.backgroundColor = css.getPropertyValue(v);
                              return getComputedStyle(probe).backgroundColor; };
       const sidebar = document.querySelector('#oscar-jupyter-sidebar');
-      const badge = sidebar.querySelector('tr.oj-sidebar-job .oj-sidebar-badge');
+      const badge = sidebar.querySelector('.oj-sidebar-job .oj-sidebar-badge');
       const out = { layout1: resolve('--jp-layout-color1'), brand: resolve('--jp-brand-color1'),
                     panel: getComputedStyle(sidebar).backgroundColor,
                     badge: getComputedStyle(badge).backgroundColor,
@@ -181,14 +181,15 @@ def test_sidebar_lists_node_and_job_shows_its_log_and_cancels_it(
             expect(sidebar).to_be_visible()
             expect(sidebar.locator(".oj-sidebar-picker")).to_have_value("local")
             expect(sidebar.locator(".oj-sidebar-endpoint")).to_have_text(local_oscar.endpoint)
-            node_row = sidebar.locator(f'tr[data-node="{NODE}"]')
+            node_row = sidebar.locator(f'.oj-sidebar-node[data-node="{NODE}"]')
             expect(node_row).to_contain_text("Ready")
-            row = sidebar.locator(f'tr[data-job="{job.name}"]')
+            row = sidebar.locator(f'.oj-sidebar-job[data-job="{job.name}"]')
             expect(row.locator(".oj-sidebar-status-Running")).to_be_visible(timeout=90_000)
             expect(row).to_contain_text(NODE)
             # Refreshed while open: the duration of the running job grows.
-            first = row.locator("td").nth(4).inner_text()
-            expect(row.locator("td").nth(4)).not_to_have_text(first, timeout=15_000)
+            duration = row.locator(".oj-sidebar-duration")
+            first = duration.inner_text()
+            expect(duration).not_to_have_text(first, timeout=15_000)
 
             # "Log" shows the cell's own output lines, stderr marked, nothing of the wrapper.
             page.wait_for_timeout(2000)
