@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .config import ConfigError
 from .local import daemon
+from .local.supervisor_kit import SupervisorKitError, ensure_supervisor_kit, supervisor_kit_ready
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,6 +57,13 @@ def _start(args: argparse.Namespace) -> None:
     print(f"container runtime: {result.container_runtime}")
     print(f"virtual node:      {result.virtual_node}")
     print(f"profile:           local in {result.profile_path}  (%oscar_connect local)")
+    if not supervisor_kit_ready():
+        # The server builds it too; waiting here (on the same lock) makes start honest about
+        # when jobs can run, and shows why the first start takes longer.
+        print("supervisor:        preparing faas-supervisor (first start only, ~15 s) ...",
+              end="", flush=True)
+        kit = ensure_supervisor_kit()
+        print(f" ready ({kit})")
 
 
 def _stop(args: argparse.Namespace) -> None:
@@ -94,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             _stop(args)
         else:
             return _status(args)
-    except (daemon.DaemonError, ConfigError, OSError) as error:
+    except (daemon.DaemonError, ConfigError, SupervisorKitError, OSError) as error:
         print(f"oscar-jupyter: error: {error}", file=sys.stderr)
         return 1
     return 0

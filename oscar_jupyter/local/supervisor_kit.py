@@ -64,6 +64,12 @@ def ensure_supervisor_kit(cache: Path | None = None) -> Path:
     return kit
 
 
+def supervisor_kit_ready(cache: Path | None = None) -> bool:
+    """Whether `ensure_supervisor_kit` would return at once (nothing to build)."""
+    kit = default_supervisor_kit(cache)
+    return _is_ready(kit.parent / "ready", kit)
+
+
 def _is_ready(ready: Path, kit: Path) -> bool:
     try:
         return ready.read_text() == _ready_text() and os.access(kit / "supervisor", os.X_OK)
