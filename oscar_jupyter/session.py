@@ -88,6 +88,7 @@ class Session:
         self.recent_images: list[str] = []
         self.poller = Poller()
         self._nodes: list[VirtualNode] | None = None
+        self._names_jobs = False  # the cluster honours X-Delegated-Job-ID (learned on 1st submit)
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -111,6 +112,7 @@ class Session:
         if self.client is not None:
             self.client.close()
         self.client, self.profile = client, profile
+        self._names_jobs = False
         self._nodes, problem = self._discover_nodes(client)
         if problem:
             warnings.append(problem)
@@ -200,14 +202,24 @@ class Session:
         client = self.require_client()
         service = self.ensure_service(spec)
         job_name = f"{service}-{uuid.uuid4()}"
-        before = set(client.list_jobs(service))
-        client.submit_job(service, body, job_id=job_name)
-        after = client.list_jobs(service)
-        if job_name not in after:
-            # An OSCAR that ignores X-Delegated-Job-ID names the job itself: find it by difference.
+        if self._names_jobs:
+            client.submit_job(service, body, job_id=job_name)
+        else:
+            # Until this OSCAR has shown that it honours X-Delegated-Job-ID, keep what is needed
+            # to find the job by difference between two listings if it names the job itself.
+            before = set(client.list_jobs(service))
+            client.submit_job(service, body, job_id=job_name)
+            after = client.list_jobs(service)
             fresh = sorted(set(after) - before)
-            if len(fresh) == 1:
+            if job_name in after:
+                self._names_jobs = True
+            elif len(fresh) == 1:
                 job_name = fresh[0]
+            else:
+                raise RuntimeError(
+                    f"OSCAR accepted the job but named it itself, and {len(fresh)} new jobs of "
+                    f"service {service} appeared at once; find it with %oscar_jobs"
+                )
         job = Job(client, service, job_name, spec)
         self.jobs[job.name] = job
         self._remember_image(spec.image)

@@ -11,7 +11,7 @@ import threading
 from dataclasses import asdict
 from typing import Any
 
-from ..client import OscarClient
+from ..client import OscarClient, OscarError
 from ..config import (
     ClusterProfile,
     ConfigError,
@@ -98,7 +98,12 @@ class SidebarBackend:
             if not is_runner_service(service):
                 continue
             name = service.get("name") or ""
-            listing = client.list_jobs(name)
+            try:
+                listing = client.list_jobs(name)
+            except OscarError as err:
+                if err.status_code == 404:
+                    continue  # deleted between the two calls (`%oscar_cleanup --services`)
+                raise
             for job_name, info in listing.items():
                 jobs.append({
                     "service": name,

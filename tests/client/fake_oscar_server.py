@@ -56,6 +56,7 @@ class FakeOscar:
     token_lifetime: int = 300
     redirect_to: str | None = None  # answer everything with 308 to this base URL
     echo_credentials: bool = False  # a careless server that repeats rejected credentials
+    drop_delegated_id: bool = False  # X-Delegated-Job-ID lost on the way (e.g. by an ingress)
     info: dict[str, Any] = field(default_factory=lambda: {
         "version": "v4.1.2", "git_commit": "7ade09ee", "architecture": "amd64",
         "kubernetes_version": "v1.30.0"})
@@ -192,7 +193,8 @@ class OscarHandler(BaseHTTPRequestHandler):
             return self._answer(401, "")
         elif token not in state.provisioned:
             return self._answer(403, "MinIO user not provisioned, submit a direct request first")
-        job = seen.headers.get("x-delegated-job-id") or f"{name}-{secrets.token_hex(8)}"
+        delegated = None if state.drop_delegated_id else seen.headers.get("x-delegated-job-id")
+        job = delegated or f"{name}-{secrets.token_hex(8)}"
         with state.lock:
             if job in state.jobs[name]:
                 return self._answer(500, f'jobs.batch "{job}" already exists')

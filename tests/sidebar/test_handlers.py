@@ -182,6 +182,32 @@ async def test_wrong_password_is_a_502_without_the_password(jp_fetch, tmp_path, 
     assert "wrong-pass-7f3a" not in json.dumps(body)
 
 
+async def test_fixing_the_profile_file_needs_no_jupyter_restart(jp_fetch, tmp_path, monkeypatch,
+                                                                local_oscar):
+    config = tmp_path / "config.yaml"
+    entry = {"endpoint": local_oscar.endpoint, "auth_user": "oscar", "auth_password": "typo"}
+    config.write_text(yaml.safe_dump({"oscar": {"local": entry}}))
+    monkeypatch.setenv("OSCAR_CLI_CONFIG", str(config))
+    assert (await call(jp_fetch, "nodes"))[0] == 502
+    entry["auth_password"] = local_oscar.password
+    config.write_text(yaml.safe_dump({"oscar": {"local": entry}}))
+    code, body = await call(jp_fetch, "nodes")
+    assert code == 200 and body["nodes"][0]["name"] == NODE
+
+
+async def test_without_any_cluster_the_error_says_how_to_add_one(jp_fetch, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.setenv("OSCAR_CLI_CONFIG", str(tmp_path / "missing.yaml"))
+    for name in ("OSCAR_ENDPOINT", "OSCAR_USER", "OSCAR_PASSWORD", "OSCAR_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    code, body = await call(jp_fetch, "clusters")
+    assert (code, body["clusters"], body["default"]) == (200, [], None)
+    code, body = await call(jp_fetch, "jobs")
+    assert code == 400
+    assert "oscar-cli cluster add" in body["message"]
+    assert "oscar-jupyter local start" in body["message"]
+
+
 async def test_an_unreachable_cluster_is_a_502_that_says_so(jp_fetch, tmp_path, monkeypatch):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"oscar": {"gone": {

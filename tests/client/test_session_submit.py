@@ -1,0 +1,50 @@
+"""How a session names its jobs: X-Delegated-Job-ID, or the listing difference when the header is
+lost on the way; and it stops paying for the fallback once the cluster has shown it honours it."""
+
+from __future__ import annotations
+
+import pytest
+
+from oscar_jupyter.client import OscarClient
+from oscar_jupyter.config import ClusterProfile, Secret
+from oscar_jupyter.session import Session
+from oscar_jupyter.spec import OffloadSpec
+
+from .fake_oscar_server import ADMIN_PASSWORD, ADMIN_USER
+
+
+@pytest.fixture()
+def session(fake_oscar, tmp_path, monkeypatch):
+    monkeypatch.setenv("OSCAR_JUPYTER_LOG_DIR", str(tmp_path / "logs"))
+    profile = ClusterProfile(cluster_id="fake", endpoint=fake_oscar.url, user=ADMIN_USER,
+                             password=Secret(ADMIN_PASSWORD))
+    session = Session()
+    session.client = OscarClient(profile, retries=0)
+    yield session
+    session.client.close()
+
+
+def listings(fake_oscar) -> int:
+    return sum(1 for r in fake_oscar.requests
+               if r.method == "GET" and r.path.startswith("/system/logs/"))
+
+
+def test_the_job_gets_the_name_the_client_chose_and_later_submits_skip_the_listings(
+        session, fake_oscar):
+    spec = OffloadSpec(time="00:01:00")
+    first = session.submit("print(1)", spec)
+    assert first.name.startswith(spec.service_name() + "-")
+    assert first.name in fake_oscar.jobs[spec.service_name()]
+    before = listings(fake_oscar)
+    second = session.submit("print(2)", spec)
+    assert second.name in fake_oscar.jobs[spec.service_name()]
+    assert listings(fake_oscar) == before  # the header is known to work: no listing needed
+
+
+def test_a_lost_header_is_made_up_for_by_the_listing_difference(session, fake_oscar):
+    fake_oscar.drop_delegated_id = True
+    spec = OffloadSpec(time="00:01:00")
+    jobs = [session.submit(f"print({i})", spec) for i in range(2)]
+    server_names = set(fake_oscar.jobs[spec.service_name()])
+    assert {job.name for job in jobs} == server_names  # the names OSCAR chose, each found
+    assert len(server_names) == 2
