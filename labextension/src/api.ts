@@ -39,7 +39,9 @@ export interface IJob {
   service: string;
   job: string;
   node: string | null;
+  /** Succeeded/Failed follow the cell's exit status, not OSCAR's pod phase. */
   status: string;
+  exit_code: number | null;
   creation_time: string | null;
   start_time: string | null;
   finish_time: string | null;

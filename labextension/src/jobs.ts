@@ -119,6 +119,10 @@ export class JobsTable {
     const cancelling = this.cancelling.has(keyOf(job));
     const status = cancelling ? 'Cancelling' : job.status;
     setText(entry.badge, status);
+    entry.badge.title =
+      job.exit_code === null || job.exit_code === undefined
+        ? status
+        : `${status}: the cell exited with ${job.exit_code}`;
     entry.badge.className = `oj-sidebar-badge oj-sidebar-status-${status}`;
     entry.card.dataset.status = status;
     setText(entry.node, job.node ?? 'any node');

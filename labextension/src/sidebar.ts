@@ -42,8 +42,7 @@ export class OscarSidebar extends Widget {
     this.picker = el('select', 'jp-mod-styled oj-sidebar-picker');
     this.picker.setAttribute('aria-label', 'OSCAR cluster');
     this.picker.addEventListener('change', () => {
-      this.cluster = this.picker.value || null;
-      void this.poll.refresh();
+      this.switchCluster(this.picker.value || null);
     });
     this.endpoint = el('div', 'oj-sidebar-endpoint');
     this.message = el('div', 'oj-sidebar-error');
@@ -79,17 +78,19 @@ export class OscarSidebar extends Widget {
     void this.poll.refresh();
   }
 
-  /** One refresh: the cluster list once, then nodes and jobs of the chosen cluster. */
+  /** One refresh: the profile list (a local file, cheap), then the cluster's nodes and jobs. */
   async refresh(): Promise<void> {
     try {
-      if (this.clusters === null) {
-        this.clusters = await fetchClusters();
-        this.fillPicker(this.clusters);
+      const clusters = await fetchClusters();
+      if (JSON.stringify(clusters) !== JSON.stringify(this.clusters)) {
+        this.clusters = clusters;
+        this.fillPicker(clusters);
       }
-      const [nodes, jobs] = await Promise.all([
-        fetchNodes(this.cluster),
-        fetchJobs(this.cluster)
-      ]);
+      const chosen = this.cluster;
+      const [nodes, jobs] = await Promise.all([fetchNodes(chosen), fetchJobs(chosen)]);
+      if (this.cluster !== chosen) {
+        return; // the user picked another cluster meanwhile: its own refresh is on the way
+      }
       this.nodesBox.replaceChildren(renderNodes(nodes.nodes));
       this.jobs.update(jobs.jobs);
       this.showError(null);
@@ -97,6 +98,14 @@ export class OscarSidebar extends Widget {
       this.showError(error instanceof Error ? error.message : String(error));
       throw error; // so that the poll backs off
     }
+  }
+
+  private switchCluster(name: string | null): void {
+    this.cluster = name;
+    this.nodesBox.replaceChildren(el('p', 'oj-sidebar-empty', 'Loading…'));
+    this.jobs.update([]);
+    this.showEndpoint();
+    void this.poll.refresh();
   }
 
   private fillPicker(info: IClusters): void {
@@ -109,24 +118,25 @@ export class OscarSidebar extends Widget {
       const option = el('option', '', label);
       option.value = entry.name;
       option.disabled = entry.error !== null;
+      option.title = entry.error ?? entry.endpoint ?? '';
       this.picker.appendChild(option);
     }
-    this.cluster = this.cluster ?? info.default ?? null;
+    const known = info.clusters.some(c => c.name === this.cluster);
+    this.cluster = known ? this.cluster : info.default;
     this.picker.value = this.cluster ?? '';
-    const chosen = info.clusters.find(c => c.name === this.cluster);
-    this.endpoint.textContent = chosen?.endpoint ?? `config: ${info.config_path}`;
+    this.showEndpoint();
+  }
+
+  private showEndpoint(): void {
+    const chosen = this.clusters?.clusters.find(c => c.name === this.cluster);
+    this.endpoint.textContent =
+      chosen?.endpoint ?? (this.clusters ? `config: ${this.clusters.config_path}` : '');
   }
 
   private showError(text: string | null): void {
     this.message.hidden = text === null;
     this.message.textContent = text ?? '';
     this.toggleClass('oj-sidebar-mod-error', text !== null);
-    if (text === null && this.clusters) {
-      const chosen = this.clusters.clusters.find(c => c.name === this.cluster);
-      if (chosen?.endpoint) {
-        this.endpoint.textContent = chosen.endpoint;
-      }
-    }
   }
 
   private async cancel(job: IJob): Promise<void> {

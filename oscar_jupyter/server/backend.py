@@ -2,7 +2,8 @@
 
 Jobs submitted by any kernel (the magic, `offload()`, the panel) appear here because they are read
 back from the runner services' job listings: one services listing plus one job listing per runner
-service per refresh, never one request per job.
+service per refresh, never one request per job (a finished job's log is read once, for its exit
+status).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..spec import RUNNER_LABEL
 CLIENT_TIMEOUT_SECONDS = 15.0
 # Lines of output sent to the log dialog; a cell that printed more is cut at the front.
 MAX_LOG_LINES = 5000
+MAX_CACHED_OUTCOMES = 10000
 
 
 class ClientCache:
@@ -70,6 +72,8 @@ class SidebarBackend:
 
     def __init__(self) -> None:
         self.clients = ClientCache()
+        self._outcomes: dict[tuple[str, str, str], int | None] = {}
+        self._outcomes_lock = threading.Lock()
 
     def clusters(self) -> dict[str, Any]:
         path = default_config_path()
@@ -105,11 +109,13 @@ class SidebarBackend:
                     continue  # deleted between the two calls (`%oscar_cleanup --services`)
                 raise
             for job_name, info in listing.items():
+                status, exit_code = self._cell_outcome(client, name, job_name, info)
                 jobs.append({
                     "service": name,
                     "job": job_name,
                     "node": service.get("interlink_node_name") or None,
-                    "status": info.get("status") or "Unknown",
+                    "status": status,
+                    "exit_code": exit_code,
                     "creation_time": info.get("creation_time") or None,
                     "start_time": info.get("start_time") or None,
                     "finish_time": info.get("finish_time") or None,
@@ -117,6 +123,33 @@ class SidebarBackend:
         # Newest first; a job without a pod yet (no creation time) is the newest of all.
         jobs.sort(key=lambda j: j["creation_time"] or "\uffff", reverse=True)
         return {"cluster": client.profile.cluster_id, "jobs": jobs}
+
+    def _cell_outcome(
+        self, client: OscarClient, service: str, job: str, info: dict[str, Any]
+    ) -> tuple[str, int | None]:
+        """OSCAR says Succeeded even when the cell failed: a finished job's status comes from the
+        runner's exit sentinel, read once per job (finished logs do not change) and cached."""
+        status = info.get("status") or "Unknown"
+        if status not in ("Succeeded", "Failed"):
+            return status, None
+        key = (client.endpoint, service, job)
+        with self._outcomes_lock:
+            known = key in self._outcomes
+            exit_code = self._outcomes.get(key)
+        if not known:
+            parser = LogParser()
+            try:
+                parser.feed(client.job_logs(service, job))
+            except OscarError:
+                return status, None  # try again next refresh
+            exit_code = parser.exit_code
+            with self._outcomes_lock:
+                if len(self._outcomes) >= MAX_CACHED_OUTCOMES:
+                    self._outcomes.clear()
+                self._outcomes[key] = exit_code
+        if exit_code is None:
+            return "Failed", None  # finished without the runner's sentinel: it never ran through
+        return ("Succeeded" if exit_code == 0 else "Failed"), exit_code
 
     def cancel(self, cluster: str | None, service: str, job: str) -> dict[str, Any]:
         client = self.clients.get(cluster)

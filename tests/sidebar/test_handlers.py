@@ -102,16 +102,17 @@ async def test_a_notebook_job_is_listed_and_its_log_is_the_cells_output(jp_fetch
         node=NODE, time="00:02:00", wait=False)
     entry = await wait_for_job(jp_fetch, job.name, ("Succeeded", "Failed"))
     assert entry["service"] == job.service and entry["node"] == NODE
-    assert entry["status"] == "Succeeded"
+    assert (entry["status"], entry["exit_code"]) == ("Succeeded", 0)
     assert entry["creation_time"] and entry["start_time"] and entry["finish_time"]
 
     code, log = await call(jp_fetch, "jobs", job.service, job.name, "log")
     assert code == 200, log
-    assert log["lines"] == [
-        {"stream": "stdout", "text": "hello from the cluster"},
-        {"stream": "stdout", "text": "  indented"},
-        {"stream": "stderr", "text": "a warning"},
-    ]
+    # stdout and stderr travel through separate pipes: their order is kept within each stream.
+    by_stream = {stream: [line["text"] for line in log["lines"] if line["stream"] == stream]
+                 for stream in ("stdout", "stderr")}
+    assert by_stream == {"stdout": ["hello from the cluster", "  indented"],
+                         "stderr": ["a warning"]}
+    assert len(log["lines"]) == 3
     assert log["exit_code"] == 0 and log["node"] == NODE and log["omitted"] == 0
     # Parsed output only: none of the Slurm preamble or supervisor lines.
     assert "supervisor" not in json.dumps(log) and "@@OJ" not in json.dumps(log)
@@ -120,7 +121,9 @@ async def test_a_notebook_job_is_listed_and_its_log_is_the_cells_output(jp_fetch
 async def test_a_failing_cell_shows_its_exit_status_and_traceback(jp_fetch, session):
     job = oscar_jupyter.offload("raise ValueError('loss is NaN')\n", node=NODE,
                                 time="00:02:00", wait=False)
-    await wait_for_job(jp_fetch, job.name, ("Succeeded", "Failed"))
+    entry = await wait_for_job(jp_fetch, job.name, ("Succeeded", "Failed"))
+    # OSCAR calls the pod Succeeded; the list shows what the cell did.
+    assert (entry["status"], entry["exit_code"]) == ("Failed", 1)
     code, log = await call(jp_fetch, "jobs", job.service, job.name, "log")
     assert code == 200
     assert log["exit_code"] == 1

@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 import oscar_jupyter
 from oscar_jupyter import session as session_module
@@ -77,8 +78,14 @@ def lab(local_oscar, built_labextension, tmp_path):
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    # The local OSCAR's profile plus a cluster that is down, to switch between in the picker.
+    config = yaml.safe_load(local_oscar.profile_path.read_text())
+    config["oscar"]["offline"] = {"endpoint": f"http://127.0.0.1:{free_port()}",
+                                  "auth_user": "oscar", "auth_password": "offline-secret"}
+    config_path = tmp_path / "oscar-cli.yaml"
+    config_path.write_text(yaml.safe_dump(config))
     port, token = free_port(), secrets.token_hex(16)
-    env = {**os.environ, "OSCAR_CLI_CONFIG": str(local_oscar.profile_path),
+    env = {**os.environ, "OSCAR_CLI_CONFIG": str(config_path),
            "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces")}
     for name in ("OSCAR_ENDPOINT", "OSCAR_USER", "OSCAR_PASSWORD", "OSCAR_TOKEN"):
@@ -233,6 +240,17 @@ def test_sidebar_lists_node_and_job_shows_its_log_and_cancels_it(
                 time.sleep(0.3)
             assert slurm_job_ids_alive([slurm_id]) == []
             expect(sidebar.locator(".oj-sidebar-error")).to_be_hidden()
+
+            # Another cluster from the picker: it is down, and the sidebar says so.
+            picker = sidebar.locator(".oj-sidebar-picker")
+            picker.select_option("offline")
+            error = sidebar.locator(".oj-sidebar-error")
+            expect(error).to_contain_text("Cannot reach OSCAR at http://127.0.0.1:")
+            assert "offline-secret" not in sidebar.inner_text()
+            expect(sidebar.locator(f'.oj-sidebar-node[data-node="{NODE}"]')).to_have_count(0)
+            picker.select_option("local")
+            expect(error).to_be_hidden()
+            expect(node_row).to_contain_text("Ready")
 
             # Closed again: no more polling.
             tab.click()
