@@ -7,28 +7,19 @@ and the view's Cancel button cancels the job on the cluster.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import secrets
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
+from ..jupyterlab import CHROMIUM, CHROMIUM_ARGS, jupyterlab, require_chromium
+
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 NOTEBOOK_CELLS = [
     "%load_ext oscar_jupyter\n%oscar_connect local",
@@ -58,60 +49,23 @@ def cancel_all_jobs(local_oscar) -> None:
             client.delete_jobs(service["name"], all=True)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture()
 def lab(local_oscar, tmp_path):
     """A JupyterLab server on loopback (as root), its own settings, the test notebook."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium", pytrace=False)
+    require_chromium()
     root = tmp_path / "root"
     root.mkdir()
     nb = new_notebook(cells=[new_code_cell(c) for c in NOTEBOOK_CELLS], metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)",
                        "language": "python"}})
     nbformat.write(nb, root / "widgets.ipynb")
-    settings = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    port, token = free_port(), secrets.token_hex(16)
     env = {**os.environ, "OSCAR_CLI_CONFIG": str(local_oscar.profile_path),
-           "OSCAR_JUPYTER_LOG_DIR": str(tmp_path / "client-logs"),
-           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces")}
-    log = (tmp_path / "lab.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={port}",
-         "--ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-         "--LabApp.expose_app_in_browser=True", "--ServerApp.disable_check_xsrf=True"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail("JupyterLab did not start:\n" + (tmp_path / "lab.log").read_text())
-            time.sleep(0.3)
+           "OSCAR_JUPYTER_LOG_DIR": str(tmp_path / "client-logs")}
     try:
-        yield url, token
+        with jupyterlab(root, tmp_path, env, ["--ServerApp.disable_check_xsrf=True"]) as served:
+            yield served
     finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and the kernels it started
         cancel_all_jobs(local_oscar)  # a --no-wait job outlives its kernel, as on a cluster
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        log.close()
 
 
 def test_panel_and_live_job_view_in_jupyterlab_light_and_dark(lab, tmp_path):

@@ -1,9 +1,9 @@
 """Pod directories shaped like the interLink Slurm plugin's, written by hand, and the executors.
 
 `make_pod(containers, sbatch=[...])` writes `job.slurm` (the `#SBATCH` header and a call to
-`job.sh`) and `job.sh` (runCtn / waitCtns / endScript helpers like the plugin's: containers in the
-background, `run-<ctr>.out` and `run-<ctr>.status`, exit with the highest code). Each container
-is a shell command run by `bash -c`.
+`job.sh`) and `job.sh` (the translation's runInitCtn / runCtn / waitCtns / endScript helpers:
+containers in the background, `run-<ctr>.out` and `run-<ctr>.status`, exit with the highest code).
+Each container is a shell command run by `bash -c`.
 
 `executor` is parametrised over the real Slurm executor and the process executor; the Slurm one
 needs the session's `slurm_cluster` (tests/conftest.py), which fails loudly when Slurm can't start.
@@ -20,52 +20,7 @@ from pathlib import Path
 import pytest
 
 from oscar_jupyter.local.executors import ExecState, ProcessExecutor, SlurmExecutor
-
-JOB_SH_HELPERS = r"""
-# Helpers in the shape of the Slurm plugin's job.sh (each container runs in the background).
-ctnPids=""
-highestExitCode=0
-
-runInitCtn() {
-    ctn="$1"
-    shift
-    printf '%s\n' "$(date -Is --utc) Running init container $ctn..."
-    time ( "$@" ) &> "${workingPath}/init-${ctn}.out"
-    code=$?
-    echo "${code}" > "${workingPath}/init-${ctn}.status"
-    if [ "${code}" -ne 0 ]; then exit "${code}"; fi
-}
-
-runCtn() {
-    ctn="$1"
-    shift
-    printf '%s\n' "$(date -Is --utc) Starting container $ctn in the background..."
-    time ( "$@" ) >> "${workingPath}/run-${ctn}.out" 2>&1 &
-    ctnPids="${ctnPids} $!:${ctn}"
-}
-
-waitCtns() {
-    for entry in ${ctnPids}; do
-        pid="${entry%%:*}"
-        ctn="${entry#*:}"
-        wait "${pid}"
-        code=$?
-        echo "${code}" > "${workingPath}/run-${ctn}.status"
-        printf '%s\n' "$(date -Is --utc) Container ${ctn} (pid ${pid}) ended with status ${code}."
-    done
-    for statusFile in "${workingPath}"/*.status; do
-        [ -e "${statusFile}" ] || continue
-        code="$(cat "${statusFile}")"
-        if [ "${code}" -gt "${highestExitCode}" ]; then highestExitCode="${code}"; fi
-    done
-}
-
-endScript() {
-    printf '%s\n' "$(date -Is --utc) End of script, highest exit code ${highestExitCode}."
-    exit "${highestExitCode}"
-}
-"""
-
+from oscar_jupyter.local.interlink import JOB_SH_FUNCTIONS
 
 Command = str | list[str]  # a shell command for `bash -c`, or an argv
 
@@ -93,7 +48,7 @@ def write_pod(
     ]
     (pod_dir / "job.slurm").write_text("\n".join(header) + f"\n\n{pod_dir}/job.sh\n")
     body = [
-        JOB_SH_HELPERS,
+        JOB_SH_FUNCTIONS,  # the translation's own helper block, as the local OSCAR writes it
         "printf '%s\\n' \"This pod has been submitted to SLURM node ${SLURMD_NODENAME}.\"",
         f"export workingPath={pod_dir}",
         f"export SANDBOX={pod_dir}",

@@ -8,15 +8,10 @@ Screenshots: test-artifacts/sidebar-light.png and sidebar-dark.png.
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
 import shutil
-import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -27,6 +22,7 @@ from oscar_jupyter import session as session_module
 from oscar_jupyter.local.state import HomeLayout, LocalState
 
 from ..conftest import free_port, slurm_job_ids_alive
+from ..jupyterlab import CHROMIUM, CHROMIUM_ARGS, jupyterlab, require_chromium
 from .conftest import NODE
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
@@ -34,9 +30,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 LABEXTENSION = ROOT / "labextension"
 PREBUILT = LABEXTENSION / "prebuilt"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SIDEBAR = "#oscar-jupyter-sidebar"
 JOBS_URL_PART = "/oscar-jupyter/api/jobs"
 
@@ -70,56 +63,23 @@ def built_labextension() -> Path:
 @pytest.fixture()
 def lab(local_oscar, built_labextension, tmp_path):
     """JupyterLab on loopback (as root) with the sidebar's server extension and the build."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium", pytrace=False)
+    require_chromium()
     root = tmp_path / "root"
     root.mkdir()
-    settings = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
     # The local OSCAR's profile plus a cluster that is down, to switch between in the picker.
     config = yaml.safe_load(local_oscar.profile_path.read_text())
     config["oscar"]["offline"] = {"endpoint": f"http://127.0.0.1:{free_port()}",
                                   "auth_user": "oscar", "auth_password": "offline-secret"}
     config_path = tmp_path / "oscar-cli.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    port, token = free_port(), secrets.token_hex(16)
-    env = {**os.environ, "OSCAR_CLI_CONFIG": str(config_path),
-           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces")}
+    env = {**os.environ, "OSCAR_CLI_CONFIG": str(config_path)}
     for name in ("OSCAR_ENDPOINT", "OSCAR_USER", "OSCAR_PASSWORD", "OSCAR_TOKEN"):
         env.pop(name, None)
-    log_path = tmp_path / "lab.log"
-    log = log_path.open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={port}",
-         "--ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-         "--ServerApp.jpserver_extensions=oscar_jupyter.server=True",
-         f"--LabApp.extra_labextensions_path={built_labextension}",
-         "--LabApp.expose_app_in_browser=True"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail("JupyterLab did not start:\n" + log_path.read_text(), pytrace=False)
-            time.sleep(0.3)
-    try:
-        yield url, token
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        log.close()
+    with jupyterlab(root, tmp_path, env, [
+        "--ServerApp.jpserver_extensions=oscar_jupyter.server=True",
+        f"--LabApp.extra_labextensions_path={built_labextension}",
+    ]) as served:
+        yield served
 
 
 @pytest.fixture()
