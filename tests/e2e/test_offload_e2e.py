@@ -157,3 +157,20 @@ def test_secrets_stay_out_of_outputs(ip, local_oscar):
     assert local_oscar.password not in everything
     assert local_oscar.password not in repr(session_module.current().profile)
     assert os.environ.get("OSCAR_PASSWORD") is None
+
+
+def test_a_very_long_output_is_cut_in_the_cell_but_kept_whole(ip):
+    ip.run_line_magic("config", "OscarMagics.max_stream_lines = 50")
+    try:
+        with capture_output() as out:
+            ip.run_cell_magic("oscar_offload", f"--node {NODE} --time 00:02:00 -o long_job",
+                              "for i in range(2000):\n    print('row', i)\n")
+    finally:
+        ip.run_line_magic("config", "OscarMagics.max_stream_lines = 10000")
+    job = ip.user_ns["long_job"]
+    assert out.stdout.splitlines() == [f"row {i}" for i in range(50)]
+    assert f"more output in %oscar_logs {job.name}" in out.stderr
+    assert job.logs().splitlines() == [f"row {i}" for i in range(2000)]
+    with capture_output() as logs_out:
+        ip.run_line_magic("oscar_logs", job.name)
+    assert len(logs_out.stdout.splitlines()) == 2000
