@@ -57,6 +57,7 @@ class FakeOscar:
     redirect_to: str | None = None  # answer everything with 308 to this base URL
     echo_credentials: bool = False  # a careless server that repeats rejected credentials
     drop_delegated_id: bool = False  # X-Delegated-Job-ID lost on the way (e.g. by an ingress)
+    interlink_available: bool = True  # false: OSCAR ignores interlink_node_name (OSCAR.md 1.13)
     info: dict[str, Any] = field(default_factory=lambda: {
         "version": "v4.1.2", "git_commit": "7ade09ee", "architecture": "amd64",
         "kubernetes_version": "v1.30.0"})
@@ -208,7 +209,8 @@ class OscarHandler(BaseHTTPRequestHandler):
         if segments == ["info"] and method == "GET":
             return self._answer(200, state.info)
         if segments == ["config"] and method == "GET":
-            return self._answer(200, {"config": {"name": "oscar", "interLink_available": True},
+            return self._answer(200, {"config": {"name": "oscar",
+                                                 "interLink_available": state.interlink_available},
                                       "minio_provider": {"secret_key": "minio-secret"}})
         if segments == ["status"] and method == "GET":
             return self._answer(200, {"cluster": {"nodes_count": 1, "nodes": []}})

@@ -48,3 +48,17 @@ def test_a_lost_header_is_made_up_for_by_the_listing_difference(session, fake_os
     server_names = set(fake_oscar.jobs[spec.service_name()])
     assert {job.name for job in jobs} == server_names  # the names OSCAR chose, each found
     assert len(server_names) == 2
+
+
+def test_connect_warns_when_the_cluster_has_no_interlink(fake_oscar, tmp_path):
+    fake_oscar.interlink_available = False
+    session = Session()
+    report = session.connect(endpoint=fake_oscar.url, user=ADMIN_USER, password=ADMIN_PASSWORD,
+                             config_path=tmp_path / "none.yaml")
+    assert not report.interlink_available
+    assert any("interLink_available: false" in w and "ordinary Kubernetes node" in w
+               for w in report.warnings)
+    assert "Warning" in report._repr_markdown_()
+    calls = [(r.method, r.path) for r in fake_oscar.requests]
+    assert calls[:3] == [("GET", "/health"), ("GET", "/system/info"), ("GET", "/system/config")]
+    assert ADMIN_PASSWORD not in repr(report)
