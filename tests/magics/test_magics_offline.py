@@ -122,3 +122,29 @@ def test_a_missing_token_file_is_named(ip, tmp_path):
         ip.run_line_magic(
             "oscar_connect", f"--endpoint http://h:1 --token-file {tmp_path}/missing-token"
         )
+
+
+def test_a_cluster_profile_carries_offload_defaults_under_the_traits_and_flags(ip, tmp_path):
+    from oscar_jupyter.config import load_profile
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "oscar:\n"
+        "  vega:\n"
+        "    endpoint: https://oscar.vega.example\n"
+        "    auth_user: oscar\n"
+        "    auth_password: not-used-here\n"
+        "    memory: 2Gi\n"
+        "    jupyter:\n"
+        "      node: vega-new-vk\n"
+        "      time: '01:00:00'\n"
+        "      partition: cpu\n"
+        "default: vega\n"
+    )
+    session_module.current().profile = load_profile("vega", config_path=config)
+    _, out = run_cell_magic(ip, "--dry-run --time 00:20:00")
+    assert "interlink_node_name: vega-new-vk" in out.stdout
+    assert "memory: 2048Mi" in out.stdout
+    assert "--partition=cpu" in out.stdout
+    assert "--time=00:20:00" in out.stdout and "01:00:00" not in out.stdout  # the flag wins
+    assert "not-used-here" not in out.stdout
