@@ -232,7 +232,7 @@ def _cancel_leftovers(layout: HomeLayout) -> None:
     if not layout.state_file.exists():
         return
     from .executors import ProcessExecutor, SlurmExecutor
-    from .server import STOPPED_REASON, utc_now
+    from .services import STOPPED_REASON, utc_now
 
     state = LocalState(layout.state_file)
     leftovers = [job for job in state.unfinished_jobs() if job.get("job_id")]

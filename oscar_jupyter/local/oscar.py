@@ -1,0 +1,508 @@
+"""The local OSCAR's cluster: services and jobs, and each job's way through the same pipeline as a
+real OSCAR with an interLink Slurm virtual node: the pod OSCAR would build (pod.py), the plugin's
+per-pod directory (interlink.py), then sbatch or a plain process (executors.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import hmac
+import logging
+import platform
+import shutil
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from .services import (
+    ADMIN_USER,
+    DEFAULT_NODE_NAME,
+    DNS1123_SUBDOMAIN,
+    LABEL_VALUE,
+    MAIN_CONTAINER,
+    NAMESPACE,
+    SERVICE_TOKEN_LENGTH,
+    STATUS_CACHE_SECONDS,
+    STOPPED_REASON,
+    VIRTUAL_NODE_TAINTS,
+    ApiError,
+    check_quantities,
+    complete_service,
+    new_service_token,
+    parse_service_body,
+    rfc3339,
+    utc_now,
+    virtual_node_labels,
+)
+from .state import (
+    FAILED,
+    PENDING,
+    SUCCEEDED,
+    SUSPENDED,
+    TERMINAL_PHASES,
+    HomeLayout,
+    LocalState,
+)
+
+log = logging.getLogger("oscar_jupyter.local.server")
+
+
+class LocalOscar:
+    """OSCAR's behaviour behind the HTTP layer: services, jobs, the virtual node.
+
+    Every method runs on the IOLoop thread, so the state needs no lock; the slow part of a job
+    submission (pod translation, sbatch) runs in a worker thread and reports back to the loop.
+    """
+
+    def __init__(
+        self,
+        layout: HomeLayout,
+        *,
+        password: str,
+        executor: Any,
+        executor_reason: str,
+        runtime_description: str,
+        plugin_config: Any,
+        node_name: str = DEFAULT_NODE_NAME,
+        supervisor_kit: Future | None = None,
+    ) -> None:
+        self.layout = layout
+        self.user = ADMIN_USER
+        self._password = password
+        self.executor = executor
+        self.executor_reason = executor_reason
+        self.runtime_description = runtime_description
+        self.plugin_config = plugin_config
+        self.node_name = node_name
+        self.supervisor_kit = supervisor_kit
+        self.state = LocalState(layout.state_file)
+        self._status_checked: dict[str, float] = {}
+        self._launching: dict[str, asyncio.Future] = {}
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="oscar-local-launch")
+        self._recover_after_restart()
+
+    def __repr__(self) -> str:
+        return f"LocalOscar(home={str(self.layout.root)!r}, node={self.node_name!r})"
+
+    # -- auth
+
+    def basic_auth_ok(self, header: str | None) -> bool:
+        expected = "Basic " + base64.b64encode(f"{self.user}:{self._password}".encode()).decode()
+        return hmac.compare_digest((header or "").encode(), expected.encode())
+
+    # -- services
+
+    def list_services(self) -> list[dict[str, Any]]:
+        return list(self.state.services.values())
+
+    def get_service(self, name: str) -> dict[str, Any]:
+        name = name.strip()
+        if not name:
+            raise ApiError(400, "serviceName is required")
+        if len(name) > 63 or not LABEL_VALUE.match(name):
+            raise ApiError(400, "invalid serviceName")
+        return self._service(name)
+
+    def _service(self, name: str) -> dict[str, Any]:
+        service = self.state.services.get(name)
+        if service is None:
+            raise ApiError(404)
+        return service
+
+    def create_service(self, raw: bytes) -> None:
+        body = parse_service_body(raw)
+        check_quantities(body)
+        if body["name"] in self.state.services:
+            raise ApiError(409, "A service with the provided name already exists")
+        service, secret_values = complete_service(body, token=new_service_token())
+        self.state.services[service["name"]] = service
+        self.state.secrets[service["name"]] = secret_values
+        self.state.save()
+        log.info("created service %s (image %s)", service["name"], service["image"])
+        if not service.get("interlink_node_name"):
+            log.info(
+                "service %s has no interlink_node_name: OSCAR would run its jobs on a normal "
+                "Kubernetes node; the local OSCAR runs them on %s (%s) anyway",
+                service["name"], self.node_name, self.executor.kind,
+            )
+
+    def update_service(self, raw: bytes) -> None:
+        body = parse_service_body(raw)
+        old = self._service(body["name"])
+        check_quantities(body)
+        service, secret_values = complete_service(body, token=old["token"], owner=old["owner"])
+        self.state.services[service["name"]] = service
+        self.state.secrets[service["name"]] = secret_values
+        self.state.save()
+        log.info("updated service %s", service["name"])
+
+    def delete_service(self, name: str) -> None:
+        self._service(name)
+        for job in self.state.jobs_of(name):
+            self._remove_job(job)
+        del self.state.services[name]
+        self.state.secrets.pop(name, None)
+        self.state.save()
+        log.info("deleted service %s and its jobs", name)
+
+    # -- jobs
+
+    def submit_job(
+        self, service_name: str, authorization: str | None, delegated_id: str | None, body: bytes
+    ) -> str:
+        service = self._service(service_name)
+        parts = (authorization or "").split("Bearer ")
+        if len(parts) != 2:
+            raise ApiError(401)
+        token = parts[1].strip()
+        if len(token) != SERVICE_TOKEN_LENGTH or not hmac.compare_digest(
+            token.encode(), service["token"].encode()
+        ):
+            raise ApiError(401)
+        job_name = delegated_id if delegated_id else default_job_name(service_name)
+        if len(job_name) > 63 or not DNS1123_SUBDOMAIN.match(job_name):
+            raise ApiError(
+                500,
+                f'Job.batch "{job_name}" is invalid: X-Delegated-Job-ID must be a DNS-1123 '
+                "subdomain of at most 63 characters (lowercase letters, digits, '-' and '.', "
+                "starting and ending with a letter or digit)",
+            )
+        if job_name in self.state.jobs:
+            raise ApiError(500, f'jobs.batch "{job_name}" already exists')
+        job = {
+            "name": job_name,
+            "service": service_name,
+            "namespace": NAMESPACE,
+            "pod_uid": str(uuid.uuid4()),
+            "created_at": utc_now(),
+            "pod_started_at": None,
+            "pod_dir": None,
+            "executor": None,
+            "job_id": None,
+            "phase": SUSPENDED,
+            "started_at": None,
+            "finished_at": None,
+            "reason": None,
+            "error_log": None,
+        }
+        self.state.jobs[job_name] = job
+        self.state.save()
+        log.info("job %s of service %s accepted (%d bytes)", job_name, service_name, len(body))
+        self._launching[job_name] = asyncio.ensure_future(self._launch(job_name, body))
+        return job_name
+
+    async def _launch(self, job_name: str, body: bytes) -> None:
+        try:
+            job = self.state.jobs.get(job_name)
+            if job is None:
+                return
+            service = self.state.services[job["service"]]
+            wanted_node = service.get("interlink_node_name") or ""
+            job["phase"] = PENDING
+            job["pod_started_at"] = utc_now()
+            if wanted_node and wanted_node != self.node_name:
+                job["reason"] = f"no node {wanted_node!r}"
+                self.state.save()
+                log.warning(
+                    "job %s stays Pending: service %s asks for node %r (interlink_node_name), but "
+                    "the only node of this local OSCAR is %r; a real cluster would keep it Pending "
+                    "too. Set interlink_node_name to %r or leave it empty.",
+                    job_name, service["name"], wanted_node, self.node_name, self.node_name,
+                )
+                return
+            self.state.save()
+            pod_service = copy.deepcopy(service)
+            pod_service["interlink_node_name"] = self.node_name
+            secret_values = self.state.secrets.get(service["name"], {})
+            pod_service["environment"]["secrets"] = dict(secret_values)
+            loop = asyncio.get_running_loop()
+            outcome = await loop.run_in_executor(
+                self._pool, self._translate_and_submit, pod_service, dict(job), body
+            )
+            self._record_launch(job_name, outcome)
+        except Exception:
+            log.exception("launching job %s failed", job_name)
+            job = self.state.jobs.get(job_name)
+            if job is not None:
+                self._finish(job, FAILED, "LaunchError")
+                job["error_log"] = "the local OSCAR could not launch this job; see its server.log\n"
+                self.state.save()
+        finally:
+            self._launching.pop(job_name, None)
+
+    def _translate_and_submit(
+        self, service: dict[str, Any], job: dict[str, Any], body: bytes
+    ) -> dict[str, Any]:
+        """Worker thread: pod -> plugin directory -> executor. Touches no shared state."""
+        from .executors import SubmitError
+        from .interlink import TranslationError, prepare
+        from .pod import build_pod, configmap_data
+
+        if self.supervisor_kit is not None:
+            try:
+                self.supervisor_kit.result()
+            except Exception as error:
+                return {"error": f"the local OSCAR's supervisor kit is missing: {error}\n"}
+        try:
+            pod = build_pod(
+                service, job_name=job["name"], body=body, pod_uid=job["pod_uid"],
+                namespace=job["namespace"],
+            )
+            pod["spec"]["nodeName"] = self.node_name  # what the scheduler would do
+            pod_dir = prepare(
+                pod,
+                configmaps={service["name"]: configmap_data(service)},
+                config=self.plugin_config,
+            )
+        except (TranslationError, ValueError) as error:
+            return {"error": f"interLink could not translate the job's pod: {error}\n"}
+        try:
+            job_id = self.executor.submit(pod_dir)
+        except SubmitError as error:
+            return {"pod_dir": str(pod_dir), "error": _text_line(str(error))}
+        return {"pod_dir": str(pod_dir), "job_id": str(job_id)}
+
+    def _record_launch(self, job_name: str, outcome: dict[str, Any]) -> None:
+        job = self.state.jobs.get(job_name)
+        if job is None:  # deleted while it was being submitted
+            if outcome.get("job_id"):
+                self._cancel_quietly(outcome["job_id"], outcome.get("pod_dir"))
+            if outcome.get("pod_dir"):
+                shutil.rmtree(outcome["pod_dir"], ignore_errors=True)
+            return
+        job["pod_dir"] = outcome.get("pod_dir")
+        job["executor"] = self.executor.kind
+        if outcome.get("error"):
+            job["error_log"] = outcome["error"]
+            self._finish(job, FAILED, "SubmitError")
+            log.warning("job %s failed before it ran: %s", job_name, outcome["error"].strip())
+        else:
+            job["job_id"] = outcome["job_id"]
+            log.info("job %s submitted to %s as %s", job_name, self.executor.kind, job["job_id"])
+        self.state.save()
+
+    def _finish(self, job: dict[str, Any], phase: str, reason: str | None) -> None:
+        job["phase"] = phase
+        job["reason"] = reason
+        job["finished_at"] = job.get("finished_at") or utc_now()
+        job["started_at"] = job.get("started_at") or job["finished_at"]
+
+    def refresh(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Ask the executor for the job's state, at most once per STATUS_CACHE_SECONDS."""
+        if job["phase"] in TERMINAL_PHASES or not job.get("job_id"):
+            return job
+        if job.get("executor") != self.executor.kind:
+            return job  # submitted by another executor before a restart; keep what we knew
+        now = time.monotonic()
+        if now - self._status_checked.get(job["name"], -1e9) < STATUS_CACHE_SECONDS:
+            return job
+        self._status_checked[job["name"]] = now
+        try:
+            state = self.executor.state(job["job_id"], Path(job["pod_dir"]))
+        except Exception as error:
+            log.warning("state of job %s (%s) unknown: %s", job["name"], job["job_id"], error)
+            return job
+        job["started_at"] = rfc3339(state.started_at) or job.get("started_at")
+        if state.phase in TERMINAL_PHASES:
+            job["finished_at"] = rfc3339(state.finished_at) or utc_now()
+            job["phase"] = state.phase
+            job["reason"] = state.reason
+            self.state.save()
+            log.info("job %s ended %s (%s)", job["name"], state.phase, state.slurm_state)
+        else:
+            job["phase"] = state.phase
+        return job
+
+    def job_listing(self, service_name: str) -> dict[str, Any]:
+        self._service(service_name)
+        jobs: dict[str, Any] = {}
+        for job in self.state.jobs_of(service_name):
+            job = self.refresh(job)
+            info: dict[str, Any] = {"status": job["phase"]}
+            if job["phase"] != SUSPENDED:
+                info["creation_time"] = job["pod_started_at"]
+                if job.get("started_at") and job["phase"] != PENDING:
+                    info["start_time"] = job["started_at"]
+                if job["phase"] in TERMINAL_PHASES:
+                    info["finish_time"] = job["finished_at"]
+            jobs[job["name"]] = info
+        return {"jobs": jobs}
+
+    def job_log(self, service_name: str, job_name: str) -> str:
+        self._service(service_name)
+        job = self._job(service_name, job_name)
+        if not job.get("pod_dir") and not job.get("error_log"):
+            raise ApiError(404)  # no pod yet, or its container never started
+        text = ""
+        if job.get("pod_dir"):
+            pod_dir = Path(job["pod_dir"])
+            text = _read_text(pod_dir / "job.out")
+            text += _read_text(pod_dir / f"run-{MAIN_CONTAINER}.out")
+        return text + (job.get("error_log") or "")
+
+    def _job(self, service_name: str, job_name: str) -> dict[str, Any]:
+        job = self.state.jobs.get(job_name)
+        if job is None or job["service"] != service_name:
+            raise ApiError(404)
+        return job
+
+    def delete_job(self, service_name: str, job_name: str) -> None:
+        self._service(service_name)
+        self._remove_job(self._job(service_name, job_name))
+        self.state.save()
+
+    def delete_jobs(self, service_name: str, *, everything: bool) -> None:
+        self._service(service_name)
+        for job in self.state.jobs_of(service_name):
+            if everything or self.refresh(job)["phase"] == SUCCEEDED:
+                self._remove_job(job)
+        self.state.save()
+
+    def _remove_job(self, job: dict[str, Any]) -> None:
+        """Delete the job like k8s deletes a VK pod: scancel when it still runs, then its dir."""
+        if job["phase"] not in TERMINAL_PHASES and job.get("job_id"):
+            self._cancel_quietly(job["job_id"], job.get("pod_dir"))
+        if job.get("pod_dir"):
+            shutil.rmtree(job["pod_dir"], ignore_errors=True)
+        self.state.jobs.pop(job["name"], None)
+        self._status_checked.pop(job["name"], None)
+        log.info("deleted job %s", job["name"])
+
+    def _cancel_quietly(self, job_id: str, pod_dir: str | None) -> None:
+        try:
+            self.executor.cancel(job_id, Path(pod_dir) if pod_dir else None)
+        except Exception as error:
+            log.warning("cancelling %s %s: %s", self.executor.kind, job_id, error)
+
+    def _recover_after_restart(self) -> None:
+        changed = False
+        for job in self.state.jobs.values():
+            if job["phase"] == SUSPENDED:  # the body was never kept; the pod can't be made now
+                self._finish(job, FAILED, "the local OSCAR stopped before the job's pod existed")
+                changed = True
+        if changed:
+            self.state.save()
+
+    async def shutdown(self) -> list[str]:
+        """Finish submissions in flight, cancel every unfinished job; returns their names."""
+        pending = list(self._launching.values())
+        if pending:
+            await asyncio.wait(pending, timeout=30)
+        cancelled = []
+        for job in self.state.unfinished_jobs():
+            if job.get("job_id") and job.get("executor") == self.executor.kind:
+                self._cancel_quietly(job["job_id"], job.get("pod_dir"))
+                self._finish(job, FAILED, STOPPED_REASON)
+                cancelled.append(job["name"])
+        self.state.save()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if cancelled:
+            log.info("cancelled %d unfinished job(s): %s", len(cancelled), ", ".join(cancelled))
+        return cancelled
+
+    # -- cluster information
+
+    def info(self) -> dict[str, Any]:
+        machine = platform.machine()
+        return {
+            "version": f"{__version__}-local",
+            "git_commit": "",
+            "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine),
+            "kubernetes_version": "none (oscar-jupyter local OSCAR)",
+            "serverless_backend": {"name": f"oscar-jupyter-local ({self.executor.kind})",
+                                   "version": __version__},
+            "local": self.local_summary(),
+        }
+
+    def local_summary(self) -> dict[str, Any]:
+        return {
+            "executor": self.executor.kind,
+            "executor_reason": self.executor_reason,
+            "container_runtime": self.runtime_description,
+            "virtual_node": self.node_name,
+            "home": str(self.layout.root),
+        }
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "config": {
+                "name": "oscar", "namespace": "oscar", "services_namespace": NAMESPACE,
+                "controller_service_account": "oscar-sa", "gpu_available": False,
+                "interLink_available": True, "yunikorn_enable": False, "kueue_enable": False,
+                "volume_enable": False, "oidc_groups": [], "minio_quota_enabled": False,
+            },
+            "minio_provider": {
+                "endpoint": "", "verify": True, "access_key": "", "secret_key": "", "region": "",
+            },
+            "allowed_image_repositories": [],
+        }
+
+    def status(self) -> dict[str, Any]:
+        resources = self.executor.node_resources()
+        cpus_milli = int(resources["cpus"] * 1000)
+        free_milli = int(resources["free_cpus"] * 1000)
+        memory_bytes = int(resources["memory_mib"]) * 1024 * 1024
+        free_bytes = int(resources["free_memory_mib"]) * 1024 * 1024
+        states = dict.fromkeys(("Pending", "Running", "Succeeded", "Failed", "Unknown"), 0)
+        for job in self.state.jobs.values():
+            if job["phase"] in states:
+                states[job["phase"]] += 1
+        node = {
+            "name": self.node_name,
+            "cpu": {"capacity_cores": cpus_milli, "usage_cores": cpus_milli - free_milli,
+                    "request_cores": cpus_milli - free_milli},
+            "memory": {"capacity_bytes": memory_bytes, "usage_bytes": memory_bytes - free_bytes,
+                       "request_bytes": memory_bytes - free_bytes},
+            "gpu": 0,
+            "is_interlink": True,
+            "status": "Ready",
+            "conditions": [{"type": "Ready", "status": True}],
+            "labels": virtual_node_labels(self.node_name),
+            "taints": VIRTUAL_NODE_TAINTS,
+            "executor": self.executor.kind,
+        }
+        return {
+            "cluster": {
+                "nodes_count": 1,
+                "metrics": {
+                    "cpu": {"total_free_cores": free_milli, "max_free_on_node_cores": free_milli,
+                            "total_schedulable_cores": cpus_milli,
+                            "total_schedulable_on_node_cores": cpus_milli},
+                    "memory": {"total_free_bytes": free_bytes, "max_free_on_node_bytes": free_bytes,
+                               "total_schedulable_bytes": memory_bytes,
+                               "max_schedulable_on_node_bytes": memory_bytes},
+                    "gpu": {"total_gpu": 0},
+                },
+                "nodes": [node],
+            },
+            "oscar": {
+                "deployment_name": "oscar",
+                "ready": True,
+                "jobs_count": len(self.state.jobs),
+                "pods": {"total": sum(states.values()), "states": states},
+                "oidc": {"enabled": False, "issuers": [], "groups": []},
+            },
+            "minio": {"buckets_count": 0, "total_objects": 0},
+        }
+
+
+def default_job_name(service_name: str) -> str:
+    prefix = service_name if len(service_name) < 25 else service_name[:16]
+    return f"{prefix}-{uuid.uuid4()}"
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _text_line(text: str) -> str:
+    return text if text.endswith("\n") else text + "\n"
+
+
