@@ -24,6 +24,14 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+def launch_chromium(playwright, profile: Path, width: int, height: int):
+    """Headless Debian Chromium with a fresh profile (never Playwright's own download)."""
+    return playwright.chromium.launch_persistent_context(
+        str(profile), executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+        viewport={"width": width, "height": height},
+    )
+
+
 def require_chromium() -> None:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium", pytrace=False)

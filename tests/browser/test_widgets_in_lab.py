@@ -15,7 +15,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from ..jupyterlab import CHROMIUM, CHROMIUM_ARGS, jupyterlab, require_chromium
+from ..jupyterlab import jupyterlab, launch_chromium, require_chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,10 +74,7 @@ def test_panel_and_live_job_view_in_jupyterlab_light_and_dark(lab, tmp_path):
     url, token = lab
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium"), executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 1500},
-        )
+        browser = launch_chromium(pw, tmp_path / "chromium", 1280, 1500)
         try:
             page = browser.new_page()
             page.goto(f"{url}/lab/workspaces/oj-widgets/tree/widgets.ipynb?reset&token={token}")

@@ -22,7 +22,7 @@ from oscar_jupyter import session as session_module
 from oscar_jupyter.local.state import HomeLayout, LocalState
 
 from ..conftest import free_port, slurm_job_ids_alive
-from ..jupyterlab import CHROMIUM, CHROMIUM_ARGS, jupyterlab, require_chromium
+from ..jupyterlab import jupyterlab, launch_chromium, require_chromium
 from .conftest import NODE
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
@@ -127,10 +127,7 @@ def test_sidebar_lists_node_and_job_shows_its_log_and_cancels_it(
     job = running_job
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium"), executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 900},
-        )
+        browser = launch_chromium(pw, tmp_path / "chromium", 1400, 900)
         try:
             page = browser.new_page()
             job_requests: list[float] = []
