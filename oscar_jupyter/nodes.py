@@ -59,17 +59,12 @@ def list_nodes(client: OscarClient, *, interlink_only: bool = False) -> list[Vir
 def list_nodes_from_kubernetes(kubeconfig: str | None = None) -> list[VirtualNode]:
     """interLink virtual nodes from the Kubernetes API.
 
-    Needs `pip install 'oscar-jupyter[kubernetes]'` and a kubeconfig (`kubeconfig`,
-    `$KUBECONFIG` or ~/.kube/config).
+    Needs a kubeconfig (`kubeconfig`, `$KUBECONFIG` or ~/.kube/config). The kubernetes package
+    is imported here, not at module level, because importing it costs about half a second.
     """
-    try:
-        from kubernetes import client as k8s
-        from kubernetes import config as k8s_config
-    except ImportError as err:
-        raise RuntimeError(
-            "listing nodes from Kubernetes needs the kubernetes package: "
-            "pip install 'oscar-jupyter[kubernetes]'"
-        ) from err
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+
     # Resolved here: the kubernetes package reads $KUBECONFIG once, when it is imported.
     api_client = k8s_config.new_client_from_config(config_file=kubeconfig or kubeconfig_path())
     try:

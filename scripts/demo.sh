@@ -4,5 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# shellcheck disable=SC1091 # written by setup.sh
+source .venv/bin/activate
 oscar-jupyter local start
-python3 -m oscar_jupyter.demo notebooks/01-quickstart.ipynb
+python -m oscar_jupyter.demo notebooks/01-quickstart.ipynb

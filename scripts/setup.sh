@@ -1,20 +1,59 @@
 #!/usr/bin/env bash
-# Set up a fresh machine (Debian 12, root) for the demo and the tests: system packages, the Python
-# package with its test extras, Chromium for the browser tests, and a running single-node Slurm.
+# Set up a fresh machine (Debian 12, root) for the demo and the tests: system packages from apt,
+# the project and its test extras in the project's own virtualenv (.venv in the checkout; the
+# system interpreter is never pip-installed into), Chromium for the browser tests, and a running
+# single-node Slurm.
+#
+# Re-running is fast: the venv is reused while pyproject.toml is unchanged (a changed one rebuilds
+# it from scratch), and the package is reinstalled only when the sidebar's sources changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+VENV=.venv
+PYTHON=${OSCAR_JUPYTER_PYTHON:-python3}
+
+say() { printf 'setup: %s\n' "$*"; }
+
+interpreter_has_venv() { "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; }
 
 need_apt=()
 command -v sbatch >/dev/null || need_apt+=(slurm-wlm munge)
 command -v bwrap >/dev/null || need_apt+=(bubblewrap)
 command -v chromium >/dev/null || need_apt+=(chromium)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v "$PYTHON" >/dev/null || need_apt+=(python3)
+interpreter_has_venv || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
-    echo "setup: apt-get install ${need_apt[*]}"
+    say "apt-get install ${need_apt[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+interpreter_has_venv || { say "error: $PYTHON has no venv module even after apt-get install python3-venv"; exit 1; }
 
-echo "setup: pip install -e .[test]"
-python3 -m pip install -q --disable-pip-version-check -e ".[test]"
+# What the venv was built from: the dependencies (pyproject.toml) and the interpreter. What the
+# installed package was built from: also the sidebar's sources, which the wheel build compiles.
+fingerprint() { cat "$@" 2>/dev/null | sha256sum | cut -d' ' -f1; }
+venv_key="$(fingerprint pyproject.toml) $("$PYTHON" -c 'import sys; print(sys.version)' | head -1)"
+sidebar_key=$(fingerprint labextension/package.json labextension/yarn.lock labextension/tsconfig.json \
+    $(find labextension/src labextension/style -type f | sort))
+
+if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.venv-key" 2>/dev/null)" = "$venv_key" ]; then
+    if [ "$(cat "$VENV/.sidebar-key" 2>/dev/null)" = "$sidebar_key" ]; then
+        say "$VENV is up to date"
+    else
+        say "the sidebar's sources changed: reinstalling the package into $VENV"
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e .
+        echo "$sidebar_key" >"$VENV/.sidebar-key"
+    fi
+else
+    [ -d "$VENV" ] && say "pyproject.toml or the interpreter changed: rebuilding $VENV"
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+    say "pip install -e .[test] into $VENV (builds the JupyterLab sidebar with Node and jlpm)"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]"
+    echo "$venv_key" >"$VENV/.venv-key"
+    echo "$sidebar_key" >"$VENV/.sidebar-key"
+fi
 
 bash scripts/slurm-cluster.sh start

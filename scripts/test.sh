@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Set everything up and run the whole test suite (what CI runs).
+# Set everything up and run the whole test suite (what CI runs), inside the project's .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-python3 -m ruff check oscar_jupyter tests bench
-python3 -m pytest -q "$@"
+# shellcheck disable=SC1091 # written by setup.sh
+source .venv/bin/activate
+python -m ruff check oscar_jupyter tests bench
+python -m pytest -q "$@"

@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from .openapi import check_response
+from .contract import check_response
 
 _counter = itertools.count(1)
 
@@ -35,7 +35,7 @@ def unique_name(prefix: str = "t") -> str:
 
 @pytest.fixture
 def make_service(api):
-    """Create a service (checked against the spec) and return its stored definition."""
+    """Create a service (checked against the contract) and return its stored definition."""
     created: list[str] = []
 
     def make(**fields) -> dict:

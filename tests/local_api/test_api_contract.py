@@ -1,6 +1,6 @@
 """The local OSCAR answers like OSCAR v4.1: paths, status codes, bodies, auth rules.
 
-Every answer is checked against OSCAR's published spec (tests/local_api/openapi.py).
+Every answer is checked against our contract of OSCAR's API (tests/local_api/contract.py).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import re
 import pytest
 
 from .conftest import submit, unique_name
-from .openapi import check_response
+from .contract import check_response
 
 pytestmark = pytest.mark.slurm
 

@@ -14,7 +14,7 @@ from oscar_jupyter.local.state import HomeLayout, LocalState
 
 from ..conftest import process_running
 from .conftest import job_status, submit, wait_for_status
-from .openapi import check_response
+from .contract import check_response
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
 

@@ -1,5 +1,7 @@
-"""Check HTTP answers against OSCAR's published API spec (Swagger 2.0, `oscar-api.yaml`).
+"""Check HTTP answers against OSCAR's own API spec (Swagger 2.0), when $OSCAR_API_SPEC names it.
 
+The tests check every answer against our contract (contract.py); this module is the optional
+second check against OSCAR's published swagger.yaml, which is not part of the repository.
 openapi-core reads only OpenAPI 3, so the check is done here: the response's status code must be
 declared for that path and method, its Content-Type must be one the operation `produces`, and its
 body must validate (jsonschema, draft 4, which Swagger 2.0 schemas are a subset of) against the
@@ -7,9 +9,6 @@ declared response schema, with `#/definitions/...` resolved inside the spec itse
 objects allow unknown keys, so that alone would accept almost anything: `undeclared_keys` also
 lists every key our answer has that the spec does not declare, and the tests allow only the few
 extras the local OSCAR adds on purpose.
-
-The spec is OSCAR's own file, kept beside the project (`../shared/reference/oscar-api.yaml`) or
-wherever `$OSCAR_API_SPEC` points.
 """
 
 from __future__ import annotations
@@ -25,15 +24,15 @@ import jsonschema
 import yaml
 
 SPEC_ENV = "OSCAR_API_SPEC"
-DEFAULT_SPEC = Path(__file__).resolve().parents[3] / "shared" / "reference" / "oscar-api.yaml"
 
 
 @cache
 def load_spec() -> dict[str, Any]:
-    path = Path(os.environ.get(SPEC_ENV) or DEFAULT_SPEC)
-    if not path.exists():
+    """OSCAR's swagger file named by $OSCAR_API_SPEC."""
+    path = Path(os.environ.get(SPEC_ENV, ""))
+    if not path.is_file():
         raise FileNotFoundError(
-            f"OSCAR's API spec is not at {path}; set {SPEC_ENV} to the path of oscar-api.yaml"
+            f"OSCAR's API spec is not at {str(path)!r}; set {SPEC_ENV} to its swagger.yaml"
         )
     return yaml.safe_load(path.read_text())
 
