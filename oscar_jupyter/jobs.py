@@ -16,8 +16,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .client import OscarClient, OscarError
+from .diagnostics import safe_tail, slurm_end
 from .logs import LogParser, OutputLine
-from .spec import OffloadSpec
+from .spec import OffloadSpec, format_time
 
 WAITING = ("Suspended", "Pending")
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
@@ -25,6 +26,13 @@ TERMINAL = ("Succeeded", "Failed", "Cancelled")
 SENTINEL_GRACE_SECONDS = 10.0
 # How long a waiting cell keeps polling through a dropped connection before it gives up.
 MAX_OUTAGE_SECONDS = 600.0
+
+
+def _private_dir(path: Path) -> Path:
+    """Create `path` readable by its owner only: job logs hold the cells' output."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+    return path
 
 
 def default_log_dir() -> Path:
@@ -66,8 +74,15 @@ class JobFailed(RuntimeError):
         return [head, self.title, *self.remote_traceback.rstrip("\n").splitlines()]
 
 
+class JobCancelled(JobFailed):
+    """The job was cancelled (here, from another view, or by Slurm) before the cell ended."""
+
+
 class JobTimeout(TimeoutError):
     """`wait(timeout=...)` ran out before the job ended."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"JobTimeout: {self}"]
 
 
 class Job:
@@ -98,15 +113,19 @@ class Job:
         self.oscar_status = "Suspended"
         self.error: str | None = None
         self.raw_log = ""  # the last whole log OSCAR served (Slurm preamble and all)
+        self.slurm_end: str | None = None  # "cancelled" or "walltime" when Slurm ended the job
         self._parser = LogParser()
         self._cancelled = False
         self._listed = False
-        self.vanished = False
+        self.vanished = False  # listed once, then deleted on the cluster
+        self.service_gone = False  # its runner service was deleted (and with it the job)
+        self.lost = False  # the cluster stopped answering for longer than MAX_OUTAGE_SECONDS
+        self._outage_since: float | None = None
         self._terminal_seen_at: float | None = None
         self._lock = threading.RLock()
         self._listeners: list[Callable[[Job], None]] = []
-        self.log_path = (log_dir or default_log_dir()) / f"{name}.log"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = _private_dir(log_dir or default_log_dir()) / f"{name}.log"
+        self._log_started = False
 
     def __repr__(self) -> str:
         return f"<Job {self.name} on {self.spec.node or 'any node'}: {self.status()}>"
@@ -126,10 +145,16 @@ class Job:
         with self._lock:
             if self._cancelled:
                 return "Cancelled"
-            if self.vanished and self.exit_code is None:
+            if self.slurm_end == "cancelled":
+                return "Cancelled"
+            if self.slurm_end == "walltime":
                 return "Failed"
             if self.exit_code is not None:  # the runner's last line: the cell has ended
                 return "Succeeded" if self.exit_code == 0 else "Failed"
+            if self.service_gone or self.lost:
+                return "Failed"
+            if self.vanished:
+                return "Cancelled"  # deleting a job is how OSCAR cancels it
             if self.oscar_status in ("Succeeded", "Failed"):
                 if self._parser.started and not self._sentinel_overdue():
                     return "Running"  # finishing: the exit sentinel is still on its way
@@ -198,14 +223,23 @@ class Job:
         if self.is_done():
             return []
         if listing is None:
-            listing = self.client.list_jobs(self.service)
+            try:
+                listing = self.client.list_jobs(self.service)
+            except OscarError as err:
+                if err.status_code != 404:
+                    raise
+                self._mark_service_gone()
+                return []
         before = (self.status(), self.node, self.error)
         with self._lock:
             self.error = None
+            self._outage_since = None
             self._apply_listing(listing.get(self.name))
             text = self._fetch_log()
             if text:
                 self.raw_log = text
+                if "CANCELLED AT" in text:  # cheap test first: logs can be megabytes
+                    self.slurm_end = slurm_end(text)
             new = self._parser.feed(text) if text else []
             if self._parser.started and not self.node:
                 self.node = self._parser.started.get("node") or None
@@ -220,8 +254,21 @@ class Job:
         return new
 
     def _record_outage(self, err: OscarError) -> None:
+        """A poll failed for a reason that may pass; past MAX_OUTAGE_SECONDS the job is lost."""
         with self._lock:
             self.error = str(err)
+            now = time.monotonic()
+            self._outage_since = self._outage_since or now
+            if now - self._outage_since > MAX_OUTAGE_SECONDS:
+                self.lost = True
+                self.finished_at = self.finished_at or datetime.now(timezone.utc)
+        self._notify()
+
+    def _mark_service_gone(self) -> None:
+        with self._lock:
+            if self.exit_code is None:
+                self.service_gone = True
+                self.finished_at = self.finished_at or datetime.now(timezone.utc)
         self._notify()
 
     def _apply_listing(self, entry: dict | None) -> None:
@@ -254,15 +301,22 @@ class Job:
             raise
 
     def _append_to_file(self, lines: Iterable[OutputLine]) -> None:
-        with self.log_path.open("a", encoding="utf-8") as out:
+        # The first write starts the file afresh: a job attached to again (another kernel, a
+        # restart) re-reads its whole output and must not double a file left from before.
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if self._log_started else os.O_TRUNC)
+        self._log_started = True
+        descriptor = os.open(self.log_path, flags, 0o600)
+        with open(descriptor, "a", encoding="utf-8", errors="backslashreplace") as out:
             out.writelines(line.text + "\n" for line in lines)
 
     # -- control -------------------------------------------------------------------------------
 
-    def cancel(self) -> None:
-        """Cancel the job on the cluster (OSCAR deletes the pod; the Slurm job is scancelled)."""
+    def cancel(self) -> bool:
+        """Cancel the job on the cluster (OSCAR deletes the pod; the Slurm job is scancelled).
+
+        Returns False, and changes nothing, when the job had already ended."""
         if self.is_done():
-            return
+            return False
         try:
             self.client.delete_job(self.service, self.name)
         except OscarError as err:
@@ -272,6 +326,7 @@ class Job:
             self._cancelled = True
             self.finished_at = datetime.now(timezone.utc)
         self._notify()
+        return True
 
     def wait(
         self,
@@ -290,18 +345,13 @@ class Job:
         deadline = None if timeout is None else time.monotonic() + timeout
         previous = None
         reported = len(self.lines())  # lines before the wait are the caller's to show
-        outage_since: float | None = None
         while True:
             try:
                 self.refresh()
-                outage_since = None
             except OscarError as err:
                 # A dropped connection or a busy server: keep polling (the whole log comes back
-                # and de-duplication resumes it exactly), unless it lasts too long.
+                # and de-duplication resumes it exactly); past MAX_OUTAGE_SECONDS the job is lost.
                 if not is_transient(err):
-                    raise
-                outage_since = outage_since or time.monotonic()
-                if time.monotonic() - outage_since > MAX_OUTAGE_SECONDS:
                     raise
                 self._record_outage(err)
             lines = self.lines()  # another thread (the poller) may have fetched some of them
@@ -327,20 +377,42 @@ class Job:
         self.raise_for_status()
         return 0
 
+    def end_reason(self) -> str:
+        """Why a job ended other than by its cell's exit; "" while it runs or when it exited."""
+        if self._cancelled:
+            return "cancelled from this kernel"
+        if self.slurm_end == "cancelled":
+            return "cancelled by Slurm (scancel on the cluster)"
+        if self.slurm_end == "walltime":
+            limit = self.time_limit
+            return "walltime exceeded" + (f" (--time {format_time(limit)})" if limit else "")
+        if self.exit_code is not None:
+            return ""
+        if self.service_gone:
+            return f"its runner service {self.service} was deleted"
+        if self.lost:
+            return (
+                f"the cluster has not answered for {MAX_OUTAGE_SECONDS / 60:g} min "
+                f"(last error: {self.error}); the job may still run there: "
+                f"%oscar_attach {self.name} once it answers again"
+            )
+        if self.vanished:
+            return "it was deleted on the cluster before it finished (cancelled from another view)"
+        if self.is_done():
+            return "it ended without an exit status (killed, out of memory or rejected)"
+        return ""
+
     def raise_for_status(self) -> None:
         status = self.status()
         if status == "Succeeded":
             return
+        reason = self.end_reason()
+        # Only Slurm's and the runtime's lines: the cell's output is already in the cell.
+        tail = safe_tail(self.raw_log, list(self.spec.env.values())) if reason else ""
         if status == "Cancelled":
-            raise JobFailed(self, f"job {self.name} was cancelled")
-        if self.exit_code is None:
-            detail = self.error or (
-                "it was deleted on the cluster before it finished"
-                if self.vanished
-                else "it ended without an exit status (killed, timed out or rejected)"
-            )
-            tail = "\n".join(self.raw_log.rstrip("\n").splitlines()[-20:])
-            raise JobFailed(self, f"job {self.name} failed: {detail}", tail, "The end of its log:")
+            raise JobCancelled(self, f"job {self.name} was cancelled: {reason}", tail, "Slurm:")
+        if reason:
+            raise JobFailed(self, f"job {self.name} failed: {reason}", tail, "The end of its log:")
         raise JobFailed(
             self,
             f"the cell failed on {self.node or 'the cluster'} with exit code {self.exit_code} "
@@ -381,7 +453,11 @@ def poll_jobs(jobs: Iterable[Job]) -> bool:
             listing = group[0].client.list_jobs(group[0].service)
         except OscarError as err:
             for job in group:
-                job._record_outage(err)
+                if err.status_code == 404:
+                    job._mark_service_gone()
+                elif is_transient(err):
+                    job._record_outage(err)
+            changed = True
             continue
         for job in group:
             before = (job.status(), job.node)

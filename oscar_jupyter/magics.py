@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import keyword
 import shlex
 import sys
 from datetime import datetime, timezone
@@ -201,6 +202,8 @@ class OscarMagics(Magics):
         offload panel, or the `jupyter:` block of the cluster profile.
         """
         args = _offload_parser().parse_args(_split(line))
+        if args.output_name is not None:
+            _check_variable_name(args.output_name)
         session = self.session
         spec = session.build_spec(offload_flags(args), self.trait_defaults_layer())
         timeout = _seconds(args.timeout)
@@ -366,8 +369,27 @@ class OscarMagics(Magics):
         if not name:
             raise UsageError("%oscar_cancel JOB: name the job (see %oscar_jobs)")
         job = self._find(name)
-        job.cancel()
-        print(f"Cancelled job {job.name}.")
+        if not job.is_done():
+            job.refresh()  # a job found on the cluster starts with no state of its own
+        if job.cancel():
+            print(f"Cancelled job {job.name}.")
+        else:
+            print(f"Job {job.name} had already ended ({job.status()}); nothing to cancel.")
+
+    @line_magic
+    def oscar_attach(self, line: str) -> None:
+        """%oscar_attach JOB: follow a job submitted from any kernel, its output from the start.
+
+        Ends with the job's real state, as if it had been submitted in this cell. Ctrl-C stops
+        following and leaves the job running."""
+        name = line.strip()
+        if not name:
+            raise UsageError("%oscar_attach JOB: name the job (see %oscar_jobs)")
+        job = self._find(name)
+        self.session.jobs.setdefault(job.name, job)
+        if job.lines():
+            sys.stdout.write(job.logs())
+        self._run_blocking(job, None, "detach")
 
     @line_magic
     def oscar_cleanup(self, line: str) -> None:
@@ -389,6 +411,13 @@ class OscarMagics(Magics):
             return self.session.find_job(name)
         except KeyError as err:
             raise UsageError(str(err.args[0])) from None
+
+
+def _check_variable_name(name: str) -> None:
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise SpecError(
+            "-o", f"-o {name!r}: give a Python variable name for the job handle, e.g. -o job"
+        )
 
 
 def _read_token_file(path: str) -> str:

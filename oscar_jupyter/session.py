@@ -6,7 +6,9 @@ runner service, creating the service the first time its configuration is used.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import sys
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -304,6 +306,40 @@ def current() -> Session:
 def connect(name: str | None = None, **overrides: Any) -> ConnectionReport:
     """Connect this kernel to a cluster: a cluster of oscar-cli's config, or explicit settings."""
     return current().connect(name, **overrides)
+
+
+def attach(name: str, *, wait: bool = True, timeout: float | None = None) -> Job:
+    """Follow a job submitted from any kernel (or before a restart) as if submitted here.
+
+    Its output is read again from the start; with `wait`, blocks until it ends and raises
+    `JobFailed` (or `JobCancelled`) unless the cell succeeded. Ctrl-C stops following; it never
+    cancels a job that this call did not submit.
+    """
+    session = current()
+    job = session.find_job(name)
+    session.jobs.setdefault(job.name, job)
+    if not wait:
+        session.poller.watch(job)
+        return job
+    job.result(timeout)
+    return job
+
+
+def jobs_left_running() -> list[Job]:
+    """This kernel's jobs that had not ended when last polled (no network call)."""
+    return [] if _current is None else [j for j in _current.jobs.values() if not j.is_done()]
+
+
+@atexit.register
+def _announce_jobs_left_running() -> None:
+    # At kernel shutdown the notebook is gone; the kernel's stderr reaches the server's log.
+    for job in jobs_left_running():
+        print(
+            f"oscar-jupyter: job {job.name} still runs on the cluster; get its output back in "
+            f"any kernel with %oscar_attach {job.name}",
+            file=sys.__stderr__ or sys.stderr,
+            flush=True,
+        )
 
 
 def offload(

@@ -37,6 +37,7 @@ WSTUNNEL_ANNOTATION = "interlink.eu/wstunnel-client-commands"
 DEFAULT_SINGULARITY_OPTIONS = ("--nv", "--no-eval", "--containall")
 JOB_SCRIPT_MODE = 0o774
 VOLUME_DIR_MODE = 0o755
+POD_DIR_MODE = 0o700
 KUBERNETES_DEFAULT_FILE_MODE = 0o644  # what the API server fills in for a missing defaultMode
 
 
@@ -734,12 +735,15 @@ def prepare(pod: Mapping[str, Any], *, configmaps: Mapping[str, Mapping[str, str
     env_files = {c["name"]: "".join(_env_lines(c)) for c in containers if c.get("env")}
     for plan in plans:
         _check_host_dirs(plan)
-    os.makedirs(path, exist_ok=True)
+    # Private to the job's user, unlike the plugin's 0755/0666 (interlink-slurm-plugin
+    # pkg/slurm/prepare.go): the env files and the service's config hold its token and values.
+    os.makedirs(path, mode=POD_DIR_MODE, exist_ok=True)
+    os.chmod(path, POD_DIR_MODE)
     try:
         for plan in plans:
             _materialise(plan)
         for container_name, text in env_files.items():
-            _write(f"{path}/{container_name}_envfile.properties", text.encode("utf-8"), 0o666)
+            _write(f"{path}/{container_name}_envfile.properties", text.encode("utf-8"), 0o600)
         for file_name, text in (("job.slurm", job_slurm), ("job.sh", job_sh)):
             _write(f"{path}/{file_name}", text.encode("utf-8"), JOB_SCRIPT_MODE)
             os.chmod(f"{path}/{file_name}", JOB_SCRIPT_MODE)

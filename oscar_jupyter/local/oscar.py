@@ -395,6 +395,10 @@ class LocalOscar:
         cancelled = []
         for job in self.state.unfinished_jobs():
             if job.get("job_id") and job.get("executor") == self.executor.kind:
+                # Settle it first: a job that ended since it was last listed keeps its own end.
+                self._status_checked.pop(job["name"], None)
+                if self.refresh(job)["phase"] in TERMINAL_PHASES:
+                    continue
                 self._cancel_quietly(job["job_id"], job.get("pod_dir"))
                 self._finish(job, FAILED, STOPPED_REASON)
                 cancelled.append(job["name"])

@@ -72,8 +72,10 @@ class HomeLayout:
         return self.root / "supervisor-kit"
 
     def create(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.jobs_dir.mkdir(exist_ok=True)
+        """The home and its jobs folder, private to the user: they hold tokens and job values."""
+        for directory in (self.root, self.jobs_dir):
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            directory.chmod(0o700)
 
 
 def write_atomically(path: Path, data: str | bytes, *, mode: int = 0o600) -> None:

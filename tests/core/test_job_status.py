@@ -7,12 +7,14 @@ OSCAR answers a Job reads.
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 
 import pytest
 
 from oscar_jupyter.client import OscarError
-from oscar_jupyter.jobs import Job, JobFailed
+from oscar_jupyter.jobs import Job, JobCancelled, JobFailed
 from oscar_jupyter.spec import OffloadSpec
 
 
@@ -123,14 +125,96 @@ def test_cancel_deletes_the_job_and_shows_cancelled(oscar, job):
         job.raise_for_status()
 
 
-def test_a_job_deleted_on_the_cluster_fails_instead_of_waiting_forever(oscar, job):
+def test_a_job_deleted_on_the_cluster_is_cancelled_instead_of_waiting_forever(oscar, job):
     oscar.status, oscar.log = "Running", START + tagged("o", 1, "working")
     job.refresh()
     oscar.list_jobs = lambda service: {}
     job.refresh()
-    assert job.status() == "Failed"
-    with pytest.raises(JobFailed, match="deleted on the cluster"):
+    assert job.status() == "Cancelled"
+    with pytest.raises(JobCancelled, match="deleted on the cluster"):
         job.raise_for_status()
+
+
+def test_a_job_whose_service_is_deleted_fails_with_that_reason(oscar, job):
+    oscar.status, oscar.log = "Running", START + tagged("o", 1, "working")
+    job.refresh()
+
+    def gone(service):
+        raise OscarError(404, "GET", f"/system/logs/{service}", "Service not found")
+
+    oscar.list_jobs = gone
+    assert job.wait(5) is None  # ends instead of raising the raw 404 or polling forever
+    assert job.status() == "Failed"
+    with pytest.raises(JobFailed, match="runner service svc was deleted"):
+        job.raise_for_status()
+
+
+SLURM_BANNER = "slurmstepd: error: *** JOB 41 ON cn01 CANCELLED AT 2026-12-01T15:00:00{} ***\n"
+
+
+@pytest.mark.parametrize(
+    ("why", "status", "error", "says"),
+    [
+        ("", "Cancelled", JobCancelled, "cancelled by Slurm"),
+        (" DUE TO TIME LIMIT", "Failed", JobFailed, "walltime exceeded (--time 00:10:00)"),
+    ],
+)
+def test_slurm_ending_the_job_is_named(oscar, job, why, status, error, says):
+    oscar.status = "Running"
+    oscar.log = START + tagged("o", 1, "working") + SLURM_BANNER.format(why)
+    job.refresh()
+    oscar.status = "Failed"
+    job.refresh()
+    assert job.status() == status
+    with pytest.raises(error, match=re.escape(says)) as raised:
+        job.raise_for_status()
+    assert "CANCELLED AT" in raised.value.remote_traceback  # Slurm's own line is shown
+
+
+def test_a_cell_printing_slurms_banner_is_not_taken_for_slurm(oscar, job):
+    oscar.status = "Running"
+    oscar.log = START + tagged("o", 1, SLURM_BANNER.format("").strip()) + tagged("x", 0, "0")
+    job.refresh()
+    assert job.status() == "Succeeded"
+
+
+def test_the_error_of_a_job_without_sentinel_never_shows_the_job_body(oscar, tmp_path):
+    secret = "s3cr3t-token-value"
+    spec = OffloadSpec(node="vega", time="00:10:00", env={"API_TOKEN": secret})
+    job = Job(oscar, "svc", "job-1", spec, log_dir=tmp_path)
+    body = base64.b64encode(f"import os; os.environ['API_TOKEN'] = {secret!r}".encode()).decode()
+    oscar.status = "Running"
+    oscar.log = (
+        START
+        + f"2026-11-28 10:00:00,000 - supervisor - DEBUG - EVENT received: {body}\n"
+        + f"2026-11-28 10:00:00,000 - supervisor - INFO - value {secret}\n"
+        + f"2026-11-28 10:00:01,000 - supervisor - ERROR - killed while holding {secret}\n"
+        + "sbatch: error: something Slurm said\n"
+    )
+    job.refresh()
+    oscar.status = "Failed"
+    job.refresh()
+    job._terminal_seen_at = -1e9  # the sentinel is overdue
+    with pytest.raises(JobFailed) as raised:
+        job.raise_for_status()
+    shown = str(raised.value) + "\n".join(raised.value._render_traceback_())
+    assert secret not in shown and body not in shown and "EVENT" not in shown
+    assert "sbatch: error: something Slurm said" in shown
+    assert "supervisor - ERROR - killed while holding ***" in shown
+
+
+def test_cancelling_a_finished_job_changes_nothing(oscar, job):
+    oscar.status, oscar.log = "Succeeded", START + tagged("x", 0, "0")
+    job.refresh()
+    assert job.cancel() is False
+    assert job.status() == "Succeeded" and oscar.deleted == []
+
+
+def test_the_kernel_side_log_is_private(oscar, job):
+    oscar.status, oscar.log = "Running", START + tagged("o", 1, "private output")
+    job.refresh()
+    assert job.log_path.stat().st_mode & 0o777 == 0o600
+    assert job.log_path.parent.stat().st_mode & 0o777 == 0o700
 
 
 def test_wait_rides_out_a_dropped_connection_without_losing_a_line(oscar, job):

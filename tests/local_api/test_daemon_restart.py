@@ -66,11 +66,20 @@ def test_cli_start_status_stop_and_a_restart_keeps_services_and_jobs(slurm_clust
         assert "done keep-fast" in fast_log
         post_job(client, token, "keep-slow", "slow")
         wait_for_status(client, "keep", "keep-slow", {"Running"}, timeout=120)
+        # A job that ends while nobody lists it: the stop must settle it, not cancel it.
+        post_job(client, token, "keep-unlisted", "fast")
+        deadline = time.monotonic() + 120
+        while "done keep-unlisted" not in client.get("/system/logs/keep/keep-unlisted").text:
+            assert time.monotonic() < deadline, "keep-unlisted never ran"
+            time.sleep(0.2)
+        unlisted_id = LocalState(HomeLayout(home).state_file).jobs["keep-unlisted"]["job_id"]
+        while slurm_job_ids_alive([unlisted_id]) and time.monotonic() < deadline:
+            time.sleep(0.2)
 
     status = cli("status", "--home", str(home))
     assert status.returncode == 0, status.stderr
     assert endpoint in status.stdout and "local-slurm" in status.stdout
-    assert "1 Running" in status.stdout and "1 Succeeded" in status.stdout
+    assert "Running" in status.stdout and "Succeeded" in status.stdout
     slow_id = LocalState(HomeLayout(home).state_file).jobs["keep-slow"]["job_id"]
 
     stopped = cli("stop", "--home", str(home))
@@ -91,6 +100,7 @@ def test_cli_start_status_stop_and_a_restart_keeps_services_and_jobs(slurm_clust
             jobs = client.get("/system/logs/keep").json()["jobs"]
             assert jobs["keep-fast"]["status"] == "Succeeded"
             assert jobs["keep-slow"]["status"] == "Failed"
+            assert jobs["keep-unlisted"]["status"] == "Succeeded"  # finished is final
             assert client.get("/system/logs/keep/keep-fast").text == fast_log
         assert yaml.safe_load(config.read_text())["oscar"]["local"]["endpoint"] == again.endpoint
     finally:
