@@ -17,7 +17,7 @@ from . import runner
 _STREAM_NAMES = {runner.STDOUT: "stdout", runner.STDERR: "stderr"}
 _DEBUG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - supervisor - DEBUG - ")
 _TAG = re.compile(r"^" + re.escape(runner.MARKER) + r"\|([oesxOE])\|(\d+)\|")
-_UNESCAPE = re.compile(r"\\(.)")
+_UNESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|.)")
 _TRACEBACK_HEADER = "Traceback (most recent call last):"
 
 
@@ -28,8 +28,19 @@ class OutputLine:
     text: str
 
 
+def _unescape_one(match: re.Match[str]) -> str:
+    escape = match.group(1)
+    if escape == "r":
+        return "\r"
+    if len(escape) == 3:  # xNN
+        code = int(escape[1:], 16)
+        # NUL and bytes that are not UTF-8 (>= 0x80) stay visible; other controls (ESC ...) act
+        return chr(code) if 0 < code < 0x80 else f"\\x{code:02x}"
+    return escape
+
+
 def _unescape(text: str) -> str:
-    return _UNESCAPE.sub(lambda m: "\r" if m.group(1) == "r" else m.group(1), text)
+    return _UNESCAPE.sub(_unescape_one, text)
 
 
 class LogParser:

@@ -5,11 +5,15 @@ wire format"). Every output line of the cell reaches the log as
 
     @@OJ|<stream>|<seq>|<text>|@@
 
-stream ``o`` (stdout) or ``e`` (stderr), ``seq`` counting from 1 per stream. A line holding a
-carriage return is sent with the stream letter upper-cased (``O`` / ``E``) and its text escaped
-(``\\`` for a backslash, ``\\r`` for CR): the supervisor reads the script's output in universal-
-newline mode, so a bare CR would otherwise split the tagged line in two. Control lines:
+stream ``o`` (stdout) or ``e`` (stderr), ``seq`` counting from 1 per stream. A line that holds a
+C0 control character other than tab (CR, NUL, ESC ...) or bytes that are not UTF-8 is sent with
+the stream letter upper-cased (``O`` / ``E``) and its text escaped: ``\\\\`` for a backslash,
+``\\r`` for CR, ``\\xNN`` for any other such character or byte. So the supervisor (universal
+newlines, ``errors='ignore'``) can neither split nor drop anything. Control lines:
 ``@@OJ|s|0|<json>|@@`` (start: node, job, host) and ``@@OJ|x|0|<exit code>|@@`` (last).
+
+One process, the tagger (``TAGGER``, Python), runs the cell's program with stdout and stderr on
+two pipes and is the only writer of the script's output, so lines of any length stay whole.
 """
 
 from __future__ import annotations
@@ -27,35 +31,177 @@ ESCAPED = {"O": "o", "E": "e"}
 MAX_BODY_BYTES = 90 * 1024
 MAX_PROGRAM_BYTES = MAX_BODY_BYTES * 3 // 4
 
-# Runs under dash, set -u safe. fd 3 = the supervisor's pipe (all tagged lines go there),
-# fd 4 = the stdout tagger's pipe, fd 5 = the command substitution that captures python's status.
-RUNNER_SCRIPT = r"""# oscar-jupyter runner (POSIX sh; the OSCAR supervisor runs it with /bin/sh)
+# The tagger runs in the user's image with its python3, possibly old: plain Python 3.5 syntax.
+# argv: its own file (removed at once, so the cell's directory holds only cell.py), the work dir
+# (removed at the end), the job's program. Each stream is a Stream object turning bytes into
+# lines; Output is the single writer of fd 1. The select loop wakes every 0.5 s (a place for
+# time-based flushing later).
+TAGGER = r'''
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import traceback
+
+MARKER = "@@OJ"
+WAKE_EVERY = 0.5
+# After the program has exited, a process it left behind may hold its pipes open: once they are
+# silent this long, the job ends anyway.
+QUIET_AFTER_EXIT = 2.0
+
+# C0 controls but tab (the supervisor ends a line at CR and logs the rest raw) and undecodable
+# bytes (U+DC80..U+DCFF after surrogateescape) travel as \xNN, in an upper-case-letter line.
+NEEDS_ESCAPE = re.compile("[\x00-\x08\x0a-\x1f\udc80-\udcff]")
+ESCAPES = {ord("\\"): "\\\\", ord("\r"): "\\r"}
+for _code in range(0x20):
+    if _code not in (0x09, 0x0d):
+        ESCAPES[_code] = "\\x%02x" % _code
+for _byte in range(0x80, 0x100):
+    ESCAPES[0xdc00 + _byte] = "\\x%02x" % _byte
+
+
+class Output:
+    """The only writer of fd 1 (the supervisor's pipe): a long line may take several write()s,
+    but nothing else ever writes in between, so lines cannot interleave."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.seq = {"o": 0, "e": 0}
+        self.pending = []
+        self.broken = False
+
+    def line(self, stream, data):
+        self.seq[stream] += 1
+        seq = self.seq[stream]
+        text = data.decode("utf-8", "surrogateescape")
+        if NEEDS_ESCAPE.search(text):
+            stream, text = stream.upper(), text.translate(ESCAPES)
+        self.pending.append("%s|%s|%d|%s|@@\n" % (MARKER, stream, seq, text))
+
+    def control(self, kind, text):
+        self.pending.append("%s|%s|0|%s|@@\n" % (MARKER, kind, text))
+
+    def flush(self):
+        data = memoryview("".join(self.pending).encode("utf-8"))
+        self.pending = []
+        while data and not self.broken:
+            try:
+                data = data[os.write(self.fd, data):]
+            except BrokenPipeError:
+                self.broken = True  # nobody reads any more: keep running the program regardless
+
+
+class Stream:
+    """One pipe of the program: bytes in, complete lines out to Output; the rest at EOF."""
+
+    def __init__(self, pipe, letter, output):
+        self.pipe = pipe
+        self.letter = letter
+        self.output = output
+        self.partial = bytearray()
+
+    def read(self):
+        """Reads what the pipe holds; False at EOF."""
+        chunk = os.read(self.pipe.fileno(), 65536)
+        if not chunk:
+            self.close()
+            return False
+        head, newline, tail = chunk.rpartition(b"\n")
+        if newline:
+            self.partial += head
+            for line in self.partial.split(b"\n"):
+                self.output.line(self.letter, line)
+            self.partial = bytearray(tail)
+        else:
+            self.partial += chunk
+        return True
+
+    def close(self):
+        if self.partial:
+            self.output.line(self.letter, self.partial)
+            self.partial = bytearray()
+        self.pipe.close()
+
+
+class Child:
+    """The program's process. SIGTERM (scancel) and SIGINT sent to the runner go on to it."""
+
+    def __init__(self):
+        self.process = None
+        self.early = []
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self.forward)
+
+    def forward(self, signum, frame=None):
+        if self.process is None:
+            self.early.append(signum)
+        elif self.process.returncode is None:
+            try:
+                self.process.send_signal(signum)
+            except OSError:
+                pass
+
+    def start(self, argv):
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.process = process
+        for signum in self.early:
+            self.forward(signum)
+        return process
+
+
+def run(program, output):
+    """Runs the program, tags both of its streams; its exit status as a shell reports it."""
+    process = Child().start([sys.executable or "python3", "-u", program])
+    selector = selectors.DefaultSelector()
+    for pipe, letter in ((process.stdout, "o"), (process.stderr, "e")):
+        selector.register(pipe, selectors.EVENT_READ, Stream(pipe, letter, output))
+    while selector.get_map():
+        exited = process.poll() is not None
+        events = selector.select(QUIET_AFTER_EXIT if exited else WAKE_EVERY)
+        if exited and not events:
+            break
+        for key, _ in events:
+            if not key.data.read():
+                selector.unregister(key.fileobj)
+        output.flush()
+    for key in list(selector.get_map().values()):
+        key.data.close()
+    output.flush()
+    status = process.wait()
+    return status if status >= 0 else 128 - status
+
+
+def main():
+    try:
+        os.unlink(sys.argv[0])
+    except OSError:
+        pass
+    workdir, program = sys.argv[1], sys.argv[2]
+    output = Output(1)
+    status = 255
+    try:
+        status = run(program, output)
+    except Exception:
+        report = "oscar-jupyter runner: internal error\n" + traceback.format_exc()
+        for line in report.rstrip("\n").split("\n"):
+            output.line("e", line.encode("utf-8", "surrogateescape"))
+    finally:
+        os.chdir("/")
+        shutil.rmtree(workdir, ignore_errors=True)
+    output.control("x", str(status))
+    output.flush()
+
+
+main()
+'''
+
+# Runs under dash, set -u safe. It writes the start line and the early errors itself, then
+# becomes the tagger (exec: a signal sent to the runner reaches the tagger, which forwards it).
+_SCRIPT_HEAD = r"""# oscar-jupyter runner (POSIX sh; the OSCAR supervisor runs it with /bin/sh)
 set -u
-_oj_cr=$(printf '\r_'); _oj_cr=${_oj_cr%_}
-
-_oj_replace() {  # text from to -> _oj_out
-  _oj_rest=$1; _oj_out=
-  while :; do
-    case $_oj_rest in
-      *"$2"*) _oj_out=$_oj_out${_oj_rest%%"$2"*}$3; _oj_rest=${_oj_rest#*"$2"} ;;
-      *) _oj_out=$_oj_out$_oj_rest; return 0 ;;
-    esac
-  done
-}
-
-_oj_tag() {  # stream letter, escaped letter: tag every line of stdin
-  _oj_n=0
-  while IFS= read -r _oj_line || [ -n "$_oj_line" ]; do
-    _oj_n=$((_oj_n + 1))
-    case $_oj_line in
-      *"$_oj_cr"*)
-        _oj_replace "$_oj_line" '\' '\\'
-        _oj_replace "$_oj_out" "$_oj_cr" '\r'
-        printf '@@OJ|%s|%d|%s|@@\n' "$2" "$_oj_n" "$_oj_out" ;;
-      *) printf '@@OJ|%s|%d|%s|@@\n' "$1" "$_oj_n" "$_oj_line" ;;
-    esac
-  done
-}
 
 _oj_safe() {  # value -> itself, or "unknown" when it would need JSON escaping
   case $1 in
@@ -69,43 +215,35 @@ _oj_finish() {  # exit code
   exit 0
 }
 
+_oj_fail() {  # exit code, message
+  printf '@@OJ|e|1|oscar-jupyter runner: %s|@@\n' "$2"
+  _oj_finish "$1"
+}
+
 printf '@@OJ|s|0|{"node": "%s", "job": "%s", "host": "%s"}|@@\n' \
   "$(_oj_safe "${RESOURCE_ID:-}")" "$(_oj_safe "${JOB_UUID:-}")" \
   "$(_oj_safe "$(uname -n 2>/dev/null)")"
 
 if [ -z "${INPUT_FILE_PATH:-}" ] || [ ! -f "$INPUT_FILE_PATH" ]; then
-  printf '@@OJ|e|1|%s|@@\n' "oscar-jupyter runner: no job body (INPUT_FILE_PATH is unset or \
-missing); submit the cell through oscar-jupyter, which sends it as the job body"
-  _oj_finish 2
+  _oj_fail 2 "no job body (INPUT_FILE_PATH is unset or missing); submit the cell through \
+oscar-jupyter, which sends it as the job body"
 fi
 if ! command -v python3 >/dev/null 2>&1; then
-  printf '@@OJ|e|1|%s|@@\n' "oscar-jupyter runner: python3 not found in the image; \
-choose an image with Python 3 (--image)"
-  _oj_finish 127
+  _oj_fail 127 "python3 not found in the image; choose an image with Python 3 (--image)"
 fi
 
 _oj_work=$(mktemp -d /tmp/oj-XXXXXXXX 2>/dev/null) || {
   _oj_work=/tmp/oj-$$
   mkdir -p "$_oj_work"
 }
-cd "$_oj_work" || _oj_finish 2
+cd "$_oj_work" || _oj_fail 2 "cannot use the work directory $_oj_work"
 
-exec 3>&1
-_oj_status=$(
-  {
-    {
-      {
-        python3 -u "$INPUT_FILE_PATH" 3>&- 4>&- 5>&-
-        echo "$?" >&5
-      } 2>&1 1>&4 4>&- | _oj_tag e E >&3 4>&- 5>&-
-    } 4>&1 | _oj_tag o O >&3 5>&-
-  } 5>&1
-)
-exec 3>&-
-
-cd /tmp && rm -rf "$_oj_work"
-_oj_finish "${_oj_status:-255}"
+cat > .oj-tagger.py <<'_OJ_TAGGER_END_' || _oj_fail 2 "cannot write into $_oj_work"
 """
+_SCRIPT_TAIL = r"""_OJ_TAGGER_END_
+exec python3 .oj-tagger.py "$_oj_work" "$INPUT_FILE_PATH"
+"""
+RUNNER_SCRIPT = _SCRIPT_HEAD + TAGGER.lstrip("\n") + _SCRIPT_TAIL
 
 _PROGRAM_TEMPLATE = '''\
 import os as _oj_os, sys as _oj_sys, types as _oj_types, traceback as _oj_traceback

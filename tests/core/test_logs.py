@@ -88,6 +88,15 @@ def test_escaped_lines_restore_carriage_returns_and_backslashes():
         ("stdout", "10%\r100%\\n"), ("stderr", "a\\r\r"), ("stdout", "raw \\r kept")]
 
 
+def test_hex_escapes_show_nul_and_bytes_that_are_not_utf8_and_restore_other_controls():
+    parser = LogParser()
+    log = debug(r"@@OJ|O|1|a\xffb\x00c|@@", r"@@OJ|O|2|\x1b[31mred\x1b[0m\x07|@@",
+                r"@@OJ|E|1|text \\x41 \xE6\x97 \x|@@", r"@@OJ|o|3|plain \x00 stays|@@")
+    assert [(line.stream, line.text) for line in parser.feed(log)] == [
+        ("stdout", "a\\xffb\\x00c"), ("stdout", "\x1b[31mred\x1b[0m\x07"),
+        ("stderr", "text \\x41 \\xe6\\x97 x"), ("stdout", "plain \\x00 stays")]
+
+
 def test_only_newline_splits_lines_not_other_unicode_separators():
     parser = LogParser()
     text = "a\u2028b\x85c\x1cd\x0be\x0cf"

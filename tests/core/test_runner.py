@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import json
 import os
@@ -9,6 +10,7 @@ import re
 import shutil
 import subprocess
 import textwrap
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -113,6 +115,7 @@ def test_cell_runs_as_main_in_a_writable_tmp_dir_that_is_removed(run_runner):
         import os, sys
         print(__name__, sys.argv[0] == __file__, os.path.basename(__file__))
         print(os.getcwd())
+        print(os.listdir())
         open("scratch.txt", "w").write("x")
         class C: pass
         import pickle; print(type(pickle.loads(pickle.dumps(C()))).__name__)
@@ -121,7 +124,8 @@ def test_cell_runs_as_main_in_a_writable_tmp_dir_that_is_removed(run_runner):
     out = result.text("stdout")
     assert out[0] == "__main__ True cell.py"
     assert out[1].startswith("/tmp/oj-")
-    assert out[2] == "C"
+    assert out[2] == "['cell.py']"  # the runner's own tagger file is gone
+    assert out[3] == "C"
     assert not os.path.exists(out[1])
 
 
@@ -177,6 +181,61 @@ def test_property_printed_text_comes_back_exactly(run_runner, out, err):
     assert result.text("stdout") == expected_lines(out)
     assert result.text("stderr") == expected_lines(err)
     assert result.parser.exit_code == 0
+
+
+def visible_lines(data: bytes) -> list[str]:
+    """What raw bytes a cell writes to stdout become: its lines, NUL and every byte that is not
+    UTF-8 shown as the text \\xNN, other control characters as they are."""
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    return [line.decode("utf-8", "backslashreplace").replace("\0", "\\x00") for line in lines]
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=60)
+       | st.text(max_size=30).map(lambda text: text.encode("utf-8", "surrogatepass")))
+def test_property_raw_bytes_come_back_visibly_and_nothing_is_dropped(run_runner, data):
+    result = run_runner(OffloadSpec().job_body(f"import os\nos.write(1, {data!r})\n"))
+    assert result.text("stdout") == visible_lines(data)
+    assert result.parser.exit_code == 0
+    # the supervisor gets no control character it could drop or split a line at
+    assert not re.search(r"[\x00-\x08\x0b-\x1f]", result.raw)
+
+
+def test_tagger_keeps_to_old_python3_syntax_and_the_markers():
+    # The tagger runs with the image's own python3, whatever its age.
+    ast.parse(runner.TAGGER, feature_version=(3, 5))
+    assert "\n_OJ_TAGGER_END_\n" not in runner.TAGGER
+    assert f'MARKER = "{runner.MARKER}"' in runner.TAGGER
+
+
+@pytest.mark.parametrize("version", ["3.6", "3.7"])
+def test_runner_with_an_old_python3_in_the_image(run_runner, tmp_path, version):
+    candidates = [shutil.which(f"python{version}"),
+                  *sorted(map(str, Path.home().glob(f".pyenv/versions/{version}.*/bin/python3")))]
+    real = None
+    for candidate in filter(None, candidates):
+        probe = subprocess.run([candidate, "-c", "import sys; print(sys.executable)"],
+                               capture_output=True, text=True)
+        if probe.returncode == 0:
+            real = probe.stdout.strip()
+            break
+    if real is None:
+        pytest.skip(f"no python{version} here")
+    bin_dir = tmp_path / "old-bin"
+    bin_dir.mkdir()
+    os.symlink(real, bin_dir / "python3")
+    code = 'import os, sys\nos.write(1, b"a\\xff\\n")\nprint("err", file=sys.stderr)\nsys.exit(3)'
+    result = run_runner(OffloadSpec().job_body(code),
+                        env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    if version == "3.6":  # the job's program needs 3.7 (reconfigure); the tagger still reports it
+        assert result.parser.exit_code == 1
+        assert "reconfigure" in result.parser.traceback()
+    else:
+        assert result.text("stdout") == ["a\\xff"] and result.text("stderr") == ["err"]
+        assert result.parser.exit_code == 3
 
 
 env_names = st.from_regex(r"[A-Z_][A-Z0-9_]{0,8}", fullmatch=True).filter(
