@@ -13,6 +13,14 @@ Decisions (see also docs/ARCHITECTURE.md):
   gets ``1024Mi`` (the plugin would otherwise ask Slurm for 1 MB and OSCAR's default is 256Mi).
 * The FDL names the script as a file beside it (oscar-cli reads ``script:`` as a path relative to
   the FDL file): ``fdl_files()`` gives that file (name -> content).
+* ``--time`` is at most 365 days: Slurm counts seconds in 32 bits (longer limits wrap around)
+  and squeue shows any limit over 365-00:00:00 as INVALID.
+* The Slurm plugin pastes ``--image``, ``--singularity-options`` and the ``--sbatch`` flags into
+  its job scripts as they are, so they are checked against a grammar, not a blacklist: an OCI
+  reference (optional ``scheme://``) or an absolute ``.sif`` path; singularity option words;
+  sbatch options parsed as sbatch's getopt does (unique prefixes of long options, bundled short
+  options), with values of safe characters only. ``--pre-exec`` is the user's own shell command
+  and travels as one annotation value.
 * ``--env`` values go into the service's environment (so interpreter-start variables such as
   ``PYTHONPATH`` work) and into the job's program, which sets them again byte for byte before the
   cell runs (old Slurm plugins mangle env values with commas or quotes).
@@ -20,6 +28,7 @@ Decisions (see also docs/ARCHITECTURE.md):
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
@@ -41,19 +50,91 @@ RUNNER_LABEL = "oscar-jupyter/runner"
 MiB = 1024 * 1024
 _UNITS = {"": MiB, "b": 1, "k": 1024, "ki": 1024, "m": MiB, "mi": MiB,
           "g": 1024 * MiB, "gi": 1024 * MiB, "t": 1024**2 * MiB, "ti": 1024**2 * MiB}
-_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([a-zA-Z]{0,2})$")
+_MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s*([a-zA-Z]{0,2})")
 _TIME_HINT = ("use MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS, e.g. --time 02:30:00")
+# Slurm stores a limit as whole minutes and counts seconds in 32 bits: sbatch 22.05 takes
+# --time 71582789 as 1 minute, and squeue shows any limit over 365 days as INVALID.
+MAX_TIME_SECONDS = 365 * 86400
 _MEMORY_HINT = ("use a number of MiB or a unit K, M, G, T (binary, as sbatch --mem) or Ki, Mi, "
                 "Gi, Ti, e.g. --mem 32G")
+# fullmatch everywhere: "$" would also accept a trailing newline, which breaks job.sh lines.
 _DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
-_NODE = re.compile(rf"^{_DNS_LABEL}(?:\.{_DNS_LABEL})*$")
-_PREFIX = re.compile(r"^[a-z](?:[-a-z0-9]*[a-z0-9])?$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SLURM_WORD = re.compile(r"^[A-Za-z0-9._:+-]+$")
-_SLURM_LIST = re.compile(r"^[A-Za-z0-9._+-]+(?:,[A-Za-z0-9._+-]+)*$")
-_MOUNT_PATH = re.compile(r"^/[A-Za-z0-9._/@%+=-]*$")
-_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
-_UNSAFE_IN_FLAGS = re.compile(r"[\s'\"\\$`;|&<>()]")
+_NODE = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
+_PREFIX = re.compile(r"[a-z](?:[-a-z0-9]*[a-z0-9])?")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SLURM_WORD = re.compile(r"[A-Za-z0-9._:+-]+")
+_SLURM_LIST = re.compile(r"[A-Za-z0-9._+-]+(?:,[A-Za-z0-9._+-]+)*")
+_MOUNT_PATH = re.compile(r"/[A-Za-z0-9._/@%+=-]*")
+_COUNT_TEXT = re.compile(r"\s*[0-9]+\s*")
+
+# ---- image references: [scheme://][registry/]path[:tag][@digest] or an absolute .sif path.
+# The Slurm plugin pastes the image unquoted into job.sh, so only this grammar gets through.
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*://")
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_PORT = r":[0-9]{1,5}"
+# A first component is a registry only with a '.', a port or as localhost (Docker's rule).
+_REGISTRY = (rf"(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})+(?:{_PORT})?|{_HOST_LABEL}{_PORT}"
+             r"|localhost)")
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_OCI_REFERENCE = re.compile(
+    rf"(?:{_REGISTRY}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
+)
+_SAFE_PATH = re.compile(r"[A-Za-z0-9._/+-]+")
+_IMAGE_MAX = 512
+_IMAGE_EXAMPLES = ("e.g. --image python:3.12-slim, docker://ghcr.io/org/img:tag or "
+                   "/scratch/images/python.sif")
+
+# ---- singularity options: pasted unquoted into job.sh, so option words and plain values only.
+_SINGULARITY_OPTION = re.compile(r"--?[A-Za-z0-9][A-Za-z0-9-]*(?:=[A-Za-z0-9._/:,=+@-]+)?")
+_SINGULARITY_VALUE = re.compile(r"[A-Za-z0-9._/:,=+@][A-Za-z0-9._/:,=+@-]*")
+_SINGULARITY_HINT = ("each word must be an option (-x, --long-opt or --opt=value) or a value "
+                     "after it, of letters, digits and . _ / : , = + @ - (no quotes or shell "
+                     "characters: the plugin pastes them unquoted into job.sh), e.g. "
+                     "--singularity-options '--no-home --cleanenv'")
+
+# ---- sbatch's long options (sbatch 22.05: `sbatch --help` plus the hidden ones its getopt
+# table lists when an abbreviation is ambiguous), by kind of argument.
+_SBATCH_NO_VALUE = (
+    "contiguous", "help", "hold", "ignore-pbs", "no-requeue", "overcommit", "oversubscribe",
+    "parsable", "quiet", "reboot", "requeue", "spread-job", "test-only", "usage",
+    "use-min-nodes", "verbose", "version", "wait",
+)
+_SBATCH_OPTIONAL_VALUE = ("exclusive", "get-user-env", "nice", "no-kill", "propagate")
+_SBATCH_VALUE = (
+    "account", "acctg-freq", "array", "batch", "bb", "bbf", "begin", "chdir", "cluster",
+    "cluster-constraint", "clusters", "comment", "constraint", "container", "context",
+    "core-spec", "cores-per-socket", "cpu-freq", "cpus-per-gpu", "cpus-per-task", "deadline",
+    "delay-boot", "dependency", "distribution", "error", "exclude", "export", "export-file",
+    "extra-node-info", "gid", "gpu-bind", "gpu-freq", "gpus", "gpus-per-node",
+    "gpus-per-socket", "gpus-per-task", "gres", "gres-flags", "hint", "input", "job-name",
+    "kill-on-invalid-dep", "licenses", "mail-type", "mail-user", "mcs-label", "mem", "mem-bind",
+    "mem-per-cpu", "mem-per-gpu", "mincpus", "network", "nodefile", "nodelist", "nodes",
+    "ntasks", "ntasks-per-core", "ntasks-per-gpu", "ntasks-per-node", "ntasks-per-socket",
+    "ntasks-per-tres", "open-mode", "output", "partition", "power", "prefer", "priority",
+    "profile", "qos", "reservation", "signal", "sockets-per-node", "switches",
+    "tasks-per-node", "thread-spec", "threads-per-core", "time", "time-min", "tmp", "uid",
+    "wait-all-nodes", "wckey", "wrap",
+)
+_NO, _OPTIONAL, _REQUIRED = "no", "optional", "required"
+SBATCH_OPTIONS: dict[str, str] = {
+    **{name: _NO for name in _SBATCH_NO_VALUE},
+    **{name: _OPTIONAL for name in _SBATCH_OPTIONAL_VALUE},
+    **{name: _REQUIRED for name in _SBATCH_VALUE},
+}
+# sbatch's short options (`sbatch --help`); each takes the argument of its long option.
+SBATCH_SHORT_OPTIONS: dict[str, str] = {
+    "a": "array", "A": "account", "b": "begin", "B": "extra-node-info", "c": "cpus-per-task",
+    "C": "constraint", "d": "dependency", "D": "chdir", "e": "error", "F": "nodefile",
+    "G": "gpus", "h": "help", "H": "hold", "i": "input", "J": "job-name", "k": "no-kill",
+    "L": "licenses", "m": "distribution", "M": "clusters", "n": "ntasks", "N": "nodes",
+    "o": "output", "O": "overcommit", "p": "partition", "q": "qos", "Q": "quiet",
+    "s": "oversubscribe", "S": "core-spec", "t": "time", "v": "verbose", "V": "version",
+    "w": "nodelist", "W": "wait", "x": "exclude",
+}
+# Values end up in the flags annotation, which the plugin splits and splices into job.slurm.
+_SBATCH_SAFE_VALUE = re.compile(r"[A-Za-z0-9._:,=+@/%\[\]!*-]+")
+_SBATCH_EXAMPLE = "e.g. --sbatch '--qos=normal --exclusive -C gpu'"
 
 # Variables OSCAR, the supervisor or the runner set themselves; a user value would break the job.
 RESERVED_ENV = frozenset({
@@ -63,18 +144,24 @@ RESERVED_ENV = frozenset({
 _RESERVED_ENV_PREFIXES = ("OSCAR_",)
 
 # sbatch options the Slurm plugin sets itself, drops, or chokes on: option -> what to do instead.
+# They are refused however they are spelled: in full, abbreviated or as a short option.
 _FORBIDDEN_SBATCH = {
-    "--output": "the plugin writes the job's output to job.out, which is where the logs come "
-                "from; remove it",
-    "--error": "stderr must stay in job.out with the logs; remove it",
-    "--parsable": "it makes the plugin's sbatch call fail; remove it",
-    "--cpus-per-task": "use --cpus-per-task / --mem of the magic: the plugin overrides these",
-    "--mem": "use --cpus-per-task / --mem of the magic: the plugin overrides these",
-    "--mem-per-cpu": "it conflicts with the --mem the plugin always adds; use --mem of the magic",
-    "--mem-per-gpu": "it conflicts with the --mem the plugin always adds; use --mem of the magic",
-    "--wrap": "the plugin submits its own batch script; put the code in the cell instead",
+    "output": "the plugin writes the job's output to job.out, which is where the logs come "
+              "from; remove it",
+    "error": "stderr must stay in job.out with the logs; remove it",
+    "parsable": "it makes the plugin's sbatch call fail; remove it",
+    "cpus-per-task": "use --cpus-per-task / --mem of the magic: the plugin overrides these",
+    "mem": "use --cpus-per-task / --mem of the magic: the plugin overrides these",
+    "mem-per-cpu": "it conflicts with the --mem the plugin always adds; use --mem of the magic",
+    "mem-per-gpu": "it conflicts with the --mem the plugin always adds; use --mem of the magic",
+    "wrap": "the plugin submits its own batch script; put the code in the cell instead",
+    "wait": "it keeps the plugin's sbatch call waiting until the job ends; remove it (the "
+            "magic waits for the job already)",
+    "test-only": "sbatch then submits nothing, so the plugin finds no job; remove it",
+    "help": "sbatch then prints help and submits nothing; remove it",
+    "usage": "sbatch then prints its usage and submits nothing; remove it",
+    "version": "sbatch then prints its version and submits nothing; remove it",
 }
-_SHORT_SBATCH = {"o": "--output", "e": "--error", "c": "--cpus-per-task"}
 
 
 class SpecError(ValueError):
@@ -93,10 +180,18 @@ def _flag_error(flag: str, value: object, hint: str) -> SpecError:
     return SpecError(flag, f"{flag} {value}: {hint}")
 
 
+def _require_text(flag: str, value: object, example: str) -> None:
+    if not isinstance(value, str):
+        raise SpecError(flag, f"{flag}: give text (a str), not {type(value).__name__}, "
+                        f"e.g. {example}")
+
+
 def parse_time(text: str) -> int:
     """A Slurm time limit -> seconds. Raises SpecError (flag ``--time``)."""
     value = str(text).strip()
-    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", value)
+    # the length cap keeps int() away from its 4300-digit limit
+    match = re.fullmatch(r"(?:([0-9]{1,99})-)?([0-9]{1,99})(?::([0-9]{1,99}))?(?::([0-9]{1,99}))?",
+                         value)
     if not match:
         if value.upper() in ("UNLIMITED", "INFINITE", "-1"):
             raise _flag_error("--time", value, "no limit is not accepted here; omit --time to get "
@@ -123,6 +218,11 @@ def parse_time(text: str) -> int:
     if total <= 0:
         raise _flag_error("--time", value, "the limit must be more than zero (Slurm reads 0 as "
                           "no limit); omit --time to get the partition's default limit")
+    if total > MAX_TIME_SECONDS:
+        longest = format_time(MAX_TIME_SECONDS)
+        raise _flag_error("--time", value, f"Slurm's longest limit is {longest} (365 days; "
+                          "longer ones overflow or show as INVALID); ask for at most "
+                          f"--time {longest}, or omit --time to get the partition's default")
     return total
 
 
@@ -138,9 +238,9 @@ def format_time(seconds: int) -> str:
 def parse_memory(text: str) -> int:
     """A memory size (Slurm or Kubernetes units, plain number = MiB) -> bytes. Raises SpecError."""
     value = str(text).strip()
-    match = _MEMORY.match(value)
+    match = _MEMORY.fullmatch(value)
     unit = match.group(2).lower() if match else ""
-    if not match or unit not in _UNITS:
+    if not match or unit not in _UNITS or len(match.group(1)) > 30:
         raise _flag_error("--mem", value, _MEMORY_HINT)
     size = math.ceil(float(match.group(1)) * _UNITS[unit])
     if size < MiB:
@@ -158,6 +258,184 @@ def normalise_image(image: str) -> str:
     if image.startswith("/") or _SCHEME.match(image):
         return image
     return "docker://" + image
+
+
+def check_image(image: object) -> None:
+    """Raise SpecError (flag ``--image``) unless ``image`` is an image reference or .sif path.
+
+    Accepted: ``[scheme://][registry[:port]/]path[:tag][@sha256:<64 hex>]`` with the OCI
+    grammar (lowercase path components), a scheme of ``[a-z][a-z0-9+.-]*``, or an absolute
+    ``.sif`` path; after a ``...-archive://`` scheme, a path to the archive file.
+    """
+    if not isinstance(image, str):
+        raise SpecError("--image", f"--image: give the image as text, not "
+                        f"{type(image).__name__}; {_IMAGE_EXAMPLES}")
+    if not image.strip() or re.search(r"\s", image):
+        raise _flag_error("--image", repr(image), f"give an image without spaces, "
+                          f"{_IMAGE_EXAMPLES}")
+    if len(image) > _IMAGE_MAX:
+        raise _flag_error("--image", repr(image[:40] + "..."), f"at most {_IMAGE_MAX} "
+                          f"characters; {_IMAGE_EXAMPLES}")
+    if image.startswith("/"):
+        _check_sif_path(image)
+        return
+    scheme = _SCHEME.match(image)
+    rest = image[scheme.end():] if scheme else image
+    if scheme and scheme.group().endswith("-archive://") and _is_safe_path(rest):
+        return
+    if not scheme and image.endswith(".sif"):
+        raise _flag_error("--image", image, "a .sif file needs an absolute path on the "
+                          "cluster, e.g. --image /scratch/images/python.sif")
+    if _OCI_REFERENCE.fullmatch(rest):
+        return
+    name, suffix = _split_reference(rest)
+    if _OCI_REFERENCE.fullmatch(name.lower() + suffix):
+        lowered = image[:len(image) - len(rest)] + name.lower() + suffix
+        raise _flag_error("--image", image, "repository names are lowercase in image "
+                          f"references; write --image {lowered}")
+    raise _flag_error("--image", repr(image), "not an image reference: write "
+                      "[scheme://][registry/]name[:tag][@sha256:<64 hex digits>] (name in "
+                      "lowercase letters, digits and . _ - separators) or an absolute .sif "
+                      f"path; {_IMAGE_EXAMPLES}")
+
+
+def _check_sif_path(path: str) -> None:
+    if not path.endswith(".sif") or not _is_safe_path(path):
+        raise _flag_error("--image", repr(path), "a path must be an absolute .sif file of "
+                          "letters, digits and . _ / + - (no '..'), e.g. "
+                          "--image /scratch/images/python.sif")
+
+
+def _is_safe_path(path: str) -> bool:
+    return bool(_SAFE_PATH.fullmatch(path)) and ".." not in path.split("/")
+
+
+def _split_reference(reference: str) -> tuple[str, str]:
+    """``reg:5000/a/b:tag@sha256:x`` -> (``reg:5000/a/b``, ``:tag@sha256:x``)."""
+    name, at, digest = reference.partition("@")
+    colon = name.rfind(":")
+    if colon > name.rfind("/"):
+        return name[:colon], name[colon:] + at + digest
+    return name, at + digest
+
+
+def parse_sbatch(text: str) -> list[str]:
+    """``--sbatch`` text -> sbatch options as single words, read as sbatch's getopt reads them.
+
+    Long options may be abbreviated to any unique prefix (so ``--ou`` is ``--output``) and are
+    written back in full; ``--opt value``, ``--opt=value``, ``-o value``, ``-ovalue`` and
+    bundled short flags (``-HO``) are understood. Forbidden options, unknown or ambiguous ones,
+    stray words and values with characters outside ``_SBATCH_SAFE_VALUE`` raise SpecError.
+    """
+    try:
+        tokens = shlex.split(text)
+    except ValueError as error:
+        raise _flag_error("--sbatch", repr(text), f"the quoting is broken ({error}); "
+                          "e.g. --sbatch '--qos=normal --constraint=amd'") from None
+    words: list[str] = []
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        index += 1
+        if token.startswith("--") and token != "--":
+            word, index = _sbatch_long_option(token, tokens, index)
+            words.append(word)
+        elif token.startswith("-") and token not in ("-", "--"):
+            short_words, index = _sbatch_short_options(token, tokens, index)
+            words += short_words
+        else:
+            raise _flag_error("--sbatch", repr(token), "every word must be an sbatch option "
+                              f"or the value after one; {_SBATCH_EXAMPLE}")
+    return words
+
+
+def _sbatch_long_option(token: str, tokens: list[str], index: int) -> tuple[str, int]:
+    given, equals, value = token[2:].partition("=")
+    name = _resolve_sbatch_option(given, token)
+    _refuse_forbidden_sbatch(name, "--" + given, token)
+    kind = SBATCH_OPTIONS[name]
+    if equals and kind == _NO:
+        raise _flag_error("--sbatch", _shown(token), f"--{name} takes no value; write "
+                          f"--{name}")
+    if not equals and kind == _REQUIRED:
+        value, index = _next_sbatch_value(f"--{name}", tokens, index)
+    if equals or kind == _REQUIRED:
+        _check_sbatch_value(f"--{name}", value, token)
+        return f"--{name}={value}", index
+    return f"--{name}", index
+
+
+def _sbatch_short_options(token: str, tokens: list[str], index: int) -> tuple[list[str], int]:
+    words: list[str] = []
+    for position, letter in enumerate(token[1:], start=2):
+        name = SBATCH_SHORT_OPTIONS.get(letter)
+        if name is None:
+            raise _flag_error("--sbatch", repr(token), f"-{letter} is not an sbatch option; "
+                              f"short options are -{' -'.join(sorted(SBATCH_SHORT_OPTIONS))}; "
+                              + _SBATCH_EXAMPLE)
+        _refuse_forbidden_sbatch(name, "-" + letter, token)
+        kind = SBATCH_OPTIONS[name]
+        if kind == _NO:
+            words.append("-" + letter)
+            continue
+        # the rest of the word is the value, as getopt reads "-pdebug"
+        value = token[position:]
+        if not value and kind == _REQUIRED:
+            value, index = _next_sbatch_value("-" + letter, tokens, index)
+        if value:
+            _check_sbatch_value("-" + letter, value, token)
+        words.append(f"-{letter}{value}")
+        break
+    return words, index
+
+
+def _resolve_sbatch_option(given: str, token: str) -> str:
+    """A long option's name as typed -> sbatch's option (exact, or the one it abbreviates)."""
+    if given in SBATCH_OPTIONS:
+        return given
+    candidates = [name for name in SBATCH_OPTIONS if given and name.startswith(given)]
+    if len(candidates) == 1:
+        return candidates[0]
+    if candidates:
+        listed = ", ".join("--" + name for name in sorted(candidates))
+        raise _flag_error("--sbatch", _shown(token), f"--{given} is ambiguous for sbatch: it "
+                          f"could be {listed}; write the option in full")
+    close = difflib.get_close_matches(given, SBATCH_OPTIONS, n=3)
+    hint = f"did you mean {', '.join('--' + name for name in close)}?" if close else (
+        "see `sbatch --help` for the options")
+    raise _flag_error("--sbatch", repr(token), f"--{given} is not an sbatch option; {hint} "
+                      + _SBATCH_EXAMPLE)
+
+
+def _refuse_forbidden_sbatch(name: str, spelled: str, token: str) -> None:
+    reason = _FORBIDDEN_SBATCH.get(name)
+    if reason is None:
+        return
+    alias = "" if spelled == "--" + name else f"sbatch reads {spelled} as --{name}; "
+    raise _flag_error("--sbatch", _shown(token), alias + reason)
+
+
+def _shown(token: str) -> str:
+    """A word for a message: quoted when it holds spaces or quotes, so its ends are visible."""
+    return token if _SBATCH_SAFE_VALUE.fullmatch(token) else repr(token)
+
+
+def _next_sbatch_value(option: str, tokens: list[str], index: int) -> tuple[str, int]:
+    if index == len(tokens) or tokens[index].startswith("-"):
+        raise _flag_error("--sbatch", option, f"{option} needs a value, e.g. --sbatch "
+                          f"'{option}{'=' if option.startswith('--') else ' '}VALUE'")
+    return tokens[index], index + 1
+
+
+def _check_sbatch_value(option: str, value: str, token: str) -> None:
+    if not value:
+        raise _flag_error("--sbatch", repr(token), f"{option} needs a value after '=', "
+                          "e.g. --sbatch '--qos=normal'")
+    if not _SBATCH_SAFE_VALUE.fullmatch(value):
+        raise _flag_error("--sbatch", repr(token), f"the value of {option} must be letters, "
+                          "digits and . _ : , = + @ / % [ ] ! * - only: spaces, quotes and "
+                          "shell characters do not survive the plugin's flag splitting into "
+                          "job.slurm; e.g. --sbatch '--constraint=amd'")
 
 
 @dataclass
@@ -181,12 +459,21 @@ class OffloadSpec:
     env: dict[str, str] = field(default_factory=dict, repr=False)
     prefix: str = "oj"
 
+    def __post_init__(self) -> None:
+        # The Python API may pass counts as text ("2"), as the magic's line does.
+        for name in _COUNT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, str) and _COUNT_TEXT.fullmatch(value):
+                setattr(self, name, int(value))
+
     def __repr__(self) -> str:
         # env values may be secrets: show names only
         shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
                  if f.name != "env" and getattr(self, f.name) != _default(f)]
-        if self.env:
-            shown.append(f"env=<{', '.join(sorted(self.env))}>")
+        if isinstance(self.env, Mapping) and self.env:
+            shown.append(f"env=<{', '.join(sorted(map(str, self.env)))}>")
+        elif self.env:
+            shown.append(f"env=<{type(self.env).__name__}>")
         return f"OffloadSpec({', '.join(shown)})"
 
     # ---- validation -------------------------------------------------------------------------
@@ -202,8 +489,8 @@ class OffloadSpec:
         errors: list[SpecError] = []
         for check in (self._check_node, self._check_time, self._check_counts, self._check_mem,
                       self._check_slurm_words, self._check_image, self._check_mounts,
-                      self._check_singularity_options, self._check_sbatch, self._check_env,
-                      self._check_prefix):
+                      self._check_pre_exec, self._check_singularity_options, self._check_sbatch,
+                      self._check_env, self._check_prefix):
             try:
                 if check == self._check_node:
                     check(known_nodes)
@@ -216,7 +503,8 @@ class OffloadSpec:
     def _check_node(self, known_nodes: Collection[str] | None) -> None:
         if self.node is None:
             return
-        if not _NODE.match(self.node) or len(self.node) > 253:
+        _require_text("--node", self.node, "--node vega-new-vk")
+        if not _NODE.fullmatch(self.node) or len(self.node) > 253:
             raise _flag_error("--node", repr(self.node), "a node name is lowercase letters, "
                               "digits, '-' and '.', e.g. --node vega-new-vk")
         if known_nodes is not None and self.node not in known_nodes:
@@ -231,8 +519,14 @@ class OffloadSpec:
     def _check_counts(self) -> None:
         for flag, value in (("--cpus-per-task", self.cpus_per_task), ("--nodes", self.nodes),
                             ("--gpus", self.gpus)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 1):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, str)):
+                raise _flag_error(flag, repr(value), "give a whole number as an int or a "
+                                  f"string of digits, not {type(value).__name__}, e.g. {flag} 2")
+            if isinstance(value, str) and not _COUNT_TEXT.fullmatch(value):
+                raise _flag_error(flag, repr(value), f"use a whole number, e.g. {flag} 2")
+            if int(value) < 1:
                 raise _flag_error(flag, value, f"use a whole number of at least 1, e.g. {flag} 2")
 
     def _check_mem(self) -> None:
@@ -245,42 +539,68 @@ class OffloadSpec:
             ("--partition", self.partition, _SLURM_LIST, "gpu"),
             ("--account", self.account, _SLURM_WORD, "project123"),
         ):
-            if value is not None and (not pattern.match(value) or len(value) > 128):
+            if value is None:
+                continue
+            _require_text(flag, value, f"{flag} {example}")
+            if not pattern.fullmatch(value) or len(value) > 128:
                 raise _flag_error(flag, repr(value), "use letters, digits and . _ : + - only "
                                   f"(no spaces or quotes: the plugin splits flags on them), "
                                   f"e.g. {flag} {example}")
 
     def _check_image(self) -> None:
-        image = self.image
-        if not image or not image.strip() or re.search(r"\s", image):
-            raise _flag_error("--image", repr(image), "give an image without spaces, e.g. "
-                              "--image python:3.12-slim, docker://ghcr.io/org/img:tag or "
-                              "/abs/path/image.sif")
-        if image.endswith(".sif") and not image.startswith("/") and not _SCHEME.match(image):
-            raise _flag_error("--image", image, "a .sif file needs an absolute path on the "
-                              "cluster, e.g. --image /scratch/images/python.sif")
+        check_image(self.image)
 
     def _check_mounts(self) -> None:
+        if isinstance(self.mounts, str) or not isinstance(self.mounts, (list, tuple)):
+            raise SpecError("--mount", "--mount: pass mounts as a list of 'SRC:DST[:ro|rw]' "
+                            f"strings, not {type(self.mounts).__name__}, e.g. "
+                            "mounts=['/scratch/me:/data:ro'] (on the magic's line: "
+                            "--mount /scratch/me:/data:ro)")
         for mount in self.mounts:
+            _require_text("--mount", mount, "--mount /scratch/me:/data:ro")
             parts = mount.split(":")
             mode_ok = len(parts) == 2 or (len(parts) == 3 and parts[2] in ("ro", "rw"))
-            if not mode_ok or not all(_MOUNT_PATH.match(p) for p in parts[:2]):
+            if not mode_ok or not all(_MOUNT_PATH.fullmatch(p) for p in parts[:2]):
                 raise _flag_error("--mount", repr(mount), "use SRC:DST or SRC:DST:ro|rw with "
                                   "absolute paths (letters, digits, / . _ - @ % + =), "
                                   "e.g. --mount /scratch/me:/data:ro")
 
+    def _check_pre_exec(self) -> None:
+        # The user's own shell command: the plugin runs it before the job, so any text goes.
+        if self.pre_exec is not None:
+            _require_text("--pre-exec", self.pre_exec, "--pre-exec 'module load cuda'")
+
     def _check_singularity_options(self) -> None:
-        if self.singularity_options is not None and "\n" in self.singularity_options:
-            raise _flag_error("--singularity-options", repr(self.singularity_options),
+        options = self.singularity_options
+        if options is None:
+            return
+        _require_text("--singularity-options", options, "--singularity-options '--no-home'")
+        if "\n" in options or "\r" in options:
+            raise _flag_error("--singularity-options", repr(options),
                               "give the options on one line, e.g. "
                               "--singularity-options '--no-home'")
+        words = [word for word in re.split(r"[ \t]+", options) if word]
+        for index, word in enumerate(words):
+            if _SINGULARITY_OPTION.fullmatch(word):
+                continue
+            if index and _SINGULARITY_VALUE.fullmatch(word):
+                continue
+            if _SINGULARITY_VALUE.fullmatch(word):
+                raise _flag_error("--singularity-options", repr(word), "a value must follow "
+                                  "an option (singularity would read it as the image); "
+                                  + _SINGULARITY_HINT)
+            raise _flag_error("--singularity-options", repr(word), _SINGULARITY_HINT)
 
     def _check_sbatch(self) -> None:
         self.sbatch_words()
 
     def _check_env(self) -> None:
+        if not isinstance(self.env, Mapping):
+            raise SpecError("--env", "--env: pass env as a dict of NAME -> text value, not "
+                            f"{type(self.env).__name__}, e.g. env={{'OMP_NUM_THREADS': '8'}} "
+                            "(on the magic's line: --env OMP_NUM_THREADS=8)")
         for name, value in self.env.items():
-            if not isinstance(name, str) or not _ENV_NAME.match(name):
+            if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
                 raise _flag_error("--env", repr(name), "a variable name is letters, digits and "
                                   "'_', not starting with a digit, e.g. --env MY_VAR=value")
             if name in RESERVED_ENV or name.startswith(_RESERVED_ENV_PREFIXES):
@@ -292,53 +612,24 @@ class OffloadSpec:
                                 "bytes; pass binary data through storage instead")
 
     def _check_prefix(self) -> None:
-        if not _PREFIX.match(self.prefix or "") or len(self.prefix) > 13:
+        _require_text("--prefix", self.prefix, "--prefix oj")
+        if not _PREFIX.fullmatch(self.prefix) or len(self.prefix) > 13:
             raise _flag_error("--prefix", repr(self.prefix), "use 1-13 lowercase letters, digits "
                               "or '-', starting with a letter, e.g. --prefix oj")
 
     # ---- what the cluster gets --------------------------------------------------------------
 
     def sbatch_words(self) -> list[str]:
-        """The extra ``--sbatch`` options as single words (``--qos normal`` -> ``--qos=normal``)."""
-        if not self.sbatch:
+        """The extra ``--sbatch`` options as single words, parsed as sbatch parses them
+        (``--qos normal`` -> ``--qos=normal``, ``--reserv=x`` -> ``--reservation=x``,
+        ``-p debug`` -> ``-pdebug``). Raises SpecError (flag ``--sbatch``)."""
+        if self.sbatch is None or self.sbatch == "":
             return []
-        try:
-            tokens = shlex.split(self.sbatch)
-        except ValueError as error:
-            raise _flag_error("--sbatch", repr(self.sbatch), f"the quoting is broken ({error}); "
-                              "e.g. --sbatch '--qos=normal --constraint=amd'") from None
-        words: list[str] = []
-        for token in tokens:
-            if not token.startswith("-"):
-                previous = words[-1] if words else ""
-                if previous.startswith("--") and "=" not in previous:
-                    words[-1] = f"{previous}={token}"
-                elif len(previous) == 2 and previous[0] == "-" and previous[1] != "-":
-                    words[-1] = previous + token  # "-p debug" -> "-pdebug": one word
-                else:
-                    raise _flag_error("--sbatch", repr(token), "every word must be an sbatch "
-                                      "option, e.g. --sbatch '--qos=normal --exclusive'")
-                continue
-            words.append(token)
-        for word in words:
-            self._check_sbatch_word(word)
-        return words
-
-    @staticmethod
-    def _check_sbatch_word(word: str) -> None:
-        if word.startswith("--"):
-            name = word.split("=", 1)[0]
-            forbidden = [f for f in _FORBIDDEN_SBATCH
-                         if f == name or (len(name) >= 5 and f.startswith(name))]
-            option = forbidden[0] if forbidden else None
-        else:
-            option = _SHORT_SBATCH.get(word[1:2])
-        if option:
-            raise _flag_error("--sbatch", word, _FORBIDDEN_SBATCH[option])
-        if _UNSAFE_IN_FLAGS.search(word) or word in ("-", "--"):
-            raise _flag_error("--sbatch", repr(word), "spaces, quotes and shell characters do "
-                              "not survive the plugin's flag splitting; use plain --long=value "
-                              "words, e.g. --sbatch '--constraint=amd'")
+        if not isinstance(self.sbatch, str):
+            raise SpecError("--sbatch", "--sbatch: give the options as one string, not "
+                            f"{type(self.sbatch).__name__}, e.g. "
+                            "sbatch='--qos=normal --exclusive' (words joined by spaces)")
+        return parse_sbatch(self.sbatch)
 
     def time_limit_seconds(self) -> int | None:
         return None if self.time is None else parse_time(self.time)
@@ -421,6 +712,12 @@ class OffloadSpec:
 
     def job_body(self, code: str) -> bytes:
         """The body of ``POST /job/{service}``: base64 of the program carrying ``code``."""
+        if not isinstance(code, str):
+            hint = " (decode bytes first, e.g. code.decode('utf-8'))" if isinstance(
+                code, (bytes, bytearray)) else ""
+            raise SpecError("code", f"code: give the cell's code as text (a str), not "
+                            f"{type(code).__name__}{hint}")
+        self._check_env()
         program = runner.build_program(code, self.env)
         if len(program) > runner.MAX_PROGRAM_BYTES:
             raise SpecError("cell", f"cell: the job program is {len(program) // 1024} KiB, over "
@@ -501,6 +798,9 @@ def parse_count(option: str, text: object) -> int:
 
 def parse_env_item(text: str) -> tuple[str, str]:
     """``NAME=VALUE`` -> (name, value); the value is kept byte for byte."""
+    if not isinstance(text, str):
+        raise SpecError("--env", f"--env: give each variable as 'NAME=VALUE' text, not "
+                        f"{type(text).__name__}, e.g. --env MY_VAR=value")
     name, sep, value = text.partition("=")
     if not sep:
         raise _flag_error("--env", repr(text), "write NAME=VALUE, e.g. --env MY_VAR=value")
@@ -521,10 +821,18 @@ def settings_from_options(options: Mapping[str, Any]) -> dict[str, Any]:
         if options.get(name) is not None:
             settings[name] = parse_count("--" + name.replace("_", "-"), options[name])
     mounts = options.get("mounts") or options.get("mount") or []
+    if isinstance(mounts, str):
+        raise SpecError("--mount", "--mount: give a list of 'SRC:DST[:ro|rw]' strings, e.g. "
+                        "['/scratch/me:/data:ro']")
     if mounts:
         settings["mounts"] = list(mounts)
     env_items = options.get("env") or []
-    if env_items:
+    if isinstance(env_items, str):
+        raise SpecError("--env", "--env: give a list of 'NAME=VALUE' strings or a dict, e.g. "
+                        "['OMP_NUM_THREADS=8']")
+    if isinstance(env_items, Mapping):
+        settings["env"] = dict(env_items)
+    elif env_items:
         settings["env"] = dict(parse_env_item(item) for item in env_items)
     return settings
 

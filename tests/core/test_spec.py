@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import string
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,11 +17,18 @@ from hypothesis import strategies as st
 
 from oscar_jupyter import runner
 from oscar_jupyter.spec import (
+    _FORBIDDEN_SBATCH,
     DEFAULT_IMAGE,
+    MAX_TIME_SECONDS,
+    SBATCH_OPTIONS,
+    SBATCH_SHORT_OPTIONS,
     OffloadSpec,
     SpecError,
+    check_image,
+    normalise_image,
     parse_memory,
     parse_time,
+    settings_from_options,
 )
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -89,7 +99,12 @@ def test_service_fields_follow_the_design():
     ("docker://python:3.12", "docker://python:3.12"),
     ("oras://reg/x:1", "oras://reg/x:1"),
     ("/shared/py.sif", "/shared/py.sif"),
-    ("ghcr.io/a/b@sha256:abc", "docker://ghcr.io/a/b@sha256:abc"),
+    ("ghcr.io/a/b@sha256:" + "ab" * 32, "docker://ghcr.io/a/b@sha256:" + "ab" * 32),
+    ("ghcr.io/intertwin-eu/itwinai:0.0.1-3dgan-0.2",
+     "docker://ghcr.io/intertwin-eu/itwinai:0.0.1-3dgan-0.2"),
+    ("localhost:5000/a/b_c__d-e:T1", "docker://localhost:5000/a/b_c__d-e:T1"),
+    ("library://user/col/img:sha256.ab12", "library://user/col/img:sha256.ab12"),
+    ("docker-archive:///scratch/img.tar", "docker-archive:///scratch/img.tar"),
 ])
 def test_image_references(image, sent):
     assert OffloadSpec(image=image).service_definition()["image"] == sent
@@ -165,7 +180,29 @@ BAD = [
     ({"sbatch": "--comment='a b'"}, "--sbatch", ["spaces"]),
     ({"sbatch": "--qos 'normal"}, "--sbatch", ["quoting"]),
     ({"sbatch": "stray"}, "--sbatch", ["sbatch option"]),
+    ({"sbatch": "--ou=/x.out"}, "--sbatch", ["reads --ou as --output", "job.out"]),
+    ({"sbatch": "-HoFILE"}, "--sbatch", ["reads -o as --output"]),
+    ({"sbatch": "--wrap='ls /'"}, "--sbatch", ["--sbatch '--wrap=ls /': ", "cell"]),
+    ({"sbatch": "-W"}, "--sbatch", ["reads -W as --wait"]),
+    ({"sbatch": "--o=x"}, "--sbatch", ["ambiguous", "--output, --overcommit"]),
+    ({"sbatch": "--colour=x"}, "--sbatch", ["not an sbatch option"]),
+    ({"sbatch": ["--qos=normal"]}, "--sbatch", ["one string, not list"]),
     ({"singularity_options": "--a\n--b"}, "--singularity-options", ["one line"]),
+    ({"singularity_options": "--no-home'"}, "--singularity-options", ["no quotes"]),
+    ({"singularity_options": "/x"}, "--singularity-options", ["must follow an option"]),
+    ({"image": "python:3.12-slim;id"}, "--image", ["not an image reference",
+                                                    "--image python:3.12-slim"]),
+    ({"image": "Python:3.12"}, "--image", ["write --image python:3.12"]),
+    ({"image": "/a/../b.sif"}, "--image", ["no '..'"]),
+    ({"image": None}, "--image", ["as text"]),
+    ({"time": "99999999999999"}, "--time", ["365-00:00:00"]),
+    ({"cpus_per_task": 2.0}, "--cpus-per-task", ["int or a string of digits"]),
+    ({"cpus_per_task": "2x"}, "--cpus-per-task", ["whole number"]),
+    ({"env": ["A=1"]}, "--env", ["dict"]),
+    ({"env": {"A\n": "1"}}, "--env", ["variable name"]),
+    ({"mounts": "/a:/b"}, "--mount", ["list"]),
+    ({"mounts": ["/a:/b\n"]}, "--mount", ["SRC:DST"]),
+    ({"pre_exec": 1}, "--pre-exec", ["text"]),
     ({"prefix": "OJ"}, "--prefix", ["lowercase"]),
     ({"prefix": "a-very-long-prefix"}, "--prefix", ["1-13"]),
 ]
@@ -229,6 +266,170 @@ def test_from_flags_errors_are_spec_errors():
         OffloadSpec.from_flags("--colour blue")
     with pytest.raises(SpecError, match="NAME=VALUE"):
         OffloadSpec.from_flags("--env JUSTNAME")
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("--qos normal -C amd", ["--qos=normal", "-Camd"]),
+    ("--qos=normal --exclusive", ["--qos=normal", "--exclusive"]),
+    ("--qo=normal --reserv maint", ["--qos=normal", "--reservation=maint"]),
+    ("--exclusive=user --nice --no-kill", ["--exclusive=user", "--nice", "--no-kill"]),
+    ("-pdebug -HO -k", ["-pdebug", "-H", "-O", "-k"]),
+    ("-Os -p debug", ["-O", "-s", "-pdebug"]),
+    ("--comment=--x", ["--comment=--x"]),
+    ("--exclude=n[01-05] --array=0-15%4", ["--exclude=n[01-05]", "--array=0-15%4"]),
+    ("", []),
+])
+def test_sbatch_words_are_read_as_sbatch_reads_them(text, words):
+    assert OffloadSpec(sbatch=text).sbatch_words() == words
+
+
+def _unique_prefixes(name: str) -> list[str]:
+    return [name[:i] for i in range(1, len(name) + 1)
+            if name[:i] == name or [n for n in SBATCH_OPTIONS if n.startswith(name[:i])] == [name]]
+
+
+@pytest.mark.parametrize("name", sorted(_FORBIDDEN_SBATCH))
+def test_forbidden_sbatch_options_are_refused_in_every_spelling(name):
+    spellings = [f"--{prefix}" for prefix in _unique_prefixes(name)]
+    spellings += [f"-{letter}" for letter, long in SBATCH_SHORT_OPTIONS.items() if long == name]
+    assert spellings
+    for spelling in spellings:
+        value = "" if SBATCH_OPTIONS[name] == "no" else "=x" if spelling[1] == "-" else "x"
+        for text in (spelling + value, f"--qos=normal -H {spelling}{value}"):
+            with pytest.raises(SpecError) as error:
+                OffloadSpec(sbatch=text).sbatch_words()
+            assert _FORBIDDEN_SBATCH[name] in str(error.value), text
+
+
+def _sbatch_22_05() -> bool:
+    if shutil.which("sbatch") is None:
+        return False
+    version = subprocess.run(["sbatch", "--version"], capture_output=True, text=True).stdout
+    words = version.split()  # "slurm-wlm 22.05.8"
+    return bool(words) and words[-1].startswith("22.05.")
+
+
+def _sbatch_first_error(*args: str) -> str:
+    """The first line sbatch writes for these options; every call fails while parsing them, and
+    --test-only guarantees nothing is ever submitted."""
+    result = subprocess.run(["sbatch", "--test-only", *args], capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL, timeout=30)
+    return (result.stderr.splitlines() or [""])[0]
+
+
+@pytest.mark.skipif(not _sbatch_22_05(), reason="needs sbatch 22.05 (the table's version)")
+def test_sbatch_option_table_is_the_installed_sbatchs():
+    found = set()
+    for letter in string.ascii_lowercase:
+        found |= set(re.findall(r"'--([a-z][a-z0-9-]+)'", _sbatch_first_error(f"--{letter}")))
+    assert found == set(SBATCH_OPTIONS)
+    for name, kind in SBATCH_OPTIONS.items():
+        if kind == "no":
+            assert "doesn't allow an argument" in _sbatch_first_error(f"--{name}=x"), name
+        elif kind == "required":
+            assert "requires an argument" in _sbatch_first_error(f"--{name}"), name
+
+
+@pytest.mark.skipif(not _sbatch_22_05(), reason="needs sbatch 22.05 (the table's version)")
+@pytest.mark.parametrize("name", sorted(_FORBIDDEN_SBATCH))
+def test_sbatch_reads_each_prefix_of_a_forbidden_option_as_the_spec_does(name):
+    for length in range(1, len(name) + 1):
+        prefix = name[:length]
+        if SBATCH_OPTIONS[name] == "no":
+            line = _sbatch_first_error(f"--{prefix}=x")
+        else:
+            line = _sbatch_first_error(f"--{prefix}")
+        with pytest.raises(SpecError) as error:
+            OffloadSpec(sbatch=f"--{prefix}").sbatch_words()
+        if "is ambiguous" in line:
+            assert "ambiguous" in str(error.value), prefix
+        else:
+            [read_as] = re.findall(r"option '--([a-z-]+)'", line)  # e.g. --mem for "--mem"
+            assert _FORBIDDEN_SBATCH[read_as] in str(error.value), (prefix, line)
+
+
+def test_time_limits_stop_at_slurms_longest():
+    assert parse_time("365-00:00:00") == parse_time("525600") == MAX_TIME_SECONDS
+    for text in ("365-00:00:01", "525601", "8761:00:00", "99999999999999", "9" * 99):
+        with pytest.raises(SpecError, match="at most --time 365-00:00:00"):
+            parse_time(text)
+    with pytest.raises(SpecError, match="HH:MM:SS"):
+        parse_time("9" * 5000)  # past int()'s digit limit: a SpecError, not a ValueError
+
+
+def test_a_huge_memory_is_a_spec_error():
+    with pytest.raises(SpecError, match="--mem 32G"):
+        parse_memory("9" * 400)
+
+
+def test_counts_may_be_strings_of_digits():
+    spec = OffloadSpec(cpus_per_task="2", nodes=" 3 ", gpus="1")
+    assert (spec.cpus_per_task, spec.nodes, spec.gpus) == (2, 3, 1)
+    assert spec == OffloadSpec(cpus_per_task=2, nodes=3, gpus=1)
+    assert spec.service_name() == OffloadSpec(cpus_per_task=2, nodes=3, gpus=1).service_name()
+
+
+def test_job_body_wants_text():
+    with pytest.raises(SpecError, match=r"code: .*not bytes.*decode") as error:
+        OffloadSpec().job_body(b"print(1)")
+    assert error.value.flag == "code"
+    with pytest.raises(SpecError, match="--env"):
+        OffloadSpec(env=["A=1"]).job_body("print(1)")
+
+
+def test_settings_from_options_takes_env_as_items_or_a_dict():
+    assert settings_from_options({"env": ["A=1"]})["env"] == {"A": "1"}
+    assert settings_from_options({"env": {"A": "1"}})["env"] == {"A": "1"}
+    for options, flag in (({"env": "A=1"}, "--env"), ({"env": [1]}, "--env"),
+                          ({"mounts": "/a:/b"}, "--mount")):
+        with pytest.raises(SpecError) as error:
+            settings_from_options(options)
+        assert error.value.flag == flag
+
+
+SHELL_SAFE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")  # what needs no quoting in a shell word
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40) | st.from_regex(
+    r"([a-z]{1,6}://)?[A-Za-z0-9.:/_@-]{1,30}(:[A-Za-z0-9._;$`'\"-]{1,10})?", fullmatch=True))
+def test_property_an_accepted_image_is_one_plain_shell_word(image):
+    try:
+        check_image(image)
+    except SpecError as error:
+        assert error.flag == "--image"
+        return
+    assert SHELL_SAFE.fullmatch(normalise_image(image))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40) | st.lists(st.from_regex(r"-{0,2}[A-Za-z0-9=/:;$'\"]{1,8}",
+                                                     fullmatch=True)).map(" ".join))
+def test_property_accepted_singularity_options_are_plain_shell_words(options):
+    spec = OffloadSpec(singularity_options=options)
+    try:
+        spec._check_singularity_options()
+    except SpecError as error:
+        assert error.flag == "--singularity-options"
+        return
+    assert all(SHELL_SAFE.fullmatch(word) for word in options.split())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40) | st.lists(st.from_regex(r"-{1,2}[A-Za-z0-9=/:;$'\" -]{1,8}",
+                                                     fullmatch=True)).map(" ".join))
+def test_property_sbatch_words_are_known_options_with_plain_values(text):
+    try:
+        words = OffloadSpec(sbatch=text).sbatch_words()
+    except SpecError as error:
+        assert error.flag == "--sbatch"
+        return
+    for word in words:
+        assert not re.search(r"[\s'\"\\$`;|&<>()#]", word)
+        if word.startswith("--"):
+            assert word[2:].partition("=")[0] in SBATCH_OPTIONS
+        else:
+            assert word[1] in SBATCH_SHORT_OPTIONS
 
 
 text = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\0\n\r"),
