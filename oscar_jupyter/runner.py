@@ -247,7 +247,13 @@ RUNNER_SCRIPT = _SCRIPT_HEAD + TAGGER.lstrip("\n") + _SCRIPT_TAIL
 
 _PROGRAM_TEMPLATE = '''\
 import os as _oj_os, sys as _oj_sys, types as _oj_types, traceback as _oj_traceback
-_oj_os.environ.update({env!r})
+_oj_env = {env!r}
+if _oj_env and _oj_os.environ.get("_OJ_ENV_SET") != "1":
+    # Start again with the cell's environment, so that variables read when a process starts
+    # (PYTHONPATH, LD_LIBRARY_PATH, PATH ...) take effect as if set on the command line.
+    _oj_os.environ.update(_oj_env, _OJ_ENV_SET="1")
+    _oj_os.execv(_oj_sys.executable, [_oj_sys.executable, "-u", _oj_os.path.abspath(__file__)])
+_oj_os.environ.pop("_OJ_ENV_SET", None)
 for _oj_stream in (_oj_sys.stdout, _oj_sys.stderr):
     _oj_stream.reconfigure(encoding="utf-8", errors="backslashreplace")
 _oj_path = _oj_os.path.join(_oj_os.getcwd(), "cell.py")

@@ -21,9 +21,11 @@ Decisions (see also docs/ARCHITECTURE.md):
   sbatch options parsed as sbatch's getopt does (unique prefixes of long options, bundled short
   options), with values of safe characters only. ``--pre-exec`` is the user's own shell command
   and travels as one annotation value.
-* ``--env`` values go into the service's environment (so interpreter-start variables such as
-  ``PYTHONPATH`` work) and into the job's program, which sets them again byte for byte before the
-  cell runs (old Slurm plugins mangle env values with commas or quotes).
+* ``--env`` values travel in the job's program only, never in the service definition: the
+  program sets them byte for byte and starts Python again, so that interpreter-start variables
+  (``PYTHONPATH``, ``LD_LIBRARY_PATH``) work. So settings that differ only in their environment
+  share one runner service, and the supervisor (which reads ``LOG_LEVEL``, ``EXECUTION_MODE`` ...
+  from its own environment) never sees them.
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ _SBATCH_EXAMPLE = "e.g. --sbatch '--qos=normal --exclusive -C gpu'"
 # Variables OSCAR, the supervisor or the runner set themselves; a user value would break the job.
 RESERVED_ENV = frozenset({
     "EVENT", "INPUT_FILE_PATH", "TMP_INPUT_DIR", "TMP_OUTPUT_DIR", "JOB_UUID", "RESOURCE_ID",
-    "SCRIPT", "FUNCTION_CONFIG", "PYTHONUNBUFFERED", "LD_LIBRARY_PATH", "LD_LIBRARY_PATH_ORIG",
+    "SCRIPT", "FUNCTION_CONFIG", "PYTHONUNBUFFERED", "LD_LIBRARY_PATH_ORIG", "_OJ_ENV_SET",
 })
 _RESERVED_ENV_PREFIXES = ("OSCAR_",)
 
@@ -678,7 +680,7 @@ class OffloadSpec:
             definition["annotations"] = annotations
         if self.gpus:
             definition["enable_gpu"] = True
-        definition["environment"] = {"variables": {"PYTHONUNBUFFERED": "1", **self.env}}
+        definition["environment"] = {"variables": {"PYTHONUNBUFFERED": "1"}}
         definition["labels"] = {RUNNER_LABEL: "true"}
         return definition
 
@@ -718,12 +720,21 @@ class OffloadSpec:
             raise SpecError("code", f"code: give the cell's code as text (a str), not "
                             f"{type(code).__name__}{hint}")
         self._check_env()
+        _check_unicode(code)
         program = runner.build_program(code, self.env)
         if len(program) > runner.MAX_PROGRAM_BYTES:
-            raise SpecError("cell", f"cell: the job program is {len(program) // 1024} KiB, over "
-                            f"the {runner.MAX_PROGRAM_BYTES // 1024} KiB a job body can carry "
-                            "(it travels in an environment variable); move data into storage "
-                            "(MinIO, a mounted path) and read it from the cell")
+            env_bytes = len(runner.build_program("", self.env)) - len(runner.build_program(""))
+            code_bytes = len(runner.build_program(code)) - len(runner.build_program(""))
+            flag, what, where = (
+                ("--env", "the --env values are", "put large values in a file on a --mount "
+                 "and pass its path")
+                if env_bytes > code_bytes else
+                ("cell", "the cell is", "move data into storage (MinIO, a --mount'ed path) "
+                 "and read it from the cell")
+            )
+            raise SpecError(flag, f"{flag}: {what} {max(env_bytes, code_bytes) // 1024} KiB; the "
+                            f"job program may be at most {runner.MAX_PROGRAM_BYTES // 1024} KiB "
+                            f"(it travels in an environment variable): {where}")
         return runner.encode_body(program)
 
     # ---- the magic's line -------------------------------------------------------------------
@@ -784,6 +795,18 @@ class OffloadSpec:
 _TEXT_FIELDS = ("node", "time", "mem", "job_name", "partition", "account", "image", "pre_exec",
                 "singularity_options", "sbatch")
 _COUNT_FIELDS = ("cpus_per_task", "nodes", "gpus")
+
+
+def _check_unicode(code: str) -> None:
+    """Refuse text that cannot be written as UTF-8 (lone surrogates), naming where it is."""
+    try:
+        code.encode("utf-8")
+    except UnicodeEncodeError as err:
+        line = code.count("\n", 0, err.start) + 1
+        column = err.start - (code.rfind("\n", 0, err.start) + 1) + 1
+        raise SpecError("code", f"code: line {line}, column {column} holds {code[err.start]!r}, "
+                        "half of a surrogate pair, which is not text; remove it or write the "
+                        "character whole") from None
 
 
 def parse_count(option: str, text: object) -> int:

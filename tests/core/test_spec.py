@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -89,8 +90,10 @@ def test_service_fields_follow_the_design():
     assert a["slurm-job.vk.io/pre-exec"] == "module load cuda\nexport X=1"
     assert a["job.vk.io/pre-exec"] == a["slurm-job.vk.io/pre-exec"]
     assert a["slurm-job.vk.io/singularity-options"] == "--no-home"
-    assert d["environment"]["variables"] == {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "8",
-                                             "JSON": '{"a": "b, c"}'}
+    # --env values travel in the job's program only: not in the service, nor in its name.
+    assert d["environment"]["variables"] == {"PYTHONUNBUFFERED": "1"}
+    spec = CASES["gpu_full"]
+    assert spec.service_name() == dataclasses.replace(spec, env={}).service_name()
     assert d["labels"] == {"oscar-jupyter/runner": "true"}
 
 
@@ -454,3 +457,19 @@ specs = st.builds(
 @given(specs)
 def test_property_to_flags_parses_back_to_the_same_spec(spec):
     assert OffloadSpec.from_flags(spec.to_flags()) == spec
+
+
+def test_a_lone_surrogate_in_the_cell_is_refused_with_its_place():
+    with pytest.raises(SpecError, match=r"code: line 2, column 8 holds '\\ud800'"):
+        OffloadSpec(node="vk", time="00:01:00").job_body("x = 1\nprint('\ud800')\n")
+
+
+@pytest.mark.parametrize(
+    ("code", "env", "flag"),
+    [("x = 1\n" * 20000, {}, "cell"), ("print(1)", {"BIG": "v" * 80000}, "--env")],
+)
+def test_an_oversized_job_names_what_made_it_big(code, env, flag):
+    with pytest.raises(SpecError) as err:
+        OffloadSpec(node="vk", time="00:01:00", env=env).job_body(code)
+    assert err.value.flag == flag and str(err.value).startswith(flag)
+    assert "v" * 100 not in str(err.value)  # never the value itself

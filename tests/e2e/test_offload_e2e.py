@@ -174,3 +174,29 @@ def test_a_very_long_output_is_cut_in_the_cell_but_kept_whole(ip):
     with capture_output() as logs_out:
         ip.run_line_magic("oscar_logs", job.name)
     assert len(logs_out.stdout.splitlines()) == 2000
+
+
+def test_env_values_reach_the_cell_and_never_the_supervisor(connected, tmp_path):
+    # LOG_LEVEL is read by the supervisor: in its environment it killed the job with no output.
+    # PYTHONPATH and LD_LIBRARY_PATH only work when set before Python starts.
+    (tmp_path / "helper_mod.py").write_text("VALUE = 'imported'\n")
+    env = {
+        "LOG_LEVEL": "debug",
+        "PYTHONPATH": str(tmp_path),
+        "LD_LIBRARY_PATH": "/opt/lib",
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "TRICKY": "a, b='c' $HOME `x`\n\ty",
+    }
+    code = (
+        "import os, helper_mod\n"
+        "print(helper_mod.VALUE)\n"
+        "for name in ('LOG_LEVEL', 'LD_LIBRARY_PATH', 'PATH', 'TRICKY'):\n"
+        "    print(name, repr(os.environ[name]))\n"
+    )
+    job = oscar_jupyter.offload(
+        code, node=NODE, time="00:02:00", env=env, mounts=[f"{tmp_path}:{tmp_path}:ro"]
+    )
+    assert job.status() == "Succeeded"
+    assert [line.text for line in job.lines()] == ["imported"] + [
+        f"{name} {env[name]!r}" for name in ("LOG_LEVEL", "LD_LIBRARY_PATH", "PATH", "TRICKY")
+    ]
