@@ -200,3 +200,26 @@ def test_env_values_reach_the_cell_and_never_the_supervisor(connected, tmp_path)
     assert [line.text for line in job.lines()] == ["imported"] + [
         f"{name} {env[name]!r}" for name in ("LOG_LEVEL", "LD_LIBRARY_PATH", "PATH", "TRICKY")
     ]
+
+
+def test_timeout_cancels_and_ends_in_one_line(ip):
+    from oscar_jupyter.jobs import JobTimeout
+
+    with capture_output() as out, pytest.raises(JobTimeout) as err:
+        ip.run_cell_magic(
+            "oscar_offload", f"--node {NODE} --time 00:05:00 --timeout 3 -o timed",
+            "import time\nprint('up', flush=True)\ntime.sleep(120)\n",
+        )
+    assert err.value._render_traceback_() == [f"JobTimeout: {err.value}"]
+    job = ip.user_ns["timed"]
+    assert job.status() == "Cancelled"
+    assert "■ Cancelled" in out.outputs[-1].data["text/plain"]
+
+
+def test_cancel_magic_on_a_finished_job_says_it_had_ended(ip):
+    ip.run_cell_magic("oscar_offload", f"--node {NODE} --time 00:02:00 -o done", "print(1)\n")
+    name = ip.user_ns["done"].name
+    with capture_output() as out:
+        ip.run_line_magic("oscar_cancel", name)
+    assert out.stdout == f"Job {name} had already ended (Succeeded); nothing to cancel.\n"
+    assert ip.user_ns["done"].status() == "Succeeded"

@@ -114,6 +114,9 @@ def test_service_pod_translates_end_to_end(tmp_path):
     assert (directory / "configMaps/oscar-config/function_config.yaml").is_file()
     assert (directory / "emptyDirs" / "supervisor-share-data").is_dir()
     envfile = (directory / "oscar-container_envfile.properties").read_text()
+    # The env file holds the service token and values: private, in a private pod folder.
+    assert (directory / "oscar-container_envfile.properties").stat().st_mode & 0o777 == 0o600
+    assert directory.stat().st_mode & 0o777 == 0o700
     assert "QUOTE='it'\"'\"'s'\n" in envfile and "RESOURCE_ID=local-vk\n" in envfile
     job_sh = (directory / "job.sh").read_text()
     assert (directory / "job.sh").stat().st_mode & 0o777 == 0o774

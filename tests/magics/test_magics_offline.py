@@ -149,3 +149,10 @@ def test_a_cluster_profile_carries_offload_defaults_under_the_traits_and_flags(i
     assert "--partition=cpu" in out.stdout
     assert "--time=00:20:00" in out.stdout and "01:00:00" not in out.stdout  # the flag wins
     assert "not-used-here" not in out.stdout
+
+
+@pytest.mark.parametrize("name", ["not an identifier", "1job", "class"])
+def test_the_job_variable_must_be_a_python_name(ip, name):
+    with pytest.raises(SpecError, match="-o .*give a Python variable name"):
+        ip.run_cell_magic("oscar_offload", f"--node vega --time 00:01:00 -o '{name}'", "x = 1")
+    assert name not in ip.user_ns
