@@ -41,6 +41,14 @@ def slurm_end(raw_log: str) -> SlurmEnd | None:
     return found
 
 
+def sbatch_refusal(raw_log: str) -> str | None:
+    """sbatch's own error, when it refused the job (the runner then never starts)."""
+    for line in raw_log.splitlines():
+        if line.startswith("sbatch: error:") and _TAG not in line:
+            return line[len("sbatch: error:"):].strip()[:MAX_LINE_CHARS]
+    return None
+
+
 def safe_tail(raw_log: str, hidden_values: Iterable[str] = (), lines: int = 20) -> str:
     """The last diagnostic lines of `raw_log` that are safe to show in an error.
 

@@ -35,6 +35,12 @@ def status_line(job: Job) -> str:
         parts.append(f"{elapsed} / {format_duration(limit)}" if limit else elapsed)
     if job.exit_code is not None and status in ("Succeeded", "Failed"):
         parts.append(f"exit code {job.exit_code}")
+    queued = job.queued()
+    if queued is not None and queued >= 1:
+        parts.append(f"queued {format_duration(queued)}")
+    reason = job.waiting_reason()
+    if reason:
+        parts.append(f"waiting {format_duration(job.waited())}: {reason}")
     if job.error and not job.is_done():
         parts.append(f"(retrying: {job.error})")
     parts.append(f"job {job.name}")

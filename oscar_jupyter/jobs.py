@@ -12,13 +12,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .client import OscarClient, OscarError
-from .diagnostics import safe_tail, slurm_end
+from .diagnostics import safe_tail, sbatch_refusal, slurm_end
 from .logs import LogParser, OutputLine
-from .spec import OffloadSpec, format_time
+from .spec import DEFAULT_MEMORY, OffloadSpec, format_memory, format_time, parse_memory
 
 WAITING = ("Suspended", "Pending")
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
@@ -26,6 +26,12 @@ TERMINAL = ("Succeeded", "Failed", "Cancelled")
 SENTINEL_GRACE_SECONDS = 10.0
 # How long a waiting cell keeps polling through a dropped connection before it gives up.
 MAX_OUTAGE_SECONDS = 600.0
+# A job still waiting after this long says why (a start takes a few seconds when all is well).
+EXPLAIN_WAIT_SECONDS = 20.0
+# OSCAR's per-user Kueue quota for non-admin users, unless the admins set another
+# (pkg/utils/kueue.go: KUEUE_DEFAULT_CPU, KUEUE_DEFAULT_MEMORY; no GPU).
+KUEUE_DEFAULT_CPU = 2.0
+KUEUE_DEFAULT_MEMORY_BYTES = 2 * 1024**3
 
 
 def _private_dir(path: Path) -> Path:
@@ -49,6 +55,17 @@ def _parse_time(value: str | None) -> datetime | None:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+def _runner_start(started: dict, submitted_at: datetime) -> datetime:
+    """When the runner started, by the cluster's clock (its start line), else now. A clock that
+    disagrees with ours by more than a few seconds before the submission is not trusted."""
+    now = datetime.now(timezone.utc)
+    try:
+        stamp = datetime.fromtimestamp(int(started.get("time") or ""), timezone.utc)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return now
+    return stamp if submitted_at - timedelta(seconds=5) <= stamp <= now else now
 
 
 def is_transient(err: OscarError) -> bool:
@@ -120,6 +137,7 @@ class Job:
         self.vanished = False  # listed once, then deleted on the cluster
         self.service_gone = False  # its runner service was deleted (and with it the job)
         self.lost = False  # the cluster stopped answering for longer than MAX_OUTAGE_SECONDS
+        self.log_missing_since: float | None = None  # the log route answered 404 since then
         self._outage_since: float | None = None
         self._terminal_seen_at: float | None = None
         self._lock = threading.RLock()
@@ -168,14 +186,65 @@ class Job:
     def is_done(self) -> bool:
         return self.status() in TERMINAL
 
+    def waiting_reason(self) -> str:
+        """Why a job still waits, once it has waited long enough to matter; "" otherwise."""
+        status = self.status()
+        waited = (datetime.now(timezone.utc) - self.submitted_at).total_seconds()
+        if waited < EXPLAIN_WAIT_SECONDS:
+            return ""
+        if self._log_route_failing():
+            return ("OSCAR lists the job as Running but its log route answers 404 (OSCAR turns "
+                    "any Kubernetes error there into 404); the output will appear once it answers")
+        if status not in WAITING:
+            return ""
+        if status == "Suspended":
+            if getattr(getattr(self.client, "profile", None), "auth_kind", "") == "basic":
+                return "OSCAR has not created the job's pod yet"
+            return self._kueue_reason()
+        if self.spec.gpus and self.spec.site.schedules_gpus:
+            return (f"the pod asks for a GPU (enable_gpu): it is Pending until "
+                    f"{self.spec.node or 'the virtual node'} has one free")
+        return (f"{self.spec.node or 'the virtual node'} has taken the pod; it waits in the "
+                "site's Slurm queue (squeue on the site says why) or for its image to be pulled")
+
+    def _log_route_failing(self) -> bool:
+        return (self.log_missing_since is not None and self.oscar_status == "Running"
+                and not self._parser.started)
+
+    def _kueue_reason(self) -> str:
+        cpu = float(self.spec.cpus_per_task or 1)
+        memory = parse_memory(self.spec.mem or DEFAULT_MEMORY)
+        over = []
+        if cpu > KUEUE_DEFAULT_CPU:
+            over.append(f"{cpu:g} CPUs > {KUEUE_DEFAULT_CPU:g}")
+        if memory > KUEUE_DEFAULT_MEMORY_BYTES:
+            over.append(f"{format_memory(memory)} of memory > 2Gi")
+        if over:
+            return ("suspended by Kueue: this job alone asks more than OSCAR's default per-user "
+                    f"quota ({', '.join(over)}), so it is never admitted unless the cluster's "
+                    "admins gave you more; ask for at most 2 CPUs and 2Gi (--cpus-per-task, --mem)")
+        return ("suspended by Kueue: OSCAR admits a user's jobs while their CPUs and memory fit "
+                "a per-user quota (by default 2 CPUs and 2Gi in all); your other running jobs may "
+                "be using it (%oscar_jobs --mine)")
+
     def _sentinel_overdue(self) -> bool:
         return (
             self._terminal_seen_at is not None
             and time.monotonic() - self._terminal_seen_at > SENTINEL_GRACE_SECONDS
         )
 
+    def waited(self) -> float:
+        """Seconds since the submission."""
+        return max(0.0, (datetime.now(timezone.utc) - self.submitted_at).total_seconds())
+
+    def queued(self) -> float | None:
+        """Seconds between the submission and the runner's start (None before it starts)."""
+        if self.started_at is None:
+            return None
+        return max(0.0, (self.started_at - self.submitted_at).total_seconds())
+
     def elapsed(self) -> float:
-        """Seconds the job has run (0 before it starts)."""
+        """Seconds the cell has run, from the runner's start line (0 before it starts)."""
         if self.started_at is None:
             return 0.0
         end = self.finished_at or datetime.now(timezone.utc)
@@ -241,10 +310,11 @@ class Job:
                 if "CANCELLED AT" in text:  # cheap test first: logs can be megabytes
                     self.slurm_end = slurm_end(text)
             new = self._parser.feed(text) if text else []
+            self._check_log_route()
             if self._parser.started and not self.node:
                 self.node = self._parser.started.get("node") or None
             if self._parser.started and self.started_at is None:
-                self.started_at = datetime.now(timezone.utc)
+                self.started_at = _runner_start(self._parser.started, self.submitted_at)
             if new:
                 self._append_to_file(new)
             if self.is_done() and self.finished_at is None:
@@ -279,26 +349,36 @@ class Job:
             return  # else not listed yet: OSCAR may still be creating it
         self._listed = True
         self.oscar_status = entry.get("status") or self.oscar_status
-        self.started_at = self.started_at or _parse_time(
-            entry.get("start_time") or entry.get("creation_time")
-        )
+        # Not OSCAR's start_time/creation_time: the virtual kubelet sets them when it accepts the
+        # pod, so they include Slurm's queue time. The clock starts at the runner's start line.
         finished = _parse_time(entry.get("finish_time"))
         if finished:
             self.finished_at = finished
         if self.oscar_status in ("Succeeded", "Failed") and self._terminal_seen_at is None:
             self._terminal_seen_at = time.monotonic()
-        if self.oscar_status == "Running" and self.started_at is None:
-            self.started_at = datetime.now(timezone.utc)
 
     def _fetch_log(self) -> str:
         if self.oscar_status == "Suspended":
             return ""
         try:
-            return self.client.job_logs(self.service, self.name)
+            text = self.client.job_logs(self.service, self.name)
         except OscarError as err:
             if err.status_code == 404:  # pod not there yet, or container still initialising
+                self.log_missing_since = self.log_missing_since or time.monotonic()
                 return ""
             raise
+        self.log_missing_since = None
+        return text
+
+    def _check_log_route(self) -> None:
+        """A job OSCAR calls Running whose log stays 404 is lost after MAX_OUTAGE_SECONDS, not
+        waited for forever."""
+        if (self._log_route_failing()
+                and time.monotonic() - (self.log_missing_since or 0) > MAX_OUTAGE_SECONDS):
+            self.lost = True
+            self.error = (f"OSCAR lists it as Running, but its log route has answered 404 for "
+                          f"{MAX_OUTAGE_SECONDS / 60:g} min")
+            self.finished_at = self.finished_at or datetime.now(timezone.utc)
 
     def _append_to_file(self, lines: Iterable[OutputLine]) -> None:
         # The first write starts the file afresh: a job attached to again (another kernel, a
@@ -390,6 +470,8 @@ class Job:
             return ""
         if self.service_gone:
             return f"its runner service {self.service} was deleted"
+        if self.lost and self._log_route_failing():
+            return f"{self.error}; the job may still run there: %oscar_attach {self.name} later"
         if self.lost:
             return (
                 f"the cluster has not answered for {MAX_OUTAGE_SECONDS / 60:g} min "
@@ -398,6 +480,9 @@ class Job:
             )
         if self.vanished:
             return "it was deleted on the cluster before it finished (cancelled from another view)"
+        refusal = None if self._parser.started else sbatch_refusal(self.raw_log)
+        if refusal:
+            return f"sbatch refused it: {refusal}"
         if self.is_done():
             return "it ended without an exit status (killed, out of memory or rejected)"
         return ""

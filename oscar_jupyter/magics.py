@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import getpass
 import keyword
+import os
 import shlex
 import sys
-from datetime import datetime, timezone
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -38,6 +38,7 @@ VALUE_OPTIONS = {
     "--singularity-options",
     "--sbatch",
     "--env",
+    "--secret",
     "-o",
     "--timeout",
     "--on-interrupt",
@@ -90,6 +91,8 @@ def _offload_parser() -> _Parser:
     p.add_argument("--singularity-options", dest="singularity_options")
     p.add_argument("--sbatch", help="extra sbatch flags")
     p.add_argument("--env", action="append", default=[], help="NAME=VALUE, repeatable")
+    p.add_argument("--secret", action="append", default=[],
+                   help="NAME, repeatable: the value of $NAME in the kernel, else asked for")
     p.add_argument("--dry-run", action="store_true", dest="dry_run")
     p.add_argument("--no-wait", action="store_true", dest="no_wait")
     p.add_argument("-o", dest="output_name", help="store the Job handle in this variable")
@@ -100,7 +103,21 @@ def _offload_parser() -> _Parser:
 
 def offload_flags(args: argparse.Namespace) -> dict[str, Any]:
     """Parsed flags -> OffloadSpec fields (only what the cell set)."""
-    return settings_from_options(vars(args))
+    settings = settings_from_options(vars(args))
+    if args.secret:
+        settings["secrets"] = secret_values(args.secret)
+    return settings
+
+
+def secret_values(names: list[str]) -> dict[str, str]:
+    """Each `--secret NAME`'s value: the kernel's $NAME, else asked for (never in the cell)."""
+    values = {}
+    for name in names:
+        value = os.environ.get(name)
+        if not value:
+            value = getpass.getpass(f"Value of secret {name} (not shown, not saved): ")
+        values[name] = value
+    return values
 
 
 @magics_class
@@ -220,18 +237,19 @@ class OscarMagics(Magics):
 
     def _dry_run(self, spec: OffloadSpec, cell: str) -> None:
         spec.validate(known_nodes=self.session.known_node_names())
+        self.session.check_offloadable(spec)
         body = spec.job_body(cell)
         cluster = self.session.profile.cluster_id if self.session.profile else "oscar-cluster"
+        service = self.session.runner_service_name(spec)
         print(f"# Service definition (FDL for `oscar-cli apply`), cluster {cluster}:")
-        print(spec.fdl(cluster))
-        for name, content in spec.fdl_files().items():
+        print(spec.fdl(cluster, service))
+        for name, content in spec.fdl_files(service).items():
             print(f"# File {name} (referenced by the FDL):")
             print(content)
-        service = spec.service_name()
         print("# Job request (nothing was sent):")
         print(f"POST /job/{service}")
         print("Authorization: Bearer <service token>")
-        print(f"X-Delegated-Job-ID: {service}-<uuid4>")
+        print(f"X-Delegated-Job-ID: {service}-{self.session.kernel_tag}-<12 random hex digits>")
         print("Content-Type: application/octet-stream")
         print(
             f"Content-Length: {len(body)}  (base64 of the {len(cell.encode())}-byte cell program)"
@@ -323,26 +341,38 @@ class OscarMagics(Magics):
 
     @line_magic
     def oscar_jobs(self, line: str) -> Any:
-        """%oscar_jobs [--watch]: jobs of this kernel's runner services (--watch: a live table)."""
+        """%oscar_jobs [--mine | --all] [--watch]: this kernel's jobs (--mine: all your jobs,
+        --all: every job you can see; --watch: a live table of this kernel's jobs)."""
         p = _Parser(prog="%oscar_jobs", add_help=False)
         p.add_argument("--watch", action="store_true")
+        which = p.add_mutually_exclusive_group()
+        which.add_argument("--mine", action="store_true")
+        which.add_argument("--all", action="store_true")
         args = p.parse_args(_split(line))
+        scope = "all" if args.all else "mine" if args.mine else "kernel"
         if args.watch:
             from .widgets import JobsTable
 
-            return JobsTable()
-        session = self.session
-        client = session.require_client()
-        rows = []
-        for service in sorted(session.used_services):
-            for name, info in client.list_jobs(service).items():
-                job = session.jobs.get(name)
-                status = job.status() if job else info.get("status", "?")
-                start = info.get("start_time") or info.get("creation_time") or ""
-                rows.append([name, service, status, start, _duration(info, job)])
-        headers = ["job", "service", "status", "start", "duration"]
-        rows.sort(key=lambda r: r[3] or "~")
-        display(views.table_bundle(headers, rows, "No jobs from this kernel."), raw=True)
+            return JobsTable(scope=scope)
+        rows = self.session.list_jobs(scope)
+        headers = ["job", "service", "status", "start", "duration", "kernel"]
+        table = [
+            [
+                r.job,
+                r.service,
+                r.status,
+                r.start,
+                "" if r.duration is None else views.format_duration(r.duration),
+                "this kernel" if r.this_kernel else (r.kernel_tag or "?"),
+            ]
+            for r in rows
+        ]
+        empty = {
+            "kernel": "No jobs from this kernel (--mine: all your jobs).",
+            "mine": "You have no jobs on this cluster.",
+            "all": "No jobs visible on this cluster.",
+        }[scope]
+        display(views.table_bundle(headers, table, empty), raw=True)
         return None
 
     @line_magic
@@ -393,18 +423,17 @@ class OscarMagics(Magics):
 
     @line_magic
     def oscar_cleanup(self, line: str) -> None:
-        """%oscar_cleanup [--all]: delete finished jobs (--all: this kernel's services too)."""
+        """%oscar_cleanup [--mine] [--all]: delete this kernel's finished jobs (--mine: all your
+        finished jobs; --all or --services: also the runner services in which no job of any
+        kernel still runs or waits)."""
         p = _Parser(prog="%oscar_cleanup", add_help=False)
-        p.add_argument("--all", action="store_true")
+        p.add_argument("--mine", action="store_true")
+        p.add_argument("--all", "--services", dest="services", action="store_true")
         args = p.parse_args(_split(line))
-        try:
-            jobs, services = self.session.cleanup(services=args.all)
-        except RuntimeError as err:
-            raise UsageError(str(err)) from None
-        print(
-            f"Deleted {jobs} finished job(s)"
-            + (f" and {services} runner service(s) this kernel created." if args.all else ".")
+        report = self.session.cleanup(
+            scope="mine" if args.mine else "kernel", services=args.services
         )
+        print("\n".join(report.lines("yours" if args.mine else "this kernel's")))
 
     def _find(self, name: str) -> Job:
         try:
@@ -452,24 +481,6 @@ def _seconds(text: str | None) -> float | None:
     if value <= 0:
         raise SpecError("--timeout", f"--timeout {text}: write a positive number of seconds")
     return value
-
-
-def _duration(info: dict, job: Job | None) -> str:
-    if job is not None and job.started_at is not None:
-        return views.format_duration(job.elapsed())
-    start, end = info.get("start_time"), info.get("finish_time")
-    if not start:
-        return ""
-    try:
-        t0 = datetime.fromisoformat(start.replace("Z", "+00:00"))
-        t1 = (
-            datetime.fromisoformat(end.replace("Z", "+00:00"))
-            if end
-            else datetime.now(timezone.utc)
-        )
-    except ValueError:
-        return ""
-    return views.format_duration((t1 - t0).total_seconds())
 
 
 __all__ = ["OscarMagics", "JobFailed", "OscarError"]

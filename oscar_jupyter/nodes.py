@@ -1,7 +1,10 @@
-"""Virtual nodes of a cluster: OSCAR's `/system/status`, or the Kubernetes API behind it.
+"""Virtual nodes of a cluster: OSCAR's `/system/status`, the Kubernetes API, or the profile.
 
-`/system/status` lists only nodes that metrics-server reports and answers 500 without it; a user
-who also has a kubeconfig for the cluster can list the interLink nodes from Kubernetes instead.
+`/system/status` lists only nodes that metrics-server reports (OSCAR's pkg/handlers/status.go),
+and interLink's virtual kubelet publishes no metrics: on a real cluster it lists no virtual node.
+So `discover_nodes` asks, in order, OSCAR, then the Kubernetes API when a kubeconfig is at hand,
+then the profile's own list (`jupyter: {nodes: [vega, leonardo]}`); when none of them knows an
+interLink node, node names go unchecked, with one warning.
 """
 
 from __future__ import annotations
@@ -10,10 +13,13 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .client import OscarClient
+from .client import OscarClient, OscarError
 
 # interLink >= 0.4 labels its virtual nodes with the first; older releases with the second.
 INTERLINK_LABELS = ("virtual-node.interlink/type=virtual-kubelet", "type=virtual-kubelet")
+
+
+SOURCES = ("OSCAR", "Kubernetes", "profile")
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,18 @@ class VirtualNode:
     memory_free_bytes: int
     gpus: int
     is_interlink: bool
+    source: str = "OSCAR"  # where these facts came from: one of SOURCES
+    reason: str = ""  # why a node is not Ready (its condition's message), when known
+
+    @classmethod
+    def from_profile(cls, name: str) -> VirtualNode:
+        """A node the profile names: its name only, resources unknown."""
+        return cls(name=name, status="Unknown", cpu_total=0, cpu_free=0, memory_total_bytes=0,
+                   memory_free_bytes=0, gpus=0, is_interlink=True, source="profile")
+
+    @property
+    def resources_known(self) -> bool:
+        return self.source != "profile" and self.cpu_total > 0
 
     @classmethod
     def from_status(cls, node: dict) -> VirtualNode:
@@ -99,16 +117,70 @@ def _node_from_kubernetes(node: Any) -> VirtualNode:
         for key, value in capacity.items()
         if key.endswith("/gpu")
     )
+    is_ready = ready is not None and ready.status == "True"
     return VirtualNode(
         name=node.metadata.name,
-        status="Ready" if ready is not None and ready.status == "True" else "NotReady",
+        status="Ready" if is_ready else "NotReady",
         cpu_total=cpu,
         cpu_free=cpu,  # Kubernetes does not know what the HPC site has free; interLink reports
         memory_total_bytes=memory,  # the site's free resources as the node's capacity
         memory_free_bytes=memory,
         gpus=gpus,
         is_interlink=True,
+        source="Kubernetes",
+        reason="" if is_ready or ready is None else (ready.message or ready.reason or ""),
     )
+
+
+@dataclass(frozen=True)
+class NodeDiscovery:
+    nodes: list[VirtualNode]  # what the source listed (may hold ordinary nodes too)
+    source: str | None  # the source that knew an interLink node; None when none did
+    warning: str | None = None
+
+    @property
+    def interlink_names(self) -> list[str] | None:
+        """Names a cell may use, or None when no source knows them (then names go unchecked)."""
+        names = [n.name for n in self.nodes if n.is_interlink]
+        return names if self.source and names else None
+
+
+def discover_nodes(
+    client: OscarClient, profile_nodes: list[str] | None = None, kubeconfig: str | None = None
+) -> NodeDiscovery:
+    """The cluster's interLink nodes from the first source that knows any (module docstring).
+
+    `kubeconfig`: the profile's (`jupyter: {kubeconfig: PATH}`), else $KUBECONFIG or
+    ~/.kube/config."""
+    kubeconfig = kubeconfig or kubeconfig_path()
+    problems: list[str] = []
+    listed: list[VirtualNode] = []
+    try:
+        listed = list_nodes(client)
+        if any(n.is_interlink for n in listed):
+            return NodeDiscovery(listed, "OSCAR")
+        problems.append("OSCAR's /system/status lists no interLink node (it shows only nodes "
+                        "with metrics, and virtual kubelets publish none)")
+    except OscarError as err:
+        if err.status_code in (None, 401, 403):
+            raise  # the cluster is unreachable or refuses us: no other source will say more
+        problems.append(f"OSCAR's /system/status failed: {err}")  # e.g. 500 without metrics
+    if os.path.exists(kubeconfig):
+        try:
+            from_kubernetes = list_nodes_from_kubernetes(kubeconfig)
+            if from_kubernetes:
+                return NodeDiscovery(from_kubernetes, "Kubernetes")
+            problems.append(f"the Kubernetes API of {kubeconfig} lists no interLink node")
+        except Exception as err:  # any kube client failure: try the next source
+            problems.append(f"the Kubernetes API of {kubeconfig} failed: {err}")
+    else:
+        problems.append("no kubeconfig is at hand ($KUBECONFIG or ~/.kube/config)")
+    if profile_nodes:
+        return NodeDiscovery([VirtualNode.from_profile(n) for n in profile_nodes], "profile")
+    return NodeDiscovery(listed, None, (
+        "no source lists this cluster's interLink nodes (" + "; ".join(problems) + "); node "
+        "names go unchecked. Name them in the profile (jupyter: {nodes: [vega]}) to check them."
+    ))
 
 
 def format_bytes(count: int) -> str:

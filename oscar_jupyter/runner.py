@@ -10,7 +10,8 @@ C0 control character other than tab (CR, NUL, ESC ...) or bytes that are not UTF
 the stream letter upper-cased (``O`` / ``E``) and its text escaped: ``\\\\`` for a backslash,
 ``\\r`` for CR, ``\\xNN`` for any other such character or byte. So the supervisor (universal
 newlines, ``errors='ignore'``) can neither split nor drop anything. Control lines:
-``@@OJ|s|0|<json>|@@`` (start: node, job, host) and ``@@OJ|x|0|<exit code>|@@`` (last).
+``@@OJ|s|0|<json>|@@`` (start: node, job, host, time in epoch seconds) and
+``@@OJ|x|0|<exit code>|@@`` (last).
 
 One process, the tagger (``TAGGER``, Python), runs the cell's program with stdout and stderr on
 two pipes and is the only writer of the script's output, so lines of any length stay whole.
@@ -220,9 +221,9 @@ _oj_fail() {  # exit code, message
   _oj_finish "$1"
 }
 
-printf '@@OJ|s|0|{"node": "%s", "job": "%s", "host": "%s"}|@@\n' \
+printf '@@OJ|s|0|{"node": "%s", "job": "%s", "host": "%s", "time": "%s"}|@@\n' \
   "$(_oj_safe "${RESOURCE_ID:-}")" "$(_oj_safe "${JOB_UUID:-}")" \
-  "$(_oj_safe "$(uname -n 2>/dev/null)")"
+  "$(_oj_safe "$(uname -n 2>/dev/null)")" "$(_oj_safe "$(date -u +%s 2>/dev/null)")"
 
 if [ -z "${INPUT_FILE_PATH:-}" ] || [ ! -f "$INPUT_FILE_PATH" ]; then
   _oj_fail 2 "no job body (INPUT_FILE_PATH is unset or missing); submit the cell through \

@@ -8,20 +8,34 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import os
+import re
 import sys
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .client import OscarClient, OscarError
-from .config import ClusterProfile, load_profile
-from .jobs import Job, JobTimeout, Poller
-from .nodes import VirtualNode, has_kubeconfig, list_nodes, list_nodes_from_kubernetes
-from .spec import OffloadSpec
+from .config import ClusterProfile, ConfigError, load_profile
+from .jobs import TERMINAL, Job, JobTimeout, Poller
+from .nodes import VirtualNode, discover_nodes
+from .ownership import (
+    JobRow,
+    JobTracker,
+    check_scope,
+    is_runner_service,
+    kernel_tag,
+    kernel_tag_of,
+    make_job_name,
+    owner_identity,
+    owns_service,
+)
+from .spec import DEFAULT_IMAGE_PREFIX, OffloadSpec, SiteFacts, SpecError
 
 SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(OffloadSpec))
 RECENT_IMAGES = 8
+# Names tried for one runner service before giving up (each taken by someone else).
+MAX_SERVICE_CANDIDATES = 8
 
 
 class NotConnected(RuntimeError):
@@ -37,6 +51,7 @@ class ConnectionReport:
     interlink_available: bool
     nodes: list[VirtualNode] | None
     warnings: list[str] = field(default_factory=list)
+    nodes_source: str | None = None  # OSCAR, Kubernetes or profile (nodes.SOURCES)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(self._repr_markdown_().replace("**", "").replace("`", ""))
@@ -46,9 +61,9 @@ class ConnectionReport:
             f"Connected to **{self.cluster_id}** at `{self.endpoint}` (OSCAR {self.version}, "
             f"{self.auth} auth)."
         ]
-        if self.nodes is not None:
-            names = ", ".join(f"`{n.name}`" for n in self.nodes if n.is_interlink) or "none"
-            lines.append(f"interLink virtual nodes: {names}.")
+        if self.nodes_source:
+            names = ", ".join(f"`{n.name}`" for n in self.nodes or [] if n.is_interlink)
+            lines.append(f"interLink virtual nodes (from {self.nodes_source}): {names}.")
         lines += [f"**Warning:** {w}" for w in self.warnings]
         return "\n\n".join(lines)
 
@@ -64,6 +79,8 @@ def profile_defaults(profile: ClusterProfile | None) -> dict[str, Any]:
     jupyter = raw.get("jupyter") or {}
     if isinstance(jupyter, Mapping):
         found.update({k.replace("-", "_"): v for k, v in jupyter.items()})
+        if isinstance(found.get("nodes"), (list, tuple)):
+            del found["nodes"]  # `nodes: [vega, ...]` lists the site's nodes (profile_node_names)
     return {k: v for k, v in found.items() if k in SPEC_FIELDS}
 
 
@@ -78,6 +95,43 @@ def merge_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+class NotOffloadable(RuntimeError):
+    """The connected cluster cannot run a cell on an HPC site (said before anything is sent)."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"NotOffloadable: {self}"]
+
+
+_IMAGE_PREFIX = re.compile(r"[A-Za-z0-9._/:+@-]+")
+
+
+def site_facts(profile: ClusterProfile | None) -> SiteFacts:
+    """The site's image prefix and GPU scheduling from the profile's `jupyter:` block."""
+    jupyter = ((profile.defaults or {}).get("jupyter") if profile else None) or {}
+    prefix = jupyter.get("image_prefix", DEFAULT_IMAGE_PREFIX)
+    if not isinstance(prefix, str) or not _IMAGE_PREFIX.fullmatch(prefix):
+        raise ConfigError(f"jupyter: image_prefix {prefix!r} in the profile of "
+                          f"{profile.cluster_id if profile else '?'}: write the site's plugin "
+                          "ImagePrefix, e.g. docker:// or /cvmfs/unpacked.cern.ch/")
+    return SiteFacts(image_prefix=prefix, keeps_schemes=jupyter.get("image_schemes") is True,
+                     schedules_gpus=jupyter.get("gpu_scheduling") is True)
+
+
+def profile_kubeconfig(profile: ClusterProfile | None) -> str | None:
+    """The kubeconfig of the cluster's Kubernetes API that the profile names, if any."""
+    jupyter = ((profile.defaults or {}).get("jupyter") if profile else None) or {}
+    path = jupyter.get("kubeconfig")
+    return os.path.expanduser(path) if isinstance(path, str) and path else None
+
+
+def profile_node_names(profile: ClusterProfile | None) -> list[str]:
+    jupyter = ((profile.defaults or {}).get("jupyter") if profile else None) or {}
+    names = jupyter.get("nodes") or []
+    if isinstance(names, str):
+        names = [names]
+    return [str(name) for name in names]
+
+
 class Session:
     def __init__(self) -> None:
         self.client: OscarClient | None = None
@@ -90,7 +144,15 @@ class Session:
         self.recent_images: list[str] = []
         self.poller = Poller()
         self._nodes: list[VirtualNode] | None = None
+        self._node_names: list[str] | None = None  # interLink names a cell may use; None: unknown
+        self.nodes_source: str | None = None
+        self.interlink_available = True
         self._names_jobs = False  # the cluster honours X-Delegated-Job-ID (learned on 1st submit)
+        self.kernel_tag = kernel_tag()  # in the name of every job this kernel submits
+        self.submitted: set[str] = set()  # jobs this kernel submitted (whatever their name)
+        self.tracker = JobTracker()  # the state of other kernels' jobs, between looks
+        self._service_for: dict[str, str] = {}  # first candidate name -> name in use
+        self._owner: tuple[OscarClient, str, bool] | None = None
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -114,8 +176,9 @@ class Session:
         if self.client is not None:
             self.client.close()
         self.client, self.profile = client, profile
+        self.interlink_available = interlink
         self._names_jobs = False
-        self._nodes, problem = self._discover_nodes(client)
+        problem = self._refresh_nodes(client)
         if problem:
             warnings.append(problem)
         self.report = ConnectionReport(
@@ -126,25 +189,17 @@ class Session:
             interlink_available=interlink,
             nodes=self._nodes,
             warnings=warnings,
+            nodes_source=self.nodes_source,
         )
         return self.report
 
-    @staticmethod
-    def _discover_nodes(client: OscarClient) -> tuple[list[VirtualNode] | None, str | None]:
-        """The cluster's nodes from OSCAR, else from Kubernetes; (None, why) when neither works."""
-        try:
-            return list_nodes(client), None
-        except OscarError as err:
-            oscar_problem = str(err)
-        if has_kubeconfig():
-            try:
-                return list_nodes_from_kubernetes(), None
-            except Exception as err:  # any kube client failure: fall through to the warning
-                return None, (
-                    f"could not list the cluster's nodes ({oscar_problem}; Kubernetes: {err}); "
-                    "names go unchecked"
-                )
-        return None, f"could not list the cluster's nodes ({oscar_problem}); names go unchecked"
+    def _refresh_nodes(self, client: OscarClient) -> str | None:
+        """Ask the node sources again (nodes.discover_nodes); the warning to show, if any."""
+        found = discover_nodes(client, profile_node_names(self.profile),
+                               profile_kubeconfig(self.profile))
+        self._nodes, self._node_names = found.nodes, found.interlink_names
+        self.nodes_source = found.source
+        return found.warning
 
     def require_client(self) -> OscarClient:
         if self.client is None:
@@ -153,19 +208,34 @@ class Session:
         return self.client
 
     def nodes(self, refresh: bool = True) -> list[VirtualNode]:
+        """The nodes of the first source that knows the interLink nodes (see `nodes_source`)."""
         if refresh or self._nodes is None:
-            nodes, problem = self._discover_nodes(self.require_client())
-            if nodes is None:
-                raise RuntimeError(problem)
-            self._nodes = nodes
-        return list(self._nodes)
+            self._refresh_nodes(self.require_client())
+        return list(self._nodes or [])
 
     def known_node_names(self) -> list[str] | None:
-        """interLink node names, or None when the cluster does not list them (then unchecked)."""
-        if self._nodes is None:
-            return None
-        names = [n.name for n in self._nodes if n.is_interlink]
-        return names or None
+        """interLink node names, or None when no source lists them (then unchecked)."""
+        return None if self._node_names is None else list(self._node_names)
+
+    def check_offloadable(self, spec: OffloadSpec) -> None:
+        """Refuse, before anything is sent, a cell that could not reach an interLink node."""
+        if not self.interlink_available:
+            raise NotOffloadable(
+                "this OSCAR reports interLink_available: false, so it would ignore the node and "
+                "run the cell on an ordinary Kubernetes node, where it never starts; ask the "
+                "cluster's admins to enable interLink, or connect to another cluster"
+            )
+        if not spec.node:
+            known = self.known_node_names()
+            example = known[0] if known else "vega"
+            names = f" (this cluster's: {', '.join(known)})" if known else ""
+            raise SpecError(
+                "--node", f"--node: name the interLink virtual node to run on{names}, e.g. "
+                f"--node {example}; or set a default: the panel, %config OscarMagics."
+                f"default_node = '{example}', or jupyter: {{node: {example}}} in the profile. "
+                "Without one OSCAR runs the pod on an ordinary Kubernetes node, where it stays "
+                "Pending forever"
+            )
 
     # -- offloading ----------------------------------------------------------------------------
 
@@ -175,35 +245,90 @@ class Session:
         unknown = sorted(set(settings) - set(SPEC_FIELDS))
         if unknown:
             raise TypeError(f"unknown offload settings: {', '.join(unknown)}")
+        settings.setdefault("site", site_facts(self.profile))
         return OffloadSpec(**settings)
 
-    def ensure_service(self, spec: OffloadSpec) -> str:
+    # -- who we are ---------------------------------------------------------------------------
+
+    def runner_service_name(self, spec: OffloadSpec) -> str:
+        """The name a submit would try first (this user's), or the owner-less one offline."""
+        if self.client is None:
+            return spec.service_name()
+        return spec.service_name(self.owner, self.client.endpoint)
+
+    @property
+    def owner(self) -> str:
+        """Who this session acts as on the cluster: the OIDC `sub`, else the basic-auth user."""
+        return self._identity()[0]
+
+    def _identity(self) -> tuple[str, bool]:
         client = self.require_client()
-        name = spec.service_name()
-        if name in self.used_services:
-            return name
+        if self._owner is None or self._owner[0] is not client:
+            self._owner = (client, *owner_identity(client))
+        return self._owner[1], self._owner[2]
+
+    def _owns(self, service: Mapping[str, Any]) -> bool:
+        owner, by_sub = self._identity()
+        return owns_service(service, owner, by_sub, self.require_client().endpoint)
+
+    def ensure_service(self, spec: OffloadSpec) -> str:
+        """The name of this user's runner service for `spec`, created when missing.
+
+        The first candidate name is `spec.service_name(owner, endpoint)`. A name that belongs to
+        someone else (403 on reading it, or readable but not our runner) moves on to the next
+        candidate (salt 1, 2, ...); "already exists" right after a 404 is another of our kernels
+        creating it at the same moment, so it is read again.
+        """
+        client = self.require_client()
+        owner, _ = self._identity()
+        first = spec.service_name(owner, client.endpoint)
+        if first in self._service_for:
+            return self._service_for[first]
+        taken: list[str] = []
+        for salt in range(MAX_SERVICE_CANDIDATES):
+            name = spec.service_name(owner, client.endpoint, salt)
+            found = self._read_service(client, name)
+            if found is None:
+                definition = {**spec.service_definition(), "name": name}
+                try:
+                    client.create_service(definition)
+                except OscarError as err:
+                    if "already exists" not in err.message:
+                        raise
+                    found = self._read_service(client, name)  # a concurrent create
+                else:
+                    self.services.add(name)
+                    found = True
+            if found is True:
+                self._service_for[first] = name
+                self.used_services.add(name)
+                return name
+            taken.append(name)
+        raise RuntimeError(
+            f"the runner service names {', '.join(taken)} all belong to other users of this "
+            "cluster; change a setting (e.g. --prefix) to get other names"
+        )
+
+    def _read_service(self, client: OscarClient, name: str) -> bool | None:
+        """True: our runner service; False: someone else's name; None: no such service."""
         try:
-            client.get_service(name)
+            service = client.get_service(name)
         except OscarError as err:
-            if err.status_code != 404:
-                raise
-            definition = spec.service_definition()
-            try:
-                client.create_service(definition)
-            except OscarError as create_err:
-                if "already exists" not in create_err.message:
-                    raise
-            self.services.add(name)
-        self.used_services.add(name)
-        return name
+            if err.status_code == 404:
+                return None
+            if err.status_code == 403:
+                return False  # another owner's private service
+            raise
+        return is_runner_service(service) and self._owns(service)
 
     def submit(self, code: str, spec: OffloadSpec) -> Job:
         """Validate, make sure the runner service exists, and send the cell as a job."""
         spec.validate(known_nodes=self.known_node_names())
         body = spec.job_body(code)
+        self.check_offloadable(spec)
         client = self.require_client()
         service = self.ensure_service(spec)
-        job_name = f"{service}-{uuid.uuid4()}"
+        job_name = make_job_name(service, self.kernel_tag)
         if self._names_jobs:
             client.submit_job(service, body, job_id=job_name)
         else:
@@ -224,6 +349,7 @@ class Session:
                 )
         job = Job(client, service, job_name, spec)
         self.jobs[job.name] = job
+        self.submitted.add(job.name)
         self._remember_image(spec.image)
         return job
 
@@ -233,64 +359,175 @@ class Session:
         self.recent_images.insert(0, image)
         del self.recent_images[RECENT_IMAGES:]
 
-    def cleanup(self, *, services: bool = False) -> tuple[int, int]:
-        """Delete finished jobs of this kernel's runner services; with `services`, the services too.
+    # -- jobs of this kernel, of this user, of everyone ------------------------------------------
 
-        A job counts as finished when OSCAR says so or when its exit sentinel arrived (OSCAR may
-        still say Running for the moment the supervisor needs to exit). Returns (jobs, services)
-        deleted. Refuses to delete services while this kernel's jobs still run.
+    def is_this_kernels(self, service: str, job: str) -> bool:
+        """Submitted by this kernel: its tag in the name (also before a kernel restart), or
+        submitted here under a name OSCAR chose."""
+        return job in self.submitted or kernel_tag_of(service, job) == self.kernel_tag
+
+    def runner_services(self, scope: str = "mine") -> list[str]:
+        """The runner services whose jobs `scope` covers.
+
+        "all": every runner service this user can list. "mine": the same for an OIDC user (OSCAR
+        lists only the caller's own jobs of a service); with basic auth, which reads every
+        service, the ones named for this owner. "kernel": "mine" plus those this kernel used.
         """
+        check_scope(scope)
         client = self.require_client()
+        _, by_sub = self._identity()
+        listed = [s for s in client.list_services() if is_runner_service(s)]
+        names = {str(s.get("name")) for s in listed if scope == "all" or by_sub or self._owns(s)}
+        if scope == "kernel":
+            names |= self.used_services | {job.service for job in self.jobs.values()}
+        return sorted(names)
+
+    def list_jobs(self, scope: str = "kernel") -> list[JobRow]:
+        """This kernel's jobs ("kernel"), this user's ("mine") or every visible one ("all"), oldest
+        first, each with the status every view shows (`Job.status()`). One listing per runner
+        service; a log read only for jobs whose final state is not known yet."""
+        check_scope(scope)
+        client = self.require_client()
+        rows: list[JobRow] = []
+        for service in self.runner_services(scope):
+            listing = self.job_listing(service)
+            if listing is not None:
+                rows += self._rows(client, service, listing, scope)
+        rows.sort(key=lambda row: (row.start or "~", row.job))
+        return rows
+
+    def job_listing(self, service: str) -> dict[str, dict] | None:
+        """OSCAR's listing of the service's jobs (all pages), None when it is gone or not ours."""
+        try:
+            return self.require_client().list_jobs(service)
+        except OscarError as err:
+            if err.status_code in (403, 404):
+                return None  # deleted meanwhile, or another owner's
+            raise
+
+    def _rows(
+        self, client: OscarClient, service: str, listing: dict[str, dict], scope: str
+    ) -> list[JobRow]:
+        names = {n for n in listing if scope != "kernel" or self.is_this_kernels(service, n)}
+        states = self.tracker.states(client, service, listing, names=names, own=self.jobs)
+        rows = []
+        for name in sorted(names):
+            info, state = listing[name], states[name]
+            rows.append(JobRow(
+                job=name,
+                service=service,
+                status=state.status,
+                start=info.get("start_time") or info.get("creation_time") or "",
+                duration=state.duration(),
+                kernel_tag=kernel_tag_of(service, name),
+                this_kernel=self.is_this_kernels(service, name),
+                exit_code=state.exit_code,
+                node=state.node,
+            ))
+        return rows
+
+    def cleanup(self, *, scope: str = "kernel", services: bool = False) -> CleanupReport:
+        """Delete the finished jobs of this kernel ("kernel") or of this user ("mine").
+
+        A job counts as finished when `Job.status()` says so (the exit sentinel may come before
+        OSCAR's phase). With `services`, the runner services in the scope are deleted too, but
+        only those where no job of any kernel still runs or waits: deleting a service deletes
+        all its jobs. The report says which services were kept and why.
+        """
+        if scope not in ("kernel", "mine"):
+            raise ValueError(f"scope {scope!r}: use kernel or mine")
+        client = self.require_client()
+        report = CleanupReport()
+        rows = self.list_jobs(scope)
+        for row in rows:
+            if row.status in TERMINAL:
+                try:
+                    client.delete_job(row.service, row.job)
+                except OscarError as err:
+                    if err.status_code != 404:
+                        raise
+                report.deleted_jobs.append(row.job)
         if services:
-            running = [j.name for j in self.jobs.values() if not j.is_done()]
-            if running:
-                raise RuntimeError(
-                    f"jobs still running: {', '.join(running)}; cancel them first (%oscar_cancel)"
-                )
-        deleted_jobs = 0
-        for service in sorted(self.used_services):
-            for name, info in client.list_jobs(service).items():
-                known = self.jobs.get(name)
-                finished = info.get("status") in ("Succeeded", "Failed") or (
-                    known is not None and known.is_done()
-                )
-                if finished:
-                    try:
-                        client.delete_job(service, name)
-                    except OscarError as err:
-                        if err.status_code != 404:
-                            raise
-                    deleted_jobs += 1
-        deleted_services = 0
-        if services:
-            for service in sorted(self.services):
-                client.delete_service(service)
-                self.used_services.discard(service)
-                deleted_services += 1
-            self.services.clear()
-        return deleted_jobs, deleted_services
+            if scope == "kernel":
+                candidates = self.used_services | self.services | {r.service for r in rows}
+            else:
+                candidates = {
+                    str(s.get("name")) for s in client.list_services()
+                    if is_runner_service(s) and self._owns(s)
+                }
+            for service in sorted(candidates):
+                self._delete_service_if_idle(client, service, report)
+        return report
+
+    def _delete_service_if_idle(
+        self, client: OscarClient, service: str, report: CleanupReport
+    ) -> None:
+        listing = self.job_listing(service)  # read again: any kernel may have submitted
+        if listing is None:
+            return
+        states = self.tracker.states(client, service, listing, own=self.jobs)
+        busy = sorted(name for name, state in states.items() if not state.done)
+        if busy:
+            shown = ", ".join(f"{name} ({states[name].status})" for name in busy[:3])
+            more = f" and {len(busy) - 3} more" if len(busy) > 3 else ""
+            report.kept_services[service] = (
+                f"{len(busy)} job(s) still running or waiting: {shown}{more}"
+            )
+            return
+        try:
+            client.delete_service(service)
+        except OscarError as err:
+            if err.status_code == 403:
+                report.kept_services[service] = "it belongs to another user"
+                return
+            if err.status_code != 404:
+                raise
+        report.deleted_services.append(service)
+        report.jobs_deleted_with_services += len(listing)
+        self.used_services.discard(service)
+        self.services.discard(service)
+        self._service_for = {k: v for k, v in self._service_for.items() if v != service}
 
     def find_job(self, name: str) -> Job:
-        """A job of this kernel by name (or unique prefix), or one of the runner services' jobs."""
+        """A job of this kernel by name (or unique prefix), or any visible runner service's."""
         if name in self.jobs:
             return self.jobs[name]
         matches = [j for n, j in self.jobs.items() if n.startswith(name)]
         if len(matches) == 1:
             return matches[0]
         client = self.require_client()
-        for service in sorted(self.used_services) or _runner_services(client):
-            if name.startswith(service + "-") and name in client.list_jobs(service):
-                return Job(client, service, name, OffloadSpec())
+        used = sorted(self.used_services)
+        for services in (used, None):
+            if services is None:
+                services = [s for s in self.runner_services("all") if s not in used]
+            for service in services:
+                if not name.startswith(service + "-"):
+                    continue
+                listing = self.job_listing(service)
+                if listing is not None and name in listing:
+                    return Job(client, service, name, OffloadSpec())
         known = ", ".join(self.jobs) or "none in this kernel"
         raise KeyError(f"no job named {name!r} (jobs: {known})")
 
 
-def _runner_services(client: OscarClient) -> list[str]:
-    return [
-        s["name"]
-        for s in client.list_services()
-        if (s.get("labels") or {}).get("oscar-jupyter/runner") == "true"
-    ]
+@dataclass
+class CleanupReport:
+    """What `Session.cleanup` deleted, and the runner services it kept (name -> why)."""
+
+    deleted_jobs: list[str] = field(default_factory=list)
+    deleted_services: list[str] = field(default_factory=list)
+    kept_services: dict[str, str] = field(default_factory=dict)
+    jobs_deleted_with_services: int = 0  # finished jobs of other kernels, gone with a service
+
+    def lines(self, whose: str = "this kernel's") -> list[str]:
+        lines = [f"Deleted {len(self.deleted_jobs)} finished job(s) ({whose})."]
+        if self.deleted_services:
+            extra = (f", with {self.jobs_deleted_with_services} finished job(s) of other kernels"
+                     if self.jobs_deleted_with_services else "")
+            lines.append(f"Deleted runner service(s) {', '.join(self.deleted_services)}{extra}.")
+        for service, why in self.kept_services.items():
+            lines.append(f"Kept runner service {service}: {why}.")
+        return lines
 
 
 _current: Session | None = None

@@ -45,6 +45,7 @@ import yaml
 from . import runner
 
 DEFAULT_IMAGE = "docker://python:3.12-slim"
+DEFAULT_IMAGE_PREFIX = "docker://"
 DEFAULT_MEMORY = "1024Mi"
 SERVICE_NAME_MAX = 24
 RUNNER_LABEL = "oscar-jupyter/runner"
@@ -255,11 +256,29 @@ def format_memory(size: int) -> str:
     return f"{math.ceil(size / MiB)}Mi"
 
 
-def normalise_image(image: str) -> str:
-    """Add ``docker://`` to a bare reference; keep an absolute path or any ``scheme://``."""
-    if image.startswith("/") or _SCHEME.match(image):
+@dataclass(frozen=True)
+class SiteFacts:
+    """What the cluster profile says about the HPC site (not a cell option).
+
+    ``image_prefix``: the Slurm plugin's ``ImagePrefix``; plugin 0.6.1 prepends it to every image
+    that does not already start with it (interlink-slurm-plugin ``prepare.go`` prepareImage).
+    ``keeps_schemes``: the site's plugin keeps any ``scheme://`` image as it is (releases after
+    0.6.1); 0.6.1 would turn ``library://x`` into ``docker://library://x``.
+    ``schedules_gpus``: the site's virtual node advertises GPUs and the user's Kueue quota has
+    some, so OSCAR's ``enable_gpu`` (a ``nvidia.com/gpu`` limit on the pod) can be scheduled.
+    """
+
+    image_prefix: str = DEFAULT_IMAGE_PREFIX
+    keeps_schemes: bool = False
+    schedules_gpus: bool = False
+
+
+def normalise_image(image: str, prefix: str = DEFAULT_IMAGE_PREFIX) -> str:
+    """Write a bare reference with the site's image prefix; keep an absolute path or any
+    ``scheme://``."""
+    if image.startswith("/") or _SCHEME.match(image) or image.startswith(prefix):
         return image
-    return "docker://" + image
+    return prefix + image
 
 
 def check_image(image: object) -> None:
@@ -459,7 +478,9 @@ class OffloadSpec:
     singularity_options: str | None = None
     sbatch: str | None = None
     env: dict[str, str] = field(default_factory=dict, repr=False)
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
     prefix: str = "oj"
+    site: SiteFacts = field(default_factory=SiteFacts, repr=False)
 
     def __post_init__(self) -> None:
         # The Python API may pass counts as text ("2"), as the magic's line does.
@@ -471,11 +492,14 @@ class OffloadSpec:
     def __repr__(self) -> str:
         # env values may be secrets: show names only
         shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
-                 if f.name != "env" and getattr(self, f.name) != _default(f)]
+                 if f.name not in ("env", "secrets", "site")
+                 and getattr(self, f.name) != _default(f)]
         if isinstance(self.env, Mapping) and self.env:
             shown.append(f"env=<{', '.join(sorted(map(str, self.env)))}>")
         elif self.env:
             shown.append(f"env=<{type(self.env).__name__}>")
+        if isinstance(self.secrets, Mapping) and self.secrets:
+            shown.append(f"secrets=<{', '.join(sorted(map(str, self.secrets)))}>")
         return f"OffloadSpec({', '.join(shown)})"
 
     # ---- validation -------------------------------------------------------------------------
@@ -490,9 +514,10 @@ class OffloadSpec:
         """Every problem, in option order (for the widget panel)."""
         errors: list[SpecError] = []
         for check in (self._check_node, self._check_time, self._check_counts, self._check_mem,
-                      self._check_slurm_words, self._check_image, self._check_mounts,
+                      self._check_slurm_words, self._check_image, self._check_site_prefix,
+                      self._check_mounts,
                       self._check_pre_exec, self._check_singularity_options, self._check_sbatch,
-                      self._check_env, self._check_prefix):
+                      self._check_env, self._check_secrets, self._check_prefix):
             try:
                 if check == self._check_node:
                     check(known_nodes)
@@ -513,6 +538,23 @@ class OffloadSpec:
             names = ", ".join(sorted(known_nodes)) or "none"
             raise _flag_error("--node", self.node, f"not a virtual node of this cluster; "
                               f"known nodes: {names}")
+
+    def _check_site_prefix(self) -> None:
+        prefix, image = self.site.image_prefix, self.image
+        if (not isinstance(image, str) or self.site.keeps_schemes
+                or image.startswith(("/", prefix)) or not _SCHEME.match(image)):
+            return
+        # Plugin 0.6.1 would run "<prefix><image>", which no runtime can open.
+        if prefix == DEFAULT_IMAGE_PREFIX:
+            hint = ("write a registry image without a scheme (e.g. --image python:3.12-slim) or "
+                    "a .sif path; if the site's plugin is newer than 0.6.1 and keeps schemes, "
+                    "say so in the profile: jupyter: {image_schemes: true}")
+        else:
+            hint = (f"write the reference without a scheme, e.g. --image "
+                    f"{_SCHEME.sub('', image, count=1)}")
+        raise _flag_error("--image", image, f"this site's Slurm plugin puts its image prefix "
+                          f"{prefix} before every image that does not start with it, so it would "
+                          f"run {prefix}{image}; {hint}")
 
     def _check_time(self) -> None:
         if self.time is not None:
@@ -550,6 +592,11 @@ class OffloadSpec:
                                   f"e.g. {flag} {example}")
 
     def _check_image(self) -> None:
+        prefix = self.site.image_prefix
+        if (isinstance(self.image, str) and prefix != DEFAULT_IMAGE_PREFIX
+                and self.image.startswith(prefix) and len(self.image) > len(prefix)):
+            check_image(self.image[len(prefix):])  # the site's prefix, written out: check the rest
+            return
         check_image(self.image)
 
     def _check_mounts(self) -> None:
@@ -613,6 +660,24 @@ class OffloadSpec:
                 raise SpecError("--env", f"--env {name}: the value must be text without NUL "
                                 "bytes; pass binary data through storage instead")
 
+    def _check_secrets(self) -> None:
+        if not isinstance(self.secrets, Mapping):
+            raise SpecError("--secret", "--secret: pass secrets as a dict of NAME -> value, not "
+                            f"{type(self.secrets).__name__}, e.g. secrets={{'API_TOKEN': token}}")
+        for name, value in self.secrets.items():
+            if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+                raise _flag_error("--secret", repr(name), "a secret's name is a variable name: "
+                                  "letters, digits and '_', e.g. --secret API_TOKEN")
+            if name in RESERVED_ENV or name.startswith(_RESERVED_ENV_PREFIXES):
+                raise _flag_error("--secret", name, "this variable is set by OSCAR, its "
+                                  "supervisor or the runner; choose another name")
+            if isinstance(self.env, Mapping) and name in self.env:
+                raise _flag_error("--secret", name, "it is also an --env variable; keep one")
+            if not isinstance(value, str) or not value or "\0" in value:
+                # never echo the value
+                raise SpecError("--secret", f"--secret {name}: the value must be non-empty text "
+                                "without NUL bytes")
+
     def _check_prefix(self) -> None:
         _require_text("--prefix", self.prefix, "--prefix oj")
         if not _PREFIX.fullmatch(self.prefix) or len(self.prefix) > 13:
@@ -667,7 +732,7 @@ class OffloadSpec:
     def _definition_without_name(self) -> dict:
         self.validate()
         definition: dict = {
-            "image": normalise_image(self.image),
+            "image": normalise_image(self.image, self.site.image_prefix),
             "script": runner.RUNNER_SCRIPT,
             "cpu": str(self.cpus_per_task or 1),
             "memory": format_memory(parse_memory(self.mem)) if self.mem else DEFAULT_MEMORY,
@@ -678,39 +743,76 @@ class OffloadSpec:
         annotations = self._annotations()
         if annotations:
             definition["annotations"] = annotations
-        if self.gpus:
+        if self.gpus and self.site.schedules_gpus:
+            # Only where the site schedules GPUs: elsewhere the pod's nvidia.com/gpu limit is never
+            # scheduled (0 GPUs on the virtual node, 0 in the Kueue quota); --gres reaches Slurm.
             definition["enable_gpu"] = True
         definition["environment"] = {"variables": {"PYTHONUNBUFFERED": "1"}}
+        if self.secrets:
+            # OSCAR keeps these in a Kubernetes Secret and blanks them when the service is read;
+            # they reach the job as environment variables, never through its body or its log.
+            definition["environment"]["secrets"] = dict(self.secrets)
         definition["labels"] = {RUNNER_LABEL: "true"}
         return definition
 
-    def service_name(self) -> str:
-        """``<prefix>-<hash of the definition>``, at most 24 characters, DNS-1123."""
+    def service_name(self, owner: str | None = None, endpoint: str | None = None,
+                     salt: int = 0) -> str:
+        """The runner service's name, DNS-1123.
+
+        Without ``owner``: ``<prefix>-<hash of the definition>``, at most 24 characters (the name
+        an FDL or a dry run shows). With ``owner`` (the OIDC ``sub`` or the basic-auth user) and
+        the cluster's ``endpoint``: ``<prefix>-<owner tag>-<hash of definition, owner, endpoint
+        and salt>``, at most 30 characters. OSCAR's names are unique cluster-wide and services
+        private, so two users with the same settings need two names; ``salt`` gives the next
+        candidate when a name is taken by someone else.
+        """
         canonical = json.dumps(self._definition_without_name(), sort_keys=True,
                                ensure_ascii=False, separators=(",", ":"))
-        digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-        return f"{self.prefix}-{digest[:SERVICE_NAME_MAX - len(self.prefix) - 1]}"
+        if owner is None:
+            digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+            return f"{self.prefix}-{digest[:SERVICE_NAME_MAX - len(self.prefix) - 1]}"
+        tag = self.owner_tag(owner, endpoint or "")
+        limit = 30  # OSCAR allows 39; job names add -<kernel tag>-<12 hex> within k8s's 63
+        keyed = "\n".join((canonical, owner, endpoint or "", str(salt)))
+        digest = hashlib.sha256(keyed.encode("utf-8")).hexdigest()
+        return f"{self.prefix}-{tag}-{digest[:limit - len(self.prefix) - 8]}"
+
+    @staticmethod
+    def owner_tag(owner: str, endpoint: str) -> str:
+        """6 hex characters naming (owner, cluster) in runner service names."""
+        return hashlib.sha256(f"{endpoint}\n{owner}".encode()).hexdigest()[:6]
+
+    @staticmethod
+    def is_owned_service_name(name: str, owner: str, endpoint: str) -> bool:
+        """Whether ``name`` is a runner service name made by ``service_name(owner, endpoint)``."""
+        tag = OffloadSpec.owner_tag(owner, endpoint)
+        return bool(re.fullmatch(rf"{_PREFIX.pattern}-{tag}-[0-9a-f]+", name))
 
     def service_definition(self) -> dict:
         """The OSCAR Service JSON for ``POST /system/services``."""
         return {"name": self.service_name(), **self._definition_without_name()}
 
-    def script_filename(self) -> str:
-        return f"{self.service_name()}.sh"
+    def script_filename(self, name: str | None = None) -> str:
+        return f"{name or self.service_name()}.sh"
 
-    def fdl(self, cluster_id: str) -> str:
-        """YAML for ``oscar-cli apply``; ``script:`` names the file ``fdl_files()`` provides."""
+    def fdl(self, cluster_id: str, name: str | None = None) -> str:
+        """YAML for ``oscar-cli apply``; ``script:`` names the file ``fdl_files()`` provides.
+        ``name``: the service's name (default: the owner-less ``service_name()``)."""
         if not cluster_id or not re.fullmatch(r"[A-Za-z0-9._-]+", cluster_id):
             raise _flag_error("--cluster", repr(cluster_id), "give the cluster id of your "
                               "oscar-cli config, e.g. oscar-cluster")
         service = self.service_definition()
-        service["script"] = self.script_filename()
+        if name:
+            service["name"] = name
+        service["script"] = self.script_filename(name)
+        if self.secrets:  # shown blank, as OSCAR shows them: fill them in before `oscar-cli apply`
+            service["environment"]["secrets"] = {name: "" for name in self.secrets}
         document = {"functions": {"oscar": [{cluster_id: service}]}}
         return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=1000)
 
-    def fdl_files(self) -> dict[str, str]:
+    def fdl_files(self, name: str | None = None) -> dict[str, str]:
         """The files ``fdl()`` references, by name (write them beside the FDL for oscar-cli)."""
-        return {self.script_filename(): runner.RUNNER_SCRIPT}
+        return {self.script_filename(name): runner.RUNNER_SCRIPT}
 
     def job_body(self, code: str) -> bytes:
         """The body of ``POST /job/{service}``: base64 of the program carrying ``code``."""
@@ -744,7 +846,7 @@ class OffloadSpec:
         words = ["%%oscar_offload"]
         for f in fields(self):
             value = getattr(self, f.name)
-            if value == _default(f):
+            if value == _default(f) or f.name == "site":  # the site comes from the profile
                 continue
             option = "--" + f.name.replace("_", "-")
             # "--opt=value" keeps a value that starts with "-" from reading as an option
@@ -752,6 +854,8 @@ class OffloadSpec:
                 words += [f"--mount={mount}" for mount in value]
             elif f.name == "env":
                 words += [f"--env={name}={text}" for name, text in value.items()]
+            elif f.name == "secrets":  # names only: the magic takes each value from $NAME
+                words += [f"--secret={name}" for name in value]
             else:
                 words.append(f"{option}={value}")
         return " ".join(shlex.quote(word) if i else word for i, word in enumerate(words))

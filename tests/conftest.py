@@ -4,7 +4,9 @@
                  it cannot start. Skipped only with OSCAR_JUPYTER_EXECUTOR=process, the mode for
                  machines without Slurm. It is left running: other sessions may use it.
 `local_oscar`    one local OSCAR for the session, started with `daemon.start` in a temporary home
-                 on a free port, its `local` profile in a temporary oscar-cli config; at the end
+                 on a free port, its `local` profile (admin, Basic) and the OIDC profiles
+                 `local-alice`, `local-bob` in a temporary oscar-cli config (`user_token()`,
+                 `user_client()` give a user's bearer token / client); at the end
                  it is stopped and the fixture checks that no server process and no job is left.
 """
 
@@ -15,9 +17,11 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from oscar_jupyter.local import daemon
@@ -25,6 +29,7 @@ from oscar_jupyter.local.state import HomeLayout, LocalState
 
 REPO = Path(__file__).resolve().parents[1]
 EXECUTOR_ENV = "OSCAR_JUPYTER_EXECUTOR"
+SESSION_USERS = ("alice", "bob")  # OIDC-style users of the session's local OSCAR
 
 
 def executor_choice() -> str:
@@ -40,9 +45,24 @@ class LocalOscarHandle:
     home: Path
     profile_path: Path
     executor: str
+    users: tuple[str, ...] = ()
+    user_profiles: dict[str, str] = field(default_factory=dict)  # user -> profile name
+    kubeconfig: Path | None = None
 
     def __repr__(self) -> str:  # keeps the password out of pytest's failure reports
         return f"LocalOscarHandle(endpoint={self.endpoint!r}, home={str(self.home)!r})"
+
+    def user_token(self, user: str) -> str:
+        """A fresh access token of `user`, through the profile's refresh flow (config.py)."""
+        from oscar_jupyter.config import load_profile, refresh_access_token
+
+        profile = load_profile(self.user_profiles[user], config_path=self.profile_path)
+        return refresh_access_token(profile).reveal()
+
+    def user_client(self, user: str, **kwargs: Any) -> httpx.Client:
+        """An httpx client sending `user`'s bearer token (close it, or use it in `with`)."""
+        headers = {"Authorization": f"Bearer {self.user_token(user)}"}
+        return httpx.Client(base_url=self.endpoint, headers=headers, timeout=30, **kwargs)
 
 
 def free_port() -> int:
@@ -101,12 +121,14 @@ def local_oscar(request, tmp_path_factory) -> Iterator[LocalOscarHandle]:
     home = root / "home"
     profile_path = root / "oscar-cli" / "config.yaml"
     started = daemon.start(
-        home=home, port=free_port(), executor=executor, config_path=profile_path, timeout=120
+        home=home, port=free_port(), executor=executor, config_path=profile_path, timeout=120,
+        users=list(SESSION_USERS),
     )
     handle = LocalOscarHandle(
         endpoint=started.endpoint, user="oscar",
         password=(home / "admin-password").read_text().strip(), home=home,
-        profile_path=profile_path, executor=started.executor,
+        profile_path=profile_path, executor=started.executor, users=SESSION_USERS,
+        user_profiles=started.user_profiles, kubeconfig=started.kubeconfig,
     )
     yield handle
     pid = started.pid

@@ -28,10 +28,17 @@ export interface IVirtualNode {
   memory_free_bytes: number;
   gpus: number;
   is_interlink: boolean;
+  /** Where these facts came from: OSCAR, Kubernetes or profile. */
+  source: string;
+  /** Why a node is not Ready (its condition), when known. */
+  reason: string;
 }
 
 export interface INodes {
   cluster: string;
+  /** The source that listed the interLink nodes; null when none did (then `warning` says why). */
+  source: string | null;
+  warning: string | null;
   nodes: IVirtualNode[];
 }
 

@@ -1,15 +1,35 @@
 /**
  * The "Virtual nodes" section: one card per interLink node with its state and free resources.
  */
-import { IVirtualNode } from './api';
+import { INodes } from './api';
 import { el } from './dom';
 import { formatBytes, formatCores } from './format';
 
-export function renderNodes(nodes: IVirtualNode[]): HTMLElement {
+const SOURCE_TEXT: Record<string, string> = {
+  OSCAR: "from OSCAR's /system/status",
+  Kubernetes: "from the cluster's Kubernetes API",
+  profile: 'named by your cluster profile (resources unknown)'
+};
+
+export function renderNodes(listing: INodes): HTMLElement {
+  const nodes = listing.nodes;
   if (nodes.length === 0) {
-    return el('p', 'oj-sidebar-empty', 'This cluster reports no interLink virtual node.');
+    const empty = el(
+      'p',
+      'oj-sidebar-empty',
+      'No source lists this cluster\'s interLink virtual nodes.'
+    );
+    if (listing.warning) {
+      empty.title = listing.warning;
+    }
+    return empty;
   }
   const list = el('div', 'oj-sidebar-list');
+  if (listing.source) {
+    list.append(
+      el('div', 'oj-sidebar-source', SOURCE_TEXT[listing.source] ?? listing.source)
+    );
+  }
   for (const node of nodes) {
     const card = el('div', 'oj-sidebar-card oj-sidebar-node');
     card.dataset.node = node.name;
@@ -23,16 +43,24 @@ export function renderNodes(nodes: IVirtualNode[]): HTMLElement {
       ),
       el('span', 'oj-sidebar-name', node.name)
     );
+    if (!ready && node.reason) {
+      head.title = node.reason;
+    }
     const facts = el('div', 'oj-sidebar-facts');
-    facts.append(
-      fact('CPU free', `${formatCores(node.cpu_free)} / ${formatCores(node.cpu_total)}`),
-      fact(
-        'Memory free',
-        `${formatBytes(node.memory_free_bytes)} / ${formatBytes(node.memory_total_bytes)}`
-      ),
-      fact('GPU', `${node.gpus}`)
-    );
+    if (node.source !== 'profile') {
+      facts.append(
+        fact('CPU free', `${formatCores(node.cpu_free)} / ${formatCores(node.cpu_total)}`),
+        fact(
+          'Memory free',
+          `${formatBytes(node.memory_free_bytes)} / ${formatBytes(node.memory_total_bytes)}`
+        ),
+        fact('GPU', `${node.gpus}`)
+      );
+    }
     card.append(head, facts);
+    if (!ready && node.reason) {
+      card.append(el('div', 'oj-sidebar-node-reason', node.reason));
+    }
     list.appendChild(card);
   }
   return list;

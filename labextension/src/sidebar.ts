@@ -91,7 +91,7 @@ export class OscarSidebar extends Widget {
       if (this.cluster !== chosen) {
         return; // the user picked another cluster meanwhile: its own refresh is on the way
       }
-      this.nodesBox.replaceChildren(renderNodes(nodes.nodes));
+      this.nodesBox.replaceChildren(renderNodes(nodes));
       this.jobs.update(jobs.jobs);
       this.showError(null);
     } catch (error) {

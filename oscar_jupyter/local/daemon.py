@@ -47,6 +47,8 @@ class StartResult:
     virtual_node: str
     profile_path: Path | None
     already_running: bool = False
+    user_profiles: dict[str, str] = field(default_factory=dict)  # user -> profile name
+    kubeconfig: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -97,9 +99,22 @@ def start(
     executor: str = "auto",
     config_path: Path | None = None,
     timeout: float = 60.0,
+    users: list[str] | None = None,
+    kueue_cpu: str = "2",
+    kueue_memory: str = "2Gi",
+    kueue_gpu: str = "0",
+    node_gpus: int = 0,
+    image_prefix: str = "docker://",
+    real_status: bool = True,
+    job_listing_limit: int = 70,
 ) -> StartResult:
     """Start the local OSCAR (or find it running) and write the `local` profile to `config_path`
-    (default: oscar-cli's config file)."""
+    (default: oscar-cli's config file), a `local-<user>` OIDC profile for each of `users`, and
+    `<home>/kubeconfig`. The other options shape how strict the local cluster is (see
+    docs/ARCHITECTURE.md, "The local OSCAR's strictness"); they apply when it starts."""
+    from .users import check_user_name
+
+    users = [check_user_name(user) for user in users or []]
     layout = _layout(home)
     layout.create()
     password = ensure_admin_password(layout)
@@ -107,15 +122,22 @@ def start(
     if running is not None:
         runtime = _read_runtime(layout)
         summary = _local_summary(runtime["endpoint"], password)
-        profile = _write_profile(runtime["endpoint"], password, config_path)
-        return _start_result(runtime["endpoint"], running, summary, profile, already_running=True)
+        profile = _write_profile(runtime["endpoint"], password, config_path, layout)
+        extras = _write_user_files(layout, runtime["endpoint"], password, users, config_path)
+        return _start_result(runtime["endpoint"], running, summary, profile, *extras,
+                             already_running=True)
 
     port = resolve_port(port)
     endpoint = f"http://{HOST}:{port}"
     command = [
         sys.executable, "-m", SERVER_MODULE, "--home", str(layout.root), "--port", str(port),
         "--host", HOST, "--node-name", node_name, "--executor", executor,
+        "--kueue-cpu", kueue_cpu, "--kueue-memory", kueue_memory, "--kueue-gpu", kueue_gpu,
+        "--node-gpus", str(node_gpus), "--image-prefix", image_prefix,
+        "--job-listing-limit", str(job_listing_limit),
     ]
+    if not real_status:
+        command.append("--metrics-status")
     with open(layout.log_file, "ab") as log_file:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
@@ -129,12 +151,14 @@ def start(
         mode=0o644,
     )
     summary = _wait_until_serving(process, endpoint, password, layout, timeout)
-    profile = _write_profile(endpoint, password, config_path)
-    return _start_result(endpoint, process.pid, summary, profile)
+    profile = _write_profile(endpoint, password, config_path, layout)
+    extras = _write_user_files(layout, endpoint, password, users, config_path)
+    return _start_result(endpoint, process.pid, summary, profile, *extras)
 
 
 def _start_result(
     endpoint: str, pid: int, summary: dict[str, Any], profile: Path | None,
+    user_profiles: dict[str, str] | None = None, kubeconfig: Path | None = None,
     *, already_running: bool = False,
 ) -> StartResult:
     return StartResult(
@@ -142,7 +166,44 @@ def _start_result(
         executor_reason=summary["executor_reason"],
         container_runtime=summary["container_runtime"], virtual_node=summary["virtual_node"],
         profile_path=profile, already_running=already_running,
+        user_profiles=dict(user_profiles or {}), kubeconfig=kubeconfig,
     )
+
+
+def _write_user_files(
+    layout: HomeLayout, endpoint: str, password: str, users: list[str], config_path: Path | None
+) -> tuple[dict[str, str], Path]:
+    """A `local-<user>` profile per user (endpoint and oidc_refresh_token only, like a real
+    EGI/Keycloak profile) and the admin's kubeconfig."""
+    from ..config import ClusterProfile, Secret, save_profile
+    from .users import ensure_secret, issuer, profile_name, refresh_token
+
+    secret = ensure_secret(layout)
+    names = {}
+    for user in users:
+        token = refresh_token(user, iss=issuer(endpoint), secret=secret)
+        profile = ClusterProfile(
+            cluster_id=profile_name(user), endpoint=endpoint, refresh_token=Secret(token),
+            ssl_verify=True, defaults=_jupyter_block(layout),
+        )
+        save_profile(profile, config_path=config_path)
+        names[user] = profile_name(user)
+    return names, write_kubeconfig(layout, endpoint, password)
+
+
+def write_kubeconfig(layout: HomeLayout, endpoint: str, password: str) -> Path:
+    """`<home>/kubeconfig` (0600): the local Kubernetes API subset, as the admin."""
+    import yaml
+
+    document = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "oscar-jupyter-local",
+        "clusters": [{"name": "oscar-jupyter-local", "cluster": {"server": endpoint}}],
+        "users": [{"name": "oscar", "user": {"username": "oscar", "password": password}}],
+        "contexts": [{"name": "oscar-jupyter-local",
+                      "context": {"cluster": "oscar-jupyter-local", "user": "oscar"}}],
+    }
+    write_atomically(layout.kubeconfig_file, yaml.safe_dump(document), mode=0o600)
+    return layout.kubeconfig_file
 
 
 def _wait_until_serving(
@@ -178,12 +239,19 @@ def _local_summary(endpoint: str, password: str, *, timeout: float = 10.0) -> di
     return response.json().get("local") or {}
 
 
-def _write_profile(endpoint: str, password: str, config_path: Path | None) -> Path:
+def _jupyter_block(layout: HomeLayout) -> dict[str, Any]:
+    # /system/status lists no virtual node, as on a real cluster: the profile says where the
+    # cluster's Kubernetes API is, as a user's profile of a real cluster may.
+    return {"jupyter": {"kubeconfig": str(layout.kubeconfig_file)}}
+
+
+def _write_profile(endpoint: str, password: str, config_path: Path | None,
+                   layout: HomeLayout) -> Path:
     from ..config import ClusterProfile, Secret, save_profile
 
     profile = ClusterProfile(
         cluster_id=PROFILE_NAME, endpoint=endpoint, user="oscar", password=Secret(password),
-        ssl_verify=True,
+        ssl_verify=True, defaults=_jupyter_block(layout),
     )
     return save_profile(profile, config_path=config_path)
 

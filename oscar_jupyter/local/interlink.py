@@ -327,21 +327,23 @@ def sbatch_flags(pod: Mapping[str, Any]) -> list[str]:
 
 # --------------------------------------------------------------------------- image
 
-_URI_SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+\-.]*://")
 
 
 def image_reference(image: str, pod_annotations: Mapping[str, str] | None,
                     config: PluginConfig) -> str:
-    """The image as singularity gets it (INTERLINK.md 2.7).
+    """The image as singularity gets it: the plugin 0.6.1's ``prepareImage``
+    (``pkg/slurm/prepare.go``).
 
-    An absolute path or a ``scheme://`` reference is kept; anything else gets the
-    ``slurm-job.vk.io/image-root`` annotation, or else ``config.image_prefix``, in front.
+    An absolute path is kept; otherwise the ``slurm-job.vk.io/image-root`` annotation, or else
+    ``config.image_prefix`` (``ImagePrefix``), is put in front unless the image already starts
+    with it. So a site prefix such as ``/cvmfs/unpacked.cern.ch/`` turns ``docker://python``
+    into ``/cvmfs/unpacked.cern.ch/docker://python`` (later releases keep any ``scheme://``).
     """
     if not image:
         raise TranslationError("a container has no image; set spec.containers[].image")
     annotations = pod_annotations or {}
     prefix = annotations.get(IMAGE_ROOT_ANNOTATION, config.image_prefix)
-    if image.startswith("/") or _URI_SCHEME.match(image):
+    if image.startswith("/") or image.startswith(prefix):
         return image
     return prefix + image
 

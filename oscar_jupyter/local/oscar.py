@@ -8,18 +8,23 @@ import asyncio
 import base64
 import copy
 import hmac
+import json
 import logging
 import platform
 import shutil
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from . import kueue
+from .access import Unanswered, check_owner, check_read, may_read, may_use_jobs
 from .services import (
     ADMIN_USER,
+    BASIC_CHALLENGE,
     DEFAULT_NODE_NAME,
     DNS1123_SUBDOMAIN,
     LABEL_VALUE,
@@ -46,7 +51,12 @@ from .state import (
     TERMINAL_PHASES,
     HomeLayout,
     LocalState,
+    write_atomically,
 )
+from .users import ADMIN_UID, Caller, TokenError, caller_from_access_token, format_uid
+from .users import unverified_claims as jwt_claims
+
+JOB_LISTING_LIMIT = 70  # OSCAR's JOB_LISTING_LIMIT default (pkg/types/config.go)
 
 log = logging.getLogger("oscar_jupyter.local.server")
 
@@ -69,6 +79,12 @@ class LocalOscar:
         plugin_config: Any,
         node_name: str = DEFAULT_NODE_NAME,
         supervisor_kit: Future | None = None,
+        oidc_secret: bytes | None = None,
+        issuer: str = "",
+        kueue_quota: kueue.Resources | None = None,
+        node_gpus: int = 0,
+        real_status: bool = False,
+        job_listing_limit: int = JOB_LISTING_LIMIT,
     ) -> None:
         self.layout = layout
         self.user = ADMIN_USER
@@ -79,6 +95,12 @@ class LocalOscar:
         self.plugin_config = plugin_config
         self.node_name = node_name
         self.supervisor_kit = supervisor_kit
+        self.oidc_secret = oidc_secret
+        self.issuer = issuer
+        self.kueue_quota = kueue_quota if kueue_quota is not None else kueue.quota()
+        self.node_gpus = node_gpus
+        self.real_status = real_status
+        self.job_listing_limit = job_listing_limit
         self.state = LocalState(layout.state_file)
         self._status_checked: dict[str, float] = {}
         self._launching: dict[str, asyncio.Future] = {}
@@ -94,18 +116,48 @@ class LocalOscar:
         expected = "Basic " + base64.b64encode(f"{self.user}:{self._password}".encode()).decode()
         return hmac.compare_digest((header or "").encode(), expected.encode())
 
+    def system_caller(self, header: str | None) -> Caller:
+        """`/system/*` (`pkg/utils/auth/auth.go` `CustomAuth`): `Bearer` goes through OIDC,
+        anything else through Basic. The OIDC middleware (`oidc.go`) provisions the user's
+        MinIO account on first contact, which `POST /job` with an OIDC token needs."""
+        header = header or ""
+        if header.startswith("Bearer "):
+            caller = self.oidc_caller(header[len("Bearer "):].strip())
+            if caller is None:
+                raise ApiError(401)
+            if caller.uid not in self.state.provisioned_users:
+                self.state.provisioned_users.append(caller.uid)
+                self.state.save()
+            return caller
+        if not self.basic_auth_ok(header):
+            raise ApiError(401, headers={"WWW-Authenticate": BASIC_CHALLENGE})
+        return Caller.admin()
+
+    def oidc_caller(self, token: str) -> Caller | None:
+        """The user of a valid access token of this installation, else None."""
+        if not self.oidc_secret:
+            return None
+        try:
+            return caller_from_access_token(token, iss=self.issuer, secret=self.oidc_secret)
+        except TokenError:
+            return None
+
     # -- services
 
-    def list_services(self) -> list[dict[str, Any]]:
-        return list(self.state.services.values())
+    def list_services(self, caller: Caller | None = None) -> list[dict[str, Any]]:
+        """`pkg/handlers/list.go`: an OIDC caller gets only what it may read."""
+        caller = caller or Caller.admin()
+        return [s for s in self.state.services.values() if may_read(s, caller)]
 
-    def get_service(self, name: str) -> dict[str, Any]:
+    def get_service(self, name: str, caller: Caller | None = None) -> dict[str, Any]:
         name = name.strip()
         if not name:
             raise ApiError(400, "serviceName is required")
         if len(name) > 63 or not LABEL_VALUE.match(name):
             raise ApiError(400, "invalid serviceName")
-        return self._service(name)
+        service = self._service(name)
+        check_read(service, caller or Caller.admin())  # pkg/handlers/read.go
+        return service
 
     def _service(self, name: str) -> dict[str, Any]:
         service = self.state.services.get(name)
@@ -113,35 +165,53 @@ class LocalOscar:
             raise ApiError(404)
         return service
 
-    def create_service(self, raw: bytes) -> None:
+    def create_service(self, raw: bytes, caller: Caller | None = None) -> None:
+        """`pkg/handlers/create.go`: owner = the caller's `sub` (cluster_admin for Basic);
+        names are unique cluster-wide (`serviceWithSameNameExists`: 400)."""
+        caller = caller or Caller.admin()
         body = parse_service_body(raw)
         check_quantities(body)
         if body["name"] in self.state.services:
-            raise ApiError(409, "A service with the provided name already exists")
-        service, secret_values = complete_service(body, token=new_service_token())
+            raise ApiError(400, "A service with the provided name already exists")
+        service, secret_values = complete_service(
+            body, token=new_service_token(), owner=caller.uid
+        )
+        if not caller.is_admin:
+            # create.go: the service's jobs go to its Kueue LocalQueue.
+            service["labels"]["kueue.x-k8s.io/queue-name"] = f"{service['name']}-q"
         self.state.services[service["name"]] = service
         self.state.secrets[service["name"]] = secret_values
         self.state.save()
         log.info("created service %s (image %s)", service["name"], service["image"])
         if not service.get("interlink_node_name"):
             log.info(
-                "service %s has no interlink_node_name: OSCAR would run its jobs on a normal "
-                "Kubernetes node; the local OSCAR runs them on %s (%s) anyway",
-                service["name"], self.node_name, self.executor.kind,
+                "service %s has no interlink_node_name: OSCAR runs its jobs on an ordinary "
+                "Kubernetes node, where an image like %r cannot be pulled; they will stay Pending",
+                service["name"], service["image"],
             )
 
-    def update_service(self, raw: bytes) -> None:
+    def update_service(self, raw: bytes, caller: Caller | None = None) -> None:
         body = parse_service_body(raw)
         old = self._service(body["name"])
+        check_owner(old, caller or Caller.admin(), "modify")  # pkg/handlers/update.go
         check_quantities(body)
         service, secret_values = complete_service(body, token=old["token"], owner=old["owner"])
+        if "kueue.x-k8s.io/queue-name" in old["labels"]:
+            service["labels"]["kueue.x-k8s.io/queue-name"] = old["labels"][
+                "kueue.x-k8s.io/queue-name"]
         self.state.services[service["name"]] = service
         self.state.secrets[service["name"]] = secret_values
         self.state.save()
         log.info("updated service %s", service["name"])
 
-    def delete_service(self, name: str) -> None:
-        self._service(name)
+    def delete_service(self, name: str, caller: Caller | None = None) -> None:
+        """`pkg/handlers/delete.go` looks an OIDC caller's service up in the caller's own
+        namespace only, so another owner's service is 404 for them; `pkg/backends/k8s.go`
+        `deleteServiceJobs`: every job goes, running ones too (scancel)."""
+        service = self._service(name)
+        caller = caller or Caller.admin()
+        if not caller.is_admin and service.get("owner") != caller.uid:
+            raise ApiError(404)
         for job in self.state.jobs_of(name):
             self._remove_job(job)
         del self.state.services[name]
@@ -154,15 +224,29 @@ class LocalOscar:
     def submit_job(
         self, service_name: str, authorization: str | None, delegated_id: str | None, body: bytes
     ) -> str:
+        """`pkg/handlers/job.go`: Bearer only; a 64-character token is a service token, anything
+        else an OIDC token, whose user becomes the job's owner label (`oscar.grycap/job-owner`,
+        `FormatUID`); a service-token job gets no owner label. Jobs of a service whose owner is
+        not the cluster admin are created suspended for Kueue."""
         service = self._service(service_name)
         parts = (authorization or "").split("Bearer ")
         if len(parts) != 2:
             raise ApiError(401)
         token = parts[1].strip()
-        if len(token) != SERVICE_TOKEN_LENGTH or not hmac.compare_digest(
-            token.encode(), service["token"].encode()
-        ):
-            raise ApiError(401)
+        owner_label = None
+        if len(token) == SERVICE_TOKEN_LENGTH:
+            if not hmac.compare_digest(token.encode(), service["token"].encode()):
+                raise ApiError(401)
+        else:
+            caller = self._job_caller(token)
+            if not may_use_jobs(service, caller):
+                raise ApiError(404)  # job.go selectService: no service this user may use
+            if caller.uid not in self.state.provisioned_users:
+                raise ApiError(
+                    403,
+                    f"MinIO user not provisioned for {caller.uid}; submit a direct request first",
+                )
+            owner_label = format_uid(caller.uid)
         job_name = delegated_id if delegated_id else default_job_name(service_name)
         if len(job_name) > 63 or not DNS1123_SUBDOMAIN.match(job_name):
             raise ApiError(
@@ -173,6 +257,7 @@ class LocalOscar:
             )
         if job_name in self.state.jobs:
             raise ApiError(500, f'jobs.batch "{job_name}" already exists')
+        queue = service["owner"] if service["owner"] != ADMIN_UID else None
         job = {
             "name": job_name,
             "service": service_name,
@@ -188,12 +273,78 @@ class LocalOscar:
             "finished_at": None,
             "reason": None,
             "error_log": None,
+            "owner": owner_label,
+            "queue": queue,
+            "admitted": queue is None,
+            "limits": _limits_record(kueue.pod_limits(service)),
         }
         self.state.jobs[job_name] = job
-        self.state.save()
         log.info("job %s of service %s accepted (%d bytes)", job_name, service_name, len(body))
-        self._launching[job_name] = asyncio.ensure_future(self._launch(job_name, body))
+        if queue is None:
+            self.state.save()
+            self._launching[job_name] = asyncio.ensure_future(self._launch(job_name, body))
+        else:
+            write_atomically(self._body_file(job_name), body)
+            self.state.save()
+            self.admit_waiting()
         return job_name
+
+    def _job_caller(self, token: str) -> Caller:
+        try:
+            issuer = jwt_claims(token).get("iss")
+        except TokenError:
+            raise ApiError(401) from None
+        if issuer != self.issuer or not self.oidc_secret:
+            raise ApiError(400, f"Error getting oidc manager for issuer '{issuer}'")
+        caller = self.oidc_caller(token)
+        if caller is None:
+            raise ApiError(401)
+        return caller
+
+    def _body_file(self, job_name: str) -> Path:
+        return self.layout.bodies_dir / job_name
+
+    # -- Kueue
+
+    def admit_waiting(self) -> list[str]:
+        """Admit the suspended jobs that fit their owner's quota now (kueue.py)."""
+        waiting = [job for job in self.state.jobs.values()
+                   if not job.get("admitted", True) and job["phase"] == SUSPENDED]
+        if not waiting:
+            return []
+        in_use: dict[str, kueue.Resources] = {}
+        for job in self.state.jobs.values():
+            if job.get("queue") and job.get("admitted") and job["phase"] not in TERMINAL_PHASES:
+                job = self.refresh(job)
+                if job["phase"] not in TERMINAL_PHASES:
+                    in_use[job["queue"]] = in_use.get(job["queue"], kueue.Resources()) + \
+                        _limits_of(job)
+        waiting.sort(key=lambda job: job["created_at"])
+        admitted = kueue.admissions(
+            ((job["name"], job["queue"], _limits_of(job)) for job in waiting),
+            in_use, self.kueue_quota,
+        )
+        for name in admitted:
+            job = self.state.jobs[name]
+            job["admitted"] = True
+            try:
+                body = self._body_file(name).read_bytes()
+            except OSError:
+                self._finish(job, FAILED, "the job's body was lost before Kueue admitted it")
+                continue
+            self._body_file(name).unlink(missing_ok=True)
+            log.info("Kueue admitted job %s (queue of %s)", name, job["queue"])
+            self._launching[name] = asyncio.ensure_future(self._launch(name, body))
+        if admitted:
+            self.state.save()
+        return admitted
+
+    def tick(self) -> None:
+        """Called every second by the server: Kueue admits jobs as others finish."""
+        try:
+            self.admit_waiting()
+        except Exception:
+            log.exception("Kueue admission failed")
 
     async def _launch(self, job_name: str, body: bytes) -> None:
         try:
@@ -201,18 +352,13 @@ class LocalOscar:
             if job is None:
                 return
             service = self.state.services[job["service"]]
-            wanted_node = service.get("interlink_node_name") or ""
             job["phase"] = PENDING
             job["pod_started_at"] = utc_now()
-            if wanted_node and wanted_node != self.node_name:
-                job["reason"] = f"no node {wanted_node!r}"
+            reason = self._unschedulable(service)
+            if reason:
+                job["reason"] = reason
                 self.state.save()
-                log.warning(
-                    "job %s stays Pending: service %s asks for node %r (interlink_node_name), but "
-                    "the only node of this local OSCAR is %r; a real cluster would keep it Pending "
-                    "too. Set interlink_node_name to %r or leave it empty.",
-                    job_name, service["name"], wanted_node, self.node_name, self.node_name,
-                )
+                log.warning("job %s stays Pending: %s", job_name, reason)
                 return
             self.state.save()
             pod_service = copy.deepcopy(service)
@@ -233,6 +379,33 @@ class LocalOscar:
                 self.state.save()
         finally:
             self._launching.pop(job_name, None)
+
+    def _unschedulable(self, service: dict[str, Any]) -> str | None:
+        """Why the pod would stay Pending forever on a real cluster, or None."""
+        name, wanted = service["name"], service.get("interlink_node_name") or ""
+        if not wanted:
+            # job.go: without interlink_node_name the pod goes to an ordinary node, where the
+            # kubelet refuses a `docker://` image name (InvalidImageName).
+            return (
+                f"service {name} has no interlink_node_name, so OSCAR runs its pod on an ordinary "
+                f"Kubernetes node, which cannot run the image {service['image']!r}; set "
+                f"interlink_node_name to {self.node_name!r}"
+            )
+        if wanted != self.node_name:
+            return (
+                f"service {name} asks for node {wanted!r} (interlink_node_name), but the only "
+                f"node of this local OSCAR is {self.node_name!r}; a real cluster would keep it "
+                f"Pending too. Set interlink_node_name to {self.node_name!r}."
+            )
+        if service.get("enable_gpu") and self.node_gpus < 1:
+            # pkg/types/service.go adds the limit nvidia.com/gpu: 1; interLink's virtual kubelet
+            # advertises no GPU unless configured, so the scheduler never places the pod.
+            return (
+                f"service {name} has enable_gpu, so its pod asks for nvidia.com/gpu 1, and node "
+                f"{self.node_name!r} advertises {self.node_gpus} GPUs; ask for GPUs with "
+                "--gres in the slurm-job.vk.io/flags annotation instead"
+            )
+        return None
 
     def _translate_and_submit(
         self, service: dict[str, Any], job: dict[str, Any], body: bytes
@@ -317,23 +490,47 @@ class LocalOscar:
             job["phase"] = state.phase
         return job
 
-    def job_listing(self, service_name: str) -> dict[str, Any]:
-        self._service(service_name)
+    def _jobs_service(self, service_name: str, caller: Caller | None) -> dict[str, Any]:
+        service = self._service(service_name)
+        if not may_use_jobs(service, caller or Caller.admin()):
+            raise Unanswered()
+        return service
+
+    def job_listing(
+        self, service_name: str, caller: Caller | None = None, page: str = ""
+    ) -> dict[str, Any]:
+        """`pkg/handlers/logs.go` `MakeJobsInfoHandler`: Kubernetes lists Jobs by name, at most
+        JOB_LISTING_LIMIT per page with a continue token (`next_page`); an OIDC caller sees only
+        the jobs labelled with its own uid."""
+        caller = caller or Caller.admin()
+        self._jobs_service(service_name, caller)
+        names = sorted(
+            job["name"] for job in self.state.jobs_of(service_name)
+            if caller.is_admin or job.get("owner") == format_uid(caller.uid)
+        )
+        if page:
+            start_after = _decode_continue(page)
+            names = [name for name in names if name > start_after]
+        shown, rest = names[: self.job_listing_limit], names[self.job_listing_limit:]
         jobs: dict[str, Any] = {}
-        for job in self.state.jobs_of(service_name):
-            job = self.refresh(job)
+        for name in shown:
+            job = self.refresh(self.state.jobs[name])
             info: dict[str, Any] = {"status": job["phase"]}
             if job["phase"] != SUSPENDED:
                 info["creation_time"] = job["pod_started_at"]
-                if job.get("started_at") and job["phase"] != PENDING:
+                if job.get("started_at") and job["phase"] not in (PENDING,):
                     info["start_time"] = job["started_at"]
                 if job["phase"] in TERMINAL_PHASES:
                     info["finish_time"] = job["finished_at"]
-            jobs[job["name"]] = info
-        return {"jobs": jobs}
+            jobs[name] = info
+        answer: dict[str, Any] = {"jobs": jobs}
+        if rest:
+            answer["next_page"] = _encode_continue(shown[-1])
+            answer["remaining_jobs"] = len(rest)
+        return answer
 
-    def job_log(self, service_name: str, job_name: str) -> str:
-        self._service(service_name)
+    def job_log(self, service_name: str, job_name: str, caller: Caller | None = None) -> str:
+        self._jobs_service(service_name, caller)
         job = self._job(service_name, job_name)
         if not job.get("pod_dir") and not job.get("error_log"):
             raise ApiError(404)  # no pod yet, or its container never started
@@ -350,13 +547,15 @@ class LocalOscar:
             raise ApiError(404)
         return job
 
-    def delete_job(self, service_name: str, job_name: str) -> None:
-        self._service(service_name)
+    def delete_job(self, service_name: str, job_name: str, caller: Caller | None = None) -> None:
+        self._jobs_service(service_name, caller)
         self._remove_job(self._job(service_name, job_name))
         self.state.save()
 
-    def delete_jobs(self, service_name: str, *, everything: bool) -> None:
-        self._service(service_name)
+    def delete_jobs(
+        self, service_name: str, *, everything: bool, caller: Caller | None = None
+    ) -> None:
+        self._jobs_service(service_name, caller)
         for job in self.state.jobs_of(service_name):
             if everything or self.refresh(job)["phase"] == SUCCEEDED:
                 self._remove_job(job)
@@ -368,6 +567,7 @@ class LocalOscar:
             self._cancel_quietly(job["job_id"], job.get("pod_dir"))
         if job.get("pod_dir"):
             shutil.rmtree(job["pod_dir"], ignore_errors=True)
+        self._body_file(job["name"]).unlink(missing_ok=True)
         self.state.jobs.pop(job["name"], None)
         self._status_checked.pop(job["name"], None)
         log.info("deleted job %s", job["name"])
@@ -381,6 +581,9 @@ class LocalOscar:
     def _recover_after_restart(self) -> None:
         changed = False
         for job in self.state.jobs.values():
+            if job["phase"] == SUSPENDED and not job.get("admitted", True) and \
+                    self._body_file(job["name"]).exists():
+                continue  # still waiting for Kueue; its body is kept
             if job["phase"] == SUSPENDED:  # the body was never kept; the pod can't be made now
                 self._finish(job, FAILED, "the local OSCAR stopped before the job's pod existed")
                 changed = True
@@ -435,8 +638,9 @@ class LocalOscar:
         return {
             "config": {
                 "name": "oscar", "namespace": "oscar", "services_namespace": NAMESPACE,
-                "controller_service_account": "oscar-sa", "gpu_available": False,
-                "interLink_available": True, "yunikorn_enable": False, "kueue_enable": False,
+                "controller_service_account": "oscar-sa", "gpu_available": self.node_gpus > 0,
+                "interLink_available": True, "yunikorn_enable": False,
+                "kueue_enable": bool(self.oidc_secret),
                 "volume_enable": False, "oidc_groups": [], "minio_quota_enabled": False,
             },
             "minio_provider": {
@@ -445,7 +649,12 @@ class LocalOscar:
             "allowed_image_repositories": [],
         }
 
-    def status(self) -> dict[str, Any]:
+    def status(self, caller: Caller | None = None) -> dict[str, Any]:
+        """`pkg/handlers/status.go`. With `real_status`, as a real cluster answers: nodes must
+        also appear in metrics-server's NodeMetrics, and interLink's virtual kubelet serves no
+        resource metrics, so the virtual node is not listed (nor is any other: the local OSCAR
+        has no ordinary node). Jobs and pods are counted for admins only."""
+        caller = caller or Caller.admin()
         resources = self.executor.node_resources()
         cpus_milli = int(resources["cpus"] * 1000)
         free_milli = int(resources["free_cpus"] * 1000)
@@ -461,7 +670,7 @@ class LocalOscar:
                     "request_cores": cpus_milli - free_milli},
             "memory": {"capacity_bytes": memory_bytes, "usage_bytes": memory_bytes - free_bytes,
                        "request_bytes": memory_bytes - free_bytes},
-            "gpu": 0,
+            "gpu": self.node_gpus,
             "is_interlink": True,
             "status": "Ready",
             "conditions": [{"type": "Ready", "status": True}],
@@ -469,9 +678,14 @@ class LocalOscar:
             "taints": VIRTUAL_NODE_TAINTS,
             "executor": self.executor.kind,
         }
+        nodes = [] if self.real_status else [node]
+        if self.real_status:
+            cpus_milli = free_milli = memory_bytes = free_bytes = 0
+        if not caller.is_admin:
+            states = dict.fromkeys(states, 0)
         return {
             "cluster": {
-                "nodes_count": 1,
+                "nodes_count": len(nodes),
                 "metrics": {
                     "cpu": {"total_free_cores": free_milli, "max_free_on_node_cores": free_milli,
                             "total_schedulable_cores": cpus_milli,
@@ -479,19 +693,46 @@ class LocalOscar:
                     "memory": {"total_free_bytes": free_bytes, "max_free_on_node_bytes": free_bytes,
                                "total_schedulable_bytes": memory_bytes,
                                "max_schedulable_on_node_bytes": memory_bytes},
-                    "gpu": {"total_gpu": 0},
+                    "gpu": {"total_gpu": 0 if self.real_status else self.node_gpus},
                 },
-                "nodes": [node],
+                "nodes": nodes,
             },
             "oscar": {
                 "deployment_name": "oscar",
                 "ready": True,
-                "jobs_count": len(self.state.jobs),
+                "jobs_count": len(self.state.jobs) if caller.is_admin else 0,
                 "pods": {"total": sum(states.values()), "states": states},
-                "oidc": {"enabled": False, "issuers": [], "groups": []},
+                "oidc": {"enabled": bool(self.oidc_secret),
+                         "issuers": [self.issuer] if self.oidc_secret else [], "groups": []},
             },
             "minio": {"buckets_count": 0, "total_objects": 0},
         }
+
+
+def _encode_continue(last_name: str) -> str:
+    """An opaque continue token, shaped like Kubernetes' (base64 of JSON)."""
+    document = json.dumps({"v": "meta.k8s.io/v1", "start": last_name + "\u0000"})
+    return base64.urlsafe_b64encode(document.encode()).decode("ascii")
+
+
+def _decode_continue(token: str) -> str:
+    try:
+        document = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+        return str(document["start"]).rstrip("\u0000")
+    except (ValueError, KeyError, TypeError, UnicodeError):
+        # What the Kubernetes API answers, passed on by logs.go as a 500.
+        raise ApiError(500, "continue key is not valid: incorrect encoded start resourceVersion "
+                            "(version meta.k8s.io/v1)") from None
+
+
+def _limits_record(resources: kueue.Resources) -> dict[str, str]:
+    return {"cpu": str(resources.cpu), "memory": str(resources.memory),
+            "gpu": str(resources.gpu)}
+
+
+def _limits_of(job: dict[str, Any]) -> kueue.Resources:
+    limits = job.get("limits") or {}
+    return kueue.Resources(*(Decimal(limits.get(k, "0")) for k in ("cpu", "memory", "gpu")))
 
 
 def default_job_name(service_name: str) -> str:

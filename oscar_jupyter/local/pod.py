@@ -75,6 +75,11 @@ def _pod_suffix(pod_uid: str) -> str:
     return "".join(_NAME_ALPHABET[byte % len(_NAME_ALPHABET)] for byte in digest[:5])
 
 
+def pod_name(job_name: str, pod_uid: str) -> str:
+    """The name the Job controller gives the job's pod (`<job>-<5 characters>`)."""
+    return f"{job_name}-{_pod_suffix(pod_uid)}"
+
+
 def _string_map(service: Mapping[str, Any], *path: str) -> dict[str, str]:
     current: Any = service
     for key in path:
@@ -180,7 +185,7 @@ def build_pod(service: dict, *, job_name: str, body: bytes, pod_uid: str,
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": f"{job_name}-{_pod_suffix(pod_uid)}",
+            "name": pod_name(job_name, pod_uid),
             "namespace": namespace,
             "uid": pod_uid,
             "labels": _labels(service, name, job_name),

@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import tornado.httpserver
+import tornado.ioloop
 import tornado.web
 
+from . import kueue
+from .kubernetes_api import kubernetes_routes
 from .oscar import (
     LocalOscar,
 )
 from .services import (
-    BASIC_CHALLENGE,
     DEFAULT_NODE_NAME,
     NOT_FOUND_TEXT,
     ApiError,
@@ -33,6 +35,7 @@ from .state import (
     HomeLayout,
     ensure_admin_password,
 )
+from .users import TOKEN_PATH, Caller, TokenError, ensure_secret, exchange_refresh_token, issuer
 
 log = logging.getLogger("oscar_jupyter.local.server")
 
@@ -89,11 +92,13 @@ class _Handler(tornado.web.RequestHandler):
 
 
 class _SystemHandler(_Handler):
-    """`/system/*`: HTTP Basic with the admin account, as OSCAR without OIDC."""
+    """`/system/*`: Basic with the admin account, or `Bearer` with a local user's access token
+    (`pkg/utils/auth/auth.go` `CustomAuth`)."""
+
+    caller: Caller
 
     def prepare(self) -> None:
-        if not self.oscar.basic_auth_ok(self.request.headers.get("Authorization")):
-            raise ApiError(401, headers={"WWW-Authenticate": BASIC_CHALLENGE})
+        self.caller = self.oscar.system_caller(self.request.headers.get("Authorization"))
 
 
 class HealthHandler(_Handler):
@@ -113,28 +118,28 @@ class ConfigHandler(_SystemHandler):
 
 class StatusHandler(_SystemHandler):
     def get(self) -> None:
-        self.send_json(200, self.oscar.status())
+        self.send_json(200, self.oscar.status(self.caller))
 
 
 class ServicesHandler(_SystemHandler):
     def get(self) -> None:
-        self.send_json(200, self.oscar.list_services())
+        self.send_json(200, self.oscar.list_services(self.caller))
 
     def post(self) -> None:
-        self.oscar.create_service(self.request.body)
+        self.oscar.create_service(self.request.body, self.caller)
         self.send_text(201)
 
     def put(self) -> None:
-        self.oscar.update_service(self.request.body)
+        self.oscar.update_service(self.request.body, self.caller)
         self.send_text(204)
 
 
 class ServiceHandler(_SystemHandler):
     def get(self, name: str) -> None:
-        self.send_json(200, self.oscar.get_service(name))
+        self.send_json(200, self.oscar.get_service(name, self.caller))
 
     def delete(self, name: str) -> None:
-        self.oscar.delete_service(name)
+        self.oscar.delete_service(name, self.caller)
         self.send_text(204)
 
 
@@ -153,24 +158,50 @@ class JobHandler(_Handler):
 
 class JobsHandler(_SystemHandler):
     def get(self, service_name: str) -> None:
-        self.send_json(200, self.oscar.job_listing(service_name))
+        page = self.get_query_argument("page", "")
+        self.send_json(200, self.oscar.job_listing(service_name, self.caller, page))
 
     def delete(self, service_name: str) -> None:
         everything = self.get_query_argument("all", "false").lower() in ("1", "t", "true")
-        self.oscar.delete_jobs(service_name, everything=everything)
+        self.oscar.delete_jobs(service_name, everything=everything, caller=self.caller)
         self.send_text(204)
 
 
 class JobLogHandler(_SystemHandler):
     def get(self, service_name: str, job_name: str) -> None:
-        text = self.oscar.job_log(service_name, job_name)
+        text = self.oscar.job_log(service_name, job_name, self.caller)
         self.set_status(200)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.finish(text)
 
     def delete(self, service_name: str, job_name: str) -> None:
-        self.oscar.delete_job(service_name, job_name)
+        self.oscar.delete_job(service_name, job_name, self.caller)
         self.send_text(204)
+
+
+class TokenHandler(_Handler):
+    """Keycloak's token endpoint, `grant_type=refresh_token` only (what oscar-cli and
+    config.py's refresh flow use). Errors as Keycloak words them."""
+
+    def check_xsrf_cookie(self) -> None:
+        pass
+
+    def post(self) -> None:
+        form = {key: self.get_body_argument(key, "") for key in
+                ("grant_type", "refresh_token", "client_id", "scope")}
+        if not form["client_id"]:
+            form.pop("client_id")
+        if not self.oscar.oidc_secret:
+            raise ApiError(404, NOT_FOUND_TEXT)
+        try:
+            answer = exchange_refresh_token(form, iss=self.oscar.issuer,
+                                            secret=self.oscar.oidc_secret)
+        except TokenError:
+            self.send_json(400, {"error": "invalid_grant",
+                                 "error_description": "Invalid refresh token"})
+            return
+        self.set_header("Cache-Control", "no-store")
+        self.send_json(200, answer)
 
 
 class NotFoundHandler(_Handler):
@@ -191,6 +222,8 @@ def make_app(oscar: LocalOscar) -> tornado.web.Application:
         (r"/job/([^/]+)", JobHandler, args),
         (r"/system/logs/([^/]+)", JobsHandler, args),
         (r"/system/logs/([^/]+)/([^/]+)", JobLogHandler, args),
+        (TOKEN_PATH, TokenHandler, args),
+        *kubernetes_routes(oscar),
     ]
     return tornado.web.Application(
         routes, default_handler_class=NotFoundHandler, default_handler_args=args,
@@ -202,7 +235,10 @@ def make_app(oscar: LocalOscar) -> tornado.web.Application:
 
 
 def build_local_oscar(
-    home: Path, *, node_name: str = DEFAULT_NODE_NAME, executor_preference: str = "auto"
+    home: Path, *, node_name: str = DEFAULT_NODE_NAME, executor_preference: str = "auto",
+    endpoint: str = "", kueue_quota: kueue.Resources | None = None, node_gpus: int = 0,
+    image_prefix: str = "docker://", real_status: bool = False,
+    job_listing_limit: int = 70,
 ) -> LocalOscar:
     """Wire the real parts: executor, container runtime, supervisor kit, plugin configuration."""
     from .executors import choose_executor
@@ -216,7 +252,8 @@ def build_local_oscar(
     executor, reason = choose_executor(executor_preference)
     singularity_path, runtime_description = runtime_command(home)
     plugin_config = PluginConfig(
-        data_root=str(layout.jobs_dir) + "/", singularity_path=str(singularity_path)
+        data_root=str(layout.jobs_dir) + "/", singularity_path=str(singularity_path),
+        image_prefix=image_prefix,
     )
     kit_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="supervisor-kit")
     kit = kit_pool.submit(ensure_supervisor_kit)  # shared cache: singularity.py finds it there
@@ -225,7 +262,9 @@ def build_local_oscar(
     return LocalOscar(
         layout, password=password, executor=executor, executor_reason=reason,
         runtime_description=runtime_description, plugin_config=plugin_config,
-        node_name=node_name, supervisor_kit=kit,
+        node_name=node_name, supervisor_kit=kit, oidc_secret=ensure_secret(layout),
+        issuer=issuer(endpoint) if endpoint else "", kueue_quota=kueue_quota,
+        node_gpus=node_gpus, real_status=real_status, job_listing_limit=job_listing_limit,
     )
 
 
@@ -248,6 +287,15 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--node-name", default=DEFAULT_NODE_NAME, help="the virtual node's name")
     parser.add_argument("--executor", default="auto", choices=("auto", "slurm", "process"))
+    parser.add_argument("--kueue-cpu", default=kueue.DEFAULT_CPU)
+    parser.add_argument("--kueue-memory", default=kueue.DEFAULT_MEMORY)
+    parser.add_argument("--kueue-gpu", default=kueue.DEFAULT_GPU)
+    parser.add_argument("--node-gpus", type=int, default=0)
+    parser.add_argument("--image-prefix", default="docker://")
+    # By default /system/status answers as on a real cluster: no virtual node (it has no metrics).
+    parser.add_argument("--metrics-status", dest="real_status", action="store_false",
+                        help="also list the virtual node in /system/status, as if it had metrics")
+    parser.add_argument("--job-listing-limit", type=int, default=70)
     return parser.parse_args(argv)
 
 
@@ -259,7 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         oscar = build_local_oscar(
-            args.home, node_name=args.node_name, executor_preference=args.executor
+            args.home, node_name=args.node_name, executor_preference=args.executor,
+            endpoint=f"http://{args.host}:{args.port}",
+            kueue_quota=kueue.quota(args.kueue_cpu, args.kueue_memory, args.kueue_gpu),
+            node_gpus=args.node_gpus, image_prefix=args.image_prefix,
+            real_status=args.real_status, job_listing_limit=args.job_listing_limit,
         )
     except Exception as error:
         log.error("cannot start the local OSCAR: %s", error)
@@ -280,6 +332,8 @@ async def _serve(oscar: LocalOscar, host: str, port: int) -> int:
             "OSCAR_JUPYTER_LOCAL_PORT", host, port, error.strerror or error,
         )
         return 3
+    kueue_ticker = tornado.ioloop.PeriodicCallback(oscar.tick, 1000)
+    kueue_ticker.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -292,6 +346,7 @@ async def _serve(oscar: LocalOscar, host: str, port: int) -> int:
     await stopping.wait()
     log.info("stopping: no new requests, cancelling unfinished jobs")
     server.stop()
+    kueue_ticker.stop()
     await oscar.shutdown()
     return 0
 

@@ -385,6 +385,13 @@ def main(argv: list[str] | None = None) -> int:
     """Replace this process with bubblewrap; returns only on a usage error."""
     try:
         invocation = parse_command_line(sys.argv[1:] if argv is None else argv)
+        if invocation.image.startswith("/") and not Path(invocation.image).exists():
+            # A site ImagePrefix (e.g. /cvmfs/unpacked.cern.ch/) in front of docker://...:
+            # singularity cannot open such a path, and neither do we.
+            raise UsageError(
+                f"could not open image {invocation.image}: failed to retrieve path for "
+                f"{invocation.image}: lstat {invocation.image}: no such file or directory"
+            )
         bwrap = shutil.which("bwrap")
         if bwrap is None:
             raise UsageError(

@@ -68,12 +68,21 @@ class HomeLayout:
         return self.root / "jobs"
 
     @property
+    def bodies_dir(self) -> Path:
+        """Bodies of jobs Kueue keeps suspended (their pod is made when they are admitted)."""
+        return self.root / "bodies"
+
+    @property
+    def kubeconfig_file(self) -> Path:
+        return self.root / "kubeconfig"
+
+    @property
     def supervisor_kit_dir(self) -> Path:
         return self.root / "supervisor-kit"
 
     def create(self) -> None:
         """The home and its jobs folder, private to the user: they hold tokens and job values."""
-        for directory in (self.root, self.jobs_dir):
+        for directory in (self.root, self.jobs_dir, self.bodies_dir):
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             directory.chmod(0o700)
 
@@ -129,6 +138,7 @@ class LocalState:
         self.services: dict[str, dict[str, Any]] = {}
         self.secrets: dict[str, dict[str, str]] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
+        self.provisioned_users: list[str] = []
         self._load()
 
     def _load(self) -> None:
@@ -144,6 +154,7 @@ class LocalState:
         self.services = dict(data.get("services", {}))
         self.secrets = dict(data.get("secrets", {}))
         self.jobs = dict(data.get("jobs", {}))
+        self.provisioned_users = list(data.get("provisioned_users", []))
 
     def save(self) -> None:
         document = {
@@ -151,6 +162,7 @@ class LocalState:
             "services": self.services,
             "secrets": self.secrets,
             "jobs": self.jobs,
+            "provisioned_users": self.provisioned_users,
         }
         write_atomically(self.path, json.dumps(document, indent=1, sort_keys=True))
 

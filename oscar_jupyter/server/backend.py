@@ -2,8 +2,8 @@
 
 Jobs submitted by any kernel (the magic, `offload()`, the panel) appear here because they are read
 back from the runner services' job listings: one services listing plus one job listing per runner
-service per refresh, never one request per job (a finished job's log is read once, for its exit
-status).
+service per refresh. Each job's status is `Job.status()`, as in the kernel (`ownership.JobTracker`):
+a job's log is read while its final state is unknown, then its final state is remembered.
 """
 
 from __future__ import annotations
@@ -22,14 +22,21 @@ from ..config import (
     load_profile,
 )
 from ..logs import LogParser
-from ..nodes import list_nodes
-from ..spec import RUNNER_LABEL
+from ..nodes import discover_nodes
+from ..ownership import (
+    JobTracker,
+    check_scope,
+    is_runner_service,
+    kernel_tag_of,
+    owner_identity,
+    owns_service,
+)
+from ..session import profile_kubeconfig, profile_node_names
 
 # A sidebar request must not hang a Jupyter server thread for OscarClient's default 30 s.
 CLIENT_TIMEOUT_SECONDS = 15.0
 # Lines of output sent to the log dialog; a cell that printed more is cut at the front.
 MAX_LOG_LINES = 5000
-MAX_CACHED_OUTCOMES = 10000
 
 
 class ClientCache:
@@ -58,10 +65,6 @@ class ClientCache:
             client.close()
 
 
-def is_runner_service(service: dict[str, Any]) -> bool:
-    return (service.get("labels") or {}).get(RUNNER_LABEL) == "true"
-
-
 class SidebarBackend:
     """The five things the sidebar asks for. `cluster` names an oscar-cli profile; None means the
     config file's default cluster (or the `OSCAR_*` environment, as `%oscar_connect` does).
@@ -72,8 +75,7 @@ class SidebarBackend:
 
     def __init__(self) -> None:
         self.clients = ClientCache()
-        self._outcomes: dict[tuple[str, str, str], int | None] = {}
-        self._outcomes_lock = threading.Lock()
+        self.tracker = JobTracker()
 
     def clusters(self) -> dict[str, Any]:
         path = default_config_path()
@@ -91,31 +93,47 @@ class SidebarBackend:
         return {"config_path": str(path), "clusters": entries, "default": default}
 
     def nodes(self, cluster: str | None) -> dict[str, Any]:
+        """The interLink nodes from the first source that knows them (nodes.discover_nodes):
+        OSCAR, the Kubernetes API of the profile's (or the user's) kubeconfig, or the profile's
+        list; `source` says which, `warning` why none did."""
         client = self.clients.get(cluster)
-        nodes = list_nodes(client, interlink_only=True)
-        return {"cluster": client.profile.cluster_id, "nodes": [asdict(n) for n in nodes]}
+        found = discover_nodes(client, profile_node_names(client.profile),
+                               profile_kubeconfig(client.profile))
+        nodes = [n for n in found.nodes if n.is_interlink] if found.source else []
+        return {"cluster": client.profile.cluster_id, "source": found.source,
+                "warning": found.warning, "nodes": [asdict(n) for n in nodes]}
 
-    def jobs(self, cluster: str | None) -> dict[str, Any]:
+    def jobs(self, cluster: str | None, scope: str = "all") -> dict[str, Any]:
+        """Jobs of every runner service the profile's user can list ("all"), or of the user's
+        own runner services only ("mine"; OIDC users see only their own jobs either way)."""
+        if check_scope(scope) == "kernel":
+            raise ValueError("scope kernel: the sidebar is no kernel; use mine or all")
         client = self.clients.get(cluster)
+        owner, by_sub = owner_identity(client) if scope == "mine" else ("", False)
         jobs: list[dict[str, Any]] = []
         for service in client.list_services():
             if not is_runner_service(service):
+                continue
+            if scope == "mine" and not by_sub and not owns_service(
+                    service, owner, by_sub, client.endpoint):
                 continue
             name = service.get("name") or ""
             try:
                 listing = client.list_jobs(name)
             except OscarError as err:
-                if err.status_code == 404:
-                    continue  # deleted between the two calls (`%oscar_cleanup --services`)
+                if err.status_code in (403, 404):
+                    continue  # deleted between the two calls (`%oscar_cleanup --all`), or not ours
                 raise
+            states = self.tracker.states(client, name, listing)
             for job_name, info in listing.items():
-                status, exit_code = self._cell_outcome(client, name, job_name, info)
+                state = states[job_name]
                 jobs.append({
                     "service": name,
                     "job": job_name,
-                    "node": service.get("interlink_node_name") or None,
-                    "status": status,
-                    "exit_code": exit_code,
+                    "kernel": kernel_tag_of(name, job_name),
+                    "node": state.node or service.get("interlink_node_name") or None,
+                    "status": state.status,
+                    "exit_code": state.exit_code,
                     "creation_time": info.get("creation_time") or None,
                     "start_time": info.get("start_time") or None,
                     "finish_time": info.get("finish_time") or None,
@@ -123,33 +141,6 @@ class SidebarBackend:
         # Newest first; a job without a pod yet (no creation time) is the newest of all.
         jobs.sort(key=lambda j: j["creation_time"] or "\uffff", reverse=True)
         return {"cluster": client.profile.cluster_id, "jobs": jobs}
-
-    def _cell_outcome(
-        self, client: OscarClient, service: str, job: str, info: dict[str, Any]
-    ) -> tuple[str, int | None]:
-        """OSCAR says Succeeded even when the cell failed: a finished job's status comes from the
-        runner's exit sentinel, read once per job (finished logs do not change) and cached."""
-        status = info.get("status") or "Unknown"
-        if status not in ("Succeeded", "Failed"):
-            return status, None
-        key = (client.endpoint, service, job)
-        with self._outcomes_lock:
-            known = key in self._outcomes
-            exit_code = self._outcomes.get(key)
-        if not known:
-            parser = LogParser()
-            try:
-                parser.feed(client.job_logs(service, job))
-            except OscarError:
-                return status, None  # try again next refresh
-            exit_code = parser.exit_code
-            with self._outcomes_lock:
-                if len(self._outcomes) >= MAX_CACHED_OUTCOMES:
-                    self._outcomes.clear()
-                self._outcomes[key] = exit_code
-        if exit_code is None:
-            return "Failed", None  # finished without the runner's sentinel: it never ran through
-        return ("Succeeded" if exit_code == 0 else "Failed"), exit_code
 
     def cancel(self, cluster: str | None, service: str, job: str) -> dict[str, Any]:
         client = self.clients.get(cluster)

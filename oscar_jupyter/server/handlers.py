@@ -70,7 +70,8 @@ class NodesHandler(SidebarHandler):
 class JobsHandler(SidebarHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
-        await self.answer(self.backend.jobs, self.cluster)
+        await self.answer(self.backend.jobs, self.cluster,
+                          self.get_query_argument("scope", None) or "all")
 
 
 class JobHandler(SidebarHandler):

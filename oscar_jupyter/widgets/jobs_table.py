@@ -1,7 +1,9 @@
-"""This kernel's jobs as a table that keeps itself current while jobs run.
+"""This kernel's jobs (or all of the user's, or all visible) as a table that keeps itself current.
 
 It listens to the jobs the kernel's one poller already refreshes (DESIGN.md decision 9); it adds
-no polling of its own. "View" opens a job's live view below the table; "Cancel" cancels it.
+no polling of its own. "View" opens a job's live view below the table; "Cancel" cancels it. Jobs
+of other kernels ("mine", "all") are read from the runner services' listings on "Refresh" and
+followed as `Job`s too, so every row shows `Job.status()`.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ import threading
 
 import ipywidgets as w
 
+from ..client import OscarError
 from ..display import format_duration
 from ..jobs import Job
+from ..ownership import check_scope
 from ..session import Session, current
+from ..spec import OffloadSpec
 from .clock import CLOCK
 from .jobview import JobView
 from .style import badge, style_widget
@@ -57,12 +62,17 @@ class _Row:
 
 
 class JobsTable(w.VBox):
-    """The jobs of `session.jobs`; rows follow their jobs through the shared poller."""
+    """The jobs of `session.jobs` (scope "kernel"), or of all the user's kernels ("mine") or
+    of every visible runner service ("all"); rows follow their jobs through the shared poller."""
 
-    def __init__(self, session: Session | None = None, *, watch: bool = True) -> None:
+    def __init__(
+        self, session: Session | None = None, *, watch: bool = True, scope: str = "kernel"
+    ) -> None:
         super().__init__()
         self.session = session if session is not None else current()
         self.watch = watch
+        self.scope = check_scope(scope)
+        self._others: dict[str, Job] = {}  # jobs of other kernels, found on the cluster
         self._lock = threading.RLock()
         self._rows: dict[str, _Row] = {}
         self._listening: set[str] = set()
@@ -95,9 +105,13 @@ class JobsTable(w.VBox):
     # -- rows ----------------------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Pick up new jobs of the session and redraw every row."""
+        """Pick up new jobs (of the session, or the cluster's for "mine"/"all") and redraw."""
+        try:
+            jobs = self._jobs()
+        except OscarError as err:  # shown in the table; the rows already shown stay
+            self.message.value = html.escape(f"Could not list the jobs: {err}")
+            jobs = [row.job for row in self._rows.values()]
         with self._lock:
-            jobs = list(self.session.jobs.values())
             added = False
             for job in jobs:
                 if job.name not in self._rows:
@@ -109,6 +123,26 @@ class JobsTable(w.VBox):
             if added or not self.grid.children:
                 self._layout_grid()
             self._summarise()
+
+    def _jobs(self) -> list[Job]:
+        if self.scope == "kernel":
+            return list(self.session.jobs.values())
+        session = self.session
+        client = session.require_client()
+        jobs = []
+        for service in session.runner_services(self.scope):
+            listing = session.job_listing(service)
+            for name in sorted(listing or {}):
+                job = session.jobs.get(name) or self._others.get(name)
+                if job is None:
+                    job = self._others[name] = Job(client, service, name, OffloadSpec())
+                if not job.is_done():
+                    try:
+                        job.refresh(listing)  # the listing is at hand: no second one
+                    except OscarError:
+                        pass  # its log could not be read now: the poller tries again
+                jobs.append(job)
+        return jobs
 
     def _follow(self, job: Job) -> None:
         if job.is_done() or job.name in self._listening:
@@ -127,8 +161,9 @@ class JobsTable(w.VBox):
             if job.is_done() and job.name in self._listening:
                 job.remove_listener(self._on_job_change)
                 self._listening.discard(job.name)
-            # A job submitted since the last look shows up with the next change of any job.
-            if len(self.session.jobs) != len(self._rows):
+            # A job submitted since the last look shows up with the next change of any job
+            # (other kernels' jobs only with Refresh: that asks the cluster).
+            if self.scope == "kernel" and len(self.session.jobs) != len(self._rows):
                 self.refresh()
             else:
                 self._summarise()
@@ -152,12 +187,16 @@ class JobsTable(w.VBox):
 
     def _summarise(self) -> None:
         jobs = [row.job for row in self._rows.values()]
+        where = {"kernel": "in this kernel", "mine": "of yours", "all": "visible"}[self.scope]
         if not jobs:
-            self.summary.value = "No jobs in this kernel yet: run a cell with %%oscar_offload."
+            self.summary.value = (
+                "No jobs in this kernel yet: run a cell with %%oscar_offload."
+                if self.scope == "kernel" else f"No jobs {where} on this cluster."
+            )
             return
         running = sum(1 for job in jobs if not job.is_done())
         self.summary.value = html.escape(
-            f"{len(jobs)} job(s) in this kernel, {running} not finished"
+            f"{len(jobs)} job(s) {where}, {running} not finished"
             + ("; updating as they change." if running else ".")
         )
 

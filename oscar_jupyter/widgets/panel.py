@@ -207,15 +207,23 @@ class Panel(w.VBox):
             self._set_node_options(self.nodes or [])
             return
         self.nodes = nodes
-        virtual = [n for n in nodes if n.is_interlink]
-        if virtual:
+        source = getattr(self.session, "nodes_source", None)
+        virtual = [n for n in nodes if n.is_interlink] if source else []
+        if source == "profile":
             self.node_info.value = html.escape(
-                f"{len(virtual)} interLink virtual node(s); free resources as the "
-                "cluster reports them."
+                f"{len(virtual)} interLink virtual node(s) named by your cluster profile "
+                "(neither OSCAR nor Kubernetes lists them here); their resources are unknown."
+            )
+        elif virtual:
+            self.node_info.value = html.escape(
+                f"{len(virtual)} interLink virtual node(s) from {source}; free resources as "
+                f"{source} reports them."
             )
         else:
             self.node_info.value = html.escape(
-                "The cluster lists no interLink virtual node: cells would run on ordinary nodes."
+                "No source lists this cluster's interLink virtual nodes (OSCAR shows only nodes "
+                "with metrics; no kubeconfig reaches the cluster): type the node's name, or list "
+                "them in the profile (jupyter: {nodes: [vega]})."
             )
         self._set_node_options(virtual)
 
@@ -365,9 +373,16 @@ class Panel(w.VBox):
         definition["script"] = f"<the runner script, {script_lines} lines>"
         definition = json.dumps(definition, indent=2)
         self.service_view.value = (
-            f'<div class="oj-muted">Runner service {html.escape(spec.service_name())}</div>'
+            f'<div class="oj-muted">Runner service {html.escape(self._service_name(spec))}'
+            '</div>'
             f'<pre class="oj-log">{html.escape(definition)}</pre>'
         )
+
+    def _service_name(self, spec: OffloadSpec) -> str:
+        try:
+            return self.session.runner_service_name(spec)
+        except Exception:  # not connected, or the cluster is down: the owner-less name
+            return spec.service_name()
 
     def _write_defaults(self, settings: dict[str, Any], problems: dict[str, Problem]) -> None:
         defaults = self.session.defaults

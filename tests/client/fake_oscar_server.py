@@ -1,5 +1,12 @@
 """A real HTTP server on loopback that answers like OSCAR (OSCAR.md sections 2-3) and like a
-Keycloak token endpoint, recording every request it gets."""
+Keycloak token endpoint, recording every request it gets.
+
+As strict as OSCAR v4.1.2 about owners (OSCAR.md section 12): a service belongs to the OIDC `sub`
+that created it (`cluster_admin` for basic auth) and is private unless `visibility` says otherwise;
+an OIDC caller gets 403 on another owner's private service (read, delete, job listing) and sees
+only its own jobs in a listing; names are unique cluster-wide (400 "A service with the provided
+name already exists"); listings come in pages of 70 (`page`, `next_page`).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +24,19 @@ ADMIN_USER = "oscar"
 ADMIN_PASSWORD = "pw-Adm1n-9c41f"
 REALM = "/realms/test"
 TOKEN_PATH = REALM + "/protocol/openid-connect/token"
+DEFAULT_OWNER = "cluster_admin"  # OSCAR's owner of services created with basic auth
+JOB_LISTING_LIMIT = 70
+
+
+def jwt_claims(token: str) -> dict[str, Any]:
+    parts = token.split(".")
+    if len(parts) != 3:
+        return {}
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return {}
+    return claims if isinstance(claims, dict) else {}
 
 
 def make_jwt(claims: dict[str, Any]) -> str:
@@ -45,7 +65,8 @@ class FakeOscar:
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
     jobs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     logs: dict[tuple[str, str], str] = field(default_factory=dict)
-    page_size: int = 0  # 0: one page
+    page_size: int = JOB_LISTING_LIMIT  # 0: one page
+    job_owners: dict[tuple[str, str], str] = field(default_factory=dict)  # OIDC submitter's sub
     legacy_listing: bool = False  # pre-v3.6.4 bare map
     # (method, path) -> statuses to answer before serving normally
     failures: dict[tuple[str, str], list[int]] = field(default_factory=dict)
@@ -74,9 +95,18 @@ class FakeOscar:
         self.refresh_tokens.add(token)
         return token
 
+    def user_token(self, sub: str, lifetime: int = 3600) -> str:
+        """A valid OIDC access token of user `sub` (as an IdP would issue it)."""
+        token = make_jwt({"iss": self.url + REALM, "sub": sub, "exp": time.time() + lifetime,
+                          "jti": secrets.token_hex(4)})
+        with self.lock:
+            self.access_tokens.add(token)
+        return token
+
     def add_service(self, name: str, **fields: Any) -> dict[str, Any]:
         service = {"name": name, "image": "python:3.11", "script": "echo hi",
-                   "token": secrets.token_hex(32), **fields}
+                   "token": secrets.token_hex(32), "owner": DEFAULT_OWNER,
+                   "visibility": "private", **fields}
         with self.lock:
             self.services[name] = service
             self.jobs.setdefault(name, {})
@@ -137,7 +167,7 @@ class OscarHandler(BaseHTTPRequestHandler):
             with state.lock:
                 if who != "admin":
                     state.provisioned.add(who)
-            return self._system(path, seen)
+            return self._system(path, seen, None if who == "admin" else self._uid(who))
         return self._answer(404, "404 page not found")
 
     do_GET = do_POST = do_PUT = do_DELETE = _handle
@@ -158,6 +188,11 @@ class OscarHandler(BaseHTTPRequestHandler):
             token = auth[7:]
             return token if token in self.state.access_tokens else None
         return None
+
+    @staticmethod
+    def _uid(token: str) -> str:
+        """OSCAR's user id of a bearer token: its `sub` (a token without one is its own id)."""
+        return str(jwt_claims(token).get("sub") or token)
 
     def _token(self, seen: Seen) -> None:
         state = self.state
@@ -201,9 +236,12 @@ class OscarHandler(BaseHTTPRequestHandler):
                 return self._answer(500, f'jobs.batch "{job}" already exists')
             state.jobs[name][job] = {"status": "Pending"}
             state.logs[(name, job)] = ""
+            if len(token) != 64:  # OSCAR labels a job with its OIDC submitter
+                state.job_owners[(name, job)] = self._uid(token)
         return self._answer(201, "")
 
-    def _system(self, path: str, seen: Seen) -> None:
+    def _system(self, path: str, seen: Seen, uid: str | None) -> None:
+        """`uid`: the OIDC caller's id, None for the (basic-auth) admin."""
         state, method = self.state, seen.method
         segments = path.strip("/").split("/")[1:]
         if segments == ["info"] and method == "GET":
@@ -215,45 +253,64 @@ class OscarHandler(BaseHTTPRequestHandler):
         if segments == ["status"] and method == "GET":
             return self._answer(200, {"cluster": {"nodes_count": 1, "nodes": []}})
         if segments[:1] == ["services"]:
-            return self._services(segments[1:], seen)
+            return self._services(segments[1:], seen, uid)
         if segments[:1] == ["logs"] and len(segments) >= 2:
-            return self._logs(segments[1], segments[2] if len(segments) > 2 else None, seen)
+            return self._logs(segments[1], segments[2] if len(segments) > 2 else None, seen, uid)
         return self._answer(404, "404 page not found")
 
-    def _services(self, rest: list[str], seen: Seen) -> None:
+    @staticmethod
+    def _may_read(service: dict[str, Any], uid: str | None) -> bool:
+        return uid is None or service.get("owner") == uid or service.get("visibility") == "public"
+
+    def _services(self, rest: list[str], seen: Seen, uid: str | None) -> None:
         state, method = self.state, seen.method
         if not rest and method == "GET":
-            return self._answer(200, list(state.services.values()))
+            return self._answer(200, [s for s in state.services.values()
+                                      if self._may_read(s, uid)])
         if not rest and method in ("POST", "PUT"):
             definition = json.loads(seen.body)
             name = definition.get("name", "")
             exists = name in state.services
             if method == "POST" and exists:
-                return self._answer(409, f'Service "{name}" already exists')
+                return self._answer(400, "A service with the provided name already exists")
             if method == "PUT" and not exists:
                 return self._answer(404, f'The service "{name}" does not exist')
+            if method == "PUT" and uid is not None and state.services[name]["owner"] != uid:
+                return self._answer(403, f"User {uid} doesn't have permision to edit this service")
             token = state.services[name]["token"] if exists else secrets.token_hex(32)
+            owner = state.services[name]["owner"] if exists else (uid or DEFAULT_OWNER)
             definition.pop("name")
-            state.add_service(name, **{**definition, "token": token})
+            state.add_service(name, **{"visibility": "private", **definition, "token": token,
+                                       "owner": owner})
             return self._answer(201 if method == "POST" else 204, "")
         if len(rest) == 1:
             service = state.services.get(rest[0])
             if service is None:
                 return self._answer(404, f'The service "{rest[0]}" does not exist')
             if method == "GET":
+                if not self._may_read(service, uid):
+                    return self._answer(
+                        403, f"User {uid} doesn't have permision to get this service")
                 return self._answer(200, service)
             if method == "DELETE":
+                if uid is not None and service["owner"] != uid:
+                    return self._answer(
+                        403, f"User {uid} doesn't have permision to delete this service")
                 with state.lock:
                     del state.services[rest[0]]
                     state.jobs.pop(rest[0], None)
                 return self._answer(204, "")
         return self._answer(405, "method not allowed")
 
-    def _logs(self, name: str, job: str | None, seen: Seen) -> None:
+    def _logs(self, name: str, job: str | None, seen: Seen, uid: str | None) -> None:
         state, method = self.state, seen.method
         if name not in state.services:
             return self._answer(404, f'The service "{name}" does not exist')
+        if not self._may_read(state.services[name], uid):
+            return self._answer(403, f"User {uid} doesn't have permision to get this service")
         jobs = state.jobs[name]
+        if uid is not None:  # OIDC callers see (and touch) only their own jobs
+            jobs = {n: j for n, j in jobs.items() if state.job_owners.get((name, n)) == uid}
         if job is None and method == "GET":
             if state.legacy_listing:
                 return self._answer(200, dict(jobs))
@@ -270,7 +327,7 @@ class OscarHandler(BaseHTTPRequestHandler):
             everything = seen.query.get("all", ["false"])[0] == "true"
             with state.lock:
                 for n in [n for n, j in jobs.items() if everything or j["status"] == "Succeeded"]:
-                    del jobs[n]
+                    del state.jobs[name][n]
             return self._answer(204, "")
         if job not in jobs:
             return self._answer(404, f'The job "{job}" does not exist')
@@ -278,6 +335,6 @@ class OscarHandler(BaseHTTPRequestHandler):
             return self._answer(200, state.logs.get((name, job), ""))
         if method == "DELETE":
             with state.lock:
-                del jobs[job]
+                del state.jobs[name][job]
             return self._answer(204, "")
         return self._answer(405, "method not allowed")

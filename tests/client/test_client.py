@@ -99,9 +99,10 @@ def test_404_carries_the_server_s_text(client):
     assert caught.value.message == 'The service "missing" does not exist'
 
 
-def test_409_on_duplicate_create(client, fake_oscar):
+def test_400_on_duplicate_create(client, fake_oscar):
     fake_oscar.add_service("dup")
-    with pytest.raises(OscarError, match='409 on POST /system/services: Service "dup" already'):
+    with pytest.raises(OscarError, match="400 on POST /system/services: A service with the "
+                                         "provided name already exists"):
         client.create_service({"name": "dup", "image": "i", "script": "s"})
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -16,8 +18,7 @@ import pytest
 
 from oscar_jupyter.client import OscarClient
 from oscar_jupyter.config import ClusterProfile
-from oscar_jupyter.nodes import list_nodes_from_kubernetes
-from oscar_jupyter.session import Session
+from oscar_jupyter.nodes import discover_nodes, list_nodes_from_kubernetes
 
 
 def vk_node(name: str, label: str, cpu: str, memory: str, gpus: str | None, ready: str) -> dict:
@@ -94,15 +95,64 @@ def test_both_interlink_labels_are_listed_with_their_capacity(kubeconfig, kube_a
 
 
 def test_the_session_falls_back_to_kubernetes_when_oscar_cannot_list_nodes(kubeconfig):
-    # Nothing listens on port 9: /system/status fails like an OSCAR without metrics-server.
-    client = OscarClient(ClusterProfile(cluster_id="x", endpoint="http://127.0.0.1:9"), retries=0)
-    nodes, problem = Session._discover_nodes(client)
-    assert problem is None
-    assert [n.name for n in nodes] == ["old-vk", "vega-new-vk"]
+    # /system/status answers 500, as an OSCAR without metrics-server does.
+    with serve_status(None) as endpoint:
+        client = OscarClient(ClusterProfile(cluster_id="x", endpoint=endpoint), retries=0)
+        found = discover_nodes(client)
+    assert found.source == "Kubernetes" and found.warning is None
+    assert found.interlink_names == ["old-vk", "vega-new-vk"]
+    assert {n.source for n in found.nodes} == {"Kubernetes"}
 
 
-def test_without_a_kubeconfig_the_warning_says_names_go_unchecked(tmp_path, monkeypatch):
+def test_kubernetes_is_asked_when_oscar_answers_without_virtual_nodes(kubeconfig):
+    # A real cluster's /system/status: only nodes with metrics, so no virtual kubelet.
+    with serve_status([{"name": "worker-1", "is_interlink": False}]) as endpoint:
+        client = OscarClient(ClusterProfile(cluster_id="x", endpoint=endpoint), retries=0)
+        found = discover_nodes(client)
+    assert found.source == "Kubernetes"
+    assert found.interlink_names == ["old-vk", "vega-new-vk"]
+
+
+def test_the_profile_list_is_the_last_source(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
-    client = OscarClient(ClusterProfile(cluster_id="x", endpoint="http://127.0.0.1:9"), retries=0)
-    nodes, problem = Session._discover_nodes(client)
-    assert nodes is None and "names go unchecked" in problem
+    with serve_status([{"name": "worker-1", "is_interlink": False}]) as endpoint:
+        client = OscarClient(ClusterProfile(cluster_id="x", endpoint=endpoint), retries=0)
+        found = discover_nodes(client, ["vega", "leonardo"])
+    assert found.source == "profile" and found.interlink_names == ["vega", "leonardo"]
+    assert not found.nodes[0].resources_known
+
+
+def test_without_any_source_the_warning_says_names_go_unchecked(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    with serve_status([{"name": "worker-1", "is_interlink": False}]) as endpoint:
+        client = OscarClient(ClusterProfile(cluster_id="x", endpoint=endpoint), retries=0)
+        found = discover_nodes(client)
+    assert found.source is None and found.interlink_names is None
+    assert "lists no interLink node" in found.warning and "names go unchecked" in found.warning
+    assert "jupyter: {nodes: [vega]}" in found.warning
+
+
+@contextmanager
+def serve_status(nodes: list[dict] | None) -> Iterator[str]:
+    """A loopback OSCAR whose /system/status lists `nodes` (None: answers 500)."""
+    body = json.dumps({"cluster": {"nodes": nodes}}).encode() if nodes is not None else b"no"
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if nodes is not None else 500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

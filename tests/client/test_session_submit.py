@@ -31,21 +31,22 @@ def listings(fake_oscar) -> int:
 
 def test_the_job_gets_the_name_the_client_chose_and_later_submits_skip_the_listings(
         session, fake_oscar):
-    spec = OffloadSpec(time="00:01:00")
+    spec = OffloadSpec(node="vk", time="00:01:00")
     first = session.submit("print(1)", spec)
-    assert first.name.startswith(spec.service_name() + "-")
-    assert first.name in fake_oscar.jobs[spec.service_name()]
+    assert first.service == spec.service_name(ADMIN_USER, fake_oscar.url)
+    assert first.name.startswith(f"{first.service}-{session.kernel_tag}-")
+    assert first.name in fake_oscar.jobs[first.service]
     before = listings(fake_oscar)
     second = session.submit("print(2)", spec)
-    assert second.name in fake_oscar.jobs[spec.service_name()]
+    assert second.name in fake_oscar.jobs[first.service]
     assert listings(fake_oscar) == before  # the header is known to work: no listing needed
 
 
 def test_a_lost_header_is_made_up_for_by_the_listing_difference(session, fake_oscar):
     fake_oscar.drop_delegated_id = True
-    spec = OffloadSpec(time="00:01:00")
+    spec = OffloadSpec(node="vk", time="00:01:00")
     jobs = [session.submit(f"print({i})", spec) for i in range(2)]
-    server_names = set(fake_oscar.jobs[spec.service_name()])
+    server_names = set(fake_oscar.jobs[jobs[0].service])
     assert {job.name for job in jobs} == server_names  # the names OSCAR chose, each found
     assert len(server_names) == 2
 

@@ -262,3 +262,57 @@ def test_the_poll_interval_stays_fast_for_a_while_then_backs_off_and_resets_on_o
     quiet = [interval.next(changed=False) for _ in range(8)]
     assert quiet == [0.5, 0.5, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
     assert interval.next(changed=True) == 0.5
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        ({"cpus_per_task": 4}, "4 CPUs > 2"),
+        ({"mem": "32G"}, "32768Mi of memory > 2Gi"),
+        ({}, "your other running jobs may be using it"),
+    ],
+)
+def test_a_suspended_job_says_why_once_it_has_waited(oscar, tmp_path, monkeypatch, settings, says):
+    job = Job(oscar, "svc", "job-1", OffloadSpec(node="vega", **settings), log_dir=tmp_path)
+    job.refresh()
+    assert job.status() == "Suspended" and job.waiting_reason() == ""  # not yet worth a word
+    monkeypatch.setattr("oscar_jupyter.jobs.EXPLAIN_WAIT_SECONDS", -1.0)
+    assert job.waiting_reason().startswith("suspended by Kueue") and says in job.waiting_reason()
+
+
+def test_a_pending_job_points_at_the_slurm_queue(oscar, job, monkeypatch):
+    monkeypatch.setattr("oscar_jupyter.jobs.EXPLAIN_WAIT_SECONDS", -1.0)
+    oscar.status = "Pending"
+    job.refresh()
+    assert "waits in the site's Slurm queue" in job.waiting_reason()
+    oscar.status, oscar.log = "Running", START
+    job.refresh()
+    assert job.waiting_reason() == ""
+
+
+def test_the_clock_starts_at_the_runners_start_line_not_at_oscars_times(oscar, job):
+    import time as clock
+
+    oscar.status = "Running"
+    started = int(clock.time())
+    start = tagged("s", 0, json.dumps({"node": "vega", "host": "cn01", "time": str(started)}))
+    oscar.log = start
+    oscar.list_jobs = lambda service: {
+        "job-1": {"status": "Running", "creation_time": "2026-01-01T00:00:00Z",
+                  "start_time": "2026-01-01T00:00:00Z"}
+    }
+    job.refresh()
+    assert int(job.started_at.timestamp()) == started
+    assert job.elapsed() < 5 and job.queued() is not None and job.queued() < 5
+
+
+def test_a_log_route_that_keeps_failing_is_explained_then_ends_the_job(oscar, job, monkeypatch):
+    monkeypatch.setattr("oscar_jupyter.jobs.EXPLAIN_WAIT_SECONDS", -1.0)
+    oscar.status = "Running"  # listed as Running, but the log answers 404 (oscar.log is None)
+    job.refresh()
+    assert job.status() == "Running" and "log route answers 404" in job.waiting_reason()
+    monkeypatch.setattr("oscar_jupyter.jobs.MAX_OUTAGE_SECONDS", -1.0)
+    job.refresh()
+    assert job.status() == "Failed"
+    with pytest.raises(JobFailed, match="log route has answered 404"):
+        job.raise_for_status()

@@ -24,6 +24,7 @@ from oscar_jupyter.spec import (
     SBATCH_OPTIONS,
     SBATCH_SHORT_OPTIONS,
     OffloadSpec,
+    SiteFacts,
     SpecError,
     check_image,
     normalise_image,
@@ -81,7 +82,7 @@ def test_service_fields_follow_the_design():
     d = CASES["gpu_full"].service_definition()
     assert d["image"] == "docker://ghcr.io/org/torch:2.3"
     assert d["cpu"] == "1" and d["memory"] == "1536Mi" and d["log_level"] == "DEBUG"
-    assert d["enable_gpu"] is True and d["interlink_node_name"] == "vk"
+    assert "enable_gpu" not in d and d["interlink_node_name"] == "vk"  # --gres alone reaches Slurm
     a = d["annotations"]
     assert a["slurm-job.vk.io/flags"] == ("--time=1-12:00:00 --nodes=2 --gres=gpu:4 "
                                           "--qos=normal -Camd")
@@ -110,7 +111,9 @@ def test_service_fields_follow_the_design():
     ("docker-archive:///scratch/img.tar", "docker-archive:///scratch/img.tar"),
 ])
 def test_image_references(image, sent):
-    assert OffloadSpec(image=image).service_definition()["image"] == sent
+    # Schemes other than docker:// need a plugin that keeps them (after 0.6.1).
+    site = SiteFacts(keeps_schemes=True)
+    assert OffloadSpec(image=image, site=site).service_definition()["image"] == sent
 
 
 def test_service_name_is_short_dns_and_changes_with_the_definition():
@@ -473,3 +476,34 @@ def test_an_oversized_job_names_what_made_it_big(code, env, flag):
         OffloadSpec(node="vk", time="00:01:00", env=env).job_body(code)
     assert err.value.flag == flag and str(err.value).startswith(flag)
     assert "v" * 100 not in str(err.value)  # never the value itself
+
+
+def test_enable_gpu_only_where_the_site_schedules_gpus():
+    spec = OffloadSpec(node="vk", time="00:10:00", gpus=2)
+    assert "enable_gpu" not in spec.service_definition()
+    assert "--gres=gpu:2" in spec.service_definition()["annotations"]["slurm-job.vk.io/flags"]
+    gpu_site = dataclasses.replace(spec, site=SiteFacts(schedules_gpus=True))
+    assert gpu_site.service_definition()["enable_gpu"] is True
+
+
+@pytest.mark.parametrize(
+    ("image", "sent"),
+    [
+        ("python:3.12-slim", "/cvmfs/unpacked.cern.ch/python:3.12-slim"),
+        ("/cvmfs/unpacked.cern.ch/python:3.12-slim", "/cvmfs/unpacked.cern.ch/python:3.12-slim"),
+        ("/scratch/images/py.sif", "/scratch/images/py.sif"),
+    ],
+)
+def test_a_site_image_prefix_writes_bare_references_with_it(image, sent):
+    site = SiteFacts(image_prefix="/cvmfs/unpacked.cern.ch/")
+    spec = OffloadSpec(node="vk", time="00:10:00", image=image, site=site)
+    assert spec.service_definition()["image"] == sent
+    assert "--site" not in spec.to_flags()
+
+
+def test_a_scheme_on_a_prefixed_site_is_refused_with_the_bare_reference():
+    site = SiteFacts(image_prefix="/cvmfs/unpacked.cern.ch/")
+    spec = OffloadSpec(node="vk", time="00:10:00", image="docker://python:3.12-slim", site=site)
+    with pytest.raises(SpecError, match=r"^--image .*write the reference without a scheme, "
+                                        r"e\.g\. --image python:3\.12-slim"):
+        spec.validate()

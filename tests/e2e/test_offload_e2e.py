@@ -223,3 +223,28 @@ def test_cancel_magic_on_a_finished_job_says_it_had_ended(ip):
         ip.run_line_magic("oscar_cancel", name)
     assert out.stdout == f"Job {name} had already ended (Succeeded); nothing to cancel.\n"
     assert ip.user_ns["done"].status() == "Succeeded"
+
+
+def test_a_secret_reaches_the_cell_but_no_log_listing_or_dry_run(ip, connected, monkeypatch):
+    import hashlib
+    import json
+    import secrets
+
+    value = "tok-" + secrets.token_hex(16)
+    monkeypatch.setenv("API_TOKEN", value)  # the kernel's environment, never the cell
+    cell = (
+        "import os, hashlib\n"
+        "print(hashlib.sha256(os.environ['API_TOKEN'].encode()).hexdigest())\n"
+    )
+    with capture_output() as dry:
+        ip.run_cell_magic("oscar_offload", f"--node {NODE} --secret API_TOKEN --dry-run", cell)
+    with capture_output() as out:
+        ip.run_cell_magic(
+            "oscar_offload", f"--node {NODE} --time 00:02:00 --secret API_TOKEN -o sec", cell
+        )
+    job = ip.user_ns["sec"]
+    assert out.stdout == hashlib.sha256(value.encode()).hexdigest() + "\n"
+    assert "API_TOKEN" in dry.stdout and value not in dry.stdout
+    assert value not in job.raw_log and value not in repr(job.spec)
+    stored = json.dumps(connected.require_client().get_service(job.service))
+    assert value not in stored  # OSCAR blanks secrets when a service is read

@@ -139,15 +139,18 @@ def test_a_job_for_another_node_stays_pending_and_the_log_says_why(
     assert f"job {job} stays Pending" in log and "'vega-new-vk'" in log
 
 
-def test_a_service_without_a_node_runs_here_and_the_server_notes_it(
+def test_a_service_without_a_node_stays_pending_and_never_reaches_slurm(
     anonymous, api, make_service, local_oscar
 ):
+    """job.go: without interlink_node_name the pod goes to an ordinary node, where a docker://
+    image name is invalid: Pending forever, logs 404."""
     service = make_service(interlink_node_name="")
     job = f"{service['name']}-nonode"
     assert submit(anonymous, service, b64("x"), job=job).status_code == 201
-    status = wait_for_status(api, service["name"], job, {"Succeeded", "Failed"},
-                             timeout=FIRST_RUN_TIMEOUT)
-    assert status["status"] == "Succeeded"
+    time.sleep(1.5)
+    assert job_status(api, service["name"], job)["status"] == "Pending"
+    assert api.get(f"/system/logs/{service['name']}/{job}").status_code == 404
+    assert job_record(local_oscar, job).get("job_id") is None
     assert f"service {service['name']} has no interlink_node_name" in server_log(local_oscar)
 
 

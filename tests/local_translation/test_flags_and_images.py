@@ -100,10 +100,12 @@ CONFIG = PluginConfig("/jobs/")
         ("ghcr.io/grycap/cowsay:latest", {}, "docker://ghcr.io/grycap/cowsay:latest"),
         ("python:3.11", {}, "docker://python:3.11"),
         ("docker://python:3.11", {}, "docker://python:3.11"),
-        ("oras://reg/img:1", {}, "oras://reg/img:1"),
+        ("oras://reg/img:1", {}, "docker://oras://reg/img:1"),  # 0.6.1 prepends
         ("/shared/images/py.sif", {}, "/shared/images/py.sif"),
         ("py.sif", {"slurm-job.vk.io/image-root": "/shared/images/"}, "/shared/images/py.sif"),
-        ("docker://x", {"slurm-job.vk.io/image-root": "/shared/"}, "docker://x"),
+        ("docker://x", {"slurm-job.vk.io/image-root": "/shared/"}, "/shared/docker://x"),
+        ("docker://python", {"slurm-job.vk.io/image-root": "/cvmfs/unpacked.cern.ch/"},
+         "/cvmfs/unpacked.cern.ch/docker://python"),
     ],
 )
 def test_image_reference(image, annotations, expected):

@@ -4,6 +4,7 @@ plugin's translation, that what the grammar accepts cannot run as code in the jo
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import yaml
 from oscar_jupyter.local.interlink import PluginConfig, prepare
 from oscar_jupyter.local.pod import build_pod, configmap_data
 from oscar_jupyter.session import Session
-from oscar_jupyter.spec import OffloadSpec, SpecError, normalise_image
+from oscar_jupyter.spec import OffloadSpec, SiteFacts, SpecError, normalise_image
 
 from .table import record
 
@@ -36,6 +37,16 @@ class RecordingClient:
             raise AssertionError(f"client.{name} was called: something was sent")
 
         return record
+
+
+def keeps_schemes(spec: OffloadSpec) -> bool:
+    """A non-docker scheme needs a plugin newer than 0.6.1 (profile jupyter: image_schemes)."""
+    return "://" in spec.image and not spec.image.startswith("docker://")
+
+
+def good_spec(line: str) -> OffloadSpec:
+    spec = OffloadSpec.from_flags(line)
+    return dataclasses.replace(spec, site=SiteFacts(keeps_schemes=keeps_schemes(spec)))
 
 
 def spec_of(case: dict[str, Any]) -> OffloadSpec:
@@ -78,7 +89,7 @@ def test_bad_input_is_refused_before_anything_is_sent(case):
 
 @pytest.mark.parametrize("line", GOOD)
 def test_good_flags_are_accepted(line):
-    spec = OffloadSpec.from_flags(line)
+    spec = good_spec(line)
     record("good inputs accepted", line, spec.validate_all() == [])
     assert spec.validate_all() == []
     assert spec.service_definition()["image"] == normalise_image(spec.image)
@@ -101,7 +112,8 @@ printf '%s\\0' "$@" > "$(mktemp "$RECORD_DIR/call.XXXXXX")"
 """
 
 
-def run_translated(service: dict[str, Any], tmp_path: Path) -> list[list[str]]:
+def run_translated(service: dict[str, Any], tmp_path: Path, image_prefix: str = "docker://"
+                   ) -> list[list[str]]:
     """Turn ``service`` into the plugin's job.slurm + job.sh, run them with bash and a
     recording singularity, and return the argument lists singularity got."""
     runtime = tmp_path / "fake-singularity"
@@ -110,7 +122,9 @@ def run_translated(service: dict[str, Any], tmp_path: Path) -> list[list[str]]:
     records = tmp_path / "calls"
     records.mkdir()
     pod = build_pod(service, job_name="job", body=b"cHJpbnQoMSk=", pod_uid="u-1")
-    config = PluginConfig(data_root=f"{tmp_path}/jobs/", singularity_path=str(runtime))
+    # image_prefix "" keeps every image as it is, as plugins after 0.6.1 keep schemes.
+    config = PluginConfig(data_root=f"{tmp_path}/jobs/", singularity_path=str(runtime),
+                          image_prefix=image_prefix)
     directory = prepare(pod, configmaps={service["name"]: configmap_data(service)},
                         config=config)
     result = subprocess.run(["bash", str(directory / "job.slurm")], cwd=directory, text=True,
@@ -145,8 +159,9 @@ ACCEPTED_LINES = [line for line in GOOD if "--image" in line or "--singularity-o
 
 @pytest.mark.parametrize("line", ACCEPTED_LINES)
 def test_accepted_images_and_options_reach_singularity_as_single_words(line, tmp_path):
-    spec = OffloadSpec.from_flags(line)
-    call = main_container_call(run_translated(service_of(spec), tmp_path))
+    spec = good_spec(line)
+    prefix = "" if spec.site.keeps_schemes else "docker://"
+    call = main_container_call(run_translated(service_of(spec), tmp_path, prefix))
     image = call[call.index("/bin/sh") - 1]
     assert image == normalise_image(spec.image)
     if spec.singularity_options:

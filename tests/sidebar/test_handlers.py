@@ -61,9 +61,12 @@ async def test_clusters_lists_the_profiles_and_default_without_secrets(
     assert code == 200
     assert body["default"] == "local"
     assert body["config_path"] == str(oscar_config)
-    [entry] = body["clusters"]
-    assert entry == {"name": "local", "endpoint": local_oscar.endpoint, "auth": "basic",
-                     "error": None}
+    entries = {e["name"]: e for e in body["clusters"]}
+    assert entries["local"] == {"name": "local", "endpoint": local_oscar.endpoint,
+                                "auth": "basic", "error": None}
+    for name in local_oscar.user_profiles.values():  # the OIDC users' profiles
+        assert entries[name]["endpoint"] == local_oscar.endpoint
+        assert entries[name]["auth"] == "refresh-token" and entries[name]["error"] is None
     assert local_oscar.password not in json.dumps(body)
 
 
@@ -103,7 +106,13 @@ async def test_a_notebook_job_is_listed_and_its_log_is_the_cells_output(jp_fetch
     entry = await wait_for_job(jp_fetch, job.name, ("Succeeded", "Failed"))
     assert entry["service"] == job.service and entry["node"] == NODE
     assert (entry["status"], entry["exit_code"]) == ("Succeeded", 0)
-    assert entry["creation_time"] and entry["start_time"] and entry["finish_time"]
+    assert entry["creation_time"] and entry["start_time"]
+    # The runner's exit decides the status at once; OSCAR's finish time follows with its phase.
+    deadline = time.monotonic() + 60
+    while not entry["finish_time"] and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        entry = await wait_for_job(jp_fetch, job.name, ("Succeeded",))
+    assert entry["finish_time"]
 
     code, log = await call(jp_fetch, "jobs", job.service, job.name, "log")
     assert code == 200, log
@@ -128,6 +137,18 @@ async def test_a_failing_cell_shows_its_exit_status_and_traceback(jp_fetch, sess
     assert code == 200
     assert log["exit_code"] == 1
     assert "ValueError: loss is NaN" in log["traceback"]
+
+
+async def test_a_job_shows_its_kernel_and_the_status_the_kernel_sees(jp_fetch, session):
+    job = oscar_jupyter.offload("raise SystemExit(4)\n", node=NODE, time="00:02:00", wait=False)
+    entry = await wait_for_job(jp_fetch, job.name, ("Succeeded", "Failed"))
+    await asyncio.get_running_loop().run_in_executor(None, job.wait, 60)
+    assert (entry["status"], entry["exit_code"]) == (job.status(), job.exit_code) == ("Failed", 4)
+    assert entry["kernel"] == session.kernel_tag
+    code, body = await call(jp_fetch, "jobs", scope="mine")
+    assert code == 200 and job.name in [j["job"] for j in body["jobs"]]
+    code, body = await call(jp_fetch, "jobs", scope="kernel")
+    assert code == 400 and "the sidebar is no kernel" in body["message"]
 
 
 async def test_cancel_stops_the_slurm_job_and_the_job_leaves_the_list(
@@ -188,7 +209,8 @@ async def test_wrong_password_is_a_502_without_the_password(jp_fetch, tmp_path, 
 async def test_fixing_the_profile_file_needs_no_jupyter_restart(jp_fetch, tmp_path, monkeypatch,
                                                                 local_oscar):
     config = tmp_path / "config.yaml"
-    entry = {"endpoint": local_oscar.endpoint, "auth_user": "oscar", "auth_password": "typo"}
+    entry = {"endpoint": local_oscar.endpoint, "auth_user": "oscar", "auth_password": "typo",
+             "jupyter": {"kubeconfig": str(local_oscar.kubeconfig)}}
     config.write_text(yaml.safe_dump({"oscar": {"local": entry}}))
     monkeypatch.setenv("OSCAR_CLI_CONFIG", str(config))
     assert (await call(jp_fetch, "nodes"))[0] == 502
@@ -196,6 +218,7 @@ async def test_fixing_the_profile_file_needs_no_jupyter_restart(jp_fetch, tmp_pa
     config.write_text(yaml.safe_dump({"oscar": {"local": entry}}))
     code, body = await call(jp_fetch, "nodes")
     assert code == 200 and body["nodes"][0]["name"] == NODE
+    assert body["source"] == "Kubernetes"  # /system/status lists no virtual node, as for real
 
 
 async def test_without_any_cluster_the_error_says_how_to_add_one(jp_fetch, tmp_path,

@@ -40,7 +40,10 @@ class JobLogEndpoint:
             self.listing[service][name].update(
                 status="Running", start_time=start.strftime("%Y-%m-%dT%H:%M:%SZ")
             )
-            self.logs[name] += f'@@OJ|s|0|{{"node": "{node}", "job": "{name}"}}|@@\n'
+            stamp = int(start.timestamp())  # the runner's own clock starts the elapsed time
+            self.logs[name] += (
+                f'@@OJ|s|0|{{"node": "{node}", "job": "{name}", "time": "{stamp}"}}|@@\n'
+            )
 
     def print(self, name: str, *lines: str, stream: str = "o") -> None:
         with self.lock:
@@ -141,6 +144,8 @@ def session(monkeypatch):
 
     def nodes(refresh: bool = True) -> list[VirtualNode]:
         fresh._nodes = list(fresh.listed_nodes)
+        fresh._node_names = [n.name for n in fresh._nodes if n.is_interlink]
+        fresh.nodes_source = "OSCAR"
         return list(fresh._nodes)
 
     fresh.nodes = nodes
@@ -155,6 +160,9 @@ def make_job(oscar_logs, tmp_path):
         endpoint.add_job(service, name)
         spec.setdefault("node", "vega")
         spec.setdefault("time", "00:10:00")
-        return Job(client, service, name, OffloadSpec(**spec), log_dir=tmp_path / "logs")
+        # Submitted a while ago, so that a start `started_ago` seconds back is after it.
+        submitted = datetime.now(timezone.utc) - timedelta(minutes=10)
+        return Job(client, service, name, OffloadSpec(**spec), log_dir=tmp_path / "logs",
+                   submitted_at=submitted)
 
     return make

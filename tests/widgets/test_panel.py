@@ -198,7 +198,8 @@ def test_bare_offload_uses_the_panel_and_cell_flags_still_win(ip, session):
     assert service["interlink_node_name"] == "vega"
     assert service["cpu"] == "4" and service["memory"] == "2048Mi"
     assert "--time=02:30:00" in service["annotations"]["slurm-job.vk.io/flags"]
-    assert service["environment"]["variables"]["GREETING"] == "hi"
+    assert "GREETING" not in service["environment"]["variables"]  # --env travels in the job
+    assert panel.session.defaults["env"] == {"GREETING": "hi"}
     flagged = dry_run(ip, "--time 00:05:00 --cpus-per-task 2")
     assert "--time=00:05:00" in flagged["annotations"]["slurm-job.vk.io/flags"]
     assert flagged["cpu"] == "2" and flagged["memory"] == "2048Mi"

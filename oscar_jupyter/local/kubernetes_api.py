@@ -1,0 +1,215 @@
+"""A small subset of the Kubernetes API on the local OSCAR's port, enough for the official
+`kubernetes` client: the interLink virtual node (`GET /api/v1/nodes[/{name}]`, with
+`labelSelector`) and job pods' logs (`GET /api/v1/namespaces/{ns}/pods/{pod}/log`, `follow`).
+
+The node carries the labels and taint interLink's virtual kubelet sets
+(`pkg/virtualkubelet/virtualkubelet.go`); its capacity is the executor's (Slurm's) CPUs and memory
+and `nvidia.com/gpu` as configured (0 unless `--node-gpus`). Credentials: the admin's Basic
+account or a local user's bearer token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import tornado.web
+
+from .services import MAIN_CONTAINER, VIRTUAL_NODE_TAINTS, virtual_node_labels
+from .state import TERMINAL_PHASES
+from .users import Caller
+
+if TYPE_CHECKING:
+    from .oscar import LocalOscar
+
+FOLLOW_POLL_S = 0.5
+_CREATED = "2025-01-01T00:00:00Z"
+
+
+def node_labels(node_name: str) -> dict[str, str]:
+    """interLink's node labels (`type` is what releases before 0.4 set; the client asks for
+    both)."""
+    return {**virtual_node_labels(node_name), "type": "virtual-kubelet"}
+
+
+def selector_matches(selector: str, labels: dict[str, str]) -> bool:
+    """Kubernetes label selector subset: `k=v`, `k==v`, `k!=v`, `k`, `!k`, comma = and."""
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        if "!=" in term:
+            key, value = (part.strip() for part in term.split("!=", 1))
+            if labels.get(key) == value:
+                return False
+        elif "=" in term:
+            key, value = (part.strip() for part in term.replace("==", "=").split("=", 1))
+            if labels.get(key) != value:
+                return False
+        elif term.startswith("!"):
+            if term[1:].strip() in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+def node_object(oscar: LocalOscar) -> dict[str, Any]:
+    resources = oscar.executor.node_resources()
+    capacity = {
+        "cpu": str(int(resources["cpus"])),
+        "memory": f"{int(resources['memory_mib'])}Mi",
+        "pods": "110",
+        "nvidia.com/gpu": str(oscar.node_gpus),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": oscar.node_name, "uid": f"local-node-{oscar.node_name}",
+            "resourceVersion": "1", "creationTimestamp": _CREATED,
+            "labels": node_labels(oscar.node_name), "annotations": {},
+        },
+        "spec": {"taints": VIRTUAL_NODE_TAINTS},
+        "status": {
+            "capacity": capacity,
+            "allocatable": dict(capacity),
+            "conditions": [{
+                "type": "Ready", "status": "True", "reason": "KubeletReady",
+                "message": "kubelet is ready.", "lastHeartbeatTime": _CREATED,
+                "lastTransitionTime": _CREATED,
+            }],
+            "nodeInfo": {
+                "architecture": "amd64", "operatingSystem": "linux",
+                "kubeletVersion": "v1.29.0-vk-interlink", "kernelVersion": "",
+                "osImage": "", "containerRuntimeVersion": "", "kubeProxyVersion": "",
+                "machineID": "", "systemUUID": "", "bootID": "",
+            },
+        },
+    }
+
+
+def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code}
+
+
+class _KubeHandler(tornado.web.RequestHandler):
+    caller: Caller
+
+    def initialize(self, oscar: LocalOscar) -> None:
+        self.oscar = oscar
+
+    def prepare(self) -> None:
+        header = self.request.headers.get("Authorization") or ""
+        caller = None
+        if header.startswith("Bearer "):
+            caller = self.oscar.oidc_caller(header[len("Bearer "):].strip())
+        elif self.oscar.basic_auth_ok(header):
+            caller = Caller.admin()
+        if caller is None:
+            self.fail(401, "Unauthorized", "Unauthorized")
+            return
+        self.caller = caller
+
+    def fail(self, code: int, reason: str, message: str) -> None:
+        self.set_status(code)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(_status(code, reason, message)))
+
+    def send(self, document: dict[str, Any]) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(document))
+
+
+class NodesHandler(_KubeHandler):
+    def get(self) -> None:
+        selector = self.get_query_argument("labelSelector", "")
+        node = node_object(self.oscar)
+        items = [node] if selector_matches(selector, node["metadata"]["labels"]) else []
+        self.send({"apiVersion": "v1", "kind": "NodeList",
+                   "metadata": {"resourceVersion": "1"}, "items": items})
+
+
+class NodeHandler(_KubeHandler):
+    def get(self, name: str) -> None:
+        if name != self.oscar.node_name:
+            self.fail(404, "NotFound", f'nodes "{name}" not found')
+            return
+        self.send(node_object(self.oscar))
+
+
+class PodLogHandler(_KubeHandler):
+    """The pod's log as the virtual kubelet serves it (the plugin's `GetLogs.go`: `job.out` and
+    `run-<container>.out`, whole files)."""
+
+    async def get(self, namespace: str, pod: str) -> None:
+        job = self._job(namespace, pod)
+        if job is None:
+            self.fail(404, "NotFound", f'pods "{pod}" not found')
+            return
+        container = self.get_query_argument("container", MAIN_CONTAINER)
+        if container != MAIN_CONTAINER:
+            self.fail(400, "BadRequest",
+                      f"container {container} is not valid for pod {pod}")
+            return
+        if not job.get("pod_dir"):
+            self.fail(400, "BadRequest",
+                      f'container "{container}" in pod "{pod}" is waiting to start: '
+                      "ContainerCreating")
+            return
+        follow = self.get_query_argument("follow", "false").lower() == "true"
+        self.set_header("Content-Type", "text/plain")
+        sent = 0
+        while True:
+            text = _log_bytes(Path(job["pod_dir"]))
+            if len(text) > sent:
+                self.write(text[sent:])
+                await self.flush()
+                sent = len(text)
+            if not follow:
+                break
+            current = self.oscar.state.jobs.get(job["name"])
+            if current is None or self.oscar.refresh(current)["phase"] in TERMINAL_PHASES:
+                text = _log_bytes(Path(job["pod_dir"]))
+                if len(text) > sent:
+                    self.write(text[sent:])
+                break
+            await asyncio.sleep(FOLLOW_POLL_S)
+        self.finish()
+
+    def _job(self, namespace: str, pod: str) -> dict[str, Any] | None:
+        from .pod import pod_name
+
+        for job in self.oscar.state.jobs.values():
+            if job["namespace"] != namespace or pod_name(job["name"], job["pod_uid"]) != pod:
+                continue
+            service = self.oscar.state.services.get(job["service"]) or {}
+            if self.caller.is_admin or service.get("owner") == self.caller.uid:
+                return job
+        return None
+
+
+def _log_bytes(pod_dir: Path) -> bytes:
+    text = b""
+    for name in ("job.out", f"run-{MAIN_CONTAINER}.out"):
+        try:
+            text += (pod_dir / name).read_bytes()
+        except OSError:
+            pass
+    return text
+
+
+class KubeNotFound(_KubeHandler):
+    def get(self, *_: str) -> None:
+        self.fail(404, "NotFound", "the server could not find the requested resource")
+
+
+def kubernetes_routes(oscar: LocalOscar) -> list[tuple[str, type, dict[str, Any]]]:
+    args = {"oscar": oscar}
+    return [
+        (r"/api/v1/nodes", NodesHandler, args),
+        (r"/api/v1/nodes/([^/]+)", NodeHandler, args),
+        (r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", PodLogHandler, args),
+        (r"/api/(.*)", KubeNotFound, args),
+    ]
+

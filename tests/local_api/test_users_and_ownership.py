@@ -1,0 +1,180 @@
+"""OIDC-style users of the local OSCAR and OSCAR v4.1.2's ownership rules (real HTTP).
+
+alice and bob come from the session's local OSCAR (tests/conftest.py): profiles `local-alice`
+and `local-bob` hold only an endpoint and a refresh token, exchanged at the local Keycloak-style
+token endpoint for access tokens.
+"""
+
+from __future__ import annotations
+
+import stat
+
+import httpx
+import pytest
+import yaml
+
+from oscar_jupyter.local.users import unverified_claims
+
+from .conftest import job_status, unique_name
+from .contract import check_response
+
+pytestmark = pytest.mark.slurm
+
+SCRIPT = "echo hi\n"
+
+
+@pytest.fixture
+def alice(local_oscar):
+    with local_oscar.user_client("alice") as client:
+        client.get("/system/config")  # first contact provisions the user (oidc.go)
+        yield client
+
+
+@pytest.fixture
+def bob(local_oscar):
+    with local_oscar.user_client("bob") as client:
+        client.get("/system/config")
+        yield client
+
+
+def create(client: httpx.Client, **fields) -> str:
+    body = {"name": unique_name("u"), "image": "docker://python:3.11-slim", "script": SCRIPT,
+            "interlink_node_name": "vega-elsewhere", **fields}  # never reaches Slurm
+    response = client.post("/system/services", json=body)
+    assert response.status_code == 201, response.text
+    return body["name"]
+
+
+def test_user_profiles_hold_only_endpoint_and_refresh_token(local_oscar):
+    config = yaml.safe_load(local_oscar.profile_path.read_text())["oscar"]
+    assert local_oscar.user_profiles == {"alice": "local-alice", "bob": "local-bob"}
+    entry = config["local-alice"]
+    assert set(entry) <= {"endpoint", "oidc_refresh_token", "ssl_verify", "jupyter"}
+    assert set(entry.get("jupyter", {})) <= {"kubeconfig"}  # where the nodes are listed
+    claims = unverified_claims(entry["oidc_refresh_token"])
+    assert claims["iss"] == f"{local_oscar.endpoint}/realms/local"
+    assert stat.S_IMODE(local_oscar.profile_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((local_oscar.home / "oidc-secret").stat().st_mode) == 0o600
+
+
+def test_access_tokens_are_jwts_with_the_expected_claims(local_oscar):
+    token = local_oscar.user_token("alice")
+    claims = unverified_claims(token)
+    assert len(token) != 64  # 64 characters would be a service token (job.go)
+    assert claims["sub"] == "alice@local" and claims["preferred_username"] == "alice"
+    assert claims["iss"] == f"{local_oscar.endpoint}/realms/local" and claims["exp"] > 0
+    assert token not in (local_oscar.home / "server.log").read_text()
+
+
+def test_bad_tokens_are_refused(anonymous, local_oscar):
+    token = local_oscar.user_token("alice")
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    assert anonymous.get("/system/services",
+                         headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+    url = "/realms/local/protocol/openid-connect/token"
+    response = anonymous.post(url, data={"grant_type": "refresh_token", "refresh_token": "x.y.z"})
+    assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
+
+
+def test_owner_visibility_and_403s(api, alice, bob):
+    name = create(alice)
+    service = check_response(alice.get(f"/system/services/{name}"), "GET",
+                             "/system/services/{serviceName}")
+    assert service["owner"] == "alice@local" and service["visibility"] == "private"
+    response = bob.get(f"/system/services/{name}")
+    assert response.status_code == 403
+    assert response.text == "User bob@local doesn't have permision to get this service"
+    assert name not in [s["name"] for s in bob.get("/system/services").json()]
+    assert name in [s["name"] for s in alice.get("/system/services").json()]
+    assert name in [s["name"] for s in api.get("/system/services").json()]  # admin sees all
+    update = {"name": name, "image": "docker://python:3.11-slim", "script": "echo b\n"}
+    response = bob.put("/system/services", json=update)
+    assert response.status_code == 403 and "modify this service" in response.text
+    # delete.go looks in the caller's own namespace: another owner's service is not found.
+    assert bob.delete(f"/system/services/{name}").status_code == 404
+    # logs.go getAuthorizedService writes nothing: gin's default 200 with an empty body.
+    response = bob.get(f"/system/logs/{name}")
+    assert response.status_code == 200 and response.content == b""
+    assert alice.delete(f"/system/services/{name}").status_code == 204
+
+
+def test_public_and_restricted_services(alice, bob):
+    public = create(alice, visibility="public")
+    restricted = create(alice, visibility="restricted", allowed_users=["bob@local"])
+    assert bob.get(f"/system/services/{public}").status_code == 200
+    assert bob.get(f"/system/services/{restricted}").status_code == 200
+    listed = [s["name"] for s in bob.get("/system/services").json()]
+    assert public in listed and restricted in listed
+    for name in (public, restricted):
+        assert alice.delete(f"/system/services/{name}").status_code == 204
+
+
+def test_names_are_unique_across_owners(alice, bob):
+    name = create(alice)
+    response = bob.post("/system/services", json={"name": name, "image": "x", "script": "y"})
+    assert response.status_code == 400
+    assert response.text == "A service with the provided name already exists"
+    alice.delete(f"/system/services/{name}")
+
+
+def test_job_owners_and_listing_filter(anonymous, api, alice, local_oscar):
+    name = create(alice, visibility="public")
+    token = alice.get(f"/system/services/{name}").json()["token"]
+    by_alice, by_token = f"{name}-alice", f"{name}-token"
+    assert alice.post(f"/job/{name}", content=b"x",
+                      headers={"X-Delegated-Job-ID": by_alice}).status_code == 201
+    assert anonymous.post(f"/job/{name}", content=b"x", headers={
+        "Authorization": f"Bearer {token}", "X-Delegated-Job-ID": by_token}).status_code == 201
+    with local_oscar.user_client("bob") as bob:
+        bob.get("/system/config")
+        assert bob.get(f"/system/logs/{name}").json()["jobs"] == {}  # public, but not his jobs
+    # job.go labels only OIDC submissions with the owner; service-token jobs have no label.
+    assert list(alice.get(f"/system/logs/{name}").json()["jobs"]) == [by_alice]
+    assert set(api.get(f"/system/logs/{name}").json()["jobs"]) == {by_alice, by_token}
+    alice.delete(f"/system/services/{name}")
+
+
+def test_a_job_with_an_oidc_token_needs_a_provisioned_user(local_oscar, alice):
+    name = create(alice, visibility="public")
+    # The session's own users are provisioned by now; a token from another issuer is 400.
+    with httpx.Client(base_url=local_oscar.endpoint, timeout=30) as client:
+        claims_token = local_oscar.user_token("bob")
+        header, payload, signature = claims_token.split(".")
+        import base64
+        import json
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        claims["iss"] = "https://elsewhere.example/realms/x"
+        other = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+        response = client.post(f"/job/{name}", content=b"x",
+                               headers={"Authorization": f"Bearer {header}.{other}.{signature}"})
+        assert response.status_code == 400 and "elsewhere.example" in response.text
+    alice.delete(f"/system/services/{name}")
+
+
+def test_job_listing_pages_at_70(api, make_service, anonymous):
+    service = make_service(interlink_node_name="vega-elsewhere")  # Pending, never on Slurm
+    headers = {"Authorization": f"Bearer {service['token']}"}
+    for index in range(71):
+        job = f"{service['name']}-{index:03d}"
+        response = anonymous.post(f"/job/{service['name']}", content=b"x",
+                                  headers={**headers, "X-Delegated-Job-ID": job})
+        assert response.status_code == 201
+    first = check_response(api.get(f"/system/logs/{service['name']}"), "GET",
+                           "/system/logs/{serviceName}")
+    assert len(first["jobs"]) == 70 and first["remaining_jobs"] == 1
+    second = api.get(f"/system/logs/{service['name']}",
+                     params={"page": first["next_page"]}).json()
+    assert list(second["jobs"]) == [f"{service['name']}-070"] and "next_page" not in second
+    assert job_status(api, service["name"], f"{service['name']}-000")["status"] == "Pending"
+
+
+def test_deleting_a_service_deletes_its_suspended_and_pending_jobs(api, alice, local_oscar):
+    from oscar_jupyter.local.state import HomeLayout, LocalState
+
+    name = create(alice, cpu="64")  # over alice's quota: Suspended
+    job = f"{name}-big"
+    assert alice.post(f"/job/{name}", content=b"x",
+                      headers={"X-Delegated-Job-ID": job}).status_code == 201
+    assert alice.delete(f"/system/services/{name}").status_code == 204
+    assert job not in LocalState(HomeLayout(local_oscar.home).state_file).jobs
+    assert not (local_oscar.home / "bodies" / job).exists()
