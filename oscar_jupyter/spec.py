@@ -644,33 +644,18 @@ class OffloadSpec:
         self.sbatch_words()
 
     def _check_env(self) -> None:
-        if not isinstance(self.env, Mapping):
-            raise SpecError("--env", "--env: pass env as a dict of NAME -> text value, not "
-                            f"{type(self.env).__name__}, e.g. env={{'OMP_NUM_THREADS': '8'}} "
-                            "(on the magic's line: --env OMP_NUM_THREADS=8)")
+        _check_variables("--env", self.env, "env={'OMP_NUM_THREADS': '8'} (on the magic's "
+                         "line: --env OMP_NUM_THREADS=8)", "--env MY_VAR=value")
         for name, value in self.env.items():
-            if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
-                raise _flag_error("--env", repr(name), "a variable name is letters, digits and "
-                                  "'_', not starting with a digit, e.g. --env MY_VAR=value")
-            if name in RESERVED_ENV or name.startswith(_RESERVED_ENV_PREFIXES):
-                raise _flag_error("--env", name, "this variable is set by OSCAR, its "
-                                  "supervisor or the runner; choose another name")
             if not isinstance(value, str) or "\0" in value:
                 # never echo the value: it may be a secret
                 raise SpecError("--env", f"--env {name}: the value must be text without NUL "
                                 "bytes; pass binary data through storage instead")
 
     def _check_secrets(self) -> None:
-        if not isinstance(self.secrets, Mapping):
-            raise SpecError("--secret", "--secret: pass secrets as a dict of NAME -> value, not "
-                            f"{type(self.secrets).__name__}, e.g. secrets={{'API_TOKEN': token}}")
+        _check_variables("--secret", self.secrets, "secrets={'API_TOKEN': token}",
+                         "--secret API_TOKEN")
         for name, value in self.secrets.items():
-            if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
-                raise _flag_error("--secret", repr(name), "a secret's name is a variable name: "
-                                  "letters, digits and '_', e.g. --secret API_TOKEN")
-            if name in RESERVED_ENV or name.startswith(_RESERVED_ENV_PREFIXES):
-                raise _flag_error("--secret", name, "this variable is set by OSCAR, its "
-                                  "supervisor or the runner; choose another name")
             if isinstance(self.env, Mapping) and name in self.env:
                 raise _flag_error("--secret", name, "it is also an --env variable; keep one")
             if not isinstance(value, str) or not value or "\0" in value:
@@ -899,6 +884,21 @@ class OffloadSpec:
 _TEXT_FIELDS = ("node", "time", "mem", "job_name", "partition", "account", "image", "pre_exec",
                 "singularity_options", "sbatch")
 _COUNT_FIELDS = ("cpus_per_task", "nodes", "gpus")
+
+
+def _check_variables(flag: str, variables: object, dict_example: str, flag_example: str) -> None:
+    """`variables` must be a mapping of environment variable names we may set."""
+    if not isinstance(variables, Mapping):
+        what = flag.lstrip("-").replace("secret", "secrets")
+        raise SpecError(flag, f"{flag}: pass {what} as a dict of NAME -> text value, not "
+                        f"{type(variables).__name__}, e.g. {dict_example}")
+    for name in variables:
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+            raise _flag_error(flag, repr(name), "a variable name is letters, digits and '_', "
+                              f"not starting with a digit, e.g. {flag_example}")
+        if name in RESERVED_ENV or name.startswith(_RESERVED_ENV_PREFIXES):
+            raise _flag_error(flag, name, "this variable is set by OSCAR, its supervisor or the "
+                              "runner; choose another name")
 
 
 def _check_unicode(code: str) -> None:

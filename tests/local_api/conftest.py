@@ -23,6 +23,23 @@ def api(local_oscar):
         yield client
 
 
+def _user(local_oscar, name: str):
+    with local_oscar.user_client(name) as client:
+        client.get("/system/config")  # first contact provisions the user (oidc.go)
+        yield client
+
+
+@pytest.fixture
+def alice(local_oscar):
+    """A client with OIDC user alice's bearer token."""
+    yield from _user(local_oscar, "alice")
+
+
+@pytest.fixture
+def bob(local_oscar):
+    yield from _user(local_oscar, "bob")
+
+
 @pytest.fixture
 def anonymous(local_oscar):
     with httpx.Client(base_url=local_oscar.endpoint, timeout=30) as client:

@@ -24,13 +24,6 @@ def b64(text: str) -> bytes:
     return base64.b64encode(text.encode())
 
 
-@pytest.fixture
-def alice(local_oscar):
-    with local_oscar.user_client("alice") as client:
-        client.get("/system/config")
-        yield client
-
-
 def create(client: httpx.Client, **fields) -> str:
     body = {"name": unique_name("k"), "image": "docker://python:3.11-slim",
             "script": "sleep 1\n", "interlink_node_name": NODE, "log_level": "DEBUG", **fields}

@@ -23,20 +23,6 @@ pytestmark = pytest.mark.slurm
 SCRIPT = "echo hi\n"
 
 
-@pytest.fixture
-def alice(local_oscar):
-    with local_oscar.user_client("alice") as client:
-        client.get("/system/config")  # first contact provisions the user (oidc.go)
-        yield client
-
-
-@pytest.fixture
-def bob(local_oscar):
-    with local_oscar.user_client("bob") as client:
-        client.get("/system/config")
-        yield client
-
-
 def create(client: httpx.Client, **fields) -> str:
     body = {"name": unique_name("u"), "image": "docker://python:3.11-slim", "script": SCRIPT,
             "interlink_node_name": "vega-elsewhere", **fields}  # never reaches Slurm
