@@ -10,13 +10,13 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["connect", "offload", "attach", "Job", "JobFailed", "JobCancelled", "OffloadSpec",
-           "SpecError", "Panel", "load_ipython_extension"]
+__all__ = ["connect", "offload", "attach", "ask_secret", "Job", "JobFailed", "JobCancelled",
+           "OffloadSpec", "SpecError", "Panel", "load_ipython_extension"]
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so that `import oscar_jupyter` stays cheap and the local OSCAR server needs no IPython.
-    if name in ("connect", "offload", "attach"):
+    if name in ("connect", "offload", "attach", "ask_secret"):
         from . import session
 
         return getattr(session, name)

@@ -562,6 +562,14 @@ def attach(name: str, *, wait: bool = True, timeout: float | None = None) -> Job
     return job
 
 
+def ask_secret(name: str) -> None:
+    """Ask for a secret's value (not echoed, never in the notebook) and keep it in this kernel's
+    environment, where `--secret NAME` and the panel's Secrets field take it from."""
+    import getpass
+
+    os.environ[name] = getpass.getpass(f"Value of secret {name} (not shown, not saved): ")
+
+
 def jobs_left_running() -> list[Job]:
     """This kernel's jobs that had not ended when last polled (no network call)."""
     return [] if _current is None else [j for j in _current.jobs.values() if not j.is_done()]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import shlex
 from dataclasses import dataclass, fields
 from typing import Any
@@ -33,11 +34,14 @@ TEXT_FIELDS: dict[str, tuple[str, str]] = {
     "job_name": ("Job name", "generated"),
     "singularity_options": ("Singularity options", "e.g. --nv --cleanenv"),
     "sbatch": ("Extra sbatch flags", "e.g. --qos=debug --constraint=gpu"),
+    # Names only: each value comes from the kernel's environment, never from a widget (widget
+    # state is saved in the notebook). oscar_jupyter.ask_secret("NAME") sets one without a trace.
+    "secrets": ("Secrets (names)", "e.g. API_TOKEN HF_TOKEN"),
 }
 COUNT_FIELDS = ("cpus_per_task", "nodes", "gpus")
 NO_NODE = "(cluster default)"
 # Magic flags whose name is not the field's name with dashes.
-FLAG_ALIASES = {"mount": "mounts"}
+FLAG_ALIASES = {"mount": "mounts", "secret": "secrets"}
 
 
 @dataclass
@@ -275,6 +279,9 @@ class Panel(w.VBox):
             self.mounts.set_values([(m,) for m in value or []])
         elif name == "env":
             self.env.set_values([(k, str(v)) for k, v in (value or {}).items()])
+        elif name == "secrets":  # names only, whatever is given
+            names = value.keys() if isinstance(value, dict) else (value or [])
+            self.text["secrets"].value = " ".join(names)
         else:
             box = {"image": self.image, "pre_exec": self.pre_exec}.get(name) or self.text[name]
             box.value = "" if value is None else str(value)
@@ -284,6 +291,7 @@ class Panel(w.VBox):
         values: dict[str, Any] = {"node": self.node.value}
         for name, box in self.text.items():
             values[name] = box.value.strip() or None
+        values["secrets"] = (values["secrets"] or "").replace(",", " ").split()
         values["image"] = self.image.value.strip() or None
         values["pre_exec"] = self.pre_exec.value.strip() or None
         values["mount"] = [m.strip() for (m,) in self.mounts.values() if m.strip()]
@@ -303,6 +311,9 @@ class Panel(w.VBox):
             if value is None or value == []:
                 continue
             try:
+                if key == "secrets":
+                    settings["secrets"] = secrets_from_environment(value)
+                    continue
                 settings.update(settings_from_options({key: value}))
             except SpecError as err:
                 field = field_for_flag(err.flag) or key
@@ -368,6 +379,9 @@ class Panel(w.VBox):
             self.service_view.value = '<span class="oj-muted">Fix the marked values first.</span>'
             return
         definition = spec.service_definition()
+        secrets = definition.get("environment", {}).get("secrets")
+        if secrets:  # widget state is saved in the notebook: blank, as OSCAR shows them
+            definition["environment"]["secrets"] = {name: "" for name in secrets}
         script_lines = len(str(definition.get("script", "")).splitlines())
         # The runner script is the same for every service; its text would bury the rest.
         definition["script"] = f"<the runner script, {script_lines} lines>"
@@ -409,10 +423,20 @@ class Panel(w.VBox):
         return f"<oscar_jupyter Panel: sets {names}; {len(self.problems)} problem(s)>"
 
 
+def secrets_from_environment(names: list[str]) -> dict[str, str]:
+    """The kernel's values of the named secrets; SpecError naming a missing one."""
+    missing = [name for name in names if not os.environ.get(name)]
+    if missing:
+        raise SpecError("--secret", f"--secret {missing[0]}: this kernel has no ${missing[0]}; "
+                        f"set it without writing it in the notebook: "
+                        f"oscar_jupyter.ask_secret({missing[0]!r})")
+    return {name: os.environ[name] for name in names}
+
+
 def _raw_flags(raw: dict[str, Any]) -> str:
     words: list[str] = []
     for key, value in raw.items():
-        flag = "--" + key.replace("_", "-")
+        flag = "--secret" if key == "secrets" else "--" + key.replace("_", "-")
         for item in value if isinstance(value, list) else [value]:
             if item is not None:
                 words += [flag, shlex.quote(str(item))]

@@ -228,3 +228,22 @@ def test_set_from_code_fills_the_widgets_and_names_unknown_fields(session):
     assert "time" not in session.defaults
     with pytest.raises(TypeError, match="unknown fields walltime; fields are node, time"):
         panel.set(walltime="01:00:00")
+
+
+def test_secrets_are_named_in_the_panel_and_valued_from_the_kernels_environment(
+    session, monkeypatch
+):
+    panel = Panel(session=session)
+    monkeypatch.delenv("API_TOKEN", raising=False)
+    fill(panel, node="vega", time="00:10:00", secrets="API_TOKEN")
+    assert panel.problems["secrets"].flag == "--secret"
+    assert "oscar_jupyter.ask_secret('API_TOKEN')" in panel.problems["secrets"].message
+    monkeypatch.setenv("API_TOKEN", "s3cr3t-value")
+    panel.update()
+    assert "secrets" not in panel.problems
+    assert session.defaults["secrets"] == {"API_TOKEN": "s3cr3t-value"}
+    assert "--secret=API_TOKEN" in panel.offload_line
+    panel.set(secrets={"API_TOKEN": "s3cr3t-value"})  # names only, whatever is given
+    shown = [panel.text["secrets"].value, panel.offload_line, panel.preview.value,
+             panel.service_view.value, repr(panel)]
+    assert not [text for text in shown if "s3cr3t-value" in text]
