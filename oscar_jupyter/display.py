@@ -1,11 +1,17 @@
-"""Plain renderings of a job for cell outputs: the one-line status and the bounded live view."""
+"""Plain renderings of a job for cell outputs: the one-line status, the bounded live view, the
+bounded stream of a blocking cell and the summary of a dry run."""
 
 from __future__ import annotations
 
+import collections
 import html
+import sys
+from collections.abc import Iterable
 
 from .jobs import Job
-from .spec import format_time
+from .logs import OutputLine
+from .runner import TRACEBACK_MARKER
+from .spec import OffloadSpec, format_time
 
 SYMBOLS = {
     "Suspended": "◌",
@@ -27,6 +33,8 @@ def status_line(job: Job) -> str:
     """e.g. '▶ Running on local-slurm · 00:00:12 / 02:30:00 · job oj-1a2b3c4d5e-…'"""
     status = job.status()
     parts = [f"{SYMBOLS.get(status, '?')} {status}"]
+    if status == "Cancelled":
+        parts[0] += cancelled_by(job)
     if job.node and status not in ("Suspended", "Pending"):
         parts[0] += f" on {job.node}"
     if status not in ("Suspended", "Pending"):
@@ -41,10 +49,23 @@ def status_line(job: Job) -> str:
     reason = job.waiting_reason()
     if reason:
         parts.append(f"waiting {format_duration(job.waited())}: {reason}")
+    lag = job.lag_note
+    if lag:
+        parts.append(lag)
     if job.error and not job.is_done():
         parts.append(f"(retrying: {job.error})")
     parts.append(f"job {job.name}")
     return " · ".join(parts)
+
+
+def cancelled_by(job: Job) -> str:
+    """' from this kernel', ' by Slurm (scancel on the cluster)' ...; "" when unknown."""
+    reason = job.end_reason()
+    if reason.startswith("cancelled "):
+        return " " + reason[len("cancelled "):]
+    if job.vanished:
+        return " from another view (deleted on the cluster)"
+    return ""
 
 
 def status_bundle(job: Job) -> dict[str, str]:
@@ -63,7 +84,7 @@ def status_bundle(job: Job) -> dict[str, str]:
 
 def live_bundle(job: Job, tail_lines: int) -> dict[str, str]:
     """Status line plus the last `tail_lines` lines (the whole log stays in the job's file)."""
-    lines = job.lines()
+    lines = [line for line in job.lines() if line.text != TRACEBACK_MARKER]
     shown = lines[-tail_lines:] if tail_lines > 0 else []
     hidden = len(lines) - len(shown)
     body = [status_line(job)]
@@ -107,3 +128,88 @@ def table_bundle(headers: list[str], rows: list[list[str]], empty: str) -> dict[
         for r in rows
     )
     return {"text/plain": text, "text/html": f"<table><thead><tr>{head}</tr></thead>{body}</table>"}
+
+
+def _write(line: OutputLine) -> None:
+    stream = sys.stderr if line.stream == "stderr" else sys.stdout
+    stream.write(line.text + "\n")
+
+
+class BoundedStream:
+    """Writes a job's lines into a blocking cell as they arrive.
+
+    stderr stops at the program's traceback marker (the cell's error shows the traceback once).
+    At most `limit` lines: the first half live, the last half when the job ends (`close`), with
+    the count left out and where to see them all."""
+
+    def __init__(self, job_name: str, limit: int) -> None:
+        self.job_name = job_name
+        self.head = (max(limit, 0) + 1) // 2
+        self.tail: collections.deque[OutputLine] = collections.deque(maxlen=max(limit, 0) // 2)
+        self.shown = 0
+        self.left_out = 0
+        self.in_traceback = False
+
+    def write(self, lines: Iterable[OutputLine]) -> None:
+        wrote = False
+        for line in lines:
+            if line.stream == "stderr" and (self.in_traceback or line.text == TRACEBACK_MARKER):
+                self.in_traceback = True
+                continue
+            if self.shown < self.head:
+                _write(line)
+                self.shown += 1
+                wrote = True
+                continue
+            if len(self.tail) == self.tail.maxlen:
+                self.left_out += 1
+                if self.left_out == 1:
+                    print(
+                        f"… more lines than the cell shows: the last {self.tail.maxlen} will "
+                        f"follow when the job ends (all of them: %oscar_logs {self.job_name})",
+                        file=sys.stderr,
+                    )
+                    wrote = True
+            self.tail.append(line)
+        if wrote:
+            sys.stdout.flush()
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        """Writes the kept last lines (the job ended, or the cell stops following it)."""
+        if self.left_out:
+            print(
+                f"… {self.left_out} lines left out (all of them: %oscar_logs {self.job_name})",
+                file=sys.stderr,
+            )
+        while self.tail:
+            _write(self.tail.popleft())
+        self.left_out = 0
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def spec_summary(spec: OffloadSpec) -> str:
+    """What a cell would ask for, one topic a line (node, resources, image, sbatch flags)."""
+    resources = [f"time {spec.time}" if spec.time else "time: the partition's default"]
+    if spec.cpus_per_task:
+        resources.append(f"{spec.cpus_per_task} CPUs per task")
+    resources.append(f"memory {spec.mem}" if spec.mem else "memory: the default")
+    if spec.gpus:
+        resources.append(f"{spec.gpus} GPU(s)")
+    if spec.nodes:
+        resources.append(f"{spec.nodes} nodes")
+    lines = [
+        f"node: {spec.node or '(none chosen)'}",
+        "resources: " + ", ".join(resources),
+        f"image: {spec.image}",
+        "sbatch flags: " + (" ".join(spec.slurm_flags()) or "(none)"),
+    ]
+    if spec.mounts:
+        lines.append("mounts: " + ", ".join(spec.mounts))
+    if spec.pre_exec:
+        lines.append(f"pre-exec: {spec.pre_exec}")
+    if spec.env or spec.secrets:
+        names = sorted(spec.env) + sorted(spec.secrets)
+        lines.append("environment (values not shown): " + ", ".join(names))
+    return "\n".join(lines)

@@ -14,11 +14,16 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .client import OscarClient, OscarError
 from .diagnostics import safe_tail, sbatch_refusal, slurm_end
 from .logs import LogParser, OutputLine
+from .runner import TRACEBACK_MARKER
 from .spec import DEFAULT_MEMORY, OffloadSpec, format_memory, format_time, parse_memory
+
+if TYPE_CHECKING:
+    from .follow import Follower
 
 WAITING = ("Suspended", "Pending")
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
@@ -32,6 +37,16 @@ EXPLAIN_WAIT_SECONDS = 20.0
 # (pkg/utils/kueue.go: KUEUE_DEFAULT_CPU, KUEUE_DEFAULT_MEMORY; no GPU).
 KUEUE_DEFAULT_CPU = 2.0
 KUEUE_DEFAULT_MEMORY_BYTES = 2 * 1024**3
+# OSCAR serves a job's whole log on every poll, so polls of a big log are spaced to download at
+# most this many bytes a second per job on average (the `max_log_bytes_per_second` setting).
+MAX_LOG_BYTES_PER_SECOND = 1_000_000
+# A poll waits at least this many times the last log fetch took: a slow server is not hammered.
+FETCH_TIME_FACTOR = 4.0
+# The cost of a fetch never spaces polls further apart than this.
+MAX_COST_DELAY = 30.0
+# A polling loop lists a started job once its log has been quiet this long, and then at most
+# once per this: the listing is how a job that died silently or was deleted is noticed.
+QUIET_LISTING_SECONDS = 2.0
 
 
 def _private_dir(path: Path) -> Path:
@@ -66,6 +81,11 @@ def _runner_start(started: dict, submitted_at: datetime) -> datetime:
     except (TypeError, ValueError, OverflowError, OSError):
         return now
     return stamp if submitted_at - timedelta(seconds=5) <= stamp <= now else now
+
+
+def _is_marker(line: OutputLine) -> bool:
+    """The line the job's program prints before the cell's traceback; never shown as output."""
+    return line.stream == "stderr" and line.text == TRACEBACK_MARKER
 
 
 def is_transient(err: OscarError) -> bool:
@@ -144,6 +164,18 @@ class Job:
         self._listeners: list[Callable[[Job], None]] = []
         self.log_path = _private_dir(log_dir or default_log_dir()) / f"{name}.log"
         self._log_started = False
+        # What a log fetch costs, which spaces the polls (see `cost_delay`).
+        self.max_log_bytes_per_second = MAX_LOG_BYTES_PER_SECOND
+        self.fetch_seconds = 0.0  # the last log fetch's response time
+        self.log_size = 0  # characters of the last log fetched
+        self.poll_interval = 0.0  # the delay before the next poll, as the last poll chose it
+        self.log_requests = 0  # log fetches so far, and the characters they brought
+        self.log_chars_fetched = 0
+        self.list_requests = 0  # listings made by this job's polls (a shared one counts once)
+        self._follower: Follower | None = None
+        self._fed_by: object = None  # who fed the parser last: None (polls) or the follower
+        self._grew_at = time.monotonic()  # when the log last brought something new
+        self._quiet_listed_at = 0.0  # when a quiet log last got the job listed
 
     def __repr__(self) -> str:
         return f"<Job {self.name} on {self.spec.node or 'any node'}: {self.status()}>"
@@ -255,14 +287,16 @@ class Job:
             return list(self._parser.lines)
 
     def tail(self, n: int) -> list[OutputLine]:
+        """The last `n` lines the cell printed (the runner's traceback marker left out)."""
         with self._lock:
-            return list(self._parser.lines[-n:]) if n > 0 else []
+            shown = [line for line in self._parser.lines[-(n + 1):] if not _is_marker(line)]
+        return shown[-n:] if n > 0 else []
 
     def logs(self) -> str:
         """The whole output of the cell so far (stdout and stderr in arrival order)."""
         if self.log_path.exists():
             return self.log_path.read_text(encoding="utf-8")
-        return "".join(line.text + "\n" for line in self.lines())
+        return "".join(line.text + "\n" for line in self.lines() if not _is_marker(line))
 
     def remote_traceback(self) -> str:
         return self._parser.traceback()
@@ -287,41 +321,161 @@ class Job:
 
     # -- polling -------------------------------------------------------------------------------
 
-    def refresh(self, listing: dict[str, dict] | None = None) -> list[OutputLine]:
-        """One poll: status from `listing` (fetched if not given), then the log; the new lines."""
+    def refresh(
+        self,
+        listing: dict[str, dict] | None = None,
+        *,
+        lister: Callable[[], dict[str, dict]] | None = None,
+        quiet_for: float = 0.0,
+    ) -> list[OutputLine]:
+        """One poll; the new lines. A job whose runner has started reads its state from its own
+        log: the listing (`listing`, else `lister()`, else the client's) is asked for only while
+        the runner has not started, or once the log has brought nothing new for `quiet_for`
+        seconds (then at most once per `quiet_for`): the job may have been deleted, or have died
+        without its exit line."""
         if self.is_done():
             return []
-        if listing is None:
-            try:
-                listing = self.client.list_jobs(self.service)
-            except OscarError as err:
-                if err.status_code != 404:
-                    raise
-                self._mark_service_gone()
+        lister = lister or (lambda: self.client.list_jobs(self.service))
+        if listing is None and not self._parser.started:
+            listing = self._list(lister)
+            if listing is None:
                 return []
         before = (self.status(), self.node, self.error)
         with self._lock:
             self.error = None
             self._outage_since = None
-            self._apply_listing(listing.get(self.name))
-            text = self._fetch_log()
-            if text:
+            if listing is not None:
+                self._apply_listing(listing.get(self.name))
+            following = self.following
+            size = self.log_size
+            text = "" if following else self._fetch_log()
+            new = self._absorb(text) if text else []
+            grew = bool(text) and (len(text) != size or bool(new))
+            now = time.monotonic()
+            if following:  # the stream carries the log
+                self._grew_at = max(self._grew_at, self._follower.fed_at)
+            elif grew:
+                self._grew_at = now
+            quiet = (not grew and now - self._grew_at >= quiet_for
+                     and now - self._quiet_listed_at >= quiet_for)
+        if listing is None and quiet:
+            self._quiet_listed_at = now
+            listing = self._list(lister)
+            if listing is None:
+                return new
+            with self._lock:
+                self._apply_listing(listing.get(self.name))
+        self._settle()
+        if new or before != (self.status(), self.node, self.error):
+            self._notify()
+        return new
+
+    def _list(self, lister: Callable[[], dict[str, dict]]) -> dict[str, dict] | None:
+        """The service's listing; None when the service is gone (the job is marked)."""
+        self.list_requests += 1
+        try:
+            return lister()
+        except OscarError as err:
+            if err.status_code != 404:
+                raise
+            self._mark_service_gone()
+            return None
+
+    def _absorb(self, text: str, *, more: bool = False) -> list[OutputLine]:
+        """Take a log text in: the whole log (or, `more`, what follows the text so far)."""
+        with self._lock:
+            if not more:
+                self._fed_by = None
+            if more:
+                self.raw_log += text
+                new = self._parser.feed_more(text)
+                self.log_size += len(text)
+            else:
                 self.raw_log = text
-                if "CANCELLED AT" in text:  # cheap test first: logs can be megabytes
-                    self.slurm_end = slurm_end(text)
-            new = self._parser.feed(text) if text else []
+                new = self._parser.feed(text)
+                self.log_size = len(text)
+            # Slurm's banner is at the end; a cheap test first: logs can be megabytes.
+            tail = self.raw_log[-len(text) - 200:]
+            if "CANCELLED AT" in tail and self.slurm_end is None:
+                self.slurm_end = slurm_end(self.raw_log)
+            if new:
+                self._append_to_file(new)
+            return new
+
+    def _settle(self) -> None:
+        """Derived state after new log text or a listing."""
+        with self._lock:
             self._check_log_route()
             if self._parser.started and not self.node:
                 self.node = self._parser.started.get("node") or None
             if self._parser.started and self.started_at is None:
                 self.started_at = _runner_start(self._parser.started, self.submitted_at)
-            if new:
-                self._append_to_file(new)
             if self.is_done() and self.finished_at is None:
                 self.finished_at = datetime.now(timezone.utc)
-        if new or before != (self.status(), self.node, self.error):
+
+    # -- what polling costs --------------------------------------------------------------------
+
+    def cost_delay(self) -> float:
+        """The shortest poll delay this job's log fetches justify: a few times the server's
+        response time, and the log's size over the byte budget."""
+        by_time = FETCH_TIME_FACTOR * self.fetch_seconds
+        by_size = self.log_size / max(1.0, float(self.max_log_bytes_per_second))
+        return min(MAX_COST_DELAY, max(by_time, by_size))
+
+    def next_delay(self, interval: PollInterval, changed: bool) -> float:
+        """The delay before this job's next poll under `interval`, recorded in `poll_interval`."""
+        self.poll_interval = interval.next(changed, floor=self.cost_delay())
+        return self.poll_interval
+
+    @property
+    def lag_note(self) -> str:
+        """Why output shows up only every few seconds, when it does; "" otherwise."""
+        if self.following or self.is_done() or self.poll_interval < 1.0:
+            return ""
+        by_time = FETCH_TIME_FACTOR * self.fetch_seconds
+        by_size = self.log_size / max(1.0, float(self.max_log_bytes_per_second))
+        every = f"output every {self.poll_interval:.1f} s"
+        if by_size >= self.poll_interval * 0.99 and by_size >= by_time:
+            return (f"{every}: OSCAR sends the whole {_megabytes(self.log_size)} log on every "
+                    f"poll (limit {_megabytes(self.max_log_bytes_per_second)}/s per job)")
+        if by_time >= self.poll_interval * 0.99:
+            return f"{every}: the cluster takes {self.fetch_seconds:.1f} s to serve the log"
+        return ""
+
+    # -- following the log through the Kubernetes API ------------------------------------------
+
+    @property
+    def following(self) -> bool:
+        """A live stream of the pod's log feeds this job (polls then skip the log)."""
+        follower = self._follower
+        return follower is not None and follower.streaming
+
+    def follow_with_kubernetes(self, kubeconfig: str | None = None) -> bool:
+        """Stream the job pod's log through the cluster's Kubernetes API (`kubeconfig`, else
+        $KUBECONFIG) instead of polling OSCAR for it; polling takes over on any error.
+
+        Returns False when no Kubernetes client or kubeconfig is at hand."""
+        from .follow import start_follower
+
+        with self._lock:
+            if self._follower is not None and self._follower.alive:
+                return True
+            self._follower = start_follower(self, kubeconfig)
+            return self._follower is not None
+
+    def _feed_stream(self, text: str, follower: Follower) -> None:
+        """New text of `follower`'s stream (called by its thread). The parser continues from the
+        stream's previous text, or, when a poll fed it last, takes the stream's whole text."""
+        before = (self.status(), self.node)
+        with self._lock:
+            if self._fed_by is follower:
+                new = self._absorb(text, more=True)
+            else:
+                new = self._absorb(follower.text())
+                self._fed_by = follower
+        self._settle()
+        if new or before != (self.status(), self.node):
             self._notify()
-        return new
 
     def _record_outage(self, err: OscarError) -> None:
         """A poll failed for a reason that may pass; past MAX_OUTAGE_SECONDS the job is lost."""
@@ -360,6 +514,7 @@ class Job:
     def _fetch_log(self) -> str:
         if self.oscar_status == "Suspended":
             return ""
+        started = time.monotonic()
         try:
             text = self.client.job_logs(self.service, self.name)
         except OscarError as err:
@@ -367,7 +522,11 @@ class Job:
                 self.log_missing_since = self.log_missing_since or time.monotonic()
                 return ""
             raise
+        finally:
+            self.fetch_seconds = time.monotonic() - started
+            self.log_requests += 1
         self.log_missing_since = None
+        self.log_chars_fetched += len(text)
         return text
 
     def _check_log_route(self) -> None:
@@ -387,7 +546,7 @@ class Job:
         self._log_started = True
         descriptor = os.open(self.log_path, flags, 0o600)
         with open(descriptor, "a", encoding="utf-8", errors="backslashreplace") as out:
-            out.writelines(line.text + "\n" for line in lines)
+            out.writelines(line.text + "\n" for line in lines if not _is_marker(line))
 
     # -- control -------------------------------------------------------------------------------
 
@@ -423,11 +582,30 @@ class Job:
         """
         interval = interval or PollInterval()
         deadline = None if timeout is None else time.monotonic() + timeout
+        wake = threading.Event()  # set by new text from a followed stream
+
+        def on_change(_job: Job) -> None:
+            wake.set()
+
+        self.add_listener(on_change)
+        try:
+            return self._wait(deadline, timeout, on_update, interval, wake)
+        finally:
+            self.remove_listener(on_change)
+
+    def _wait(
+        self,
+        deadline: float | None,
+        timeout: float | None,
+        on_update: Callable[[Job, list[OutputLine]], None] | None,
+        interval: PollInterval,
+        wake: threading.Event,
+    ) -> int | None:
         previous = None
         reported = len(self.lines())  # lines before the wait are the caller's to show
         while True:
             try:
-                self.refresh()
+                self.refresh(quiet_for=QUIET_LISTING_SECONDS)
             except OscarError as err:
                 # A dropped connection or a busy server: keep polling (the whole log comes back
                 # and de-duplication resumes it exactly); past MAX_OUTAGE_SECONDS the job is lost.
@@ -443,13 +621,19 @@ class Job:
             previous = state
             if self.is_done():
                 return self.exit_code
-            delay = interval.next(changed)
+            delay = self.next_delay(interval, changed)
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise JobTimeout(f"job {self.name} still {self.status()} after {timeout:g} s")
                 delay = min(delay, remaining)
-            time.sleep(delay)
+            if self.following:
+                # Lines come through the stream: show them as they come; a poll then costs no
+                # request once the runner has started (see `refresh`).
+                wake.wait(delay)
+            else:
+                time.sleep(delay)
+            wake.clear()
 
     def result(self, timeout: float | None = None) -> int:
         """Wait, then raise `JobFailed` (with the remote traceback) unless the cell exited 0."""
@@ -508,59 +692,79 @@ class Job:
 
 class PollInterval:
     """Adaptive poll delay: fast while output flows and for a few quiet polls after (a job about
-    to start, a pause between prints), then backing off while nothing changes."""
+    to start, a pause between prints), then backing off while nothing changes, up to `maximum`.
+
+    `floor` (a job's `cost_delay()`: what its log fetches cost the server and the network)
+    lifts the delay, even above `maximum`: the byte budget holds however big the log grows."""
 
     def __init__(
-        self, minimum: float = 0.5, maximum: float = 5.0, factor: float = 1.5, patience: int = 8
+        self, minimum: float = 0.1, maximum: float = 5.0, factor: float = 1.5, patience: int = 8
     ) -> None:
         self.minimum, self.maximum, self.factor, self.patience = minimum, maximum, factor, patience
         self.current = minimum
         self._quiet = 0
 
-    def next(self, changed: bool) -> float:
+    def next(self, changed: bool, floor: float = 0.0) -> float:
         self._quiet = 0 if changed else self._quiet + 1
         if self._quiet <= self.patience:
-            self.current = self.minimum
+            self.current = max(self.minimum, floor)
         else:
-            self.current = min(self.maximum, self.current * self.factor)
+            self.current = max(floor, min(self.maximum, self.current * self.factor))
         return self.current
 
 
 def poll_jobs(jobs: Iterable[Job]) -> bool:
-    """One tick for many jobs: a listing per service, then each job's log. True on change."""
-    by_service: dict[tuple[int, str], list[Job]] = {}
+    """One tick for many jobs: each job's log, and at most one listing per service for the jobs
+    that need one (see `Job.refresh`). True on change."""
+    return any(poll_each(jobs).values())
+
+
+def poll_each(jobs: Iterable[Job]) -> dict[Job, bool]:
+    """`poll_jobs`, telling for each job whether it changed."""
+    listings: dict[tuple[int, str], dict[str, dict] | OscarError] = {}
+
+    def lister_for(job: Job) -> Callable[[], dict[str, dict]]:
+        key = (id(job.client), job.service)
+
+        def lister() -> dict[str, dict]:
+            if key not in listings:
+                try:
+                    listings[key] = job.client.list_jobs(job.service)
+                except OscarError as err:
+                    listings[key] = err
+            else:
+                job.list_requests -= 1  # shared with another job of the service this tick
+            answer = listings[key]
+            if isinstance(answer, OscarError):
+                raise answer
+            return answer
+
+        return lister
+
+    changed: dict[Job, bool] = {}
     for job in jobs:
-        if not job.is_done():
-            by_service.setdefault((id(job.client), job.service), []).append(job)
-    changed = False
-    for group in by_service.values():
-        try:
-            listing = group[0].client.list_jobs(group[0].service)
-        except OscarError as err:
-            for job in group:
-                if err.status_code == 404:
-                    job._mark_service_gone()
-                elif is_transient(err):
-                    job._record_outage(err)
-            changed = True
+        if job.is_done():
             continue
-        for job in group:
-            before = (job.status(), job.node)
-            try:
-                new = job.refresh(listing)
-            except OscarError as err:
-                job._record_outage(err)
-                continue
-            changed = changed or bool(new) or before != (job.status(), job.node)
+        before = (job.status(), job.node)
+        try:
+            new = job.refresh(lister=lister_for(job), quiet_for=QUIET_LISTING_SECONDS)
+        except OscarError as err:
+            job._record_outage(err)
+            changed[job] = True
+            continue
+        changed[job] = bool(new) or before != (job.status(), job.node)
     return changed
 
 
 class Poller:
-    """The kernel's one background poller: watched jobs are refreshed until they end."""
+    """The kernel's one background poller: watched jobs are refreshed until they end, each on
+    its own schedule (its `PollInterval` and what its log fetches cost)."""
 
     def __init__(self, interval: PollInterval | None = None) -> None:
-        self._interval = interval or PollInterval(minimum=1.0)
+        self._template = interval or PollInterval()
         self._jobs: list[Job] = []
+        self._intervals: dict[Job, PollInterval] = {}
+        self._due: dict[Job, float] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -569,6 +773,10 @@ class Poller:
         with self._lock:
             if job not in self._jobs:
                 self._jobs.append(job)
+                template = self._template
+                self._intervals[job] = PollInterval(template.minimum, template.maximum,
+                                                    template.factor, template.patience)
+            self._due[job] = 0.0  # poll it now
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="oscar-poller", daemon=True)
                 self._thread.start()
@@ -578,18 +786,35 @@ class Poller:
         with self._lock:
             return list(self._jobs)
 
-    def poll_once(self) -> bool:
+    def poll_once(self, *, all_jobs: bool = True) -> bool:
+        """Poll the watched jobs (`all_jobs`, else those due); True when one changed."""
+        now = time.monotonic()
         with self._lock:
             self._jobs = [job for job in self._jobs if not job.is_done()]
-            jobs = list(self._jobs)
-        return poll_jobs(jobs)
+            for gone in set(self._intervals) - set(self._jobs):
+                self._intervals.pop(gone, None)
+                self._due.pop(gone, None)
+            jobs = [job for job in self._jobs if all_jobs or self._due.get(job, 0.0) <= now]
+        changed = poll_each(jobs)
+        now = time.monotonic()
+        with self._lock:
+            for job in jobs:
+                interval = self._intervals.get(job)
+                if interval is not None:
+                    self._due[job] = now + job.next_delay(interval, changed.get(job, False))
+        return any(changed.values())
 
     def _run(self) -> None:
         while True:
-            changed = self.poll_once()
+            self.poll_once(all_jobs=False)
             with self._lock:
                 if not self._jobs:
                     self._thread = None
                     return
-            self._wake.wait(self._interval.next(changed))
+                delay = max(0.0, min(self._due.values(), default=0.0) - time.monotonic())
+            self._wake.wait(delay)
             self._wake.clear()
+
+
+def _megabytes(size: float) -> str:
+    return f"{size / 1e6:.1f} MB"

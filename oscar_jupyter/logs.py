@@ -3,6 +3,12 @@
 OSCAR returns the whole log on every poll: the Slurm preamble, supervisor INFO lines, every
 script line as a supervisor DEBUG line, and at the end the script's whole output again. Only the
 runner's tagged lines count (format in ``runner``); they are de-duplicated by (stream, seq).
+
+The log only grows between polls, except that ``job.out`` (Slurm's preamble, served in front of
+the container's output) may grow too and shift everything after it. So the parser remembers how
+far it has consumed complete lines and, when the next text still has the same consumed prefix
+(checked on its first and last characters: O(1)), parses only what follows; any other text is
+parsed whole again, and de-duplication keeps the result the same.
 """
 
 from __future__ import annotations
@@ -19,6 +25,10 @@ _DEBUG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - supervisor - 
 _TAG = re.compile(r"^" + re.escape(runner.MARKER) + r"\|([oesxOE])\|(\d+)\|")
 _UNESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|.)")
 _TRACEBACK_HEADER = "Traceback (most recent call last):"
+# How much of the consumed text's start and end is kept to recognise the next text as its
+# extension: the shift that a growing job.out causes changes both.
+_HEAD_CHARS = 1024
+_ANCHOR_CHARS = 1024
 
 
 @dataclass(frozen=True)
@@ -44,22 +54,57 @@ def _unescape(text: str) -> str:
 
 
 class LogParser:
-    """Feed it the whole log text after every poll; it returns only the lines not seen before."""
+    """Feed it the whole log text after every poll (`feed`), or the text that arrived since the
+    last call (`feed_more`, for a followed stream); it returns only the lines not seen before."""
 
     def __init__(self) -> None:
         self.lines: list[OutputLine] = []
         self.exit_code: int | None = None
         self.started: dict | None = None
+        self.chars_parsed = 0  # characters looked at, over all feeds (cost: tests and bench)
+        self.full_parses = 0  # feeds whose text did not extend the previous one
         self._seen: set[tuple[str, int]] = set()
+        self._consumed = 0  # characters of the text whose complete lines have been parsed
+        self._head = ""  # the first characters of the consumed text
+        self._anchor = ""  # the last characters of the consumed text
+        self._pending = ""  # the text after the last newline: possibly cut off
 
     @property
     def finished(self) -> bool:
         return self.exit_code is not None
 
     def feed(self, whole_text: str) -> list[OutputLine]:
+        """The log as served now, from its first character."""
+        if self._extends(whole_text):
+            return self._parse(whole_text[self._consumed:])
+        self.full_parses += 1
+        self._consumed, self._head, self._anchor, self._pending = 0, "", "", ""
+        return self._parse(whole_text)
+
+    def feed_more(self, text: str) -> list[OutputLine]:
+        """The characters that follow the text fed so far."""
+        return self._parse(self._pending + text)
+
+    def _extends(self, text: str) -> bool:
+        consumed = self._consumed
+        if consumed == 0 or len(text) < consumed:
+            return False
+        return (text.startswith(self._head)
+                and text[consumed - len(self._anchor):consumed] == self._anchor)
+
+    def _parse(self, part: str) -> list[OutputLine]:
+        """Parse `part`, the text from `self._consumed` on; consume its complete lines."""
+        self.chars_parsed += len(part)
+        cut = part.rfind("\n") + 1  # the text after the last "\n" may be cut off by this poll
+        complete = part[:cut]
+        if len(self._head) < _HEAD_CHARS:
+            self._head = (self._head + complete)[:_HEAD_CHARS]
+        self._anchor = (self._anchor + complete[-_ANCHOR_CHARS:])[-_ANCHOR_CHARS:]
+        self._consumed += cut
+        self._pending = part[cut:]
         # Split on "\n" only: str.splitlines() would also split on \x1c, \x85, \u2028 ...
-        raw_lines = whole_text.split("\n")
-        last = len(raw_lines) - 1  # the text after the last "\n": possibly cut off by this poll
+        raw_lines = part.split("\n")
+        last = len(raw_lines) - 1
         new: list[OutputLine] = []
         for index, raw in enumerate(raw_lines):
             line = raw[:-1] if raw.endswith("\r") else raw

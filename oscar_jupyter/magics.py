@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import getpass
 import keyword
 import os
@@ -13,9 +14,10 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.display import display
-from traitlets import Float, Int, Unicode
+from traitlets import Bool, Float, Int, Unicode
 
 from . import display as views
+from . import errors
 from .client import OscarError
 from .jobs import Job, JobFailed, JobTimeout, PollInterval
 from .nodes import format_bytes
@@ -45,11 +47,28 @@ VALUE_OPTIONS = {
     "--endpoint",
     "--user",
 }
+# The editor counts the %%oscar_offload line as the cell's line 1; the code starts on line 2.
+CELL_LINE_OFFSET = 1
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse would exit the kernel
-        raise UsageError(f"{self.prog}: {message}\n\n{self.format_usage()}")
+        raise UsageError(f"{self.prog}: {self._explain(message)}")
+
+    def _explain(self, message: str) -> str:
+        """An unknown flag names the closest known one instead of the whole usage."""
+        prefix = "unrecognized arguments: "
+        if not message.startswith(prefix):
+            return f"{message} (all flags: {self.prog}?)"
+        unknown = [w for w in message[len(prefix):].split() if w.startswith("-")]
+        flag = (unknown or message[len(prefix):].split() or [""])[0].split("=", 1)[0]
+        if not flag.startswith("-"):
+            return f"unexpected word {flag!r} (all flags: {self.prog}?)"
+        known = [o for o in self._option_string_actions if o.startswith("--")]
+        close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+        if close:
+            return f"unknown flag {flag}: did you mean {close[0]}?"
+        return f"unknown flag {flag} (all flags: {self.prog}?)"
 
 
 def _join_values(words: list[str]) -> list[str]:
@@ -137,12 +156,23 @@ class OscarMagics(Magics):
     default_account = Unicode("").tag(config=True)
     default_on_interrupt = Unicode("cancel", help="cancel or detach on Ctrl-C").tag(config=True)
     max_stream_lines = Int(
-        10000, help="lines streamed into a blocking cell; the rest stays in %oscar_logs"
+        10000,
+        help="lines shown in a blocking cell: the first half and the last half of a longer "
+        "output (all of it: %oscar_logs JOB)",
     ).tag(config=True)
     live_tail_lines = Int(40, help="lines shown by the live view of a --no-wait cell").tag(
         config=True
     )
-    min_poll_interval = Float(0.5).tag(config=True)
+    min_poll_interval = Float(0.1, help="fastest poll while output flows (s); slower when a "
+                              "log fetch is slow or large").tag(config=True)
+    max_log_bytes_per_second = Int(
+        1_000_000, help="log bytes a job may download per second on average; polls of a large "
+        "log slow down to keep it (the live view says so)"
+    ).tag(config=True)
+    follow_kubernetes = Bool(
+        True, help="stream the job pod's log through the Kubernetes API when the profile's (or "
+        "$KUBECONFIG's) kubeconfig reaches the cluster, instead of polling OSCAR"
+    ).tag(config=True)
     max_poll_interval = Float(5.0).tag(config=True)
 
     @property
@@ -221,18 +251,24 @@ class OscarMagics(Magics):
         args = _offload_parser().parse_args(_split(line))
         if args.output_name is not None:
             _check_variable_name(args.output_name)
+        name = _cell_label(self.shell)
+        errors.check_syntax(cell, name, CELL_LINE_OFFSET)
         session = self.session
         spec = session.build_spec(offload_flags(args), self.trait_defaults_layer())
         timeout = _seconds(args.timeout)
         if args.dry_run:
             return self._dry_run(spec, cell)
+        session.max_log_bytes_per_second = self.max_log_bytes_per_second
+        session.follow_kubernetes = self.follow_kubernetes
         job = session.submit(cell, spec)
         if args.output_name:
             self.shell.user_ns[args.output_name] = job
         if args.no_wait:
             self._show_live(job)
             return None
-        self._run_blocking(job, timeout, args.on_interrupt or self.default_on_interrupt)
+        self._run_blocking(
+            job, timeout, args.on_interrupt or self.default_on_interrupt, cell_name=name
+        )
         return None
 
     def _dry_run(self, spec: OffloadSpec, cell: str) -> None:
@@ -241,12 +277,11 @@ class OscarMagics(Magics):
         body = spec.job_body(cell)
         cluster = self.session.profile.cluster_id if self.session.profile else "oscar-cluster"
         service = self.session.runner_service_name(spec)
+        print("# Summary (nothing was sent):")
+        print(views.spec_summary(spec))
         print(f"# Service definition (FDL for `oscar-cli apply`), cluster {cluster}:")
         print(spec.fdl(cluster, service))
-        for name, content in spec.fdl_files(service).items():
-            print(f"# File {name} (referenced by the FDL):")
-            print(content)
-        print("# Job request (nothing was sent):")
+        print("# Job request:")
         print(f"POST /job/{service}")
         print("Authorization: Bearer <service token>")
         print(f"X-Delegated-Job-ID: {service}-{self.session.kernel_tag}-<12 random hex digits>")
@@ -254,29 +289,29 @@ class OscarMagics(Magics):
         print(
             f"Content-Length: {len(body)}  (base64 of the {len(cell.encode())}-byte cell program)"
         )
+        for name, content in spec.fdl_files(service).items():
+            print(f"# File {name} (the runner script the FDL references):")
+            print(content)
 
-    def _run_blocking(self, job: Job, timeout: float | None, on_interrupt: str) -> None:
+    def _run_blocking(
+        self,
+        job: Job,
+        timeout: float | None,
+        on_interrupt: str,
+        cell_name: str = errors.LOCAL_FILENAME,
+    ) -> None:
         handle = display(views.status_bundle(job), raw=True, display_id=True)
-        streamed = 0
+        stream = views.BoundedStream(job.name, self.max_stream_lines)
 
         def on_update(job: Job, new_lines: list) -> None:
-            nonlocal streamed
-            for line in new_lines:
-                if streamed < self.max_stream_lines:
-                    stream = sys.stderr if line.stream == "stderr" else sys.stdout
-                    stream.write(line.text + "\n")
-                elif streamed == self.max_stream_lines:
-                    print(f"… more output in %oscar_logs {job.name}", file=sys.stderr)
-                streamed += 1
-            if new_lines:
-                sys.stdout.flush()
-                sys.stderr.flush()
+            stream.write(new_lines)
             handle.update(views.status_bundle(job), raw=True)
 
         interval = PollInterval(self.min_poll_interval, self.max_poll_interval)
         try:
             job.wait(timeout, on_update=on_update, interval=interval)
         except KeyboardInterrupt:
+            stream.close()
             if on_interrupt == "detach":
                 self.session.poller.watch(job)
                 print(
@@ -287,14 +322,17 @@ class OscarMagics(Magics):
                 return
             job.cancel()
             handle.update(views.status_bundle(job), raw=True)
-            print(f"Cancelled job {job.name} on the cluster.", file=sys.stderr)
-            raise
+            raise errors.CellInterrupted(
+                f"job {job.name} was cancelled on the cluster; its output so far is above"
+            ) from None
         except JobTimeout:
+            stream.close()
             job.cancel()
             handle.update(views.status_bundle(job), raw=True)
             raise
+        stream.close()
         handle.update(views.status_bundle(job), raw=True)
-        job.raise_for_status()
+        errors.raise_for_status(job, cell_name, CELL_LINE_OFFSET)
 
     def _show_live(self, job: Job) -> None:
         """A view made in this cell, updated by the poller thread (never print from a thread)."""
@@ -324,20 +362,25 @@ class OscarMagics(Magics):
     @line_magic
     def oscar_nodes(self, line: str) -> None:
         """%oscar_nodes: the cluster's nodes (name, status, CPU, memory, GPU, interLink)."""
-        nodes = self.session.nodes(refresh=True)
+        session = self.session
+        nodes = session.nodes(refresh=True)
         rows = [
             [
                 n.name,
-                n.status,
-                f"{n.cpu_free:g} / {n.cpu_total:g}",
-                f"{format_bytes(n.memory_free_bytes)} / {format_bytes(n.memory_total_bytes)}",
-                str(n.gpus),
+                n.status + (f" ({n.reason})" if n.reason else ""),
+                f"{n.cpu_free:g} / {n.cpu_total:g}" if n.resources_known else "?",
+                f"{format_bytes(n.memory_free_bytes)} / {format_bytes(n.memory_total_bytes)}"
+                if n.resources_known else "?",
+                str(n.gpus) if n.resources_known else "?",
                 "yes" if n.is_interlink else "no",
             ]
             for n in nodes
         ]
         headers = ["node", "status", "CPU free / total", "memory free / total", "GPU", "interLink"]
         display(views.table_bundle(headers, rows, "The cluster lists no nodes."), raw=True)
+        print(f"(from {session.nodes_source})" if session.nodes_source else
+              "No source lists the cluster's interLink nodes: node names go unchecked; list "
+              "them in the profile (jupyter: {nodes: [...]}) or give it a kubeconfig.")
 
     @line_magic
     def oscar_jobs(self, line: str) -> Any:
@@ -385,12 +428,12 @@ class OscarMagics(Magics):
         job = self._find(args.job)
         if args.follow:
             if job.lines():
-                sys.stdout.write(job.logs())
+                sys.stdout.write(errors.without_marker(job.logs()))
             self._run_blocking(job, None, "detach")
             return
         if not job.is_done():
             job.refresh()
-        sys.stdout.write(job.logs())
+        sys.stdout.write(errors.without_marker(job.logs()))
 
     @line_magic
     def oscar_cancel(self, line: str) -> None:
@@ -418,7 +461,7 @@ class OscarMagics(Magics):
         job = self._find(name)
         self.session.jobs.setdefault(job.name, job)
         if job.lines():
-            sys.stdout.write(job.logs())
+            sys.stdout.write(errors.without_marker(job.logs()))
         self._run_blocking(job, None, "detach")
 
     @line_magic
@@ -462,6 +505,19 @@ def _read_token_file(path: str) -> str:
     if not token:
         raise UsageError(f"%oscar_connect --token-file {path}: the file is empty")
     return token
+
+
+def _cell_label(shell: Any) -> str:
+    """How IPython names the running cell in tracebacks ('Cell In[7]'): the label of the
+    cell's code, found among the callers' frames; '<cell>' when the magic was not run by a cell."""
+    frame = sys._getframe(1)
+    compiler = getattr(shell, "compile", None)
+    while frame is not None and compiler is not None:
+        label = compiler.format_code_name(frame.f_code.co_filename)
+        if label:
+            return f"{label[0]} {label[1]}"
+        frame = frame.f_back
+    return errors.LOCAL_FILENAME
 
 
 def _has_widget_frontend(shell: Any) -> bool:

@@ -11,7 +11,9 @@ the stream letter upper-cased (``O`` / ``E``) and its text escaped: ``\\\\`` for
 ``\\r`` for CR, ``\\xNN`` for any other such character or byte. So the supervisor (universal
 newlines, ``errors='ignore'``) can neither split nor drop anything. Control lines:
 ``@@OJ|s|0|<json>|@@`` (start: node, job, host, time in epoch seconds) and
-``@@OJ|x|0|<exit code>|@@`` (last).
+``@@OJ|x|0|<exit code>|@@`` (last). An exception that ends the cell is printed on stderr after
+the line ``TRACEBACK_MARKER``, which the magic never shows (it shows the traceback once, as the
+cell's error).
 
 One process, the tagger (``TAGGER``, Python), runs the cell's program with stdout and stderr on
 two pipes and is the only writer of the script's output, so lines of any length stay whole.
@@ -23,6 +25,9 @@ import base64
 
 MARKER = "@@OJ"
 END = "|@@"
+# The program prints this stderr line just before the traceback of the exception that ended the
+# cell: the magic streams stderr up to it and shows what follows once, as the cell's error.
+TRACEBACK_MARKER = "oscar-jupyter: the cell raised an exception; its traceback follows"
 STDOUT, STDERR, START, EXIT = "o", "e", "s", "x"
 ESCAPED = {"O": "o", "E": "e"}
 
@@ -272,6 +277,7 @@ try:
 except SystemExit:
     raise
 except BaseException as _oj_error:
+    print({traceback_marker!r}, file=_oj_sys.stderr, flush=True)
     _oj_traceback.print_exception(type(_oj_error), _oj_error, _oj_error.__traceback__.tb_next)
     _oj_sys.exit(130 if isinstance(_oj_error, KeyboardInterrupt) else 1)
 '''
@@ -280,7 +286,10 @@ except BaseException as _oj_error:
 def build_program(code: str, env: dict[str, str] | None = None) -> bytes:
     """The Python program a job carries: sets ``env``, writes the cell to ``cell.py`` in the
     working directory and runs it as ``__main__`` (tracebacks name ``cell.py`` and its lines)."""
-    return _PROGRAM_TEMPLATE.format(code=code, env=dict(env or {})).encode("utf-8")
+    program = _PROGRAM_TEMPLATE.format(
+        code=code, env=dict(env or {}), traceback_marker=TRACEBACK_MARKER
+    )
+    return program.encode("utf-8")
 
 
 def encode_body(program: bytes) -> bytes:

@@ -17,7 +17,8 @@ from typing import Any
 
 from .client import OscarClient, OscarError
 from .config import ClusterProfile, ConfigError, load_profile
-from .jobs import TERMINAL, Job, JobTimeout, Poller
+from .follow import kubeconfig_at_hand
+from .jobs import MAX_LOG_BYTES_PER_SECOND, TERMINAL, Job, JobTimeout, Poller
 from .nodes import VirtualNode, discover_nodes
 from .ownership import (
     JobRow,
@@ -143,6 +144,8 @@ class Session:
         self.used_services: set[str] = set()
         self.recent_images: list[str] = []
         self.poller = Poller()
+        self.max_log_bytes_per_second = MAX_LOG_BYTES_PER_SECOND  # per job (jobs.py explains)
+        self.follow_kubernetes = True
         self._nodes: list[VirtualNode] | None = None
         self._node_names: list[str] | None = None  # interLink names a cell may use; None: unknown
         self.nodes_source: str | None = None
@@ -348,6 +351,9 @@ class Session:
                     f"service {service} appeared at once; find it with %oscar_jobs"
                 )
         job = Job(client, service, job_name, spec)
+        job.max_log_bytes_per_second = self.max_log_bytes_per_second
+        if self.follow_kubernetes:  # stream the pod's log where a kubeconfig reaches the cluster
+            job.follow_with_kubernetes(kubeconfig_at_hand(self.profile))
         self.jobs[job.name] = job
         self.submitted.add(job.name)
         self._remember_image(spec.image)

@@ -1,6 +1,8 @@
 """A small subset of the Kubernetes API on the local OSCAR's port, enough for the official
 `kubernetes` client: the interLink virtual node (`GET /api/v1/nodes[/{name}]`, with
-`labelSelector`) and job pods' logs (`GET /api/v1/namespaces/{ns}/pods/{pod}/log`, `follow`).
+`labelSelector`), job pods found by label (`GET /api/v1/namespaces/{ns}/pods`, `labelSelector`:
+a job's pod carries `job-name=<job>` as the Job controller sets it) and their logs
+(`GET /api/v1/namespaces/{ns}/pods/{pod}/log`, `follow`).
 
 The node carries the labels and taint interLink's virtual kubelet sets
 (`pkg/virtualkubelet/virtualkubelet.go`); its capacity is the executor's (Slurm's) CPUs and memory
@@ -24,7 +26,7 @@ from .users import Caller
 if TYPE_CHECKING:
     from .oscar import LocalOscar
 
-FOLLOW_POLL_S = 0.5
+FOLLOW_POLL_S = 0.1
 _CREATED = "2025-01-01T00:00:00Z"
 
 
@@ -138,6 +140,34 @@ class NodeHandler(_KubeHandler):
         self.send(node_object(self.oscar))
 
 
+class PodsHandler(_KubeHandler):
+    """The namespace's job pods (metadata and phase only), filtered by `labelSelector`."""
+
+    def get(self, namespace: str) -> None:
+        from .pod import pod_name
+
+        selector = self.get_query_argument("labelSelector", "")
+        items = []
+        for job in list(self.oscar.state.jobs.values()):
+            if job["namespace"] != namespace:
+                continue
+            service = self.oscar.state.services.get(job["service"]) or {}
+            if not (self.caller.is_admin or service.get("owner") == self.caller.uid):
+                continue
+            labels = {"job-name": job["name"], "batch.kubernetes.io/job-name": job["name"],
+                      "oscar_service": job["service"]}
+            if not selector_matches(selector, labels):
+                continue
+            items.append({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": pod_name(job["name"], job["pod_uid"]),
+                             "namespace": namespace, "uid": job["pod_uid"], "labels": labels},
+                "status": {"phase": self.oscar.refresh(job)["phase"]},
+            })
+        self.send({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"},
+                   "items": items})
+
+
 class PodLogHandler(_KubeHandler):
     """The pod's log as the virtual kubelet serves it (the plugin's `GetLogs.go`: `job.out` and
     `run-<container>.out`, whole files)."""
@@ -209,6 +239,7 @@ def kubernetes_routes(oscar: LocalOscar) -> list[tuple[str, type, dict[str, Any]
     return [
         (r"/api/v1/nodes", NodesHandler, args),
         (r"/api/v1/nodes/([^/]+)", NodeHandler, args),
+        (r"/api/v1/namespaces/([^/]+)/pods", PodsHandler, args),
         (r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", PodLogHandler, args),
         (r"/api/(.*)", KubeNotFound, args),
     ]

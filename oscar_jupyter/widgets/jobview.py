@@ -46,9 +46,9 @@ def header_html(job: Job) -> str:
         )
     if job.exit_code is not None and job.is_done():
         parts.append(f'<span class="oj-muted">exit code {job.exit_code}</span>')
-    reason = job.waiting_reason() if hasattr(job, "waiting_reason") else ""
-    if reason:
-        parts.append(f'<span class="oj-muted">{html.escape(reason)}</span>')
+    for note in (job.waiting_reason(), job.lag_note):
+        if note:
+            parts.append(f'<span class="oj-muted">{html.escape(note)}</span>')
     error = getattr(job, "error", None)
     if error and not job.is_done():
         parts.append(f'<span class="oj-error">retrying: {html.escape(str(error))}</span>')

@@ -127,3 +127,59 @@ def test_malformed_control_lines_are_ignored():
     parser = LogParser()
     parser.feed(debug("@@OJ|s|0|not json|@@", "@@OJ|x|0|abc|@@", "@@OJ|q|1|x|@@"))
     assert parser.started is None and parser.exit_code is None and parser.lines == []
+
+
+def growing_log(lines: int) -> str:
+    """A cell's whole log as OSCAR serves it at the end: DEBUG lines, then the final dump."""
+    tagged = ['@@OJ|s|0|{"node": "vk"}|@@'] + [f"@@OJ|o|{i}|line {i}|@@" for i in range(1, lines)]
+    tagged.append("@@OJ|x|0|0|@@")
+    return PREAMBLE + INFO + debug(*tagged) + "".join(line + "\n" for line in tagged)
+
+
+def test_parse_cost_is_proportional_to_the_new_text_not_the_whole_log():
+    log = growing_log(100_000)
+    parser = LogParser()
+    chunks = 300
+    for i in range(1, chunks + 1):
+        parser.feed(log[: len(log) * i // chunks])  # cut anywhere, even inside a line
+    assert [line.text for line in parser.lines] == [f"line {i}" for i in range(1, 100_000)]
+    assert parser.exit_code == 0 and parser.full_parses == 1  # the first feed only
+    # each feed re-reads at most the line it was cut in: linear, not 300/2 times the log
+    assert parser.chars_parsed < len(log) + chunks * 100
+
+
+def test_incremental_and_whole_parses_agree_wherever_the_polls_cut():
+    log = growing_log(500)
+    whole = LogParser()
+    whole.feed(log)
+    for step in (1, 7, 64, 1000):
+        polled, streamed = LogParser(), LogParser()
+        for end in range(step, len(log) + step, step):
+            polled.feed(log[:end])
+            streamed.feed_more(log[end - step:end])
+        for parser in (polled, streamed):
+            assert parser.lines == whole.lines
+            assert (parser.started, parser.exit_code) == (whole.started, whole.exit_code)
+
+
+def test_a_text_that_does_not_extend_the_last_one_is_parsed_whole_again():
+    parser = LogParser()
+    parser.feed(PREAMBLE + INFO + debug("@@OJ|o|1|one|@@"))
+    # job.out grew in front: everything after it shifted
+    shifted = PREAMBLE + "slurmstepd: warning\n" + INFO + debug("@@OJ|o|1|one|@@",
+                                                                 "@@OJ|o|2|two|@@")
+    assert [line.text for line in parser.feed(shifted)] == ["two"]
+    assert parser.full_parses == 2  # the first feed and this one
+    # a shorter text (a log served from the start again) also starts over
+    assert parser.feed(PREAMBLE) == [] and parser.full_parses == 3
+    assert [line.text for line in parser.lines] == ["one", "two"]
+
+
+def test_a_followed_stream_can_fall_back_to_polled_whole_logs():
+    log = growing_log(50)
+    parser = LogParser()
+    parser.feed_more(log[:1000])
+    parser.feed_more(log[1000:2000])
+    parser.feed(log)  # polling OSCAR again after the stream broke: an extension
+    assert parser.full_parses == 0
+    assert [line.text for line in parser.lines] == [f"line {i}" for i in range(1, 50)]

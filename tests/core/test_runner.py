@@ -286,3 +286,15 @@ def test_job_body_refuses_a_program_over_the_limit_and_says_to_use_storage():
         spec.job_body("data = " + repr("y" * runner.MAX_PROGRAM_BYTES))
     assert error.value.flag == "cell"
     assert "storage" in str(error.value) and "KiB" in str(error.value)
+
+
+def test_the_marker_comes_just_before_the_final_traceback_and_errors_relabels_it(run_runner):
+    from oscar_jupyter import errors
+
+    code = "import sys\nprint('own', file=sys.stderr)\ndef f():\n    return 1 / 0\nf()\n"
+    result = run_runner(OffloadSpec().job_body(code))
+    stderr = result.text("stderr")
+    assert stderr[:3] == ["own", runner.TRACEBACK_MARKER, "Traceback (most recent call last):"]
+    tb = "\n".join(stderr[2:])
+    assert errors.relabel(tb, "Cell In[7]", 1).splitlines()[1:4:2] == [
+        "  Cell In[7], line 6, in <module>", "  Cell In[7], line 5, in f"]

@@ -156,3 +156,35 @@ def test_the_job_variable_must_be_a_python_name(ip, name):
     with pytest.raises(SpecError, match="-o .*give a Python variable name"):
         ip.run_cell_magic("oscar_offload", f"--node vega --time 00:01:00 -o '{name}'", "x = 1")
     assert name not in ip.user_ns
+
+
+def test_a_mistyped_flag_suggests_the_closest_one(ip):
+    with pytest.raises(UsageError) as err:
+        run_cell_magic(ip, "--walltime 00:10:00")
+    assert str(err.value) == "%%oscar_offload: unknown flag --walltime: did you mean --time?"
+    with pytest.raises(UsageError) as err:
+        run_cell_magic(ip, "--frobnicate")
+    assert "usage:" not in str(err.value) and "--frobnicate" in str(err.value)
+
+
+def test_dry_run_prints_the_summary_then_the_fdl_then_the_script(ip):
+    _, out = run_cell_magic(ip, "--dry-run --node vega --time 01:00:00 --mem 4G --gpus 1")
+    text = out.stdout
+    order = [text.find(h) for h in ("# Summary", "# Service definition", "# Job request",
+                                     "# File ")]
+    assert order[0] == 0 and order == sorted(order)
+    summary = text[: order[1]]
+    assert "node: vega" in summary and "memory 4G" in summary and "1 GPU(s)" in summary
+    assert "sbatch flags: --time=01:00:00 --gres=gpu:1" in summary
+    assert text.rstrip().endswith("exec python3 .oj-tagger.py \"$_oj_work\" \"$INPUT_FILE_PATH\"")
+
+
+def test_a_syntax_error_is_reported_before_anything_is_sent(ip):
+    from oscar_jupyter.errors import CellSyntaxError
+
+    # No cluster is configured: reaching the network would fail with a connection error instead.
+    with pytest.raises(CellSyntaxError) as err:
+        run_cell_magic(ip, "--node vega --time 00:01:00", "a = 1\nb = (\n")
+    rendered = err.value._render_traceback_()
+    assert rendered[0] == "  <cell>, line 3"
+    assert rendered[-1].startswith("SyntaxError: ")

@@ -45,7 +45,8 @@ def dry_run(ip, line: str = "") -> dict:
     """The service the magic would create for this cell line (from its --dry-run FDL)."""
     with capture_output() as out:
         ip.run_cell_magic("oscar_offload", "--dry-run " + line, "print(1)\n")
-    fdl = out.stdout.split("# Service definition", 1)[1].split("\n", 1)[1].split("# File", 1)[0]
+    fdl = out.stdout.split("# Service definition", 1)[1].split("\n", 1)[1]
+    fdl = fdl.split("# Job request", 1)[0]
     return next(iter(yaml.safe_load(fdl)["functions"]["oscar"][0].values()))
 
 

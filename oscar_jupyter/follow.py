@@ -1,0 +1,143 @@
+"""Follow a job pod's log through the cluster's Kubernetes API, where a kubeconfig reaches it.
+
+OSCAR serves a job's log only whole, so a poll costs the whole log. The Kubernetes API streams
+it (`follow=true`): lines reach the kernel as the node writes them, and each byte once. OSCAR
+runs a job as a Kubernetes Job in its services namespace (`oscar-svc`); the Job controller
+labels the pod `job-name=<job>`, and the runner's output is the `oscar-container` log (the same
+text OSCAR's log route serves). Any error hands the job back to polling OSCAR, which resumes
+exactly (the parser de-duplicates).
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .jobs import Job
+
+NAMESPACE = "oscar-svc"
+CONTAINER = "oscar-container"
+JOB_LABEL = "job-name"
+# How long to keep looking for the pod / waiting for its container while the job waits.
+RETRY_SECONDS = 0.25
+MAX_RETRY_SECONDS = 2.0
+# A stream silent for this long is dropped and polling takes over (a dead connection can block
+# a read for ever; a quiet cell merely costs one reconnect-free switch to polling).
+READ_TIMEOUT_SECONDS = 120.0
+CHUNK_BYTES = 64 * 1024
+
+
+def kubeconfig_at_hand(profile: Any = None) -> str | None:
+    """The profile's kubeconfig (its `jupyter: kubeconfig:`), else $KUBECONFIG, if it exists."""
+    from .session import profile_kubeconfig
+
+    for path in (profile_kubeconfig(profile), os.environ.get("KUBECONFIG")):
+        if path and os.path.isfile(os.path.expanduser(path)):
+            return os.path.expanduser(path)
+    return None
+
+
+def start_follower(job: Job, kubeconfig: str | None = None) -> Follower | None:
+    """A running follower of `job`'s pod log; None without a kubeconfig or `kubernetes`."""
+    path = kubeconfig or kubeconfig_at_hand()
+    if not path:
+        return None
+    try:
+        from kubernetes import client, config
+    except ImportError:
+        return None
+    try:
+        api = client.CoreV1Api(config.new_client_from_config(config_file=path))
+    except Exception:  # an unreadable or incomplete kubeconfig: keep polling
+        return None
+    follower = Follower(job, api)
+    follower.start()
+    return follower
+
+
+class Follower:
+    """One thread streaming one job's pod log into the job; `streaming` while the stream is
+    open. It ends with the stream (the pod ended, was deleted, or an error): polling resumes."""
+
+    def __init__(self, job: Job, api: Any, namespace: str = NAMESPACE) -> None:
+        self.job = job
+        self.api = api
+        self.namespace = namespace
+        self.streaming = False
+        self.error: str | None = None  # why the stream stopped, when it failed
+        self.chars = 0  # characters received
+        self.fed_at = time.monotonic()  # when the stream last brought text (or opened)
+        self._text: list[str] = []
+        self._thread = threading.Thread(target=self._run, name=f"oscar-follow-{job.name}",
+                                        daemon=True)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def text(self) -> str:
+        """Everything the stream has brought (the pod's log from its start)."""
+        return "".join(self._text)
+
+    def _run(self) -> None:
+        try:
+            response = self._open()
+            if response is not None:
+                self._stream(response)
+        except Exception as err:  # anything: polling OSCAR takes over
+            self.error = f"{type(err).__name__}: {err}"
+        finally:
+            self.streaming = False
+
+    def _open(self) -> Any:
+        """The log stream, once the pod exists and its container has started."""
+        from kubernetes.client.exceptions import ApiException
+
+        delay = RETRY_SECONDS
+        while not self.job.is_done():
+            pods = self.api.list_namespaced_pod(
+                self.namespace, label_selector=f"{JOB_LABEL}={self.job.name}")
+            if pods.items:
+                try:
+                    return self.api.read_namespaced_pod_log(
+                        pods.items[0].metadata.name, self.namespace, container=CONTAINER,
+                        follow=True, _preload_content=False,
+                        _request_timeout=(10.0, READ_TIMEOUT_SECONDS))
+                except ApiException as err:
+                    if err.status not in (400, 404):  # 400: the container is still waiting
+                        raise
+            time.sleep(delay)
+            delay = min(MAX_RETRY_SECONDS, delay * 1.5)
+        return None
+
+    def _stream(self, response: Any) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.fed_at = time.monotonic()
+        self.streaming = True
+        try:
+            while True:
+                data = response.read1(CHUNK_BYTES)
+                if not data:
+                    break
+                text = decoder.decode(data)
+                if text:
+                    self._text.append(text)
+                    self.chars += len(text)
+                    self.fed_at = time.monotonic()
+                    self.job._feed_stream(text, self)
+            tail = decoder.decode(b"", final=True)
+            if tail:
+                self._text.append(tail)
+                self.job._feed_stream(tail, self)
+        finally:
+            response.release_conn()

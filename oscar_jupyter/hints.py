@@ -1,0 +1,28 @@
+"""One-line hints for the errors a cell meets because it runs on the cluster, not in the kernel."""
+
+from __future__ import annotations
+
+import re
+
+from .spec import OffloadSpec
+
+_MISSING_MODULE = re.compile(r"^ModuleNotFoundError: No module named '([^']+)'")
+
+
+def hint(exception_line: str, spec: OffloadSpec) -> str:
+    """A hint for the last line of a remote traceback (e.g. "NameError: name 'x' is not
+    defined"); "" when there is none."""
+    if exception_line.startswith("NameError:"):
+        return (
+            "Hint: the cell runs in a fresh Python on the cluster: notebook variables are not "
+            "there; pass data in the cell or through a --mount'ed file"
+        )
+    missing = _MISSING_MODULE.match(exception_line)
+    if missing:
+        top = missing.group(1).split(".")[0]
+        return (
+            f"Hint: the cell ran in the image {spec.image}, which has no module {top!r}; choose "
+            f"an image that has it (--image), or make it available with --pre-exec (a command "
+            f"run before the cell, e.g. a module load)"
+        )
+    return ""
