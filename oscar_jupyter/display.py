@@ -1,5 +1,5 @@
 """Plain renderings of a job for cell outputs: the one-line status, the bounded live view, the
-bounded stream of a blocking cell and the summary of a dry run."""
+bounded stream of a blocking cell, its line not ended yet, and the summary of a dry run."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import collections
 import html
 import sys
 from collections.abc import Iterable
+from typing import Any
+
+from IPython.display import display
 
 from .jobs import Job
 from .logs import OutputLine
@@ -82,10 +85,26 @@ def status_bundle(job: Job) -> dict[str, str]:
     }
 
 
+def partial_lines(job: Job) -> dict[str, str]:
+    """The lines the job's streams have not ended yet, as they look now: {"stdout": text, ...}."""
+    parser = getattr(job, "_parser", None)  # a copy: the poller thread may change it meanwhile
+    return dict(getattr(parser, "partial", None) or {})
+
+
+def partial_output_lines(job: Job) -> list[OutputLine]:
+    """`partial_lines` as lines to show after the complete ones (seq 0: not a line yet)."""
+    partial = partial_lines(job)
+    return [OutputLine(stream, 0, partial[stream])  # type: ignore[arg-type]
+            for stream in ("stdout", "stderr") if stream in partial]
+
+
 def live_bundle(job: Job, tail_lines: int) -> dict[str, str]:
-    """Status line plus the last `tail_lines` lines (the whole log stays in the job's file)."""
+    """Status line plus the last `tail_lines` lines (the whole log stays in the job's file) and
+    the lines not ended yet."""
     lines = [line for line in job.lines() if line.text != TRACEBACK_MARKER]
     shown = lines[-tail_lines:] if tail_lines > 0 else []
+    if tail_lines > 0:
+        shown += partial_output_lines(job)
     hidden = len(lines) - len(shown)
     body = [status_line(job)]
     if hidden:
@@ -133,6 +152,53 @@ def table_bundle(headers: list[str], rows: list[list[str]], empty: str) -> dict[
 def _write(line: OutputLine) -> None:
     stream = sys.stderr if line.stream == "stderr" else sys.stdout
     stream.write(line.text + "\n")
+
+
+def partial_bundle(partial: dict[str, str]) -> dict[str, str]:
+    """The lines not ended yet (stdout, then stderr in the error colour); empty for none."""
+    streams = [stream for stream in ("stdout", "stderr") if stream in partial]
+    if not streams:
+        return {"text/plain": ""}
+    rows = "\n".join(
+        f'<span style="color: var(--jp-error-color1, red)">{html.escape(partial[stream])}</span>'
+        if stream == "stderr" else html.escape(partial[stream])
+        for stream in streams
+    )
+    return {"text/plain": "\n".join(partial[stream] for stream in streams),
+            "text/html": f'<pre style="margin: 0">{rows}</pre>'}
+
+
+class PartialLine:
+    """A blocking cell's lines not ended yet (a progress bar, a prompt), shown in place in a
+    display under the streamed text and emptied once they end: the complete line is streamed as
+    text like any other, so the saved notebook holds each line once."""
+
+    def __init__(self) -> None:
+        self.handle: Any = None
+        self.shown: dict[str, str] = {}
+
+    def update(self, partial: dict[str, str], lines_follow: bool) -> None:
+        """Call before streaming the poll's new lines (`lines_follow`): a display that has to
+        change is emptied then, and the next partial line gets a new one under the new text."""
+        if lines_follow and partial != self.shown:
+            self.clear()
+
+    def show(self, partial: dict[str, str]) -> None:
+        """Call after streaming the poll's new lines."""
+        if partial == self.shown:
+            return
+        if self.handle is None:
+            if not partial:
+                return
+            self.handle = display(partial_bundle(partial), raw=True, display_id=True)
+        else:
+            self.handle.update(partial_bundle(partial), raw=True)
+        self.shown = dict(partial)
+
+    def clear(self) -> None:
+        if self.handle is not None and self.shown:
+            self.handle.update(partial_bundle({}), raw=True)
+        self.handle, self.shown = None, {}
 
 
 class BoundedStream:

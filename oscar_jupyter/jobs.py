@@ -573,11 +573,14 @@ class Job:
         *,
         on_update: Callable[[Job, list[OutputLine]], None] | None = None,
         interval: PollInterval | None = None,
+        since: int | None = None,
     ) -> int | None:
         """Poll in the calling thread until the job ends; returns the exit code.
 
         `on_update(job, new_lines)` is called after every poll with the lines that arrived since the
-        previous call (maybe none), whoever fetched them. Raises
+        previous call (maybe none), whoever fetched them; the first call starts after line `since`
+        (default: the lines the job already has, which are the caller's to show; 0 for a job just
+        submitted, whose follower may have fed lines before the wait began). Raises
         `JobTimeout` when `timeout` seconds pass first.
         """
         interval = interval or PollInterval()
@@ -589,7 +592,7 @@ class Job:
 
         self.add_listener(on_change)
         try:
-            return self._wait(deadline, timeout, on_update, interval, wake)
+            return self._wait(deadline, timeout, on_update, interval, wake, since)
         finally:
             self.remove_listener(on_change)
 
@@ -600,9 +603,10 @@ class Job:
         on_update: Callable[[Job, list[OutputLine]], None] | None,
         interval: PollInterval,
         wake: threading.Event,
+        since: int | None,
     ) -> int | None:
         previous = None
-        reported = len(self.lines())  # lines before the wait are the caller's to show
+        reported = len(self.lines()) if since is None else since
         while True:
             try:
                 self.refresh(quiet_for=QUIET_LISTING_SECONDS)

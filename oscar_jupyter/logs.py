@@ -21,8 +21,9 @@ from typing import Literal
 from . import runner
 
 _STREAM_NAMES = {runner.STDOUT: "stdout", runner.STDERR: "stderr"}
+_PARTIAL_STREAMS = {runner.PARTIAL_STDOUT: "stdout", runner.PARTIAL_STDERR: "stderr"}
 _DEBUG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - supervisor - DEBUG - ")
-_TAG = re.compile(r"^" + re.escape(runner.MARKER) + r"\|([oesxOE])\|(\d+)\|")
+_TAG = re.compile(r"^" + re.escape(runner.MARKER) + r"\|([oesxpqOEPQ])\|(\d+)\|")
 _UNESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|.)")
 _TRACEBACK_HEADER = "Traceback (most recent call last):"
 # How much of the consumed text's start and end is kept to recognise the next text as its
@@ -61,9 +62,13 @@ class LogParser:
         self.lines: list[OutputLine] = []
         self.exit_code: int | None = None
         self.started: dict | None = None
+        # The line each stream has not ended yet, as it looks now; gone once it is complete.
+        self.partial: dict[str, str] = {}
         self.chars_parsed = 0  # characters looked at, over all feeds (cost: tests and bench)
         self.full_parses = 0  # feeds whose text did not extend the previous one
         self._seen: set[tuple[str, int]] = set()
+        self._last_seq: dict[str, int] = {}  # the highest complete seq per stream name
+        self._partial_seq: dict[str, int] = {}
         self._consumed = 0  # characters of the text whose complete lines have been parsed
         self._head = ""  # the first characters of the consumed text
         self._anchor = ""  # the last characters of the consumed text
@@ -128,14 +133,30 @@ class LogParser:
                 continue
             if kind in runner.ESCAPED:
                 kind, text = runner.ESCAPED[kind], _unescape(text)
+            if kind in _PARTIAL_STREAMS:
+                self._take_partial(_PARTIAL_STREAMS[kind], seq, text)
+                continue
             key = (kind, seq)
             if key in self._seen:
                 continue
             self._seen.add(key)
             out = OutputLine(_STREAM_NAMES[kind], seq, text)  # type: ignore[arg-type]
             new.append(out)
+            self._complete(out.stream, seq)
         self.lines.extend(new)
         return new
+
+    def _take_partial(self, stream: str, seq: int, text: str) -> None:
+        # Records come in log order, so a later one of the same line is newer; one whose line is
+        # already complete (a text parsed again) is old.
+        if seq > self._last_seq.get(stream, 0) and seq >= self._partial_seq.get(stream, 0):
+            self.partial[stream] = text
+            self._partial_seq[stream] = seq
+
+    def _complete(self, stream: str, seq: int) -> None:
+        self._last_seq[stream] = max(seq, self._last_seq.get(stream, 0))
+        if stream in self.partial and self._partial_seq[stream] <= seq:
+            del self.partial[stream]
 
     def traceback(self) -> str:
         """The cell's exception as printed by Python: the trailing stderr block from the last

@@ -266,8 +266,8 @@ class OscarMagics(Magics):
         if args.no_wait:
             self._show_live(job)
             return None
-        self._run_blocking(
-            job, timeout, args.on_interrupt or self.default_on_interrupt, cell_name=name
+        self._run_blocking(  # since=0: a followed job may have lines before the wait begins
+            job, timeout, args.on_interrupt or self.default_on_interrupt, cell_name=name, since=0
         )
         return None
 
@@ -299,18 +299,26 @@ class OscarMagics(Magics):
         timeout: float | None,
         on_interrupt: str,
         cell_name: str = errors.LOCAL_FILENAME,
+        since: int | None = None,
     ) -> None:
         handle = display(views.status_bundle(job), raw=True, display_id=True)
         stream = views.BoundedStream(job.name, self.max_stream_lines)
+        pending = views.PartialLine()
 
         def on_update(job: Job, new_lines: list) -> None:
+            partial = views.partial_lines(job)
+            if stream.in_traceback:
+                partial.pop("stderr", None)
+            pending.update(partial, lines_follow=bool(new_lines))
             stream.write(new_lines)
+            pending.show(partial)
             handle.update(views.status_bundle(job), raw=True)
 
         interval = PollInterval(self.min_poll_interval, self.max_poll_interval)
         try:
-            job.wait(timeout, on_update=on_update, interval=interval)
+            job.wait(timeout, on_update=on_update, interval=interval, since=since)
         except KeyboardInterrupt:
+            pending.clear()
             stream.close()
             if on_interrupt == "detach":
                 self.session.poller.watch(job)
@@ -326,10 +334,12 @@ class OscarMagics(Magics):
                 f"job {job.name} was cancelled on the cluster; its output so far is above"
             ) from None
         except JobTimeout:
+            pending.clear()
             stream.close()
             job.cancel()
             handle.update(views.status_bundle(job), raw=True)
             raise
+        pending.clear()
         stream.close()
         handle.update(views.status_bundle(job), raw=True)
         errors.raise_for_status(job, cell_name, CELL_LINE_OFFSET)

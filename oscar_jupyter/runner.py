@@ -9,7 +9,12 @@ stream ``o`` (stdout) or ``e`` (stderr), ``seq`` counting from 1 per stream. A l
 C0 control character other than tab (CR, NUL, ESC ...) or bytes that are not UTF-8 is sent with
 the stream letter upper-cased (``O`` / ``E``) and its text escaped: ``\\\\`` for a backslash,
 ``\\r`` for CR, ``\\xNN`` for any other such character or byte. So the supervisor (universal
-newlines, ``errors='ignore'``) can neither split nor drop anything. Control lines:
+newlines, ``errors='ignore'``) can neither split nor drop anything. A line's text is what a
+terminal shows of it: CR goes back to the line's start and what follows overwrites, so a
+``\\r`` progress bar arrives as its last state. A line left without its newline for 0.5 s is
+also sent as a partial record ``@@OJ|p|<seq>|<text>|@@`` (``q`` for stderr, ``P`` / ``Q``
+escaped), ``seq`` being the one the line will have; at most two a second per stream. Control
+lines:
 ``@@OJ|s|0|<json>|@@`` (start: node, job, host, time in epoch seconds) and
 ``@@OJ|x|0|<exit code>|@@`` (last). An exception that ends the cell is printed on stderr after
 the line ``TRACEBACK_MARKER``, which the magic never shows (it shows the traceback once, as the
@@ -29,7 +34,9 @@ END = "|@@"
 # cell: the magic streams stderr up to it and shows what follows once, as the cell's error.
 TRACEBACK_MARKER = "oscar-jupyter: the cell raised an exception; its traceback follows"
 STDOUT, STDERR, START, EXIT = "o", "e", "s", "x"
-ESCAPED = {"O": "o", "E": "e"}
+# A line not ended yet, as it looks now, under the seq it will have: p (stdout), q (stderr).
+PARTIAL_STDOUT, PARTIAL_STDERR = "p", "q"
+ESCAPED = {"O": "o", "E": "e", "P": "p", "Q": "q"}
 
 # The body of POST /job is base64 text; OSCAR base64-encodes it again into the pod's EVENT variable,
 # and Linux refuses one environment string over 128 KiB (MAX_ARG_STRLEN). 90 KiB of body gives
@@ -40,8 +47,8 @@ MAX_PROGRAM_BYTES = MAX_BODY_BYTES * 3 // 4
 # The tagger runs in the user's image with its python3, possibly old: plain Python 3.5 syntax.
 # argv: its own file (removed at once, so the cell's directory holds only cell.py), the work dir
 # (removed at the end), the job's program. Each stream is a Stream object turning bytes into
-# lines; Output is the single writer of fd 1. The select loop wakes every 0.5 s (a place for
-# time-based flushing later).
+# lines; Output is the single writer of fd 1. The select loop wakes at least every 0.5 s, so a
+# line left without its newline (a progress bar, a prompt) goes out as a partial record.
 TAGGER = r'''
 import os
 import re
@@ -50,10 +57,18 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import traceback
 
 MARKER = "@@OJ"
 WAKE_EVERY = 0.5
+# A line pending this long without its newline is sent as a partial record (p / q), and a stream
+# sends at most one partial record per PARTIAL_EVERY: a bar redrawn 50 times a second costs 2.
+PARTIAL_EVERY = 0.5
+PARTIAL_KIND = {"o": "p", "e": "q"}
+# A partial record carries at most the end of its line: a line of dots growing for an hour must
+# not put the whole line in the log twice a second (the complete line still arrives whole).
+PARTIAL_CHARS = 1000
 # After the program has exited, a process it left behind may hold its pipes open: once they are
 # silent this long, the job ends anyway.
 QUIET_AFTER_EXIT = 2.0
@@ -69,6 +84,25 @@ for _byte in range(0x80, 0x100):
     ESCAPES[0xdc00 + _byte] = "\\x%02x" % _byte
 
 
+def visible(text):
+    """What a terminal shows of a line: CR goes back to its start and what follows overwrites."""
+    if "\r" not in text:
+        return text
+    shown = ""
+    for part in text.split("\r"):
+        shown = part + shown[len(part):]
+    return shown
+
+
+def record(kind, seq, data, keep=None):
+    text = visible(data.decode("utf-8", "surrogateescape"))
+    if keep is not None:
+        text = text[-keep:]
+    if NEEDS_ESCAPE.search(text):
+        kind, text = kind.upper(), text.translate(ESCAPES)
+    return "%s|%s|%d|%s|@@\n" % (MARKER, kind, seq, text)
+
+
 class Output:
     """The only writer of fd 1 (the supervisor's pipe): a long line may take several write()s,
     but nothing else ever writes in between, so lines cannot interleave."""
@@ -81,11 +115,12 @@ class Output:
 
     def line(self, stream, data):
         self.seq[stream] += 1
-        seq = self.seq[stream]
-        text = data.decode("utf-8", "surrogateescape")
-        if NEEDS_ESCAPE.search(text):
-            stream, text = stream.upper(), text.translate(ESCAPES)
-        self.pending.append("%s|%s|%d|%s|@@\n" % (MARKER, stream, seq, text))
+        self.pending.append(record(stream, self.seq[stream], data))
+
+    def partial(self, stream, data):
+        """The line `stream` has not ended yet, under the seq it will have once complete."""
+        self.pending.append(
+            record(PARTIAL_KIND[stream], self.seq[stream] + 1, data, PARTIAL_CHARS))
 
     def control(self, kind, text):
         self.pending.append("%s|%s|0|%s|@@\n" % (MARKER, kind, text))
@@ -101,13 +136,18 @@ class Output:
 
 
 class Stream:
-    """One pipe of the program: bytes in, complete lines out to Output; the rest at EOF."""
+    """One pipe of the program: bytes in, complete lines out to Output; the rest at EOF. A line
+    pending for PARTIAL_EVERY goes out as a partial record (`tick`), at most one per
+    PARTIAL_EVERY."""
 
     def __init__(self, pipe, letter, output):
         self.pipe = pipe
         self.letter = letter
         self.output = output
         self.partial = bytearray()
+        self.pending_since = 0.0  # when the pending partial line began
+        self.partial_sent_at = 0.0
+        self.partial_sent = None  # the text of the last partial record of the pending line
 
     def read(self):
         """Reads what the pipe holds; False at EOF."""
@@ -121,9 +161,33 @@ class Stream:
             for line in self.partial.split(b"\n"):
                 self.output.line(self.letter, line)
             self.partial = bytearray(tail)
+            self.partial_sent = None
+            self.pending_since = time.monotonic()
         else:
+            if not self.partial:
+                self.pending_since = time.monotonic()
             self.partial += chunk
+        if b"\r" in chunk:
+            self.compress()
         return True
+
+    def compress(self):
+        """Keeps a bar that redraws without a newline from growing: what precedes the last CR
+        is replaced by what a terminal shows of it (the line's visible text stays the same)."""
+        before, cr, current = bytes(self.partial).rpartition(b"\r")
+        if cr and b"\r" in before:
+            shown = visible(before.decode("utf-8", "surrogateescape"))
+            self.partial = bytearray(shown.encode("utf-8", "surrogateescape") + cr + current)
+
+    def tick(self, now):
+        """Sends the pending partial line once it has waited PARTIAL_EVERY and has changed."""
+        if (not self.partial or now - self.pending_since < PARTIAL_EVERY
+                or now - self.partial_sent_at < PARTIAL_EVERY):
+            return
+        data = bytes(self.partial)
+        if data != self.partial_sent:
+            self.output.partial(self.letter, data)
+            self.partial_sent, self.partial_sent_at = data, now
 
     def close(self):
         if self.partial:
@@ -162,8 +226,10 @@ def run(program, output):
     """Runs the program, tags both of its streams; its exit status as a shell reports it."""
     process = Child().start([sys.executable or "python3", "-u", program])
     selector = selectors.DefaultSelector()
+    streams = []
     for pipe, letter in ((process.stdout, "o"), (process.stderr, "e")):
-        selector.register(pipe, selectors.EVENT_READ, Stream(pipe, letter, output))
+        streams.append(Stream(pipe, letter, output))
+        selector.register(pipe, selectors.EVENT_READ, streams[-1])
     while selector.get_map():
         exited = process.poll() is not None
         events = selector.select(QUIET_AFTER_EXIT if exited else WAKE_EVERY)
@@ -172,6 +238,9 @@ def run(program, output):
         for key, _ in events:
             if not key.data.read():
                 selector.unregister(key.fileobj)
+        now = time.monotonic()
+        for stream in streams:
+            stream.tick(now)
         output.flush()
     for key in list(selector.get_map().values()):
         key.data.close()

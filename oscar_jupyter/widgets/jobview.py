@@ -13,7 +13,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..display import format_duration
+from ..display import format_duration, partial_output_lines
 from ..jobs import Job
 from ..session import Session, current
 from .clock import CLOCK
@@ -134,10 +134,12 @@ class JobView(w.VBox):
         with self._lock:
             job = self.job
             lines = job.tail(self.tail_lines) if self.tail_lines > 0 else []
-            total = len(job.lines())
+            hidden = len(job.lines()) - len(lines)
+            if self.tail_lines > 0:
+                lines = lines + partial_output_lines(job)  # the lines not ended yet, as now
             self.header.value = header_html(job)
-            if lines or total:
-                self.tail.value = lines_html(lines, total - len(lines), job.name)
+            if lines or hidden:
+                self.tail.value = lines_html(lines, hidden, job.name)
             else:
                 self.tail.value = '<div class="oj-muted">No output yet.</div>'
             done = job.is_done()

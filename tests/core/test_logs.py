@@ -183,3 +183,36 @@ def test_a_followed_stream_can_fall_back_to_polled_whole_logs():
     parser.feed(log)  # polling OSCAR again after the stream broke: an extension
     assert parser.full_parses == 0
     assert [line.text for line in parser.lines] == [f"line {i}" for i in range(1, 50)]
+
+
+def test_partial_records_show_the_pending_line_until_it_is_complete():
+    parser = LogParser()
+    log = debug("@@OJ|o|1|before|@@", "@@OJ|p|2|3/30|@@", "@@OJ|q|1|Name? |@@")
+    assert [line.text for line in parser.feed(log)] == ["before"]  # partials are not lines
+    assert parser.partial == {"stdout": "3/30", "stderr": "Name? "}
+    log += debug("@@OJ|p|2|9/30|@@")
+    assert parser.feed(log) == []
+    assert parser.partial == {"stdout": "9/30", "stderr": "Name? "}
+    log += debug("@@OJ|o|2|30/30|@@")
+    assert parser.feed(log) == [OutputLine("stdout", 2, "30/30")]
+    assert parser.partial == {"stderr": "Name? "}
+    log += debug("@@OJ|P|3|\\x1b[1mnext|@@")
+    assert parser.feed(log) == []
+    assert parser.partial == {"stdout": "\x1b[1mnext", "stderr": "Name? "}
+    log += debug("@@OJ|e|1|Name? Ada|@@", "@@OJ|O|3|\\x1b[1mnext line|@@", "@@OJ|x|0|0|@@")
+    assert [line.text for line in parser.feed(log)] == ["Name? Ada", "\x1b[1mnext line"]
+    assert parser.partial == {}
+
+
+def test_partial_records_of_complete_lines_are_ignored_when_the_log_is_parsed_again():
+    log = debug("@@OJ|p|1|1/3|@@", "@@OJ|o|1|3/3|@@", "@@OJ|p|2|half|@@")
+    parser = LogParser()
+    parser.feed(log)
+    assert parser.partial == {"stdout": "half"}
+    # the final dump repeats the records; a shifted log (job.out grew) is parsed whole again
+    assert parser.feed("shifted\n" + log + "@@OJ|p|1|1/3|@@\n@@OJ|o|1|3/3|@@\n") == []
+    assert parser.partial == {"stdout": "half"}
+    # a partial record cut off by the poll waits for its newline
+    parser = LogParser()
+    parser.feed(debug("@@OJ|o|1|a|@@") + "@@OJ|p|2|ha|@@")
+    assert parser.partial == {}

@@ -28,8 +28,16 @@ printable = st.text(st.characters(exclude_categories=("Cs",), exclude_characters
                     max_size=40)
 
 
+def terminal_view(line: str) -> str:
+    """What a terminal shows of a line: CR goes back to its start and what follows overwrites."""
+    shown = ""
+    for part in line.split("\r"):
+        shown = part + shown[len(part):]
+    return shown
+
+
 def expected_lines(text: str) -> list[str]:
-    lines = text.split("\n")
+    lines = [terminal_view(line) for line in text.split("\n")]
     return lines[:-1] if lines[-1] == "" else lines
 
 
@@ -56,10 +64,75 @@ def test_output_keeps_indentation_spaces_empty_lines_unicode_and_last_partial_li
     assert started == {"node": "vk-node", "job": "oj-test-1", "host": os.uname().nodename}
 
 
-def test_carriage_returns_survive_the_supervisors_universal_newlines(run_runner):
-    code = 'print("10%\\r50%\\r100%")\nprint("dos line\\r")\nprint("a\\\\r is not a CR")\n'
+def test_carriage_returns_arrive_as_a_terminal_shows_the_line(run_runner):
+    code = ('print("10%\\r50%\\r100%")\nprint("dos line\\r")\nprint("a\\\\r is not a CR")\n'
+            'print("long old text\\rnew")\n')
     result = run_runner(OffloadSpec().job_body(code))
-    assert result.text("stdout") == ["10%\r50%\r100%", "dos line\r", "a\\r is not a CR"]
+    assert result.text("stdout") == ["100%", "dos line", "a\\r is not a CR", "newg old text"]
+    assert "\r" not in result.raw and "@@OJ|O|" not in result.raw  # nothing left to escape
+    assert not re.search(r"@@OJ\|[pq]", result.raw)  # no line waited: no partial record
+
+
+def partial_records(raw: str) -> list[tuple[str, int, str]]:
+    return [(m[1], int(m[2]), m[3]) for m in re.finditer(r"@@OJ\|([pqPQ])\|(\d+)\|(.*)\|@@", raw)]
+
+
+def test_a_progress_bar_sends_partial_records_at_most_twice_a_second_and_its_line_once(
+        run_runner):
+    code = textwrap.dedent("""\
+        import time
+        print("before")
+        for i in range(60):
+            print(f"\\r{i}/60", end="", flush=True)
+            time.sleep(0.05)
+        print()
+    """)
+    started = time.monotonic()
+    result = run_runner(OffloadSpec().job_body(code))
+    took = time.monotonic() - started
+    partials = partial_records(result.raw)
+    assert 2 <= len(partials) <= took * 2 + 1
+    assert all(kind == "p" and seq == 2 and re.fullmatch(r"\d+/60", text)
+               for kind, seq, text in partials)
+    assert result.text("stdout") == ["before", "59/60"]
+    assert result.raw.count("|59/60|@@") <= 2  # the line, maybe one partial record of it
+    assert result.parser.partial == {}  # the complete line cleared it
+    # every redraw would have been a line of its own had the tagger not waited
+    assert len(result.raw.splitlines()) < 20
+
+
+def test_a_prompt_without_newline_is_sent_as_a_partial_record_before_its_line(run_runner):
+    code = textwrap.dedent("""\
+        import sys, time
+        sys.stderr.write("warming up"); sys.stderr.flush()
+        print("Name? ", end="", flush=True)
+        time.sleep(1.5)
+        print("Ada")
+        sys.stderr.write(" done\\n")
+    """)
+    result = run_runner(OffloadSpec().job_body(code))
+    assert partial_records(result.raw) in (
+        [("p", 1, "Name? "), ("q", 1, "warming up")], [("q", 1, "warming up"), ("p", 1, "Name? ")])
+    assert result.raw.index("@@OJ|p|1|Name? |@@") < result.raw.index("@@OJ|o|1|Name? Ada|@@")
+    assert result.text("stdout") == ["Name? Ada"]
+    assert result.text("stderr") == ["warming up done"]
+    assert result.parser.partial == {}
+
+
+def test_a_partial_record_carries_only_the_end_of_a_long_line(run_runner):
+    code = ('import time\nprint("a" * 2000 + "b" * 1000, end="", flush=True)\n'
+            'time.sleep(1)\nprint()\n')
+    result = run_runner(OffloadSpec().job_body(code))
+    assert partial_records(result.raw) == [("p", 1, "b" * 1000)]
+    assert result.text("stdout") == ["a" * 2000 + "b" * 1000]
+
+
+def test_a_partial_line_with_control_characters_is_escaped(run_runner):
+    code = ('import time\nprint("\\x1b[1mbold\\x1b[0m\\r\\x1b[1mBOLD", end="", flush=True)\n'
+            'time.sleep(1)\n')
+    result = run_runner(OffloadSpec().job_body(code))
+    assert partial_records(result.raw) == [("P", 1, "\\x1b[1mBOLD\\x1b[0m")]
+    assert result.text("stdout") == ["\x1b[1mBOLD\x1b[0m"]
 
 
 def test_lines_keep_their_order_across_streams_when_apart_in_time(run_runner):
@@ -188,11 +261,13 @@ def test_property_printed_text_comes_back_exactly(run_runner, out, err):
 
 def visible_lines(data: bytes) -> list[str]:
     """What raw bytes a cell writes to stdout become: its lines, NUL and every byte that is not
-    UTF-8 shown as the text \\xNN, other control characters as they are."""
+    UTF-8 shown as the text \\xNN, CR applied as a terminal does, other controls as they are."""
     lines = data.split(b"\n")
     if lines[-1] == b"":
         lines.pop()
-    return [line.decode("utf-8", "backslashreplace").replace("\0", "\\x00") for line in lines]
+    shown = [terminal_view(line.decode("utf-8", "surrogateescape")) for line in lines]
+    return [re.sub("[\udc80-\udcff]", lambda m: f"\\x{ord(m[0]) - 0xdc00:02x}", line)
+            .replace("\0", "\\x00") for line in shown]
 
 
 @settings(max_examples=40, deadline=None,

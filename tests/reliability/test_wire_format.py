@@ -154,7 +154,7 @@ def test_bytes_that_are_not_utf8_and_control_characters_arrive_visibly(tmp_path)
     assert run.text("stdout") == [
         "a\\xffb\\x00c",
         "\x1b[31mred\x1b[0m bell\x07 tab\t",
-        "literal \\x41 and \\ with a NUL \\x00 and a CR\r",
+        "literal \\x41 and \\ with a NUL \\x00 and a CR",  # a trailing CR changes nothing
         "last \\xc3",
     ]
     assert run.text("stderr") == ["日 cut \\xe6\\x97"]
@@ -314,5 +314,37 @@ def test_real_supervisor_adversarial_cell(supervisor_python, tmp_path):
 def test_real_supervisor_keeps_invalid_bytes_visible(supervisor_python, tmp_path):
     code = 'import os\nos.write(1, b"a\\xffb\\x00c\\n")\nprint("ok\\r")\n'
     run = run_supervisor(supervisor_python, code, tmp_path)
-    assert run.text("stdout") == ["a\\xffb\\x00c", "ok\r"]
+    assert run.text("stdout") == ["a\\xffb\\x00c", "ok"]
     assert run.parser.exit_code == 0
+
+
+PROGRESS_CELL = textwrap.dedent("""\
+    import sys, time
+    for i in range(40):
+        print(f"\\r{i + 1}/40 \\x1b[32m" + "#" * (i // 4) + "\\x1b[0m", end="", flush=True)
+        time.sleep(0.05)
+    print()
+    sys.stderr.write("Name? "); sys.stderr.flush()
+    time.sleep(1)
+    sys.stderr.write("Ada\\n")
+""")
+
+
+def test_real_supervisor_carries_partial_records_and_the_bar_once(supervisor_python, tmp_path):
+    run = run_supervisor(supervisor_python, PROGRESS_CELL, tmp_path)
+    final = "40/40 \x1b[32m#########\x1b[0m"
+    assert run.text("stdout") == [final]
+    assert run.text("stderr") == ["Name? Ada"]
+    assert run.parser.partial == {}
+    log = run.raw.decode("utf-8", "ignore")
+    debug = [line for line in log.splitlines() if " - supervisor - DEBUG - @@OJ|" in line]
+    partial = [line for line in debug if re.search(r"@@OJ\|[pqPQ]\|", line)]
+    assert 2 <= len(partial) <= 6  # ~3 s of output: at most two a second per stream
+    assert any("@@OJ|q|1|Name? |@@" in line for line in partial)
+    assert not any("\r" in line for line in debug)  # 40 redraws are one line, not 40
+    # a poll that ends before the prompt's newline shows the prompt as the partial line
+    cut = log.index("@@OJ|q|1|Name? |@@")
+    parser = LogParser()
+    parser.feed(log[:log.index("\n", cut) + 1])
+    assert parser.partial == {"stderr": "Name? "}
+    assert [line.text for line in parser.lines] == [final]

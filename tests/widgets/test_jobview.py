@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import time
 
+from oscar_jupyter.display import live_bundle
 from oscar_jupyter.widgets import JobsTable, JobView
 from oscar_jupyter.widgets.clock import Clock
 
@@ -162,3 +163,22 @@ def test_empty_jobs_table_says_how_to_start(session):
     table = JobsTable(session=session, watch=False)
     assert "No jobs in this kernel yet" in shown(table.summary)
     assert table.grid.children == ()
+
+
+def test_view_shows_the_line_not_ended_yet_as_the_last_line(oscar_logs, make_job, session):
+    endpoint, _ = oscar_logs
+    job = make_job("oj-widgets-0009", time="00:10:00")
+    view = JobView(job, tail_lines=3, session=session, watch=False)
+    endpoint.start(SERVICE, job.name, node="vega")
+    endpoint.print(job.name, "loading")
+    with endpoint.lock:
+        endpoint.logs[job.name] += "@@OJ|p|2|7/30|@@\n@@OJ|q|1|Name? |@@\n"
+    job.refresh()
+    tail = shown(view.tail)
+    assert tail.index("loading") < tail.index("7/30") < tail.index("Name? ")
+    assert '<span class="oj-stderr">Name? </span>' in view.tail.value
+    assert live_bundle(job, 3)["text/plain"].endswith("loading\n7/30\nName? ")  # no widgets
+    endpoint.print(job.name, "30/30")
+    job.refresh()
+    tail = shown(view.tail)
+    assert "7/30" not in tail and tail.index("loading") < tail.index("30/30")
