@@ -24,13 +24,14 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
 from pathlib import Path
+
+from floor import free_port, pct  # bench/ is sys.path[0] when run as python bench/concurrent.py
 
 CELL = """
 import time
@@ -42,17 +43,6 @@ WINDOW = 10.0
 SAMPLE_EVERY = 0.1
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    if not values:
-        return float("nan")
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
 def trivial_cell() -> float:

@@ -7,22 +7,10 @@ import time
 import pytest
 
 import oscar_jupyter
-from oscar_jupyter import session as session_module
 from oscar_jupyter.logs import LogParser
 
 pytestmark = pytest.mark.e2e
 NODE = "local-slurm"
-
-
-@pytest.fixture()
-def connected(local_oscar, monkeypatch):
-    monkeypatch.setenv("OSCAR_CLI_CONFIG", str(local_oscar.profile_path))
-    monkeypatch.setattr(session_module, "_current", None)
-    oscar_jupyter.connect("local")
-    yield session_module.current()
-    for job in session_module.current().jobs.values():
-        if not job.is_done():
-            job.cancel()
 
 
 def test_followed_lines_arrive_while_the_job_runs_and_match_the_polled_log(connected, local_oscar):

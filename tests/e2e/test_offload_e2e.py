@@ -21,17 +21,6 @@ NODE = "local-slurm"
 
 
 @pytest.fixture()
-def connected(local_oscar, monkeypatch):
-    monkeypatch.setenv("OSCAR_CLI_CONFIG", str(local_oscar.profile_path))
-    monkeypatch.setattr(session_module, "_current", None)
-    oscar_jupyter.connect("local")
-    yield session_module.current()
-    for job in session_module.current().jobs.values():
-        if not job.is_done():
-            job.cancel()
-
-
-@pytest.fixture()
 def ip(ipshell, connected):
     return ipshell
 
