@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable
 from typing import Literal
 
+from .runner import MARKER
+
 # slurmstepd writes these into the job's output file (src/slurmd/slurmstepd/req.c in Slurm).
 _SLURM_CANCELLED = re.compile(
     r"\*\*\* (?:JOB|STEP) \S+ ON \S+ CANCELLED AT \S+(?P<why>[^*]*)\*\*\*"
@@ -24,7 +26,7 @@ _DIAGNOSTIC = re.compile(
     r"| - supervisor - (?:ERROR|CRITICAL) - "
 )
 _NEVER_SHOWN = re.compile(r"EVENT received|INPUT_FILE_PATH=|\bEVENT=")
-_TAG = "@@OJ|"  # the runner's tag (runner.MARKER): the cell's own lines
+_TAG = MARKER + "|"  # the runner's tag: the cell's own lines
 MAX_LINE_CHARS = 300
 MASK = "***"
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from IPython.display import display
 
-from .jobs import Job
+from .jobs import Job, is_marker
 from .logs import OutputLine
 from .runner import TRACEBACK_MARKER
 from .spec import OffloadSpec, format_time
@@ -101,7 +101,7 @@ def partial_output_lines(job: Job) -> list[OutputLine]:
 def live_bundle(job: Job, tail_lines: int) -> dict[str, str]:
     """Status line plus the last `tail_lines` lines (the whole log stays in the job's file) and
     the lines not ended yet."""
-    lines = [line for line in job.lines() if line.text != TRACEBACK_MARKER]
+    lines = [line for line in job.lines() if not is_marker(line)]
     shown = lines[-tail_lines:] if tail_lines > 0 else []
     if tail_lines > 0:
         shown += partial_output_lines(job)

@@ -10,9 +10,7 @@ import re
 import traceback
 
 from . import hints
-from .jobs import Job, JobCancelled, JobFailed
-from .logs import OutputLine
-from .runner import TRACEBACK_MARKER
+from .jobs import Job, JobCancelled, JobFailed, is_marker
 
 # The cell's file in a remote traceback (the program writes it to <work dir>/cell.py), or the
 # name a local compile gives it.
@@ -26,10 +24,6 @@ def relabel(text: str, name: str, offset: int) -> str:
     return _CELL_FILE.sub(lambda m: f"{name}, line {int(m.group(1)) + offset}", text)
 
 
-def is_marker(line: OutputLine) -> bool:
-    return line.stream == "stderr" and line.text == TRACEBACK_MARKER
-
-
 def final_traceback(job: Job) -> str:
     """The traceback of the exception that ended the cell: the stderr lines after the program's
     marker (chained exceptions included), else the parser's guess; "" when none."""
@@ -38,13 +32,6 @@ def final_traceback(job: Job) -> str:
     if not marks:
         return job.remote_traceback()
     return "\n".join(line.text for line in lines[marks[-1] + 1:] if line.stream == "stderr")
-
-
-def without_marker(text: str) -> str:
-    """A job's whole output as text, without the marker line."""
-    return "".join(
-        line for line in text.splitlines(keepends=True) if line.rstrip("\n") != TRACEBACK_MARKER
-    )
 
 
 class CellError(JobFailed):

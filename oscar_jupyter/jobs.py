@@ -83,7 +83,7 @@ def _runner_start(started: dict, submitted_at: datetime) -> datetime:
     return stamp if submitted_at - timedelta(seconds=5) <= stamp <= now else now
 
 
-def _is_marker(line: OutputLine) -> bool:
+def is_marker(line: OutputLine) -> bool:
     """The line the job's program prints before the cell's traceback; never shown as output."""
     return line.stream == "stderr" and line.text == TRACEBACK_MARKER
 
@@ -221,8 +221,7 @@ class Job:
     def waiting_reason(self) -> str:
         """Why a job still waits, once it has waited long enough to matter; "" otherwise."""
         status = self.status()
-        waited = (datetime.now(timezone.utc) - self.submitted_at).total_seconds()
-        if waited < EXPLAIN_WAIT_SECONDS:
+        if self.waited() < EXPLAIN_WAIT_SECONDS:
             return ""
         if self._log_route_failing():
             return ("OSCAR lists the job as Running but its log route answers 404 (OSCAR turns "
@@ -289,14 +288,14 @@ class Job:
     def tail(self, n: int) -> list[OutputLine]:
         """The last `n` lines the cell printed (the runner's traceback marker left out)."""
         with self._lock:
-            shown = [line for line in self._parser.lines[-(n + 1):] if not _is_marker(line)]
+            shown = [line for line in self._parser.lines[-(n + 1):] if not is_marker(line)]
         return shown[-n:] if n > 0 else []
 
     def logs(self) -> str:
         """The whole output of the cell so far (stdout and stderr in arrival order)."""
         if self.log_path.exists():
             return self.log_path.read_text(encoding="utf-8")
-        return "".join(line.text + "\n" for line in self.lines() if not _is_marker(line))
+        return "".join(line.text + "\n" for line in self.lines() if not is_marker(line))
 
     def remote_traceback(self) -> str:
         return self._parser.traceback()
@@ -546,7 +545,7 @@ class Job:
         self._log_started = True
         descriptor = os.open(self.log_path, flags, 0o600)
         with open(descriptor, "a", encoding="utf-8", errors="backslashreplace") as out:
-            out.writelines(line.text + "\n" for line in lines if not _is_marker(line))
+            out.writelines(line.text + "\n" for line in lines if not is_marker(line))
 
     # -- control -------------------------------------------------------------------------------
 

@@ -438,12 +438,12 @@ class OscarMagics(Magics):
         job = self._find(args.job)
         if args.follow:
             if job.lines():
-                sys.stdout.write(errors.without_marker(job.logs()))
+                sys.stdout.write(job.logs())
             self._run_blocking(job, None, "detach")
             return
         if not job.is_done():
             job.refresh()
-        sys.stdout.write(errors.without_marker(job.logs()))
+        sys.stdout.write(job.logs())
 
     @line_magic
     def oscar_cancel(self, line: str) -> None:
@@ -471,7 +471,7 @@ class OscarMagics(Magics):
         job = self._find(name)
         self.session.jobs.setdefault(job.name, job)
         if job.lines():
-            sys.stdout.write(errors.without_marker(job.logs()))
+            sys.stdout.write(job.logs())
         self._run_blocking(job, None, "detach")
 
     @line_magic

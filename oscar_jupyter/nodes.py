@@ -65,12 +65,10 @@ class VirtualNode:
         )
 
 
-def list_nodes(client: OscarClient, *, interlink_only: bool = False) -> list[VirtualNode]:
+def list_nodes(client: OscarClient) -> list[VirtualNode]:
     """The cluster's nodes as `/system/status` reports them (virtual nodes first)."""
     status = client.status()
     nodes = [VirtualNode.from_status(n) for n in (status.get("cluster") or {}).get("nodes") or []]
-    if interlink_only:
-        nodes = [n for n in nodes if n.is_interlink]
     return sorted(nodes, key=lambda n: (not n.is_interlink, n.name))
 
 
@@ -99,10 +97,6 @@ def list_nodes_from_kubernetes(kubeconfig: str | None = None) -> list[VirtualNod
 def kubeconfig_path() -> str:
     path = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
     return path.split(os.pathsep)[0]
-
-
-def has_kubeconfig() -> bool:
-    return os.path.exists(kubeconfig_path())
 
 
 def _node_from_kubernetes(node: Any) -> VirtualNode:

@@ -106,9 +106,14 @@ class NotOffloadable(RuntimeError):
 _IMAGE_PREFIX = re.compile(r"[A-Za-z0-9._/:+@-]+")
 
 
+def _jupyter_block(profile: ClusterProfile | None) -> Mapping[str, Any]:
+    """The profile's own `jupyter:` block (offload defaults and site facts); {} without one."""
+    return ((profile.defaults or {}).get("jupyter") if profile else None) or {}
+
+
 def site_facts(profile: ClusterProfile | None) -> SiteFacts:
     """The site's image prefix and GPU scheduling from the profile's `jupyter:` block."""
-    jupyter = ((profile.defaults or {}).get("jupyter") if profile else None) or {}
+    jupyter = _jupyter_block(profile)
     prefix = jupyter.get("image_prefix", DEFAULT_IMAGE_PREFIX)
     if not isinstance(prefix, str) or not _IMAGE_PREFIX.fullmatch(prefix):
         raise ConfigError(f"jupyter: image_prefix {prefix!r} in the profile of "
@@ -120,14 +125,12 @@ def site_facts(profile: ClusterProfile | None) -> SiteFacts:
 
 def profile_kubeconfig(profile: ClusterProfile | None) -> str | None:
     """The kubeconfig of the cluster's Kubernetes API that the profile names, if any."""
-    jupyter = ((profile.defaults or {}).get("jupyter") if profile else None) or {}
-    path = jupyter.get("kubeconfig")
+    path = _jupyter_block(profile).get("kubeconfig")
     return os.path.expanduser(path) if isinstance(path, str) and path else None
 
 
 def profile_node_names(profile: ClusterProfile | None) -> list[str]:
-    jupyter = ((profile.defaults or {}).get("jupyter") if profile else None) or {}
-    names = jupyter.get("nodes") or []
+    names = _jupyter_block(profile).get("nodes") or []
     if isinstance(names, str):
         names = [names]
     return [str(name) for name in names]
