@@ -94,11 +94,20 @@ class Counting:
 
     def __init__(self, client) -> None:
         self.lists = self.logs = self.chars = 0
+        self.lists_after_start = 0  # listings once the job's log had its start line
+        self.job = None
         self._list, self._logs = client.list_jobs, client.job_logs
         client.list_jobs, client.job_logs = self.list_jobs, self.job_logs
+        self.requests = 0  # every HTTP request to OSCAR
+        client._http.event_hooks["request"].append(self._count_request)
+
+    def _count_request(self, request) -> None:
+        self.requests += 1
 
     def list_jobs(self, service):
         self.lists += 1
+        if self.job is not None and self.job.started_at is not None:
+            self.lists_after_start += 1
         return self._list(service)
 
     def job_logs(self, service, job):
@@ -107,9 +116,10 @@ class Counting:
         self.chars += len(text)
         return text
 
-    def reset(self) -> tuple[int, int, int]:
+    def reset(self, job=None) -> tuple[int, int, int]:
         counts = (self.lists, self.logs, self.chars)
-        self.lists = self.logs = self.chars = 0
+        self.lists = self.logs = self.chars = self.lists_after_start = 0
+        self.job = job
         return counts
 
 
@@ -132,7 +142,10 @@ def through_oscar(session, spec, home: Path, counter: Counting, follow: str | No
     watcher = threading.Thread(target=watch)
     watcher.start()
     counter.reset()
+    sent = counter.requests
     job = session.submit(CELL, spec)
+    submit_requests = counter.requests - sent
+    counter.job = job
     if follow:
         job.follow_with_kubernetes(follow)
     first: float | None = None
@@ -149,24 +162,33 @@ def through_oscar(session, spec, home: Path, counter: Counting, follow: str | No
     job.wait(120, on_update=on_update)
     watcher.join()
     assert job.exit_code == 0, (job.status(), job.end_reason(), job.raw_log[-1500:])
+    after_start = counter.lists_after_start
     lists, logs, chars = counter.reset()
     return {"file first": file_result["first"], "file lags": file_result["lags"],
             "first line": first or float("nan"), "line lag": lags,
-            "lists": lists, "logs": logs, "chars": chars}
+            "lists": lists, "logs": logs, "chars": chars, "lists after start": after_start,
+            "submit requests": submit_requests}
 
 
-def big_cell(session, spec, counter: Counting, lines: int) -> None:
+def big_cell(session, spec, counter: Counting, lines: int, follow: str | None) -> None:
     counter.reset()
     cpu0, t0 = time.process_time(), time.monotonic()
     job = session.submit(BIG_CELL.format(lines=lines), spec)
+    if follow:
+        job.follow_with_kubernetes(follow)
     job.wait(600)
     wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
     assert job.exit_code == 0 and len(job.lines()) == lines, (job.exit_code, len(job.lines()))
     lists, logs, chars = counter.reset()
-    final = len(job.raw_log)
-    print(f"\n{lines} lines: log {final / 1e6:.1f} MB; downloaded {chars / 1e6:.1f} MB "
-          f"({chars / final:.1f}x the log) in {logs} log fetches + {lists} listings; "
-          f"submit->done {wall:.1f} s, job ran {job.elapsed():.1f} s; kernel CPU {cpu:.1f} s")
+    follower = getattr(job, "_follower", None)
+    streamed = getattr(follower, "chars", 0) if follower is not None else 0
+    final = len(job.raw_log) if not streamed else max(len(job.raw_log), streamed)
+    how = "followed (Kubernetes API)" if follow else "polled (OSCAR)"
+    print(f"\n{lines} lines, {how}: log {final / 1e6:.1f} MB; downloaded "
+          f"{(chars + streamed) / 1e6:.1f} MB ({(chars + streamed) / final:.1f}x the log: "
+          f"{chars / 1e6:.1f} MB in {logs} log fetches, {streamed / 1e6:.1f} MB streamed) + "
+          f"{lists} listings; submit->done {wall:.1f} s, job ran {job.elapsed():.1f} s; kernel CPU "
+          f"{cpu:.1f} s ({100 * cpu / max(job.elapsed(), 1e-3):.0f}% of the job's wall time)")
 
 
 def main() -> int:
@@ -192,6 +214,7 @@ def main() -> int:
             session = Session()
             session.connect("local", config_path=config)
             counter = Counting(session.client)
+            session.follow_kubernetes = False  # each mode explicitly: poll rows poll
             spec = session.build_spec({"node": "local-slurm", "time": "00:05:00"})
             session.ensure_service(spec)
             floors = [raw_sbatch(tmp) for _ in range(args.runs)]
@@ -200,7 +223,9 @@ def main() -> int:
             followed = ([through_oscar(session, spec, home, counter, kubeconfig)
                          for _ in range(args.runs)] if kubeconfig else [])
             report(floors, polled, followed)
-            big_cell(session, spec, counter, args.lines)
+            big_cell(session, spec, counter, args.lines, None)
+            if kubeconfig:
+                big_cell(session, spec, counter, args.lines, kubeconfig)
         finally:
             daemon.stop(home=home)
     return 0
@@ -237,7 +262,11 @@ def report(floors: list[dict], polled: list[dict], followed: list[dict]) -> None
     for name, group in (("poll", polled), ("follow", followed)):
         if group:
             print(f"per job ({name}): {statistics.mean(r['logs'] for r in group):.1f} log fetches,"
-                  f" {statistics.mean(r['lists'] for r in group):.1f} listings, "
+                  f" {statistics.mean(r['lists'] for r in group):.1f} listings "
+                  f"({sum(r['lists after start'] for r in group)} in all once the start line "
+                  f"had arrived), "
+                  f"{statistics.mean(r['submit requests'] for r in group):.1f} requests to "
+                  f"submit, "
                   f"{statistics.mean(r['chars'] for r in group) / 1e3:.1f} kB of log downloaded")
 
 

@@ -150,8 +150,33 @@ def table_bundle(headers: list[str], rows: list[list[str]], empty: str) -> dict[
 
 
 def _write(line: OutputLine) -> None:
+    if line.bundle is not None:
+        show_rich(line)
+        return
     stream = sys.stderr if line.stream == "stderr" else sys.stdout
     stream.write(line.text + "\n")
+
+
+def write_all(job: Job) -> None:
+    """The whole output of a job so far, figures and rich outputs included."""
+    lines = [line for line in job.lines() if not is_marker(line)]
+    if not lines:
+        sys.stdout.write(job.logs())  # read before: the log file of an earlier kernel
+    for line in lines:
+        _write(line)
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+def show_rich(line: OutputLine) -> None:
+    """A figure or display(obj) from the cluster, as the notebook shows any cell's rich output
+    (its own output item, in order with the text), and its notes (a part over the bound)."""
+    assert line.bundle is not None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    display(line.bundle["data"], metadata=line.bundle["metadata"] or None, raw=True)
+    for note in line.bundle["notes"]:
+        print(note, file=sys.stderr)
 
 
 def partial_bundle(partial: dict[str, str]) -> dict[str, str]:

@@ -14,13 +14,14 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .client import OscarClient, OscarError
 from .diagnostics import safe_tail, sbatch_refusal, slurm_end
 from .logs import LogParser, OutputLine
 from .runner import TRACEBACK_MARKER
 from .spec import DEFAULT_MEMORY, OffloadSpec, format_memory, format_time, parse_memory
+from .values import decode_result
 
 if TYPE_CHECKING:
     from .follow import Follower
@@ -152,6 +153,8 @@ class Job:
         self.raw_log = ""  # the last whole log OSCAR served (Slurm preamble and all)
         self.slurm_end: str | None = None  # "cancelled" or "walltime" when Slurm ended the job
         self._parser = LogParser()
+        self.outputs: list[str] = []  # the --out names the cell sends back (see `values`)
+        self._values: tuple[str | None, dict[str, Any]] | None = None
         self._cancelled = False
         self._listed = False
         self.vanished = False  # listed once, then deleted on the cluster
@@ -563,6 +566,9 @@ class Job:
         with self._lock:
             self._cancelled = True
             self.finished_at = datetime.now(timezone.utc)
+        from . import job_records  # imports this module
+
+        job_records.note_cancelled(self, "this kernel")
         self._notify()
         return True
 
@@ -638,11 +644,23 @@ class Job:
                 time.sleep(delay)
             wake.clear()
 
-    def result(self, timeout: float | None = None) -> int:
-        """Wait, then raise `JobFailed` (with the remote traceback) unless the cell exited 0."""
+    def result(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """Wait, then raise `JobFailed` (with the remote traceback) unless the cell exited 0;
+        the ``outputs`` values by name (None when the job was sent without outputs)."""
         self.wait(timeout)
         self.raise_for_status()
-        return 0
+        return self.values() if self.outputs else None
+
+    def values(self) -> dict[str, Any]:
+        """The ``outputs`` values the cell sent back, checked (`values.ResultError` when they
+        did not arrive intact); call once the job has succeeded."""
+        if not self.outputs:
+            return {}
+        with self._lock:
+            record = self._parser.result
+        if self._values is None or self._values[0] != record:
+            self._values = (record, decode_result(record, self.outputs))
+        return dict(self._values[1])
 
     def end_reason(self) -> str:
         """Why a job ended other than by its cell's exit; "" while it runs or when it exited."""

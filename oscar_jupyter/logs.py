@@ -13,6 +13,8 @@ parsed whole again, and de-duplication keeps the result the same.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from . import runner
 _STREAM_NAMES = {runner.STDOUT: "stdout", runner.STDERR: "stderr"}
 _PARTIAL_STREAMS = {runner.PARTIAL_STDOUT: "stdout", runner.PARTIAL_STDERR: "stderr"}
 _DEBUG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - supervisor - DEBUG - ")
-_TAG = re.compile(r"^" + re.escape(runner.MARKER) + r"\|([oesxpqOEPQ])\|(\d+)\|")
+_TAG = re.compile(r"^" + re.escape(runner.MARKER) + r"\|([oesxpqdrOEPQ])\|(\d+)\|")
 _UNESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|.)")
 _TRACEBACK_HEADER = "Traceback (most recent call last):"
 # How much of the consumed text's start and end is kept to recognise the next text as its
@@ -37,6 +39,9 @@ class OutputLine:
     stream: Literal["stdout", "stderr"]
     seq: int
     text: str
+    # A rich output (figure, display(obj)): {"data": mime bundle, "metadata", "notes"}; `text`
+    # is then its text/plain form, for views that show text only.
+    bundle: dict | None = None
 
 
 def _unescape_one(match: re.Match[str]) -> str:
@@ -62,6 +67,7 @@ class LogParser:
         self.lines: list[OutputLine] = []
         self.exit_code: int | None = None
         self.started: dict | None = None
+        self.result: str | None = None  # the --out values' record, base64 (see values.py)
         # The line each stream has not ended yet, as it looks now; gone once it is complete.
         self.partial: dict[str, str] = {}
         self.chars_parsed = 0  # characters looked at, over all feeds (cost: tests and bench)
@@ -127,6 +133,13 @@ class LogParser:
                 if self.started is None:
                     self.started = _json_or_none(text)
                 continue
+            if kind == runner.RESULT:
+                if self.result is None:
+                    self.result = text
+                continue
+            if kind == runner.DISPLAY:
+                self._take_display(seq, text, new)
+                continue
             if kind == runner.EXIT:
                 if self.exit_code is None and text.strip().lstrip("-").isdigit():
                     self.exit_code = int(text)
@@ -145,6 +158,18 @@ class LogParser:
             self._complete(out.stream, seq)
         self.lines.extend(new)
         return new
+
+    def _take_display(self, seq: int, text: str, new: list[OutputLine]) -> None:
+        key = ("o", seq)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        bundle = _display_bundle(text)
+        if bundle is None:
+            bundle = {"data": {"text/plain": "oscar-jupyter: a rich output arrived damaged"},
+                      "metadata": {}, "notes": []}
+        new.append(OutputLine("stdout", seq, bundle["data"].get("text/plain", ""), bundle))
+        self._complete("stdout", seq)
 
     def _take_partial(self, stream: str, seq: int, text: str) -> None:
         # Records come in log order, so a later one of the same line is newer; one whose line is
@@ -167,6 +192,24 @@ class LogParser:
             if starts:
                 return "\n".join(stderr[starts[-1]:])
         return ""
+
+
+def _display_bundle(text: str) -> dict | None:
+    """A `d` record's JSON, checked to be a mime bundle of strings; None when damaged."""
+    try:
+        payload = json.loads(base64.b64decode(text, validate=True))
+    except (ValueError, binascii.Error):
+        return None
+    if not isinstance(payload, dict):
+        return None
+    data, metadata = payload.get("data"), payload.get("metadata") or {}
+    notes = payload.get("notes") or []
+    if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        return None
+    if not isinstance(metadata, dict) or not isinstance(notes, list):
+        return None
+    return {"data": data, "metadata": metadata, "notes": [str(n) for n in notes]}
 
 
 def _json_or_none(text: str) -> dict | None:

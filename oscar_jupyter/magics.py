@@ -21,8 +21,10 @@ from . import errors
 from .client import OscarError
 from .jobs import Job, JobFailed, JobTimeout, PollInterval
 from .nodes import format_bytes
+from .ownership import forget_records, list_rows
 from .session import Session, current
 from .spec import DEFAULT_IMAGE, OffloadSpec, SpecError, settings_from_options
+from .values import check_names, pack_inputs
 
 VALUE_OPTIONS = {
     "--node",
@@ -112,6 +114,10 @@ def _offload_parser() -> _Parser:
     p.add_argument("--env", action="append", default=[], help="NAME=VALUE, repeatable")
     p.add_argument("--secret", action="append", default=[],
                    help="NAME, repeatable: the value of $NAME in the kernel, else asked for")
+    p.add_argument("--in", action="append", default=[], dest="inputs",
+                   help="NAME[,NAME...]: notebook variables the cell receives")
+    p.add_argument("--out", action="append", default=[], dest="outputs",
+                   help="NAME[,NAME...]: variables the cell sends back to the notebook")
     p.add_argument("--dry-run", action="store_true", dest="dry_run")
     p.add_argument("--no-wait", action="store_true", dest="no_wait")
     p.add_argument("-o", dest="output_name", help="store the Job handle in this variable")
@@ -256,25 +262,43 @@ class OscarMagics(Magics):
         session = self.session
         spec = session.build_spec(offload_flags(args), self.trait_defaults_layer())
         timeout = _seconds(args.timeout)
+        inputs = self._input_values(_names(args.inputs))
+        outputs = _names(args.outputs)
         if args.dry_run:
-            return self._dry_run(spec, cell)
+            return self._dry_run(spec, cell, inputs, outputs)
         session.max_log_bytes_per_second = self.max_log_bytes_per_second
         session.follow_kubernetes = self.follow_kubernetes
-        job = session.submit(cell, spec)
+        job = session.submit(cell, spec, inputs=inputs, outputs=outputs)
+        for note in session.capacity_notes(spec):  # it would queue; GPUs left to Slurm
+            print(note, file=sys.stderr)
         if args.output_name:
             self.shell.user_ns[args.output_name] = job
         if args.no_wait:
             self._show_live(job)
+            if outputs:
+                print(f"--out {','.join(job.outputs)}: with --no-wait the values come from "
+                      f"{args.output_name or 'the job'}.result() once the job has ended")
             return None
         self._run_blocking(  # since=0: a followed job may have lines before the wait begins
             job, timeout, args.on_interrupt or self.default_on_interrupt, cell_name=name, since=0
         )
+        if job.outputs:
+            self.shell.user_ns.update(job.values())
         return None
 
-    def _dry_run(self, spec: OffloadSpec, cell: str) -> None:
+    def _input_values(self, names: list[str]) -> dict[str, Any]:
+        names = check_names("--in", names)
+        missing = [n for n in names if n not in self.shell.user_ns]
+        if missing:
+            raise SpecError("--in", f"--in {','.join(missing)}: the notebook has no variable "
+                            f"{', '.join(missing)}; run the cell that defines it first")
+        return {n: self.shell.user_ns[n] for n in names}
+
+    def _dry_run(self, spec: OffloadSpec, cell: str, inputs: dict[str, Any],
+                 outputs: list[str]) -> None:
         spec.validate(known_nodes=self.session.known_node_names())
         self.session.check_offloadable(spec)
-        body = spec.job_body(cell)
+        body = spec.job_body(cell, pack_inputs(inputs), check_names("--out", outputs))
         cluster = self.session.profile.cluster_id if self.session.profile else "oscar-cluster"
         service = self.session.runner_service_name(spec)
         print("# Summary (nothing was sent):")
@@ -394,38 +418,35 @@ class OscarMagics(Magics):
 
     @line_magic
     def oscar_jobs(self, line: str) -> Any:
-        """%oscar_jobs [--mine | --all] [--watch]: this kernel's jobs (--mine: all your jobs,
-        --all: every job you can see; --watch: a live table of this kernel's jobs)."""
+        """%oscar_jobs [--mine | --all | --notebook] [--hide-finished] [--ids] [--watch]: this
+        kernel's jobs (--mine: all your jobs, --all: every job you can see, --notebook: the jobs
+        of this notebook from any of its kernels), labelled by notebook, cell and first line as
+        in the sidebar, newest first; --hide-finished keeps the running and waiting ones, the id
+        column shows each job's short id (the magics that take a job accept it), --ids the whole
+        name; --watch: a live table."""
+        from .widgets.jobs_table import EMPTY, listing_bundle, this_notebook
+
         p = _Parser(prog="%oscar_jobs", add_help=False)
         p.add_argument("--watch", action="store_true")
+        p.add_argument("--hide-finished", action="store_true")
+        p.add_argument("--ids", action="store_true")
         which = p.add_mutually_exclusive_group()
         which.add_argument("--mine", action="store_true")
         which.add_argument("--all", action="store_true")
+        which.add_argument("--notebook", action="store_true")
         args = p.parse_args(_split(line))
         scope = "all" if args.all else "mine" if args.mine else "kernel"
+        notebook = this_notebook() if args.notebook else None
         if args.watch:
             from .widgets import JobsTable
 
-            return JobsTable(scope=scope)
-        rows = self.session.list_jobs(scope)
-        headers = ["job", "service", "status", "start", "duration", "kernel"]
-        table = [
-            [
-                r.job,
-                r.service,
-                r.status,
-                r.start,
-                "" if r.duration is None else views.format_duration(r.duration),
-                "this kernel" if r.this_kernel else (r.kernel_tag or "?"),
-            ]
-            for r in rows
-        ]
-        empty = {
-            "kernel": "No jobs from this kernel (--mine: all your jobs).",
-            "mine": "You have no jobs on this cluster.",
-            "all": "No jobs visible on this cluster.",
-        }[scope]
-        display(views.table_bundle(headers, table, empty), raw=True)
+            return JobsTable(scope=scope, notebook=notebook, hide_finished=args.hide_finished)
+        rows = list_rows(self.session, scope, notebook=notebook,
+                         hide_finished=args.hide_finished)
+        empty = EMPTY["notebook" if notebook else scope]
+        if args.hide_finished:
+            empty = empty.replace("No jobs", "No running or waiting jobs")
+        display(listing_bundle(rows, ids=args.ids, empty=empty), raw=True)
         return None
 
     @line_magic
@@ -437,13 +458,12 @@ class OscarMagics(Magics):
         args = p.parse_args(_split(line))
         job = self._find(args.job)
         if args.follow:
-            if job.lines():
-                sys.stdout.write(job.logs())
+            views.write_all(job)
             self._run_blocking(job, None, "detach")
             return
         if not job.is_done():
             job.refresh()
-        sys.stdout.write(job.logs())
+        views.write_all(job)
 
     @line_magic
     def oscar_cancel(self, line: str) -> None:
@@ -486,6 +506,10 @@ class OscarMagics(Magics):
         report = self.session.cleanup(
             scope="mine" if args.mine else "kernel", services=args.services
         )
+        # The local job records go with the jobs, and so do the cancelled jobs that only
+        # they still list (as the sidebar's Clean up does).
+        forgotten = forget_records(self.session, report.deleted_jobs, mine=args.mine)
+        report.deleted_jobs += forgotten
         print("\n".join(report.lines("yours" if args.mine else "this kernel's")))
 
     def _find(self, name: str) -> Job:
@@ -493,6 +517,11 @@ class OscarMagics(Magics):
             return self.session.find_job(name)
         except KeyError as err:
             raise UsageError(str(err.args[0])) from None
+
+
+def _names(values: list[str]) -> list[str]:
+    """`--in a,b --in c` -> ["a", "b", "c"], each a Python name."""
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
 
 
 def _check_variable_name(name: str) -> None:

@@ -16,9 +16,11 @@ also sent as a partial record ``@@OJ|p|<seq>|<text>|@@`` (``q`` for stderr, ``P`
 escaped), ``seq`` being the one the line will have; at most two a second per stream. Control
 lines:
 ``@@OJ|s|0|<json>|@@`` (start: node, job, host, time in epoch seconds) and
-``@@OJ|x|0|<exit code>|@@`` (last). An exception that ends the cell is printed on stderr after
-the line ``TRACEBACK_MARKER``, which the magic never shows (it shows the traceback once, as the
-cell's error).
+``@@OJ|x|0|<exit code>|@@`` (last); ``@@OJ|d|<seq>|<base64 JSON>|@@`` (a rich output, under a
+stdout seq) and ``@@OJ|r|0|<base64 JSON>|@@`` (the ``--out`` values), which the program sends as
+stdout lines starting with a per-job nonce only it knows (see cell_program.py). An exception
+that ends the cell is printed on stderr after the line ``TRACEBACK_MARKER``, which the magic never
+shows (it shows the traceback once, as the cell's error).
 
 One process, the tagger (``TAGGER``, Python), runs the cell's program with stdout and stderr on
 two pipes and is the only writer of the script's output, so lines of any length stay whole.
@@ -27,6 +29,8 @@ two pipes and is the only writer of the script's output, so lines of any length 
 from __future__ import annotations
 
 import base64
+import sys
+from pathlib import Path
 
 MARKER = "@@OJ"
 END = "|@@"
@@ -34,6 +38,9 @@ END = "|@@"
 # cell: the magic streams stderr up to it and shows what follows once, as the cell's error.
 TRACEBACK_MARKER = "oscar-jupyter: the cell raised an exception; its traceback follows"
 STDOUT, STDERR, START, EXIT = "o", "e", "s", "x"
+# A rich output (a figure, display(obj)): base64 of JSON {data, metadata, notes}, a stdout seq.
+# The --out values: base64 of JSON {python, size, sha256, pickle}, seq 0, once, before the exit.
+DISPLAY, RESULT = "d", "r"
 # A line not ended yet, as it looks now, under the seq it will have: p (stdout), q (stderr).
 PARTIAL_STDOUT, PARTIAL_STDERR = "p", "q"
 ESCAPED = {"O": "o", "E": "e", "P": "p", "Q": "q"}
@@ -50,6 +57,7 @@ MAX_PROGRAM_BYTES = MAX_BODY_BYTES * 3 // 4
 # lines; Output is the single writer of fd 1. The select loop wakes at least every 0.5 s, so a
 # line left without its newline (a progress bar, a prompt) goes out as a partial record.
 TAGGER = r'''
+import binascii
 import os
 import re
 import selectors
@@ -72,6 +80,11 @@ PARTIAL_CHARS = 1000
 # After the program has exited, a process it left behind may hold its pipes open: once they are
 # silent this long, the job ends anyway.
 QUIET_AFTER_EXIT = 2.0
+# The program's rich outputs (d) and results (r) are stdout lines that start with this prefix;
+# the nonce, given to the program alone, keeps the cell's own text from passing for one.
+RICH_NONCE = binascii.hexlify(os.urandom(8)).decode("ascii")
+RICH_PREFIX = ("\x1eOJ%s|" % RICH_NONCE).encode("ascii")
+BASE64 = re.compile(rb"[A-Za-z0-9+/=]*")
 
 # C0 controls but tab (the supervisor ends a line at CR and logs the rest raw) and undecodable
 # bytes (U+DC80..U+DCFF after surrogateescape) travel as \xNN, in an upper-case-letter line.
@@ -114,8 +127,28 @@ class Output:
         self.broken = False
 
     def line(self, stream, data):
+        at = data.find(RICH_PREFIX) if stream == "o" else -1
+        if at >= 0:
+            kind, _, payload = data[at + len(RICH_PREFIX):].partition(b"|")
+            if kind in (b"d", b"r") and BASE64.fullmatch(payload):
+                if at:  # the cell's text that preceded it on the same line
+                    self.plain(stream, data[:at])
+                self.rich(kind.decode(), payload.decode())
+                return
+        self.plain(stream, data)
+
+    def plain(self, stream, data):
         self.seq[stream] += 1
         self.pending.append(record(stream, self.seq[stream], data))
+
+    def rich(self, kind, payload):
+        """A rich output (d) takes the next stdout seq: it shows in order with the text. The
+        result (r) is a control line."""
+        if kind == "d":
+            self.seq["o"] += 1
+            self.pending.append("%s|d|%d|%s|@@\n" % (MARKER, self.seq["o"], payload))
+        else:
+            self.control("r", payload)
 
     def partial(self, stream, data):
         """The line `stream` has not ended yet, under the seq it will have once complete."""
@@ -180,9 +213,10 @@ class Stream:
             self.partial = bytearray(shown.encode("utf-8", "surrogateescape") + cr + current)
 
     def tick(self, now):
-        """Sends the pending partial line once it has waited PARTIAL_EVERY and has changed."""
+        """Sends the pending partial line once it has waited PARTIAL_EVERY and has changed
+        (never a rich output still arriving)."""
         if (not self.partial or now - self.pending_since < PARTIAL_EVERY
-                or now - self.partial_sent_at < PARTIAL_EVERY):
+                or now - self.partial_sent_at < PARTIAL_EVERY or RICH_PREFIX in self.partial):
             return
         data = bytes(self.partial)
         if data != self.partial_sent:
@@ -215,7 +249,8 @@ class Child:
                 pass
 
     def start(self, argv):
-        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   env=dict(os.environ, _OJ_RICH=RICH_NONCE))
         self.process = process
         for signum in self.early:
             self.forward(signum)
@@ -320,44 +355,46 @@ exec python3 .oj-tagger.py "$_oj_work" "$INPUT_FILE_PATH"
 """
 RUNNER_SCRIPT = _SCRIPT_HEAD + TAGGER.lstrip("\n") + _SCRIPT_TAIL
 
-_PROGRAM_TEMPLATE = '''\
-import os as _oj_os, sys as _oj_sys, types as _oj_types, traceback as _oj_traceback
-_oj_env = {env!r}
-if _oj_env and _oj_os.environ.get("_OJ_ENV_SET") != "1":
-    # Start again with the cell's environment, so that variables read when a process starts
-    # (PYTHONPATH, LD_LIBRARY_PATH, PATH ...) take effect as if set on the command line.
-    _oj_os.environ.update(_oj_env, _OJ_ENV_SET="1")
-    _oj_os.execv(_oj_sys.executable, [_oj_sys.executable, "-u", _oj_os.path.abspath(__file__)])
-_oj_os.environ.pop("_OJ_ENV_SET", None)
-for _oj_stream in (_oj_sys.stdout, _oj_sys.stderr):
-    _oj_stream.reconfigure(encoding="utf-8", errors="backslashreplace")
-_oj_path = _oj_os.path.join(_oj_os.getcwd(), "cell.py")
-_oj_code = {code!r}
-with open(_oj_path, "w", encoding="utf-8") as _oj_file:
-    _oj_file.write(_oj_code)
-_oj_main = _oj_types.ModuleType("__main__")
-_oj_main.__file__ = _oj_path
-_oj_main.__builtins__ = __builtins__
-_oj_sys.modules["__main__"] = _oj_main
-_oj_sys.argv = [_oj_path]
-_oj_sys.path[0] = _oj_os.getcwd()
-try:
-    exec(compile(_oj_code, _oj_path, "exec"), _oj_main.__dict__)
-except SystemExit:
-    raise
-except BaseException as _oj_error:
-    print({traceback_marker!r}, file=_oj_sys.stderr, flush=True)
-    _oj_traceback.print_exception(type(_oj_error), _oj_error, _oj_error.__traceback__.tb_next)
-    _oj_sys.exit(130 if isinstance(_oj_error, KeyboardInterrupt) else 1)
-'''
 
 
-def build_program(code: str, env: dict[str, str] | None = None) -> bytes:
-    """The Python program a job carries: sets ``env``, writes the cell to ``cell.py`` in the
-    working directory and runs it as ``__main__`` (tracebacks name ``cell.py`` and its lines)."""
-    program = _PROGRAM_TEMPLATE.format(
-        code=code, env=dict(env or {}), traceback_marker=TRACEBACK_MARKER
-    )
+def _compact(source: str) -> str:
+    """The program without its module docstring, comment lines and blank lines: the job body's
+    bytes are counted. (Line-based, so the code itself reaches the image's Python as written,
+    whatever Python builds the job.)"""
+    body = source[source.index('"""', 3) + 3:]  # after the module docstring
+    kept = [line for line in body.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+    return "\n".join(kept) + "\n"
+
+
+_PROGRAM_CODE = _compact((Path(__file__).parent / "cell_program.py").read_text(encoding="utf-8"))
+_PARAMS_LINE = "\nPARAMS = {}\n"
+# Bounds of what travels back in the log: one rich output, and the --out values together.
+MAX_DISPLAY_BYTES = 1_000_000
+MAX_RESULT_BYTES = 8_000_000
+
+
+def build_program(
+    code: str,
+    env: dict[str, str] | None = None,
+    *,
+    inputs: str = "",
+    outputs: list[str] | None = None,
+) -> bytes:
+    """The Python program a job carries (``cell_program.py`` with its parameters): sets ``env``,
+    loads ``inputs`` (base64 of a pickle, see ``values``), writes the cell to ``cell.py`` in the
+    working directory and runs it as ``__main__``, then sends back ``outputs``."""
+    params = {
+        "code": code,
+        "env": dict(env or {}),
+        "inputs": inputs,
+        "outputs": list(outputs or []),
+        "python": ".".join(str(part) for part in sys.version_info[:3]),
+        "traceback_marker": TRACEBACK_MARKER,
+        "max_display_bytes": MAX_DISPLAY_BYTES,
+        "max_result_bytes": MAX_RESULT_BYTES,
+    }
+    program = _PROGRAM_CODE.replace(_PARAMS_LINE, f"\nPARAMS = {params!r}\n", 1)
     return program.encode("utf-8")
 
 

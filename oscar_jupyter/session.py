@@ -11,10 +11,12 @@ import dataclasses
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import job_records
+from .capacity import capacity_error, capacity_notes
 from .client import OscarClient, OscarError
 from .config import ClusterProfile, ConfigError, load_profile
 from .follow import kubeconfig_at_hand
@@ -32,6 +34,7 @@ from .ownership import (
     owns_service,
 )
 from .spec import DEFAULT_IMAGE_PREFIX, OffloadSpec, SiteFacts, SpecError
+from .values import check_names, pack_inputs
 
 SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(OffloadSpec))
 RECENT_IMAGES = 8
@@ -242,6 +245,31 @@ class Session:
                 "Without one OSCAR runs the pod on an ordinary Kubernetes node, where it stays "
                 "Pending forever"
             )
+        self.check_capacity(spec)
+
+    def node_named(self, name: str | None) -> VirtualNode | None:
+        """The discovered interLink node called `name` (no cluster call), or None."""
+        return next((n for n in self._nodes or [] if n.is_interlink and n.name == name), None)
+
+    def check_capacity(self, spec: OffloadSpec) -> None:
+        """Refuse a request over the chosen node's capacity (capacity.py), with the numbers.
+
+        A refusal is checked again against the node as the cluster reports it now: a node's
+        capacity can change (newer interLink plugins advertise what the site has free)."""
+        if capacity_error(spec, self.node_named(spec.node)) is None:
+            return
+        if self.client is not None:
+            try:
+                self._refresh_nodes(self.client)
+            except Exception:  # cluster unreachable: refuse on the numbers we have
+                pass
+        error = capacity_error(spec, self.node_named(spec.node))
+        if error is not None:
+            raise error
+
+    def capacity_notes(self, spec: OffloadSpec) -> list[str]:
+        """Soft notes on the request against the node (it would queue; GPUs left to Slurm)."""
+        return capacity_notes(spec, self.node_named(spec.node))
 
     # -- offloading ----------------------------------------------------------------------------
 
@@ -327,10 +355,19 @@ class Session:
             raise
         return is_runner_service(service) and self._owns(service)
 
-    def submit(self, code: str, spec: OffloadSpec) -> Job:
-        """Validate, make sure the runner service exists, and send the cell as a job."""
+    def submit(
+        self,
+        code: str,
+        spec: OffloadSpec,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        outputs: Sequence[str] = (),
+    ) -> Job:
+        """Validate, make sure the runner service exists, and send the cell as a job, with the
+        `inputs` values in its namespace; the job brings back the `outputs` variables."""
         spec.validate(known_nodes=self.known_node_names())
-        body = spec.job_body(code)
+        wanted = check_names("--out", outputs) if outputs else []
+        body = spec.job_body(code, pack_inputs(inputs or {}), wanted)
         self.check_offloadable(spec)
         client = self.require_client()
         service = self.ensure_service(spec)
@@ -354,10 +391,13 @@ class Session:
                     f"service {service} appeared at once; find it with %oscar_jobs"
                 )
         job = Job(client, service, job_name, spec)
+        job.outputs = wanted
         job.max_log_bytes_per_second = self.max_log_bytes_per_second
         if self.follow_kubernetes:  # stream the pod's log where a kubeconfig reaches the cluster
             job.follow_with_kubernetes(kubeconfig_at_hand(self.profile))
         self.jobs[job.name] = job
+        job_records.note_submitted(job, code, self.profile and self.profile.cluster_id,
+                                   self.kernel_tag)  # labels the job views; never fails here
         self.submitted.add(job.name)
         self._remember_image(spec.image)
         return job
@@ -498,23 +538,28 @@ class Session:
         self._service_for = {k: v for k, v in self._service_for.items() if v != service}
 
     def find_job(self, name: str) -> Job:
-        """A job of this kernel by name (or unique prefix), or any visible runner service's."""
+        """A job by name, unique prefix or short id (the name's last part, as `%oscar_jobs`
+        shows it): this kernel's, else any visible runner service's."""
         if name in self.jobs:
             return self.jobs[name]
-        matches = [j for n, j in self.jobs.items() if n.startswith(name)]
+        matches = [j for n, j in self.jobs.items()
+                   if n.startswith(name) or n.endswith("-" + name)]
         if len(matches) == 1:
             return matches[0]
         client = self.require_client()
         used = sorted(self.used_services)
+        short = "-" not in name
         for services in (used, None):
             if services is None:
                 services = [s for s in self.runner_services("all") if s not in used]
             for service in services:
-                if not name.startswith(service + "-"):
+                if not short and not name.startswith(service + "-"):
                     continue
                 listing = self.job_listing(service)
-                if listing is not None and name in listing:
-                    return Job(client, service, name, OffloadSpec())
+                found = [n for n in listing or {} if n == name or (short and n.endswith(
+                    "-" + name))]
+                if len(found) == 1:
+                    return Job(client, service, found[0], OffloadSpec())
         known = ", ".join(self.jobs) or "none in this kernel"
         raise KeyError(f"no job named {name!r} (jobs: {known})")
 
@@ -601,15 +646,19 @@ def offload(
     *,
     wait: bool = True,
     timeout: float | None = None,
+    inputs: Mapping[str, Any] | None = None,
+    outputs: Sequence[str] = (),
     **settings: Any,
 ) -> Job:
     """Run `code` as a job on the connected cluster; with `wait`, block until it ends.
 
-    `settings` are `OffloadSpec` fields (node, time, cpus_per_task, mem, ...). Raises `SpecError`
-    before anything is sent when a setting is invalid, and `JobFailed` when the code fails remotely.
+    `settings` are `OffloadSpec` fields (node, time, cpus_per_task, mem, ...). `inputs` are
+    values the code finds as variables; `outputs` names variables it sends back, which
+    `job.result()` returns as a dict. Raises `SpecError` before anything is sent when a setting
+    or an input is invalid, and `JobFailed` when the code fails remotely.
     """
     session = current()
-    job = session.submit(code, session.build_spec(settings))
+    job = session.submit(code, session.build_spec(settings), inputs=inputs, outputs=outputs)
     if not wait:
         session.poller.watch(job)
         return job

@@ -799,8 +799,9 @@ class OffloadSpec:
         """The files ``fdl()`` references, by name (write them beside the FDL for oscar-cli)."""
         return {self.script_filename(name): runner.RUNNER_SCRIPT}
 
-    def job_body(self, code: str) -> bytes:
-        """The body of ``POST /job/{service}``: base64 of the program carrying ``code``."""
+    def job_body(self, code: str, inputs: str = "", outputs: Sequence[str] = ()) -> bytes:
+        """The body of ``POST /job/{service}``: base64 of the program carrying ``code``, the
+        ``--in`` values (``inputs``, from ``values.pack_inputs``) and the ``--out`` names."""
         if not isinstance(code, str):
             hint = " (decode bytes first, e.g. code.decode('utf-8'))" if isinstance(
                 code, (bytes, bytearray)) else ""
@@ -808,18 +809,24 @@ class OffloadSpec:
                             f"{type(code).__name__}{hint}")
         self._check_env()
         _check_unicode(code)
-        program = runner.build_program(code, self.env)
+        program = runner.build_program(code, self.env, inputs=inputs, outputs=list(outputs))
         if len(program) > runner.MAX_PROGRAM_BYTES:
-            env_bytes = len(runner.build_program("", self.env)) - len(runner.build_program(""))
-            code_bytes = len(runner.build_program(code)) - len(runner.build_program(""))
-            flag, what, where = (
-                ("--env", "the --env values are", "put large values in a file on a --mount "
-                 "and pass its path")
-                if env_bytes > code_bytes else
-                ("cell", "the cell is", "move data into storage (MinIO, a --mount'ed path) "
-                 "and read it from the cell")
-            )
-            raise SpecError(flag, f"{flag}: {what} {max(env_bytes, code_bytes) // 1024} KiB; the "
+            empty = len(runner.build_program(""))
+            parts = {
+                "--env": len(runner.build_program("", self.env)) - empty,
+                "cell": len(runner.build_program(code)) - empty,
+                "--in": len(runner.build_program("", inputs=inputs)) - empty,
+            }
+            flag = max(parts, key=lambda name: parts[name])
+            what, where = {
+                "--env": ("the --env values are", "put large values in a file on a --mount "
+                          "and pass its path"),
+                "cell": ("the cell is", "move data into storage (MinIO, a --mount'ed path) "
+                         "and read it from the cell"),
+                "--in": ("the --in values are", "write large data to a file on a --mount'ed "
+                         "path and read it in the cell"),
+            }[flag]
+            raise SpecError(flag, f"{flag}: {what} {parts[flag] // 1024} KiB; the "
                             f"job program may be at most {runner.MAX_PROGRAM_BYTES // 1024} KiB "
                             f"(it travels in an environment variable): {where}")
         return runner.encode_body(program)

@@ -23,6 +23,9 @@ command -v chromium >/dev/null || need_apt+=(chromium)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v "$PYTHON" >/dev/null || need_apt+=(python3)
 interpreter_has_venv || need_apt+=(python3-venv)
+# The local cluster's jobs run in the host's /usr (see oscar_jupyter/local/singularity.py): its
+# Python gets numpy and matplotlib, as a scientific image would have, for the figures tutorial.
+/usr/bin/python3 -c 'import numpy, matplotlib' >/dev/null 2>&1 || need_apt+=(python3-numpy python3-matplotlib)
 if [ ${#need_apt[@]} -gt 0 ]; then
     say "apt-get install ${need_apt[*]}"
     apt-get update -qq
@@ -35,7 +38,7 @@ interpreter_has_venv || { say "error: $PYTHON has no venv module even after apt-
 fingerprint() { cat "$@" 2>/dev/null | sha256sum | cut -d' ' -f1; }
 venv_key="$(fingerprint pyproject.toml) $("$PYTHON" -c 'import sys; print(sys.version)' | head -1)"
 sidebar_key=$(fingerprint labextension/package.json labextension/yarn.lock labextension/tsconfig.json \
-    $(find labextension/src labextension/style -type f | sort))
+    $(find labextension/src labextension/style labextension/schema -type f | sort))
 
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.venv-key" 2>/dev/null)" = "$venv_key" ]; then
     if [ "$(cat "$VENV/.sidebar-key" 2>/dev/null)" = "$sidebar_key" ]; then

@@ -42,9 +42,23 @@ export interface INodes {
   nodes: IVirtualNode[];
 }
 
+/** What the job ran: notebook, cell and first code line, as far as the server knows them. */
+export interface IJobLabel {
+  /** The notebook's path relative to the Jupyter root, when known. */
+  notebook: string | null;
+  /** JupyterLab's cell id (the execute request's metadata.cellId). */
+  cell_id: string | null;
+  execution_count: number | null;
+  first_line: string | null;
+  /** "nb.ipynb · [3] · train(...)", or the job id when nothing is known. */
+  text: string;
+}
+
 export interface IJob {
   service: string;
   job: string;
+  /** The kernel tag of the job name, when it has one. */
+  kernel?: string | null;
   node: string | null;
   /** Succeeded/Failed follow the cell's exit status, not OSCAR's pod phase. */
   status: string;
@@ -52,10 +66,23 @@ export interface IJob {
   creation_time: string | null;
   start_time: string | null;
   finish_time: string | null;
+  /** When the runner itself started the cell (its start line), when the log was read. */
+  runner_start?: string | null;
+  /** In a runner service that the profile's user owns. */
+  mine?: boolean;
+  label?: IJobLabel;
+  /** Who cancelled it: "this kernel", "the sidebar", "Slurm (scancel)", ... */
+  cancelled_by?: string | null;
+  /** Kept from the local job records: OSCAR no longer lists it. */
+  recorded?: boolean;
 }
+
+export type JobScope = 'mine' | 'all';
 
 export interface IJobs {
   cluster: string;
+  refreshed_at?: string;
+  refresh_seconds?: number;
   jobs: IJob[];
 }
 
@@ -67,11 +94,31 @@ export interface ILogLine {
 export interface IJobLog {
   service: string;
   job: string;
+  cluster?: string;
+  /** Complete lines from `since` on. */
   lines: ILogLine[];
-  omitted: number;
+  /** Complete lines so far: the next request's `since`. */
+  next: number;
+  /** A line not ended yet (a \r progress bar), as a terminal shows it now, per stream. */
+  partial?: { stdout?: string; stderr?: string };
+  status?: string;
   exit_code: number | null;
+  finished?: boolean;
   node: string | null;
   traceback: string | null;
+  omitted: number;
+}
+
+export interface ICleanup {
+  count: number;
+  jobs?: string[];
+  deleted?: string[];
+}
+
+export interface ICleanupRequest {
+  scope: 'notebook' | 'mine';
+  notebook: string | null;
+  dry_run: boolean;
 }
 
 /** An error answered by the server extension, or the server extension missing altogether. */
@@ -91,12 +138,17 @@ const MISSING_EXTENSION =
 async function request<T>(
   path: string,
   cluster: string | null,
-  init: RequestInit = {}
+  init: RequestInit = {},
+  query: Record<string, string> = {}
 ): Promise<T> {
   const settings = ServerConnection.makeSettings();
   let url = URLExt.join(settings.baseUrl, API_ROOT, path);
+  const args = new URLSearchParams(query);
   if (cluster) {
-    url += '?' + new URLSearchParams({ cluster }).toString();
+    args.set('cluster', cluster);
+  }
+  if (args.toString()) {
+    url += '?' + args.toString();
   }
   let response: Response;
   try {
@@ -142,14 +194,31 @@ export function fetchNodes(cluster: string | null): Promise<INodes> {
   return request<INodes>('nodes', cluster);
 }
 
-export function fetchJobs(cluster: string | null): Promise<IJobs> {
-  return request<IJobs>('jobs', cluster);
+export function fetchJobs(cluster: string | null, scope: JobScope): Promise<IJobs> {
+  return request<IJobs>('jobs', cluster, {}, { scope });
 }
 
 export function cancelJob(cluster: string | null, job: IJob): Promise<unknown> {
   return request(jobPath(job), cluster, { method: 'DELETE' });
 }
 
-export function fetchJobLog(cluster: string | null, job: IJob): Promise<IJobLog> {
-  return request<IJobLog>(URLExt.join(jobPath(job), 'log'), cluster);
+/** The log from complete line `since` on (0: from the start). */
+export function fetchJobLog(
+  cluster: string | null,
+  job: IJob,
+  since = 0
+): Promise<IJobLog> {
+  return request<IJobLog>(URLExt.join(jobPath(job), 'log'), cluster, {}, {
+    since: String(since)
+  });
+}
+
+export function cleanupJobs(
+  cluster: string | null,
+  body: ICleanupRequest
+): Promise<ICleanup> {
+  return request<ICleanup>('cleanup', cluster, {
+    method: 'POST',
+    body: JSON.stringify(body)
+  });
 }

@@ -2,10 +2,16 @@
  * Numbers and times as the sidebar shows them.
  */
 
-export const ACTIVE_STATUSES = ['Suspended', 'Pending', 'Running'];
+export const ACTIVE_STATUSES = ['Suspended', 'Pending', 'Queued', 'Running'];
+export const FINISHED_STATUSES = ['Succeeded', 'Failed', 'Cancelled'];
 
 export function isActive(status: string): boolean {
   return ACTIVE_STATUSES.includes(status);
+}
+
+/** Ended for good: what "Hide finished" hides and "Clean up finished" deletes. */
+export function isFinished(status: string): boolean {
+  return FINISHED_STATUSES.includes(status);
 }
 
 export function formatBytes(count: number): string {
@@ -68,4 +74,48 @@ export function formatDuration(
   const hours = Math.floor((seconds % 86400) / 3600);
   const minutes = pad(Math.floor((seconds % 3600) / 60));
   return days > 0 ? `${days} d ${hours} h` : `${hours} h ${minutes} min`;
+}
+
+/** "just now", "42 s ago", "3 min ago", "2 h ago", "3 d ago" (or "in ..." for a skewed clock). */
+export function formatRelative(value: string | null, now: Date = new Date()): string {
+  const date = parseTime(value);
+  if (!date) {
+    return '—';
+  }
+  const delta = Math.round((now.getTime() - date.getTime()) / 1000);
+  const seconds = Math.abs(delta);
+  let text: string;
+  if (seconds < 5) {
+    return 'just now';
+  } else if (seconds < 60) {
+    text = `${seconds} s`;
+  } else if (seconds < 3600) {
+    text = `${Math.floor(seconds / 60)} min`;
+  } else if (seconds < 86400) {
+    text = `${Math.floor(seconds / 3600)} h`;
+  } else {
+    text = `${Math.floor(seconds / 86400)} d`;
+  }
+  return delta >= 0 ? `${text} ago` : `in ${text}`;
+}
+
+/** The tooltip of a shown time: local clock time and ISO UTC. */
+export function timeTooltip(what: string, value: string | null): string {
+  const date = parseTime(value);
+  if (!date) {
+    return `${what}: not yet`;
+  }
+  const pad = (n: number) => `${n}`.padStart(2, '0');
+  const local =
+    `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ` +
+    `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+  return `${what}: ${local} local\n${date.toISOString()} UTC`;
+}
+
+/** "14:03:27 (3 min ago)": local clock time and the relative form. */
+export function formatWhen(value: string | null, now: Date = new Date()): string {
+  if (!parseTime(value)) {
+    return '—';
+  }
+  return `${formatStart(value, now)} (${formatRelative(value, now)})`;
 }

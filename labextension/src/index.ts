@@ -4,30 +4,89 @@ import {
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
+import { IDocumentManager } from '@jupyterlab/docmanager';
+import { INotebookTracker } from '@jupyterlab/notebook';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
 import { oscarIcon } from './icon';
-import { OscarSidebar } from './sidebar';
+import { LogPanels } from './logview';
+import { showJobCell } from './navigate';
+import { DEFAULT_REFRESH_SECONDS, OscarSidebar } from './sidebar';
 
-const PLUGIN_ID = 'oscar-jupyter:sidebar';
+/** The settings schema (schema/plugin.json) belongs to this id. */
+const PLUGIN_ID = 'oscar-jupyter:plugin';
 const OPEN_COMMAND = 'oscar-jupyter:open-sidebar';
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
   description: 'OSCAR virtual nodes and offloaded jobs in the left sidebar.',
   autoStart: true,
-  optional: [ILayoutRestorer, ICommandPalette],
+  optional: [
+    ILayoutRestorer,
+    ICommandPalette,
+    ISettingRegistry,
+    INotebookTracker,
+    IDocumentManager
+  ],
   activate: (
     app: JupyterFrontEnd,
     restorer: ILayoutRestorer | null,
-    palette: ICommandPalette | null
+    palette: ICommandPalette | null,
+    settingRegistry: ISettingRegistry | null,
+    notebooks: INotebookTracker | null,
+    docManager: IDocumentManager | null
   ) => {
-    const sidebar = new OscarSidebar();
+    const contents = app.serviceManager.contents;
+    const logs = new LogPanels(widget => {
+      if (!widget.isAttached) {
+        app.shell.add(widget, 'main');
+      }
+      app.shell.activateById(widget.id);
+    });
+    const sidebar = new OscarSidebar({
+      notebookPath: () => {
+        const path = notebooks?.currentWidget?.context.path;
+        return path ? contents.localPath(path) : null;
+      },
+      openCell: async job => {
+        if (!docManager) {
+          throw new Error('JupyterLab has no document manager to open notebooks with.');
+        }
+        await showJobCell(docManager, job);
+      },
+      openLog: (job, cluster) => logs.open(job, cluster)
+    });
     sidebar.id = 'oscar-jupyter-sidebar';
     sidebar.title.icon = oscarIcon;
     app.shell.add(sidebar, 'left', { rank: 700 });
     if (restorer) {
       restorer.add(sidebar, sidebar.id);
     }
+    notebooks?.currentChanged.connect(() => sidebar.notebookChanged());
+    notebooks?.activeCellChanged.connect((_, cell) =>
+      sidebar.cellChanged(cell?.model.id ?? null)
+    );
+
+    if (settingRegistry) {
+      settingRegistry
+        .load(PLUGIN_ID)
+        .then(settings => {
+          const apply = () => {
+            const interval = settings.get('refreshInterval').composite;
+            const cluster = settings.get('defaultCluster').composite;
+            sidebar.setRefreshInterval(
+              typeof interval === 'number' ? interval : DEFAULT_REFRESH_SECONDS
+            );
+            sidebar.setDefaultCluster(typeof cluster === 'string' ? cluster.trim() : '');
+          };
+          apply();
+          settings.changed.connect(apply);
+        })
+        .catch(reason => {
+          console.error(`oscar-jupyter: cannot load the settings of ${PLUGIN_ID}`, reason);
+        });
+    }
+
     app.commands.addCommand(OPEN_COMMAND, {
       label: 'Show OSCAR Jobs',
       execute: () => app.shell.activateById(sidebar.id)

@@ -1,47 +1,328 @@
 /**
- * "Show log": the job's cell output (parsed by the server from OSCAR's whole log) in a dialog.
+ * A job's log in a main-area panel. While the job runs it asks for the lines it does not have yet
+ * (`log?since=N`) about once a second and appends them; a line not ended yet (a `\r` progress bar)
+ * is drawn in place at the end and redrawn on each answer. Once the job has ended the panel stays,
+ * with the exit status. Copy and Download take the whole log.
  */
-import { Dialog, showDialog } from '@jupyterlab/apputils';
+import {
+  Clipboard,
+  Dialog,
+  MainAreaWidget,
+  Notification,
+  showDialog,
+  ToolbarButton
+} from '@jupyterlab/apputils';
+import { copyIcon, downloadIcon } from '@jupyterlab/ui-components';
+import { Poll } from '@lumino/polling';
 import { Widget } from '@lumino/widgets';
 
-import { IJob, IJobLog } from './api';
-import { el } from './dom';
+import { fetchJobLog, IJob, IJobLog, ILogLine } from './api';
+import { el, setText } from './dom';
+import { formatDuration, formatWhen, isActive, timeTooltip } from './format';
 
-export function renderLog(log: IJobLog): HTMLElement {
-  const box = el('div', 'oj-sidebar-logview');
-  const facts = [`service ${log.service}`];
-  if (log.node) {
-    facts.push(`node ${log.node}`);
-  }
-  facts.push(
-    log.exit_code === null ? 'no exit status yet' : `exit status ${log.exit_code}`
-  );
-  box.appendChild(el('div', 'oj-sidebar-logfacts', facts.join(' · ')));
-  if (log.omitted > 0) {
-    box.appendChild(
-      el('div', 'oj-sidebar-empty', `(${log.omitted} earlier lines not shown)`)
+/** How often a running job's log is asked for (ms). */
+export const LOG_REFRESH_MS = 1000;
+const MAX_BACKOFF_MS = 30000;
+/** The most lines the server sends in one answer: a full answer means more are waiting. */
+const SERVER_BATCH = 5000;
+/** Lines kept on screen; older ones leave the screen (Copy and Download still have them). */
+export const MAX_SHOWN_LINES = 20000;
+
+export class LogView extends Widget {
+  readonly poll: Poll;
+  private readonly lines: ILogLine[] = [];
+  private next = 0;
+  private serverOmitted = 0;
+  private partial: { stdout?: string; stderr?: string } = {};
+  private finished = false;
+  private status: string;
+  private exitCode: number | null;
+  private node_: string | null;
+  private readonly facts: HTMLElement;
+  private readonly badge: HTMLElement;
+  private readonly statusText: HTMLElement;
+  private readonly omittedNote: HTMLElement;
+  private readonly error: HTMLElement;
+  private readonly text: HTMLElement;
+  private readonly partialBox: HTMLElement;
+  private readonly placeholder: HTMLElement;
+
+  constructor(
+    readonly job: IJob,
+    private readonly cluster: string | null
+  ) {
+    super();
+    this.addClass('oj-logview');
+    this.status = job.status;
+    this.exitCode = job.exit_code;
+    this.node_ = job.node;
+
+    const head = el('div', 'oj-logview-head');
+    this.badge = el('span', 'oj-sidebar-badge');
+    const label = el('span', 'oj-logview-label', job.label?.text || job.job);
+    const title = el('div', 'oj-logview-title');
+    title.append(this.badge, label);
+    this.statusText = el('span', 'oj-logview-status');
+    const id = el('div', 'oj-logview-id');
+    id.append(
+      el('span', 'oj-sidebar-label', 'Job '),
+      el('code', 'oj-logview-jobid', job.job),
+      el('span', 'oj-sidebar-label', '  service '),
+      el('code', '', job.service)
     );
+    this.facts = el('div', 'oj-logview-facts');
+    head.append(title, id, this.facts, this.statusText);
+
+    this.omittedNote = el('div', 'oj-sidebar-empty');
+    this.omittedNote.hidden = true;
+    this.error = el('div', 'oj-sidebar-error');
+    this.error.hidden = true;
+    this.text = el('pre', 'oj-logview-text');
+    this.placeholder = el('span', 'oj-sidebar-empty', 'No output yet.');
+    this.partialBox = el('span', 'oj-logview-partial');
+    this.text.append(this.placeholder, this.partialBox);
+    this.node.append(head, this.omittedNote, this.error, this.text);
+    this.drawState();
+
+    this.poll = new Poll({
+      factory: () => this.refresh(),
+      frequency: { interval: LOG_REFRESH_MS, backoff: true, max: MAX_BACKOFF_MS },
+      name: `oscar-jupyter:log:${job.job}`,
+      // Not while another tab hides the panel (nor while the browser tab is hidden).
+      standby: () => !this.isVisible || 'when-hidden'
+    });
   }
-  const pre = el('pre', 'oj-sidebar-logtext');
-  if (log.lines.length === 0) {
-    pre.appendChild(el('span', 'oj-sidebar-empty', 'No output yet.'));
+
+  dispose(): void {
+    this.poll.dispose();
+    super.dispose();
   }
-  for (const line of log.lines) {
-    pre.appendChild(
-      el('span', `oj-sidebar-log-${line.stream}`, line.text + '\n')
+
+  protected onAfterAttach(): void {
+    void this.poll.refresh();
+  }
+
+  /** The whole log as a terminal shows it (lines not ended yet included). */
+  get logText(): string {
+    const all = this.lines.map(line => line.text);
+    for (const stream of ['stdout', 'stderr'] as const) {
+      const text = this.partial[stream];
+      if (text) {
+        all.push(text);
+      }
+    }
+    return all.join('\n') + (all.length ? '\n' : '');
+  }
+
+  get fileName(): string {
+    return `${this.job.job}.log`;
+  }
+
+  /** One request for the lines not here yet; stops the poll once the job has ended. */
+  async refresh(): Promise<void> {
+    if (this.finished) {
+      return;
+    }
+    let log: IJobLog;
+    try {
+      log = await fetchJobLog(this.cluster, this.job, this.next);
+    } catch (error) {
+      this.error.hidden = false;
+      setText(this.error, error instanceof Error ? error.message : String(error));
+      throw error; // so that the poll backs off
+    }
+    if (this.isDisposed) {
+      return;
+    }
+    this.error.hidden = true;
+    this.apply(log);
+    if (this.finished) {
+      void this.poll.stop();
+    }
+  }
+
+  private apply(log: IJobLog): void {
+    const atBottom =
+      this.text.scrollTop + this.text.clientHeight >= this.text.scrollHeight - 4;
+    const fresh = log.lines;
+    if (fresh.length) {
+      const lines = document.createDocumentFragment();
+      for (const line of fresh) {
+        lines.appendChild(el('span', `oj-sidebar-log-${line.stream}`, line.text + '\n'));
+      }
+      this.text.insertBefore(lines, this.partialBox);
+      for (const line of fresh) {
+        this.lines.push(line);
+      }
+      this.trimScreen();
+    }
+    // A server without `next` sends the whole log each time: then it is all we have.
+    this.next = typeof log.next === 'number' ? log.next : this.next + fresh.length;
+    this.partial = log.partial ?? {};
+    this.drawPartial();
+    this.placeholder.hidden = this.lines.length > 0 || this.partialBox.childElementCount > 0;
+    if (log.omitted > 0) {
+      this.serverOmitted += log.omitted;
+      this.drawNote();
+    }
+    this.status = log.status ?? this.status;
+    this.exitCode = log.exit_code;
+    this.node_ = log.node ?? this.node_;
+    this.finished =
+      (log.finished ?? (log.exit_code !== null && log.exit_code !== undefined)) &&
+      fresh.length < SERVER_BATCH;
+    this.drawState();
+    if (atBottom) {
+      this.text.scrollTop = this.text.scrollHeight;
+    }
+  }
+
+  /** Keeps at most MAX_SHOWN_LINES lines in the DOM, so a chatty job does not slow the page. */
+  private trimScreen(): void {
+    const shown = this.text.querySelectorAll(
+      ':scope > .oj-sidebar-log-stdout, :scope > .oj-sidebar-log-stderr'
     );
+    const extra = shown.length - MAX_SHOWN_LINES;
+    for (let index = 0; index < extra; index++) {
+      shown[index].remove();
+    }
+    if (extra > 0) {
+      this.drawNote();
+    }
   }
-  box.appendChild(pre);
-  return box;
+
+  private drawNote(): void {
+    const notes: string[] = [];
+    if (this.serverOmitted > 0) {
+      notes.push(
+        `${this.serverOmitted} lines were left out by the server, which sends at most ` +
+          `${SERVER_BATCH} at a time`
+      );
+    }
+    const offScreen = this.lines.length - Math.min(this.lines.length, MAX_SHOWN_LINES);
+    if (offScreen > 0) {
+      notes.push(`${offScreen} earlier lines are not shown here (Copy and Download have them)`);
+    }
+    this.omittedNote.hidden = notes.length === 0;
+    setText(this.omittedNote, notes.length ? `(${notes.join('; ')})` : '');
+  }
+
+  /** The lines not ended yet, one per stream, redrawn in place. */
+  private drawPartial(): void {
+    const spans = Array.from(this.partialBox.children) as HTMLElement[];
+    const wanted = (['stdout', 'stderr'] as const).filter(s => this.partial[s]);
+    wanted.forEach((stream, index) => {
+      let span = spans[index];
+      if (!span) {
+        span = el('span');
+        this.partialBox.appendChild(span);
+      }
+      span.className = `oj-sidebar-log-${stream} oj-logview-partialline`;
+      setText(span, this.partial[stream]! + '\n');
+    });
+    spans.slice(wanted.length).forEach(span => span.remove());
+  }
+
+  private drawState(): void {
+    const job = this.job;
+    const running = !this.finished && isActive(this.status);
+    this.badge.className = `oj-sidebar-badge oj-sidebar-status-${this.status}`;
+    setText(this.badge, this.status);
+    const facts: string[] = [];
+    if (this.node_) {
+      facts.push(`node ${this.node_}`);
+    }
+    const started = job.runner_start ?? job.start_time;
+    if (started) {
+      facts.push(`started ${formatWhen(started)}`);
+      facts.push(
+        `ran ${formatDuration(started, this.finished ? job.finish_time : null)}`
+      );
+    } else {
+      facts.push(`submitted ${formatWhen(job.creation_time)}`);
+    }
+    setText(this.facts, facts.join(' · '));
+    this.facts.title = timeTooltip('Started', started ?? job.creation_time);
+    let state: string;
+    if (running) {
+      state = 'Following the job live…';
+    } else if (!this.finished) {
+      state = `${this.status}: waiting for the job`;
+    } else {
+      const exit =
+        this.exitCode === null || this.exitCode === undefined
+          ? 'no exit status'
+          : `exit status ${this.exitCode}`;
+      const by = job.cancelled_by ? ` by ${job.cancelled_by}` : '';
+      state = `Ended: ${this.status}${this.status === 'Cancelled' ? by : ''}, ${exit}`;
+    }
+    setText(this.statusText, state);
+    this.statusText.dataset.finished = String(this.finished);
+    this.toggleClass('oj-mod-finished', this.finished);
+  }
 }
 
-export async function showLogDialog(job: IJob, log: IJobLog): Promise<void> {
-  const body = new Widget({ node: renderLog(log) });
-  await showDialog({
-    title: `Output of ${job.job}`,
-    body,
-    buttons: [Dialog.okButton({ label: 'Close' })]
-  });
+/** Opens the job's log panel in the main area, or shows the one already open. */
+export class LogPanels {
+  private panels = new Map<string, MainAreaWidget<LogView>>();
+
+  constructor(private readonly addToShell: (widget: Widget) => void) {}
+
+  open(job: IJob, cluster: string | null): MainAreaWidget<LogView> {
+    const key = `${cluster ?? ''}/${job.service}/${job.job}`;
+    const open = this.panels.get(key);
+    if (open && !open.isDisposed) {
+      this.addToShell(open);
+      return open;
+    }
+    const content = new LogView(job, cluster);
+    const panel = new MainAreaWidget({ content });
+    panel.id = `oscar-log-${job.service}-${job.job}`;
+    panel.addClass('oj-logpanel');
+    panel.title.label = `Log: ${shorten(job.label?.text || job.job, 40)}`;
+    panel.title.caption = `${job.job}\nservice ${job.service}`;
+    panel.title.closable = true;
+    panel.toolbar.addItem(
+      'copy',
+      new ToolbarButton({
+        icon: copyIcon,
+        label: 'Copy',
+        tooltip: 'Copy the whole log to the clipboard',
+        onClick: () => {
+          Clipboard.copyToSystem(content.logText);
+          Notification.success('The log is in the clipboard.', { autoClose: 2000 });
+        }
+      })
+    );
+    panel.toolbar.addItem(
+      'download',
+      new ToolbarButton({
+        icon: downloadIcon,
+        label: 'Download',
+        tooltip: 'Save the whole log as a .log file',
+        onClick: () => download(content.fileName, content.logText)
+      })
+    );
+    panel.disposed.connect(() => this.panels.delete(key));
+    this.panels.set(key, panel);
+    this.addToShell(panel);
+    return panel;
+  }
+}
+
+function download(name: string, text: string): void {
+  const url = URL.createObjectURL(new Blob([text], { type: 'text/plain' }));
+  const link = el('a');
+  link.href = url;
+  link.download = name;
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+function shorten(text: string, length: number): string {
+  return text.length <= length ? text : text.slice(0, length - 1) + '…';
 }
 
 export async function showErrorDialog(title: string, message: string): Promise<void> {

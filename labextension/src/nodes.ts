@@ -11,6 +11,12 @@ const SOURCE_TEXT: Record<string, string> = {
   profile: 'named by your cluster profile (resources unknown)'
 };
 
+const SOURCE_SHORT: Record<string, string> = {
+  OSCAR: 'via OSCAR',
+  Kubernetes: 'via Kubernetes',
+  profile: 'via profile'
+};
+
 export function renderNodes(listing: INodes): HTMLElement {
   const nodes = listing.nodes;
   if (nodes.length === 0) {
@@ -25,11 +31,6 @@ export function renderNodes(listing: INodes): HTMLElement {
     return empty;
   }
   const list = el('div', 'oj-sidebar-list');
-  if (listing.source) {
-    list.append(
-      el('div', 'oj-sidebar-source', SOURCE_TEXT[listing.source] ?? listing.source)
-    );
-  }
   for (const node of nodes) {
     const card = el('div', 'oj-sidebar-card oj-sidebar-node');
     card.dataset.node = node.name;
@@ -47,19 +48,44 @@ export function renderNodes(listing: INodes): HTMLElement {
       head.title = node.reason;
     }
     const facts = el('div', 'oj-sidebar-facts');
-    if (node.source !== 'profile') {
+    if (node.cpu_total > 0) {
       facts.append(
-        fact('CPU free', `${formatCores(node.cpu_free)} / ${formatCores(node.cpu_total)}`),
+        fact('CPU free', `${formatCores(node.cpu_free)} / ${formatCores(node.cpu_total)}`)
+      );
+    }
+    if (node.memory_total_bytes > 0) {
+      facts.append(
         fact(
           'Memory free',
           `${formatBytes(node.memory_free_bytes)} / ${formatBytes(node.memory_total_bytes)}`
-        ),
-        fact('GPU', `${node.gpus}`)
+        )
       );
     }
+    if (node.cpu_total > 0 || node.gpus > 0) {
+      facts.append(fact('GPU', `${node.gpus}`));
+    }
+    if (!facts.childElementCount) {
+      facts.append(el('span', 'oj-sidebar-fact', 'free resources unknown'));
+    }
+    const source = el(
+      'span',
+      'oj-sidebar-fact oj-sidebar-node-source',
+      SOURCE_SHORT[node.source] ?? node.source
+    );
+    source.title = SOURCE_TEXT[node.source] ?? node.source;
+    facts.append(source);
     card.append(head, facts);
-    if (!ready && node.reason) {
-      card.append(el('div', 'oj-sidebar-node-reason', node.reason));
+    if (!ready) {
+      card.append(
+        el(
+          'div',
+          'oj-sidebar-node-reason',
+          node.reason ||
+            (node.source === 'profile'
+              ? 'Only named by the profile: its state is not known'
+              : `${node.status}: the source gives no reason`)
+        )
+      );
     }
     list.appendChild(card);
   }

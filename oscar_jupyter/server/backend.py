@@ -1,17 +1,27 @@
-"""What the sidebar shows, computed from OSCAR itself (never from server memory), without tornado.
+"""What the sidebar shows, computed from OSCAR itself and this machine's job records, without
+tornado (SIDEBAR_API.md is the contract).
 
 Jobs submitted by any kernel (the magic, `offload()`, the panel) appear here because they are read
 back from the runner services' job listings: one services listing plus one job listing per runner
-service per refresh. Each job's status is `Job.status()`, as in the kernel (`ownership.JobTracker`):
-a job's log is read while its final state is unknown, then its final state is remembered.
+service per refresh, and one refresh per `refresh_seconds` per (cluster, scope) however many tabs
+poll (concurrent requests wait for the refresh in flight and share it). Each job's status is
+`Job.status()`, as in the kernel (`ownership.JobTracker`): a job's log is read while its final
+state is unknown, then its final state is remembered. Labels (notebook · [n] · first line) and
+cancelled jobs that OSCAR no longer lists come from the local job records (`job_records`).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
-from dataclasses import asdict
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
+from .. import job_records
 from ..client import OscarClient, OscarError
 from ..config import (
     ClusterProfile,
@@ -21,9 +31,13 @@ from ..config import (
     list_profiles,
     load_profile,
 )
+from ..diagnostics import slurm_end
+from ..job_records import JobLabel, JobRecord, now_iso
+from ..jobs import TERMINAL, is_marker
 from ..logs import LogParser
 from ..nodes import discover_nodes
 from ..ownership import (
+    JobState,
     JobTracker,
     check_scope,
     is_runner_service,
@@ -32,11 +46,65 @@ from ..ownership import (
     owns_service,
 )
 from ..session import profile_kubeconfig, profile_node_names
+from ..timefmt import iso_utc
 
 # A sidebar request must not hang a Jupyter server thread for OscarClient's default 30 s.
 CLIENT_TIMEOUT_SECONDS = 15.0
-# Lines of output sent to the log dialog; a cell that printed more is cut at the front.
+# Lines of output sent in one log answer; more new lines than this are cut at the front.
 MAX_LOG_LINES = 5000
+DEFAULT_REFRESH_SECONDS = 5.0
+# Jobs whose log parser is kept between log polls (a parser holds the job's lines).
+MAX_PARSERS = 64
+CLEANUP_SCOPES = ("notebook", "mine")
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Slot:
+    """The last job listing of one (cluster, scope), and the lock its refresh holds."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    result: dict[str, Any] | None = None
+    client: OscarClient | None = None
+    at: float = float("-inf")
+    by_job: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _label(record: JobRecord | None, job: str, root_dir: str | None) -> dict[str, Any]:
+    if record is None:
+        return JobLabel().as_json(job)
+    label = record.label.as_json(job)
+    label["notebook"] = relative_notebook(record.label.notebook, root_dir)
+    return label
+
+
+def relative_notebook(path: str | None, root_dir: str | None) -> str | None:
+    """A notebook path as the kernel knows it (JPY_SESSION_NAME, absolute on jupyter_server 2)
+    made relative to the Jupyter root; None when it is not under the root."""
+    if not path:
+        return None
+    if not os.path.isabs(path):
+        return path.replace(os.sep, "/")
+    if not root_dir:
+        return None
+    root = os.path.expanduser(root_dir)
+    for base, target in ((os.path.abspath(root), os.path.abspath(path)),
+                         (os.path.realpath(root), os.path.realpath(path))):
+        relative = os.path.relpath(target, base)
+        if relative != os.curdir and not relative.startswith(os.pardir):
+            return relative.replace(os.sep, "/")
+    return None
+
+
+def _log_answer(client: OscarClient, service: str, job: str, lines: list[tuple[str, str]],
+                since: int) -> dict[str, Any]:
+    """`lines[since:]`, at most MAX_LOG_LINES of them (the newest), and the client's next since."""
+    new = lines[since:]
+    omitted = max(0, len(new) - MAX_LOG_LINES)
+    new = new[omitted:]
+    return {"cluster": client.profile.cluster_id, "service": service, "job": job,
+            "lines": [{"stream": stream, "text": text} for stream, text in new],
+            "next": len(lines), "omitted": omitted}
 
 
 class ClientCache:
@@ -66,16 +134,25 @@ class ClientCache:
 
 
 class SidebarBackend:
-    """The five things the sidebar asks for. `cluster` names an oscar-cli profile; None means the
-    config file's default cluster (or the `OSCAR_*` environment, as `%oscar_connect` does).
+    """What the sidebar asks for (clusters, nodes, jobs, cancel, log, cleanup). `cluster` names
+    an oscar-cli profile; None means the config file's default cluster (or the `OSCAR_*`
+    environment, as `%oscar_connect` does).
 
     Raises `ConfigError` (fix the profile), `OscarError` (OSCAR's own message) or `ValueError`
     (a malformed service or job name); messages never hold a secret.
     """
 
+    # Seconds a job listing is served again before OSCAR is asked anew (per cluster and scope).
+    refresh_seconds: float = DEFAULT_REFRESH_SECONDS
+
     def __init__(self) -> None:
         self.clients = ClientCache()
         self.tracker = JobTracker()
+        self.upstream_listings = 0  # refreshes that asked OSCAR (tests and the curious)
+        self._lock = threading.Lock()
+        self._slots: dict[tuple[str | None, str], _Slot] = {}
+        self._parsers: OrderedDict[tuple[str, str, str],
+                                   tuple[LogParser, threading.Lock]] = OrderedDict()
 
     def clusters(self) -> dict[str, Any]:
         path = default_config_path()
@@ -103,19 +180,39 @@ class SidebarBackend:
         return {"cluster": client.profile.cluster_id, "source": found.source,
                 "warning": found.warning, "nodes": [asdict(n) for n in nodes]}
 
-    def jobs(self, cluster: str | None, scope: str = "all") -> dict[str, Any]:
+    # -- jobs ------------------------------------------------------------------------------------
+
+    def jobs(self, cluster: str | None, scope: str = "all",
+             root_dir: str | None = None) -> dict[str, Any]:
         """Jobs of every runner service the profile's user can list ("all"), or of the user's
-        own runner services only ("mine"; OIDC users see only their own jobs either way)."""
+        own runner services only ("mine"; OIDC users see only their own jobs either way), plus
+        the Cancelled jobs of this machine's job records. One upstream listing per
+        `refresh_seconds` per (cluster, scope): concurrent requests share one refresh."""
         if check_scope(scope) == "kernel":
             raise ValueError("scope kernel: the sidebar is no kernel; use mine or all")
         client = self.clients.get(cluster)
-        owner, by_sub = owner_identity(client) if scope == "mine" else ("", False)
+        with self._lock:
+            slot = self._slots.setdefault((cluster, scope), _Slot())
+        with slot.lock:  # single flight: who waits here gets the answer of the refresh before
+            fresh = (slot.result is not None and slot.client is client
+                     and time.monotonic() - slot.at < self.refresh_seconds)
+            if not fresh:
+                slot.result = self._list(client, scope, root_dir)
+                slot.client, slot.at = client, time.monotonic()
+                slot.by_job = {j["job"]: j for j in slot.result["jobs"]}
+            return slot.result
+
+    def _list(self, client: OscarClient, scope: str, root_dir: str | None) -> dict[str, Any]:
+        self.upstream_listings += 1
+        refreshed_at = iso_utc(datetime.now(timezone.utc), "milliseconds")
+        owner, by_sub = owner_identity(client)
+        records = job_records.records(client.endpoint)
         jobs: list[dict[str, Any]] = []
         for service in client.list_services():
             if not is_runner_service(service):
                 continue
-            if scope == "mine" and not by_sub and not owns_service(
-                    service, owner, by_sub, client.endpoint):
+            mine = by_sub or owns_service(service, owner, by_sub, client.endpoint)
+            if scope == "mine" and not mine:
                 continue
             name = service.get("name") or ""
             try:
@@ -127,42 +224,240 @@ class SidebarBackend:
             states = self.tracker.states(client, name, listing)
             for job_name, info in listing.items():
                 state = states[job_name]
+                record = records.get(job_name)
+                status, cancelled_by = state.status, state.cancelled_by
+                if record is not None and record.status == "Cancelled":
+                    status, cancelled_by = "Cancelled", record.cancelled_by or cancelled_by
+                elif record is not None and state.done and not record.final:
+                    self._note_final(client, name, job_name, state)
                 jobs.append({
                     "service": name,
                     "job": job_name,
                     "kernel": kernel_tag_of(name, job_name),
                     "node": state.node or service.get("interlink_node_name") or None,
-                    "status": state.status,
+                    "status": status,
                     "exit_code": state.exit_code,
                     "creation_time": info.get("creation_time") or None,
                     "start_time": info.get("start_time") or None,
                     "finish_time": info.get("finish_time") or None,
+                    "runner_start": iso_utc(state.started_at) or None,
+                    "mine": bool(mine),
+                    "label": _label(record, job_name, root_dir),
+                    "cancelled_by": cancelled_by if status == "Cancelled" else None,
+                    "recorded": False,
                 })
+        listed = {j["job"] for j in jobs}
+        for record in records.values():
+            if record.job in listed or record.status != "Cancelled":
+                continue
+            jobs.append({
+                "service": record.service,
+                "job": record.job,
+                "kernel": record.kernel,
+                "node": None,
+                "status": "Cancelled",
+                "exit_code": record.exit_code,
+                "creation_time": record.submitted_at,
+                "start_time": None,
+                "finish_time": record.finished_at,
+                "runner_start": None,
+                "mine": True,  # recorded by a kernel of this user on this machine
+                "label": _label(record, record.job, root_dir),
+                "cancelled_by": record.cancelled_by,
+                "recorded": True,
+            })
         # Newest first; a job without a pod yet (no creation time) is the newest of all.
         jobs.sort(key=lambda j: j["creation_time"] or "\uffff", reverse=True)
-        return {"cluster": client.profile.cluster_id, "jobs": jobs}
+        return {"cluster": client.profile.cluster_id, "refreshed_at": refreshed_at,
+                "refresh_seconds": float(self.refresh_seconds), "jobs": jobs}
+
+    def _note_final(self, client: OscarClient, service: str, job: str, state: JobState) -> None:
+        try:
+            job_records.mark_final(client.endpoint, service, job, state.status,
+                                   exit_code=state.exit_code, cancelled_by=state.cancelled_by,
+                                   finished_at=iso_utc(state.finished_at) or None)
+        except OSError as err:
+            log.warning("oscar-jupyter: could not record how job %s ended: %s", job, err)
+
+    def _forget_listings(self, client: OscarClient) -> None:
+        """The next listing of this cluster asks OSCAR again (after a cancel or a cleanup)."""
+        with self._lock:
+            slots = [slot for slot in self._slots.values() if slot.client is client]
+        for slot in slots:
+            slot.at = float("-inf")
+
+    def _known_entry(self, client: OscarClient, job: str) -> dict[str, Any] | None:
+        with self._lock:
+            slots = [slot for slot in self._slots.values() if slot.client is client]
+        for slot in slots:
+            entry = slot.by_job.get(job)
+            if entry is not None:
+                return entry
+        return None
+
+    # -- cancel --------------------------------------------------------------------------------
 
     def cancel(self, cluster: str | None, service: str, job: str) -> dict[str, Any]:
+        """Delete the job on OSCAR (which scancels it) and record it as Cancelled "by the
+        sidebar", with a snapshot of its log (OSCAR forgets the log with the job)."""
         client = self.clients.get(cluster)
-        client.delete_job(service, job)
-        return {"cluster": client.profile.cluster_id, "service": service, "job": job,
-                "cancelled": True}
+        record = job_records.load(client.endpoint, job)
+        snapshot = None
+        try:
+            snapshot = self._snapshot(client, service, job)
+        except OscarError as err:
+            if err.status_code != 404:
+                log.info("oscar-jupyter: no log snapshot of %s before its cancel: %s", job, err)
+        try:
+            client.delete_job(service, job)
+        except OscarError as err:
+            if err.status_code != 404 or record is None or record.status != "Cancelled":
+                raise
+        answer = {"cluster": client.profile.cluster_id, "service": service, "job": job,
+                  "cancelled": True}
+        ended = snapshot.get("exit_code") if snapshot else None
+        try:
+            if snapshot is not None:
+                job_records.save_log_snapshot(client.endpoint, job, snapshot)
+            if ended is not None:  # it had ended before the cancel arrived: not cancelled
+                job_records.mark_final(client.endpoint, service, job,
+                                       "Succeeded" if ended == 0 else "Failed",
+                                       exit_code=ended, cluster=client.profile.cluster_id)
+                answer["cancelled"] = False
+                answer["message"] = f"the job had already ended (exit code {ended}); deleted"
+            else:
+                job_records.mark_final(client.endpoint, service, job, "Cancelled",
+                                       cancelled_by="the sidebar",
+                                       cluster=client.profile.cluster_id)
+        except OSError as err:
+            log.warning("oscar-jupyter: could not record the cancel of %s: %s", job, err)
+        self._forget_listings(client)
+        return answer
 
-    def log(self, cluster: str | None, service: str, job: str) -> dict[str, Any]:
-        client = self.clients.get(cluster)
+    def _snapshot(self, client: OscarClient, service: str, job: str) -> dict[str, Any]:
         parser = LogParser()
         parser.feed(client.job_logs(service, job))
-        lines = parser.lines[-MAX_LOG_LINES:]
-        return {
-            "cluster": client.profile.cluster_id,
-            "service": service,
-            "job": job,
-            "lines": [{"stream": line.stream, "text": line.text} for line in lines],
-            "omitted": len(parser.lines) - len(lines),
-            "exit_code": parser.exit_code,
-            "node": (parser.started or {}).get("node"),
-            "traceback": parser.traceback() or None,
-        }
+        lines = [line for line in parser.lines if not is_marker(line)]
+        return {"lines": [{"stream": line.stream, "text": line.text} for line in lines],
+                "partial": dict(parser.partial), "exit_code": parser.exit_code,
+                "node": (parser.started or {}).get("node"),
+                "traceback": parser.traceback() or None, "saved_at": now_iso()}
+
+    # -- log -----------------------------------------------------------------------------------
+
+    def log(self, cluster: str | None, service: str, job: str, since: int = 0) -> dict[str, Any]:
+        """The job's output lines after the first `since` (see SIDEBAR_API.md), what its
+        unfinished lines show now, and its status; a recorded (cancelled) job's from the
+        snapshot taken at its cancel, else from the log its kernel saved."""
+        if since < 0:
+            raise ValueError(f"since={since}: give the number of lines you already have "
+                             "(the `next` of the previous answer), 0 or more")
+        client = self.clients.get(cluster)
+        record = job_records.load(client.endpoint, job)
+        if record is not None and record.status == "Cancelled":
+            return self._recorded_log(client, service, job, record, since)
+        try:
+            text = client.job_logs(service, job)
+        except OscarError as err:
+            if err.status_code == 404 and record is not None:
+                return self._recorded_log(client, service, job, record, since)
+            raise
+        parser, lock = self._parser(client, service, job)
+        with lock:
+            parser.feed(text)
+            lines = [line for line in parser.lines if not is_marker(line)]
+            partial = dict(parser.partial)
+            exit_code, node = parser.exit_code, (parser.started or {}).get("node")
+            started, traceback = parser.started is not None, parser.traceback() or None
+        status, cancelled_by = self._log_status(client, job, exit_code, started,
+                                                slurm_end(text))
+        answer = _log_answer(client, service, job, [(ln.stream, ln.text) for ln in lines], since)
+        answer.update({"partial": partial, "status": status, "exit_code": exit_code,
+                       "finished": status in TERMINAL, "node": node, "traceback": traceback,
+                       "cancelled_by": cancelled_by})
+        return answer
+
+    def _log_status(self, client: OscarClient, job: str, exit_code: int | None, started: bool,
+                    ended_by_slurm: str | None) -> tuple[str, str | None]:
+        if ended_by_slurm == "cancelled":
+            return "Cancelled", "Slurm (scancel)"
+        if ended_by_slurm == "walltime":
+            return "Failed", None
+        if exit_code is not None:
+            return ("Succeeded" if exit_code == 0 else "Failed"), None
+        entry = self._known_entry(client, job)
+        listed = entry["status"] if entry else None
+        if listed in TERMINAL:
+            return listed, entry.get("cancelled_by") if entry else None
+        if started:
+            return "Running", None
+        return listed or "Pending", None
+
+    def _recorded_log(self, client: OscarClient, service: str, job: str,
+                      record: JobRecord, since: int) -> dict[str, Any]:
+        snapshot = job_records.load_log_snapshot(client.endpoint, job)
+        if snapshot is not None:
+            lines = [(str(line.get("stream") or "stdout"), str(line.get("text") or ""))
+                     for line in snapshot.get("lines") or [] if isinstance(line, dict)]
+            partial, node = snapshot.get("partial") or {}, snapshot.get("node")
+            traceback = snapshot.get("traceback")
+        else:
+            saved = job_records.kernel_log_lines(job) or []
+            lines, partial, node, traceback = [("stdout", text) for text in saved], {}, None, None
+        answer = _log_answer(client, service, job, lines, since)
+        answer.update({"partial": partial, "status": record.status or "Cancelled",
+                       "exit_code": record.exit_code, "finished": True, "node": node,
+                       "traceback": traceback, "cancelled_by": record.cancelled_by,
+                       "recorded": True})
+        return answer
+
+    def _parser(self, client: OscarClient, service: str,
+                job: str) -> tuple[LogParser, threading.Lock]:
+        """The log parser kept for this job: a poll parses only what the log grew by."""
+        key = (client.endpoint, service, job)
+        with self._lock:
+            found = self._parsers.pop(key, None) or (LogParser(), threading.Lock())
+            self._parsers[key] = found  # most recently used last
+            while len(self._parsers) > MAX_PARSERS:
+                self._parsers.popitem(last=False)
+        return found
+
+    # -- cleanup -------------------------------------------------------------------------------
+
+    def cleanup(self, cluster: str | None, scope: str, notebook: str | None, dry_run: bool,
+                root_dir: str | None = None) -> dict[str, Any]:
+        """The finished jobs (Succeeded, Failed, Cancelled) of the user, or of one notebook:
+        counted (`dry_run`), or deleted on OSCAR with their local records."""
+        if scope not in CLEANUP_SCOPES:
+            raise ValueError(f"scope {scope!r}: use notebook (with \"notebook\": its path) "
+                             "or mine")
+        if scope == "notebook" and not notebook:
+            raise ValueError('scope notebook: give the notebook\'s path relative to the '
+                             'Jupyter root in "notebook", e.g. "work/train.ipynb"')
+        listing = self.jobs(cluster, "mine", root_dir)
+        chosen = [j for j in listing["jobs"]
+                  if j["mine"] and j["status"] in TERMINAL
+                  and (scope == "mine" or j["label"]["notebook"] == notebook)]
+        ids = [j["job"] for j in chosen]
+        if dry_run:
+            return {"cluster": listing["cluster"], "count": len(ids), "jobs": ids}
+        client = self.clients.get(cluster)
+        deleted = []
+        for entry in chosen:
+            if not entry["recorded"]:
+                try:
+                    client.delete_job(entry["service"], entry["job"])
+                except OscarError as err:
+                    if err.status_code != 404:
+                        raise
+            try:
+                job_records.delete(client.endpoint, entry["job"])
+            except OSError as err:
+                log.warning("oscar-jupyter: could not delete the record of %s: %s",
+                            entry["job"], err)
+            deleted.append(entry["job"])
+        self._forget_listings(client)
+        return {"cluster": listing["cluster"], "count": len(deleted), "deleted": deleted}
 
     def close(self) -> None:
         self.clients.close()

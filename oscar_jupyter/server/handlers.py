@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +45,12 @@ class SidebarHandler(APIHandler):
     def cluster(self) -> str | None:
         return self.get_query_argument("cluster", None) or None
 
+    @property
+    def root_dir(self) -> str | None:
+        """The Jupyter root: notebook paths in job labels are made relative to it."""
+        root = self.settings.get("server_root_dir")
+        return str(root) if root else None
+
     async def answer(self, call: Callable[..., dict[str, Any]], *args: Any) -> None:
         loop = asyncio.get_running_loop()
         try:
@@ -71,7 +78,7 @@ class JobsHandler(SidebarHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
         await self.answer(self.backend.jobs, self.cluster,
-                          self.get_query_argument("scope", None) or "all")
+                          self.get_query_argument("scope", None) or "all", self.root_dir)
 
 
 class JobHandler(SidebarHandler):
@@ -83,7 +90,43 @@ class JobHandler(SidebarHandler):
 class JobLogHandler(SidebarHandler):
     @tornado.web.authenticated
     async def get(self, service: str, job: str) -> None:
-        await self.answer(self.backend.log, self.cluster, service, job)
+        text = self.get_query_argument("since", None) or "0"
+        try:
+            since = int(text)
+        except ValueError:
+            since = -1
+        if since < 0:
+            self.set_status(400)
+            self.finish({"message": f"since={text!r}: give the number of lines you already have "
+                                    "(the `next` of the previous answer), 0 or more",
+                         "error": "ValueError"})
+            return
+        await self.answer(self.backend.log, self.cluster, service, job, since)
+
+
+class CleanupHandler(SidebarHandler):
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            self.set_status(400)
+            self.finish({"message": 'the body must be a JSON object: {"scope": "notebook" or '
+                                    '"mine", "notebook": path or null, "dry_run": true or false}',
+                         "error": "ValueError"})
+            return
+        dry_run = body.get("dry_run")
+        if not isinstance(dry_run, bool):  # never delete on a request that did not say so
+            self.set_status(400)
+            self.finish({"message": f"dry_run {json.dumps(dry_run)}: write true (count only) "
+                                    "or false (delete)", "error": "ValueError"})
+            return
+        notebook = body.get("notebook")
+        await self.answer(self.backend.cleanup, self.cluster, str(body.get("scope") or ""),
+                          notebook if isinstance(notebook, str) else None, dry_run,
+                          self.root_dir)
 
 
 def route_table(base_url: str, backend: SidebarBackend) -> list[tuple[str, type, dict]]:
@@ -93,6 +136,7 @@ def route_table(base_url: str, backend: SidebarBackend) -> list[tuple[str, type,
         (url_path_join(root, "clusters"), ClustersHandler, options),
         (url_path_join(root, "nodes"), NodesHandler, options),
         (url_path_join(root, "jobs"), JobsHandler, options),
+        (url_path_join(root, "cleanup"), CleanupHandler, options),
         (url_path_join(root, "jobs", f"({_NAME})", f"({_NAME})"), JobHandler, options),
         (url_path_join(root, "jobs", f"({_NAME})", f"({_NAME})", "log"), JobLogHandler, options),
     ]

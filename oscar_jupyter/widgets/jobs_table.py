@@ -3,27 +3,105 @@
 It listens to the jobs the kernel's one poller already refreshes (DESIGN.md decision 9); it adds
 no polling of its own. "View" opens a job's live view below the table; "Cancel" cancels it. Jobs
 of other kernels ("mine", "all") are read from the runner services' listings on "Refresh" and
-followed as `Job`s too, so every row shows `Job.status()`.
+followed as `Job`s too, so every row shows `Job.status()`. Rows are labelled as in the sidebar
+(notebook · [n] · first line, from the local job records), the job id in the tooltip.
+
+`listing_bundle` is `%oscar_jobs`'s plain table: the same labels, states and times.
 """
 
 from __future__ import annotations
 
 import html
+import os
 import threading
+from datetime import datetime
 
 import ipywidgets as w
+from IPython.core.error import UsageError
 
+from .. import job_records
 from ..client import OscarError
 from ..display import format_duration
 from ..jobs import Job
-from ..ownership import check_scope
+from ..ownership import JobRow, check_scope
 from ..session import Session, current
 from ..spec import OffloadSpec
+from ..timefmt import duration, iso_utc, local_and_relative, parse_iso
 from .clock import CLOCK
 from .jobview import JobView
 from .style import badge, style_widget
 
-HEADINGS = ("Job", "Status", "Node", "Elapsed / limit", "Submitted", "")
+HEADINGS = ("Job", "Status", "Started", "Elapsed / limit", "Node", "")
+EMPTY = {
+    "kernel": "No jobs from this kernel (--mine: all your jobs).",
+    "mine": "You have no jobs on this cluster.",
+    "all": "No jobs visible on this cluster.",
+    "notebook": "No jobs from this notebook.",
+}
+
+
+def this_notebook() -> str:
+    """The notebook of this kernel as jupyter_server names it (`JPY_SESSION_NAME`)."""
+    name = os.environ.get("JPY_SESSION_NAME")
+    if not name:
+        raise UsageError("--notebook: this kernel does not know its notebook (it was not started "
+                         "by a Jupyter server); use %oscar_jobs for this kernel's jobs, or --mine")
+    return name
+
+
+def status_text(status: str, exit_code: int | None, cancelled_by: str | None) -> str:
+    """'Failed (exit 1)', 'Cancelled by the sidebar', 'Running'."""
+    if status == "Cancelled" and cancelled_by:
+        return f"Cancelled by {cancelled_by}" if not cancelled_by.startswith(
+            ("this", "another")) else f"Cancelled from {cancelled_by}"
+    if status in ("Succeeded", "Failed") and exit_code is not None and exit_code != 0:
+        return f"{status} (exit {exit_code})"
+    return status
+
+
+def row_started(row: JobRow) -> datetime | None:
+    """When the job started: the runner's own start line, else OSCAR's start or creation."""
+    return row.runner_start or parse_iso(row.start) or parse_iso(row.created)
+
+
+def short_id(job: str) -> str:
+    """The job's own part of its name (12 hex digits): enough for the magics that take a job."""
+    return job.rsplit("-", 1)[-1]
+
+
+def listing_bundle(rows: list[JobRow], *, ids: bool = False, empty: str = "") -> dict[str, str]:
+    """The rows as aligned plain text and as HTML (job id, service and kernel in the label's
+    tooltip, ISO UTC times in the time's tooltip)."""
+    if not rows:
+        return {"text/plain": empty, "text/html": f"<i>{html.escape(empty)}</i>"}
+    headers = ["job", "id", "status", "started", "duration", "node"]
+    plain, cells = [], []
+    for row in rows:
+        started = row_started(row)
+        kernel = "this kernel" if row.this_kernel else f"kernel {row.kernel_tag or '?'}"
+        values = [row.label_text, row.job if ids else short_id(row.job),
+                  status_text(row.status, row.exit_code, row.cancelled_by),
+                  local_and_relative(started), duration(row.duration), row.node or ""]
+        plain.append(values)
+        where = " (kept from the local records)" if row.recorded else ""
+        when = "started" if row.runner_start or parse_iso(row.start) else "submitted"
+        tips = [f"job {row.job}, service {row.service}, {kernel}{where}",
+                f"{row.job}: %oscar_logs, %oscar_cancel and %oscar_attach take this short id",
+                "", f"{when} {iso_utc(started)} UTC" if started else "",
+                "from the runner's own start" if row.duration is not None else "", ""]
+        cells.append(list(zip(values, tips, strict=True)))
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *plain, strict=True)]
+    text = "\n".join("  ".join(str(c).ljust(wd) for c, wd in zip(r, widths, strict=True)).rstrip()
+                     for r in [headers, *plain])
+    head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(
+            "<td style='text-align:left'"
+            + (f" title='{html.escape(tip, quote=True)}'" if tip else "")
+            + f">{html.escape(value)}</td>" for value, tip in row) + "</tr>"
+        for row in cells)
+    return {"text/plain": text,
+            "text/html": f"<table><thead><tr>{head}</tr></thead>{body}</table>"}
 
 
 class _Row:
@@ -34,7 +112,9 @@ class _Row:
         self.status = w.HTML()
         self.node = w.HTML()
         self.clock = w.HTML()
-        self.submitted = w.HTML()
+        self.started = w.HTML()
+        record = _record_of(job)
+        self.label = record.label if record is not None else None
         self.view_button = w.Button(description="View", tooltip="Show this job's live view")
         self.cancel_button = w.Button(description="Cancel", button_style="danger",
                                       tooltip="Cancel the job on the cluster")
@@ -44,21 +124,39 @@ class _Row:
         self.cancel_button.on_click(lambda _: table.cancel(job))
         actions = w.HBox([self.view_button, self.cancel_button])
         actions.add_class("oj-buttons")
-        self.cells = [self.name, self.status, self.node, self.clock, self.submitted, actions]
+        self.cells = [self.name, self.status, self.started, self.clock, self.node, actions]
         self.update()
 
     def update(self) -> None:
         job = self.job
         status = job.status()
-        self.name.value = html.escape(job.name)
+        text = self.label.text(job.name) if self.label is not None else job.name
+        tip = f"job {job.name}, service {job.service}"
+        self.name.value = (f"<span title='{html.escape(tip, quote=True)}'>"
+                           f"{html.escape(text)}</span>")
         self.status.value = badge(status)
         self.node.value = html.escape(job.node or getattr(job.spec, "node", None) or "")
         limit = job.time_limit
         clock = format_duration(job.elapsed())
         self.clock.value = f"{clock} / {format_duration(limit)}" if limit else clock
-        submitted = getattr(job, "submitted_at", None)
-        self.submitted.value = submitted.astimezone().strftime("%H:%M:%S") if submitted else ""
+        # The runner's own start once it has started; until then when it was submitted.
+        started = job.started_at or getattr(job, "submitted_at", None)
+        word = "" if job.started_at else "submitted "
+        self.started.value = (
+            f"<span title='{iso_utc(started)} UTC'>{word}{html.escape(local_and_relative(started))}"
+            "</span>" if started else "")
         self.cancel_button.disabled = job.is_done()
+
+    @property
+    def notebook(self) -> str | None:
+        return self.label.notebook if self.label is not None else None
+
+
+def _record_of(job: Job) -> job_records.JobRecord | None:
+    try:
+        return job_records.load(job.client.endpoint, job.name)
+    except Exception:  # a record only adds a label
+        return None
 
 
 class JobsTable(w.VBox):
@@ -66,12 +164,15 @@ class JobsTable(w.VBox):
     of every visible runner service ("all"); rows follow their jobs through the shared poller."""
 
     def __init__(
-        self, session: Session | None = None, *, watch: bool = True, scope: str = "kernel"
+        self, session: Session | None = None, *, watch: bool = True, scope: str = "kernel",
+        notebook: str | None = None, hide_finished: bool = False,
     ) -> None:
         super().__init__()
         self.session = session if session is not None else current()
         self.watch = watch
         self.scope = check_scope(scope)
+        self.notebook = notebook  # only the jobs of this notebook (JPY_SESSION_NAME), any kernel
+        self.hide_finished = hide_finished
         self._others: dict[str, Job] = {}  # jobs of other kernels, found on the cluster
         self._lock = threading.RLock()
         self._rows: dict[str, _Row] = {}
@@ -115,22 +216,31 @@ class JobsTable(w.VBox):
             added = False
             for job in jobs:
                 if job.name not in self._rows:
-                    self._rows[job.name] = _Row(self, job)
+                    row = _Row(self, job)
+                    if self.notebook is not None and row.notebook != self.notebook:
+                        continue
+                    if self.hide_finished and job.is_done():
+                        continue
+                    self._rows[job.name] = row
                     added = True
                     self._follow(job)
                 else:
                     self._rows[job.name].update()
+            if self.hide_finished:
+                for name in [n for n, r in self._rows.items() if r.job.is_done()]:
+                    del self._rows[name]
+                    added = True
             if added or not self.grid.children:
                 self._layout_grid()
             self._summarise()
 
     def _jobs(self) -> list[Job]:
-        if self.scope == "kernel":
+        if self.scope == "kernel" and self.notebook is None:
             return list(self.session.jobs.values())
         session = self.session
         client = session.require_client()
         jobs = []
-        for service in session.runner_services(self.scope):
+        for service in session.runner_services("mine" if self.notebook else self.scope):
             listing = session.job_listing(service)
             for name in sorted(listing or {}):
                 job = session.jobs.get(name) or self._others.get(name)
@@ -142,6 +252,9 @@ class JobsTable(w.VBox):
                     except OscarError:
                         pass  # its log could not be read now: the poller tries again
                 jobs.append(job)
+        if self.notebook is not None:  # this kernel's own, also those OSCAR no longer lists
+            listed = {job.name for job in jobs}
+            jobs += [job for job in session.jobs.values() if job.name not in listed]
         return jobs
 
     def _follow(self, job: Job) -> None:
@@ -188,10 +301,14 @@ class JobsTable(w.VBox):
     def _summarise(self) -> None:
         jobs = [row.job for row in self._rows.values()]
         where = {"kernel": "in this kernel", "mine": "of yours", "all": "visible"}[self.scope]
+        if self.notebook is not None:
+            where = f"of {os.path.basename(self.notebook)}"
         if not jobs:
             self.summary.value = (
                 "No jobs in this kernel yet: run a cell with %%oscar_offload."
-                if self.scope == "kernel" else f"No jobs {where} on this cluster."
+                if self.scope == "kernel" and self.notebook is None
+                else f"No {'running or waiting ' if self.hide_finished else ''}jobs {where} "
+                     "on this cluster."
             )
             return
         running = sum(1 for job in jobs if not job.is_done())

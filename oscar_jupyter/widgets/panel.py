@@ -1,12 +1,14 @@
 """The offload panel: resource widgets whose values become this kernel's `%%oscar_offload` defaults.
 
 The panel turns its text into offload settings with the magic's own conversion
-(`spec.settings_from_options`) and checks them with `OffloadSpec.validate_all()`, so a field is
-marked with exactly the message the magic would raise for the same value.
+(`spec.settings_from_options`) and checks them with `OffloadSpec.validate_all()` and against the
+chosen node's capacity (`capacity.capacity_problems`), so a field is marked with exactly the
+message the magic would raise for the same value.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import os
@@ -16,8 +18,10 @@ from typing import Any
 
 import ipywidgets as w
 
+from ..capacity import capacity_notes, capacity_problems
+from ..config import ConfigError
 from ..nodes import VirtualNode, format_bytes
-from ..session import Session, current
+from ..session import Session, current, site_facts
 from ..spec import DEFAULT_IMAGE, OffloadSpec, SpecError, settings_from_options
 from .rows import RowList
 from .style import style_widget
@@ -145,6 +149,8 @@ class Panel(w.VBox):
         resources = self._grid(
             ["time", "cpus_per_task", "mem", "nodes", "gpus", "partition", "account", "job_name"]
         )
+        self.capacity_note = w.HTML()  # the request fits the node but would wait (capacity.py)
+        self.capacity_note.add_class("oj-muted")
         container = self._grid(["image", "singularity_options"])
         wide = [self.cells[name] for name in ("mounts", "env", "pre_exec", "sbatch")]
 
@@ -164,6 +170,7 @@ class Panel(w.VBox):
             title,
             node_cell,
             resources,
+            self.capacity_note,
             container,
             *wide,
             _label("Equivalent cell magic (copy it into a cell)"),
@@ -343,6 +350,14 @@ class Panel(w.VBox):
             for err in spec.validate_all(known_nodes=known):
                 field = field_for_flag(err.flag) or ""
                 problems.setdefault(field, Problem(err.flag, str(err)))
+            node = self._chosen_node(spec.node)
+            sited = self._with_site_facts(spec)
+            for err in capacity_problems(sited, node):
+                problems.setdefault(field_for_flag(err.flag) or "", Problem(err.flag, str(err)))
+            notes = [] if problems else capacity_notes(sited, node)
+        else:
+            notes = []
+        self.capacity_note.value = "<br>".join(html.escape(f"Note: {n}") for n in notes)
         for name, unplaced in list(problems.items()):
             if name not in self.controls:
                 general.append(unplaced.message)
@@ -351,6 +366,23 @@ class Panel(w.VBox):
         self._mark(problems, general)
         self._preview(spec, raw, bool(problems or general))
         self._write_defaults(settings, problems)
+
+    def _with_site_facts(self, spec: OffloadSpec) -> OffloadSpec:
+        """`spec` with the profile's site facts (gpu_scheduling), as the magic's spec has them."""
+        try:
+            return dataclasses.replace(spec, site=site_facts(getattr(self.session, "profile",
+                                                                     None)))
+        except ConfigError:  # the magic says what is wrong with the profile
+            return spec
+
+    def _chosen_node(self, name: str | None) -> VirtualNode | None:
+        """The node's facts as the dropdown shows them, else as the session last heard them."""
+        if not name:
+            return None
+        if self.nodes is not None:
+            return next((n for n in self.nodes if n.is_interlink and n.name == name), None)
+        node_named = getattr(self.session, "node_named", None)
+        return node_named(name) if node_named else None
 
     def _mark(self, problems: dict[str, Problem], general: list[str]) -> None:
         for name, cell in self.cells.items():

@@ -116,3 +116,31 @@ def test_no_wait_output_stays_in_its_own_cell(local_oscar, monkeypatch):
     assert "from the cluster" not in texts(local_cell)
     assert "from the cluster" not in texts(wait_cell)
     assert texts(wait_cell).strip() == "0 Succeeded"
+
+
+def test_results_and_figures_notebook_sends_trains_plots_and_returns(local_oscar, monkeypatch):
+    import base64
+
+    from ..png import decode_png
+
+    nb = nbformat.read(ROOT / "notebooks" / "03-results-and-figures.ipynb", as_version=4)
+    execute(nb, local_oscar, monkeypatch, "03-results-and-figures.executed")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    train = next(c for c in code if "--out w,b,losses" in c.source)
+    lines = texts(train, "stdout").splitlines()
+    # The \r bar ends as one line, in its last state; the fit is printed after the figure.
+    bars = [line for line in lines if line.startswith("training [")]
+    assert bars == ["training [" + "#" * 30 + "] epoch 300/300 loss 0.0075"], lines
+    figures = [o for o in train.outputs if "image/png" in o.get("data", {})]
+    (figure,) = figures
+    width, height = decode_png(base64.b64decode(figure.data["image/png"]))
+    assert width > 300 and height > 150
+    back = texts(next(c for c in code if c.source.startswith("print(f'w = ")))
+    assert back.startswith("w = 3.002, b = -0.990") and "300 losses" in back
+    table = next(c for c in code if "Residuals" in c.source)
+    (html,) = [o.data["text/html"] for o in table.outputs if "text/html" in o.get("data", {})
+               and "<table>" in o.data["text/html"]]
+    assert html.count("<tr>") == 6
+    api = next(c for c in code if "outputs=['mean']" in c.source)
+    assert texts(api).strip().startswith("{'mean': 1.95")  # sum(ys) / len(ys)
+    assert not any("@@OJ" in texts(c) or "supervisor -" in texts(c) for c in code)

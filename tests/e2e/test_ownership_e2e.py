@@ -47,7 +47,8 @@ def test_two_users_with_the_same_settings_both_offload(kernels):
     jobs = [s.submit("print('hello')\n", s.build_spec(SETTINGS)) for s in (alice, bob)]
     assert jobs[0].service != jobs[1].service
     for job in jobs:
-        assert job.result(180) == 0
+        job.result(180)  # raises unless the cell succeeded
+        assert job.exit_code == 0
         assert job.lines()[0].text == "hello"
     # Private services: bob neither sees alice's service nor her jobs.
     assert jobs[0].name not in {r.job for r in bob.list_jobs("all")}
@@ -60,7 +61,8 @@ def test_cleanup_keeps_a_service_while_another_kernel_of_the_user_runs_a_job(ker
     running = second.submit("import time\nprint('up', flush=True)\ntime.sleep(120)\n",
                             second.build_spec(SETTINGS))
     assert done.service == running.service
-    assert done.result(180) == 0
+    done.result(180)
+    assert done.exit_code == 0
 
     def started() -> bool:
         running.refresh()

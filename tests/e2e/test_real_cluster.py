@@ -108,14 +108,15 @@ def test_an_oidc_users_job_over_the_kueue_quota_says_why_it_waits(local_oscar, m
     nb = run(local_oscar, monkeypatch, "kueue", [
         connect("alice"),
         "import oscar_jupyter.jobs\noscar_jupyter.jobs.EXPLAIN_WAIT_SECONDS = 2",
-        f"%%oscar_offload --node {NODE} --time 00:02:00 --cpus-per-task 4 --no-wait -o job\n"
+        # Within the node (capacity.py refuses more) but over the user's Kueue quota.
+        f"%%oscar_offload --node {NODE} --time 00:02:00 --mem 4G --no-wait -o job\n"
         "print(1)\n",
         "import time\ntime.sleep(6)\njob.refresh()\nprint(job.status())\n"
         "print(job.waiting_reason())\njob.cancel()",
     ])
     shown = text(nb.cells[3], ("stream",))
     assert shown.startswith("Suspended\n"), shown
-    assert "suspended by Kueue" in shown and "4 CPUs > 2" in shown
+    assert "suspended by Kueue" in shown and "4096Mi of memory > 2Gi" in shown
 
 
 def test_nodes_come_from_kubernetes_when_oscar_lists_none(local_oscar, monkeypatch):

@@ -151,7 +151,7 @@ async def test_a_job_shows_its_kernel_and_the_status_the_kernel_sees(jp_fetch, s
     assert code == 400 and "the sidebar is no kernel" in body["message"]
 
 
-async def test_cancel_stops_the_slurm_job_and_the_job_leaves_the_list(
+async def test_cancel_stops_the_slurm_job_and_the_job_stays_listed_as_cancelled(
         jp_fetch, session, local_oscar):
     job = oscar_jupyter.offload("import time\nprint('start', flush=True)\ntime.sleep(300)\n",
                                 node=NODE, time="00:10:00", wait=False)
@@ -164,7 +164,8 @@ async def test_cancel_stops_the_slurm_job_and_the_job_leaves_the_list(
     assert body["cancelled"] is True
 
     code, listing = await call(jp_fetch, "jobs")
-    assert job.name not in [j["job"] for j in listing["jobs"]]
+    [entry] = [j for j in listing["jobs"] if j["job"] == job.name]
+    assert (entry["status"], entry["cancelled_by"]) == ("Cancelled", "the sidebar")
     deadline = time.monotonic() + 20  # scancel is asynchronous (CG state)
     while slurm_job_ids_alive([slurm_id]) and time.monotonic() < deadline:
         await asyncio.sleep(0.3)

@@ -1,7 +1,8 @@
 """The OSCAR sidebar in JupyterLab (headless Chromium, the built extension, the real server
 extension, the local OSCAR on real Slurm): it shows the virtual node and a job submitted from
-Python, its output on "Log", cancels it on "Cancel" (the Slurm job leaves squeue), follows the
-light and dark themes, and polls only while it is open.
+Python, its output in a log panel on "Log", cancels it on "Cancel" (the Slurm job leaves squeue,
+the job stays listed as Cancelled), follows the light and dark themes, and polls only while it
+is open.
 
 Screenshots: test-artifacts/sidebar-light.png and sidebar-dark.png.
 """
@@ -36,7 +37,8 @@ JOBS_URL_PART = "/oscar-jupyter/api/jobs"
 
 def newest_source_mtime() -> float:
     sources = [LABEXTENSION / "package.json", LABEXTENSION / "tsconfig.json",
-               *(LABEXTENSION / "src").rglob("*"), *(LABEXTENSION / "style").rglob("*")]
+               *(LABEXTENSION / "src").rglob("*"), *(LABEXTENSION / "style").rglob("*"),
+               *(LABEXTENSION / "schema").rglob("*")]
     return max(path.stat().st_mtime for path in sources if path.is_file())
 
 
@@ -155,15 +157,16 @@ def test_sidebar_lists_node_and_job_shows_its_log_and_cancels_it(
             first = duration.inner_text()
             expect(duration).not_to_have_text(first, timeout=15_000)
 
-            # "Log" shows the cell's own output lines, stderr marked, nothing of the wrapper.
+            # "Log" opens a panel with the cell's own output lines, stderr marked, nothing of
+            # the wrapper.
             page.wait_for_timeout(2000)
             row.get_by_role("button", name="Log").click()
-            dialog = page.locator(".jp-Dialog")
-            expect(dialog.locator(".oj-sidebar-log-stdout").first).to_have_text("tick 0\n")
-            expect(dialog.locator(".oj-sidebar-log-stderr")).to_have_text("slow batch\n")
-            assert "supervisor" not in dialog.inner_text()
-            dialog.get_by_role("button", name="Close").click()
-            expect(dialog).to_have_count(0)
+            panel = page.locator(".oj-logpanel")
+            expect(panel.locator(".oj-sidebar-log-stdout").first).to_have_text("tick 0\n")
+            expect(panel.locator(".oj-sidebar-log-stderr")).to_have_text("slow batch\n")
+            assert "supervisor" not in panel.inner_text()
+            page.evaluate("window.jupyterapp.shell.currentWidget.close()")
+            expect(panel).to_have_count(0)
 
             colours = {}
             for theme in ("light", "dark"):
@@ -185,13 +188,14 @@ def test_sidebar_lists_node_and_job_shows_its_log_and_cancels_it(
                 assert overflow <= 1, f"the sidebar overflows its width by {overflow}px"
             assert colours["light"]["panel"] != colours["dark"]["panel"]
 
-            # Cancel, confirmed in the dialog: the row goes and the Slurm job leaves squeue.
+            # Cancel, confirmed in the dialog: the Slurm job leaves squeue, the row stays as
+            # Cancelled.
             state = LocalState(HomeLayout(local_oscar.home).state_file)
             slurm_id = str(state.jobs[job.name]["job_id"])
             assert slurm_job_ids_alive([slurm_id]) == [slurm_id]
             row.get_by_role("button", name="Cancel").click()
             page.locator(".jp-Dialog").get_by_role("button", name="Cancel job").click()
-            expect(row).to_have_count(0, timeout=30_000)
+            expect(row.locator(".oj-sidebar-status-Cancelled")).to_be_visible(timeout=30_000)
             deadline = time.monotonic() + 20  # scancel is asynchronous (CG state)
             while slurm_job_ids_alive([slurm_id]) and time.monotonic() < deadline:
                 time.sleep(0.3)

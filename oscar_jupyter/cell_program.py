@@ -1,0 +1,313 @@
+"""The Python program every job carries: it runs the cell on the cluster, in the user's image.
+
+`runner.build_program` sends this file's text with the ``PARAMS = {}`` line replaced by the job's
+parameters. It runs under the runner's tagger (``runner.TAGGER``) with the standard library of the
+image's Python (3.7 or newer) alone: it must never import oscar_jupyter, IPython or anything else
+that the image may lack. What it does, in order:
+
+- starts Python again with the cell's ``--env`` set, so variables read at start-up take effect;
+- loads the ``--in`` values (a pickle) into the cell's namespace;
+- runs the cell as ``__main__`` from ``cell.py`` (tracebacks name it and its lines), with
+  ``display()`` and a matplotlib backend whose ``plt.show()`` sends the figures to the notebook;
+- shows the figures still open when the cell ends, as a notebook does;
+- sends the ``--out`` values back (a pickle, with its size and SHA-256).
+
+Rich outputs and results travel as lines on stdout that start with a prefix holding a nonce the
+tagger chose (``$_OJ_RICH``, removed from the environment before the cell runs), so text that
+the cell prints can never pass for one; the tagger turns them into ``d`` and ``r`` records.
+"""
+
+import base64
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import pickle
+import sys
+import traceback
+import types
+
+PARAMS = {}
+
+TRACEBACK_MARKER = PARAMS.get("traceback_marker", "")
+MPL_BACKEND = "_oj_matplotlib_backend"
+# What an image gives in a notebook when its _repr_*_ method exists: mime type, and whether the
+# value is binary (base64 in the bundle, as Jupyter's display_data carries it).
+REPR_METHODS = (
+    ("_repr_png_", "image/png", True),
+    ("_repr_jpeg_", "image/jpeg", True),
+    ("_repr_svg_", "image/svg+xml", False),
+    ("_repr_html_", "text/html", False),
+    ("_repr_markdown_", "text/markdown", False),
+    ("_repr_latex_", "text/latex", False),
+)
+MAX_TEXT_REPR = 10000
+
+
+class OffloadValuesError(Exception):
+    """An --in or --out value that cannot travel: reported as the cell's error, one line."""
+
+
+def restart_with_env(env):
+    if env and os.environ.get("_OJ_ENV_SET") != "1":
+        os.environ.update(env)
+        os.environ["_OJ_ENV_SET"] = "1"
+        os.execv(sys.executable, [sys.executable, "-u", os.path.abspath(__file__)])
+    os.environ.pop("_OJ_ENV_SET", None)
+
+
+class Channel:
+    """Rich outputs and results, in order with the cell's stdout."""
+
+    def __init__(self, nonce, stdout):
+        self.prefix = f"\x1eOJ{nonce}|" if nonce else ""
+        self.stdout = stdout
+
+    def send(self, kind, payload):
+        if not self.prefix:
+            return False
+        data = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.stdout.write(self.prefix + kind + "|" + base64.b64encode(data).decode("ascii") + "\n")
+        self.stdout.flush()
+        return True
+
+
+CHANNEL = Channel(os.environ.pop("_OJ_RICH", ""), sys.stdout)
+
+
+def short_size(size):
+    return f"{size / 1e6:.1f} MB" if size >= 100000 else f"{max(1, size // 1000)} kB"
+
+
+def text_repr(obj):
+    try:
+        text = repr(obj)
+    except Exception as error:
+        text = f"<{type(obj).__name__} object (repr failed: {error})>"
+    return text if len(text) <= MAX_TEXT_REPR else text[:MAX_TEXT_REPR] + "..."
+
+
+def is_figure(obj):
+    return type(obj).__module__ == "matplotlib.figure" and hasattr(obj, "savefig")
+
+
+def figure_png(figure):
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def call_repr(obj, method):
+    if isinstance(obj, type):
+        return None
+    function = getattr(obj, method, None)
+    if not callable(function):
+        return None
+    try:
+        return function()
+    except Exception:
+        return None
+
+
+def bundle_of(obj):
+    """The mime bundle a notebook would show for `obj` (text/plain always)."""
+    data, metadata = {}, {}
+    if is_figure(obj):
+        data["image/png"] = figure_png(obj)
+    else:
+        for method, mime, _binary in REPR_METHODS:
+            value = call_repr(obj, method)
+            if isinstance(value, tuple) and len(value) == 2:
+                value, metadata[mime] = value
+            if value is not None:
+                data[mime] = value
+    for mime, value in list(data.items()):
+        if isinstance(value, (bytes, bytearray)):
+            data[mime] = base64.b64encode(value).decode("ascii")
+        elif not isinstance(value, str):
+            del data[mime]
+    data["text/plain"] = text_repr(obj)
+    return data, metadata
+
+
+def display(*objs, **kwargs):
+    """Shows each object in the notebook as IPython's display() would: its richest forms."""
+    raw = kwargs.get("raw", False)
+    limit = PARAMS.get("max_display_bytes", 1000000)
+    for obj in objs:
+        if raw and isinstance(obj, dict):
+            data, metadata = dict(obj), {}
+        else:
+            data, metadata = bundle_of(obj)
+        notes = []
+        for mime in [m for m in data if m != "text/plain"]:
+            if len(data[mime]) > limit:
+                notes.append(
+                    f"oscar-jupyter: a {mime} output of {short_size(len(data[mime]))} was left "
+                    f"out (each output may take {short_size(limit)} of the log); save it to a "
+                    f"file on a --mount'ed path instead")
+                del data[mime]
+        if not CHANNEL.send("d", {"data": data, "metadata": metadata, "notes": notes}):
+            print(data.get("text/plain", ""))
+
+
+def show_open_figures():
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is None:
+        return
+    for number in pyplot.get_fignums():
+        display(pyplot.figure(number))
+    pyplot.close("all")
+
+
+def show_figures_left_open():
+    try:
+        show_open_figures()
+    except Exception as error:  # never hide the cell's own outcome behind a figure's failure
+        print(f"oscar-jupyter: could not show the open figures: {type(error).__name__}: "
+              f"{error}", file=sys.stderr)
+
+
+BACKEND_SOURCE = (
+    "from matplotlib.backends.backend_agg import *  # noqa\n"
+    "from matplotlib.backends.backend_agg import FigureCanvasAgg as FigureCanvas  # noqa\n"
+    "def show(*args, **kwargs):\n"
+    "    _oj_show_open_figures()\n"
+)
+
+
+class BackendFinder:
+    """Makes ``import _oj_matplotlib_backend`` (MPLBACKEND=module://...) give the Agg backend
+    whose show() sends the open figures to the notebook; nothing is imported until then."""
+
+    def find_spec(self, name, path=None, target=None):
+        return importlib.util.spec_from_loader(name, self) if name == MPL_BACKEND else None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        module.__dict__["_oj_show_open_figures"] = show_open_figures
+        exec(BACKEND_SOURCE, module.__dict__)
+
+
+def python_version():
+    return ".".join(str(part) for part in sys.version_info[:3])
+
+
+def python_versions():
+    return f"Python {python_version()} on the cluster, {PARAMS.get('python', '?')} in the notebook"
+
+
+class NoNotebookObjects(pickle.Pickler):
+    """Refuses what only the notebook side could rebuild: a class or function of the cell."""
+
+    def reducer_override(self, obj):
+        module = getattr(obj, "__module__", None)
+        if isinstance(obj, (type, types.FunctionType)) and module == "__main__":
+            kind = "class" if isinstance(obj, type) else "function"
+            raise OffloadValuesError(
+                f"{kind} {obj.__qualname__} is defined in the cell, and the notebook cannot "
+                f"rebuild it: return plain data (numbers, strings, lists, dicts, arrays)")
+        return NotImplemented
+
+
+def load_inputs():
+    blob = PARAMS.get("inputs")
+    if not blob:
+        return {}
+    try:
+        return pickle.loads(base64.b64decode(blob))
+    except Exception as error:
+        advice = ("; install it in the image (--image) or send plain data"
+                  if isinstance(error, ImportError) else "")
+        raise OffloadValuesError(
+            f"--in: the cluster could not load the values sent from the notebook "
+            f"({python_versions()}): {type(error).__name__}: {error}{advice}") from None
+
+
+def send_outputs(namespace):
+    names = PARAMS.get("outputs") or []
+    if not names:
+        return
+    missing = [name for name in names if name not in namespace]
+    if missing:
+        raise OffloadValuesError("--out {}: the cell did not define {}".format(
+            ",".join(missing), ", ".join(missing)))
+    values = {}
+    for name in names:
+        buffer = io.BytesIO()
+        try:
+            NoNotebookObjects(buffer, protocol=min(4, pickle.HIGHEST_PROTOCOL)).dump(
+                namespace[name])
+        except OffloadValuesError as error:
+            raise OffloadValuesError(f"--out {name}: {error}") from None
+        except Exception as error:
+            raise OffloadValuesError(
+                f"--out {name}: {type(namespace[name]).__name__} cannot be pickled "
+                f"({type(error).__name__}: {error}); return plain data, or save it to a file on "
+                f"a --mount'ed path") from None
+        values[name] = buffer.getvalue()
+    blob = pickle.dumps(values, protocol=min(4, pickle.HIGHEST_PROTOCOL))
+    limit = PARAMS.get("max_result_bytes", 8000000)
+    if len(blob) > limit:
+        sizes = ", ".join(f"{n} {short_size(len(v))}" for n, v in values.items())
+        raise OffloadValuesError(
+            f"--out: the values take {short_size(len(blob))} ({sizes}); at most "
+            f"{short_size(limit)} travels back in the log: save large results to a file on a "
+            f"--mount'ed path")
+    CHANNEL.send("r", {
+        "python": python_version(),
+        "size": len(blob),
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "pickle": base64.b64encode(blob).decode("ascii"),
+    })
+
+
+def report(error, skip_frames):
+    print(TRACEBACK_MARKER, file=sys.stderr, flush=True)
+    if isinstance(error, OffloadValuesError):
+        print(f"OffloadValuesError: {error}", file=sys.stderr, flush=True)
+        return
+    tb = error.__traceback__
+    for _ in range(skip_frames):
+        tb = tb.tb_next if tb is not None else None
+    traceback.print_exception(type(error), error, tb)
+
+
+def main():
+    restart_with_env(PARAMS.get("env") or {})
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(encoding="utf-8", errors="backslashreplace")
+    path = os.path.join(os.getcwd(), "cell.py")
+    code = PARAMS.get("code", "")
+    with open(path, "w", encoding="utf-8") as cell_file:
+        cell_file.write(code)
+    cell = types.ModuleType("__main__")
+    cell.__file__ = path
+    cell.__builtins__ = __builtins__
+    cell.display = display
+    sys.modules["__main__"] = cell
+    sys.argv = [path]
+    sys.path[0] = os.getcwd()
+    sys.meta_path.append(BackendFinder())
+    os.environ.setdefault("MPLBACKEND", "module://" + MPL_BACKEND)
+    try:
+        cell.__dict__.update(load_inputs())
+        try:
+            exec(compile(code, path, "exec"), cell.__dict__)
+        finally:
+            show_figures_left_open()
+        send_outputs(cell.__dict__)
+    except SystemExit:
+        raise
+    except BaseException as error:
+        report(error, skip_frames=1)
+        sys.exit(130 if isinstance(error, KeyboardInterrupt) else 1)
+
+
+if __name__ == "__main__":
+    main()

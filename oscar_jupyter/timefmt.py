@@ -1,0 +1,76 @@
+"""Times as every job view shows them: local clock time with a relative form ("3 min ago"), and
+ISO UTC for tooltips. One place, so `%oscar_jobs`, the jobs table and the sidebar agree."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+
+def parse_iso(value: str | None) -> datetime | None:
+    """An ISO time as OSCAR or a record writes it ('...Z' or with an offset); None if not one."""
+    if not value:
+        return None
+    try:
+        stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+
+
+def iso_utc(stamp: datetime | None, timespec: str = "seconds") -> str:
+    """'2026-12-01T17:38:06Z' ("" for None): the exact time, for tooltips and JSON."""
+    if stamp is None:
+        return ""
+    return stamp.astimezone(timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def local_time(stamp: datetime | None, now: datetime | None = None) -> str:
+    """'14:03:12' today, 'Nov 30 14:03' on another day, in this machine's time zone."""
+    if stamp is None:
+        return ""
+    local = stamp.astimezone()
+    today = (now or datetime.now(timezone.utc)).astimezone().date()
+    if local.date() == today:
+        return local.strftime("%H:%M:%S")
+    return f"{local.strftime('%b')} {local.day} {local.strftime('%H:%M')}"
+
+
+def relative(stamp: datetime | None, now: datetime | None = None) -> str:
+    """'just now', '42 s ago', '3 min ago', '2 h ago', '5 d ago' ('in 3 s' for a clock ahead)."""
+    if stamp is None:
+        return ""
+    seconds = ((now or datetime.now(timezone.utc)) - stamp).total_seconds()
+    ahead = seconds < 0
+    seconds = abs(seconds)
+    if seconds < 5:
+        return "just now"
+    if seconds < 60:
+        amount = f"{int(seconds)} s"
+    elif seconds < 3600:
+        amount = f"{int(seconds // 60)} min"
+    elif seconds < 86400:
+        amount = f"{int(seconds // 3600)} h"
+    else:
+        amount = f"{int(seconds // 86400)} d"
+    return f"in {amount}" if ahead else f"{amount} ago"
+
+
+def local_and_relative(stamp: datetime | None, now: datetime | None = None) -> str:
+    """'14:03:12 (3 min ago)'; "" for None."""
+    if stamp is None:
+        return ""
+    return f"{local_time(stamp, now)} ({relative(stamp, now)})"
+
+
+def duration(seconds: float | None) -> str:
+    """'42s', '3m 05s', '2h 03m', '1d 04h' ("" for None)."""
+    if seconds is None:
+        return ""
+    total = int(max(0.0, seconds))
+    if total < 60:
+        return f"{total}s"
+    if total < 3600:
+        return f"{total // 60}m {total % 60:02d}s"
+    if total < 86400:
+        return f"{total // 3600}h {total % 3600 // 60:02d}m"
+    return f"{total // 86400}d {total % 86400 // 3600:02d}h"

@@ -1,0 +1,130 @@
+"""Values in and out of an offloaded cell: ``--in`` / ``inputs=`` and ``--out`` / ``outputs=``.
+
+Inputs travel in the job's program as a pickle (protocol 4, which every Python 3 that runs the
+program reads), checked here before anything is sent: what cannot be pickled, or what only this
+notebook could rebuild (a function or class defined in it), is refused with what to do instead.
+Outputs come back in the job's log as one ``r`` record (see ``runner``) holding a pickle with its
+size and SHA-256: a record that is missing, cut short or altered is an error, never a value.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import json
+import pickle
+import sys
+import types
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .spec import SpecError
+
+PICKLE_PROTOCOL = 4
+
+
+class ResultError(RuntimeError):
+    """The ``--out`` values did not arrive intact or cannot be loaded here."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"ResultError: {self}"]
+
+
+def here() -> str:
+    return ".".join(str(part) for part in sys.version_info[:3])
+
+
+def check_names(flag: str, names: Iterable[str]) -> list[str]:
+    """Each name must be a Python identifier the cell can use; duplicates are dropped."""
+    checked: list[str] = []
+    for name in names:
+        if not isinstance(name, str) or not name.isidentifier() or name.startswith("__"):
+            raise SpecError(flag, f"{flag} {name!r}: give variable names, e.g. {flag} x,y")
+        if name not in checked:
+            checked.append(name)
+    return checked
+
+
+class _NotebookOnly(Exception):
+    pass
+
+
+class _RefuseNotebookObjects(pickle.Pickler):
+    """Refuses a function or class defined in the notebook: the cluster cannot import it."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (type, types.FunctionType)) and getattr(
+                obj, "__module__", None) == "__main__":
+            kind = "class" if isinstance(obj, type) else "function"
+            raise _NotebookOnly(f"{kind} {obj.__qualname__}")
+        return NotImplemented
+
+
+def _pickle_one(name: str, value: Any) -> bytes:
+    buffer = io.BytesIO()
+    try:
+        _RefuseNotebookObjects(buffer, protocol=PICKLE_PROTOCOL).dump(value)
+    except _NotebookOnly as what:
+        raise SpecError("--in", (
+            f"--in {name}: it holds {what}, defined in the notebook, which the cluster cannot "
+            f"import: define it in the cell (or in a module of the image) and send plain data"
+        )) from None
+    except Exception as err:
+        raise SpecError("--in", (
+            f"--in {name}: a {type(value).__name__} cannot be pickled ({type(err).__name__}: "
+            f"{err}); send the data it is built from, or write it to a file on a --mount'ed "
+            f"path and read that in the cell"
+        )) from None
+    return buffer.getvalue()
+
+
+def pack_inputs(inputs: Mapping[str, Any]) -> str:
+    """The ``--in`` values as the program carries them (base64 of a pickle); "" for none."""
+    if not inputs:
+        return ""
+    if not isinstance(inputs, Mapping):
+        raise SpecError("--in", "inputs: give a dict of name -> value, e.g. inputs={'x': x}")
+    names = check_names("--in", list(inputs))
+    for name in names:
+        _pickle_one(name, inputs[name])  # names the value at fault
+    blob = pickle.dumps({name: inputs[name] for name in names}, protocol=PICKLE_PROTOCOL)
+    return base64.b64encode(blob).decode("ascii")
+
+
+def input_sizes(inputs: Mapping[str, Any]) -> str:
+    """"x 40 KiB, y 2 KiB": for the error of a job body over its bound."""
+    sizes = [(name, len(_pickle_one(name, value))) for name, value in inputs.items()]
+    sizes.sort(key=lambda item: -item[1])
+    return ", ".join(f"{name} {max(1, size // 1024)} KiB" for name, size in sizes)
+
+
+def decode_result(record: str | None, names: list[str]) -> dict[str, Any]:
+    """The values of an ``r`` record, checked against its size and SHA-256."""
+    wanted = ", ".join(names)
+    if record is None:
+        raise ResultError(
+            f"the job ended without sending back {wanted} (its log was cut short, or the runner "
+            f"service predates --out): run the cell again")
+    try:
+        header = json.loads(base64.b64decode(record, validate=True))
+        blob = base64.b64decode(header["pickle"], validate=True)
+        size, digest, python = int(header["size"]), str(header["sha256"]), str(header["python"])
+    except (ValueError, KeyError, TypeError, binascii.Error) as err:
+        raise ResultError(f"the values {wanted} arrived damaged ({err}); none was used") from None
+    if len(blob) != size or hashlib.sha256(blob).hexdigest() != digest:
+        raise ResultError(
+            f"the values {wanted} arrived corrupted ({len(blob)} of {size} bytes, checksum "
+            f"{'different' if len(blob) == size else 'not checked'}); none was used")
+    versions = f"Python {python} on the cluster, {here()} here"
+    try:
+        pickled = pickle.loads(blob)
+        values = {name: pickle.loads(pickled[name]) for name in names}
+    except Exception as err:
+        advice = (f"; install {err.name} in the notebook's environment"
+                  if isinstance(err, ImportError) and err.name else "")
+        raise ResultError(
+            f"the notebook could not load {wanted} sent from the cluster ({versions}): "
+            f"{type(err).__name__}: {err}{advice}") from None
+    return values

@@ -1,0 +1,194 @@
+"""Figures, display() and --in/--out values through the real runner script and the image's
+Python (/usr/bin/python3, the local cluster's image root, with matplotlib from apt)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import types
+
+import pytest
+
+from oscar_jupyter import runner
+from oscar_jupyter.spec import OffloadSpec, SpecError
+from oscar_jupyter.values import ResultError, decode_result, pack_inputs
+
+from ..png import decode_png
+
+IMAGE_PATH = {"PATH": "/usr/bin:/bin"}  # python3 = the image's, not the test's interpreter
+IMAGE_PYTHON = subprocess.run(["/usr/bin/python3", "-c", "import platform; "
+                               "print(platform.python_version())"],
+                              capture_output=True, text=True).stdout.strip()
+
+
+def run_cell(run_runner, code: str, inputs: dict | None = None, outputs: list[str] = ()):
+    body = OffloadSpec().job_body(code, pack_inputs(inputs or {}), list(outputs))
+    return run_runner(body, env=IMAGE_PATH, timeout=120)
+
+
+def shown(result) -> list[tuple[str, object]]:
+    """The cell's outputs in order: ("text", line) or (mime types, bundle data)."""
+    return [(tuple(sorted(line.bundle["data"])), line.bundle) if line.bundle else
+            ("text", line.text) for line in result.parser.lines]
+
+
+def test_display_shows_the_richest_forms_in_order_with_the_text(run_runner):
+    code = (
+        "class Table:\n"
+        "    def _repr_html_(self):\n"
+        "        return '<table><tr><td>1</td></tr></table>'\n"
+        "    def _repr_markdown_(self):\n"
+        "        return '**one**'\n"
+        "    def __repr__(self):\n"
+        "        return 'Table(1)'\n"
+        "print('before')\n"
+        "display(Table())\n"
+        "print('after', end='')\n"
+        "display(Table())\n"
+    )
+    result = run_cell(run_runner, code)
+    assert result.parser.exit_code == 0
+    outputs = shown(result)
+    assert [kind for kind, _ in outputs] == [
+        "text", ("text/html", "text/markdown", "text/plain"), "text",
+        ("text/html", "text/markdown", "text/plain")]
+    assert outputs[0][1] == "before" and outputs[2][1] == "after"
+    bundle = outputs[1][1]
+    assert bundle["data"]["text/html"] == "<table><tr><td>1</td></tr></table>"
+    assert bundle["data"]["text/plain"] == "Table(1)"
+
+
+def test_plt_show_and_figures_left_open_arrive_as_png_images(run_runner):
+    code = (
+        "import matplotlib.pyplot as plt\n"
+        "plt.plot([1, 2, 3], [3, 1, 2])\n"
+        "plt.show()\n"
+        "print('between')\n"
+        "plt.figure(figsize=(2, 1))\n"
+        "plt.plot([0, 1])\n"
+    )
+    result = run_cell(run_runner, code)
+    assert result.parser.exit_code == 0, result.raw[-2000:]
+    outputs = shown(result)
+    assert [kind for kind, _ in outputs] == [
+        ("image/png", "text/plain"), "text", ("image/png", "text/plain")]
+    first = decode_png(base64.b64decode(outputs[0][1]["data"]["image/png"]))
+    second = decode_png(base64.b64decode(outputs[2][1]["data"]["image/png"]))
+    assert first[0] > 300 and second[0] < first[0]  # two figures, of their own sizes
+    assert outputs[0][1]["data"]["text/plain"].startswith("<Figure size")
+
+
+def test_an_output_over_the_bound_is_left_out_with_a_note(run_runner):
+    code = (
+        "class Huge:\n"
+        "    def _repr_png_(self):\n"
+        f"        return b'x' * {runner.MAX_DISPLAY_BYTES}\n"
+        "display(Huge())\n"
+    )
+    result = run_cell(run_runner, code)
+    (line,) = result.parser.lines
+    assert set(line.bundle["data"]) == {"text/plain"}
+    assert "image/png output of 1.3 MB was left out" in line.bundle["notes"][0]
+    assert "--mount" in line.bundle["notes"][0]
+
+
+def test_text_that_the_cell_prints_never_passes_for_a_rich_output(run_runner):
+    fake = base64.b64encode(json.dumps({"data": {"text/html": "<b>x</b>"}}).encode()).decode()
+    code = (
+        "import os\n"
+        f"print('\\x1eOJ0123456789abcdef|d|{fake}')\n"
+        f"print('@@OJ|d|1|{fake}|@@')\n"
+        "print('nonce' in str(os.environ.get('_OJ_RICH')))\n"
+    )
+    result = run_cell(run_runner, code)
+    assert all(line.bundle is None for line in result.parser.lines)
+    assert result.text("stdout")[-1] == "False"  # the nonce is not in the cell's environment
+
+
+def test_values_go_in_and_come_back(run_runner):
+    data = {"xs": [1.0, 2.5, -3], "label": "fit", "nested": {"k": (1, 2)}}
+    code = "total = sum(data['xs'])\nlabels = [data['label']] * 2\n"
+    result = run_cell(run_runner, code, {"data": data}, ["total", "labels"])
+    assert result.parser.exit_code == 0, result.raw[-2000:]
+    assert decode_result(result.parser.result, ["total", "labels"]) == {
+        "total": 0.5, "labels": ["fit", "fit"]}
+
+
+def test_a_corrupted_or_missing_result_is_an_error_never_a_value(run_runner):
+    result = run_cell(run_runner, "x = 41 + 1\n", outputs=["x"])
+    record = json.loads(base64.b64decode(result.parser.result))
+    assert decode_result(result.parser.result, ["x"]) == {"x": 42}
+    pickled = bytearray(base64.b64decode(record["pickle"]))
+    pickled[-3] ^= 1  # one bit flipped in transit
+    altered = dict(record, pickle=base64.b64encode(bytes(pickled)).decode())
+    with pytest.raises(ResultError, match="arrived corrupted"):
+        decode_result(base64.b64encode(json.dumps(altered).encode()).decode(), ["x"])
+    cut = dict(record, pickle=record["pickle"][:8])
+    with pytest.raises(ResultError, match="arrived corrupted"):
+        decode_result(base64.b64encode(json.dumps(cut).encode()).decode(), ["x"])
+    with pytest.raises(ResultError, match="arrived damaged"):
+        decode_result(result.parser.result[:-10], ["x"])
+    with pytest.raises(ResultError, match="without sending back x"):
+        decode_result(None, ["x"])
+
+
+def test_a_result_this_python_cannot_load_names_both_versions(run_runner):
+    code = (
+        "import sys, types\n"
+        "mod = types.ModuleType('only_on_the_cluster')\n"
+        "class Model:\n"
+        "    pass\n"
+        "Model.__module__ = 'only_on_the_cluster'\n"
+        "mod.Model = Model\n"
+        "sys.modules['only_on_the_cluster'] = mod\n"
+        "m = Model()\n"
+    )
+    result = run_cell(run_runner, code, outputs=["m"])
+    with pytest.raises(ResultError) as error:
+        decode_result(result.parser.result, ["m"])
+    message = str(error.value)
+    assert f"Python {IMAGE_PYTHON} on the cluster" in message and "only_on_the_cluster" in message
+    assert "install only_on_the_cluster in the notebook's environment" in message
+
+
+def test_out_errors_are_the_cells_one_line_error(run_runner):
+    from oscar_jupyter import errors
+
+    missing = run_cell(run_runner, "x = 1\n", outputs=["x", "y"])
+    assert missing.parser.exit_code == 1 and missing.parser.result is None
+    tail = missing.text("stderr")[-1]
+    assert tail == "OffloadValuesError: --out y: the cell did not define y"
+    assert missing.text("stderr")[-2] == runner.TRACEBACK_MARKER
+    local = run_cell(run_runner, "def f():\n    return 1\n", outputs=["f"])
+    assert "function f is defined in the cell" in local.text("stderr")[-1]
+    assert errors.LOCAL_FILENAME  # the magic shows it as CellError (tests/e2e)
+
+
+def test_inputs_that_cannot_travel_are_refused_before_sending():
+    import threading
+
+    with pytest.raises(SpecError, match="--in lock: a lock cannot be pickled"):
+        pack_inputs({"lock": threading.Lock()})
+    notebook_function = types.FunctionType(
+        (lambda: 1).__code__, {"__name__": "__main__"}, "helper")
+    notebook_function.__module__ = "__main__"
+    notebook_function.__qualname__ = "helper"
+    with pytest.raises(SpecError, match="--in f: it holds function helper, defined in the "
+                                        "notebook"):
+        pack_inputs({"f": notebook_function})
+    with pytest.raises(SpecError, match="give variable names"):
+        pack_inputs({"not a name": 1})
+    big = {"blob": b"x" * runner.MAX_PROGRAM_BYTES}
+    with pytest.raises(SpecError) as error:
+        OffloadSpec().job_body("print(len(blob))", pack_inputs(big))
+    assert error.value.flag == "--in" and "--mount" in str(error.value)
+
+
+def test_an_input_the_cluster_cannot_load_says_what_it_lacks(run_runner):
+    result = run_cell(run_runner, "print(spec)\n", {"spec": OffloadSpec(node="vega")})
+    assert result.parser.exit_code == 1
+    error = result.text("stderr")[-1]
+    assert error.startswith("OffloadValuesError: --in: the cluster could not load")
+    assert "No module named 'oscar_jupyter'" in error and "install it in the image" in error
+    assert f"Python {IMAGE_PYTHON} on the cluster" in error
