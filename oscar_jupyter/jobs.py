@@ -621,6 +621,9 @@ class Job:
                 if not is_transient(err):
                     raise
                 self._record_outage(err)
+            # Done is read before the lines: a follower thread may feed the last lines (and the
+            # exit line with them) at any moment, and lines read after "done" are all there is.
+            done = self.is_done()
             lines = self.lines()  # another thread (the poller) may have fetched some of them
             new, reported = lines[reported:], len(lines)
             state = (self.status(), self.node)
@@ -628,7 +631,7 @@ class Job:
             if on_update is not None:
                 on_update(self, new)
             previous = state
-            if self.is_done():
+            if done:
                 return self.exit_code
             delay = self.next_delay(interval, changed)
             if deadline is not None:

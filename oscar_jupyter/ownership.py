@@ -354,7 +354,11 @@ class JobTracker:
 
     def _new_job(self, client: OscarClient, service: str, name: str,
                  info: Mapping[str, Any]) -> Job:
-        job = Job(client, service, name, OffloadSpec(), log_dir=self._log_dir)
+        # Submitted before we saw it: its runner's start line is trusted from its creation on,
+        # not only from now (a job found running for 40 s has run 40 s, not 0).
+        created = _parse_time(info.get("creation_time"))
+        job = Job(client, service, name, OffloadSpec(), log_dir=self._log_dir,
+                  submitted_at=created)
         finished = _parse_time(info.get("finish_time"))
         if finished is not None:
             age = (datetime.now(timezone.utc) - finished).total_seconds()

@@ -826,9 +826,9 @@ class OffloadSpec:
                 "--in": ("the --in values are", "write large data to a file on a --mount'ed "
                          "path and read it in the cell"),
             }[flag]
-            raise SpecError(flag, f"{flag}: {what} {parts[flag] // 1024} KiB; the "
-                            f"job program may be at most {runner.MAX_PROGRAM_BYTES // 1024} KiB "
-                            f"(it travels in an environment variable): {where}")
+            raise SpecError(flag, f"{flag}: {what} {parts[flag] // 1024} KiB once compressed; "
+                            f"the job program may be at most {runner.MAX_PROGRAM_BYTES // 1024} "
+                            f"KiB (it travels in an environment variable): {where}")
         return runner.encode_body(program)
 
     # ---- the magic's line -------------------------------------------------------------------

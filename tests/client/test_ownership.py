@@ -308,6 +308,23 @@ def test_final_states_are_remembered_and_logs_read_only_until_then(sessions, fak
     assert listings == 6  # one listing per service per refresh
 
 
+def test_a_job_found_running_is_timed_from_its_runners_start(sessions, fake_oscar, sidebar):
+    from datetime import datetime, timedelta, timezone
+
+    job = sessions().submit("print(1)", OffloadSpec(**SPEC))
+    now = datetime.now(timezone.utc)
+    started = int((now - timedelta(seconds=40)).timestamp())
+    with fake_oscar.lock:  # submitted 45 s ago, its runner started 40 s ago, still running
+        fake_oscar.jobs[job.service][job.name] = {
+            "status": "Running", "creation_time": (now - timedelta(seconds=45)).strftime(
+                "%Y-%m-%dT%H:%M:%SZ")}
+        fake_oscar.logs[(job.service, job.name)] = (
+            f'@@OJ|s|0|{{"node": "vk", "job": "{job.name}", "time": "{started}"}}|@@\n')
+    (listed,) = [j for j in sidebar.jobs(None)["jobs"] if j["job"] == job.name]
+    runner_start = datetime.fromisoformat(listed["runner_start"].replace("Z", "+00:00"))
+    assert runner_start == datetime.fromtimestamp(started, timezone.utc)  # not "now"
+
+
 def test_sidebar_mine_scope_for_basic_auth(sessions, fake_oscar, sidebar):
     own = sessions().submit("print(1)", OffloadSpec(**SPEC))
     hers = sessions("alice").submit("print(1)", OffloadSpec(**SPEC))

@@ -162,3 +162,20 @@ def test_polling_loops_list_a_quiet_job_only_after_a_while(oscar, tmp_path):
     assert oscar.list_calls == calls
     job.refresh(quiet_for=0.0)
     assert oscar.list_calls == calls + 1
+
+
+def test_lines_that_arrive_with_the_exit_line_mid_poll_are_all_reported(oscar, tmp_path):
+    # A follower thread may feed the last lines and the exit line between the moment the wait
+    # loop takes the lines it reports and the moment it asks whether the job is done.
+    job = make_job(oscar, tmp_path)
+    oscar.status["job-1"], oscar.logs["job-1"] = "Running", START
+    streamed = START + tagged("o", 1, "ran") + tagged("x", 0, "0")
+    reported: list[str] = []
+
+    def on_update(job: Job, new_lines: list) -> None:
+        reported.extend(line.text for line in new_lines)
+        if not job.is_done():
+            job._absorb(streamed[len(job.raw_log):], more=True)  # the follower, just now
+
+    assert job.wait(10, on_update=on_update, interval=PollInterval(0.01, 0.01)) == 0
+    assert reported == ["ran"]

@@ -469,7 +469,8 @@ def test_a_lone_surrogate_in_the_cell_is_refused_with_its_place():
 
 @pytest.mark.parametrize(
     ("code", "env", "flag"),
-    [("x = 1\n" * 20000, {}, "cell"), ("print(1)", {"BIG": "v" * 80000}, "--env")],
+    [("".join(f"x{i} = {i * 7919 % 100003}\n" for i in range(30000)), {}, "cell"),
+     ("print(1)", {"BIG": "v" * 70000 + os.urandom(60000).hex()}, "--env")],
 )
 def test_an_oversized_job_names_what_made_it_big(code, env, flag):
     with pytest.raises(SpecError) as err:
