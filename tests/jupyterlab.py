@@ -77,3 +77,23 @@ def jupyterlab(root: Path, scratch: Path, env: dict[str, str],
                 server.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
+
+
+def open_notebook(page, url: str, token: str, workspace: str, path: str) -> None:
+    """Opens `path` in a fresh workspace; returns once its kernel is idle."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{url}/lab/workspaces/{workspace}/tree/{path}?reset&token={token}")
+    expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=60_000)
+
+
+def set_theme(page, theme: str) -> None:
+    """JupyterLab's light or dark theme, applied."""
+    from playwright.sync_api import expect
+
+    name = "JupyterLab Dark" if theme == "dark" else "JupyterLab Light"
+    page.evaluate(f"window.jupyterapp.commands.execute('apputils:change-theme', "
+                  f"{{theme: '{name}'}})")
+    expect(page.locator(f"body[data-jp-theme-light='{'false' if theme == 'dark' else 'true'}']")
+           ).to_have_count(1, timeout=30_000)
+    page.wait_for_timeout(1000)

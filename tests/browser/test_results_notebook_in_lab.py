@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from ..jupyterlab import jupyterlab, launch_chromium, require_chromium
+from ..jupyterlab import (
+    jupyterlab,
+    launch_chromium,
+    open_notebook,
+    require_chromium,
+    set_theme,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,8 +51,7 @@ def test_results_notebook_after_run_all_light_and_dark(lab, tmp_path):
         browser = launch_chromium(pw, tmp_path / "chromium", 1280, 1100)
         try:
             page = browser.new_page()
-            page.goto(f"{url}/lab/workspaces/oj-results/tree/{NOTEBOOK}?reset&token={token}")
-            expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=60_000)
+            open_notebook(page, url, token, "oj-results", NOTEBOOK)
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
             expect(page.get_by_text("Deleted 3 finished job(s)")).to_be_visible(timeout=180_000)
 
@@ -63,12 +68,7 @@ def test_results_notebook_after_run_all_light_and_dark(lab, tmp_path):
             page.get_by_text("training [######").first.scroll_into_view_if_needed()
 
             for theme in ("light", "dark"):
-                if theme == "dark":
-                    page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme',"
-                                  " {theme: 'JupyterLab Dark'})")
-                    expect(page.locator("body[data-jp-theme-light='false']")).to_have_count(
-                        1, timeout=30_000)
-                    page.wait_for_timeout(1000)
+                set_theme(page, theme)
                 page.locator(".jp-Cell").filter(has_text="--out w,b,losses").first \
                     .scroll_into_view_if_needed()
                 page.screenshot(path=str(ARTIFACTS / f"results-and-figures-{theme}.png"))

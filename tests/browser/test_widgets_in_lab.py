@@ -15,7 +15,13 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from ..jupyterlab import jupyterlab, launch_chromium, require_chromium
+from ..jupyterlab import (
+    jupyterlab,
+    launch_chromium,
+    open_notebook,
+    require_chromium,
+    set_theme,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,8 +83,7 @@ def test_panel_and_live_job_view_in_jupyterlab_light_and_dark(lab, tmp_path):
         browser = launch_chromium(pw, tmp_path / "chromium", 1280, 1500)
         try:
             page = browser.new_page()
-            page.goto(f"{url}/lab/workspaces/oj-widgets/tree/widgets.ipynb?reset&token={token}")
-            expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=60_000)
+            open_notebook(page, url, token, "oj-widgets", "widgets.ipynb")
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
             panel = page.locator(".oj-panel")
@@ -123,11 +128,7 @@ def test_panel_and_live_job_view_in_jupyterlab_light_and_dark(lab, tmp_path):
             shots = {}
             for theme in ("light", "dark"):
                 if theme == "dark":
-                    page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme',"
-                                  " {theme: 'JupyterLab Dark'})")
-                    expect(page.locator("body[data-jp-theme-light='false']")).to_have_count(
-                        1, timeout=30_000)
-                    page.wait_for_timeout(1000)
+                    set_theme(page, "dark")
                 colours = theme_colours()
                 assert colours["card"] == colours["layout1"], colours
                 assert colours["errorText"] == colours["error"], colours

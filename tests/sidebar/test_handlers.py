@@ -18,36 +18,10 @@ import oscar_jupyter
 from oscar_jupyter.local.state import HomeLayout, LocalState
 
 from ..conftest import free_port, slurm_job_ids_alive
+from .api import call, wait_for_job
 from .conftest import NODE
 
 pytestmark = pytest.mark.e2e
-API = ("oscar-jupyter", "api")
-
-
-async def call(jp_fetch, *path: str, method: str = "GET", **params: str) -> tuple[int, dict]:
-    """(status, JSON body) of one API call; error answers are returned, not raised."""
-    try:
-        response = await jp_fetch(*API, *path, method=method, params=params or None,
-                                  allow_nonstandard_methods=True)
-    except HTTPClientError as err:
-        assert err.response is not None, err
-        return err.code, json.loads(err.response.body)
-    return response.code, json.loads(response.body)
-
-
-async def wait_for_job(jp_fetch, name: str, statuses: tuple[str, ...], timeout: float = 90):
-    """The job's sidebar entry once its status is one of `statuses`."""
-    deadline = time.monotonic() + timeout
-    seen = None
-    while time.monotonic() < deadline:
-        code, body = await call(jp_fetch, "jobs")
-        assert code == 200, body
-        entry = next((j for j in body["jobs"] if j["job"] == name), None)
-        seen = entry and entry["status"]
-        if entry is not None and entry["status"] in statuses:
-            return entry
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"job {name} never reached {statuses} (last seen: {seen})")
 
 
 def slurm_job_id(local_oscar, job_name: str) -> str:

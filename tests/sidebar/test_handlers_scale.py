@@ -15,17 +15,16 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from tornado.httpclient import HTTPClientError
 
 import oscar_jupyter
 from oscar_jupyter import job_records
 from oscar_jupyter.client import OscarClient
 from oscar_jupyter.server.backend import SidebarBackend
 
+from .api import call, wait_for_job
 from .conftest import NODE
 
 pytestmark = pytest.mark.e2e
-API = ("oscar-jupyter", "api")
 
 
 @pytest.fixture(autouse=True)
@@ -34,32 +33,6 @@ def private_records(tmp_path, monkeypatch):
     monkeypatch.setenv("OSCAR_JUPYTER_LOG_DIR", str(tmp_path / "logs"))
     monkeypatch.setattr(SidebarBackend, "refresh_seconds", 0.3)
     return tmp_path
-
-
-async def call(jp_fetch, *path: str, method: str = "GET", body: dict | None = None,
-               **params: str) -> tuple[int, dict]:
-    try:
-        response = await jp_fetch(*API, *path, method=method, params=params or None,
-                                  body=None if body is None else json.dumps(body),
-                                  allow_nonstandard_methods=True)
-    except HTTPClientError as err:
-        assert err.response is not None, err
-        return err.code, json.loads(err.response.body)
-    return response.code, json.loads(response.body)
-
-
-async def entry_of(jp_fetch, name: str, statuses: tuple[str, ...], timeout: float = 90) -> dict:
-    deadline = time.monotonic() + timeout
-    seen = None
-    while time.monotonic() < deadline:
-        code, body = await call(jp_fetch, "jobs")
-        assert code == 200, body
-        entry = next((j for j in body["jobs"] if j["job"] == name), None)
-        seen = entry and entry["status"]
-        if entry is not None and entry["status"] in statuses:
-            return entry
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"job {name} never reached {statuses} (last seen: {seen})")
 
 
 def in_cell(ipshell, monkeypatch, notebook: str, cell_id: str, code: str, **settings):
@@ -82,7 +55,7 @@ async def test_a_job_is_labelled_with_its_notebook_cell_and_first_line(
     code = "\n   \ntotal = sum(range(10))   \nprint(total)\n"
     job, count = in_cell(ipshell, monkeypatch, str(notebook), "c0ffee-cell", code,
                          node=NODE, time="00:02:00")
-    entry = await entry_of(jp_fetch, job.name, ("Succeeded",))
+    entry = await wait_for_job(jp_fetch, job.name, ("Succeeded",))
     print("\none entry of GET jobs:", json.dumps(entry, ensure_ascii=False))
     assert entry["label"] == {
         "notebook": "work/train.ipynb", "cell_id": "c0ffee-cell", "execution_count": count,
@@ -97,7 +70,7 @@ async def test_a_job_is_labelled_with_its_notebook_cell_and_first_line(
     # A job submitted elsewhere (no record here) is named by its id.
     other = oscar_jupyter.offload("print(2)\n", node=NODE, time="00:02:00", wait=False)
     job_records.delete(other.client.endpoint, other.name)
-    entry = await entry_of(jp_fetch, other.name, ("Succeeded",))
+    entry = await wait_for_job(jp_fetch, other.name, ("Succeeded",))
     assert entry["label"]["text"] == other.name and entry["label"]["notebook"] is None
 
 
@@ -124,7 +97,7 @@ async def test_a_cancelled_job_stays_listed_as_cancelled_with_its_log(jp_fetch, 
     while not entry["recorded"]:
         assert time.monotonic() < deadline, entry
         await asyncio.sleep(0.4)
-        entry = await entry_of(jp_fetch, job.name, ("Cancelled",))
+        entry = await wait_for_job(jp_fetch, job.name, ("Cancelled",))
     code, log = await call(jp_fetch, "jobs", job.service, job.name, "log")
     assert code == 200, log
     assert [line["text"] for line in log["lines"]] == ["step 0", "step 1", "step 2"]
@@ -208,15 +181,15 @@ async def test_cleanup_counts_then_deletes_one_notebooks_finished_jobs(
     a, b, sleep = str(jp_root_dir / "a.ipynb"), str(jp_root_dir / "b.ipynb"), "time.sleep(300)"
     a_done, _ = in_cell(ipshell, monkeypatch, a, "a1", "print('a')", node=NODE, time="00:02:00")
     b_done, _ = in_cell(ipshell, monkeypatch, b, "b1", "print('b')", node=NODE, time="00:02:00")
-    await entry_of(jp_fetch, a_done.name, ("Succeeded",))
-    await entry_of(jp_fetch, b_done.name, ("Succeeded",))
+    await wait_for_job(jp_fetch, a_done.name, ("Succeeded",))
+    await wait_for_job(jp_fetch, b_done.name, ("Succeeded",))
     a_cancelled, _ = in_cell(ipshell, monkeypatch, a, "a2", f"import time\n{sleep}\n",
                              node=NODE, time="00:10:00")
     a_running, _ = in_cell(ipshell, monkeypatch, a, "a3", f"import time\n{sleep}\n",
                            node=NODE, time="00:10:00")
-    await entry_of(jp_fetch, a_running.name, ("Suspended", "Pending", "Running"))
+    await wait_for_job(jp_fetch, a_running.name, ("Suspended", "Pending", "Running"))
     a_cancelled.cancel()  # from the kernel this time
-    entry = await entry_of(jp_fetch, a_cancelled.name, ("Cancelled",))
+    entry = await wait_for_job(jp_fetch, a_cancelled.name, ("Cancelled",))
     assert entry["cancelled_by"] == "this kernel"
 
     ask = {"scope": "notebook", "notebook": "a.ipynb", "dry_run": True}

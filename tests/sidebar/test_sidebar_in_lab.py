@@ -23,7 +23,7 @@ from oscar_jupyter import session as session_module
 from oscar_jupyter.local.state import HomeLayout, LocalState
 
 from ..conftest import free_port, slurm_job_ids_alive
-from ..jupyterlab import jupyterlab, launch_chromium, require_chromium
+from ..jupyterlab import jupyterlab, launch_chromium, require_chromium, set_theme
 from .conftest import NODE
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
@@ -171,11 +171,7 @@ def test_sidebar_lists_node_and_job_shows_its_log_and_cancels_it(
             colours = {}
             for theme in ("light", "dark"):
                 if theme == "dark":
-                    page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme',"
-                                  " {theme: 'JupyterLab Dark'})")
-                    expect(page.locator("body[data-jp-theme-light='false']")).to_have_count(
-                        1, timeout=30_000)
-                    page.wait_for_timeout(1000)
+                    set_theme(page, "dark")
                 colours[theme] = theme_colours(page)
                 found = colours[theme]
                 assert found["panel"] == found["layout1"], found

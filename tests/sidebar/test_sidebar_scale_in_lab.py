@@ -24,7 +24,13 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from oscar_jupyter.session import Session
 
-from ..jupyterlab import jupyterlab, launch_chromium, require_chromium
+from ..jupyterlab import (
+    jupyterlab,
+    launch_chromium,
+    open_notebook,
+    require_chromium,
+    set_theme,
+)
 from .conftest import NODE
 from .test_sidebar_in_lab import built_labextension  # noqa: F401 (a fixture)
 
@@ -163,13 +169,6 @@ def others_jobs(local_oscar, monkeypatch):
         session.client.close()
 
 
-def open_lab(page, url: str, token: str, workspace: str, path: str) -> None:
-    from playwright.sync_api import expect
-
-    page.goto(f"{url}/lab/workspaces/{workspace}/tree/{path}?reset&token={token}")
-    expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=60_000)
-
-
 def focus_notebook(page, path: str) -> None:
     """Opens (or brings to the front) the notebook at `path`; returns once its kernel is idle."""
     page.evaluate("p => window.jupyterapp.commands.execute('docmanager:open', {path: p})", path)
@@ -187,17 +186,6 @@ def shown_jobs(sidebar) -> list[dict]:
         .map(r => ({job: r.dataset.job, status: r.dataset.status,
                     notebook: r.dataset.notebook,
                     label: r.querySelector('.oj-sidebar-joblabel').textContent}))""")
-
-
-def set_theme(page, theme: str) -> None:
-    from playwright.sync_api import expect
-
-    name = "JupyterLab Dark" if theme == "dark" else "JupyterLab Light"
-    page.evaluate(f"window.jupyterapp.commands.execute('apputils:change-theme', "
-                  f"{{theme: '{name}'}})")
-    expect(page.locator(f"body[data-jp-theme-light='{'false' if theme == 'dark' else 'true'}']")
-           ).to_have_count(1, timeout=30_000)
-    page.wait_for_timeout(800)
 
 
 def check_rows_fit(sidebar) -> None:
@@ -236,7 +224,7 @@ def test_filters_cell_links_live_log_and_states_with_two_notebooks(
             page.on("request", lambda r: log_requests.append(r.url) if "/log?" in r.url else None)
 
             # b.ipynb starts its sleeper; then a.ipynb its quick job and its progress bar.
-            open_lab(page, url, token, "oj-scale", "b.ipynb")
+            open_notebook(page, url, token, "oj-scale", "b.ipynb")
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
             expect(page.locator(".oj-jobview").first).to_be_visible(timeout=90_000)
             focus_notebook(page, "a.ipynb")
