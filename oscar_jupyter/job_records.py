@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .jobs import TERMINAL, default_log_dir
+from .spec import OffloadSpec
 
 FIRST_LINE_MAX = 80
 RECORDS_DIRNAME = "job-records"
@@ -201,8 +202,9 @@ def load(endpoint: str, job: str) -> JobRecord | None:
         return None  # none, or unreadable: a record is a convenience, never a requirement
 
 
-def records(endpoint: str) -> dict[str, JobRecord]:
-    """Every record of the cluster at `endpoint`, by job name."""
+def records(endpoint: str, owner: str | None = None) -> dict[str, JobRecord]:
+    """Every record of the cluster at `endpoint`, by job name; with `owner`, only the jobs of
+    that user's runner services (two cluster users of one machine account see their own)."""
     found: dict[str, JobRecord] = {}
     folder = cluster_dir(endpoint)
     try:
@@ -217,7 +219,9 @@ def records(endpoint: str) -> dict[str, JobRecord]:
                 record = JobRecord.from_json(json.load(source))
         except (OSError, ValueError, TypeError):
             continue
-        if record.endpoint.rstrip("/") == endpoint.rstrip("/"):
+        if record.endpoint.rstrip("/") != endpoint.rstrip("/"):
+            continue
+        if owner is None or OffloadSpec.is_owned_service_name(record.service, owner, endpoint):
             found[record.job] = record
     return found
 

@@ -257,7 +257,8 @@ def list_rows(session: Session, scope: str = "kernel", *, notebook: str | None =
             return True
         return scope != "kernel" or record.kernel == session.kernel_tag
 
-    merged = rows_with_records(rows, job_records.records(client.endpoint), keep=in_scope,
+    merged = rows_with_records(rows, job_records.records(client.endpoint, session.owner),
+                               keep=in_scope,
                                kernel=session.kernel_tag)
     if notebook is not None:
         merged = [r for r in merged if r.label is not None and r.label.notebook == notebook]

@@ -206,7 +206,7 @@ class SidebarBackend:
         self.upstream_listings += 1
         refreshed_at = iso_utc(datetime.now(timezone.utc), "milliseconds")
         owner, by_sub = owner_identity(client)
-        records = job_records.records(client.endpoint)
+        records = job_records.records(client.endpoint, owner)
         jobs: list[dict[str, Any]] = []
         for service in client.list_services():
             if not is_runner_service(service):

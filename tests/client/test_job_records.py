@@ -133,6 +133,19 @@ def test_listing_and_deleting_per_cluster():
     assert list(job_records.records("https://other.example.org")) == [JOB[:-1] + "c"]
 
 
+def test_each_cluster_user_gets_the_records_of_their_own_services():
+    from oscar_jupyter.spec import OffloadSpec
+
+    spec = OffloadSpec(node="vega")
+    alice, bob = (spec.service_name(owner, ENDPOINT) for owner in ("alice", "bob"))
+    job_records.save(a_record(f"{alice}-aaaaaa-000000000001", service=alice))
+    job_records.save(a_record(f"{bob}-bbbbbb-000000000002", service=bob))
+    assert set(job_records.records(ENDPOINT)) == {f"{alice}-aaaaaa-000000000001",
+                                                  f"{bob}-bbbbbb-000000000002"}
+    assert set(job_records.records(ENDPOINT, "alice")) == {f"{alice}-aaaaaa-000000000001"}
+    assert set(job_records.records(ENDPOINT, "bob")) == {f"{bob}-bbbbbb-000000000002"}
+
+
 def test_a_bad_job_name_never_becomes_a_path():
     with pytest.raises(ValueError, match="is not valid"):
         job_records.save(a_record("../../etc/passwd"))

@@ -20,6 +20,7 @@ import oscar_jupyter
 from oscar_jupyter import job_records
 from oscar_jupyter.client import OscarClient
 from oscar_jupyter.server.backend import SidebarBackend
+from oscar_jupyter.spec import OffloadSpec
 
 from .api import call, wait_for_job
 from .conftest import NODE
@@ -225,7 +226,8 @@ async def test_500_jobs_are_listed_quickly(jp_fetch, jp_root_dir, session):
     # Timing and size only: 500 cancelled jobs kept in the local records (as a heavy user's
     # would be), which the API lists along with what OSCAR lists, newest first.
     endpoint = session.client.endpoint
-    service = "oj-0123456789-aaaaaa-0123456789"
+    # A runner service of this user's (the records of other cluster users are not listed).
+    service = OffloadSpec(node=NODE, time="00:01:00").service_name(session.owner, endpoint)
     for i in range(500):
         job = f"{service}-abcdef-{i:012x}"
         job_records.save(job_records.JobRecord(
