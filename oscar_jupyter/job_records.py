@@ -17,15 +17,15 @@ import json
 import os
 import re
 import sys
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .files import write_atomically
 from .jobs import TERMINAL, default_log_dir
 from .spec import OffloadSpec
+from .timefmt import now_iso
 
 FIRST_LINE_MAX = 80
 RECORDS_DIRNAME = "job-records"
@@ -90,10 +90,6 @@ class JobRecord:
         label_known = {f.name for f in fields(JobLabel)}
         values["label"] = JobLabel(**{k: v for k, v in label.items() if k in label_known})
         return cls(**values)
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def first_code_line(code: str) -> str | None:
@@ -177,17 +173,7 @@ def _path(endpoint: str, job: str, suffix: str = ".json", *, create: bool = Fals
 
 def write_json(path: Path, data: Any) -> None:
     """Write `data` to `path` whole or not at all (0600, temp file + rename)."""
-    descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-            json.dump(data, out, ensure_ascii=False)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+    write_atomically(path, json.dumps(data, ensure_ascii=False))
 
 
 def save(record: JobRecord) -> None:

@@ -21,6 +21,7 @@ from .diagnostics import safe_tail, sbatch_refusal, slurm_end
 from .logs import LogParser, OutputLine
 from .runner import TRACEBACK_MARKER
 from .spec import DEFAULT_MEMORY, OffloadSpec, format_memory, format_time, parse_memory
+from .timefmt import parse_iso
 from .values import decode_result
 
 if TYPE_CHECKING:
@@ -62,15 +63,6 @@ def default_log_dir() -> Path:
     if base:
         return Path(base)
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "oscar-jupyter" / "logs"
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def _runner_start(started: dict, submitted_at: datetime) -> datetime:
@@ -154,7 +146,6 @@ class Job:
         self.slurm_end: str | None = None  # "cancelled" or "walltime" when Slurm ended the job
         self._parser = LogParser()
         self.outputs: list[str] = []  # the --out names the cell sends back (see `values`)
-        self._values: tuple[str | None, dict[str, Any]] | None = None
         self._cancelled = False
         self._listed = False
         self.vanished = False  # listed once, then deleted on the cluster
@@ -507,7 +498,7 @@ class Job:
         self.oscar_status = entry.get("status") or self.oscar_status
         # Not OSCAR's start_time/creation_time: the virtual kubelet sets them when it accepts the
         # pod, so they include Slurm's queue time. The clock starts at the runner's start line.
-        finished = _parse_time(entry.get("finish_time"))
+        finished = parse_iso(entry.get("finish_time"))
         if finished:
             self.finished_at = finished
         if self.oscar_status in ("Succeeded", "Failed") and self._terminal_seen_at is None:
@@ -661,9 +652,7 @@ class Job:
             return {}
         with self._lock:
             record = self._parser.result
-        if self._values is None or self._values[0] != record:
-            self._values = (record, decode_result(record, self.outputs))
-        return dict(self._values[1])
+        return decode_result(record, self.outputs)
 
     def end_reason(self) -> str:
         """Why a job ended other than by its cell's exit; "" while it runs or when it exited."""

@@ -137,14 +137,15 @@ class LogParser:
                 if self.result is None:
                     self.result = text
                 continue
-            if kind == runner.DISPLAY:
-                self._take_display(seq, text, new)
-                continue
             if kind == runner.EXIT:
                 if self.exit_code is None and text.strip().lstrip("-").isdigit():
                     self.exit_code = int(text)
                 continue
-            if kind in runner.ESCAPED:
+            bundle = None
+            if kind == runner.DISPLAY:  # a rich output: a stdout line, shown as its bundle
+                bundle = _display_bundle(text) or _DAMAGED
+                kind, text = runner.STDOUT, bundle["data"].get("text/plain", "")
+            elif kind in runner.ESCAPED:
                 kind, text = runner.ESCAPED[kind], _unescape(text)
             if kind in _PARTIAL_STREAMS:
                 self._take_partial(_PARTIAL_STREAMS[kind], seq, text)
@@ -153,23 +154,11 @@ class LogParser:
             if key in self._seen:
                 continue
             self._seen.add(key)
-            out = OutputLine(_STREAM_NAMES[kind], seq, text)  # type: ignore[arg-type]
+            out = OutputLine(_STREAM_NAMES[kind], seq, text, bundle)  # type: ignore[arg-type]
             new.append(out)
             self._complete(out.stream, seq)
         self.lines.extend(new)
         return new
-
-    def _take_display(self, seq: int, text: str, new: list[OutputLine]) -> None:
-        key = ("o", seq)
-        if key in self._seen:
-            return
-        self._seen.add(key)
-        bundle = _display_bundle(text)
-        if bundle is None:
-            bundle = {"data": {"text/plain": "oscar-jupyter: a rich output arrived damaged"},
-                      "metadata": {}, "notes": []}
-        new.append(OutputLine("stdout", seq, bundle["data"].get("text/plain", ""), bundle))
-        self._complete("stdout", seq)
 
     def _take_partial(self, stream: str, seq: int, text: str) -> None:
         # Records come in log order, so a later one of the same line is newer; one whose line is
@@ -192,6 +181,10 @@ class LogParser:
             if starts:
                 return "\n".join(stderr[starts[-1]:])
         return ""
+
+
+_DAMAGED = {"data": {"text/plain": "oscar-jupyter: a rich output arrived damaged"},
+            "metadata": {}, "notes": []}
 
 
 def _display_bundle(text: str) -> dict | None:

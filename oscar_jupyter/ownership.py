@@ -35,8 +35,9 @@ from . import job_records
 from .client import OscarClient, OscarError
 from .config import Secret
 from .job_records import JobLabel, JobRecord
-from .jobs import SENTINEL_GRACE_SECONDS, TERMINAL, Job, _parse_time
+from .jobs import SENTINEL_GRACE_SECONDS, TERMINAL, Job
 from .spec import RUNNER_LABEL, OffloadSpec
+from .timefmt import parse_iso
 
 if TYPE_CHECKING:
     from .session import Session
@@ -357,10 +358,10 @@ class JobTracker:
                  info: Mapping[str, Any]) -> Job:
         # Submitted before we saw it: its runner's start line is trusted from its creation on,
         # not only from now (a job found running for 40 s has run 40 s, not 0).
-        created = _parse_time(info.get("creation_time"))
+        created = parse_iso(info.get("creation_time"))
         job = Job(client, service, name, OffloadSpec(), log_dir=self._log_dir,
                   submitted_at=created)
-        finished = _parse_time(info.get("finish_time"))
+        finished = parse_iso(info.get("finish_time"))
         if finished is not None:
             age = (datetime.now(timezone.utc) - finished).total_seconds()
             if age > SENTINEL_GRACE_SECONDS:

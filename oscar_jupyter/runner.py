@@ -408,11 +408,6 @@ def pack_program(program: bytes) -> bytes:
             f'"<oscar-jupyter program>", "exec"))\n').encode("ascii")
 
 
-def unpack_program(bootstrap: bytes) -> bytes:
-    """The program a bootstrap of `pack_program` carries (tests, diagnostics)."""
-    packed = bootstrap.split(b'b85decode("', 1)[1].split(b'")', 1)[0]
-    return zlib.decompress(base64.b85decode(packed))
-
 
 def encode_body(program: bytes) -> bytes:
     """The body of ``POST /job/{service}``: base64 text, so the supervisor decodes it to a file."""

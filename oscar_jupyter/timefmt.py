@@ -24,6 +24,11 @@ def iso_utc(stamp: datetime | None, timespec: str = "seconds") -> str:
     return stamp.astimezone(timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
+def now_iso() -> str:
+    """This moment as `iso_utc` writes it."""
+    return iso_utc(datetime.now(timezone.utc))
+
+
 def local_time(stamp: datetime | None, now: datetime | None = None) -> str:
     """'14:03:12' today, 'Nov 30 14:03' on another day, in this machine's time zone."""
     if stamp is None:

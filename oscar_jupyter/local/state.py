@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..files import write_atomically
 
 HOME_ENV = "OSCAR_JUPYTER_LOCAL_HOME"
 STATE_VERSION = 1
@@ -85,27 +86,6 @@ class HomeLayout:
         for directory in (self.root, self.jobs_dir, self.bodies_dir):
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             directory.chmod(0o700)
-
-
-def write_atomically(path: Path, data: str | bytes, *, mode: int = 0o600) -> None:
-    """Replace `path` with `data` in one rename; the file never exists with other permissions."""
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(raw)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def ensure_admin_password(layout: HomeLayout) -> str:

@@ -1,5 +1,5 @@
 """What the sidebar shows, computed from OSCAR itself and this machine's job records, without
-tornado (SIDEBAR_API.md is the contract).
+tornado (handlers.py serves it; labextension/src/api.ts types the answers).
 
 Jobs submitted by any kernel (the magic, `offload()`, the panel) appear here because they are read
 back from the runner services' job listings: one services listing plus one job listing per runner
@@ -32,7 +32,7 @@ from ..config import (
     load_profile,
 )
 from ..diagnostics import slurm_end
-from ..job_records import JobLabel, JobRecord, now_iso
+from ..job_records import JobLabel, JobRecord
 from ..jobs import TERMINAL, is_marker
 from ..logs import LogParser
 from ..nodes import discover_nodes
@@ -46,7 +46,7 @@ from ..ownership import (
     owns_service,
 )
 from ..session import profile_kubeconfig, profile_node_names
-from ..timefmt import iso_utc
+from ..timefmt import iso_utc, now_iso
 
 # A sidebar request must not hang a Jupyter server thread for OscarClient's default 30 s.
 CLIENT_TIMEOUT_SECONDS = 15.0
@@ -346,7 +346,7 @@ class SidebarBackend:
     # -- log -----------------------------------------------------------------------------------
 
     def log(self, cluster: str | None, service: str, job: str, since: int = 0) -> dict[str, Any]:
-        """The job's output lines after the first `since` (see SIDEBAR_API.md), what its
+        """The job's output lines after the first `since` (`next` of the previous answer), what its
         unfinished lines show now, and its status; a recorded (cancelled) job's from the
         snapshot taken at its cancel, else from the log its kernel saved."""
         if since < 0:
