@@ -43,8 +43,6 @@ WINDOW = 10.0
 SAMPLE_EVERY = 0.1
 
 
-
-
 def trivial_cell() -> float:
     """Milliseconds a user's trivial next cell takes on the main thread."""
     t0 = time.perf_counter()
@@ -86,8 +84,13 @@ class Requests:
 
         def urlopen(self, method, url, *args, **kwargs):
             path = url.split("?")[0].rstrip("/")
-            kind = "k8s log stream" if path.endswith("/log") \
-                else "k8s pod list" if path.endswith("/pods") else "k8s other"
+            kind = (
+                "k8s log stream"
+                if path.endswith("/log")
+                else "k8s pod list"
+                if path.endswith("/pods")
+                else "k8s other"
+            )
             sent.append((time.monotonic(), kind))
             return original(self, method, url, *args, **kwargs)
 
@@ -101,8 +104,12 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20.0, help="how long each job prints")
-    parser.add_argument("--max-wait", type=float, default=300.0,
-                        help="cancel what is still unfinished this long after the last submit")
+    parser.add_argument(
+        "--max-wait",
+        type=float,
+        default=300.0,
+        help="cancel what is still unfinished this long after the last submit",
+    )
     args = parser.parse_args()
 
     import oscar_jupyter
@@ -131,8 +138,9 @@ def main() -> int:
             baseline = [trivial_cell() for _ in range(100)]
             t_submit = time.monotonic()
             for _ in range(args.jobs):
-                jobs.append(oscar_jupyter.offload(code, node="local-slurm", time="00:05:00",
-                                                  wait=False))
+                jobs.append(
+                    oscar_jupyter.offload(code, node="local-slurm", time="00:05:00", wait=False)
+                )
             t_steady = time.monotonic()
             print(f"submitted {len(jobs)} jobs in {t_steady - t_submit:.1f} s", flush=True)
             latency: list[float] = []
@@ -147,16 +155,29 @@ def main() -> int:
                     break
                 if time.monotonic() >= next_report:
                     window = requests.between(next_report - WINDOW, next_report)
-                    print(f"  t+{next_report - t_steady:4.0f} s: {len(window) / WINDOW:5.1f} req/s,"
-                          f" {dict(sorted(statuses.items()))}", flush=True)
+                    print(
+                        f"  t+{next_report - t_steady:4.0f} s: {len(window) / WINDOW:5.1f} req/s,"
+                        f" {dict(sorted(statuses.items()))}",
+                        flush=True,
+                    )
                     next_report += WINDOW
                 time.sleep(SAMPLE_EVERY)
             t_end = time.monotonic()
             left = [job for job in jobs if not job.is_done()]
             for job in left:
                 job.cancel()
-            report(args, jobs, requests, baseline, latency, running_at_once,
-                   t_submit, t_steady, t_end, len(left))
+            report(
+                args,
+                jobs,
+                requests,
+                baseline,
+                latency,
+                running_at_once,
+                t_submit,
+                t_steady,
+                t_end,
+                len(left),
+            )
         except BaseException:
             for job in jobs:
                 if not job.is_done():
@@ -170,8 +191,18 @@ def main() -> int:
     return 0
 
 
-def report(args, jobs, requests: Requests, baseline, latency, running_at_once,
-           t_submit, t_steady, t_end, cancelled: int) -> None:
+def report(
+    args,
+    jobs,
+    requests: Requests,
+    baseline,
+    latency,
+    running_at_once,
+    t_submit,
+    t_steady,
+    t_end,
+    cancelled: int,
+) -> None:
     submit_phase = requests.between(t_submit, t_steady)
     steady = requests.between(t_steady, t_end)
     rates = []
@@ -187,30 +218,47 @@ def report(args, jobs, requests: Requests, baseline, latency, running_at_once,
     streamed_chars = sum(job._follower.chars for job in jobs if job._follower is not None)
     final_chars = sum(len(job.raw_log) for job in jobs)
     duration = t_end - t_steady
-    print(f"\n{args.jobs} --no-wait jobs, each printing every 0.5 s for {args.seconds:g} s; "
-          f"measured {duration:.0f} s after the last submit "
-          f"({'all ended' if not cancelled else f'{cancelled} cancelled at the bound'})")
-    print(f"{'requests/s to the server':34}p50 {pct(rates, .5):6.1f}   max {max(rates or [0]):6.1f}"
-          f"   mean {len(steady) / max(duration, 1e-9):6.1f}   ({len(rates)} windows of "
-          f"<= {WINDOW:g} s)")
-    print(f"{'  submitting':34}{len(submit_phase)} requests in {t_steady - t_submit:.1f} s "
-          f"({len(submit_phase) / max(t_steady - t_submit, 1e-9):.1f}/s)")
-    print(f"{'  by kind (after submit)':34}" + ", ".join(f"{k} {v}" for k, v in
-                                                          sorted(kinds.items())))
-    print(f"{'trivial cell, idle kernel (ms)':34}p50 {pct(baseline, .5):6.2f}   "
-          f"p95 {pct(baseline, .95):6.2f}   max {max(baseline):6.2f}   (100 samples)")
-    print(f"{'trivial cell, jobs polled (ms)':34}p50 {pct(latency, .5):6.2f}   "
-          f"p95 {pct(latency, .95):6.2f}   max {max(latency or [0]):6.2f}   "
-          f"({len(latency)} samples; goal < 100)")
-    print(f"{'jobs running at once':34}max {max(running_at_once or [0])}   "
-          f"p50 {pct([float(n) for n in running_at_once], .5):.0f}   (the rest queue)")
-    print(f"{'log listings / log fetches':34}{sum(1 for _, k in steady if k == 'oscar listing')}"
-          f" / {sum(1 for _, k in steady if k == 'oscar log')}   "
-          f"(Job counters: {sum(j.list_requests for j in jobs)} / "
-          f"{sum(j.log_requests for j in jobs)})")
-    print(f"{'log bytes':34}polled {polled_chars / 1e3:.1f} kB, streamed {streamed_chars / 1e3:.1f}"
-          f" kB, final logs {final_chars / 1e3:.1f} kB "
-          f"({polled_chars / max(final_chars, 1):.1f}x polled)")
+    print(
+        f"\n{args.jobs} --no-wait jobs, each printing every 0.5 s for {args.seconds:g} s; "
+        f"measured {duration:.0f} s after the last submit "
+        f"({'all ended' if not cancelled else f'{cancelled} cancelled at the bound'})"
+    )
+    print(
+        f"{'requests/s to the server':34}p50 {pct(rates, 0.5):6.1f}   max {max(rates or [0]):6.1f}"
+        f"   mean {len(steady) / max(duration, 1e-9):6.1f}   ({len(rates)} windows of "
+        f"<= {WINDOW:g} s)"
+    )
+    print(
+        f"{'  submitting':34}{len(submit_phase)} requests in {t_steady - t_submit:.1f} s "
+        f"({len(submit_phase) / max(t_steady - t_submit, 1e-9):.1f}/s)"
+    )
+    print(
+        f"{'  by kind (after submit)':34}" + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
+    )
+    print(
+        f"{'trivial cell, idle kernel (ms)':34}p50 {pct(baseline, 0.5):6.2f}   "
+        f"p95 {pct(baseline, 0.95):6.2f}   max {max(baseline):6.2f}   (100 samples)"
+    )
+    print(
+        f"{'trivial cell, jobs polled (ms)':34}p50 {pct(latency, 0.5):6.2f}   "
+        f"p95 {pct(latency, 0.95):6.2f}   max {max(latency or [0]):6.2f}   "
+        f"({len(latency)} samples; goal < 100)"
+    )
+    print(
+        f"{'jobs running at once':34}max {max(running_at_once or [0])}   "
+        f"p50 {pct([float(n) for n in running_at_once], 0.5):.0f}   (the rest queue)"
+    )
+    print(
+        f"{'log listings / log fetches':34}{sum(1 for _, k in steady if k == 'oscar listing')}"
+        f" / {sum(1 for _, k in steady if k == 'oscar log')}   "
+        f"(Job counters: {sum(j.list_requests for j in jobs)} / "
+        f"{sum(j.log_requests for j in jobs)})"
+    )
+    print(
+        f"{'log bytes':34}polled {polled_chars / 1e3:.1f} kB, streamed {streamed_chars / 1e3:.1f}"
+        f" kB, final logs {final_chars / 1e3:.1f} kB "
+        f"({polled_chars / max(final_chars, 1):.1f}x polled)"
+    )
     print(f"{'jobs ended':34}" + ", ".join(f"{k} {v}" for k, v in sorted(ended.items())))
     print(f"{'threads in the kernel at the end':34}{threading.active_count()}")
 

@@ -83,8 +83,17 @@ def raw_sbatch(tmp: Path) -> dict[str, float | list[float]]:
     cell.write_text(CELL)
     out = tmp / f"raw-{time.monotonic_ns()}.out"
     wall0 = time.time()
-    subprocess.run(["sbatch", "--quiet", f"--output={out}", "--time=00:05:00",
-                    f"--wrap={sys.executable} -u {cell}"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "sbatch",
+            "--quiet",
+            f"--output={out}",
+            "--time=00:05:00",
+            f"--wrap={sys.executable} -u {cell}",
+        ],
+        check=True,
+        capture_output=True,
+    )
     first, lags = watch_file(lambda: out, wall0, 5)
     return {"first line": first, "line lag": lags}
 
@@ -164,10 +173,17 @@ def through_oscar(session, spec, home: Path, counter: Counting, follow: str | No
     assert job.exit_code == 0, (job.status(), job.end_reason(), job.raw_log[-1500:])
     after_start = counter.lists_after_start
     lists, logs, chars = counter.reset()
-    return {"file first": file_result["first"], "file lags": file_result["lags"],
-            "first line": first or float("nan"), "line lag": lags,
-            "lists": lists, "logs": logs, "chars": chars, "lists after start": after_start,
-            "submit requests": submit_requests}
+    return {
+        "file first": file_result["first"],
+        "file lags": file_result["lags"],
+        "first line": first or float("nan"),
+        "line lag": lags,
+        "lists": lists,
+        "logs": logs,
+        "chars": chars,
+        "lists after start": after_start,
+        "submit requests": submit_requests,
+    }
 
 
 def big_cell(session, spec, counter: Counting, lines: int, follow: str | None) -> None:
@@ -184,11 +200,13 @@ def big_cell(session, spec, counter: Counting, lines: int, follow: str | None) -
     streamed = getattr(follower, "chars", 0) if follower is not None else 0
     final = len(job.raw_log) if not streamed else max(len(job.raw_log), streamed)
     how = "followed (Kubernetes API)" if follow else "polled (OSCAR)"
-    print(f"\n{lines} lines, {how}: log {final / 1e6:.1f} MB; downloaded "
-          f"{(chars + streamed) / 1e6:.1f} MB ({(chars + streamed) / final:.1f}x the log: "
-          f"{chars / 1e6:.1f} MB in {logs} log fetches, {streamed / 1e6:.1f} MB streamed) + "
-          f"{lists} listings; submit->done {wall:.1f} s, job ran {job.elapsed():.1f} s; kernel CPU "
-          f"{cpu:.1f} s ({100 * cpu / max(job.elapsed(), 1e-3):.0f}% of the job's wall time)")
+    print(
+        f"\n{lines} lines, {how}: log {final / 1e6:.1f} MB; downloaded "
+        f"{(chars + streamed) / 1e6:.1f} MB ({(chars + streamed) / final:.1f}x the log: "
+        f"{chars / 1e6:.1f} MB in {logs} log fetches, {streamed / 1e6:.1f} MB streamed) + "
+        f"{lists} listings; submit->done {wall:.1f} s, job ran {job.elapsed():.1f} s; kernel CPU "
+        f"{cpu:.1f} s ({100 * cpu / max(job.elapsed(), 1e-3):.0f}% of the job's wall time)"
+    )
 
 
 def main() -> int:
@@ -220,8 +238,11 @@ def main() -> int:
             floors = [raw_sbatch(tmp) for _ in range(args.runs)]
             polled = [through_oscar(session, spec, home, counter, None) for _ in range(args.runs)]
             kubeconfig = str(started.kubeconfig) if can_follow and started.kubeconfig else None
-            followed = ([through_oscar(session, spec, home, counter, kubeconfig)
-                         for _ in range(args.runs)] if kubeconfig else [])
+            followed = (
+                [through_oscar(session, spec, home, counter, kubeconfig) for _ in range(args.runs)]
+                if kubeconfig
+                else []
+            )
             report(floors, polled, followed)
             big_cell(session, spec, counter, args.lines, None)
             if kubeconfig:
@@ -240,34 +261,45 @@ def report(floors: list[dict], polled: list[dict], followed: list[dict]) -> None
 
     rows = [
         ("raw sbatch (floor)", firsts(floors), lags(floors), None),
-        ("pod log file (path floor)", firsts(polled, "file first"), lags(polled, "file lags"),
-         None),
+        (
+            "pod log file (path floor)",
+            firsts(polled, "file first"),
+            lags(polled, "file lags"),
+            None,
+        ),
         ("client poll", firsts(polled), lags(polled), (firsts(floors), lags(floors))),
     ]
     if followed:
-        rows.append(("client follow", firsts(followed), lags(followed),
-                     (firsts(floors), lags(floors))))
+        rows.append(
+            ("client follow", firsts(followed), lags(followed), (firsts(floors), lags(floors)))
+        )
     print(f"\n{'':28}{'first line p50':>15}{'p95':>8}{'line lag p50':>14}{'p95':>8}   (s)")
     for name, first, lag, floor in rows:
-        line = f"{name:28}{pct(first, .5):>15.3f}{pct(first, .95):>8.3f}"
-        line += f"{pct(lag, .5):>14.3f}{pct(lag, .95):>8.3f}"
+        line = f"{name:28}{pct(first, 0.5):>15.3f}{pct(first, 0.95):>8.3f}"
+        line += f"{pct(lag, 0.5):>14.3f}{pct(lag, 0.95):>8.3f}"
         if floor:
-            line += (f"   x{pct(first, .5) / pct(floor[0], .5):.2f} / "
-                     f"x{pct(lag, .5) / max(1e-3, pct(floor[1], .5)):.0f} of the floor (p50)")
+            line += (
+                f"   x{pct(first, 0.5) / pct(floor[0], 0.5):.2f} / "
+                f"x{pct(lag, 0.5) / max(1e-3, pct(floor[1], 0.5)):.0f} of the floor (p50)"
+            )
         print(line)
     path_first, path_lag = firsts(polled, "file first"), lags(polled, "file lags")
-    print(f"{'':28}client poll vs path floor: first line "
-          f"x{pct(firsts(polled), .5) / pct(path_first, .5):.2f}, line lag "
-          f"+{pct(lags(polled), .5) - pct(path_lag, .5):.3f} s (p50)")
+    print(
+        f"{'':28}client poll vs path floor: first line "
+        f"x{pct(firsts(polled), 0.5) / pct(path_first, 0.5):.2f}, line lag "
+        f"+{pct(lags(polled), 0.5) - pct(path_lag, 0.5):.3f} s (p50)"
+    )
     for name, group in (("poll", polled), ("follow", followed)):
         if group:
-            print(f"per job ({name}): {statistics.mean(r['logs'] for r in group):.1f} log fetches,"
-                  f" {statistics.mean(r['lists'] for r in group):.1f} listings "
-                  f"({sum(r['lists after start'] for r in group)} in all once the start line "
-                  f"had arrived), "
-                  f"{statistics.mean(r['submit requests'] for r in group):.1f} requests to "
-                  f"submit, "
-                  f"{statistics.mean(r['chars'] for r in group) / 1e3:.1f} kB of log downloaded")
+            print(
+                f"per job ({name}): {statistics.mean(r['logs'] for r in group):.1f} log fetches,"
+                f" {statistics.mean(r['lists'] for r in group):.1f} listings "
+                f"({sum(r['lists after start'] for r in group)} in all once the start line "
+                f"had arrived), "
+                f"{statistics.mean(r['submit requests'] for r in group):.1f} requests to "
+                f"submit, "
+                f"{statistics.mean(r['chars'] for r in group) / 1e3:.1f} kB of log downloaded"
+            )
 
 
 if __name__ == "__main__":

@@ -10,8 +10,19 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["connect", "offload", "attach", "ask_secret", "Job", "JobFailed", "JobCancelled",
-           "OffloadSpec", "SpecError", "Panel", "load_ipython_extension"]
+__all__ = [
+    "connect",
+    "offload",
+    "attach",
+    "ask_secret",
+    "Job",
+    "JobFailed",
+    "JobCancelled",
+    "OffloadSpec",
+    "SpecError",
+    "Panel",
+    "load_ipython_extension",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -96,18 +96,24 @@ def capacity_notes(spec: OffloadSpec, node: VirtualNode | None) -> list[str]:
     notes: list[str] = []
     cpus = requested_cpus(spec)
     if cpus is not None and node.cpu_free < cpus <= node.cpu_total:
-        notes.append(f"node {node.name} has {node.cpu_free:g} of {node.cpu_total:g} CPUs free "
-                     f"now: a job asking for {_cpus(cpus)} waits until enough are free")
+        notes.append(
+            f"node {node.name} has {node.cpu_free:g} of {node.cpu_total:g} CPUs free "
+            f"now: a job asking for {_cpus(cpus)} waits until enough are free"
+        )
     memory = requested_memory(spec)
     if memory is not None and node.memory_free_bytes < memory <= node.memory_total_bytes:
-        notes.append(f"node {node.name} has {format_bytes(node.memory_free_bytes)} of "
-                     f"{format_bytes(node.memory_total_bytes)} memory free now: a job asking "
-                     f"for {format_bytes(memory)} waits until enough is free")
+        notes.append(
+            f"node {node.name} has {format_bytes(node.memory_free_bytes)} of "
+            f"{format_bytes(node.memory_total_bytes)} memory free now: a job asking "
+            f"for {format_bytes(memory)} waits until enough is free"
+        )
     gpus = requested_gpus(spec)
     if gpus and node.gpus == 0 and not spec.site.schedules_gpus:
-        notes.append(f"node {node.name} advertises no GPUs; --gpus {gpus} reaches Slurm as "
-                     f"--gres=gpu:{gpus}, which refuses it if the site's partition has none "
-                     "(--partition chooses one)")
+        notes.append(
+            f"node {node.name} advertises no GPUs; --gpus {gpus} reaches Slurm as "
+            f"--gres=gpu:{gpus}, which refuses it if the site's partition has none "
+            "(--partition chooses one)"
+        )
     return notes
 
 
@@ -118,13 +124,19 @@ def _cpu_problem(spec: OffloadSpec, node: VirtualNode) -> SpecError | None:
     offers = f"node {node.name} offers {_cpus(node.cpu_total)}"
     most = math.floor(node.cpu_total)
     if spec.cpus_per_task is None:  # the default 1 CPU does not fit
-        return SpecError("--cpus-per-task", f"--cpus-per-task: every job asks for at least "
-                         f"1 CPU and {offers}; {OTHER_NODE}")
+        return SpecError(
+            "--cpus-per-task",
+            f"--cpus-per-task: every job asks for at least 1 CPU and {offers}; {OTHER_NODE}",
+        )
     if most < 1:
-        return SpecError("--cpus-per-task", f"--cpus-per-task {cpus}: {offers}, less than "
-                         f"one; {OTHER_NODE}")
-    return SpecError("--cpus-per-task", f"--cpus-per-task {cpus}: {offers}; ask for at most "
-                     f"--cpus-per-task {most} (or {OTHER_NODE})")
+        return SpecError(
+            "--cpus-per-task", f"--cpus-per-task {cpus}: {offers}, less than one; {OTHER_NODE}"
+        )
+    return SpecError(
+        "--cpus-per-task",
+        f"--cpus-per-task {cpus}: {offers}; ask for at most "
+        f"--cpus-per-task {most} (or {OTHER_NODE})",
+    )
 
 
 def _memory_problem(spec: OffloadSpec, node: VirtualNode) -> SpecError | None:
@@ -136,11 +148,17 @@ def _memory_problem(spec: OffloadSpec, node: VirtualNode) -> SpecError | None:
     if total < MiB:
         return SpecError("--mem", f"--mem: {offers}, less than 1 MiB; {OTHER_NODE}")
     if spec.mem is None:
-        return SpecError("--mem", f"--mem: without --mem a job asks for {DEFAULT_MEMORY} "
-                         f"({format_bytes(memory)}) and {offers}; give at most --mem "
-                         f"{_largest_memory(total)} (or {OTHER_NODE})")
-    return SpecError("--mem", f"--mem {spec.mem}: {format_bytes(memory)} asked and {offers}; "
-                     f"ask for at most --mem {_largest_memory(total)} (or {OTHER_NODE})")
+        return SpecError(
+            "--mem",
+            f"--mem: without --mem a job asks for {DEFAULT_MEMORY} "
+            f"({format_bytes(memory)}) and {offers}; give at most --mem "
+            f"{_largest_memory(total)} (or {OTHER_NODE})",
+        )
+    return SpecError(
+        "--mem",
+        f"--mem {spec.mem}: {format_bytes(memory)} asked and {offers}; "
+        f"ask for at most --mem {_largest_memory(total)} (or {OTHER_NODE})",
+    )
 
 
 def _gpu_problem(spec: OffloadSpec, node: VirtualNode) -> SpecError | None:
@@ -148,13 +166,19 @@ def _gpu_problem(spec: OffloadSpec, node: VirtualNode) -> SpecError | None:
     if not gpus or gpus <= node.gpus:
         return None
     if node.gpus > 0:
-        return SpecError("--gpus", f"--gpus {gpus}: node {node.name} has {node.gpus} "
-                         f"GPU{'' if node.gpus == 1 else 's'}; ask for at most --gpus "
-                         f"{node.gpus} (or {OTHER_NODE})")
+        return SpecError(
+            "--gpus",
+            f"--gpus {gpus}: node {node.name} has {node.gpus} "
+            f"GPU{'' if node.gpus == 1 else 's'}; ask for at most --gpus "
+            f"{node.gpus} (or {OTHER_NODE})",
+        )
     if spec.site.schedules_gpus:
-        return SpecError("--gpus", f"--gpus {gpus}: node {node.name} has 0 GPUs, and this "
-                         "site schedules GPUs through Kubernetes (profile: gpu_scheduling), so "
-                         f"the job would stay Pending forever; drop --gpus (or {OTHER_NODE})")
+        return SpecError(
+            "--gpus",
+            f"--gpus {gpus}: node {node.name} has 0 GPUs, and this "
+            "site schedules GPUs through Kubernetes (profile: gpu_scheduling), so "
+            f"the job would stay Pending forever; drop --gpus (or {OTHER_NODE})",
+        )
     return None  # no GPUs advertised and none scheduled: a note (capacity_notes), Slurm decides
 
 

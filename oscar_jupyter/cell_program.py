@@ -148,7 +148,8 @@ def display(*objs, **kwargs):
                 notes.append(
                     f"oscar-jupyter: a {mime} output of {short_size(len(data[mime]))} was left "
                     f"out (each output may take {short_size(limit)} of the log); save it to a "
-                    f"file on a --mount'ed path instead")
+                    f"file on a --mount'ed path instead"
+                )
                 del data[mime]
         if not CHANNEL.send("d", {"data": data, "metadata": metadata, "notes": notes}):
             print(data.get("text/plain", ""))
@@ -167,8 +168,10 @@ def show_figures_left_open():
     try:
         show_open_figures()
     except Exception as error:  # never hide the cell's own outcome behind a figure's failure
-        print(f"oscar-jupyter: could not show the open figures: {type(error).__name__}: "
-              f"{error}", file=sys.stderr)
+        print(
+            f"oscar-jupyter: could not show the open figures: {type(error).__name__}: {error}",
+            file=sys.stderr,
+        )
 
 
 BACKEND_SOURCE = (
@@ -211,7 +214,8 @@ class NoNotebookObjects(pickle.Pickler):
             kind = "class" if isinstance(obj, type) else "function"
             raise OffloadValuesError(
                 f"{kind} {obj.__qualname__} is defined in the cell, and the notebook cannot "
-                f"rebuild it: return plain data (numbers, strings, lists, dicts, arrays)")
+                f"rebuild it: return plain data (numbers, strings, lists, dicts, arrays)"
+            )
         return NotImplemented
 
 
@@ -222,11 +226,15 @@ def load_inputs():
     try:
         return pickle.loads(base64.b64decode(blob))
     except Exception as error:
-        advice = ("; install it in the image (--image) or send plain data"
-                  if isinstance(error, ImportError) else "")
+        advice = (
+            "; install it in the image (--image) or send plain data"
+            if isinstance(error, ImportError)
+            else ""
+        )
         raise OffloadValuesError(
             f"--in: the cluster could not load the values sent from the notebook "
-            f"({python_versions()}): {type(error).__name__}: {error}{advice}") from None
+            f"({python_versions()}): {type(error).__name__}: {error}{advice}"
+        ) from None
 
 
 def send_outputs(namespace):
@@ -235,21 +243,24 @@ def send_outputs(namespace):
         return
     missing = [name for name in names if name not in namespace]
     if missing:
-        raise OffloadValuesError("--out {}: the cell did not define {}".format(
-            ",".join(missing), ", ".join(missing)))
+        raise OffloadValuesError(
+            "--out {}: the cell did not define {}".format(",".join(missing), ", ".join(missing))
+        )
     values = {}
     for name in names:
         buffer = io.BytesIO()
         try:
             NoNotebookObjects(buffer, protocol=min(4, pickle.HIGHEST_PROTOCOL)).dump(
-                namespace[name])
+                namespace[name]
+            )
         except OffloadValuesError as error:
             raise OffloadValuesError(f"--out {name}: {error}") from None
         except Exception as error:
             raise OffloadValuesError(
                 f"--out {name}: {type(namespace[name]).__name__} cannot be pickled "
                 f"({type(error).__name__}: {error}); return plain data, or save it to a file on "
-                f"a --mount'ed path") from None
+                f"a --mount'ed path"
+            ) from None
         values[name] = buffer.getvalue()
     blob = pickle.dumps(values, protocol=min(4, pickle.HIGHEST_PROTOCOL))
     limit = PARAMS.get("max_result_bytes", 8000000)
@@ -258,13 +269,17 @@ def send_outputs(namespace):
         raise OffloadValuesError(
             f"--out: the values take {short_size(len(blob))} ({sizes}); at most "
             f"{short_size(limit)} travels back in the log: save large results to a file on a "
-            f"--mount'ed path")
-    CHANNEL.send("r", {
-        "python": python_version(),
-        "size": len(blob),
-        "sha256": hashlib.sha256(blob).hexdigest(),
-        "pickle": base64.b64encode(blob).decode("ascii"),
-    })
+            f"--mount'ed path"
+        )
+    CHANNEL.send(
+        "r",
+        {
+            "python": python_version(),
+            "size": len(blob),
+            "sha256": hashlib.sha256(blob).hexdigest(),
+            "pickle": base64.b64encode(blob).decode("ascii"),
+        },
+    )
 
 
 def report(error, skip_frames):

@@ -31,29 +31,47 @@ def _parser() -> argparse.ArgumentParser:
     )
     start.add_argument("--node-name", default="local-slurm", help="the virtual node's name")
     start.add_argument(
-        "--executor", default="auto", choices=("auto", "slurm", "process"),
+        "--executor",
+        default="auto",
+        choices=("auto", "slurm", "process"),
         help="run jobs with sbatch or as plain processes (default: slurm when it works)",
     )
     start.add_argument(
-        "--config", type=Path, help="oscar-cli config file for the profile "
+        "--config",
+        type=Path,
+        help="oscar-cli config file for the profile "
         "(default $OSCAR_CLI_CONFIG or ~/.oscar-cli/config.yaml)",
     )
     start.add_argument(
-        "--users", default="", help="comma-separated OIDC-style users; each gets a "
+        "--users",
+        default="",
+        help="comma-separated OIDC-style users; each gets a "
         "`local-<user>` profile with a refresh token, like a real EGI/Keycloak profile",
     )
     start.add_argument("--kueue-cpu", default="2", help="per-user Kueue CPU quota (default 2)")
-    start.add_argument("--kueue-memory", default="2Gi",
-                       help="per-user Kueue memory quota (default 2Gi)")
+    start.add_argument(
+        "--kueue-memory", default="2Gi", help="per-user Kueue memory quota (default 2Gi)"
+    )
     start.add_argument("--kueue-gpu", default="0", help="per-user Kueue GPU quota (default 0)")
-    start.add_argument("--node-gpus", type=int, default=0,
-                       help="GPUs the virtual node advertises (default 0, as interLink)")
-    start.add_argument("--image-prefix", default="docker://",
-                       help="the Slurm plugin's ImagePrefix (default docker://)")
-    start.add_argument("--metrics-status", dest="real_status", action="store_false",
-                       help="list the virtual node in /system/status as if it had metrics "
-                            "(a real cluster lists none: by default nodes come from the "
-                            "kubeconfig the profile names)")
+    start.add_argument(
+        "--node-gpus",
+        type=int,
+        default=0,
+        help="GPUs the virtual node advertises (default 0, as interLink)",
+    )
+    start.add_argument(
+        "--image-prefix",
+        default="docker://",
+        help="the Slurm plugin's ImagePrefix (default docker://)",
+    )
+    start.add_argument(
+        "--metrics-status",
+        dest="real_status",
+        action="store_false",
+        help="list the virtual node in /system/status as if it had metrics "
+        "(a real cluster lists none: by default nodes come from the "
+        "kubeconfig the profile names)",
+    )
     stop = actions.add_parser("stop", help="cancel its running jobs and stop it")
     stop.add_argument("--home", type=Path, help=home_help)
     status = actions.add_parser("status", help="show what runs")
@@ -63,11 +81,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def _start(args: argparse.Namespace) -> None:
     result = daemon.start(
-        home=args.home, port=args.port, node_name=args.node_name, executor=args.executor,
+        home=args.home,
+        port=args.port,
+        node_name=args.node_name,
+        executor=args.executor,
         config_path=args.config,
         users=[user.strip() for user in args.users.split(",") if user.strip()],
-        kueue_cpu=args.kueue_cpu, kueue_memory=args.kueue_memory, kueue_gpu=args.kueue_gpu,
-        node_gpus=args.node_gpus, image_prefix=args.image_prefix, real_status=args.real_status,
+        kueue_cpu=args.kueue_cpu,
+        kueue_memory=args.kueue_memory,
+        kueue_gpu=args.kueue_gpu,
+        node_gpus=args.node_gpus,
+        image_prefix=args.image_prefix,
+        real_status=args.real_status,
     )
     if result.already_running:
         print(f"The local OSCAR is already running (pid {result.pid}).")
@@ -83,8 +108,11 @@ def _start(args: argparse.Namespace) -> None:
     if not supervisor_kit_ready():
         # The server builds it too; waiting here (on the same lock) makes start honest about
         # when jobs can run, and shows why the first start takes longer.
-        print("supervisor:        preparing faas-supervisor (first start only, ~15 s) ...",
-              end="", flush=True)
+        print(
+            "supervisor:        preparing faas-supervisor (first start only, ~15 s) ...",
+            end="",
+            flush=True,
+        )
         kit = ensure_supervisor_kit()
         print(f" ready ({kit})")
 
@@ -96,8 +124,10 @@ def _stop(args: argparse.Namespace) -> None:
         return
     print("The local OSCAR stopped.")
     if result.cancelled_jobs:
-        print(f"Cancelled {len(result.cancelled_jobs)} unfinished job(s): "
-              + ", ".join(result.cancelled_jobs))
+        print(
+            f"Cancelled {len(result.cancelled_jobs)} unfinished job(s): "
+            + ", ".join(result.cancelled_jobs)
+        )
 
 
 def _status(args: argparse.Namespace) -> int:

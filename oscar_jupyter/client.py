@@ -33,8 +33,12 @@ __all__ = ["OscarClient", "OscarError"]
 
 _RETRY_STATUSES = frozenset({502, 503, 504})
 # A GET may be sent again after any of these; other methods only when nothing was sent.
-_GET_RETRY_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError,
-                     httpx.ReadError)
+_GET_RETRY_ERRORS = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.RemoteProtocolError,
+    httpx.ReadError,
+)
 _UNSENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)
 _MESSAGE_LIMIT = 500
 _MAX_PAGES = 1000
@@ -46,8 +50,16 @@ _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 class OscarError(Exception):
     """OSCAR answered with an error, or could not be reached (``status_code`` None)."""
 
-    def __init__(self, status_code: int | None, method: str, path: str, message: str,
-                 *, endpoint: str | None = None, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        status_code: int | None,
+        method: str,
+        path: str,
+        message: str,
+        *,
+        endpoint: str | None = None,
+        hint: str | None = None,
+    ) -> None:
         super().__init__(status_code, method, path, message)
         self.status_code = status_code
         self.method = method
@@ -58,15 +70,15 @@ class OscarError(Exception):
 
     def __str__(self) -> str:
         if self.status_code is None:
-            text = f"Cannot reach OSCAR at {self.endpoint} ({self.method} {self.path}): " \
-                   f"{self.message}"
+            text = (
+                f"Cannot reach OSCAR at {self.endpoint} ({self.method} {self.path}): {self.message}"
+            )
         else:
             text = f"OSCAR answered {self.status_code} on {self.method} {self.path}: {self.message}"
         return f"{text}; {self.hint}" if self.hint else text
 
     def __repr__(self) -> str:
-        return f"OscarError({self.status_code!r}, {self.method!r}, {self.path!r}, " \
-               f"{self.message!r})"
+        return f"OscarError({self.status_code!r}, {self.method!r}, {self.path!r}, {self.message!r})"
 
     def _render_traceback_(self) -> list[str]:
         return [f"OscarError: {self}"]
@@ -74,9 +86,11 @@ class OscarError(Exception):
 
 def _check_name(value: Any, what: str, limit: int = 253) -> str:
     if not isinstance(value, str) or not _K8S_NAME.match(value) or len(value) > limit:
-        raise ValueError(f"{what} {value!r} is not valid: use lowercase letters, digits, '-' and "
-                         f"'.', starting and ending with a letter or digit, at most {limit} "
-                         "characters")
+        raise ValueError(
+            f"{what} {value!r} is not valid: use lowercase letters, digits, '-' and "
+            f"'.', starting and ending with a letter or digit, at most {limit} "
+            "characters"
+        )
     return value
 
 
@@ -96,12 +110,20 @@ def _jwt_expiry(token: Secret) -> float | None:
 class OscarClient:
     """One OSCAR cluster's REST API. Safe to share between the main thread and a poller."""
 
-    def __init__(self, profile: ClusterProfile, *, timeout: float = 30.0,
-                 transport: httpx.BaseTransport | None = None, retries: int = 2,
-                 backoff: float = 0.25) -> None:
+    def __init__(
+        self,
+        profile: ClusterProfile,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        retries: int = 2,
+        backoff: float = 0.25,
+    ) -> None:
         if not isinstance(profile, ClusterProfile):
-            raise TypeError(f"OscarClient needs a ClusterProfile (see load_profile()), not "
-                            f"{type(profile).__name__}")
+            raise TypeError(
+                f"OscarClient needs a ClusterProfile (see load_profile()), not "
+                f"{type(profile).__name__}"
+            )
         self._profile = profile
         self._timeout = timeout
         self._transport = transport
@@ -155,8 +177,9 @@ class OscarClient:
         if profile.oidc_account_name and not profile.token:
             return lambda: agent_access_token(profile)
         if profile.refresh_token:
-            return lambda: refresh_access_token(profile, verify=profile.ssl_verify,
-                                                transport=self._transport)
+            return lambda: refresh_access_token(
+                profile, verify=profile.ssl_verify, transport=self._transport
+            )
         return None
 
     def _secrets(self) -> Iterable[Secret | None]:
@@ -208,12 +231,19 @@ class OscarClient:
             self._access_token = self._renew()
         return True
 
-    def _send(self, method: str, path: str, *, ok: tuple[int, ...] = (200,),
-              auth: Callable[[], str | None] | None = None,
-              on_401: Callable[[str | None], bool] | None = None,
-              params: dict[str, str] | None = None, json_body: Any = None,
-              content: bytes | None = None,
-              headers: dict[str, str] | None = None) -> httpx.Response:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        ok: tuple[int, ...] = (200,),
+        auth: Callable[[], str | None] | None = None,
+        on_401: Callable[[str | None], bool] | None = None,
+        params: dict[str, str] | None = None,
+        json_body: Any = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
         attempt = 0
         retried_401 = False
         while True:
@@ -221,15 +251,25 @@ class OscarClient:
             try:
                 authorization = auth() if auth else None
             except ConfigError as exc:  # an expiring OIDC token could not be renewed
-                raise OscarError(401, method, path, "the access token expired and getting a "
-                                 f"new one failed: {self._scrub(str(exc))}",
-                                 endpoint=self.endpoint) from None
+                raise OscarError(
+                    401,
+                    method,
+                    path,
+                    "the access token expired and getting a "
+                    f"new one failed: {self._scrub(str(exc))}",
+                    endpoint=self.endpoint,
+                ) from None
             if authorization:
                 request_headers["Authorization"] = authorization
             try:
-                response = self._http.request(method, path.lstrip("/"), params=params,
-                                              json=json_body, content=content,
-                                              headers=request_headers)
+                response = self._http.request(
+                    method,
+                    path.lstrip("/"),
+                    params=params,
+                    json=json_body,
+                    content=content,
+                    headers=request_headers,
+                )
             except httpx.TransportError as exc:
                 retryable = _GET_RETRY_ERRORS if method == "GET" else _UNSENT_ERRORS
                 if isinstance(exc, retryable) and attempt < self._retries:
@@ -241,8 +281,11 @@ class OscarClient:
                 if path.startswith("/system/"):
                     self._system_contacted = True
                 return response
-            if response.status_code in _RETRY_STATUSES and method == "GET" \
-                    and attempt < self._retries:
+            if (
+                response.status_code in _RETRY_STATUSES
+                and method == "GET"
+                and attempt < self._retries
+            ):
                 attempt += 1
                 time.sleep(self._backoff * 2 ** (attempt - 1))
                 continue
@@ -250,9 +293,14 @@ class OscarClient:
                 try:
                     again = on_401(authorization)
                 except ConfigError as exc:
-                    raise OscarError(401, method, path, "the access token was rejected and "
-                                     f"getting a new one failed: {self._scrub(str(exc))}",
-                                     endpoint=self.endpoint) from None
+                    raise OscarError(
+                        401,
+                        method,
+                        path,
+                        "the access token was rejected and "
+                        f"getting a new one failed: {self._scrub(str(exc))}",
+                        endpoint=self.endpoint,
+                    ) from None
                 if again:
                     retried_401 = True
                     continue
@@ -261,14 +309,17 @@ class OscarClient:
     def _unreachable(self, method: str, path: str, exc: httpx.TransportError) -> OscarError:
         detail = self._scrub(str(exc)) or type(exc).__name__
         if isinstance(exc, httpx.TimeoutException):
-            seconds = f"{self._timeout:g} s" if isinstance(self._timeout, (int, float)) \
-                else "the timeout"
+            seconds = (
+                f"{self._timeout:g} s" if isinstance(self._timeout, (int, float)) else "the timeout"
+            )
             message = f"no answer within {seconds} ({type(exc).__name__})"
         else:
             message = detail
         if "CERTIFICATE_VERIFY_FAILED" in detail or "certificate verify failed" in detail:
-            hint = ("the TLS certificate could not be verified; if you trust this cluster, set "
-                    "ssl_verify: false in its profile or OSCAR_SSL_VERIFY=false")
+            hint = (
+                "the TLS certificate could not be verified; if you trust this cluster, set "
+                "ssl_verify: false in its profile or OSCAR_SSL_VERIFY=false"
+            )
         else:
             hint = "check that the endpoint is right and the cluster is up and reachable"
             if urlsplit(self.endpoint).hostname in _LOOPBACK_HOSTS:
@@ -286,8 +337,10 @@ class OscarClient:
         elif status == 403:
             hint = "the credentials are valid but lack access to this resource"
         elif 300 <= status < 400 and response.headers.get("location"):
-            hint = (f"the server redirects to {self._scrub(response.headers['location'])}; "
-                    "use that address as the endpoint")
+            hint = (
+                f"the server redirects to {self._scrub(response.headers['location'])}; "
+                "use that address as the endpoint"
+            )
         return OscarError(status, method, path, message, endpoint=self.endpoint, hint=hint)
 
     def _server_text(self, response: httpx.Response) -> str:
@@ -313,15 +366,21 @@ class OscarClient:
         where = f"cluster {profile.cluster_id!r}"
         kind = profile.auth_kind
         if kind == "basic":
-            return (f"check the user {profile.user!r} and password of {where} (auth_user/"
-                    "auth_password in the config file, or OSCAR_USER/OSCAR_PASSWORD)")
+            return (
+                f"check the user {profile.user!r} and password of {where} (auth_user/"
+                "auth_password in the config file, or OSCAR_USER/OSCAR_PASSWORD)"
+            )
         if kind == "token":
             return f"the access token of {where} was rejected; set a fresh OSCAR_TOKEN"
         if kind == "refresh-token":
-            return (f"the token obtained from the refresh token of {where} was rejected; check "
-                    "that the cluster trusts its issuer")
-        return (f"{where} has no credentials; set OSCAR_USER/OSCAR_PASSWORD or OSCAR_TOKEN, or "
-                "add them to the config file")
+            return (
+                f"the token obtained from the refresh token of {where} was rejected; check "
+                "that the cluster trusts its issuer"
+            )
+        return (
+            f"{where} has no credentials; set OSCAR_USER/OSCAR_PASSWORD or OSCAR_TOKEN, or "
+            "add them to the config file"
+        )
 
     def _json(self, method: str, path: str, response: httpx.Response) -> Any:
         if not response.content.strip():
@@ -330,14 +389,21 @@ class OscarClient:
             return response.json()
         except ValueError:
             snippet = self._scrub(response.text.strip()[:120])
-            raise OscarError(response.status_code, method, path, "the answer is not JSON "
-                             f"({snippet!r})", endpoint=self.endpoint,
-                             hint="check that the endpoint points at OSCAR itself") from None
+            raise OscarError(
+                response.status_code,
+                method,
+                path,
+                f"the answer is not JSON ({snippet!r})",
+                endpoint=self.endpoint,
+                hint="check that the endpoint points at OSCAR itself",
+            ) from None
 
-    def _system(self, method: str, path: str, *, ok: tuple[int, ...] = (200,),
-                **kwargs: Any) -> httpx.Response:
-        return self._send(method, path, ok=ok, auth=self._system_auth,
-                          on_401=self._refresh_after_401, **kwargs)
+    def _system(
+        self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any
+    ) -> httpx.Response:
+        return self._send(
+            method, path, ok=ok, auth=self._system_auth, on_401=self._refresh_after_401, **kwargs
+        )
 
     def _system_json(self, path: str, **kwargs: Any) -> Any:
         return self._json("GET", path, self._system("GET", path, **kwargs))
@@ -370,8 +436,13 @@ class OscarClient:
     def get_service(self, name: str) -> dict[str, Any]:
         service = self._system_json(self._service_path(name))
         if not isinstance(service, dict):
-            raise OscarError(200, "GET", self._service_path(name), "the answer is not a service "
-                             "definition", endpoint=self.endpoint)
+            raise OscarError(
+                200,
+                "GET",
+                self._service_path(name),
+                "the answer is not a service definition",
+                endpoint=self.endpoint,
+            )
         return service
 
     def create_service(self, service: dict[str, Any]) -> None:
@@ -406,17 +477,23 @@ class OscarClient:
             return cached.reveal()
         token = self.get_service(name).get("token")
         if not isinstance(token, str) or not token:
-            raise OscarError(200, "GET", self._service_path(name), "the service definition has "
-                             "no token", endpoint=self.endpoint,
-                             hint="this cluster may need OIDC for /job; set OSCAR_TOKEN")
+            raise OscarError(
+                200,
+                "GET",
+                self._service_path(name),
+                "the service definition has no token",
+                endpoint=self.endpoint,
+                hint="this cluster may need OIDC for /job; set OSCAR_TOKEN",
+            )
         with self._lock:
             self._service_tokens[name] = Secret(token)
         return token
 
     # --- jobs ------------------------------------------------------------------------------
 
-    def _job_auth_for(self, service: str) -> tuple[Callable[[], str | None],
-                                                   Callable[[str | None], bool]]:
+    def _job_auth_for(
+        self, service: str
+    ) -> tuple[Callable[[], str | None], Callable[[str | None], bool]]:
         if self._access_token:
             if not self._system_contacted:
                 self.config()  # OIDC users must touch /system once before /job (OSCAR.md 2)
@@ -424,6 +501,7 @@ class OscarClient:
             def oidc() -> str | None:
                 token = self._oidc_token()
                 return f"Bearer {token.reveal()}" if token else None
+
             return oidc, self._refresh_after_401
 
         def service_bearer() -> str | None:
@@ -432,6 +510,7 @@ class OscarClient:
         def renew_service_token(_rejected: str | None) -> bool:
             self._forget_service_token(service)  # the service may have been recreated
             return True
+
         return service_bearer, renew_service_token
 
     def submit_job(self, service: str, body: bytes, *, job_id: str | None = None) -> None:
@@ -445,8 +524,15 @@ class OscarClient:
         if job_id is not None:
             headers["X-Delegated-Job-ID"] = _check_name(job_id, "Job id", limit=63)
         auth, on_401 = self._job_auth_for(service)
-        self._send("POST", path, ok=(200, 201), auth=auth, on_401=on_401,
-                   content=bytes(body), headers=headers)
+        self._send(
+            "POST",
+            path,
+            ok=(200, 201),
+            auth=auth,
+            on_401=on_401,
+            content=bytes(body),
+            headers=headers,
+        )
 
     def _logs_path(self, service: str, job: str | None = None) -> str:
         path = "/system/logs/" + quote(_check_name(service, "Service name"), safe="")
@@ -479,8 +565,12 @@ class OscarClient:
 
     def delete_jobs(self, service: str, *, all: bool = False) -> None:
         """Delete the service's finished jobs; ``all=True`` also pending, running and failed."""
-        self._system("DELETE", self._logs_path(service), ok=(200, 204),
-                     params={"all": "true"} if all else None)
+        self._system(
+            "DELETE",
+            self._logs_path(service),
+            ok=(200, 204),
+            params={"all": "true"} if all else None,
+        )
 
 
 def _split_listing(data: Any, path: str) -> tuple[dict[str, dict[str, Any]], str | None]:
@@ -489,9 +579,14 @@ def _split_listing(data: Any, path: str) -> tuple[dict[str, dict[str, Any]], str
         return {}, None
     if not isinstance(data, dict):
         raise OscarError(200, "GET", path, "the job listing is not a JSON object")
-    is_paged = "jobs" in data and set(data) <= {"jobs", "next_page", "remaining_jobs"} and (
-        data["jobs"] is None
-        or (isinstance(data["jobs"], dict) and not isinstance(data["jobs"].get("status"), str)))
+    is_paged = (
+        "jobs" in data
+        and set(data) <= {"jobs", "next_page", "remaining_jobs"}
+        and (
+            data["jobs"] is None
+            or (isinstance(data["jobs"], dict) and not isinstance(data["jobs"].get("status"), str))
+        )
+    )
     if is_paged:
         page = data.get("next_page")
         return dict(data["jobs"] or {}), page if isinstance(page, str) and page else None

@@ -121,19 +121,27 @@ def _as_secret(value: str | Secret | None) -> Secret | None:
 
 def _normalise_endpoint(endpoint: str, where: str) -> str:
     if not isinstance(endpoint, str) or not endpoint.strip():
-        raise ConfigError(f"The OSCAR endpoint is empty ({where}); set it to the cluster's "
-                          "https:// address, e.g. https://oscar.example.org")
+        raise ConfigError(
+            f"The OSCAR endpoint is empty ({where}); set it to the cluster's "
+            "https:// address, e.g. https://oscar.example.org"
+        )
     endpoint = endpoint.strip()
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"The OSCAR endpoint {endpoint!r} ({where}) must be an http:// or "
-                          "https:// address with a host, e.g. https://oscar.example.org")
+        raise ConfigError(
+            f"The OSCAR endpoint {endpoint!r} ({where}) must be an http:// or "
+            "https:// address with a host, e.g. https://oscar.example.org"
+        )
     if parts.query or parts.fragment:
-        raise ConfigError(f"The OSCAR endpoint {endpoint!r} ({where}) must not carry a query or "
-                          "fragment; give only scheme, host, port and optional path prefix")
+        raise ConfigError(
+            f"The OSCAR endpoint {endpoint!r} ({where}) must not carry a query or "
+            "fragment; give only scheme, host, port and optional path prefix"
+        )
     if "@" in parts.netloc:
-        raise ConfigError(f"The OSCAR endpoint ({where}) must not hold credentials; put the user "
-                          "and password in auth_user/auth_password or OSCAR_USER/OSCAR_PASSWORD")
+        raise ConfigError(
+            f"The OSCAR endpoint ({where}) must not hold credentials; put the user "
+            "and password in auth_user/auth_password or OSCAR_USER/OSCAR_PASSWORD"
+        )
     return endpoint.rstrip("/")
 
 
@@ -170,11 +178,15 @@ class ClusterProfile:
         if not isinstance(self.ssl_verify, bool):
             raise ConfigError(f"ssl_verify of {where} must be true or false")
         if self.password and not self.user:
-            raise ConfigError(f"{where} has a password but no user; set auth_user in the config "
-                              f"file, {ENV_USER}, or user=...")
+            raise ConfigError(
+                f"{where} has a password but no user; set auth_user in the config "
+                f"file, {ENV_USER}, or user=..."
+            )
         if not isinstance(self.defaults, Mapping):
-            raise ConfigError(f"defaults of {where} must be a mapping, e.g. "
-                              "{'memory': '1Gi', 'jupyter': {'node': 'vega'}}")
+            raise ConfigError(
+                f"defaults of {where} must be a mapping, e.g. "
+                "{'memory': '1Gi', 'jupyter': {'node': 'vega'}}"
+            )
         object.__setattr__(self, "defaults", copy.deepcopy(dict(self.defaults)))
 
     @property
@@ -193,13 +205,16 @@ class ClusterProfile:
 
     def __repr__(self) -> str:
         user = f", user={self.user!r}" if self.user else ""
-        return (f"ClusterProfile(cluster_id={self.cluster_id!r}, endpoint={self.endpoint!r}"
-                f"{user}, auth_kind={self.auth_kind!r}, ssl_verify={self.ssl_verify!r})")
+        return (
+            f"ClusterProfile(cluster_id={self.cluster_id!r}, endpoint={self.endpoint!r}"
+            f"{user}, auth_kind={self.auth_kind!r}, ssl_verify={self.ssl_verify!r})"
+        )
 
     __str__ = __repr__
 
 
 # --- the config file -------------------------------------------------------------------------
+
 
 def default_config_path() -> Path:
     """``$OSCAR_CLI_CONFIG`` or ``~/.oscar-cli/config.yaml`` (oscar-cli's default)."""
@@ -220,21 +235,27 @@ def _read_raw(path: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise ConfigError(f"Cannot read the OSCAR config file {path}: {exc.strerror}; check its "
-                          "permissions or point OSCAR_CLI_CONFIG at another file") from None
+        raise ConfigError(
+            f"Cannot read the OSCAR config file {path}: {exc.strerror}; check its "
+            "permissions or point OSCAR_CLI_CONFIG at another file"
+        ) from None
     try:
         data = yaml.safe_load(text) if _is_yaml(path) else json.loads(text) if text.strip() else {}
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         kind = "YAML" if _is_yaml(path) else "JSON (the name does not end in .yaml/.yml)"
         line = _error_line(exc)
         at = f" near line {line}" if line is not None else ""
-        raise ConfigError(f"The OSCAR config file {path} is not valid {kind}{at}; fix it or "
-                          "recreate it with `oscar-cli cluster add`") from None
+        raise ConfigError(
+            f"The OSCAR config file {path} is not valid {kind}{at}; fix it or "
+            "recreate it with `oscar-cli cluster add`"
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"The OSCAR config file {path} must hold a mapping with an 'oscar:' "
-                          "section of clusters; fix it or recreate it with `oscar-cli cluster add`")
+        raise ConfigError(
+            f"The OSCAR config file {path} must hold a mapping with an 'oscar:' "
+            "section of clusters; fix it or recreate it with `oscar-cli cluster add`"
+        )
     clusters = data.get("oscar")
     if clusters is not None and not isinstance(clusters, dict):
         raise ConfigError(f"'oscar' in {path} must map cluster names to their settings")
@@ -284,8 +305,7 @@ def _parse_bool(value: Any, where: str) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS | _FALSE_WORDS:
         return value.strip().lower() in _TRUE_WORDS
-    raise ConfigError(f"{where} must be true or false (also accepted: 1/0, yes/no), "
-                      f"not {value!r}")
+    raise ConfigError(f"{where} must be true or false (also accepted: 1/0, yes/no), not {value!r}")
 
 
 def _entry_str(entry: Mapping[str, Any], key: str, where: str) -> str | None:
@@ -302,13 +322,17 @@ def _profile_from_entry(name: str, entry: Any, path: Path) -> dict[str, Any]:
     if not isinstance(entry, dict):
         raise ConfigError(f"{where} must be a mapping with at least 'endpoint:'")
     if not entry.get("endpoint"):
-        raise ConfigError(f"{where} has no 'endpoint'; add e.g. `endpoint: https://oscar.example.org`")
+        raise ConfigError(
+            f"{where} has no 'endpoint'; add e.g. `endpoint: https://oscar.example.org`"
+        )
     defaults: dict[str, Any] = {k: entry[k] for k in _OSCAR_CLI_DEFAULT_KEYS if entry.get(k)}
     extra = entry.get(_JUPYTER_KEY)
     if extra is not None:
         if not isinstance(extra, dict):
-            raise ConfigError(f"{where}.{_JUPYTER_KEY} must be a mapping of offload defaults, "
-                              "e.g. `jupyter: {node: vega, time: '01:00:00'}`")
+            raise ConfigError(
+                f"{where}.{_JUPYTER_KEY} must be a mapping of offload defaults, "
+                "e.g. `jupyter: {node: vega, time: '01:00:00'}`"
+            )
         defaults[_JUPYTER_KEY] = dict(extra)
     return {
         "endpoint": (entry["endpoint"], f"oscar.{name}.endpoint in {path}"),
@@ -317,7 +341,8 @@ def _profile_from_entry(name: str, entry: Any, path: Path) -> dict[str, Any]:
         "refresh_token": _entry_str(entry, "oidc_refresh_token", where),
         "oidc_account_name": _entry_str(entry, "oidc_account_name", where),
         "ssl_verify": _parse_bool(entry["ssl_verify"], f"{where}: ssl_verify")
-        if "ssl_verify" in entry else True,
+        if "ssl_verify" in entry
+        else True,
         "defaults": defaults,
     }
 
@@ -361,42 +386,54 @@ def load_profile(
     data = _read_raw(path)
     if name is not None:
         if data is None:
-            raise ConfigError(f"Cluster {name!r} was asked for, but the OSCAR config file {path} "
-                              "does not exist; create it with `oscar-cli cluster add`, set "
-                              f"{ENV_CONFIG} to the right file, or pass endpoint=... without a "
-                              "name")
+            raise ConfigError(
+                f"Cluster {name!r} was asked for, but the OSCAR config file {path} "
+                "does not exist; create it with `oscar-cli cluster add`, set "
+                f"{ENV_CONFIG} to the right file, or pass endpoint=... without a "
+                "name"
+            )
         clusters = _clusters(data)
         if name not in clusters:
             known = ", ".join(map(str, clusters)) or "none"
-            raise ConfigError(f"Cluster {name!r} is not in {path} (known clusters: {known}); "
-                              "use one of those or add it with `oscar-cli cluster add`")
+            raise ConfigError(
+                f"Cluster {name!r} is not in {path} (known clusters: {known}); "
+                "use one of those or add it with `oscar-cli cluster add`"
+            )
         from_file = _profile_from_entry(name, clusters[name], path)
     elif data is not None and _clusters(data):
         default = _default_name(data)
         if default is None and override_endpoint is None:
             known = ", ".join(map(str, _clusters(data)))
-            raise ConfigError(f"{path} has several clusters ({known}) and no 'default'; pass a "
-                              "cluster name or set one with `oscar-cli cluster default NAME`")
+            raise ConfigError(
+                f"{path} has several clusters ({known}) and no 'default'; pass a "
+                "cluster name or set one with `oscar-cli cluster default NAME`"
+            )
         if default is not None:
             clusters = _clusters(data)
             if default not in clusters:
-                raise ConfigError(f"'default: {default}' in {path} names no cluster in its "
-                                  "'oscar' section; fix it with `oscar-cli cluster default NAME`")
+                raise ConfigError(
+                    f"'default: {default}' in {path} names no cluster in its "
+                    "'oscar' section; fix it with `oscar-cli cluster default NAME`"
+                )
             candidate = _profile_from_entry(default, clusters[default], path)
-            if override_endpoint is None or _same_endpoint(str(candidate["endpoint"][0]),
-                                                           override_endpoint):
+            if override_endpoint is None or _same_endpoint(
+                str(candidate["endpoint"][0]), override_endpoint
+            ):
                 from_file, cluster_id = candidate, default
 
     if override_endpoint is None and not from_file:
-        raise ConfigError(f"No OSCAR cluster is configured: {path} "
-                          f"{'has no clusters' if data is not None else 'does not exist'} and no "
-                          f"endpoint was given. Set {ENV_ENDPOINT} (with {ENV_USER}/{ENV_PASSWORD} "
-                          f"or {ENV_TOKEN}), pass endpoint=..., add a cluster with "
-                          "`oscar-cli cluster add`, or start the local one with "
-                          "`oscar-jupyter local start`")
+        raise ConfigError(
+            f"No OSCAR cluster is configured: {path} "
+            f"{'has no clusters' if data is not None else 'does not exist'} and no "
+            f"endpoint was given. Set {ENV_ENDPOINT} (with {ENV_USER}/{ENV_PASSWORD} "
+            f"or {ENV_TOKEN}), pass endpoint=..., add a cluster with "
+            "`oscar-cli cluster add`, or start the local one with "
+            "`oscar-jupyter local start`"
+        )
 
-    final_endpoint, where = (override_endpoint, endpoint_where) if override_endpoint \
-        else from_file["endpoint"]
+    final_endpoint, where = (
+        (override_endpoint, endpoint_where) if override_endpoint else from_file["endpoint"]
+    )
     final_endpoint = _normalise_endpoint(final_endpoint, where)
     if cluster_id is None:
         cluster_id = urlsplit(final_endpoint).netloc
@@ -410,21 +447,33 @@ def load_profile(
         final_ssl = from_file.get("ssl_verify", True)
 
     final_user = user or env(ENV_USER) or from_file.get("user")
-    final_password = _as_secret(password) or _as_secret(env(ENV_PASSWORD)) \
+    final_password = (
+        _as_secret(password)
+        or _as_secret(env(ENV_PASSWORD))
         or _as_secret(from_file.get("password"))
+    )
     final_token = _as_secret(token) or _as_secret(env(ENV_TOKEN))
     refresh = _as_secret(from_file.get("refresh_token"))
     agent = from_file.get("oidc_account_name")
 
     if final_password and not final_user:
-        source = "password=..." if password else f"${ENV_PASSWORD}" if env(ENV_PASSWORD) \
+        source = (
+            "password=..."
+            if password
+            else f"${ENV_PASSWORD}"
+            if env(ENV_PASSWORD)
             else f"auth_password of oscar.{cluster_id} in {path}"
-        raise ConfigError(f"A password is set ({source}) but no user; set user=..., "
-                          f"{ENV_USER}, or auth_user in the config file")
+        )
+        raise ConfigError(
+            f"A password is set ({source}) but no user; set user=..., "
+            f"{ENV_USER}, or auth_user in the config file"
+        )
     if final_user and not final_password and not (final_token or refresh or agent):
-        raise ConfigError(f"User {final_user!r} has no password; set password=..., "
-                          f"{ENV_PASSWORD}, or auth_password in the config file (or use "
-                          f"{ENV_TOKEN} for an OIDC access token)")
+        raise ConfigError(
+            f"User {final_user!r} has no password; set password=..., "
+            f"{ENV_PASSWORD}, or auth_password in the config file (or use "
+            f"{ENV_TOKEN} for an OIDC access token)"
+        )
 
     return ClusterProfile(
         cluster_id=cluster_id,
@@ -467,14 +516,19 @@ def save_profile(
     _set_or_drop(entry, "auth_user", profile.user)
     _set_or_drop(entry, "auth_password", profile.password.reveal() if profile.password else None)
     _set_or_drop(entry, "oidc_account_name", profile.oidc_account_name)
-    _set_or_drop(entry, "oidc_refresh_token",
-                 profile.refresh_token.reveal() if profile.refresh_token else None)
+    _set_or_drop(
+        entry,
+        "oidc_refresh_token",
+        profile.refresh_token.reveal() if profile.refresh_token else None,
+    )
     entry["ssl_verify"] = profile.ssl_verify
     unknown = [k for k in profile.defaults if k not in (*_OSCAR_CLI_DEFAULT_KEYS, _JUPYTER_KEY)]
     if unknown:
-        raise ConfigError(f"defaults keys {unknown} of cluster {profile.cluster_id!r} have no "
-                          f"place in oscar-cli's file; put offload defaults under "
-                          f"defaults['{_JUPYTER_KEY}']")
+        raise ConfigError(
+            f"defaults keys {unknown} of cluster {profile.cluster_id!r} have no "
+            f"place in oscar-cli's file; put offload defaults under "
+            f"defaults['{_JUPYTER_KEY}']"
+        )
     for key in _OSCAR_CLI_DEFAULT_KEYS:
         if key in profile.defaults:
             _set_or_drop(entry, key, profile.defaults[key])
@@ -497,8 +551,10 @@ def _write_private(path: Path, text: str) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise ConfigError(f"Cannot write the OSCAR config file {path}: {exc.strerror}; check the "
-                          "folder's permissions or set OSCAR_CLI_CONFIG to another path") from None
+        raise ConfigError(
+            f"Cannot write the OSCAR config file {path}: {exc.strerror}; check the "
+            "folder's permissions or set OSCAR_CLI_CONFIG to another path"
+        ) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:  # mkstemp creates it 0600
             handle.write(text)
@@ -513,21 +569,28 @@ def _write_private(path: Path, text: str) -> None:
 
 # --- the Keycloak refresh flow (oscar-cli's, OSCAR.md 7.2) ----------------------------------
 
+
 def _jwt_claims(token: str) -> dict[str, Any]:
     """The payload of a JWT, read without verifying it (the IdP verifies it on use)."""
     parts = token.split(".")
     if len(parts) != 3:
-        raise TokenRefreshError("The OIDC refresh token is not a JWT (three dot-separated parts); "
-                                "copy a fresh refresh token into oidc_refresh_token")
+        raise TokenRefreshError(
+            "The OIDC refresh token is not a JWT (three dot-separated parts); "
+            "copy a fresh refresh token into oidc_refresh_token"
+        )
     payload = parts[1] + "=" * (-len(parts[1]) % 4)
     try:
         claims = json.loads(base64.urlsafe_b64decode(payload.encode("ascii")))
     except (ValueError, binascii.Error, UnicodeError):
-        raise TokenRefreshError("The OIDC refresh token's payload cannot be decoded; copy a fresh "
-                                "refresh token into oidc_refresh_token") from None
+        raise TokenRefreshError(
+            "The OIDC refresh token's payload cannot be decoded; copy a fresh "
+            "refresh token into oidc_refresh_token"
+        ) from None
     if not isinstance(claims, dict):
-        raise TokenRefreshError("The OIDC refresh token's payload is not a JSON object; copy a "
-                                "fresh refresh token into oidc_refresh_token")
+        raise TokenRefreshError(
+            "The OIDC refresh token's payload is not a JSON object; copy a "
+            "fresh refresh token into oidc_refresh_token"
+        )
     return claims
 
 
@@ -538,14 +601,18 @@ def _token_endpoint(refresh_token: Secret) -> tuple[str, str, str]:
     for claim in ("iss", "azp", "scope"):
         value = claims.get(claim)
         if not isinstance(value, str) or not value:
-            raise TokenRefreshError(f"The OIDC refresh token has no {claim!r} claim, so the token "
-                                    "endpoint cannot be found; use a Keycloak refresh token or "
-                                    f"set {ENV_TOKEN} to an access token")
+            raise TokenRefreshError(
+                f"The OIDC refresh token has no {claim!r} claim, so the token "
+                "endpoint cannot be found; use a Keycloak refresh token or "
+                f"set {ENV_TOKEN} to an access token"
+            )
         values[claim] = value
     issuer = values["iss"]
     if urlsplit(issuer).scheme not in ("http", "https"):
-        raise TokenRefreshError(f"The OIDC refresh token's issuer {issuer!r} is not an http(s) "
-                                "address; use a Keycloak refresh token")
+        raise TokenRefreshError(
+            f"The OIDC refresh token's issuer {issuer!r} is not an http(s) "
+            "address; use a Keycloak refresh token"
+        )
     return issuer.rstrip("/") + "/protocol/openid-connect/token", values["azp"], values["scope"]
 
 
@@ -566,33 +633,49 @@ def refresh_access_token(
     endpoint (``grant_type=refresh_token``, ``client_id`` from ``azp``, ``scope`` from the
     token). ``verify`` is httpx's TLS setting for the identity provider."""
     if not profile.refresh_token:
-        raise TokenRefreshError(f"Cluster {profile.cluster_id!r} has no refresh token; set "
-                                "oidc_refresh_token in the config file")
+        raise TokenRefreshError(
+            f"Cluster {profile.cluster_id!r} has no refresh token; set "
+            "oidc_refresh_token in the config file"
+        )
     url, client_id, scope = _token_endpoint(profile.refresh_token)
-    form = {"grant_type": "refresh_token", "refresh_token": profile.refresh_token.reveal(),
-            "client_id": client_id, "scope": scope}
+    form = {
+        "grant_type": "refresh_token",
+        "refresh_token": profile.refresh_token.reveal(),
+        "client_id": client_id,
+        "scope": scope,
+    }
     try:
         with httpx.Client(verify=verify, timeout=_REFRESH_TIMEOUT, transport=transport) as http:
             response = http.post(url, data=form, headers={"Accept": "application/json"})
     except httpx.HTTPError as exc:
-        raise TokenRefreshError(f"Cannot reach the OIDC token endpoint {url} "
-                                f"({type(exc).__name__}); check the network and that the issuer "
-                                "in your refresh token is reachable") from None
+        raise TokenRefreshError(
+            f"Cannot reach the OIDC token endpoint {url} "
+            f"({type(exc).__name__}); check the network and that the issuer "
+            "in your refresh token is reachable"
+        ) from None
     if response.status_code != 200:
         detail = _idp_error_text(response)
-        hint = ("the refresh token has expired or was revoked; log in again and store the new "
-                "refresh token in oidc_refresh_token") if response.status_code in (400, 401) \
+        hint = (
+            (
+                "the refresh token has expired or was revoked; log in again and store the new "
+                "refresh token in oidc_refresh_token"
+            )
+            if response.status_code in (400, 401)
             else "check the identity provider"
-        raise TokenRefreshError(f"The OIDC token endpoint {url} answered "
-                                f"{response.status_code}: {_scrub(detail, profile.refresh_token)}; "
-                                f"{hint}")
+        )
+        raise TokenRefreshError(
+            f"The OIDC token endpoint {url} answered "
+            f"{response.status_code}: {_scrub(detail, profile.refresh_token)}; "
+            f"{hint}"
+        )
     try:
         access = response.json().get("access_token")
     except (ValueError, AttributeError):
         access = None
     if not isinstance(access, str) or not access:
-        raise TokenRefreshError(f"The OIDC token endpoint {url} gave no access_token; check the "
-                                "identity provider")
+        raise TokenRefreshError(
+            f"The OIDC token endpoint {url} gave no access_token; check the identity provider"
+        )
     return Secret(access)
 
 
@@ -616,20 +699,31 @@ def agent_access_token(profile: ClusterProfile) -> Secret:
         raise TokenRefreshError(f"Cluster {profile.cluster_id!r} has no oidc_account_name")
     command = shutil.which(_AGENT_COMMAND)
     if command is None:
-        raise TokenRefreshError(f"Cluster {profile.cluster_id!r} uses oidc-agent account "
-                                f"{account!r}, but the `{_AGENT_COMMAND}` command is not on PATH; "
-                                "install and start oidc-agent, or set OSCAR_TOKEN to an access "
-                                "token")
+        raise TokenRefreshError(
+            f"Cluster {profile.cluster_id!r} uses oidc-agent account "
+            f"{account!r}, but the `{_AGENT_COMMAND}` command is not on PATH; "
+            "install and start oidc-agent, or set OSCAR_TOKEN to an access "
+            "token"
+        )
     try:
-        done = subprocess.run([command, f"--time={_AGENT_MIN_VALIDITY_SECONDS}", account],
-                              capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run(
+            [command, f"--time={_AGENT_MIN_VALIDITY_SECONDS}", account],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise TokenRefreshError(f"`{_AGENT_COMMAND} {account}` failed ({type(exc).__name__}); "
-                                "check that oidc-agent is running") from None
+        raise TokenRefreshError(
+            f"`{_AGENT_COMMAND} {account}` failed ({type(exc).__name__}); "
+            "check that oidc-agent is running"
+        ) from None
     token = done.stdout.strip()
     if done.returncode != 0 or not token or any(c.isspace() for c in token):
         why = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
-        raise TokenRefreshError(f"`{_AGENT_COMMAND} {account}` gave no token: "
-                                f"{_scrub(why[0], Secret(token) if token else None)[:300]}; "
-                                f"check the account with `oidc-add {account}`")
+        raise TokenRefreshError(
+            f"`{_AGENT_COMMAND} {account}` gave no token: "
+            f"{_scrub(why[0], Secret(token) if token else None)[:300]}; "
+            f"check the account with `oidc-add {account}`"
+        )
     return Secret(token)

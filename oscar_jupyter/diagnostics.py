@@ -47,7 +47,7 @@ def sbatch_refusal(raw_log: str) -> str | None:
     """sbatch's own error, when it refused the job (the runner then never starts)."""
     for line in raw_log.splitlines():
         if line.startswith("sbatch: error:") and _TAG not in line:
-            return line[len("sbatch: error:"):].strip()[:MAX_LINE_CHARS]
+            return line[len("sbatch: error:") :].strip()[:MAX_LINE_CHARS]
     return None
 
 

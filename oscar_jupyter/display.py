@@ -65,7 +65,7 @@ def cancelled_by(job: Job) -> str:
     """' from this kernel', ' by Slurm (scancel on the cluster)' ...; "" when unknown."""
     reason = job.end_reason()
     if reason.startswith("cancelled "):
-        return " " + reason[len("cancelled "):]
+        return " " + reason[len("cancelled ") :]
     if job.vanished:
         return " from another view (deleted on the cluster)"
     return ""
@@ -94,8 +94,11 @@ def partial_lines(job: Job) -> dict[str, str]:
 def partial_output_lines(job: Job) -> list[OutputLine]:
     """`partial_lines` as lines to show after the complete ones (seq 0: not a line yet)."""
     partial = partial_lines(job)
-    return [OutputLine(stream, 0, partial[stream])  # type: ignore[arg-type]
-            for stream in ("stdout", "stderr") if stream in partial]
+    return [
+        OutputLine(stream, 0, partial[stream])  # type: ignore[arg-type]
+        for stream in ("stdout", "stderr")
+        if stream in partial
+    ]
 
 
 def live_bundle(job: Job, tail_lines: int) -> dict[str, str]:
@@ -186,11 +189,14 @@ def partial_bundle(partial: dict[str, str]) -> dict[str, str]:
         return {"text/plain": ""}
     rows = "\n".join(
         f'<span style="color: var(--jp-error-color1, red)">{html.escape(partial[stream])}</span>'
-        if stream == "stderr" else html.escape(partial[stream])
+        if stream == "stderr"
+        else html.escape(partial[stream])
         for stream in streams
     )
-    return {"text/plain": "\n".join(partial[stream] for stream in streams),
-            "text/html": f'<pre style="margin: 0">{rows}</pre>'}
+    return {
+        "text/plain": "\n".join(partial[stream] for stream in streams),
+        "text/html": f'<pre style="margin: 0">{rows}</pre>',
+    }
 
 
 class PartialLine:

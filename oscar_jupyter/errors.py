@@ -31,7 +31,7 @@ def final_traceback(job: Job) -> str:
     marks = [i for i, line in enumerate(lines) if is_marker(line)]
     if not marks:
         return job.remote_traceback()
-    return "\n".join(line.text for line in lines[marks[-1] + 1:] if line.stream == "stderr")
+    return "\n".join(line.text for line in lines[marks[-1] + 1 :] if line.stream == "stderr")
 
 
 class CellError(JobFailed):

@@ -72,8 +72,9 @@ class Follower:
         self.chars = 0  # characters received
         self.fed_at = time.monotonic()  # when the stream last brought text (or opened)
         self._text: list[str] = []
-        self._thread = threading.Thread(target=self._run, name=f"oscar-follow-{job.name}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"oscar-follow-{job.name}", daemon=True
+        )
 
     @property
     def alive(self) -> bool:
@@ -106,13 +107,18 @@ class Follower:
         delay = RETRY_SECONDS
         while not self.job.is_done():
             pods = self.api.list_namespaced_pod(
-                self.namespace, label_selector=f"{JOB_LABEL}={self.job.name}")
+                self.namespace, label_selector=f"{JOB_LABEL}={self.job.name}"
+            )
             if pods.items:
                 try:
                     return self.api.read_namespaced_pod_log(
-                        pods.items[0].metadata.name, self.namespace, container=CONTAINER,
-                        follow=True, _preload_content=False,
-                        _request_timeout=(10.0, READ_TIMEOUT_SECONDS))
+                        pods.items[0].metadata.name,
+                        self.namespace,
+                        container=CONTAINER,
+                        follow=True,
+                        _preload_content=False,
+                        _request_timeout=(10.0, READ_TIMEOUT_SECONDS),
+                    )
                 except ApiException as err:
                     if err.status not in (400, 404):  # 400: the container is still waiting
                         raise

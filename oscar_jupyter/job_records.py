@@ -56,9 +56,13 @@ class JobLabel:
 
     def as_json(self, job: str) -> dict[str, Any]:
         """The sidebar's `label` object."""
-        return {"notebook": self.notebook, "cell_id": self.cell_id,
-                "execution_count": self.execution_count, "first_line": self.first_line,
-                "text": self.text(job)}
+        return {
+            "notebook": self.notebook,
+            "cell_id": self.cell_id,
+            "execution_count": self.execution_count,
+            "first_line": self.first_line,
+            "text": self.text(job),
+        }
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,7 @@ def first_code_line(code: str) -> str | None:
     for line in code.splitlines():
         text = line.strip()
         if text:
-            return text if len(text) <= FIRST_LINE_MAX else text[:FIRST_LINE_MAX - 1] + "…"
+            return text if len(text) <= FIRST_LINE_MAX else text[: FIRST_LINE_MAX - 1] + "…"
     return None
 
 
@@ -122,8 +126,9 @@ def current_label(code: str) -> JobLabel:
         metadata = parent.get("metadata") if isinstance(parent, dict) else None
         value = metadata.get("cellId") if isinstance(metadata, dict) else None
         cell_id = value if isinstance(value, str) and value else None
-    return JobLabel(notebook=notebook, cell_id=cell_id, execution_count=count,
-                    first_line=first_code_line(code))
+    return JobLabel(
+        notebook=notebook, cell_id=cell_id, execution_count=count, first_line=first_code_line(code)
+    )
 
 
 def _running_cell_number(shell: Any) -> int | None:
@@ -144,6 +149,7 @@ def _running_cell_number(shell: Any) -> int | None:
 
 # -- files ---------------------------------------------------------------------------------------
 
+
 def records_root() -> Path:
     return default_log_dir().parent / RECORDS_DIRNAME
 
@@ -158,16 +164,20 @@ def cluster_dir(endpoint: str, *, create: bool = False) -> Path:
         for folder in (records_root(), path):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             if folder.stat().st_uid != os.getuid():
-                raise PermissionError(f"{folder} belongs to another user; set "
-                                      "OSCAR_JUPYTER_LOG_DIR to a folder of your own")
+                raise PermissionError(
+                    f"{folder} belongs to another user; set "
+                    "OSCAR_JUPYTER_LOG_DIR to a folder of your own"
+                )
             folder.chmod(0o700)
     return path
 
 
 def _path(endpoint: str, job: str, suffix: str = ".json", *, create: bool = False) -> Path:
     if not _JOB_NAME.fullmatch(job):
-        raise ValueError(f"Job name {job!r} is not valid: a job id is lower-case letters, digits "
-                         "and '-' (see %oscar_jobs)")
+        raise ValueError(
+            f"Job name {job!r} is not valid: a job id is lower-case letters, digits "
+            "and '-' (see %oscar_jobs)"
+        )
     return cluster_dir(endpoint, create=create) / f"{job}{suffix}"
 
 
@@ -221,10 +231,19 @@ def delete(endpoint: str, job: str) -> None:
 
 # -- what the kernel and the server record -------------------------------------------------------
 
-def record_submitted(*, cluster: str, endpoint: str, service: str, job: str,
-                     kernel: str | None, code: str) -> JobRecord:
-    record = JobRecord(cluster=cluster, endpoint=endpoint, service=service, job=job,
-                       kernel=kernel, submitted_at=now_iso(), label=current_label(code))
+
+def record_submitted(
+    *, cluster: str, endpoint: str, service: str, job: str, kernel: str | None, code: str
+) -> JobRecord:
+    record = JobRecord(
+        cluster=cluster,
+        endpoint=endpoint,
+        service=service,
+        job=job,
+        kernel=kernel,
+        submitted_at=now_iso(),
+        label=current_label(code),
+    )
     save(record)
     return record
 
@@ -234,25 +253,48 @@ def note_submitted(job: Any, code: str, cluster: str | None, kernel: str | None)
     of the submit."""
     try:
         endpoint = job.client.endpoint
-        record_submitted(cluster=cluster or endpoint, endpoint=endpoint, service=job.service,
-                         job=job.name, kernel=kernel, code=code)
+        record_submitted(
+            cluster=cluster or endpoint,
+            endpoint=endpoint,
+            service=job.service,
+            job=job.name,
+            kernel=kernel,
+            code=code,
+        )
     except Exception as err:  # a full disk or a read-only home must not stop a cell
-        warnings.warn(f"oscar-jupyter could not record job {getattr(job, 'name', '?')} "
-                      f"for the job views: {err}", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"oscar-jupyter could not record job {getattr(job, 'name', '?')} "
+            f"for the job views: {err}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
-def mark_final(endpoint: str, service: str, job: str, status: str, *,
-               cancelled_by: str | None = None, exit_code: int | None = None,
-               cluster: str | None = None, finished_at: str | None = None) -> JobRecord:
+def mark_final(
+    endpoint: str,
+    service: str,
+    job: str,
+    status: str,
+    *,
+    cancelled_by: str | None = None,
+    exit_code: int | None = None,
+    cluster: str | None = None,
+    finished_at: str | None = None,
+) -> JobRecord:
     """Record how a job ended (a record is made when none exists). A record already final keeps
     its first word on who cancelled it."""
-    record = load(endpoint, job) or JobRecord(cluster=cluster or endpoint, endpoint=endpoint,
-                                              service=service, job=job)
+    record = load(endpoint, job) or JobRecord(
+        cluster=cluster or endpoint, endpoint=endpoint, service=service, job=job
+    )
     if record.final and record.status == status:
         return record
-    record = replace(record, status=status, exit_code=exit_code,
-                     cancelled_by=cancelled_by if status == "Cancelled" else None,
-                     finished_at=finished_at or now_iso())
+    record = replace(
+        record,
+        status=status,
+        exit_code=exit_code,
+        cancelled_by=cancelled_by if status == "Cancelled" else None,
+        finished_at=finished_at or now_iso(),
+    )
     save(record)
     return record
 
@@ -266,11 +308,15 @@ def note_cancelled(job: Any, by: str) -> None:
     try:
         mark_final(endpoint, job.service, job.name, "Cancelled", cancelled_by=by)
     except Exception as err:
-        warnings.warn(f"oscar-jupyter could not record the cancel of {job.name}: {err}",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"oscar-jupyter could not record the cancel of {job.name}: {err}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 # -- log snapshots -------------------------------------------------------------------------------
+
 
 def save_log_snapshot(endpoint: str, job: str, snapshot: dict[str, Any]) -> None:
     """The parsed log of a job about to be deleted on the cluster (lines with their streams)."""

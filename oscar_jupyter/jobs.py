@@ -218,8 +218,10 @@ class Job:
         if self.waited() < EXPLAIN_WAIT_SECONDS:
             return ""
         if self._log_route_failing():
-            return ("OSCAR lists the job as Running but its log route answers 404 (OSCAR turns "
-                    "any Kubernetes error there into 404); the output will appear once it answers")
+            return (
+                "OSCAR lists the job as Running but its log route answers 404 (OSCAR turns "
+                "any Kubernetes error there into 404); the output will appear once it answers"
+            )
         if status not in WAITING:
             return ""
         if status == "Suspended":
@@ -227,14 +229,21 @@ class Job:
                 return "OSCAR has not created the job's pod yet"
             return self._kueue_reason()
         if self.spec.gpus and self.spec.site.schedules_gpus:
-            return (f"the pod asks for a GPU (enable_gpu): it is Pending until "
-                    f"{self.spec.node or 'the virtual node'} has one free")
-        return (f"{self.spec.node or 'the virtual node'} has taken the pod; it waits in the "
-                "site's Slurm queue (squeue on the site says why) or for its image to be pulled")
+            return (
+                f"the pod asks for a GPU (enable_gpu): it is Pending until "
+                f"{self.spec.node or 'the virtual node'} has one free"
+            )
+        return (
+            f"{self.spec.node or 'the virtual node'} has taken the pod; it waits in the "
+            "site's Slurm queue (squeue on the site says why) or for its image to be pulled"
+        )
 
     def _log_route_failing(self) -> bool:
-        return (self.log_missing_since is not None and self.oscar_status == "Running"
-                and not self._parser.started)
+        return (
+            self.log_missing_since is not None
+            and self.oscar_status == "Running"
+            and not self._parser.started
+        )
 
     def _kueue_reason(self) -> str:
         cpu = float(self.spec.cpus_per_task or 1)
@@ -245,12 +254,16 @@ class Job:
         if memory > KUEUE_DEFAULT_MEMORY_BYTES:
             over.append(f"{format_memory(memory)} of memory > 2Gi")
         if over:
-            return ("suspended by Kueue: this job alone asks more than OSCAR's default per-user "
-                    f"quota ({', '.join(over)}), so it is never admitted unless the cluster's "
-                    "admins gave you more; ask for at most 2 CPUs and 2Gi (--cpus-per-task, --mem)")
-        return ("suspended by Kueue: OSCAR admits a user's jobs while their CPUs and memory fit "
-                "a per-user quota (by default 2 CPUs and 2Gi in all); your other running jobs may "
-                "be using it (%oscar_jobs --mine)")
+            return (
+                "suspended by Kueue: this job alone asks more than OSCAR's default per-user "
+                f"quota ({', '.join(over)}), so it is never admitted unless the cluster's "
+                "admins gave you more; ask for at most 2 CPUs and 2Gi (--cpus-per-task, --mem)"
+            )
+        return (
+            "suspended by Kueue: OSCAR admits a user's jobs while their CPUs and memory fit "
+            "a per-user quota (by default 2 CPUs and 2Gi in all); your other running jobs may "
+            "be using it (%oscar_jobs --mine)"
+        )
 
     def _sentinel_overdue(self) -> bool:
         return (
@@ -282,7 +295,7 @@ class Job:
     def tail(self, n: int) -> list[OutputLine]:
         """The last `n` lines the cell printed (the runner's traceback marker left out)."""
         with self._lock:
-            shown = [line for line in self._parser.lines[-(n + 1):] if not is_marker(line)]
+            shown = [line for line in self._parser.lines[-(n + 1) :] if not is_marker(line)]
         return shown[-n:] if n > 0 else []
 
     def logs(self) -> str:
@@ -349,8 +362,11 @@ class Job:
                 self._grew_at = max(self._grew_at, self._follower.fed_at)
             elif grew:
                 self._grew_at = now
-            quiet = (not grew and now - self._grew_at >= quiet_for
-                     and now - self._quiet_listed_at >= quiet_for)
+            quiet = (
+                not grew
+                and now - self._grew_at >= quiet_for
+                and now - self._quiet_listed_at >= quiet_for
+            )
         if listing is None and quiet:
             self._quiet_listed_at = now
             listing = self._list(lister)
@@ -388,7 +404,7 @@ class Job:
                 new = self._parser.feed(text)
                 self.log_size = len(text)
             # Slurm's banner is at the end; a cheap test first: logs can be megabytes.
-            tail = self.raw_log[-len(text) - 200:]
+            tail = self.raw_log[-len(text) - 200 :]
             if "CANCELLED AT" in tail and self.slurm_end is None:
                 self.slurm_end = slurm_end(self.raw_log)
             if new:
@@ -429,8 +445,10 @@ class Job:
         by_size = self.log_size / max(1.0, float(self.max_log_bytes_per_second))
         every = f"output every {self.poll_interval:.1f} s"
         if by_size >= self.poll_interval * 0.99 and by_size >= by_time:
-            return (f"{every}: OSCAR sends the whole {_megabytes(self.log_size)} log on every "
-                    f"poll (limit {_megabytes(self.max_log_bytes_per_second)}/s per job)")
+            return (
+                f"{every}: OSCAR sends the whole {_megabytes(self.log_size)} log on every "
+                f"poll (limit {_megabytes(self.max_log_bytes_per_second)}/s per job)"
+            )
         if by_time >= self.poll_interval * 0.99:
             return f"{every}: the cluster takes {self.fetch_seconds:.1f} s to serve the log"
         return ""
@@ -525,11 +543,15 @@ class Job:
     def _check_log_route(self) -> None:
         """A job OSCAR calls Running whose log stays 404 is lost after MAX_OUTAGE_SECONDS, not
         waited for forever."""
-        if (self._log_route_failing()
-                and time.monotonic() - (self.log_missing_since or 0) > MAX_OUTAGE_SECONDS):
+        if (
+            self._log_route_failing()
+            and time.monotonic() - (self.log_missing_since or 0) > MAX_OUTAGE_SECONDS
+        ):
             self.lost = True
-            self.error = (f"OSCAR lists it as Running, but its log route has answered 404 for "
-                          f"{MAX_OUTAGE_SECONDS / 60:g} min")
+            self.error = (
+                f"OSCAR lists it as Running, but its log route has answered 404 for "
+                f"{MAX_OUTAGE_SECONDS / 60:g} min"
+            )
             self.finished_at = self.finished_at or datetime.now(timezone.utc)
 
     def _append_to_file(self, lines: Iterable[OutputLine]) -> None:
@@ -787,8 +809,9 @@ class Poller:
             if job not in self._jobs:
                 self._jobs.append(job)
                 template = self._template
-                self._intervals[job] = PollInterval(template.minimum, template.maximum,
-                                                    template.factor, template.patience)
+                self._intervals[job] = PollInterval(
+                    template.minimum, template.maximum, template.factor, template.patience
+                )
             self._due[job] = 0.0  # poll it now
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="oscar-poller", daemon=True)

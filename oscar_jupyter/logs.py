@@ -87,7 +87,7 @@ class LogParser:
     def feed(self, whole_text: str) -> list[OutputLine]:
         """The log as served now, from its first character."""
         if self._extends(whole_text):
-            return self._parse(whole_text[self._consumed:])
+            return self._parse(whole_text[self._consumed :])
         self.full_parses += 1
         self._consumed, self._head, self._anchor, self._pending = 0, "", "", ""
         return self._parse(whole_text)
@@ -100,8 +100,10 @@ class LogParser:
         consumed = self._consumed
         if consumed == 0 or len(text) < consumed:
             return False
-        return (text.startswith(self._head)
-                and text[consumed - len(self._anchor):consumed] == self._anchor)
+        return (
+            text.startswith(self._head)
+            and text[consumed - len(self._anchor) : consumed] == self._anchor
+        )
 
     def _parse(self, part: str) -> list[OutputLine]:
         """Parse `part`, the text from `self._consumed` on; consume its complete lines."""
@@ -121,14 +123,14 @@ class LogParser:
             line = raw[:-1] if raw.endswith("\r") else raw
             prefix = None if line.startswith(runner.MARKER) else _DEBUG_PREFIX.match(line)
             if prefix:
-                line = line[prefix.end():]
+                line = line[prefix.end() :]
             tag = _TAG.match(line)
             if not tag or not line.endswith(runner.END):
                 continue  # not ours, or cut off at the end of this poll: taken on a later feed
             kind, seq = tag.group(1), int(tag.group(2))
             if index == last and kind not in (runner.START, runner.EXIT):
                 continue  # a user line may itself contain "|@@": wait for its newline
-            text = line[tag.end():-len(runner.END)]
+            text = line[tag.end() : -len(runner.END)]
             if kind == runner.START:
                 if self.started is None:
                     self.started = _json_or_none(text)
@@ -179,12 +181,15 @@ class LogParser:
         for marker in (_TRACEBACK_HEADER, '  File "'):
             starts = [i for i, text in enumerate(stderr) if text.startswith(marker)]
             if starts:
-                return "\n".join(stderr[starts[-1]:])
+                return "\n".join(stderr[starts[-1] :])
         return ""
 
 
-_DAMAGED = {"data": {"text/plain": "oscar-jupyter: a rich output arrived damaged"},
-            "metadata": {}, "notes": []}
+_DAMAGED = {
+    "data": {"text/plain": "oscar-jupyter: a rich output arrived damaged"},
+    "metadata": {},
+    "notes": [],
+}
 
 
 def _display_bundle(text: str) -> dict | None:
@@ -198,7 +203,8 @@ def _display_bundle(text: str) -> dict | None:
     data, metadata = payload.get("data"), payload.get("metadata") or {}
     notes = payload.get("notes") or []
     if not isinstance(data, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
         return None
     if not isinstance(metadata, dict) or not isinstance(notes, list):
         return None

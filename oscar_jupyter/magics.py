@@ -62,8 +62,8 @@ class _Parser(argparse.ArgumentParser):
         prefix = "unrecognized arguments: "
         if not message.startswith(prefix):
             return f"{message} (all flags: {self.prog}?)"
-        unknown = [w for w in message[len(prefix):].split() if w.startswith("-")]
-        flag = (unknown or message[len(prefix):].split() or [""])[0].split("=", 1)[0]
+        unknown = [w for w in message[len(prefix) :].split() if w.startswith("-")]
+        flag = (unknown or message[len(prefix) :].split() or [""])[0].split("=", 1)[0]
         if not flag.startswith("-"):
             return f"unexpected word {flag!r} (all flags: {self.prog}?)"
         known = [o for o in self._option_string_actions if o.startswith("--")]
@@ -112,12 +112,26 @@ def _offload_parser() -> _Parser:
     p.add_argument("--singularity-options", dest="singularity_options")
     p.add_argument("--sbatch", help="extra sbatch flags")
     p.add_argument("--env", action="append", default=[], help="NAME=VALUE, repeatable")
-    p.add_argument("--secret", action="append", default=[],
-                   help="NAME, repeatable: the value of $NAME in the kernel, else asked for")
-    p.add_argument("--in", action="append", default=[], dest="inputs",
-                   help="NAME[,NAME...]: notebook variables the cell receives")
-    p.add_argument("--out", action="append", default=[], dest="outputs",
-                   help="NAME[,NAME...]: variables the cell sends back to the notebook")
+    p.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        help="NAME, repeatable: the value of $NAME in the kernel, else asked for",
+    )
+    p.add_argument(
+        "--in",
+        action="append",
+        default=[],
+        dest="inputs",
+        help="NAME[,NAME...]: notebook variables the cell receives",
+    )
+    p.add_argument(
+        "--out",
+        action="append",
+        default=[],
+        dest="outputs",
+        help="NAME[,NAME...]: variables the cell sends back to the notebook",
+    )
     p.add_argument("--dry-run", action="store_true", dest="dry_run")
     p.add_argument("--no-wait", action="store_true", dest="no_wait")
     p.add_argument("-o", dest="output_name", help="store the Job handle in this variable")
@@ -169,15 +183,18 @@ class OscarMagics(Magics):
     live_tail_lines = Int(40, help="lines shown by the live view of a --no-wait cell").tag(
         config=True
     )
-    min_poll_interval = Float(0.1, help="fastest poll while output flows (s); slower when a "
-                              "log fetch is slow or large").tag(config=True)
+    min_poll_interval = Float(
+        0.1, help="fastest poll while output flows (s); slower when a log fetch is slow or large"
+    ).tag(config=True)
     max_log_bytes_per_second = Int(
-        1_000_000, help="log bytes a job may download per second on average; polls of a large "
-        "log slow down to keep it (the live view says so)"
+        1_000_000,
+        help="log bytes a job may download per second on average; polls of a large "
+        "log slow down to keep it (the live view says so)",
     ).tag(config=True)
     follow_kubernetes = Bool(
-        True, help="stream the job pod's log through the Kubernetes API when the profile's (or "
-        "$KUBECONFIG's) kubeconfig reaches the cluster, instead of polling OSCAR"
+        True,
+        help="stream the job pod's log through the Kubernetes API when the profile's (or "
+        "$KUBECONFIG's) kubeconfig reaches the cluster, instead of polling OSCAR",
     ).tag(config=True)
     max_poll_interval = Float(5.0).tag(config=True)
 
@@ -276,8 +293,10 @@ class OscarMagics(Magics):
         if args.no_wait:
             self._show_live(job)
             if outputs:
-                print(f"--out {','.join(job.outputs)}: with --no-wait the values come from "
-                      f"{args.output_name or 'the job'}.result() once the job has ended")
+                print(
+                    f"--out {','.join(job.outputs)}: with --no-wait the values come from "
+                    f"{args.output_name or 'the job'}.result() once the job has ended"
+                )
             return None
         self._run_blocking(  # since=0: a followed job may have lines before the wait begins
             job, timeout, args.on_interrupt or self.default_on_interrupt, cell_name=name, since=0
@@ -290,12 +309,16 @@ class OscarMagics(Magics):
         names = check_names("--in", names)
         missing = [n for n in names if n not in self.shell.user_ns]
         if missing:
-            raise SpecError("--in", f"--in {','.join(missing)}: the notebook has no variable "
-                            f"{', '.join(missing)}; run the cell that defines it first")
+            raise SpecError(
+                "--in",
+                f"--in {','.join(missing)}: the notebook has no variable "
+                f"{', '.join(missing)}; run the cell that defines it first",
+            )
         return {n: self.shell.user_ns[n] for n in names}
 
-    def _dry_run(self, spec: OffloadSpec, cell: str, inputs: dict[str, Any],
-                 outputs: list[str]) -> None:
+    def _dry_run(
+        self, spec: OffloadSpec, cell: str, inputs: dict[str, Any], outputs: list[str]
+    ) -> None:
         spec.validate(known_nodes=self.session.known_node_names())
         self.session.check_offloadable(spec)
         body = spec.job_body(cell, pack_inputs(inputs), check_names("--out", outputs))
@@ -404,7 +427,8 @@ class OscarMagics(Magics):
                 n.status + (f" ({n.reason})" if n.reason else ""),
                 f"{n.cpu_free:g} / {n.cpu_total:g}" if n.resources_known else "?",
                 f"{format_bytes(n.memory_free_bytes)} / {format_bytes(n.memory_total_bytes)}"
-                if n.resources_known else "?",
+                if n.resources_known
+                else "?",
                 str(n.gpus) if n.resources_known else "?",
                 "yes" if n.is_interlink else "no",
             ]
@@ -412,9 +436,12 @@ class OscarMagics(Magics):
         ]
         headers = ["node", "status", "CPU free / total", "memory free / total", "GPU", "interLink"]
         display(views.table_bundle(headers, rows, "The cluster lists no nodes."), raw=True)
-        print(f"(from {session.nodes_source})" if session.nodes_source else
-              "No source lists the cluster's interLink nodes: node names go unchecked; list "
-              "them in the profile (jupyter: {nodes: [...]}) or give it a kubeconfig.")
+        print(
+            f"(from {session.nodes_source})"
+            if session.nodes_source
+            else "No source lists the cluster's interLink nodes: node names go unchecked; list "
+            "them in the profile (jupyter: {nodes: [...]}) or give it a kubeconfig."
+        )
 
     @line_magic
     def oscar_jobs(self, line: str) -> Any:
@@ -441,8 +468,7 @@ class OscarMagics(Magics):
             from .widgets import JobsTable
 
             return JobsTable(scope=scope, notebook=notebook, hide_finished=args.hide_finished)
-        rows = list_rows(self.session, scope, notebook=notebook,
-                         hide_finished=args.hide_finished)
+        rows = list_rows(self.session, scope, notebook=notebook, hide_finished=args.hide_finished)
         empty = EMPTY["notebook" if notebook else scope]
         if args.hide_finished:
             empty = empty.replace("No jobs", "No running or waiting jobs")

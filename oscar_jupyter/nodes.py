@@ -38,8 +38,17 @@ class VirtualNode:
     @classmethod
     def from_profile(cls, name: str) -> VirtualNode:
         """A node the profile names: its name only, resources unknown."""
-        return cls(name=name, status="Unknown", cpu_total=0, cpu_free=0, memory_total_bytes=0,
-                   memory_free_bytes=0, gpus=0, is_interlink=True, source="profile")
+        return cls(
+            name=name,
+            status="Unknown",
+            cpu_total=0,
+            cpu_free=0,
+            memory_total_bytes=0,
+            memory_free_bytes=0,
+            gpus=0,
+            is_interlink=True,
+            source="profile",
+        )
 
     @property
     def resources_known(self) -> bool:
@@ -107,9 +116,7 @@ def _node_from_kubernetes(node: Any) -> VirtualNode:
     cpu = float(parse_quantity(capacity.get("cpu", "0")))
     memory = int(parse_quantity(capacity.get("memory", "0")))
     gpus = sum(
-        int(parse_quantity(value))
-        for key, value in capacity.items()
-        if key.endswith("/gpu")
+        int(parse_quantity(value)) for key, value in capacity.items() if key.endswith("/gpu")
     )
     is_ready = ready is not None and ready.status == "True"
     return VirtualNode(
@@ -153,8 +160,10 @@ def discover_nodes(
         listed = list_nodes(client)
         if any(n.is_interlink for n in listed):
             return NodeDiscovery(listed, "OSCAR")
-        problems.append("OSCAR's /system/status lists no interLink node (it shows only nodes "
-                        "with metrics, and virtual kubelets publish none)")
+        problems.append(
+            "OSCAR's /system/status lists no interLink node (it shows only nodes "
+            "with metrics, and virtual kubelets publish none)"
+        )
     except OscarError as err:
         if err.status_code in (None, 401, 403):
             raise  # the cluster is unreachable or refuses us: no other source will say more
@@ -171,10 +180,14 @@ def discover_nodes(
         problems.append("no kubeconfig is at hand ($KUBECONFIG or ~/.kube/config)")
     if profile_nodes:
         return NodeDiscovery([VirtualNode.from_profile(n) for n in profile_nodes], "profile")
-    return NodeDiscovery(listed, None, (
-        "no source lists this cluster's interLink nodes (" + "; ".join(problems) + "); node "
-        "names go unchecked. Name them in the profile (jupyter: {nodes: [vega]}) to check them."
-    ))
+    return NodeDiscovery(
+        listed,
+        None,
+        (
+            "no source lists this cluster's interLink nodes (" + "; ".join(problems) + "); node "
+            "names go unchecked. Name them in the profile (jupyter: {nodes: [vega]}) to check them."
+        ),
+    )
 
 
 def format_bytes(count: int) -> str:

@@ -101,7 +101,7 @@ def kernel_tag_of(service: str, job: str) -> str | None:
     """The kernel tag in a job's name, None for a job named otherwise (e.g. by OSCAR itself)."""
     if not job.startswith(service + "-"):
         return None
-    rest = job[len(service) + 1:]
+    rest = job[len(service) + 1 :]
     tag, dash, random = rest.partition("-")
     if dash and _KERNEL_TAG.fullmatch(tag) and re.fullmatch(r"[0-9a-f]+", random):
         return tag
@@ -141,8 +141,14 @@ class JobState:
     @classmethod
     def of(cls, job: Job) -> JobState:
         status = job.status()
-        return cls(status, job.exit_code, job.node, job.started_at, job.finished_at,
-                   cancelled_by(job) if status == "Cancelled" else None)
+        return cls(
+            status,
+            job.exit_code,
+            job.node,
+            job.started_at,
+            job.finished_at,
+            cancelled_by(job) if status == "Cancelled" else None,
+        )
 
     @property
     def done(self) -> bool:
@@ -196,9 +202,13 @@ def cancelled_by(job: Job) -> str | None:
     return None
 
 
-def rows_with_records(rows: list[JobRow], records: Mapping[str, JobRecord], *,
-                      keep: Callable[[JobRecord], bool] = lambda _r: True,
-                      kernel: str | None = None) -> list[JobRow]:
+def rows_with_records(
+    rows: list[JobRow],
+    records: Mapping[str, JobRecord],
+    *,
+    keep: Callable[[JobRecord], bool] = lambda _r: True,
+    kernel: str | None = None,
+) -> list[JobRow]:
     """`rows` labelled from the local job records, plus the recorded Cancelled jobs that OSCAR
     no longer lists (those `keep` accepts), newest first as the sidebar sorts them."""
     listed = {row.job for row in rows}
@@ -215,20 +225,34 @@ def rows_with_records(rows: list[JobRow], records: Mapping[str, JobRecord], *,
     for record in records.values():
         if record.job in listed or record.status != "Cancelled" or not keep(record):
             continue
-        merged.append(JobRow(
-            job=record.job, service=record.service, status="Cancelled", start="",
-            duration=None, kernel_tag=record.kernel,
-            this_kernel=kernel is not None and record.kernel == kernel,
-            exit_code=record.exit_code, node=None, label=record.label,
-            cancelled_by=record.cancelled_by, recorded=True,
-            created=record.submitted_at or "",
-        ))
+        merged.append(
+            JobRow(
+                job=record.job,
+                service=record.service,
+                status="Cancelled",
+                start="",
+                duration=None,
+                kernel_tag=record.kernel,
+                this_kernel=kernel is not None and record.kernel == kernel,
+                exit_code=record.exit_code,
+                node=None,
+                label=record.label,
+                cancelled_by=record.cancelled_by,
+                recorded=True,
+                created=record.submitted_at or "",
+            )
+        )
     merged.sort(key=lambda r: r.start or r.created or "\uffff", reverse=True)
     return merged
 
 
-def list_rows(session: Session, scope: str = "kernel", *, notebook: str | None = None,
-              hide_finished: bool = False) -> list[JobRow]:
+def list_rows(
+    session: Session,
+    scope: str = "kernel",
+    *,
+    notebook: str | None = None,
+    hide_finished: bool = False,
+) -> list[JobRow]:
     """The jobs `%oscar_jobs` shows: `Session.list_jobs`'s jobs with the sidebar's labels, states
     and runner start times, plus this machine's recorded Cancelled jobs; newest first.
     `notebook` keeps the jobs submitted from that notebook (`JPY_SESSION_NAME`)."""
@@ -239,28 +263,42 @@ def list_rows(session: Session, scope: str = "kernel", *, notebook: str | None =
         listing = session.job_listing(service)
         if listing is None:
             continue
-        names = {n for n in listing
-                 if scope != "kernel" or notebook or session.is_this_kernels(service, n)}
+        names = {
+            n
+            for n in listing
+            if scope != "kernel" or notebook or session.is_this_kernels(service, n)
+        }
         states = session.tracker.states(client, service, listing, names=names, own=session.jobs)
         for name in names:
             info, state = listing[name], states[name]
-            rows.append(JobRow(
-                job=name, service=service, status=state.status,
-                start=info.get("start_time") or info.get("creation_time") or "",
-                duration=state.duration(), kernel_tag=kernel_tag_of(service, name),
-                this_kernel=session.is_this_kernels(service, name), exit_code=state.exit_code,
-                node=state.node, cancelled_by=state.cancelled_by,
-                runner_start=state.started_at, created=info.get("creation_time") or "",
-            ))
+            rows.append(
+                JobRow(
+                    job=name,
+                    service=service,
+                    status=state.status,
+                    start=info.get("start_time") or info.get("creation_time") or "",
+                    duration=state.duration(),
+                    kernel_tag=kernel_tag_of(service, name),
+                    this_kernel=session.is_this_kernels(service, name),
+                    exit_code=state.exit_code,
+                    node=state.node,
+                    cancelled_by=state.cancelled_by,
+                    runner_start=state.started_at,
+                    created=info.get("creation_time") or "",
+                )
+            )
 
     def in_scope(record: JobRecord) -> bool:
         if notebook is not None:
             return True
         return scope != "kernel" or record.kernel == session.kernel_tag
 
-    merged = rows_with_records(rows, job_records.records(client.endpoint, session.owner),
-                               keep=in_scope,
-                               kernel=session.kernel_tag)
+    merged = rows_with_records(
+        rows,
+        job_records.records(client.endpoint, session.owner),
+        keep=in_scope,
+        kernel=session.kernel_tag,
+    )
     if notebook is not None:
         merged = [r for r in merged if r.label is not None and r.label.notebook == notebook]
     if hide_finished:
@@ -278,13 +316,17 @@ def forget_records(session: Session, deleted: list[str], *, mine: bool) -> list[
             job_records.delete(endpoint, name)
         done = set(deleted)
         for record in job_records.records(endpoint).values():
-            if record.status == "Cancelled" and record.job not in done and (
-                    mine or record.kernel == session.kernel_tag):
+            if (
+                record.status == "Cancelled"
+                and record.job not in done
+                and (mine or record.kernel == session.kernel_tag)
+            ):
                 job_records.delete(endpoint, record.job)
                 forgotten.append(record.job)
     except OSError as err:  # the jobs are deleted on the cluster; a record left is harmless
-        warnings.warn(f"oscar-jupyter could not update the job records: {err}",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"oscar-jupyter could not update the job records: {err}", RuntimeWarning, stacklevel=2
+        )
     return forgotten
 
 
@@ -349,18 +391,19 @@ class JobTracker:
                 elif job is not (own or {}).get(name):
                     self._live[key] = job
         with self._lock:  # jobs deleted on the cluster are forgotten
-            for key in [k for k in self._live if k[:2] == (client.endpoint, service)
-                        and k[2] not in listing]:
+            for key in [
+                k for k in self._live if k[:2] == (client.endpoint, service) and k[2] not in listing
+            ]:
                 del self._live[key]
         return states
 
-    def _new_job(self, client: OscarClient, service: str, name: str,
-                 info: Mapping[str, Any]) -> Job:
+    def _new_job(
+        self, client: OscarClient, service: str, name: str, info: Mapping[str, Any]
+    ) -> Job:
         # Submitted before we saw it: its runner's start line is trusted from its creation on,
         # not only from now (a job found running for 40 s has run 40 s, not 0).
         created = parse_iso(info.get("creation_time"))
-        job = Job(client, service, name, OffloadSpec(), log_dir=self._log_dir,
-                  submitted_at=created)
+        job = Job(client, service, name, OffloadSpec(), log_dir=self._log_dir, submitted_at=created)
         finished = parse_iso(info.get("finish_time"))
         if finished is not None:
             age = (datetime.now(timezone.utc) - finished).total_seconds()

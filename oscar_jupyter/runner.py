@@ -357,14 +357,14 @@ exec python3 .oj-tagger.py "$_oj_work" "$INPUT_FILE_PATH"
 RUNNER_SCRIPT = _SCRIPT_HEAD + TAGGER.lstrip("\n") + _SCRIPT_TAIL
 
 
-
 def _compact(source: str) -> str:
     """The program without its module docstring, comment lines and blank lines: the job body's
     bytes are counted. (Line-based, so the code itself reaches the image's Python as written,
     whatever Python builds the job.)"""
-    body = source[source.index('"""', 3) + 3:]  # after the module docstring
-    kept = [line for line in body.splitlines()
-            if line.strip() and not line.lstrip().startswith("#")]
+    body = source[source.index('"""', 3) + 3 :]  # after the module docstring
+    kept = [
+        line for line in body.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
     return "\n".join(kept) + "\n"
 
 
@@ -404,9 +404,10 @@ def pack_program(program: bytes) -> bytes:
     (``__name__``, ``__file__``). The body, and the supervisor's DEBUG copy of it that every log
     fetch brings, shrink about threefold, and a cell may be as much larger."""
     packed = base64.b85encode(zlib.compress(program, 9)).decode("ascii")  # no quote, no "\\"
-    return (f'import base64, zlib; exec(compile(zlib.decompress(base64.b85decode("{packed}")), '
-            f'"<oscar-jupyter program>", "exec"))\n').encode("ascii")
-
+    return (
+        f'import base64, zlib; exec(compile(zlib.decompress(base64.b85decode("{packed}")), '
+        f'"<oscar-jupyter program>", "exec"))\n'
+    ).encode("ascii")
 
 
 def encode_body(program: bytes) -> bytes:

@@ -119,11 +119,16 @@ def site_facts(profile: ClusterProfile | None) -> SiteFacts:
     jupyter = _jupyter_block(profile)
     prefix = jupyter.get("image_prefix", DEFAULT_IMAGE_PREFIX)
     if not isinstance(prefix, str) or not _IMAGE_PREFIX.fullmatch(prefix):
-        raise ConfigError(f"jupyter: image_prefix {prefix!r} in the profile of "
-                          f"{profile.cluster_id if profile else '?'}: write the site's plugin "
-                          "ImagePrefix, e.g. docker:// or /cvmfs/unpacked.cern.ch/")
-    return SiteFacts(image_prefix=prefix, keeps_schemes=jupyter.get("image_schemes") is True,
-                     schedules_gpus=jupyter.get("gpu_scheduling") is True)
+        raise ConfigError(
+            f"jupyter: image_prefix {prefix!r} in the profile of "
+            f"{profile.cluster_id if profile else '?'}: write the site's plugin "
+            "ImagePrefix, e.g. docker:// or /cvmfs/unpacked.cern.ch/"
+        )
+    return SiteFacts(
+        image_prefix=prefix,
+        keeps_schemes=jupyter.get("image_schemes") is True,
+        schedules_gpus=jupyter.get("gpu_scheduling") is True,
+    )
 
 
 def profile_kubeconfig(profile: ClusterProfile | None) -> str | None:
@@ -204,8 +209,9 @@ class Session:
 
     def _refresh_nodes(self, client: OscarClient) -> str | None:
         """Ask the node sources again (nodes.discover_nodes); the warning to show, if any."""
-        found = discover_nodes(client, profile_node_names(self.profile),
-                               profile_kubeconfig(self.profile))
+        found = discover_nodes(
+            client, profile_node_names(self.profile), profile_kubeconfig(self.profile)
+        )
         self._nodes, self._node_names = found.nodes, found.interlink_names
         self.nodes_source = found.source
         return found.warning
@@ -239,11 +245,12 @@ class Session:
             example = known[0] if known else "vega"
             names = f" (this cluster's: {', '.join(known)})" if known else ""
             raise SpecError(
-                "--node", f"--node: name the interLink virtual node to run on{names}, e.g. "
+                "--node",
+                f"--node: name the interLink virtual node to run on{names}, e.g. "
                 f"--node {example}; or set a default: the panel, %config OscarMagics."
                 f"default_node = '{example}', or jupyter: {{node: {example}}} in the profile. "
                 "Without one OSCAR runs the pod on an ordinary Kubernetes node, where it stays "
-                "Pending forever"
+                "Pending forever",
             )
         self.check_capacity(spec)
 
@@ -396,8 +403,9 @@ class Session:
         if self.follow_kubernetes:  # stream the pod's log where a kubeconfig reaches the cluster
             job.follow_with_kubernetes(kubeconfig_at_hand(self.profile))
         self.jobs[job.name] = job
-        job_records.note_submitted(job, code, self.profile and self.profile.cluster_id,
-                                   self.kernel_tag)  # labels the job views; never fails here
+        job_records.note_submitted(
+            job, code, self.profile and self.profile.cluster_id, self.kernel_tag
+        )  # labels the job views; never fails here
         self.submitted.add(job.name)
         self._remember_image(spec.image)
         return job
@@ -462,17 +470,19 @@ class Session:
         rows = []
         for name in sorted(names):
             info, state = listing[name], states[name]
-            rows.append(JobRow(
-                job=name,
-                service=service,
-                status=state.status,
-                start=info.get("start_time") or info.get("creation_time") or "",
-                duration=state.duration(),
-                kernel_tag=kernel_tag_of(service, name),
-                this_kernel=self.is_this_kernels(service, name),
-                exit_code=state.exit_code,
-                node=state.node,
-            ))
+            rows.append(
+                JobRow(
+                    job=name,
+                    service=service,
+                    status=state.status,
+                    start=info.get("start_time") or info.get("creation_time") or "",
+                    duration=state.duration(),
+                    kernel_tag=kernel_tag_of(service, name),
+                    this_kernel=self.is_this_kernels(service, name),
+                    exit_code=state.exit_code,
+                    node=state.node,
+                )
+            )
         return rows
 
     def cleanup(self, *, scope: str = "kernel", services: bool = False) -> CleanupReport:
@@ -501,7 +511,8 @@ class Session:
                 candidates = self.used_services | self.services | {r.service for r in rows}
             else:
                 candidates = {
-                    str(s.get("name")) for s in client.list_services()
+                    str(s.get("name"))
+                    for s in client.list_services()
                     if is_runner_service(s) and self._owns(s)
                 }
             for service in sorted(candidates):
@@ -542,8 +553,7 @@ class Session:
         shows it): this kernel's, else any visible runner service's."""
         if name in self.jobs:
             return self.jobs[name]
-        matches = [j for n, j in self.jobs.items()
-                   if n.startswith(name) or n.endswith("-" + name)]
+        matches = [j for n, j in self.jobs.items() if n.startswith(name) or n.endswith("-" + name)]
         if len(matches) == 1:
             return matches[0]
         client = self.require_client()
@@ -556,8 +566,9 @@ class Session:
                 if not short and not name.startswith(service + "-"):
                     continue
                 listing = self.job_listing(service)
-                found = [n for n in listing or {} if n == name or (short and n.endswith(
-                    "-" + name))]
+                found = [
+                    n for n in listing or {} if n == name or (short and n.endswith("-" + name))
+                ]
                 if len(found) == 1:
                     return Job(client, service, found[0], OffloadSpec())
         known = ", ".join(self.jobs) or "none in this kernel"
@@ -576,8 +587,11 @@ class CleanupReport:
     def lines(self, whose: str = "this kernel's") -> list[str]:
         lines = [f"Deleted {len(self.deleted_jobs)} finished job(s) ({whose})."]
         if self.deleted_services:
-            extra = (f", with {self.jobs_deleted_with_services} finished job(s) of other kernels"
-                     if self.jobs_deleted_with_services else "")
+            extra = (
+                f", with {self.jobs_deleted_with_services} finished job(s) of other kernels"
+                if self.jobs_deleted_with_services
+                else ""
+            )
             lines.append(f"Deleted runner service(s) {', '.join(self.deleted_services)}{extra}.")
         for service, why in self.kept_services.items():
             lines.append(f"Kept runner service {service}: {why}.")

@@ -51,15 +51,27 @@ SERVICE_NAME_MAX = 24
 RUNNER_LABEL = "oscar-jupyter/runner"
 
 MiB = 1024 * 1024
-_UNITS = {"": MiB, "b": 1, "k": 1024, "ki": 1024, "m": MiB, "mi": MiB,
-          "g": 1024 * MiB, "gi": 1024 * MiB, "t": 1024**2 * MiB, "ti": 1024**2 * MiB}
+_UNITS = {
+    "": MiB,
+    "b": 1,
+    "k": 1024,
+    "ki": 1024,
+    "m": MiB,
+    "mi": MiB,
+    "g": 1024 * MiB,
+    "gi": 1024 * MiB,
+    "t": 1024**2 * MiB,
+    "ti": 1024**2 * MiB,
+}
 _MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s*([a-zA-Z]{0,2})")
-_TIME_HINT = ("use MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS, e.g. --time 02:30:00")
+_TIME_HINT = "use MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS, e.g. --time 02:30:00"
 # Slurm stores a limit as whole minutes and counts seconds in 32 bits: sbatch 22.05 takes
 # --time 71582789 as 1 minute, and squeue shows any limit over 365 days as INVALID.
 MAX_TIME_SECONDS = 365 * 86400
-_MEMORY_HINT = ("use a number of MiB or a unit K, M, G, T (binary, as sbatch --mem) or Ki, Mi, "
-                "Gi, Ti, e.g. --mem 32G")
+_MEMORY_HINT = (
+    "use a number of MiB or a unit K, M, G, T (binary, as sbatch --mem) or Ki, Mi, "
+    "Gi, Ti, e.g. --mem 32G"
+)
 # fullmatch everywhere: "$" would also accept a trailing newline, which breaks job.sh lines.
 _DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
 _NODE = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
@@ -76,8 +88,10 @@ _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*://")
 _HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _PORT = r":[0-9]{1,5}"
 # A first component is a registry only with a '.', a port or as localhost (Docker's rule).
-_REGISTRY = (rf"(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})+(?:{_PORT})?|{_HOST_LABEL}{_PORT}"
-             r"|localhost)")
+_REGISTRY = (
+    rf"(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})+(?:{_PORT})?|{_HOST_LABEL}{_PORT}"
+    r"|localhost)"
+)
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _OCI_REFERENCE = re.compile(
     rf"(?:{_REGISTRY}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
@@ -85,39 +99,127 @@ _OCI_REFERENCE = re.compile(
 )
 _SAFE_PATH = re.compile(r"[A-Za-z0-9._/+-]+")
 _IMAGE_MAX = 512
-_IMAGE_EXAMPLES = ("e.g. --image python:3.12-slim, docker://ghcr.io/org/img:tag or "
-                   "/scratch/images/python.sif")
+_IMAGE_EXAMPLES = (
+    "e.g. --image python:3.12-slim, docker://ghcr.io/org/img:tag or /scratch/images/python.sif"
+)
 
 # ---- singularity options: pasted unquoted into job.sh, so option words and plain values only.
 _SINGULARITY_OPTION = re.compile(r"--?[A-Za-z0-9][A-Za-z0-9-]*(?:=[A-Za-z0-9._/:,=+@-]+)?")
 _SINGULARITY_VALUE = re.compile(r"[A-Za-z0-9._/:,=+@][A-Za-z0-9._/:,=+@-]*")
-_SINGULARITY_HINT = ("each word must be an option (-x, --long-opt or --opt=value) or a value "
-                     "after it, of letters, digits and . _ / : , = + @ - (no quotes or shell "
-                     "characters: the plugin pastes them unquoted into job.sh), e.g. "
-                     "--singularity-options '--no-home --cleanenv'")
+_SINGULARITY_HINT = (
+    "each word must be an option (-x, --long-opt or --opt=value) or a value "
+    "after it, of letters, digits and . _ / : , = + @ - (no quotes or shell "
+    "characters: the plugin pastes them unquoted into job.sh), e.g. "
+    "--singularity-options '--no-home --cleanenv'"
+)
 
 # ---- sbatch's long options (sbatch 22.05: `sbatch --help` plus the hidden ones its getopt
 # table lists when an abbreviation is ambiguous), by kind of argument.
 _SBATCH_NO_VALUE = (
-    "contiguous", "help", "hold", "ignore-pbs", "no-requeue", "overcommit", "oversubscribe",
-    "parsable", "quiet", "reboot", "requeue", "spread-job", "test-only", "usage",
-    "use-min-nodes", "verbose", "version", "wait",
+    "contiguous",
+    "help",
+    "hold",
+    "ignore-pbs",
+    "no-requeue",
+    "overcommit",
+    "oversubscribe",
+    "parsable",
+    "quiet",
+    "reboot",
+    "requeue",
+    "spread-job",
+    "test-only",
+    "usage",
+    "use-min-nodes",
+    "verbose",
+    "version",
+    "wait",
 )
 _SBATCH_OPTIONAL_VALUE = ("exclusive", "get-user-env", "nice", "no-kill", "propagate")
 _SBATCH_VALUE = (
-    "account", "acctg-freq", "array", "batch", "bb", "bbf", "begin", "chdir", "cluster",
-    "cluster-constraint", "clusters", "comment", "constraint", "container", "context",
-    "core-spec", "cores-per-socket", "cpu-freq", "cpus-per-gpu", "cpus-per-task", "deadline",
-    "delay-boot", "dependency", "distribution", "error", "exclude", "export", "export-file",
-    "extra-node-info", "gid", "gpu-bind", "gpu-freq", "gpus", "gpus-per-node",
-    "gpus-per-socket", "gpus-per-task", "gres", "gres-flags", "hint", "input", "job-name",
-    "kill-on-invalid-dep", "licenses", "mail-type", "mail-user", "mcs-label", "mem", "mem-bind",
-    "mem-per-cpu", "mem-per-gpu", "mincpus", "network", "nodefile", "nodelist", "nodes",
-    "ntasks", "ntasks-per-core", "ntasks-per-gpu", "ntasks-per-node", "ntasks-per-socket",
-    "ntasks-per-tres", "open-mode", "output", "partition", "power", "prefer", "priority",
-    "profile", "qos", "reservation", "signal", "sockets-per-node", "switches",
-    "tasks-per-node", "thread-spec", "threads-per-core", "time", "time-min", "tmp", "uid",
-    "wait-all-nodes", "wckey", "wrap",
+    "account",
+    "acctg-freq",
+    "array",
+    "batch",
+    "bb",
+    "bbf",
+    "begin",
+    "chdir",
+    "cluster",
+    "cluster-constraint",
+    "clusters",
+    "comment",
+    "constraint",
+    "container",
+    "context",
+    "core-spec",
+    "cores-per-socket",
+    "cpu-freq",
+    "cpus-per-gpu",
+    "cpus-per-task",
+    "deadline",
+    "delay-boot",
+    "dependency",
+    "distribution",
+    "error",
+    "exclude",
+    "export",
+    "export-file",
+    "extra-node-info",
+    "gid",
+    "gpu-bind",
+    "gpu-freq",
+    "gpus",
+    "gpus-per-node",
+    "gpus-per-socket",
+    "gpus-per-task",
+    "gres",
+    "gres-flags",
+    "hint",
+    "input",
+    "job-name",
+    "kill-on-invalid-dep",
+    "licenses",
+    "mail-type",
+    "mail-user",
+    "mcs-label",
+    "mem",
+    "mem-bind",
+    "mem-per-cpu",
+    "mem-per-gpu",
+    "mincpus",
+    "network",
+    "nodefile",
+    "nodelist",
+    "nodes",
+    "ntasks",
+    "ntasks-per-core",
+    "ntasks-per-gpu",
+    "ntasks-per-node",
+    "ntasks-per-socket",
+    "ntasks-per-tres",
+    "open-mode",
+    "output",
+    "partition",
+    "power",
+    "prefer",
+    "priority",
+    "profile",
+    "qos",
+    "reservation",
+    "signal",
+    "sockets-per-node",
+    "switches",
+    "tasks-per-node",
+    "thread-spec",
+    "threads-per-core",
+    "time",
+    "time-min",
+    "tmp",
+    "uid",
+    "wait-all-nodes",
+    "wckey",
+    "wrap",
 )
 _NO, _OPTIONAL, _REQUIRED = "no", "optional", "required"
 SBATCH_OPTIONS: dict[str, str] = {
@@ -127,30 +229,68 @@ SBATCH_OPTIONS: dict[str, str] = {
 }
 # sbatch's short options (`sbatch --help`); each takes the argument of its long option.
 SBATCH_SHORT_OPTIONS: dict[str, str] = {
-    "a": "array", "A": "account", "b": "begin", "B": "extra-node-info", "c": "cpus-per-task",
-    "C": "constraint", "d": "dependency", "D": "chdir", "e": "error", "F": "nodefile",
-    "G": "gpus", "h": "help", "H": "hold", "i": "input", "J": "job-name", "k": "no-kill",
-    "L": "licenses", "m": "distribution", "M": "clusters", "n": "ntasks", "N": "nodes",
-    "o": "output", "O": "overcommit", "p": "partition", "q": "qos", "Q": "quiet",
-    "s": "oversubscribe", "S": "core-spec", "t": "time", "v": "verbose", "V": "version",
-    "w": "nodelist", "W": "wait", "x": "exclude",
+    "a": "array",
+    "A": "account",
+    "b": "begin",
+    "B": "extra-node-info",
+    "c": "cpus-per-task",
+    "C": "constraint",
+    "d": "dependency",
+    "D": "chdir",
+    "e": "error",
+    "F": "nodefile",
+    "G": "gpus",
+    "h": "help",
+    "H": "hold",
+    "i": "input",
+    "J": "job-name",
+    "k": "no-kill",
+    "L": "licenses",
+    "m": "distribution",
+    "M": "clusters",
+    "n": "ntasks",
+    "N": "nodes",
+    "o": "output",
+    "O": "overcommit",
+    "p": "partition",
+    "q": "qos",
+    "Q": "quiet",
+    "s": "oversubscribe",
+    "S": "core-spec",
+    "t": "time",
+    "v": "verbose",
+    "V": "version",
+    "w": "nodelist",
+    "W": "wait",
+    "x": "exclude",
 }
 # Values end up in the flags annotation, which the plugin splits and splices into job.slurm.
 _SBATCH_SAFE_VALUE = re.compile(r"[A-Za-z0-9._:,=+@/%\[\]!*-]+")
 _SBATCH_EXAMPLE = "e.g. --sbatch '--qos=normal --exclusive -C gpu'"
 
 # Variables OSCAR, the supervisor or the runner set themselves; a user value would break the job.
-RESERVED_ENV = frozenset({
-    "EVENT", "INPUT_FILE_PATH", "TMP_INPUT_DIR", "TMP_OUTPUT_DIR", "JOB_UUID", "RESOURCE_ID",
-    "SCRIPT", "FUNCTION_CONFIG", "PYTHONUNBUFFERED", "LD_LIBRARY_PATH_ORIG", "_OJ_ENV_SET",
-})
+RESERVED_ENV = frozenset(
+    {
+        "EVENT",
+        "INPUT_FILE_PATH",
+        "TMP_INPUT_DIR",
+        "TMP_OUTPUT_DIR",
+        "JOB_UUID",
+        "RESOURCE_ID",
+        "SCRIPT",
+        "FUNCTION_CONFIG",
+        "PYTHONUNBUFFERED",
+        "LD_LIBRARY_PATH_ORIG",
+        "_OJ_ENV_SET",
+    }
+)
 _RESERVED_ENV_PREFIXES = ("OSCAR_",)
 
 # sbatch options the Slurm plugin sets itself, drops, or chokes on: option -> what to do instead.
 # They are refused however they are spelled: in full, abbreviated or as a short option.
 _FORBIDDEN_SBATCH = {
     "output": "the plugin writes the job's output to job.out, which is where the logs come "
-              "from; remove it",
+    "from; remove it",
     "error": "stderr must stay in job.out with the logs; remove it",
     "parsable": "it makes the plugin's sbatch call fail; remove it",
     "cpus-per-task": "use --cpus-per-task / --mem of the magic: the plugin overrides these",
@@ -159,7 +299,7 @@ _FORBIDDEN_SBATCH = {
     "mem-per-gpu": "it conflicts with the --mem the plugin always adds; use --mem of the magic",
     "wrap": "the plugin submits its own batch script; put the code in the cell instead",
     "wait": "it keeps the plugin's sbatch call waiting until the job ends; remove it (the "
-            "magic waits for the job already)",
+    "magic waits for the job already)",
     "test-only": "sbatch then submits nothing, so the plugin finds no job; remove it",
     "help": "sbatch then prints help and submits nothing; remove it",
     "usage": "sbatch then prints its usage and submits nothing; remove it",
@@ -185,20 +325,25 @@ def _flag_error(flag: str, value: object, hint: str) -> SpecError:
 
 def _require_text(flag: str, value: object, example: str) -> None:
     if not isinstance(value, str):
-        raise SpecError(flag, f"{flag}: give text (a str), not {type(value).__name__}, "
-                        f"e.g. {example}")
+        raise SpecError(
+            flag, f"{flag}: give text (a str), not {type(value).__name__}, e.g. {example}"
+        )
 
 
 def parse_time(text: str) -> int:
     """A Slurm time limit -> seconds. Raises SpecError (flag ``--time``)."""
     value = str(text).strip()
     # the length cap keeps int() away from its 4300-digit limit
-    match = re.fullmatch(r"(?:([0-9]{1,99})-)?([0-9]{1,99})(?::([0-9]{1,99}))?(?::([0-9]{1,99}))?",
-                         value)
+    match = re.fullmatch(
+        r"(?:([0-9]{1,99})-)?([0-9]{1,99})(?::([0-9]{1,99}))?(?::([0-9]{1,99}))?", value
+    )
     if not match:
         if value.upper() in ("UNLIMITED", "INFINITE", "-1"):
-            raise _flag_error("--time", value, "no limit is not accepted here; omit --time to get "
-                              "the partition's default limit")
+            raise _flag_error(
+                "--time",
+                value,
+                "no limit is not accepted here; omit --time to get the partition's default limit",
+            )
         raise _flag_error("--time", value, _TIME_HINT)
     days, first, second, third = match.groups()
     if days is not None:
@@ -219,13 +364,21 @@ def parse_time(text: str) -> int:
     if any(part > 59 for part in checked):
         raise _flag_error("--time", value, "minutes and seconds must be 0-59; " + _TIME_HINT)
     if total <= 0:
-        raise _flag_error("--time", value, "the limit must be more than zero (Slurm reads 0 as "
-                          "no limit); omit --time to get the partition's default limit")
+        raise _flag_error(
+            "--time",
+            value,
+            "the limit must be more than zero (Slurm reads 0 as "
+            "no limit); omit --time to get the partition's default limit",
+        )
     if total > MAX_TIME_SECONDS:
         longest = format_time(MAX_TIME_SECONDS)
-        raise _flag_error("--time", value, f"Slurm's longest limit is {longest} (365 days; "
-                          "longer ones overflow or show as INVALID); ask for at most "
-                          f"--time {longest}, or omit --time to get the partition's default")
+        raise _flag_error(
+            "--time",
+            value,
+            f"Slurm's longest limit is {longest} (365 days; "
+            "longer ones overflow or show as INVALID); ask for at most "
+            f"--time {longest}, or omit --time to get the partition's default",
+        )
     return total
 
 
@@ -289,42 +442,63 @@ def check_image(image: object) -> None:
     ``.sif`` path; after a ``...-archive://`` scheme, a path to the archive file.
     """
     if not isinstance(image, str):
-        raise SpecError("--image", f"--image: give the image as text, not "
-                        f"{type(image).__name__}; {_IMAGE_EXAMPLES}")
+        raise SpecError(
+            "--image",
+            f"--image: give the image as text, not {type(image).__name__}; {_IMAGE_EXAMPLES}",
+        )
     if not image.strip() or re.search(r"\s", image):
-        raise _flag_error("--image", repr(image), f"give an image without spaces, "
-                          f"{_IMAGE_EXAMPLES}")
+        raise _flag_error(
+            "--image", repr(image), f"give an image without spaces, {_IMAGE_EXAMPLES}"
+        )
     if len(image) > _IMAGE_MAX:
-        raise _flag_error("--image", repr(image[:40] + "..."), f"at most {_IMAGE_MAX} "
-                          f"characters; {_IMAGE_EXAMPLES}")
+        raise _flag_error(
+            "--image",
+            repr(image[:40] + "..."),
+            f"at most {_IMAGE_MAX} characters; {_IMAGE_EXAMPLES}",
+        )
     if image.startswith("/"):
         _check_sif_path(image)
         return
     scheme = _SCHEME.match(image)
-    rest = image[scheme.end():] if scheme else image
+    rest = image[scheme.end() :] if scheme else image
     if scheme and scheme.group().endswith("-archive://") and _is_safe_path(rest):
         return
     if not scheme and image.endswith(".sif"):
-        raise _flag_error("--image", image, "a .sif file needs an absolute path on the "
-                          "cluster, e.g. --image /scratch/images/python.sif")
+        raise _flag_error(
+            "--image",
+            image,
+            "a .sif file needs an absolute path on the "
+            "cluster, e.g. --image /scratch/images/python.sif",
+        )
     if _OCI_REFERENCE.fullmatch(rest):
         return
     name, suffix = _split_reference(rest)
     if _OCI_REFERENCE.fullmatch(name.lower() + suffix):
-        lowered = image[:len(image) - len(rest)] + name.lower() + suffix
-        raise _flag_error("--image", image, "repository names are lowercase in image "
-                          f"references; write --image {lowered}")
-    raise _flag_error("--image", repr(image), "not an image reference: write "
-                      "[scheme://][registry/]name[:tag][@sha256:<64 hex digits>] (name in "
-                      "lowercase letters, digits and . _ - separators) or an absolute .sif "
-                      f"path; {_IMAGE_EXAMPLES}")
+        lowered = image[: len(image) - len(rest)] + name.lower() + suffix
+        raise _flag_error(
+            "--image",
+            image,
+            f"repository names are lowercase in image references; write --image {lowered}",
+        )
+    raise _flag_error(
+        "--image",
+        repr(image),
+        "not an image reference: write "
+        "[scheme://][registry/]name[:tag][@sha256:<64 hex digits>] (name in "
+        "lowercase letters, digits and . _ - separators) or an absolute .sif "
+        f"path; {_IMAGE_EXAMPLES}",
+    )
 
 
 def _check_sif_path(path: str) -> None:
     if not path.endswith(".sif") or not _is_safe_path(path):
-        raise _flag_error("--image", repr(path), "a path must be an absolute .sif file of "
-                          "letters, digits and . _ / + - (no '..'), e.g. "
-                          "--image /scratch/images/python.sif")
+        raise _flag_error(
+            "--image",
+            repr(path),
+            "a path must be an absolute .sif file of "
+            "letters, digits and . _ / + - (no '..'), e.g. "
+            "--image /scratch/images/python.sif",
+        )
 
 
 def _is_safe_path(path: str) -> bool:
@@ -351,8 +525,11 @@ def parse_sbatch(text: str) -> list[str]:
     try:
         tokens = shlex.split(text)
     except ValueError as error:
-        raise _flag_error("--sbatch", repr(text), f"the quoting is broken ({error}); "
-                          "e.g. --sbatch '--qos=normal --constraint=amd'") from None
+        raise _flag_error(
+            "--sbatch",
+            repr(text),
+            f"the quoting is broken ({error}); e.g. --sbatch '--qos=normal --constraint=amd'",
+        ) from None
     words: list[str] = []
     index = 0
     while index < len(tokens):
@@ -365,8 +542,11 @@ def parse_sbatch(text: str) -> list[str]:
             short_words, index = _sbatch_short_options(token, tokens, index)
             words += short_words
         else:
-            raise _flag_error("--sbatch", repr(token), "every word must be an sbatch option "
-                              f"or the value after one; {_SBATCH_EXAMPLE}")
+            raise _flag_error(
+                "--sbatch",
+                repr(token),
+                f"every word must be an sbatch option or the value after one; {_SBATCH_EXAMPLE}",
+            )
     return words
 
 
@@ -376,8 +556,7 @@ def _sbatch_long_option(token: str, tokens: list[str], index: int) -> tuple[str,
     _refuse_forbidden_sbatch(name, "--" + given, token)
     kind = SBATCH_OPTIONS[name]
     if equals and kind == _NO:
-        raise _flag_error("--sbatch", _shown(token), f"--{name} takes no value; write "
-                          f"--{name}")
+        raise _flag_error("--sbatch", _shown(token), f"--{name} takes no value; write --{name}")
     if not equals and kind == _REQUIRED:
         value, index = _next_sbatch_value(f"--{name}", tokens, index)
     if equals or kind == _REQUIRED:
@@ -391,9 +570,12 @@ def _sbatch_short_options(token: str, tokens: list[str], index: int) -> tuple[li
     for position, letter in enumerate(token[1:], start=2):
         name = SBATCH_SHORT_OPTIONS.get(letter)
         if name is None:
-            raise _flag_error("--sbatch", repr(token), f"-{letter} is not an sbatch option; "
-                              f"short options are -{' -'.join(sorted(SBATCH_SHORT_OPTIONS))}; "
-                              + _SBATCH_EXAMPLE)
+            raise _flag_error(
+                "--sbatch",
+                repr(token),
+                f"-{letter} is not an sbatch option; "
+                f"short options are -{' -'.join(sorted(SBATCH_SHORT_OPTIONS))}; " + _SBATCH_EXAMPLE,
+            )
         _refuse_forbidden_sbatch(name, "-" + letter, token)
         kind = SBATCH_OPTIONS[name]
         if kind == _NO:
@@ -419,13 +601,20 @@ def _resolve_sbatch_option(given: str, token: str) -> str:
         return candidates[0]
     if candidates:
         listed = ", ".join("--" + name for name in sorted(candidates))
-        raise _flag_error("--sbatch", _shown(token), f"--{given} is ambiguous for sbatch: it "
-                          f"could be {listed}; write the option in full")
+        raise _flag_error(
+            "--sbatch",
+            _shown(token),
+            f"--{given} is ambiguous for sbatch: it could be {listed}; write the option in full",
+        )
     close = difflib.get_close_matches(given, SBATCH_OPTIONS, n=3)
-    hint = f"did you mean {', '.join('--' + name for name in close)}?" if close else (
-        "see `sbatch --help` for the options")
-    raise _flag_error("--sbatch", repr(token), f"--{given} is not an sbatch option; {hint} "
-                      + _SBATCH_EXAMPLE)
+    hint = (
+        f"did you mean {', '.join('--' + name for name in close)}?"
+        if close
+        else ("see `sbatch --help` for the options")
+    )
+    raise _flag_error(
+        "--sbatch", repr(token), f"--{given} is not an sbatch option; {hint} " + _SBATCH_EXAMPLE
+    )
 
 
 def _refuse_forbidden_sbatch(name: str, spelled: str, token: str) -> None:
@@ -443,20 +632,31 @@ def _shown(token: str) -> str:
 
 def _next_sbatch_value(option: str, tokens: list[str], index: int) -> tuple[str, int]:
     if index == len(tokens) or tokens[index].startswith("-"):
-        raise _flag_error("--sbatch", option, f"{option} needs a value, e.g. --sbatch "
-                          f"'{option}{'=' if option.startswith('--') else ' '}VALUE'")
+        raise _flag_error(
+            "--sbatch",
+            option,
+            f"{option} needs a value, e.g. --sbatch "
+            f"'{option}{'=' if option.startswith('--') else ' '}VALUE'",
+        )
     return tokens[index], index + 1
 
 
 def _check_sbatch_value(option: str, value: str, token: str) -> None:
     if not value:
-        raise _flag_error("--sbatch", repr(token), f"{option} needs a value after '=', "
-                          "e.g. --sbatch '--qos=normal'")
+        raise _flag_error(
+            "--sbatch",
+            repr(token),
+            f"{option} needs a value after '=', e.g. --sbatch '--qos=normal'",
+        )
     if not _SBATCH_SAFE_VALUE.fullmatch(value):
-        raise _flag_error("--sbatch", repr(token), f"the value of {option} must be letters, "
-                          "digits and . _ : , = + @ / % [ ] ! * - only: spaces, quotes and "
-                          "shell characters do not survive the plugin's flag splitting into "
-                          "job.slurm; e.g. --sbatch '--constraint=amd'")
+        raise _flag_error(
+            "--sbatch",
+            repr(token),
+            f"the value of {option} must be letters, "
+            "digits and . _ : , = + @ / % [ ] ! * - only: spaces, quotes and "
+            "shell characters do not survive the plugin's flag splitting into "
+            "job.slurm; e.g. --sbatch '--constraint=amd'",
+        )
 
 
 @dataclass
@@ -491,9 +691,11 @@ class OffloadSpec:
 
     def __repr__(self) -> str:
         # env values may be secrets: show names only
-        shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
-                 if f.name not in ("env", "secrets", "site")
-                 and getattr(self, f.name) != _default(f)]
+        shown = [
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+            if f.name not in ("env", "secrets", "site") and getattr(self, f.name) != _default(f)
+        ]
         if isinstance(self.env, Mapping) and self.env:
             shown.append(f"env=<{', '.join(sorted(map(str, self.env)))}>")
         elif self.env:
@@ -513,11 +715,22 @@ class OffloadSpec:
     def validate_all(self, known_nodes: Collection[str] | None = None) -> list[SpecError]:
         """Every problem, in option order (for the widget panel)."""
         errors: list[SpecError] = []
-        for check in (self._check_node, self._check_time, self._check_counts, self._check_mem,
-                      self._check_slurm_words, self._check_image, self._check_site_prefix,
-                      self._check_mounts,
-                      self._check_pre_exec, self._check_singularity_options, self._check_sbatch,
-                      self._check_env, self._check_secrets, self._check_prefix):
+        for check in (
+            self._check_node,
+            self._check_time,
+            self._check_counts,
+            self._check_mem,
+            self._check_slurm_words,
+            self._check_image,
+            self._check_site_prefix,
+            self._check_mounts,
+            self._check_pre_exec,
+            self._check_singularity_options,
+            self._check_sbatch,
+            self._check_env,
+            self._check_secrets,
+            self._check_prefix,
+        ):
             try:
                 if check == self._check_node:
                     check(known_nodes)
@@ -532,42 +745,65 @@ class OffloadSpec:
             return
         _require_text("--node", self.node, "--node vega-new-vk")
         if not _NODE.fullmatch(self.node) or len(self.node) > 253:
-            raise _flag_error("--node", repr(self.node), "a node name is lowercase letters, "
-                              "digits, '-' and '.', e.g. --node vega-new-vk")
+            raise _flag_error(
+                "--node",
+                repr(self.node),
+                "a node name is lowercase letters, digits, '-' and '.', e.g. --node vega-new-vk",
+            )
         if known_nodes is not None and self.node not in known_nodes:
             names = ", ".join(sorted(known_nodes)) or "none"
-            raise _flag_error("--node", self.node, f"not a virtual node of this cluster; "
-                              f"known nodes: {names}")
+            raise _flag_error(
+                "--node", self.node, f"not a virtual node of this cluster; known nodes: {names}"
+            )
 
     def _check_site_prefix(self) -> None:
         prefix, image = self.site.image_prefix, self.image
-        if (not isinstance(image, str) or self.site.keeps_schemes
-                or image.startswith(("/", prefix)) or not _SCHEME.match(image)):
+        if (
+            not isinstance(image, str)
+            or self.site.keeps_schemes
+            or image.startswith(("/", prefix))
+            or not _SCHEME.match(image)
+        ):
             return
         # Plugin 0.6.1 would run "<prefix><image>", which no runtime can open.
         if prefix == DEFAULT_IMAGE_PREFIX:
-            hint = ("write a registry image without a scheme (e.g. --image python:3.12-slim) or "
-                    "a .sif path; if the site's plugin is newer than 0.6.1 and keeps schemes, "
-                    "say so in the profile: jupyter: {image_schemes: true}")
+            hint = (
+                "write a registry image without a scheme (e.g. --image python:3.12-slim) or "
+                "a .sif path; if the site's plugin is newer than 0.6.1 and keeps schemes, "
+                "say so in the profile: jupyter: {image_schemes: true}"
+            )
         else:
-            hint = (f"write the reference without a scheme, e.g. --image "
-                    f"{_SCHEME.sub('', image, count=1)}")
-        raise _flag_error("--image", image, f"this site's Slurm plugin puts its image prefix "
-                          f"{prefix} before every image that does not start with it, so it would "
-                          f"run {prefix}{image}; {hint}")
+            hint = (
+                f"write the reference without a scheme, e.g. --image "
+                f"{_SCHEME.sub('', image, count=1)}"
+            )
+        raise _flag_error(
+            "--image",
+            image,
+            f"this site's Slurm plugin puts its image prefix "
+            f"{prefix} before every image that does not start with it, so it would "
+            f"run {prefix}{image}; {hint}",
+        )
 
     def _check_time(self) -> None:
         if self.time is not None:
             parse_time(self.time)
 
     def _check_counts(self) -> None:
-        for flag, value in (("--cpus-per-task", self.cpus_per_task), ("--nodes", self.nodes),
-                            ("--gpus", self.gpus)):
+        for flag, value in (
+            ("--cpus-per-task", self.cpus_per_task),
+            ("--nodes", self.nodes),
+            ("--gpus", self.gpus),
+        ):
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, str)):
-                raise _flag_error(flag, repr(value), "give a whole number as an int or a "
-                                  f"string of digits, not {type(value).__name__}, e.g. {flag} 2")
+                raise _flag_error(
+                    flag,
+                    repr(value),
+                    "give a whole number as an int or a "
+                    f"string of digits, not {type(value).__name__}, e.g. {flag} 2",
+                )
             if isinstance(value, str) and not _COUNT_TEXT.fullmatch(value):
                 raise _flag_error(flag, repr(value), f"use a whole number, e.g. {flag} 2")
             if int(value) < 1:
@@ -587,32 +823,47 @@ class OffloadSpec:
                 continue
             _require_text(flag, value, f"{flag} {example}")
             if not pattern.fullmatch(value) or len(value) > 128:
-                raise _flag_error(flag, repr(value), "use letters, digits and . _ : + - only "
-                                  f"(no spaces or quotes: the plugin splits flags on them), "
-                                  f"e.g. {flag} {example}")
+                raise _flag_error(
+                    flag,
+                    repr(value),
+                    "use letters, digits and . _ : + - only "
+                    f"(no spaces or quotes: the plugin splits flags on them), "
+                    f"e.g. {flag} {example}",
+                )
 
     def _check_image(self) -> None:
         prefix = self.site.image_prefix
-        if (isinstance(self.image, str) and prefix != DEFAULT_IMAGE_PREFIX
-                and self.image.startswith(prefix) and len(self.image) > len(prefix)):
-            check_image(self.image[len(prefix):])  # the site's prefix, written out: check the rest
+        if (
+            isinstance(self.image, str)
+            and prefix != DEFAULT_IMAGE_PREFIX
+            and self.image.startswith(prefix)
+            and len(self.image) > len(prefix)
+        ):
+            check_image(self.image[len(prefix) :])  # the site's prefix, written out: check the rest
             return
         check_image(self.image)
 
     def _check_mounts(self) -> None:
         if isinstance(self.mounts, str) or not isinstance(self.mounts, (list, tuple)):
-            raise SpecError("--mount", "--mount: pass mounts as a list of 'SRC:DST[:ro|rw]' "
-                            f"strings, not {type(self.mounts).__name__}, e.g. "
-                            "mounts=['/scratch/me:/data:ro'] (on the magic's line: "
-                            "--mount /scratch/me:/data:ro)")
+            raise SpecError(
+                "--mount",
+                "--mount: pass mounts as a list of 'SRC:DST[:ro|rw]' "
+                f"strings, not {type(self.mounts).__name__}, e.g. "
+                "mounts=['/scratch/me:/data:ro'] (on the magic's line: "
+                "--mount /scratch/me:/data:ro)",
+            )
         for mount in self.mounts:
             _require_text("--mount", mount, "--mount /scratch/me:/data:ro")
             parts = mount.split(":")
             mode_ok = len(parts) == 2 or (len(parts) == 3 and parts[2] in ("ro", "rw"))
             if not mode_ok or not all(_MOUNT_PATH.fullmatch(p) for p in parts[:2]):
-                raise _flag_error("--mount", repr(mount), "use SRC:DST or SRC:DST:ro|rw with "
-                                  "absolute paths (letters, digits, / . _ - @ % + =), "
-                                  "e.g. --mount /scratch/me:/data:ro")
+                raise _flag_error(
+                    "--mount",
+                    repr(mount),
+                    "use SRC:DST or SRC:DST:ro|rw with "
+                    "absolute paths (letters, digits, / . _ - @ % + =), "
+                    "e.g. --mount /scratch/me:/data:ro",
+                )
 
     def _check_pre_exec(self) -> None:
         # The user's own shell command: the plugin runs it before the job, so any text goes.
@@ -625,9 +876,11 @@ class OffloadSpec:
             return
         _require_text("--singularity-options", options, "--singularity-options '--no-home'")
         if "\n" in options or "\r" in options:
-            raise _flag_error("--singularity-options", repr(options),
-                              "give the options on one line, e.g. "
-                              "--singularity-options '--no-home'")
+            raise _flag_error(
+                "--singularity-options",
+                repr(options),
+                "give the options on one line, e.g. --singularity-options '--no-home'",
+            )
         words = [word for word in re.split(r"[ \t]+", options) if word]
         for index, word in enumerate(words):
             if _SINGULARITY_OPTION.fullmatch(word):
@@ -635,39 +888,56 @@ class OffloadSpec:
             if index and _SINGULARITY_VALUE.fullmatch(word):
                 continue
             if _SINGULARITY_VALUE.fullmatch(word):
-                raise _flag_error("--singularity-options", repr(word), "a value must follow "
-                                  "an option (singularity would read it as the image); "
-                                  + _SINGULARITY_HINT)
+                raise _flag_error(
+                    "--singularity-options",
+                    repr(word),
+                    "a value must follow "
+                    "an option (singularity would read it as the image); " + _SINGULARITY_HINT,
+                )
             raise _flag_error("--singularity-options", repr(word), _SINGULARITY_HINT)
 
     def _check_sbatch(self) -> None:
         self.sbatch_words()
 
     def _check_env(self) -> None:
-        _check_variables("--env", self.env, "env={'OMP_NUM_THREADS': '8'} (on the magic's "
-                         "line: --env OMP_NUM_THREADS=8)", "--env MY_VAR=value")
+        _check_variables(
+            "--env",
+            self.env,
+            "env={'OMP_NUM_THREADS': '8'} (on the magic's line: --env OMP_NUM_THREADS=8)",
+            "--env MY_VAR=value",
+        )
         for name, value in self.env.items():
             if not isinstance(value, str) or "\0" in value:
                 # never echo the value: it may be a secret
-                raise SpecError("--env", f"--env {name}: the value must be text without NUL "
-                                "bytes; pass binary data through storage instead")
+                raise SpecError(
+                    "--env",
+                    f"--env {name}: the value must be text without NUL "
+                    "bytes; pass binary data through storage instead",
+                )
 
     def _check_secrets(self) -> None:
-        _check_variables("--secret", self.secrets, "secrets={'API_TOKEN': token}",
-                         "--secret API_TOKEN")
+        _check_variables(
+            "--secret", self.secrets, "secrets={'API_TOKEN': token}", "--secret API_TOKEN"
+        )
         for name, value in self.secrets.items():
             if isinstance(self.env, Mapping) and name in self.env:
                 raise _flag_error("--secret", name, "it is also an --env variable; keep one")
             if not isinstance(value, str) or not value or "\0" in value:
                 # never echo the value
-                raise SpecError("--secret", f"--secret {name}: the value must be non-empty text "
-                                "without NUL bytes")
+                raise SpecError(
+                    "--secret",
+                    f"--secret {name}: the value must be non-empty text without NUL bytes",
+                )
 
     def _check_prefix(self) -> None:
         _require_text("--prefix", self.prefix, "--prefix oj")
         if not _PREFIX.fullmatch(self.prefix) or len(self.prefix) > 13:
-            raise _flag_error("--prefix", repr(self.prefix), "use 1-13 lowercase letters, digits "
-                              "or '-', starting with a letter, e.g. --prefix oj")
+            raise _flag_error(
+                "--prefix",
+                repr(self.prefix),
+                "use 1-13 lowercase letters, digits "
+                "or '-', starting with a letter, e.g. --prefix oj",
+            )
 
     # ---- what the cluster gets --------------------------------------------------------------
 
@@ -678,9 +948,12 @@ class OffloadSpec:
         if self.sbatch is None or self.sbatch == "":
             return []
         if not isinstance(self.sbatch, str):
-            raise SpecError("--sbatch", "--sbatch: give the options as one string, not "
-                            f"{type(self.sbatch).__name__}, e.g. "
-                            "sbatch='--qos=normal --exclusive' (words joined by spaces)")
+            raise SpecError(
+                "--sbatch",
+                "--sbatch: give the options as one string, not "
+                f"{type(self.sbatch).__name__}, e.g. "
+                "sbatch='--qos=normal --exclusive' (words joined by spaces)",
+            )
         return parse_sbatch(self.sbatch)
 
     def time_limit_seconds(self) -> int | None:
@@ -690,8 +963,12 @@ class OffloadSpec:
         flags = []
         if self.time is not None:
             flags.append(f"--time={format_time(parse_time(self.time))}")
-        for option, value in (("--nodes", self.nodes), ("--job-name", self.job_name),
-                              ("--partition", self.partition), ("--account", self.account)):
+        for option, value in (
+            ("--nodes", self.nodes),
+            ("--job-name", self.job_name),
+            ("--partition", self.partition),
+            ("--account", self.account),
+        ):
             if value is not None:
                 flags.append(f"{option}={value}")
         if self.gpus:
@@ -740,8 +1017,9 @@ class OffloadSpec:
         definition["labels"] = {RUNNER_LABEL: "true"}
         return definition
 
-    def service_name(self, owner: str | None = None, endpoint: str | None = None,
-                     salt: int = 0) -> str:
+    def service_name(
+        self, owner: str | None = None, endpoint: str | None = None, salt: int = 0
+    ) -> str:
         """The runner service's name, DNS-1123.
 
         Without ``owner``: ``<prefix>-<hash of the definition>``, at most 24 characters (the name
@@ -751,16 +1029,20 @@ class OffloadSpec:
         private, so two users with the same settings need two names; ``salt`` gives the next
         candidate when a name is taken by someone else.
         """
-        canonical = json.dumps(self._definition_without_name(), sort_keys=True,
-                               ensure_ascii=False, separators=(",", ":"))
+        canonical = json.dumps(
+            self._definition_without_name(),
+            sort_keys=True,
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
         if owner is None:
             digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-            return f"{self.prefix}-{digest[:SERVICE_NAME_MAX - len(self.prefix) - 1]}"
+            return f"{self.prefix}-{digest[: SERVICE_NAME_MAX - len(self.prefix) - 1]}"
         tag = self.owner_tag(owner, endpoint or "")
         limit = 30  # OSCAR allows 39; job names add -<kernel tag>-<12 hex> within k8s's 63
         keyed = "\n".join((canonical, owner, endpoint or "", str(salt)))
         digest = hashlib.sha256(keyed.encode("utf-8")).hexdigest()
-        return f"{self.prefix}-{tag}-{digest[:limit - len(self.prefix) - 8]}"
+        return f"{self.prefix}-{tag}-{digest[: limit - len(self.prefix) - 8]}"
 
     @staticmethod
     def owner_tag(owner: str, endpoint: str) -> str:
@@ -784,8 +1066,11 @@ class OffloadSpec:
         """YAML for ``oscar-cli apply``; ``script:`` names the file ``fdl_files()`` provides.
         ``name``: the service's name (default: the owner-less ``service_name()``)."""
         if not cluster_id or not re.fullmatch(r"[A-Za-z0-9._-]+", cluster_id):
-            raise _flag_error("--cluster", repr(cluster_id), "give the cluster id of your "
-                              "oscar-cli config, e.g. oscar-cluster")
+            raise _flag_error(
+                "--cluster",
+                repr(cluster_id),
+                "give the cluster id of your oscar-cli config, e.g. oscar-cluster",
+            )
         service = self.service_definition()
         if name:
             service["name"] = name
@@ -803,10 +1088,15 @@ class OffloadSpec:
         """The body of ``POST /job/{service}``: base64 of the program carrying ``code``, the
         ``--in`` values (``inputs``, from ``values.pack_inputs``) and the ``--out`` names."""
         if not isinstance(code, str):
-            hint = " (decode bytes first, e.g. code.decode('utf-8'))" if isinstance(
-                code, (bytes, bytearray)) else ""
-            raise SpecError("code", f"code: give the cell's code as text (a str), not "
-                            f"{type(code).__name__}{hint}")
+            hint = (
+                " (decode bytes first, e.g. code.decode('utf-8'))"
+                if isinstance(code, (bytes, bytearray))
+                else ""
+            )
+            raise SpecError(
+                "code",
+                f"code: give the cell's code as text (a str), not {type(code).__name__}{hint}",
+            )
         self._check_env()
         _check_unicode(code)
         program = runner.build_program(code, self.env, inputs=inputs, outputs=list(outputs))
@@ -819,16 +1109,25 @@ class OffloadSpec:
             }
             flag = max(parts, key=lambda name: parts[name])
             what, where = {
-                "--env": ("the --env values are", "put large values in a file on a --mount "
-                          "and pass its path"),
-                "cell": ("the cell is", "move data into storage (MinIO, a --mount'ed path) "
-                         "and read it from the cell"),
-                "--in": ("the --in values are", "write large data to a file on a --mount'ed "
-                         "path and read it in the cell"),
+                "--env": (
+                    "the --env values are",
+                    "put large values in a file on a --mount and pass its path",
+                ),
+                "cell": (
+                    "the cell is",
+                    "move data into storage (MinIO, a --mount'ed path) and read it from the cell",
+                ),
+                "--in": (
+                    "the --in values are",
+                    "write large data to a file on a --mount'ed path and read it in the cell",
+                ),
             }[flag]
-            raise SpecError(flag, f"{flag}: {what} {parts[flag] // 1024} KiB once compressed; "
-                            f"the job program may be at most {runner.MAX_PROGRAM_BYTES // 1024} "
-                            f"KiB (it travels in an environment variable): {where}")
+            raise SpecError(
+                flag,
+                f"{flag}: {what} {parts[flag] // 1024} KiB once compressed; "
+                f"the job program may be at most {runner.MAX_PROGRAM_BYTES // 1024} "
+                f"KiB (it travels in an environment variable): {where}",
+            )
         return runner.encode_body(program)
 
     # ---- the magic's line -------------------------------------------------------------------
@@ -868,8 +1167,10 @@ class OffloadSpec:
             option, sep, value = words[index].partition("=")
             name = _OPTION_FIELDS.get(option)
             if name is None:
-                raise SpecError("line", f"{words[index]}: not an option; options are "
-                                f"{', '.join(_OPTION_FIELDS)}")
+                raise SpecError(
+                    "line",
+                    f"{words[index]}: not an option; options are {', '.join(_OPTION_FIELDS)}",
+                )
             if not sep:
                 index += 1
                 if index == len(words):
@@ -888,8 +1189,18 @@ class OffloadSpec:
         return cls(**values)
 
 
-_TEXT_FIELDS = ("node", "time", "mem", "job_name", "partition", "account", "image", "pre_exec",
-                "singularity_options", "sbatch")
+_TEXT_FIELDS = (
+    "node",
+    "time",
+    "mem",
+    "job_name",
+    "partition",
+    "account",
+    "image",
+    "pre_exec",
+    "singularity_options",
+    "sbatch",
+)
 _COUNT_FIELDS = ("cpus_per_task", "nodes", "gpus")
 
 
@@ -897,15 +1208,25 @@ def _check_variables(flag: str, variables: object, dict_example: str, flag_examp
     """`variables` must be a mapping of environment variable names we may set."""
     if not isinstance(variables, Mapping):
         what = flag.lstrip("-").replace("secret", "secrets")
-        raise SpecError(flag, f"{flag}: pass {what} as a dict of NAME -> text value, not "
-                        f"{type(variables).__name__}, e.g. {dict_example}")
+        raise SpecError(
+            flag,
+            f"{flag}: pass {what} as a dict of NAME -> text value, not "
+            f"{type(variables).__name__}, e.g. {dict_example}",
+        )
     for name in variables:
         if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
-            raise _flag_error(flag, repr(name), "a variable name is letters, digits and '_', "
-                              f"not starting with a digit, e.g. {flag_example}")
+            raise _flag_error(
+                flag,
+                repr(name),
+                "a variable name is letters, digits and '_', "
+                f"not starting with a digit, e.g. {flag_example}",
+            )
         if name in RESERVED_ENV or name.startswith(_RESERVED_ENV_PREFIXES):
-            raise _flag_error(flag, name, "this variable is set by OSCAR, its supervisor or the "
-                              "runner; choose another name")
+            raise _flag_error(
+                flag,
+                name,
+                "this variable is set by OSCAR, its supervisor or the runner; choose another name",
+            )
 
 
 def _check_unicode(code: str) -> None:
@@ -915,9 +1236,12 @@ def _check_unicode(code: str) -> None:
     except UnicodeEncodeError as err:
         line = code.count("\n", 0, err.start) + 1
         column = err.start - (code.rfind("\n", 0, err.start) + 1) + 1
-        raise SpecError("code", f"code: line {line}, column {column} holds {code[err.start]!r}, "
-                        "half of a surrogate pair, which is not text; remove it or write the "
-                        "character whole") from None
+        raise SpecError(
+            "code",
+            f"code: line {line}, column {column} holds {code[err.start]!r}, "
+            "half of a surrogate pair, which is not text; remove it or write the "
+            "character whole",
+        ) from None
 
 
 def parse_count(option: str, text: object) -> int:
@@ -925,16 +1249,20 @@ def parse_count(option: str, text: object) -> int:
     try:
         value = int(str(text).strip())
     except ValueError:
-        raise _flag_error(option, text, f"use a whole number of at least 1, e.g. {option} 2"
-                          ) from None
+        raise _flag_error(
+            option, text, f"use a whole number of at least 1, e.g. {option} 2"
+        ) from None
     return value
 
 
 def parse_env_item(text: str) -> tuple[str, str]:
     """``NAME=VALUE`` -> (name, value); the value is kept byte for byte."""
     if not isinstance(text, str):
-        raise SpecError("--env", f"--env: give each variable as 'NAME=VALUE' text, not "
-                        f"{type(text).__name__}, e.g. --env MY_VAR=value")
+        raise SpecError(
+            "--env",
+            f"--env: give each variable as 'NAME=VALUE' text, not "
+            f"{type(text).__name__}, e.g. --env MY_VAR=value",
+        )
     name, sep, value = text.partition("=")
     if not sep:
         raise _flag_error("--env", repr(text), "write NAME=VALUE, e.g. --env MY_VAR=value")
@@ -956,14 +1284,18 @@ def settings_from_options(options: Mapping[str, Any]) -> dict[str, Any]:
             settings[name] = parse_count("--" + name.replace("_", "-"), options[name])
     mounts = options.get("mounts") or options.get("mount") or []
     if isinstance(mounts, str):
-        raise SpecError("--mount", "--mount: give a list of 'SRC:DST[:ro|rw]' strings, e.g. "
-                        "['/scratch/me:/data:ro']")
+        raise SpecError(
+            "--mount",
+            "--mount: give a list of 'SRC:DST[:ro|rw]' strings, e.g. ['/scratch/me:/data:ro']",
+        )
     if mounts:
         settings["mounts"] = list(mounts)
     env_items = options.get("env") or []
     if isinstance(env_items, str):
-        raise SpecError("--env", "--env: give a list of 'NAME=VALUE' strings or a dict, e.g. "
-                        "['OMP_NUM_THREADS=8']")
+        raise SpecError(
+            "--env",
+            "--env: give a list of 'NAME=VALUE' strings or a dict, e.g. ['OMP_NUM_THREADS=8']",
+        )
     if isinstance(env_items, Mapping):
         settings["env"] = dict(env_items)
     elif env_items:
@@ -975,5 +1307,7 @@ def _default(f):
     return f.default_factory() if callable(f.default_factory) else f.default
 
 
-_OPTION_FIELDS = {("--mount" if f.name == "mounts" else "--" + f.name.replace("_", "-")): f.name
-                  for f in fields(OffloadSpec)}
+_OPTION_FIELDS = {
+    ("--mount" if f.name == "mounts" else "--" + f.name.replace("_", "-")): f.name
+    for f in fields(OffloadSpec)
+}

@@ -55,8 +55,10 @@ class _RefuseNotebookObjects(pickle.Pickler):
     """Refuses a function or class defined in the notebook: the cluster cannot import it."""
 
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, (type, types.FunctionType)) and getattr(
-                obj, "__module__", None) == "__main__":
+        if (
+            isinstance(obj, (type, types.FunctionType))
+            and getattr(obj, "__module__", None) == "__main__"
+        ):
             kind = "class" if isinstance(obj, type) else "function"
             raise _NotebookOnly(f"{kind} {obj.__qualname__}")
         return NotImplemented
@@ -67,16 +69,22 @@ def _pickle_one(name: str, value: Any) -> bytes:
     try:
         _RefuseNotebookObjects(buffer, protocol=PICKLE_PROTOCOL).dump(value)
     except _NotebookOnly as what:
-        raise SpecError("--in", (
-            f"--in {name}: it holds {what}, defined in the notebook, which the cluster cannot "
-            f"import: define it in the cell (or in a module of the image) and send plain data"
-        )) from None
+        raise SpecError(
+            "--in",
+            (
+                f"--in {name}: it holds {what}, defined in the notebook, which the cluster cannot "
+                f"import: define it in the cell (or in a module of the image) and send plain data"
+            ),
+        ) from None
     except Exception as err:
-        raise SpecError("--in", (
-            f"--in {name}: a {type(value).__name__} cannot be pickled ({type(err).__name__}: "
-            f"{err}); send the data it is built from, or write it to a file on a --mount'ed "
-            f"path and read that in the cell"
-        )) from None
+        raise SpecError(
+            "--in",
+            (
+                f"--in {name}: a {type(value).__name__} cannot be pickled ({type(err).__name__}: "
+                f"{err}); send the data it is built from, or write it to a file on a --mount'ed "
+                f"path and read that in the cell"
+            ),
+        ) from None
     return buffer.getvalue()
 
 
@@ -94,7 +102,7 @@ def pack_inputs(inputs: Mapping[str, Any]) -> str:
 
 
 def input_sizes(inputs: Mapping[str, Any]) -> str:
-    """"x 40 KiB, y 2 KiB": for the error of a job body over its bound."""
+    """ "x 40 KiB, y 2 KiB": for the error of a job body over its bound."""
     sizes = [(name, len(_pickle_one(name, value))) for name, value in inputs.items()]
     sizes.sort(key=lambda item: -item[1])
     return ", ".join(f"{name} {max(1, size // 1024)} KiB" for name, size in sizes)
@@ -106,7 +114,8 @@ def decode_result(record: str | None, names: list[str]) -> dict[str, Any]:
     if record is None:
         raise ResultError(
             f"the job ended without sending back {wanted} (its log was cut short, or the runner "
-            f"service predates --out): run the cell again")
+            f"service predates --out): run the cell again"
+        )
     try:
         header = json.loads(base64.b64decode(record, validate=True))
         blob = base64.b64decode(header["pickle"], validate=True)
@@ -116,15 +125,20 @@ def decode_result(record: str | None, names: list[str]) -> dict[str, Any]:
     if len(blob) != size or hashlib.sha256(blob).hexdigest() != digest:
         raise ResultError(
             f"the values {wanted} arrived corrupted ({len(blob)} of {size} bytes, checksum "
-            f"{'different' if len(blob) == size else 'not checked'}); none was used")
+            f"{'different' if len(blob) == size else 'not checked'}); none was used"
+        )
     versions = f"Python {python} on the cluster, {here()} here"
     try:
         pickled = pickle.loads(blob)
         values = {name: pickle.loads(pickled[name]) for name in names}
     except Exception as err:
-        advice = (f"; install {err.name} in the notebook's environment"
-                  if isinstance(err, ImportError) and err.name else "")
+        advice = (
+            f"; install {err.name} in the notebook's environment"
+            if isinstance(err, ImportError) and err.name
+            else ""
+        )
         raise ResultError(
             f"the notebook could not load {wanted} sent from the cluster ({versions}): "
-            f"{type(err).__name__}: {err}{advice}") from None
+            f"{type(err).__name__}: {err}{advice}"
+        ) from None
     return values

@@ -6,4 +6,5 @@ bash scripts/setup.sh
 # shellcheck disable=SC1091 # written by setup.sh
 source .venv/bin/activate
 python -m ruff check oscar_jupyter tests bench
+python -m ruff format --check oscar_jupyter tests bench
 python -m pytest -q "$@"

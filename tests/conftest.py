@@ -77,7 +77,9 @@ def slurm_cluster() -> None:
         pytest.skip(f"{EXECUTOR_ENV}=process: the suite runs without Slurm")
     result = subprocess.run(
         ["bash", str(REPO / "scripts" / "slurm-cluster.sh"), "start"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if result.returncode != 0:
         pytest.fail(
@@ -93,7 +95,9 @@ def slurm_job_ids_alive(job_ids: list[str]) -> list[str]:
         return []
     result = subprocess.run(
         ["squeue", "--noheader", "-o", "%i", "-j", ",".join(job_ids)],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     return [line.strip() for line in result.stdout.splitlines() if line.strip()]
 
@@ -121,14 +125,23 @@ def local_oscar(request, tmp_path_factory) -> Iterator[LocalOscarHandle]:
     home = root / "home"
     profile_path = root / "oscar-cli" / "config.yaml"
     started = daemon.start(
-        home=home, port=free_port(), executor=executor, config_path=profile_path, timeout=120,
+        home=home,
+        port=free_port(),
+        executor=executor,
+        config_path=profile_path,
+        timeout=120,
         users=list(SESSION_USERS),
     )
     handle = LocalOscarHandle(
-        endpoint=started.endpoint, user="oscar",
-        password=(home / "admin-password").read_text().strip(), home=home,
-        profile_path=profile_path, executor=started.executor, users=SESSION_USERS,
-        user_profiles=started.user_profiles, kubeconfig=started.kubeconfig,
+        endpoint=started.endpoint,
+        user="oscar",
+        password=(home / "admin-password").read_text().strip(),
+        home=home,
+        profile_path=profile_path,
+        executor=started.executor,
+        users=SESSION_USERS,
+        user_profiles=started.user_profiles,
+        kubeconfig=started.kubeconfig,
     )
     yield handle
     pid = started.pid

@@ -20,14 +20,23 @@ import pytest
 from .conftest import free_port
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def launch_chromium(playwright, profile: Path, width: int, height: int):
     """Headless Debian Chromium with a fresh profile (never Playwright's own download)."""
     return playwright.chromium.launch_persistent_context(
-        str(profile), executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+        str(profile),
+        executable_path=CHROMIUM,
+        args=CHROMIUM_ARGS,
         viewport={"width": width, "height": height},
     )
 
@@ -38,24 +47,41 @@ def require_chromium() -> None:
 
 
 @contextmanager
-def jupyterlab(root: Path, scratch: Path, env: dict[str, str],
-               extra_args: list[str] = ()) -> Iterator[tuple[str, str]]:
+def jupyterlab(
+    root: Path, scratch: Path, env: dict[str, str], extra_args: list[str] = ()
+) -> Iterator[tuple[str, str]]:
     """Serve `root`; yields (url, token). `scratch` holds its settings, workspaces and log."""
     settings = scratch / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True, exist_ok=True)
     (settings / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    env = {**env, "JUPYTERLAB_SETTINGS_DIR": str(scratch / "settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(scratch / "workspaces")}
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    env = {
+        **env,
+        "JUPYTERLAB_SETTINGS_DIR": str(scratch / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(scratch / "workspaces"),
+    }
     port, token = free_port(), secrets.token_hex(16)
     log_path = scratch / "lab.log"
     with log_path.open("w") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
-             f"--port={port}", "--ip=127.0.0.1", f"--IdentityProvider.token={token}",
-             f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-             *extra_args],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "jupyterlab",
+                "--no-browser",
+                "--allow-root",
+                f"--port={port}",
+                "--ip=127.0.0.1",
+                f"--IdentityProvider.token={token}",
+                f"--ServerApp.root_dir={root}",
+                "--LabApp.expose_app_in_browser=True",
+                *extra_args,
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -66,8 +92,7 @@ def jupyterlab(root: Path, scratch: Path, env: dict[str, str],
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
                     server.kill()
-                    pytest.fail("JupyterLab did not start:\n" + log_path.read_text(),
-                                pytrace=False)
+                    pytest.fail("JupyterLab did not start:\n" + log_path.read_text(), pytrace=False)
                 time.sleep(0.3)
         try:
             yield url, token
@@ -92,8 +117,10 @@ def set_theme(page, theme: str) -> None:
     from playwright.sync_api import expect
 
     name = "JupyterLab Dark" if theme == "dark" else "JupyterLab Light"
-    page.evaluate(f"window.jupyterapp.commands.execute('apputils:change-theme', "
-                  f"{{theme: '{name}'}})")
-    expect(page.locator(f"body[data-jp-theme-light='{'false' if theme == 'dark' else 'true'}']")
-           ).to_have_count(1, timeout=30_000)
+    page.evaluate(
+        f"window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{name}'}})"
+    )
+    expect(
+        page.locator(f"body[data-jp-theme-light='{'false' if theme == 'dark' else 'true'}']")
+    ).to_have_count(1, timeout=30_000)
     page.wait_for_timeout(1000)

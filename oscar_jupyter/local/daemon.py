@@ -124,24 +124,49 @@ def start(
         summary = _local_summary(runtime["endpoint"], password)
         profile = _write_profile(runtime["endpoint"], password, config_path, layout)
         extras = _write_user_files(layout, runtime["endpoint"], password, users, config_path)
-        return _start_result(runtime["endpoint"], running, summary, profile, *extras,
-                             already_running=True)
+        return _start_result(
+            runtime["endpoint"], running, summary, profile, *extras, already_running=True
+        )
 
     port = resolve_port(port)
     endpoint = f"http://{HOST}:{port}"
     command = [
-        sys.executable, "-m", SERVER_MODULE, "--home", str(layout.root), "--port", str(port),
-        "--host", HOST, "--node-name", node_name, "--executor", executor,
-        "--kueue-cpu", kueue_cpu, "--kueue-memory", kueue_memory, "--kueue-gpu", kueue_gpu,
-        "--node-gpus", str(node_gpus), "--image-prefix", image_prefix,
-        "--job-listing-limit", str(job_listing_limit),
+        sys.executable,
+        "-m",
+        SERVER_MODULE,
+        "--home",
+        str(layout.root),
+        "--port",
+        str(port),
+        "--host",
+        HOST,
+        "--node-name",
+        node_name,
+        "--executor",
+        executor,
+        "--kueue-cpu",
+        kueue_cpu,
+        "--kueue-memory",
+        kueue_memory,
+        "--kueue-gpu",
+        kueue_gpu,
+        "--node-gpus",
+        str(node_gpus),
+        "--image-prefix",
+        image_prefix,
+        "--job-listing-limit",
+        str(job_listing_limit),
     ]
     if not real_status:
         command.append("--metrics-status")
     with open(layout.log_file, "ab") as log_file:
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     _children[process.pid] = process
     write_atomically(layout.pid_file, f"{process.pid}\n", mode=0o644)
@@ -157,16 +182,26 @@ def start(
 
 
 def _start_result(
-    endpoint: str, pid: int, summary: dict[str, Any], profile: Path | None,
-    user_profiles: dict[str, str] | None = None, kubeconfig: Path | None = None,
-    *, already_running: bool = False,
+    endpoint: str,
+    pid: int,
+    summary: dict[str, Any],
+    profile: Path | None,
+    user_profiles: dict[str, str] | None = None,
+    kubeconfig: Path | None = None,
+    *,
+    already_running: bool = False,
 ) -> StartResult:
     return StartResult(
-        endpoint=endpoint, pid=pid, executor=summary["executor"],
+        endpoint=endpoint,
+        pid=pid,
+        executor=summary["executor"],
         executor_reason=summary["executor_reason"],
-        container_runtime=summary["container_runtime"], virtual_node=summary["virtual_node"],
-        profile_path=profile, already_running=already_running,
-        user_profiles=dict(user_profiles or {}), kubeconfig=kubeconfig,
+        container_runtime=summary["container_runtime"],
+        virtual_node=summary["virtual_node"],
+        profile_path=profile,
+        already_running=already_running,
+        user_profiles=dict(user_profiles or {}),
+        kubeconfig=kubeconfig,
     )
 
 
@@ -183,8 +218,11 @@ def _write_user_files(
     for user in users:
         token = refresh_token(user, iss=issuer(endpoint), secret=secret)
         profile = ClusterProfile(
-            cluster_id=profile_name(user), endpoint=endpoint, refresh_token=Secret(token),
-            ssl_verify=True, defaults=_jupyter_block(layout),
+            cluster_id=profile_name(user),
+            endpoint=endpoint,
+            refresh_token=Secret(token),
+            ssl_verify=True,
+            defaults=_jupyter_block(layout),
         )
         save_profile(profile, config_path=config_path)
         names[user] = profile_name(user)
@@ -196,11 +234,17 @@ def write_kubeconfig(layout: HomeLayout, endpoint: str, password: str) -> Path:
     import yaml
 
     document = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "oscar-jupyter-local",
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "oscar-jupyter-local",
         "clusters": [{"name": "oscar-jupyter-local", "cluster": {"server": endpoint}}],
         "users": [{"name": "oscar", "user": {"username": "oscar", "password": password}}],
-        "contexts": [{"name": "oscar-jupyter-local",
-                      "context": {"cluster": "oscar-jupyter-local", "user": "oscar"}}],
+        "contexts": [
+            {
+                "name": "oscar-jupyter-local",
+                "context": {"cluster": "oscar-jupyter-local", "user": "oscar"},
+            }
+        ],
     }
     write_atomically(layout.kubeconfig_file, yaml.safe_dump(document), mode=0o600)
     return layout.kubeconfig_file
@@ -245,13 +289,18 @@ def _jupyter_block(layout: HomeLayout) -> dict[str, Any]:
     return {"jupyter": {"kubeconfig": str(layout.kubeconfig_file)}}
 
 
-def _write_profile(endpoint: str, password: str, config_path: Path | None,
-                   layout: HomeLayout) -> Path:
+def _write_profile(
+    endpoint: str, password: str, config_path: Path | None, layout: HomeLayout
+) -> Path:
     from ..config import ClusterProfile, Secret, save_profile
 
     profile = ClusterProfile(
-        cluster_id=PROFILE_NAME, endpoint=endpoint, user="oscar", password=Secret(password),
-        ssl_verify=True, defaults=_jupyter_block(layout),
+        cluster_id=PROFILE_NAME,
+        endpoint=endpoint,
+        user="oscar",
+        password=Secret(password),
+        ssl_verify=True,
+        defaults=_jupyter_block(layout),
     )
     return save_profile(profile, config_path=config_path)
 
@@ -357,10 +406,15 @@ def status(*, home: Path | str | None = None) -> LocalStatus:
             f"see {layout.log_file}, or restart it (oscar-jupyter local stop, then start)"
         ) from None
     return LocalStatus(
-        running=True, home=layout.root, endpoint=endpoint, pid=pid,
-        executor=summary.get("executor"), executor_reason=summary.get("executor_reason"),
+        running=True,
+        home=layout.root,
+        endpoint=endpoint,
+        pid=pid,
+        executor=summary.get("executor"),
+        executor_reason=summary.get("executor_reason"),
         container_runtime=summary.get("container_runtime"),
-        virtual_node=summary.get("virtual_node"), jobs=dict(counts),
+        virtual_node=summary.get("virtual_node"),
+        jobs=dict(counts),
     )
 
 

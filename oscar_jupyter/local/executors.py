@@ -217,8 +217,16 @@ class SlurmExecutor:
     def state(self, job_id: str, pod_dir: Path) -> ExecState:
         pod_dir = Path(pod_dir)
         result = _run(
-            ["squeue", "--noheader", "-a", "--states=all", "-O", "exit_code,StateCompact",
-             "-j", str(job_id)]
+            [
+                "squeue",
+                "--noheader",
+                "-a",
+                "--states=all",
+                "-O",
+                "exit_code,StateCompact",
+                "-j",
+                str(job_id),
+            ]
         )
         output = result.stdout.replace("\n", " ")
         if result.stderr.strip() or not output.strip():
@@ -325,7 +333,7 @@ def sbatch_directives(job_script: str) -> list[str]:
     for line in job_script.splitlines()[1:]:
         stripped = line.strip()
         if stripped.startswith("#SBATCH"):
-            directives.append(stripped[len("#SBATCH"):].strip())
+            directives.append(stripped[len("#SBATCH") :].strip())
         elif stripped and not stripped.startswith("#"):
             break
     return directives
@@ -421,14 +429,17 @@ class ProcessExecutor:
             code = int(text) if text.lstrip("-").isdigit() else None
             finished_at = datetime.fromtimestamp(exit_file.stat().st_mtime, timezone.utc)
         if (pod_dir / PROCESS_TIMEOUT_FILE).exists():
-            return _finish(pod_dir, "TO", code if code is not None else 137,
-                           "SlurmJobTimeout", finished_at)
+            return _finish(
+                pod_dir, "TO", code if code is not None else 137, "SlurmJobTimeout", finished_at
+            )
         if (pod_dir / PROCESS_CANCELLED_FILE).exists():
-            return _finish(pod_dir, "CA", code if code is not None else 137, "Cancelled",
-                           finished_at)
+            return _finish(
+                pod_dir, "CA", code if code is not None else 137, "Cancelled", finished_at
+            )
         if code is None:
-            return _finish(pod_dir, None, None,
-                           f"job process {pid} ended without leaving an exit status")
+            return _finish(
+                pod_dir, None, None, f"job process {pid} ended without leaving an exit status"
+            )
         return _finish(pod_dir, "CD" if code == 0 else "F", code, None, finished_at)
 
     def cancel(self, job_id: str, pod_dir: Path | None = None) -> None:
@@ -527,9 +538,7 @@ def choose_executor(preference: str = "auto") -> tuple[SlurmExecutor | ProcessEx
     if preference == "process":
         return ProcessExecutor(), "plain processes (asked for)"
     if preference not in ("auto", "slurm"):
-        raise ValueError(
-            f"unknown executor {preference!r}; choose 'auto', 'slurm' or 'process'"
-        )
+        raise ValueError(f"unknown executor {preference!r}; choose 'auto', 'slurm' or 'process'")
     ok, detail = slurm_answers()
     if ok:
         return SlurmExecutor(), f"{detail} on this machine (sbatch on PATH, controller answers)"

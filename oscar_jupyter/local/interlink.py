@@ -328,9 +328,9 @@ def sbatch_flags(pod: Mapping[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------- image
 
 
-
-def image_reference(image: str, pod_annotations: Mapping[str, str] | None,
-                    config: PluginConfig) -> str:
+def image_reference(
+    image: str, pod_annotations: Mapping[str, str] | None, config: PluginConfig
+) -> str:
     """The image as singularity gets it: the plugin 0.6.1's ``prepareImage``
     (``pkg/slurm/prepare.go``).
 
@@ -437,8 +437,14 @@ def _unescape_newlines(text: str) -> bytes:
     return text.encode("utf-8")
 
 
-def _keyed_binds(plan: _MountPlan, kind: str, mount: Mapping[str, Any], root: str,
-                 data: Mapping[str, bytes], mode: int) -> None:
+def _keyed_binds(
+    plan: _MountPlan,
+    kind: str,
+    mount: Mapping[str, Any],
+    root: str,
+    data: Mapping[str, bytes],
+    mode: int,
+) -> None:
     directory = _join(root, kind, mount["name"])
     access = ":ro" if mount.get("readOnly") else ":rw"
     for key in sorted(data):
@@ -453,9 +459,13 @@ def _keyed_binds(plan: _MountPlan, kind: str, mount: Mapping[str, Any], root: st
     plan.volume_files.append(_VolumeFiles(directory, dict(data), mode))
 
 
-def _mount_plan(pod: Mapping[str, Any], container: Mapping[str, Any], root: str,
-                configmaps: Mapping[str, Mapping[str, str]] | None,
-                secrets: Mapping[str, Mapping[str, str | bytes]] | None) -> _MountPlan:
+def _mount_plan(
+    pod: Mapping[str, Any],
+    container: Mapping[str, Any],
+    root: str,
+    configmaps: Mapping[str, Mapping[str, str]] | None,
+    secrets: Mapping[str, Mapping[str, str | bytes]] | None,
+) -> _MountPlan:
     pod_name = (pod.get("metadata") or {}).get("name")
     container_name = container.get("name")
     volumes = {v.get("name"): v for v in (pod.get("spec") or {}).get("volumes") or []}
@@ -540,24 +550,37 @@ def _env_lines(container: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _envfile_path(pod: Mapping[str, Any], container: Mapping[str, Any],
-                  config: PluginConfig) -> str:
+def _envfile_path(
+    pod: Mapping[str, Any], container: Mapping[str, Any], config: PluginConfig
+) -> str:
     return f"{files_path(pod, config)}/{container['name']}_envfile.properties"
 
 
-def _container_line(pod: Mapping[str, Any], container: Mapping[str, Any], is_init: bool,
-                    config: PluginConfig, binds: str) -> str:
+def _container_line(
+    pod: Mapping[str, Any],
+    container: Mapping[str, Any],
+    is_init: bool,
+    config: PluginConfig,
+    binds: str,
+) -> str:
     annotations = _annotations(pod)
     command = list(container.get("command") or [])
-    runtime = [config.singularity_path, "exec" if command else "run", *config.singularity_options,
-               annotations.get(MOUNTS_ANNOTATION, ""), annotations.get(OPTIONS_ANNOTATION, "")]
+    runtime = [
+        config.singularity_path,
+        "exec" if command else "run",
+        *config.singularity_options,
+        annotations.get(MOUNTS_ANNOTATION, ""),
+        annotations.get(OPTIONS_ANNOTATION, ""),
+    ]
     if container.get("env"):
         runtime += ["--env-file", _envfile_path(pod, container, config)]
     runtime += [binds, image_reference(container.get("image") or "", annotations, config)]
     words = [shell_quote(str(item)) for item in command + list(container.get("args") or [])]
     launcher = "runInitCtn" if is_init else "runCtn"
-    return f"{launcher} {container['name']} " + " ".join(runtime) + "".join(
-        " " + word for word in words
+    return (
+        f"{launcher} {container['name']} "
+        + " ".join(runtime)
+        + "".join(" " + word for word in words)
     )
 
 
@@ -667,9 +690,13 @@ highestExitCode=0
 \t"""
 
 
-def render_job_sh(pod: Mapping[str, Any], config: PluginConfig, *,
-                  configmaps: Mapping[str, Mapping[str, str]] | None = None,
-                  secrets: Mapping[str, Mapping[str, str | bytes]] | None = None) -> str:
+def render_job_sh(
+    pod: Mapping[str, Any],
+    config: PluginConfig,
+    *,
+    configmaps: Mapping[str, Mapping[str, str]] | None = None,
+    secrets: Mapping[str, Mapping[str, str | bytes]] | None = None,
+) -> str:
     """The text of ``job.sh`` (INTERLINK.md 2.6).
 
     ``configmaps``/``secrets`` (keyed by the names the pod's volumes reference) are needed
@@ -719,9 +746,13 @@ def _materialise(plan: _MountPlan) -> None:
         os.makedirs(directory, mode=VOLUME_DIR_MODE, exist_ok=True)
 
 
-def prepare(pod: Mapping[str, Any], *, configmaps: Mapping[str, Mapping[str, str]],
-            config: PluginConfig,
-            secrets: Mapping[str, Mapping[str, str | bytes]] | None = None) -> Path:
+def prepare(
+    pod: Mapping[str, Any],
+    *,
+    configmaps: Mapping[str, Mapping[str, str]],
+    config: PluginConfig,
+    secrets: Mapping[str, Mapping[str, str | bytes]] | None = None,
+) -> Path:
     """Write the plugin's per-pod directory for ``pod`` and return it.
 
     ``<data_root><ns>-<uid>/`` gets ``job.slurm`` and ``job.sh`` (mode 0774), one

@@ -67,32 +67,53 @@ def node_object(oscar: LocalOscar) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
-            "name": oscar.node_name, "uid": f"local-node-{oscar.node_name}",
-            "resourceVersion": "1", "creationTimestamp": _CREATED,
-            "labels": node_labels(oscar.node_name), "annotations": {},
+            "name": oscar.node_name,
+            "uid": f"local-node-{oscar.node_name}",
+            "resourceVersion": "1",
+            "creationTimestamp": _CREATED,
+            "labels": node_labels(oscar.node_name),
+            "annotations": {},
         },
         "spec": {"taints": VIRTUAL_NODE_TAINTS},
         "status": {
             "capacity": capacity,
             "allocatable": dict(capacity),
-            "conditions": [{
-                "type": "Ready", "status": "True", "reason": "KubeletReady",
-                "message": "kubelet is ready.", "lastHeartbeatTime": _CREATED,
-                "lastTransitionTime": _CREATED,
-            }],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "kubelet is ready.",
+                    "lastHeartbeatTime": _CREATED,
+                    "lastTransitionTime": _CREATED,
+                }
+            ],
             "nodeInfo": {
-                "architecture": "amd64", "operatingSystem": "linux",
-                "kubeletVersion": "v1.29.0-vk-interlink", "kernelVersion": "",
-                "osImage": "", "containerRuntimeVersion": "", "kubeProxyVersion": "",
-                "machineID": "", "systemUUID": "", "bootID": "",
+                "architecture": "amd64",
+                "operatingSystem": "linux",
+                "kubeletVersion": "v1.29.0-vk-interlink",
+                "kernelVersion": "",
+                "osImage": "",
+                "containerRuntimeVersion": "",
+                "kubeProxyVersion": "",
+                "machineID": "",
+                "systemUUID": "",
+                "bootID": "",
             },
         },
     }
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
 
 
 class _KubeHandler(tornado.web.RequestHandler):
@@ -105,7 +126,7 @@ class _KubeHandler(tornado.web.RequestHandler):
         header = self.request.headers.get("Authorization") or ""
         caller = None
         if header.startswith("Bearer "):
-            caller = self.oscar.oidc_caller(header[len("Bearer "):].strip())
+            caller = self.oscar.oidc_caller(header[len("Bearer ") :].strip())
         elif self.oscar.basic_auth_ok(header):
             caller = Caller.admin()
         if caller is None:
@@ -128,8 +149,14 @@ class NodesHandler(_KubeHandler):
         selector = self.get_query_argument("labelSelector", "")
         node = node_object(self.oscar)
         items = [node] if selector_matches(selector, node["metadata"]["labels"]) else []
-        self.send({"apiVersion": "v1", "kind": "NodeList",
-                   "metadata": {"resourceVersion": "1"}, "items": items})
+        self.send(
+            {
+                "apiVersion": "v1",
+                "kind": "NodeList",
+                "metadata": {"resourceVersion": "1"},
+                "items": items,
+            }
+        )
 
 
 class NodeHandler(_KubeHandler):
@@ -154,18 +181,34 @@ class PodsHandler(_KubeHandler):
             service = self.oscar.state.services.get(job["service"]) or {}
             if not (self.caller.is_admin or service.get("owner") == self.caller.uid):
                 continue
-            labels = {"job-name": job["name"], "batch.kubernetes.io/job-name": job["name"],
-                      "oscar_service": job["service"]}
+            labels = {
+                "job-name": job["name"],
+                "batch.kubernetes.io/job-name": job["name"],
+                "oscar_service": job["service"],
+            }
             if not selector_matches(selector, labels):
                 continue
-            items.append({
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": pod_name(job["name"], job["pod_uid"]),
-                             "namespace": namespace, "uid": job["pod_uid"], "labels": labels},
-                "status": {"phase": self.oscar.refresh(job)["phase"]},
-            })
-        self.send({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"},
-                   "items": items})
+            items.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": pod_name(job["name"], job["pod_uid"]),
+                        "namespace": namespace,
+                        "uid": job["pod_uid"],
+                        "labels": labels,
+                    },
+                    "status": {"phase": self.oscar.refresh(job)["phase"]},
+                }
+            )
+        self.send(
+            {
+                "apiVersion": "v1",
+                "kind": "PodList",
+                "metadata": {"resourceVersion": "1"},
+                "items": items,
+            }
+        )
 
 
 class PodLogHandler(_KubeHandler):
@@ -179,13 +222,14 @@ class PodLogHandler(_KubeHandler):
             return
         container = self.get_query_argument("container", MAIN_CONTAINER)
         if container != MAIN_CONTAINER:
-            self.fail(400, "BadRequest",
-                      f"container {container} is not valid for pod {pod}")
+            self.fail(400, "BadRequest", f"container {container} is not valid for pod {pod}")
             return
         if not job.get("pod_dir"):
-            self.fail(400, "BadRequest",
-                      f'container "{container}" in pod "{pod}" is waiting to start: '
-                      "ContainerCreating")
+            self.fail(
+                400,
+                "BadRequest",
+                f'container "{container}" in pod "{pod}" is waiting to start: ContainerCreating',
+            )
             return
         follow = self.get_query_argument("follow", "false").lower() == "true"
         self.set_header("Content-Type", "text/plain")
@@ -243,4 +287,3 @@ def kubernetes_routes(oscar: LocalOscar) -> list[tuple[str, type, dict[str, Any]
         (r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", PodLogHandler, args),
         (r"/api/(.*)", KubeNotFound, args),
     ]
-

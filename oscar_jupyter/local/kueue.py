@@ -39,8 +39,9 @@ class Resources:
         return f"cpu {self.cpu}, memory {int(self.memory)} bytes, {GPU_RESOURCE} {self.gpu}"
 
 
-def quota(cpu: str = DEFAULT_CPU, memory: str = DEFAULT_MEMORY, gpu: str = DEFAULT_GPU
-          ) -> Resources:
+def quota(
+    cpu: str = DEFAULT_CPU, memory: str = DEFAULT_MEMORY, gpu: str = DEFAULT_GPU
+) -> Resources:
     """A per-user quota from Kubernetes quantities; ValueError names the wrong one."""
     return Resources(
         parse_quantity(cpu, what="Kueue cpu quota"),

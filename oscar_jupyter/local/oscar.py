@@ -122,7 +122,7 @@ class LocalOscar:
         MinIO account on first contact, which `POST /job` with an OIDC token needs."""
         header = header or ""
         if header.startswith("Bearer "):
-            caller = self.oidc_caller(header[len("Bearer "):].strip())
+            caller = self.oidc_caller(header[len("Bearer ") :].strip())
             if caller is None:
                 raise ApiError(401)
             if caller.uid not in self.state.provisioned_users:
@@ -173,9 +173,7 @@ class LocalOscar:
         check_quantities(body)
         if body["name"] in self.state.services:
             raise ApiError(400, "A service with the provided name already exists")
-        service, secret_values = complete_service(
-            body, token=new_service_token(), owner=caller.uid
-        )
+        service, secret_values = complete_service(body, token=new_service_token(), owner=caller.uid)
         if not caller.is_admin:
             # create.go: the service's jobs go to its Kueue LocalQueue.
             service["labels"]["kueue.x-k8s.io/queue-name"] = f"{service['name']}-q"
@@ -187,7 +185,8 @@ class LocalOscar:
             log.info(
                 "service %s has no interlink_node_name: OSCAR runs its jobs on an ordinary "
                 "Kubernetes node, where an image like %r cannot be pulled; they will stay Pending",
-                service["name"], service["image"],
+                service["name"],
+                service["image"],
             )
 
     def update_service(self, raw: bytes, caller: Caller | None = None) -> None:
@@ -198,7 +197,8 @@ class LocalOscar:
         service, secret_values = complete_service(body, token=old["token"], owner=old["owner"])
         if "kueue.x-k8s.io/queue-name" in old["labels"]:
             service["labels"]["kueue.x-k8s.io/queue-name"] = old["labels"][
-                "kueue.x-k8s.io/queue-name"]
+                "kueue.x-k8s.io/queue-name"
+            ]
         self.state.services[service["name"]] = service
         self.state.secrets[service["name"]] = secret_values
         self.state.save()
@@ -308,8 +308,11 @@ class LocalOscar:
 
     def admit_waiting(self) -> list[str]:
         """Admit the suspended jobs that fit their owner's quota now (kueue.py)."""
-        waiting = [job for job in self.state.jobs.values()
-                   if not job.get("admitted", True) and job["phase"] == SUSPENDED]
+        waiting = [
+            job
+            for job in self.state.jobs.values()
+            if not job.get("admitted", True) and job["phase"] == SUSPENDED
+        ]
         if not waiting:
             return []
         in_use: dict[str, kueue.Resources] = {}
@@ -317,12 +320,14 @@ class LocalOscar:
             if job.get("queue") and job.get("admitted") and job["phase"] not in TERMINAL_PHASES:
                 job = self.refresh(job)
                 if job["phase"] not in TERMINAL_PHASES:
-                    in_use[job["queue"]] = in_use.get(job["queue"], kueue.Resources()) + \
-                        _limits_of(job)
+                    in_use[job["queue"]] = in_use.get(job["queue"], kueue.Resources()) + _limits_of(
+                        job
+                    )
         waiting.sort(key=lambda job: job["created_at"])
         admitted = kueue.admissions(
             ((job["name"], job["queue"], _limits_of(job)) for job in waiting),
-            in_use, self.kueue_quota,
+            in_use,
+            self.kueue_quota,
         )
         for name in admitted:
             job = self.state.jobs[name]
@@ -422,7 +427,10 @@ class LocalOscar:
                 return {"error": f"the local OSCAR's supervisor kit is missing: {error}\n"}
         try:
             pod = build_pod(
-                service, job_name=job["name"], body=body, pod_uid=job["pod_uid"],
+                service,
+                job_name=job["name"],
+                body=body,
+                pod_uid=job["pod_uid"],
                 namespace=job["namespace"],
             )
             pod["spec"]["nodeName"] = self.node_name  # what the scheduler would do
@@ -505,13 +513,14 @@ class LocalOscar:
         caller = caller or Caller.admin()
         self._jobs_service(service_name, caller)
         names = sorted(
-            job["name"] for job in self.state.jobs_of(service_name)
+            job["name"]
+            for job in self.state.jobs_of(service_name)
             if caller.is_admin or job.get("owner") == format_uid(caller.uid)
         )
         if page:
             start_after = _decode_continue(page)
             names = [name for name in names if name > start_after]
-        shown, rest = names[: self.job_listing_limit], names[self.job_listing_limit:]
+        shown, rest = names[: self.job_listing_limit], names[self.job_listing_limit :]
         jobs: dict[str, Any] = {}
         for name in shown:
             job = self.refresh(self.state.jobs[name])
@@ -581,8 +590,11 @@ class LocalOscar:
     def _recover_after_restart(self) -> None:
         changed = False
         for job in self.state.jobs.values():
-            if job["phase"] == SUSPENDED and not job.get("admitted", True) and \
-                    self._body_file(job["name"]).exists():
+            if (
+                job["phase"] == SUSPENDED
+                and not job.get("admitted", True)
+                and self._body_file(job["name"]).exists()
+            ):
                 continue  # still waiting for Kueue; its body is kept
             if job["phase"] == SUSPENDED:  # the body was never kept; the pod can't be made now
                 self._finish(job, FAILED, "the local OSCAR stopped before the job's pod existed")
@@ -620,8 +632,10 @@ class LocalOscar:
             "git_commit": "",
             "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine),
             "kubernetes_version": "none (oscar-jupyter local OSCAR)",
-            "serverless_backend": {"name": f"oscar-jupyter-local ({self.executor.kind})",
-                                   "version": __version__},
+            "serverless_backend": {
+                "name": f"oscar-jupyter-local ({self.executor.kind})",
+                "version": __version__,
+            },
             "local": self.local_summary(),
         }
 
@@ -637,14 +651,24 @@ class LocalOscar:
     def config(self) -> dict[str, Any]:
         return {
             "config": {
-                "name": "oscar", "namespace": "oscar", "services_namespace": NAMESPACE,
-                "controller_service_account": "oscar-sa", "gpu_available": self.node_gpus > 0,
-                "interLink_available": True, "yunikorn_enable": False,
+                "name": "oscar",
+                "namespace": "oscar",
+                "services_namespace": NAMESPACE,
+                "controller_service_account": "oscar-sa",
+                "gpu_available": self.node_gpus > 0,
+                "interLink_available": True,
+                "yunikorn_enable": False,
                 "kueue_enable": bool(self.oidc_secret),
-                "volume_enable": False, "oidc_groups": [], "minio_quota_enabled": False,
+                "volume_enable": False,
+                "oidc_groups": [],
+                "minio_quota_enabled": False,
             },
             "minio_provider": {
-                "endpoint": "", "verify": True, "access_key": "", "secret_key": "", "region": "",
+                "endpoint": "",
+                "verify": True,
+                "access_key": "",
+                "secret_key": "",
+                "region": "",
             },
             "allowed_image_repositories": [],
         }
@@ -666,10 +690,16 @@ class LocalOscar:
                 states[job["phase"]] += 1
         node = {
             "name": self.node_name,
-            "cpu": {"capacity_cores": cpus_milli, "usage_cores": cpus_milli - free_milli,
-                    "request_cores": cpus_milli - free_milli},
-            "memory": {"capacity_bytes": memory_bytes, "usage_bytes": memory_bytes - free_bytes,
-                       "request_bytes": memory_bytes - free_bytes},
+            "cpu": {
+                "capacity_cores": cpus_milli,
+                "usage_cores": cpus_milli - free_milli,
+                "request_cores": cpus_milli - free_milli,
+            },
+            "memory": {
+                "capacity_bytes": memory_bytes,
+                "usage_bytes": memory_bytes - free_bytes,
+                "request_bytes": memory_bytes - free_bytes,
+            },
             "gpu": self.node_gpus,
             "is_interlink": True,
             "status": "Ready",
@@ -687,12 +717,18 @@ class LocalOscar:
             "cluster": {
                 "nodes_count": len(nodes),
                 "metrics": {
-                    "cpu": {"total_free_cores": free_milli, "max_free_on_node_cores": free_milli,
-                            "total_schedulable_cores": cpus_milli,
-                            "total_schedulable_on_node_cores": cpus_milli},
-                    "memory": {"total_free_bytes": free_bytes, "max_free_on_node_bytes": free_bytes,
-                               "total_schedulable_bytes": memory_bytes,
-                               "max_schedulable_on_node_bytes": memory_bytes},
+                    "cpu": {
+                        "total_free_cores": free_milli,
+                        "max_free_on_node_cores": free_milli,
+                        "total_schedulable_cores": cpus_milli,
+                        "total_schedulable_on_node_cores": cpus_milli,
+                    },
+                    "memory": {
+                        "total_free_bytes": free_bytes,
+                        "max_free_on_node_bytes": free_bytes,
+                        "total_schedulable_bytes": memory_bytes,
+                        "max_schedulable_on_node_bytes": memory_bytes,
+                    },
                     "gpu": {"total_gpu": 0 if self.real_status else self.node_gpus},
                 },
                 "nodes": nodes,
@@ -702,8 +738,11 @@ class LocalOscar:
                 "ready": True,
                 "jobs_count": len(self.state.jobs) if caller.is_admin else 0,
                 "pods": {"total": sum(states.values()), "states": states},
-                "oidc": {"enabled": bool(self.oidc_secret),
-                         "issuers": [self.issuer] if self.oidc_secret else [], "groups": []},
+                "oidc": {
+                    "enabled": bool(self.oidc_secret),
+                    "issuers": [self.issuer] if self.oidc_secret else [],
+                    "groups": [],
+                },
             },
             "minio": {"buckets_count": 0, "total_objects": 0},
         }
@@ -721,13 +760,15 @@ def _decode_continue(token: str) -> str:
         return str(document["start"]).rstrip("\u0000")
     except (ValueError, KeyError, TypeError, UnicodeError):
         # What the Kubernetes API answers, passed on by logs.go as a 500.
-        raise ApiError(500, "continue key is not valid: incorrect encoded start resourceVersion "
-                            "(version meta.k8s.io/v1)") from None
+        raise ApiError(
+            500,
+            "continue key is not valid: incorrect encoded start resourceVersion "
+            "(version meta.k8s.io/v1)",
+        ) from None
 
 
 def _limits_record(resources: kueue.Resources) -> dict[str, str]:
-    return {"cpu": str(resources.cpu), "memory": str(resources.memory),
-            "gpu": str(resources.gpu)}
+    return {"cpu": str(resources.cpu), "memory": str(resources.memory), "gpu": str(resources.gpu)}
 
 
 def _limits_of(job: dict[str, Any]) -> kueue.Resources:
@@ -749,5 +790,3 @@ def _read_text(path: Path) -> str:
 
 def _text_line(text: str) -> str:
     return text if text.endswith("\n") else text + "\n"
-
-

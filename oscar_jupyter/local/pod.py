@@ -100,8 +100,9 @@ def _labels(service: Mapping[str, Any], name: str, job_name: str) -> dict[str, s
     return labels
 
 
-def _environment(service: Mapping[str, Any], name: str, node: str, job_name: str,
-                 body: bytes) -> list[dict[str, str]]:
+def _environment(
+    service: Mapping[str, Any], name: str, node: str, job_name: str, body: bytes
+) -> list[dict[str, str]]:
     # OSCAR's order: service variables, OSCAR_SERVICE_*, watchdog, EVENT, JOB_UUID,
     # RESOURCE_ID; then the service secrets, appended the way interLink expands envFrom
     # (an explicit variable of the same name wins).
@@ -111,8 +112,10 @@ def _environment(service: Mapping[str, Any], name: str, node: str, job_name: str
     env += [
         {"name": "OSCAR_SERVICE_NAME", "value": name},
         {"name": "OSCAR_SERVICE_TOKEN", "value": str(service.get("token") or "")},
-        {"name": "OSCAR_SERVICE_BASE_PATH",
-         "value": f"/system/services/{name}/exposed" if exposed else ""},
+        {
+            "name": "OSCAR_SERVICE_BASE_PATH",
+            "value": f"/system/services/{name}/exposed" if exposed else "",
+        },
     ]
     env += [{"name": k, "value": v} for k, v in _WATCHDOG_ENV]
     env += [
@@ -141,9 +144,15 @@ def _resources(service: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     return resources
 
 
-def build_pod(service: dict, *, job_name: str, body: bytes, pod_uid: str,
-              namespace: str = "oscar-svc",
-              supervisor_kit_image: str = DEFAULT_SUPERVISOR_KIT_IMAGE) -> dict:
+def build_pod(
+    service: dict,
+    *,
+    job_name: str,
+    body: bytes,
+    pod_uid: str,
+    namespace: str = "oscar-svc",
+    supervisor_kit_image: str = DEFAULT_SUPERVISOR_KIT_IMAGE,
+) -> dict:
     """The pod of one job of an interLink service, as the Slurm plugin receives it.
 
     ``service`` is the service definition (OSCAR's JSON field names) with
@@ -167,11 +176,15 @@ def build_pod(service: dict, *, job_name: str, body: bytes, pod_uid: str,
         raise ValueError("supervisor_kit_image must not be empty (OSCAR's SUPERVISOR_KIT_IMAGE)")
 
     share_mount = {"name": SHARE_VOLUME, "mountPath": SHARE_PATH}
-    main_mounts = [{"name": CONFIG_VOLUME, "readOnly": True, "mountPath": CONFIG_PATH},
-                   dict(share_mount)]
+    main_mounts = [
+        {"name": CONFIG_VOLUME, "readOnly": True, "mountPath": CONFIG_PATH},
+        dict(share_mount),
+    ]
     volumes: list[dict[str, Any]] = [
-        {"name": CONFIG_VOLUME,
-         "configMap": {"name": name, "defaultMode": KUBERNETES_DEFAULT_FILE_MODE}},
+        {
+            "name": CONFIG_VOLUME,
+            "configMap": {"name": name, "defaultMode": KUBERNETES_DEFAULT_FILE_MODE},
+        },
         {"name": SHARE_VOLUME, "emptyDir": {}},
     ]
     managed_volume = service.get("volume")
@@ -200,24 +213,28 @@ def build_pod(service: dict, *, job_name: str, body: bytes, pod_uid: str,
             "dnsPolicy": "ClusterFirst",
             "restartPolicy": "Never",
             "tolerations": [{"key": TOLERATION_KEY, "operator": "Exists"}],
-            "initContainers": [{
-                "name": INIT_CONTAINER,
-                "image": supervisor_kit_image,
-                "imagePullPolicy": "IfNotPresent",
-                "command": ["/bin/sh", "-c"],
-                "args": [f"cp -r /supervisor/* {SHARE_PATH}"],
-                "volumeMounts": [dict(share_mount)],
-            }],
-            "containers": [{
-                "name": MAIN_CONTAINER,
-                "image": image,
-                "imagePullPolicy": "Always",
-                "command": ["/bin/sh", "-c"],
-                "args": [f"echo $EVENT | base64 -d | {SHARE_PATH}/supervisor"],
-                "env": _environment(service, name, node, job_name, bytes(body)),
-                "resources": _resources(service),
-                "volumeMounts": main_mounts,
-            }],
+            "initContainers": [
+                {
+                    "name": INIT_CONTAINER,
+                    "image": supervisor_kit_image,
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["/bin/sh", "-c"],
+                    "args": [f"cp -r /supervisor/* {SHARE_PATH}"],
+                    "volumeMounts": [dict(share_mount)],
+                }
+            ],
+            "containers": [
+                {
+                    "name": MAIN_CONTAINER,
+                    "image": image,
+                    "imagePullPolicy": "Always",
+                    "command": ["/bin/sh", "-c"],
+                    "args": [f"echo $EVENT | base64 -d | {SHARE_PATH}/supervisor"],
+                    "env": _environment(service, name, node, job_name, bytes(body)),
+                    "resources": _resources(service),
+                    "volumeMounts": main_mounts,
+                }
+            ],
             "volumes": volumes,
         },
     }
@@ -232,7 +249,6 @@ def configmap_data(service: dict) -> dict[str, str]:
     fdl = {key: value for key, value in service.items() if key not in _NOT_IN_FDL}
     environment = fdl.get("environment")
     if isinstance(environment, Mapping) and environment.get("secrets"):
-        fdl["environment"] = {**environment,
-                              "secrets": {key: "" for key in environment["secrets"]}}
+        fdl["environment"] = {**environment, "secrets": {key: "" for key in environment["secrets"]}}
     text = yaml.safe_dump(fdl, sort_keys=False, allow_unicode=True, default_flow_style=False)
     return {SCRIPT_KEY: script.replace("\r\n", "\n"), FDL_KEY: text}

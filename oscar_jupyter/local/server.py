@@ -40,8 +40,6 @@ from .users import TOKEN_PATH, Caller, TokenError, ensure_secret, exchange_refre
 log = logging.getLogger("oscar_jupyter.local.server")
 
 
-
-
 class _Handler(tornado.web.RequestHandler):
     """Plain-text errors as gin writes them; 404 for unknown methods, never a stack trace."""
 
@@ -187,18 +185,22 @@ class TokenHandler(_Handler):
         pass
 
     def post(self) -> None:
-        form = {key: self.get_body_argument(key, "") for key in
-                ("grant_type", "refresh_token", "client_id", "scope")}
+        form = {
+            key: self.get_body_argument(key, "")
+            for key in ("grant_type", "refresh_token", "client_id", "scope")
+        }
         if not form["client_id"]:
             form.pop("client_id")
         if not self.oscar.oidc_secret:
             raise ApiError(404, NOT_FOUND_TEXT)
         try:
-            answer = exchange_refresh_token(form, iss=self.oscar.issuer,
-                                            secret=self.oscar.oidc_secret)
+            answer = exchange_refresh_token(
+                form, iss=self.oscar.issuer, secret=self.oscar.oidc_secret
+            )
         except TokenError:
-            self.send_json(400, {"error": "invalid_grant",
-                                 "error_description": "Invalid refresh token"})
+            self.send_json(
+                400, {"error": "invalid_grant", "error_description": "Invalid refresh token"}
+            )
             return
         self.set_header("Cache-Control", "no-store")
         self.send_json(200, answer)
@@ -226,7 +228,9 @@ def make_app(oscar: LocalOscar) -> tornado.web.Application:
         *kubernetes_routes(oscar),
     ]
     return tornado.web.Application(
-        routes, default_handler_class=NotFoundHandler, default_handler_args=args,
+        routes,
+        default_handler_class=NotFoundHandler,
+        default_handler_args=args,
         serve_traceback=False,
     )
 
@@ -235,9 +239,15 @@ def make_app(oscar: LocalOscar) -> tornado.web.Application:
 
 
 def build_local_oscar(
-    home: Path, *, node_name: str = DEFAULT_NODE_NAME, executor_preference: str = "auto",
-    endpoint: str = "", kueue_quota: kueue.Resources | None = None, node_gpus: int = 0,
-    image_prefix: str = "docker://", real_status: bool = False,
+    home: Path,
+    *,
+    node_name: str = DEFAULT_NODE_NAME,
+    executor_preference: str = "auto",
+    endpoint: str = "",
+    kueue_quota: kueue.Resources | None = None,
+    node_gpus: int = 0,
+    image_prefix: str = "docker://",
+    real_status: bool = False,
     job_listing_limit: int = 70,
 ) -> LocalOscar:
     """Wire the real parts: executor, container runtime, supervisor kit, plugin configuration."""
@@ -252,7 +262,8 @@ def build_local_oscar(
     executor, reason = choose_executor(executor_preference)
     singularity_path, runtime_description = runtime_command(home)
     plugin_config = PluginConfig(
-        data_root=str(layout.jobs_dir) + "/", singularity_path=str(singularity_path),
+        data_root=str(layout.jobs_dir) + "/",
+        singularity_path=str(singularity_path),
         image_prefix=image_prefix,
     )
     kit_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="supervisor-kit")
@@ -260,11 +271,20 @@ def build_local_oscar(
     kit.add_done_callback(_report_supervisor_kit)
     kit_pool.shutdown(wait=False)
     return LocalOscar(
-        layout, password=password, executor=executor, executor_reason=reason,
-        runtime_description=runtime_description, plugin_config=plugin_config,
-        node_name=node_name, supervisor_kit=kit, oidc_secret=ensure_secret(layout),
-        issuer=issuer(endpoint) if endpoint else "", kueue_quota=kueue_quota,
-        node_gpus=node_gpus, real_status=real_status, job_listing_limit=job_listing_limit,
+        layout,
+        password=password,
+        executor=executor,
+        executor_reason=reason,
+        runtime_description=runtime_description,
+        plugin_config=plugin_config,
+        node_name=node_name,
+        supervisor_kit=kit,
+        oidc_secret=ensure_secret(layout),
+        issuer=issuer(endpoint) if endpoint else "",
+        kueue_quota=kueue_quota,
+        node_gpus=node_gpus,
+        real_status=real_status,
+        job_listing_limit=job_listing_limit,
     )
 
 
@@ -293,8 +313,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--node-gpus", type=int, default=0)
     parser.add_argument("--image-prefix", default="docker://")
     # By default /system/status answers as on a real cluster: no virtual node (it has no metrics).
-    parser.add_argument("--metrics-status", dest="real_status", action="store_false",
-                        help="also list the virtual node in /system/status, as if it had metrics")
+    parser.add_argument(
+        "--metrics-status",
+        dest="real_status",
+        action="store_false",
+        help="also list the virtual node in /system/status, as if it had metrics",
+    )
     parser.add_argument("--job-listing-limit", type=int, default=70)
     return parser.parse_args(argv)
 
@@ -302,16 +326,21 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr,
+        level=logging.INFO,
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
         oscar = build_local_oscar(
-            args.home, node_name=args.node_name, executor_preference=args.executor,
+            args.home,
+            node_name=args.node_name,
+            executor_preference=args.executor,
             endpoint=f"http://{args.host}:{args.port}",
             kueue_quota=kueue.quota(args.kueue_cpu, args.kueue_memory, args.kueue_gpu),
-            node_gpus=args.node_gpus, image_prefix=args.image_prefix,
-            real_status=args.real_status, job_listing_limit=args.job_listing_limit,
+            node_gpus=args.node_gpus,
+            image_prefix=args.image_prefix,
+            real_status=args.real_status,
+            job_listing_limit=args.job_listing_limit,
         )
     except Exception as error:
         log.error("cannot start the local OSCAR: %s", error)
@@ -329,7 +358,10 @@ async def _serve(oscar: LocalOscar, host: str, port: int) -> int:
     except OSError as error:
         log.error(
             "cannot listen on %s:%d (%s); choose another port with --port or "
-            "OSCAR_JUPYTER_LOCAL_PORT", host, port, error.strerror or error,
+            "OSCAR_JUPYTER_LOCAL_PORT",
+            host,
+            port,
+            error.strerror or error,
         )
         return 3
     kueue_ticker = tornado.ioloop.PeriodicCallback(oscar.tick, 1000)
@@ -340,8 +372,12 @@ async def _serve(oscar: LocalOscar, host: str, port: int) -> int:
         loop.add_signal_handler(signum, stopping.set)
     log.info(
         "local OSCAR listening on http://%s:%d (executor %s: %s; runtime %s; node %s)",
-        host, port, oscar.executor.kind, oscar.executor_reason,
-        oscar.runtime_description, oscar.node_name,
+        host,
+        port,
+        oscar.executor.kind,
+        oscar.executor_reason,
+        oscar.runtime_description,
+        oscar.node_name,
     )
     await stopping.wait()
     log.info("stopping: no new requests, cancelling unfinished jobs")

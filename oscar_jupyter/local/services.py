@@ -22,23 +22,31 @@ BASIC_CHALLENGE = 'Basic realm="Authorization Required"'
 STOPPED_REASON = "Cancelled: the local OSCAR was stopped (oscar-jupyter local stop)"
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS1123_SUBDOMAIN = re.compile(
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-)
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
 
 _STRING_FIELDS = (
-    "name", "image", "script", "cpu", "memory", "total_cpu", "total_memory",
-    "ephemeral_storage_request", "log_level", "interlink_node_name", "vo", "visibility",
-    "isolation_level", "cluster_id",
+    "name",
+    "image",
+    "script",
+    "cpu",
+    "memory",
+    "total_cpu",
+    "total_memory",
+    "ephemeral_storage_request",
+    "log_level",
+    "interlink_node_name",
+    "vo",
+    "visibility",
+    "isolation_level",
+    "cluster_id",
 )
 _BOOL_FIELDS = ("enable_gpu", "enable_sgx", "image_prefetch", "alpine", "file_stage_in")
 _STRING_MAP_FIELDS = ("annotations", "labels")
 _STRING_LIST_FIELDS = ("allowed_users", "image_pull_secrets")
 _SERVER_SET_FIELDS = ("token", "owner", "namespace", "bucket_list", "deployment", "volume_status")
 _LOG_LEVELS = ("NOTSET", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
 
 
 class ApiError(Exception):
@@ -154,7 +162,7 @@ def check_quantities(service: dict[str, Any]) -> None:
                 500,
                 f'Error creating the service: "{key}": quantities must match the regular '
                 "expression "
-                f"'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$' (for example \"2\", \"500m\", "
+                f'\'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$\' (for example "2", "500m", '
                 f'"4Gi"), got "{value}"',
             )
 
@@ -173,12 +181,14 @@ def complete_service(
     service["log_level"] = level if level in _LOG_LEVELS else "INFO"
     name = service["name"]
     labels = dict(service.get("labels") or {})
-    labels.update({
-        "oscar.grycap/user-service": "true",
-        "oscar_service": name,
-        "applicationId": name,
-        "queue": f"root.oscar.{name}",
-    })
+    labels.update(
+        {
+            "oscar.grycap/user-service": "true",
+            "oscar_service": name,
+            "applicationId": name,
+            "queue": f"root.oscar.{name}",
+        }
+    )
     service["labels"] = labels
     service["annotations"] = dict(service.get("annotations") or {})
     environment = service.get("environment") or {}
@@ -190,8 +200,11 @@ def complete_service(
     service["storage_providers"] = {
         "minio": {
             "default": {
-                "endpoint": "", "verify": True, "access_key": "hidden",
-                "secret_key": "hidden", "region": "",
+                "endpoint": "",
+                "verify": True,
+                "access_key": "hidden",
+                "secret_key": "hidden",
+                "region": "",
             }
         }
     }
@@ -226,4 +239,3 @@ VIRTUAL_NODE_TAINTS = [
 
 
 # --- the local OSCAR ----------------------------------------------------------------------------
-

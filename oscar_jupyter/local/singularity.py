@@ -34,24 +34,106 @@ MAX_ENV_STRING = 131072  # the kernel's MAX_ARG_STRLEN, "NAME=value\0" included
 
 # Options of singularity/apptainer exec|run that take a value; anything else is a flag.
 _VALUE_OPTIONS = {
-    "--bind", "-B", "--env-file", "--env", "--pwd", "--home", "-H", "--mount", "--no-mount",
-    "--security", "--overlay", "-o", "--scratch", "-S", "--workdir", "-W", "--hostname",
-    "--network", "--network-args", "--dns", "--apply-cgroups", "--app", "--fusemount", "--cpus",
-    "--memory", "--memory-reservation", "--memory-swap", "--cpu-shares", "--cpuset-cpus",
-    "--cpuset-mems", "--blkio-weight", "--blkio-weight-device", "--pids-limit", "--add-caps",
-    "--drop-caps", "--pem-path", "--authfile", "--docker-host", "--docker-login", "--oci",
-    "--config", "--library", "--keyserver", "--bind-path",
+    "--bind",
+    "-B",
+    "--env-file",
+    "--env",
+    "--pwd",
+    "--home",
+    "-H",
+    "--mount",
+    "--no-mount",
+    "--security",
+    "--overlay",
+    "-o",
+    "--scratch",
+    "-S",
+    "--workdir",
+    "-W",
+    "--hostname",
+    "--network",
+    "--network-args",
+    "--dns",
+    "--apply-cgroups",
+    "--app",
+    "--fusemount",
+    "--cpus",
+    "--memory",
+    "--memory-reservation",
+    "--memory-swap",
+    "--cpu-shares",
+    "--cpuset-cpus",
+    "--cpuset-mems",
+    "--blkio-weight",
+    "--blkio-weight-device",
+    "--pids-limit",
+    "--add-caps",
+    "--drop-caps",
+    "--pem-path",
+    "--authfile",
+    "--docker-host",
+    "--docker-login",
+    "--oci",
+    "--config",
+    "--library",
+    "--keyserver",
+    "--bind-path",
 }
 _FLAG_OPTIONS = {
-    "--nv", "--nvccli", "--rocm", "--no-eval", "--containall", "-C", "--contain", "-c",
-    "--cleanenv", "-e", "--no-home", "--no-init", "--no-privs", "--writable", "-w",
-    "--writable-tmpfs", "--fakeroot", "-f", "--userns", "-u", "--ipc", "-i", "--pid", "-p",
-    "--net", "-n", "--compat", "--no-https", "--nohttps", "--disable-cache", "--keep-privs",
-    "--no-umask", "--allow-setuid", "--boot", "--uts", "--passphrase", "--sif-fuse",
-    "--unsquash", "--no-setgroups", "--no-pid",
+    "--nv",
+    "--nvccli",
+    "--rocm",
+    "--no-eval",
+    "--containall",
+    "-C",
+    "--contain",
+    "-c",
+    "--cleanenv",
+    "-e",
+    "--no-home",
+    "--no-init",
+    "--no-privs",
+    "--writable",
+    "-w",
+    "--writable-tmpfs",
+    "--fakeroot",
+    "-f",
+    "--userns",
+    "-u",
+    "--ipc",
+    "-i",
+    "--pid",
+    "-p",
+    "--net",
+    "-n",
+    "--compat",
+    "--no-https",
+    "--nohttps",
+    "--disable-cache",
+    "--keep-privs",
+    "--no-umask",
+    "--allow-setuid",
+    "--boot",
+    "--uts",
+    "--passphrase",
+    "--sif-fuse",
+    "--unsquash",
+    "--no-setgroups",
+    "--no-pid",
 }
-_GLOBAL_FLAGS = {"-q", "--quiet", "-s", "--silent", "-d", "--debug", "-v", "--verbose",
-                 "--nocolor", "-c", "--config"}
+_GLOBAL_FLAGS = {
+    "-q",
+    "--quiet",
+    "-s",
+    "--silent",
+    "-d",
+    "--debug",
+    "-v",
+    "--verbose",
+    "--nocolor",
+    "-c",
+    "--config",
+}
 
 
 class UsageError(Exception):
@@ -120,13 +202,13 @@ class _EnvFileParser:
                 end = text.find("'", self.pos + 1)
                 if end < 0:
                     raise self.error("unterminated single quote")
-                out.append(text[self.pos + 1: end])
+                out.append(text[self.pos + 1 : end])
                 self.pos = end + 1
             elif char == '"':
                 self.pos += 1
                 out.append(self._double_quoted())
             elif char == "\\":
-                following = text[self.pos + 1: self.pos + 2]
+                following = text[self.pos + 1 : self.pos + 2]
                 self.pos += 2
                 if following != "\n":
                     out.append(following)
@@ -148,7 +230,7 @@ class _EnvFileParser:
             if char == '"':
                 self.pos += 1
                 return "".join(out)
-            if char == "\\" and text[self.pos + 1: self.pos + 2] in ('$', '`', '"', "\\", "\n"):
+            if char == "\\" and text[self.pos + 1 : self.pos + 2] in ("$", "`", '"', "\\", "\n"):
                 if text[self.pos + 1] != "\n":
                     out.append(text[self.pos + 1])
                 self.pos += 2
@@ -165,7 +247,7 @@ class _EnvFileParser:
         start = self.pos + 1
         if text.startswith("{", start):
             end = text.find("}", start)
-            name = text[start + 1: end] if end > 0 else ""
+            name = text[start + 1 : end] if end > 0 else ""
             if not _NAME_RE.fullmatch(name):
                 raise self.error("only ${NAME} expansions work; quote a literal $ with '...'")
             self.pos = end + 1
@@ -423,8 +505,13 @@ class ContainerRuntimeError(RuntimeError):
 
 def _version_of(program: str) -> str:
     try:
-        result = subprocess.run([program, "--version"], capture_output=True, text=True,
-                                timeout=30, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            [program, "--version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return Path(program).name
     return result.stdout.strip().splitlines()[0] if result.stdout.strip() else Path(program).name

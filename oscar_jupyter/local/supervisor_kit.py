@@ -82,9 +82,7 @@ def _build(root: Path, kit: Path) -> None:
     for partial in (venv, kit):
         if partial.exists():
             shutil.rmtree(partial)
-    _run_step(
-        [sys.executable, "-m", "venv", str(venv)], f"python -m venv {venv} failed"
-    )
+    _run_step([sys.executable, "-m", "venv", str(venv)], f"python -m venv {venv} failed")
     python = venv / "bin" / "python"
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     _run_step([*pip, "--no-deps", FAAS_SUPERVISOR], f"pip could not install {FAAS_SUPERVISOR}")
@@ -105,7 +103,7 @@ def _write_kit(kit: Path, venv: Path) -> None:
     # -u: the supervisor's final dump must reach the log file even when it is not a terminal.
     launcher.write_text(
         "#!/bin/sh\n"
-        f"exec {shlex.quote(str(venv / 'bin' / 'python'))} -u -m faassupervisor.supervisor \"$@\"\n"
+        f'exec {shlex.quote(str(venv / "bin" / "python"))} -u -m faassupervisor.supervisor "$@"\n'
     )
     launcher.chmod(0o755)
     # The venv's python is a symlink into the base installation, which the container needs too.

@@ -140,8 +140,14 @@ def decode(token: str, secret: bytes, *, expected_issuer: str, token_type: str) 
 def _claims(user: str, iss: str, token_type: str, lifetime: int) -> dict[str, Any]:
     now = int(time.time())
     return {
-        "iss": iss, "sub": subject(user), "preferred_username": user, "azp": CLIENT_ID,
-        "scope": SCOPE, "typ": token_type, "iat": now, "exp": now + lifetime,
+        "iss": iss,
+        "sub": subject(user),
+        "preferred_username": user,
+        "azp": CLIENT_ID,
+        "scope": SCOPE,
+        "typ": token_type,
+        "iat": now,
+        "exp": now + lifetime,
         "jti": secrets.token_hex(8),
     }
 
@@ -161,8 +167,9 @@ def exchange_refresh_token(form: dict[str, str], *, iss: str, secret: bytes) -> 
     `invalid_grant`)."""
     if form.get("grant_type") != "refresh_token":
         raise TokenError("unsupported grant_type")
-    claims = decode(form.get("refresh_token", ""), secret, expected_issuer=iss,
-                    token_type="Refresh")
+    claims = decode(
+        form.get("refresh_token", ""), secret, expected_issuer=iss, token_type="Refresh"
+    )
     if form.get("client_id", CLIENT_ID) != claims.get("azp"):
         raise TokenError("client_id does not match the token")
     user = claims["preferred_username"]
@@ -178,8 +185,9 @@ def exchange_refresh_token(form: dict[str, str], *, iss: str, secret: bytes) -> 
 
 def caller_from_access_token(token: str, *, iss: str, secret: bytes) -> Caller:
     claims = decode(token, secret, expected_issuer=iss, token_type="Bearer")
-    return Caller(uid=claims["sub"], username=str(claims.get("preferred_username") or ""),
-                  is_admin=False)
+    return Caller(
+        uid=claims["sub"], username=str(claims.get("preferred_username") or ""), is_admin=False
+    )
 
 
 def format_uid(uid: str) -> str:

@@ -24,5 +24,6 @@ def _load_jupyter_server_extension(server_app: Any) -> None:
     web_app = server_app.web_app
     backend = SidebarBackend()
     web_app.add_handlers(".*$", route_table(web_app.settings["base_url"], backend))
-    server_app.log.info("oscar-jupyter: sidebar API at %s%s", web_app.settings["base_url"],
-                        API_ROOT)
+    server_app.log.info(
+        "oscar-jupyter: sidebar API at %s%s", web_app.settings["base_url"], API_ROOT
+    )

@@ -88,23 +88,31 @@ def relative_notebook(path: str | None, root_dir: str | None) -> str | None:
     if not root_dir:
         return None
     root = os.path.expanduser(root_dir)
-    for base, target in ((os.path.abspath(root), os.path.abspath(path)),
-                         (os.path.realpath(root), os.path.realpath(path))):
+    for base, target in (
+        (os.path.abspath(root), os.path.abspath(path)),
+        (os.path.realpath(root), os.path.realpath(path)),
+    ):
         relative = os.path.relpath(target, base)
         if relative != os.curdir and not relative.startswith(os.pardir):
             return relative.replace(os.sep, "/")
     return None
 
 
-def _log_answer(client: OscarClient, service: str, job: str, lines: list[tuple[str, str]],
-                since: int) -> dict[str, Any]:
+def _log_answer(
+    client: OscarClient, service: str, job: str, lines: list[tuple[str, str]], since: int
+) -> dict[str, Any]:
     """`lines[since:]`, at most MAX_LOG_LINES of them (the newest), and the client's next since."""
     new = lines[since:]
     omitted = max(0, len(new) - MAX_LOG_LINES)
     new = new[omitted:]
-    return {"cluster": client.profile.cluster_id, "service": service, "job": job,
-            "lines": [{"stream": stream, "text": text} for stream, text in new],
-            "next": len(lines), "omitted": omitted}
+    return {
+        "cluster": client.profile.cluster_id,
+        "service": service,
+        "job": job,
+        "lines": [{"stream": stream, "text": text} for stream, text in new],
+        "next": len(lines),
+        "omitted": omitted,
+    }
 
 
 class ClientCache:
@@ -151,8 +159,9 @@ class SidebarBackend:
         self.upstream_listings = 0  # refreshes that asked OSCAR (tests and the curious)
         self._lock = threading.Lock()
         self._slots: dict[tuple[str | None, str], _Slot] = {}
-        self._parsers: OrderedDict[tuple[str, str, str],
-                                   tuple[LogParser, threading.Lock]] = OrderedDict()
+        self._parsers: OrderedDict[tuple[str, str, str], tuple[LogParser, threading.Lock]] = (
+            OrderedDict()
+        )
 
     def clusters(self) -> dict[str, Any]:
         path = default_config_path()
@@ -164,8 +173,14 @@ class SidebarBackend:
             except ConfigError as err:
                 entries.append({"name": name, "endpoint": None, "error": str(err)})
             else:
-                entries.append({"name": name, "endpoint": profile.endpoint,
-                                "auth": profile.auth_kind, "error": None})
+                entries.append(
+                    {
+                        "name": name,
+                        "endpoint": profile.endpoint,
+                        "auth": profile.auth_kind,
+                        "error": None,
+                    }
+                )
         default = default_profile_name(path) if names else None
         return {"config_path": str(path), "clusters": entries, "default": default}
 
@@ -174,16 +189,22 @@ class SidebarBackend:
         OSCAR, the Kubernetes API of the profile's (or the user's) kubeconfig, or the profile's
         list; `source` says which, `warning` why none did."""
         client = self.clients.get(cluster)
-        found = discover_nodes(client, profile_node_names(client.profile),
-                               profile_kubeconfig(client.profile))
+        found = discover_nodes(
+            client, profile_node_names(client.profile), profile_kubeconfig(client.profile)
+        )
         nodes = [n for n in found.nodes if n.is_interlink] if found.source else []
-        return {"cluster": client.profile.cluster_id, "source": found.source,
-                "warning": found.warning, "nodes": [asdict(n) for n in nodes]}
+        return {
+            "cluster": client.profile.cluster_id,
+            "source": found.source,
+            "warning": found.warning,
+            "nodes": [asdict(n) for n in nodes],
+        }
 
     # -- jobs ------------------------------------------------------------------------------------
 
-    def jobs(self, cluster: str | None, scope: str = "all",
-             root_dir: str | None = None) -> dict[str, Any]:
+    def jobs(
+        self, cluster: str | None, scope: str = "all", root_dir: str | None = None
+    ) -> dict[str, Any]:
         """Jobs of every runner service the profile's user can list ("all"), or of the user's
         own runner services only ("mine"; OIDC users see only their own jobs either way), plus
         the Cancelled jobs of this machine's job records. One upstream listing per
@@ -194,8 +215,11 @@ class SidebarBackend:
         with self._lock:
             slot = self._slots.setdefault((cluster, scope), _Slot())
         with slot.lock:  # single flight: who waits here gets the answer of the refresh before
-            fresh = (slot.result is not None and slot.client is client
-                     and time.monotonic() - slot.at < self.refresh_seconds)
+            fresh = (
+                slot.result is not None
+                and slot.client is client
+                and time.monotonic() - slot.at < self.refresh_seconds
+            )
             if not fresh:
                 slot.result = self._list(client, scope, root_dir)
                 slot.client, slot.at = client, time.monotonic()
@@ -230,52 +254,66 @@ class SidebarBackend:
                     status, cancelled_by = "Cancelled", record.cancelled_by or cancelled_by
                 elif record is not None and state.done and not record.final:
                     self._note_final(client, name, job_name, state)
-                jobs.append({
-                    "service": name,
-                    "job": job_name,
-                    "kernel": kernel_tag_of(name, job_name),
-                    "node": state.node or service.get("interlink_node_name") or None,
-                    "status": status,
-                    "exit_code": state.exit_code,
-                    "creation_time": info.get("creation_time") or None,
-                    "start_time": info.get("start_time") or None,
-                    "finish_time": info.get("finish_time") or None,
-                    "runner_start": iso_utc(state.started_at) or None,
-                    "mine": bool(mine),
-                    "label": _label(record, job_name, root_dir),
-                    "cancelled_by": cancelled_by if status == "Cancelled" else None,
-                    "recorded": False,
-                })
+                jobs.append(
+                    {
+                        "service": name,
+                        "job": job_name,
+                        "kernel": kernel_tag_of(name, job_name),
+                        "node": state.node or service.get("interlink_node_name") or None,
+                        "status": status,
+                        "exit_code": state.exit_code,
+                        "creation_time": info.get("creation_time") or None,
+                        "start_time": info.get("start_time") or None,
+                        "finish_time": info.get("finish_time") or None,
+                        "runner_start": iso_utc(state.started_at) or None,
+                        "mine": bool(mine),
+                        "label": _label(record, job_name, root_dir),
+                        "cancelled_by": cancelled_by if status == "Cancelled" else None,
+                        "recorded": False,
+                    }
+                )
         listed = {j["job"] for j in jobs}
         for record in records.values():
             if record.job in listed or record.status != "Cancelled":
                 continue
-            jobs.append({
-                "service": record.service,
-                "job": record.job,
-                "kernel": record.kernel,
-                "node": None,
-                "status": "Cancelled",
-                "exit_code": record.exit_code,
-                "creation_time": record.submitted_at,
-                "start_time": None,
-                "finish_time": record.finished_at,
-                "runner_start": None,
-                "mine": True,  # recorded by a kernel of this user on this machine
-                "label": _label(record, record.job, root_dir),
-                "cancelled_by": record.cancelled_by,
-                "recorded": True,
-            })
+            jobs.append(
+                {
+                    "service": record.service,
+                    "job": record.job,
+                    "kernel": record.kernel,
+                    "node": None,
+                    "status": "Cancelled",
+                    "exit_code": record.exit_code,
+                    "creation_time": record.submitted_at,
+                    "start_time": None,
+                    "finish_time": record.finished_at,
+                    "runner_start": None,
+                    "mine": True,  # recorded by a kernel of this user on this machine
+                    "label": _label(record, record.job, root_dir),
+                    "cancelled_by": record.cancelled_by,
+                    "recorded": True,
+                }
+            )
         # Newest first; a job without a pod yet (no creation time) is the newest of all.
         jobs.sort(key=lambda j: j["creation_time"] or "\uffff", reverse=True)
-        return {"cluster": client.profile.cluster_id, "refreshed_at": refreshed_at,
-                "refresh_seconds": float(self.refresh_seconds), "jobs": jobs}
+        return {
+            "cluster": client.profile.cluster_id,
+            "refreshed_at": refreshed_at,
+            "refresh_seconds": float(self.refresh_seconds),
+            "jobs": jobs,
+        }
 
     def _note_final(self, client: OscarClient, service: str, job: str, state: JobState) -> None:
         try:
-            job_records.mark_final(client.endpoint, service, job, state.status,
-                                   exit_code=state.exit_code, cancelled_by=state.cancelled_by,
-                                   finished_at=iso_utc(state.finished_at) or None)
+            job_records.mark_final(
+                client.endpoint,
+                service,
+                job,
+                state.status,
+                exit_code=state.exit_code,
+                cancelled_by=state.cancelled_by,
+                finished_at=iso_utc(state.finished_at) or None,
+            )
         except OSError as err:
             log.warning("oscar-jupyter: could not record how job %s ended: %s", job, err)
 
@@ -313,22 +351,36 @@ class SidebarBackend:
         except OscarError as err:
             if err.status_code != 404 or record is None or record.status != "Cancelled":
                 raise
-        answer = {"cluster": client.profile.cluster_id, "service": service, "job": job,
-                  "cancelled": True}
+        answer = {
+            "cluster": client.profile.cluster_id,
+            "service": service,
+            "job": job,
+            "cancelled": True,
+        }
         ended = snapshot.get("exit_code") if snapshot else None
         try:
             if snapshot is not None:
                 job_records.save_log_snapshot(client.endpoint, job, snapshot)
             if ended is not None:  # it had ended before the cancel arrived: not cancelled
-                job_records.mark_final(client.endpoint, service, job,
-                                       "Succeeded" if ended == 0 else "Failed",
-                                       exit_code=ended, cluster=client.profile.cluster_id)
+                job_records.mark_final(
+                    client.endpoint,
+                    service,
+                    job,
+                    "Succeeded" if ended == 0 else "Failed",
+                    exit_code=ended,
+                    cluster=client.profile.cluster_id,
+                )
                 answer["cancelled"] = False
                 answer["message"] = f"the job had already ended (exit code {ended}); deleted"
             else:
-                job_records.mark_final(client.endpoint, service, job, "Cancelled",
-                                       cancelled_by="the sidebar",
-                                       cluster=client.profile.cluster_id)
+                job_records.mark_final(
+                    client.endpoint,
+                    service,
+                    job,
+                    "Cancelled",
+                    cancelled_by="the sidebar",
+                    cluster=client.profile.cluster_id,
+                )
         except OSError as err:
             log.warning("oscar-jupyter: could not record the cancel of %s: %s", job, err)
         self._forget_listings(client)
@@ -338,10 +390,14 @@ class SidebarBackend:
         parser = LogParser()
         parser.feed(client.job_logs(service, job))
         lines = [line for line in parser.lines if not is_marker(line)]
-        return {"lines": [{"stream": line.stream, "text": line.text} for line in lines],
-                "partial": dict(parser.partial), "exit_code": parser.exit_code,
-                "node": (parser.started or {}).get("node"),
-                "traceback": parser.traceback() or None, "saved_at": now_iso()}
+        return {
+            "lines": [{"stream": line.stream, "text": line.text} for line in lines],
+            "partial": dict(parser.partial),
+            "exit_code": parser.exit_code,
+            "node": (parser.started or {}).get("node"),
+            "traceback": parser.traceback() or None,
+            "saved_at": now_iso(),
+        }
 
     # -- log -----------------------------------------------------------------------------------
 
@@ -350,8 +406,10 @@ class SidebarBackend:
         unfinished lines show now, and its status; a recorded (cancelled) job's from the
         snapshot taken at its cancel, else from the log its kernel saved."""
         if since < 0:
-            raise ValueError(f"since={since}: give the number of lines you already have "
-                             "(the `next` of the previous answer), 0 or more")
+            raise ValueError(
+                f"since={since}: give the number of lines you already have "
+                "(the `next` of the previous answer), 0 or more"
+            )
         client = self.clients.get(cluster)
         record = job_records.load(client.endpoint, job)
         if record is not None and record.status == "Cancelled":
@@ -369,16 +427,29 @@ class SidebarBackend:
             partial = dict(parser.partial)
             exit_code, node = parser.exit_code, (parser.started or {}).get("node")
             started, traceback = parser.started is not None, parser.traceback() or None
-        status, cancelled_by = self._log_status(client, job, exit_code, started,
-                                                slurm_end(text))
+        status, cancelled_by = self._log_status(client, job, exit_code, started, slurm_end(text))
         answer = _log_answer(client, service, job, [(ln.stream, ln.text) for ln in lines], since)
-        answer.update({"partial": partial, "status": status, "exit_code": exit_code,
-                       "finished": status in TERMINAL, "node": node, "traceback": traceback,
-                       "cancelled_by": cancelled_by})
+        answer.update(
+            {
+                "partial": partial,
+                "status": status,
+                "exit_code": exit_code,
+                "finished": status in TERMINAL,
+                "node": node,
+                "traceback": traceback,
+                "cancelled_by": cancelled_by,
+            }
+        )
         return answer
 
-    def _log_status(self, client: OscarClient, job: str, exit_code: int | None, started: bool,
-                    ended_by_slurm: str | None) -> tuple[str, str | None]:
+    def _log_status(
+        self,
+        client: OscarClient,
+        job: str,
+        exit_code: int | None,
+        started: bool,
+        ended_by_slurm: str | None,
+    ) -> tuple[str, str | None]:
         if ended_by_slurm == "cancelled":
             return "Cancelled", "Slurm (scancel)"
         if ended_by_slurm == "walltime":
@@ -393,26 +464,39 @@ class SidebarBackend:
             return "Running", None
         return listed or "Pending", None
 
-    def _recorded_log(self, client: OscarClient, service: str, job: str,
-                      record: JobRecord, since: int) -> dict[str, Any]:
+    def _recorded_log(
+        self, client: OscarClient, service: str, job: str, record: JobRecord, since: int
+    ) -> dict[str, Any]:
         snapshot = job_records.load_log_snapshot(client.endpoint, job)
         if snapshot is not None:
-            lines = [(str(line.get("stream") or "stdout"), str(line.get("text") or ""))
-                     for line in snapshot.get("lines") or [] if isinstance(line, dict)]
+            lines = [
+                (str(line.get("stream") or "stdout"), str(line.get("text") or ""))
+                for line in snapshot.get("lines") or []
+                if isinstance(line, dict)
+            ]
             partial, node = snapshot.get("partial") or {}, snapshot.get("node")
             traceback = snapshot.get("traceback")
         else:
             saved = job_records.kernel_log_lines(job) or []
             lines, partial, node, traceback = [("stdout", text) for text in saved], {}, None, None
         answer = _log_answer(client, service, job, lines, since)
-        answer.update({"partial": partial, "status": record.status or "Cancelled",
-                       "exit_code": record.exit_code, "finished": True, "node": node,
-                       "traceback": traceback, "cancelled_by": record.cancelled_by,
-                       "recorded": True})
+        answer.update(
+            {
+                "partial": partial,
+                "status": record.status or "Cancelled",
+                "exit_code": record.exit_code,
+                "finished": True,
+                "node": node,
+                "traceback": traceback,
+                "cancelled_by": record.cancelled_by,
+                "recorded": True,
+            }
+        )
         return answer
 
-    def _parser(self, client: OscarClient, service: str,
-                job: str) -> tuple[LogParser, threading.Lock]:
+    def _parser(
+        self, client: OscarClient, service: str, job: str
+    ) -> tuple[LogParser, threading.Lock]:
         """The log parser kept for this job: a poll parses only what the log grew by."""
         key = (client.endpoint, service, job)
         with self._lock:
@@ -424,20 +508,31 @@ class SidebarBackend:
 
     # -- cleanup -------------------------------------------------------------------------------
 
-    def cleanup(self, cluster: str | None, scope: str, notebook: str | None, dry_run: bool,
-                root_dir: str | None = None) -> dict[str, Any]:
+    def cleanup(
+        self,
+        cluster: str | None,
+        scope: str,
+        notebook: str | None,
+        dry_run: bool,
+        root_dir: str | None = None,
+    ) -> dict[str, Any]:
         """The finished jobs (Succeeded, Failed, Cancelled) of the user, or of one notebook:
         counted (`dry_run`), or deleted on OSCAR with their local records."""
         if scope not in CLEANUP_SCOPES:
-            raise ValueError(f"scope {scope!r}: use notebook (with \"notebook\": its path) "
-                             "or mine")
+            raise ValueError(f'scope {scope!r}: use notebook (with "notebook": its path) or mine')
         if scope == "notebook" and not notebook:
-            raise ValueError('scope notebook: give the notebook\'s path relative to the '
-                             'Jupyter root in "notebook", e.g. "work/train.ipynb"')
+            raise ValueError(
+                "scope notebook: give the notebook's path relative to the "
+                'Jupyter root in "notebook", e.g. "work/train.ipynb"'
+            )
         listing = self.jobs(cluster, "mine", root_dir)
-        chosen = [j for j in listing["jobs"]
-                  if j["mine"] and j["status"] in TERMINAL
-                  and (scope == "mine" or j["label"]["notebook"] == notebook)]
+        chosen = [
+            j
+            for j in listing["jobs"]
+            if j["mine"]
+            and j["status"] in TERMINAL
+            and (scope == "mine" or j["label"]["notebook"] == notebook)
+        ]
         ids = [j["job"] for j in chosen]
         if dry_run:
             return {"cluster": listing["cluster"], "count": len(ids), "jobs": ids}
@@ -453,8 +548,9 @@ class SidebarBackend:
             try:
                 job_records.delete(client.endpoint, entry["job"])
             except OSError as err:
-                log.warning("oscar-jupyter: could not delete the record of %s: %s",
-                            entry["job"], err)
+                log.warning(
+                    "oscar-jupyter: could not delete the record of %s: %s", entry["job"], err
+                )
             deleted.append(entry["job"])
         self._forget_listings(client)
         return {"cluster": listing["cluster"], "count": len(deleted), "deleted": deleted}

@@ -77,8 +77,12 @@ class NodesHandler(SidebarHandler):
 class JobsHandler(SidebarHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
-        await self.answer(self.backend.jobs, self.cluster,
-                          self.get_query_argument("scope", None) or "all", self.root_dir)
+        await self.answer(
+            self.backend.jobs,
+            self.cluster,
+            self.get_query_argument("scope", None) or "all",
+            self.root_dir,
+        )
 
 
 class JobHandler(SidebarHandler):
@@ -97,9 +101,13 @@ class JobLogHandler(SidebarHandler):
             since = -1
         if since < 0:
             self.set_status(400)
-            self.finish({"message": f"since={text!r}: give the number of lines you already have "
-                                    "(the `next` of the previous answer), 0 or more",
-                         "error": "ValueError"})
+            self.finish(
+                {
+                    "message": f"since={text!r}: give the number of lines you already have "
+                    "(the `next` of the previous answer), 0 or more",
+                    "error": "ValueError",
+                }
+            )
             return
         await self.answer(self.backend.log, self.cluster, service, job, since)
 
@@ -113,20 +121,34 @@ class CleanupHandler(SidebarHandler):
             body = None
         if not isinstance(body, dict):
             self.set_status(400)
-            self.finish({"message": 'the body must be a JSON object: {"scope": "notebook" or '
-                                    '"mine", "notebook": path or null, "dry_run": true or false}',
-                         "error": "ValueError"})
+            self.finish(
+                {
+                    "message": 'the body must be a JSON object: {"scope": "notebook" or '
+                    '"mine", "notebook": path or null, "dry_run": true or false}',
+                    "error": "ValueError",
+                }
+            )
             return
         dry_run = body.get("dry_run")
         if not isinstance(dry_run, bool):  # never delete on a request that did not say so
             self.set_status(400)
-            self.finish({"message": f"dry_run {json.dumps(dry_run)}: write true (count only) "
-                                    "or false (delete)", "error": "ValueError"})
+            self.finish(
+                {
+                    "message": f"dry_run {json.dumps(dry_run)}: write true (count only) "
+                    "or false (delete)",
+                    "error": "ValueError",
+                }
+            )
             return
         notebook = body.get("notebook")
-        await self.answer(self.backend.cleanup, self.cluster, str(body.get("scope") or ""),
-                          notebook if isinstance(notebook, str) else None, dry_run,
-                          self.root_dir)
+        await self.answer(
+            self.backend.cleanup,
+            self.cluster,
+            str(body.get("scope") or ""),
+            notebook if isinstance(notebook, str) else None,
+            dry_run,
+            self.root_dir,
+        )
 
 
 def route_table(base_url: str, backend: SidebarBackend) -> list[tuple[str, type, dict]]:

@@ -27,8 +27,9 @@ class Clock:
             if callback not in self._callbacks:
                 self._callbacks.append(callback)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="oscar-widget-clock",
-                                                daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="oscar-widget-clock", daemon=True
+                )
                 self._thread.start()
 
     def remove(self, callback: Callable[[], bool]) -> None:

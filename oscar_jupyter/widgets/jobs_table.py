@@ -44,16 +44,21 @@ def this_notebook() -> str:
     """The notebook of this kernel as jupyter_server names it (`JPY_SESSION_NAME`)."""
     name = os.environ.get("JPY_SESSION_NAME")
     if not name:
-        raise UsageError("--notebook: this kernel does not know its notebook (it was not started "
-                         "by a Jupyter server); use %oscar_jobs for this kernel's jobs, or --mine")
+        raise UsageError(
+            "--notebook: this kernel does not know its notebook (it was not started "
+            "by a Jupyter server); use %oscar_jobs for this kernel's jobs, or --mine"
+        )
     return name
 
 
 def status_text(status: str, exit_code: int | None, cancelled_by: str | None) -> str:
     """'Failed (exit 1)', 'Cancelled by the sidebar', 'Running'."""
     if status == "Cancelled" and cancelled_by:
-        return f"Cancelled by {cancelled_by}" if not cancelled_by.startswith(
-            ("this", "another")) else f"Cancelled from {cancelled_by}"
+        return (
+            f"Cancelled by {cancelled_by}"
+            if not cancelled_by.startswith(("this", "another"))
+            else f"Cancelled from {cancelled_by}"
+        )
     if status in ("Succeeded", "Failed") and exit_code is not None and exit_code != 0:
         return f"{status} (exit {exit_code})"
     return status
@@ -79,29 +84,44 @@ def listing_bundle(rows: list[JobRow], *, ids: bool = False, empty: str = "") ->
     for row in rows:
         started = row_started(row)
         kernel = "this kernel" if row.this_kernel else f"kernel {row.kernel_tag or '?'}"
-        values = [row.label_text, row.job if ids else short_id(row.job),
-                  status_text(row.status, row.exit_code, row.cancelled_by),
-                  local_and_relative(started), duration(row.duration), row.node or ""]
+        values = [
+            row.label_text,
+            row.job if ids else short_id(row.job),
+            status_text(row.status, row.exit_code, row.cancelled_by),
+            local_and_relative(started),
+            duration(row.duration),
+            row.node or "",
+        ]
         plain.append(values)
         where = " (kept from the local records)" if row.recorded else ""
         when = "started" if row.runner_start or parse_iso(row.start) else "submitted"
-        tips = [f"job {row.job}, service {row.service}, {kernel}{where}",
-                f"{row.job}: %oscar_logs, %oscar_cancel and %oscar_attach take this short id",
-                "", f"{when} {iso_utc(started)} UTC" if started else "",
-                "from the runner's own start" if row.duration is not None else "", ""]
+        tips = [
+            f"job {row.job}, service {row.service}, {kernel}{where}",
+            f"{row.job}: %oscar_logs, %oscar_cancel and %oscar_attach take this short id",
+            "",
+            f"{when} {iso_utc(started)} UTC" if started else "",
+            "from the runner's own start" if row.duration is not None else "",
+            "",
+        ]
         cells.append(list(zip(values, tips, strict=True)))
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *plain, strict=True)]
-    text = "\n".join("  ".join(str(c).ljust(wd) for c, wd in zip(r, widths, strict=True)).rstrip()
-                     for r in [headers, *plain])
+    text = "\n".join(
+        "  ".join(str(c).ljust(wd) for c, wd in zip(r, widths, strict=True)).rstrip()
+        for r in [headers, *plain]
+    )
     head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for h in headers)
     body = "".join(
-        "<tr>" + "".join(
+        "<tr>"
+        + "".join(
             "<td style='text-align:left'"
             + (f" title='{html.escape(tip, quote=True)}'" if tip else "")
-            + f">{html.escape(value)}</td>" for value, tip in row) + "</tr>"
-        for row in cells)
-    return {"text/plain": text,
-            "text/html": f"<table><thead><tr>{head}</tr></thead>{body}</table>"}
+            + f">{html.escape(value)}</td>"
+            for value, tip in row
+        )
+        + "</tr>"
+        for row in cells
+    )
+    return {"text/plain": text, "text/html": f"<table><thead><tr>{head}</tr></thead>{body}</table>"}
 
 
 class _Row:
@@ -116,8 +136,9 @@ class _Row:
         record = _record_of(job)
         self.label = record.label if record is not None else None
         self.view_button = w.Button(description="View", tooltip="Show this job's live view")
-        self.cancel_button = w.Button(description="Cancel", button_style="danger",
-                                      tooltip="Cancel the job on the cluster")
+        self.cancel_button = w.Button(
+            description="Cancel", button_style="danger", tooltip="Cancel the job on the cluster"
+        )
         for button in (self.view_button, self.cancel_button):
             button.layout.width = "auto"
         self.view_button.on_click(lambda _: table.show(job))
@@ -132,8 +153,7 @@ class _Row:
         status = job.status()
         text = self.label.text(job.name) if self.label is not None else job.name
         tip = f"job {job.name}, service {job.service}"
-        self.name.value = (f"<span title='{html.escape(tip, quote=True)}'>"
-                           f"{html.escape(text)}</span>")
+        self.name.value = f"<span title='{html.escape(tip, quote=True)}'>{html.escape(text)}</span>"
         self.status.value = badge(status)
         self.node.value = html.escape(job.node or getattr(job.spec, "node", None) or "")
         limit = job.time_limit
@@ -144,7 +164,10 @@ class _Row:
         word = "" if job.started_at else "submitted "
         self.started.value = (
             f"<span title='{iso_utc(started)} UTC'>{word}{html.escape(local_and_relative(started))}"
-            "</span>" if started else "")
+            "</span>"
+            if started
+            else ""
+        )
         self.cancel_button.disabled = job.is_done()
 
     @property
@@ -164,8 +187,13 @@ class JobsTable(w.VBox):
     of every visible runner service ("all"); rows follow their jobs through the shared poller."""
 
     def __init__(
-        self, session: Session | None = None, *, watch: bool = True, scope: str = "kernel",
-        notebook: str | None = None, hide_finished: bool = False,
+        self,
+        session: Session | None = None,
+        *,
+        watch: bool = True,
+        scope: str = "kernel",
+        notebook: str | None = None,
+        hide_finished: bool = False,
     ) -> None:
         super().__init__()
         self.session = session if session is not None else current()
@@ -181,8 +209,9 @@ class JobsTable(w.VBox):
         self.summary.add_class("oj-muted")
         self.message = w.HTML()
         self.message.add_class("oj-error")
-        self.refresh_button = w.Button(description="Refresh", icon="refresh",
-                                       tooltip="Look for new jobs of this kernel")
+        self.refresh_button = w.Button(
+            description="Refresh", icon="refresh", tooltip="Look for new jobs of this kernel"
+        )
         self.refresh_button.layout.width = "auto"
         self.refresh_button.on_click(lambda _: self.refresh())
         self.grid = w.GridBox()
@@ -308,7 +337,7 @@ class JobsTable(w.VBox):
                 "No jobs in this kernel yet: run a cell with %%oscar_offload."
                 if self.scope == "kernel" and self.notebook is None
                 else f"No {'running or waiting ' if self.hide_finished else ''}jobs {where} "
-                     "on this cluster."
+                "on this cluster."
             )
             return
         running = sum(1 for job in jobs if not job.is_done())

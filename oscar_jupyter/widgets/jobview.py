@@ -65,8 +65,10 @@ def lines_html(lines: list[Any], hidden: int = 0, job_name: str = "") -> str:
     )
     more = ""
     if hidden:
-        more = (f'<div class="oj-muted">… {hidden} earlier line(s): "Full log" or '
-                f"%oscar_logs {html.escape(job_name)}</div>")
+        more = (
+            f'<div class="oj-muted">… {hidden} earlier line(s): "Full log" or '
+            f"%oscar_logs {html.escape(job_name)}</div>"
+        )
     return f'{more}<pre class="oj-log">{body}</pre>'
 
 
@@ -89,10 +91,15 @@ class JobView(w.VBox):
         self.tail = w.HTML()
         self.message = w.HTML()
         self.message.add_class("oj-error")
-        self.cancel_button = w.Button(description="Cancel", icon="stop", button_style="danger",
-                                      tooltip="Cancel the job on the cluster")
-        self.log_button = w.Button(description="Full log", icon="file-text-o",
-                                   tooltip="Show the whole output so far")
+        self.cancel_button = w.Button(
+            description="Cancel",
+            icon="stop",
+            button_style="danger",
+            tooltip="Cancel the job on the cluster",
+        )
+        self.log_button = w.Button(
+            description="Full log", icon="file-text-o", tooltip="Show the whole output so far"
+        )
         for button in (self.cancel_button, self.log_button):
             button.layout.width = "auto"
         self.cancel_button.on_click(lambda _: self.cancel())
@@ -101,8 +108,14 @@ class JobView(w.VBox):
         self.full_log.layout.display = "none"
         buttons = w.HBox([self.cancel_button, self.log_button])
         buttons.add_class("oj-buttons")
-        self.children = [style_widget(), self.header, self.tail, buttons, self.message,
-                         self.full_log]
+        self.children = [
+            style_widget(),
+            self.header,
+            self.tail,
+            buttons,
+            self.message,
+            self.full_log,
+        ]
         self.add_class("oj-root")
         self.add_class("oj-card")
         self.add_class("oj-jobview")

@@ -162,9 +162,11 @@ class Panel(w.VBox):
         self.service_fold = w.Accordion(children=[self.service_view], selected_index=None)
         self.service_fold.set_title(0, "Service definition")
 
-        title = w.HTML('<span class="oj-title">OSCAR offload settings</span> '
-                       '<span class="oj-muted">defaults of every %%oscar_offload in this kernel; '
-                       "a cell's own flags still win</span>")
+        title = w.HTML(
+            '<span class="oj-title">OSCAR offload settings</span> '
+            '<span class="oj-muted">defaults of every %%oscar_offload in this kernel; '
+            "a cell's own flags still win</span>"
+        )
         self.children = [
             style_widget(),
             title,
@@ -184,13 +186,16 @@ class Panel(w.VBox):
         self.layout.width = "100%"
 
     def _cell(self, name: str) -> w.VBox:
-        label = TEXT_FIELDS.get(name, (None,))[0] or {
-            "node": "Virtual node",
-            "image": "Image",
-            "pre_exec": "Pre-exec",
-            "mounts": "Mounts",
-            "env": "Environment variables",
-        }[name]
+        label = (
+            TEXT_FIELDS.get(name, (None,))[0]
+            or {
+                "node": "Virtual node",
+                "image": "Image",
+                "pre_exec": "Pre-exec",
+                "mounts": "Mounts",
+                "env": "Environment variables",
+            }[name]
+        )
         cell = w.VBox([_label(label), self.controls[name], self.errors[name]])
         cell.add_class("oj-field")
         return cell
@@ -267,8 +272,10 @@ class Panel(w.VBox):
         """
         unknown = sorted(set(values) - set(self.controls))
         if unknown:
-            raise TypeError(f"Panel.set() got unknown fields {', '.join(unknown)}; "
-                            f"fields are {', '.join(self.controls)}")
+            raise TypeError(
+                f"Panel.set() got unknown fields {', '.join(unknown)}; "
+                f"fields are {', '.join(self.controls)}"
+            )
         loading, self._loading = self._loading, True
         try:
             for name, value in values.items():
@@ -370,8 +377,9 @@ class Panel(w.VBox):
     def _with_site_facts(self, spec: OffloadSpec) -> OffloadSpec:
         """`spec` with the profile's site facts (gpu_scheduling), as the magic's spec has them."""
         try:
-            return dataclasses.replace(spec, site=site_facts(getattr(self.session, "profile",
-                                                                     None)))
+            return dataclasses.replace(
+                spec, site=site_facts(getattr(self.session, "profile", None))
+            )
         except ConfigError:  # the magic says what is wrong with the profile
             return spec
 
@@ -404,8 +412,10 @@ class Panel(w.VBox):
         self.offload_line = line.rstrip()
         note = ""
         if invalid:
-            note = ('<div class="oj-error">Fix the marked values: a bare %%oscar_offload '
-                    "would fail with the same message.</div>")
+            note = (
+                '<div class="oj-error">Fix the marked values: a bare %%oscar_offload '
+                "would fail with the same message.</div>"
+            )
         self.preview.value = f'<pre class="oj-code">{html.escape(self.offload_line)}</pre>{note}'
         if spec is None or invalid:
             self.service_view.value = '<span class="oj-muted">Fix the marked values first.</span>'
@@ -420,7 +430,7 @@ class Panel(w.VBox):
         definition = json.dumps(definition, indent=2)
         self.service_view.value = (
             f'<div class="oj-muted">Runner service {html.escape(self._service_name(spec))}'
-            '</div>'
+            "</div>"
             f'<pre class="oj-log">{html.escape(definition)}</pre>'
         )
 
@@ -459,9 +469,12 @@ def secrets_from_environment(names: list[str]) -> dict[str, str]:
     """The kernel's values of the named secrets; SpecError naming a missing one."""
     missing = [name for name in names if not os.environ.get(name)]
     if missing:
-        raise SpecError("--secret", f"--secret {missing[0]}: this kernel has no ${missing[0]}; "
-                        f"set it without writing it in the notebook: "
-                        f"oscar_jupyter.ask_secret({missing[0]!r})")
+        raise SpecError(
+            "--secret",
+            f"--secret {missing[0]}: this kernel has no ${missing[0]}; "
+            f"set it without writing it in the notebook: "
+            f"oscar_jupyter.ask_secret({missing[0]!r})",
+        )
     return {name: os.environ[name] for name in names}
 
 

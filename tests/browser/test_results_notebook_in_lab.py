@@ -36,8 +36,11 @@ def lab(local_oscar, tmp_path):
     tracker = tmp_path / "settings" / "@jupyterlab" / "notebook-extension"
     tracker.mkdir(parents=True)
     (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
-    env = {**os.environ, "OSCAR_CLI_CONFIG": str(local_oscar.profile_path),
-           "OSCAR_JUPYTER_LOG_DIR": str(tmp_path / "client-logs")}
+    env = {
+        **os.environ,
+        "OSCAR_CLI_CONFIG": str(local_oscar.profile_path),
+        "OSCAR_JUPYTER_LOG_DIR": str(tmp_path / "client-logs"),
+    }
     with jupyterlab(root, tmp_path, env, ["--ServerApp.disable_check_xsrf=True"]) as served:
         yield served
 
@@ -69,8 +72,9 @@ def test_results_notebook_after_run_all_light_and_dark(lab, tmp_path):
 
             for theme in ("light", "dark"):
                 set_theme(page, theme)
-                page.locator(".jp-Cell").filter(has_text="--out w,b,losses").first \
-                    .scroll_into_view_if_needed()
+                page.locator(".jp-Cell").filter(
+                    has_text="--out w,b,losses"
+                ).first.scroll_into_view_if_needed()
                 page.screenshot(path=str(ARTIFACTS / f"results-and-figures-{theme}.png"))
         finally:
             browser.close()

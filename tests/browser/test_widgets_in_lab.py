@@ -61,12 +61,22 @@ def lab(local_oscar, tmp_path):
     require_chromium()
     root = tmp_path / "root"
     root.mkdir()
-    nb = new_notebook(cells=[new_code_cell(c) for c in NOTEBOOK_CELLS], metadata={
-        "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)",
-                       "language": "python"}})
+    nb = new_notebook(
+        cells=[new_code_cell(c) for c in NOTEBOOK_CELLS],
+        metadata={
+            "kernelspec": {
+                "name": "python3",
+                "display_name": "Python 3 (ipykernel)",
+                "language": "python",
+            }
+        },
+    )
     nbformat.write(nb, root / "widgets.ipynb")
-    env = {**os.environ, "OSCAR_CLI_CONFIG": str(local_oscar.profile_path),
-           "OSCAR_JUPYTER_LOG_DIR": str(tmp_path / "client-logs")}
+    env = {
+        **os.environ,
+        "OSCAR_CLI_CONFIG": str(local_oscar.profile_path),
+        "OSCAR_JUPYTER_LOG_DIR": str(tmp_path / "client-logs"),
+    }
     try:
         with jupyterlab(root, tmp_path, env, ["--ServerApp.disable_check_xsrf=True"]) as served:
             yield served
@@ -92,16 +102,20 @@ def test_panel_and_live_job_view_in_jupyterlab_light_and_dark(lab, tmp_path):
             expect(view.locator(".oj-status-Running")).to_be_visible(timeout=90_000)
             expect(view.get_by_text("epoch 5:")).to_be_visible(timeout=60_000)
             expect(panel.locator(".oj-preview")).to_contain_text(
-                re.compile(r"%%oscar_offload --node[= ]local-slurm --time[= ]00:10:00"))
+                re.compile(r"%%oscar_offload --node[= ]local-slurm --time[= ]00:10:00")
+            )
             # The bad value is marked at its widget with the magic's message.
             expect(panel.locator(".oj-invalid .oj-error")).to_contain_text(
-                "--gpus two: use a whole number")
+                "--gpus two: use a whole number"
+            )
 
             # Fits the notebook's width: nothing wider than the output area.
             area = page.locator(".jp-OutputArea-output").filter(has=panel).bounding_box()
             box = panel.bounding_box()
-            assert box["x"] >= area["x"] - 1 and box["x"] + box["width"] <= area["x"] + area[
-                "width"] + 1
+            assert (
+                box["x"] >= area["x"] - 1
+                and box["x"] + box["width"] <= area["x"] + area["width"] + 1
+            )
             scroll = panel.evaluate("e => e.scrollWidth - e.clientWidth")
             assert scroll <= 1, f"the panel overflows its width by {scroll}px"
 

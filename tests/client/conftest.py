@@ -42,9 +42,28 @@ def fake_oscar():
 def self_signed_cert(tmp_path_factory) -> tuple[str, str]:
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return str(cert), str(key)
 
 
@@ -62,8 +81,14 @@ def fake_oscar_tls(self_signed_cert):
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch, tmp_path):
     """No OSCAR_* variable and no real ~/.oscar-cli leaks into a test."""
-    for name in ("OSCAR_CLI_CONFIG", "OSCAR_ENDPOINT", "OSCAR_USER", "OSCAR_PASSWORD",
-                 "OSCAR_TOKEN", "OSCAR_SSL_VERIFY"):
+    for name in (
+        "OSCAR_CLI_CONFIG",
+        "OSCAR_ENDPOINT",
+        "OSCAR_USER",
+        "OSCAR_PASSWORD",
+        "OSCAR_TOKEN",
+        "OSCAR_SSL_VERIFY",
+    ):
         monkeypatch.delenv(name, raising=False)
     home = tmp_path / "home"
     home.mkdir()

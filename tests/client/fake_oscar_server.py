@@ -43,6 +43,7 @@ def make_jwt(claims: dict[str, Any]) -> str:
     def part(obj: dict[str, Any]) -> str:
         raw = json.dumps(obj).encode()
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
     return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
 
 
@@ -79,34 +80,60 @@ class FakeOscar:
     echo_credentials: bool = False  # a careless server that repeats rejected credentials
     drop_delegated_id: bool = False  # X-Delegated-Job-ID lost on the way (e.g. by an ingress)
     interlink_available: bool = True  # false: OSCAR ignores interlink_node_name (OSCAR.md 1.13)
-    info: dict[str, Any] = field(default_factory=lambda: {
-        "version": "v4.1.2", "git_commit": "7ade09ee", "architecture": "amd64",
-        "kubernetes_version": "v1.30.0"})
+    info: dict[str, Any] = field(
+        default_factory=lambda: {
+            "version": "v4.1.2",
+            "git_commit": "7ade09ee",
+            "architecture": "amd64",
+            "kubernetes_version": "v1.30.0",
+        }
+    )
 
     def seen(self, method: str | None = None, path: str | None = None) -> list[Seen]:
         with self.lock:
-            return [r for r in self.requests
-                    if (method is None or r.method == method) and (path is None or r.path == path)]
+            return [
+                r
+                for r in self.requests
+                if (method is None or r.method == method) and (path is None or r.path == path)
+            ]
 
     def refresh_token(self, **extra: Any) -> str:
-        claims = {"iss": self.url + REALM, "azp": "oscar-client", "scope": "openid profile",
-                  "typ": "Refresh", "jti": secrets.token_hex(4), **extra}
+        claims = {
+            "iss": self.url + REALM,
+            "azp": "oscar-client",
+            "scope": "openid profile",
+            "typ": "Refresh",
+            "jti": secrets.token_hex(4),
+            **extra,
+        }
         token = make_jwt(claims)
         self.refresh_tokens.add(token)
         return token
 
     def user_token(self, sub: str, lifetime: int = 3600) -> str:
         """A valid OIDC access token of user `sub` (as an IdP would issue it)."""
-        token = make_jwt({"iss": self.url + REALM, "sub": sub, "exp": time.time() + lifetime,
-                          "jti": secrets.token_hex(4)})
+        token = make_jwt(
+            {
+                "iss": self.url + REALM,
+                "sub": sub,
+                "exp": time.time() + lifetime,
+                "jti": secrets.token_hex(4),
+            }
+        )
         with self.lock:
             self.access_tokens.add(token)
         return token
 
     def add_service(self, name: str, **fields: Any) -> dict[str, Any]:
-        service = {"name": name, "image": "python:3.11", "script": "echo hi",
-                   "token": secrets.token_hex(32), "owner": DEFAULT_OWNER,
-                   "visibility": "private", **fields}
+        service = {
+            "name": name,
+            "image": "python:3.11",
+            "script": "echo hi",
+            "token": secrets.token_hex(32),
+            "owner": DEFAULT_OWNER,
+            "visibility": "private",
+            **fields,
+        }
         with self.lock:
             self.services[name] = service
             self.jobs.setdefault(name, {})
@@ -140,8 +167,13 @@ class OscarHandler(BaseHTTPRequestHandler):
         path = unquote(parts.path)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        seen = Seen(self.command, path, parse_qs(parts.query),
-                    {k.lower(): v for k, v in self.headers.items()}, body)
+        seen = Seen(
+            self.command,
+            path,
+            parse_qs(parts.query),
+            {k.lower(): v for k, v in self.headers.items()},
+            body,
+        )
         with state.lock:
             state.requests.append(seen)
             queued = state.failures.get((self.command, path))
@@ -159,7 +191,7 @@ class OscarHandler(BaseHTTPRequestHandler):
         if path == "/health":
             return self._answer(200, "Ok")
         if path.startswith("/job/") and self.command == "POST":
-            return self._job(path[len("/job/"):], seen)
+            return self._job(path[len("/job/") :], seen)
         if path.startswith("/system/"):
             who = self._system_identity(seen)
             if who is None:
@@ -197,21 +229,33 @@ class OscarHandler(BaseHTTPRequestHandler):
     def _token(self, seen: Seen) -> None:
         state = self.state
         form = {k: v[0] for k, v in parse_qs(seen.body.decode()).items()}
-        if form.get("grant_type") != "refresh_token" or form.get("client_id") != "oscar-client" \
-                or form.get("scope") != "openid profile":
-            return self._answer(400, {"error": "invalid_request",
-                                      "error_description": "bad form"})
+        if (
+            form.get("grant_type") != "refresh_token"
+            or form.get("client_id") != "oscar-client"
+            or form.get("scope") != "openid profile"
+        ):
+            return self._answer(400, {"error": "invalid_request", "error_description": "bad form"})
         if form.get("refresh_token") not in state.refresh_tokens:
-            said = f"Token {form.get('refresh_token')} is not active" if state.echo_credentials \
+            said = (
+                f"Token {form.get('refresh_token')} is not active"
+                if state.echo_credentials
                 else "Token is not active"
+            )
             return self._answer(400, {"error": "invalid_grant", "error_description": said})
-        access = make_jwt({"iss": state.url + REALM, "exp": time.time() + state.token_lifetime,
-                           "n": len(state.issued)})
+        access = make_jwt(
+            {
+                "iss": state.url + REALM,
+                "exp": time.time() + state.token_lifetime,
+                "n": len(state.issued),
+            }
+        )
         with state.lock:
             state.access_tokens.add(access)
             state.issued.append(access)
-        return self._answer(200, {"access_token": access, "expires_in": state.token_lifetime,
-                                  "token_type": "Bearer"})
+        return self._answer(
+            200,
+            {"access_token": access, "expires_in": state.token_lifetime, "token_type": "Bearer"},
+        )
 
     def _job(self, name: str, seen: Seen) -> None:
         state = self.state
@@ -247,9 +291,13 @@ class OscarHandler(BaseHTTPRequestHandler):
         if segments == ["info"] and method == "GET":
             return self._answer(200, state.info)
         if segments == ["config"] and method == "GET":
-            return self._answer(200, {"config": {"name": "oscar",
-                                                 "interLink_available": state.interlink_available},
-                                      "minio_provider": {"secret_key": "minio-secret"}})
+            return self._answer(
+                200,
+                {
+                    "config": {"name": "oscar", "interLink_available": state.interlink_available},
+                    "minio_provider": {"secret_key": "minio-secret"},
+                },
+            )
         if segments == ["status"] and method == "GET":
             return self._answer(200, {"cluster": {"nodes_count": 1, "nodes": []}})
         if segments[:1] == ["services"]:
@@ -265,8 +313,7 @@ class OscarHandler(BaseHTTPRequestHandler):
     def _services(self, rest: list[str], seen: Seen, uid: str | None) -> None:
         state, method = self.state, seen.method
         if not rest and method == "GET":
-            return self._answer(200, [s for s in state.services.values()
-                                      if self._may_read(s, uid)])
+            return self._answer(200, [s for s in state.services.values() if self._may_read(s, uid)])
         if not rest and method in ("POST", "PUT"):
             definition = json.loads(seen.body)
             name = definition.get("name", "")
@@ -280,8 +327,9 @@ class OscarHandler(BaseHTTPRequestHandler):
             token = state.services[name]["token"] if exists else secrets.token_hex(32)
             owner = state.services[name]["owner"] if exists else (uid or DEFAULT_OWNER)
             definition.pop("name")
-            state.add_service(name, **{"visibility": "private", **definition, "token": token,
-                                       "owner": owner})
+            state.add_service(
+                name, **{"visibility": "private", **definition, "token": token, "owner": owner}
+            )
             return self._answer(201 if method == "POST" else 204, "")
         if len(rest) == 1:
             service = state.services.get(rest[0])
@@ -290,12 +338,14 @@ class OscarHandler(BaseHTTPRequestHandler):
             if method == "GET":
                 if not self._may_read(service, uid):
                     return self._answer(
-                        403, f"User {uid} doesn't have permision to get this service")
+                        403, f"User {uid} doesn't have permision to get this service"
+                    )
                 return self._answer(200, service)
             if method == "DELETE":
                 if uid is not None and service["owner"] != uid:
                     return self._answer(
-                        403, f"User {uid} doesn't have permision to delete this service")
+                        403, f"User {uid} doesn't have permision to delete this service"
+                    )
                 with state.lock:
                     del state.services[rest[0]]
                     state.jobs.pop(rest[0], None)
@@ -317,7 +367,7 @@ class OscarHandler(BaseHTTPRequestHandler):
             names = sorted(jobs)
             start = int(seen.query.get("page", ["0"])[0] or 0)
             size = state.page_size or len(names) or 1
-            chunk = names[start:start + size]
+            chunk = names[start : start + size]
             answer: dict[str, Any] = {"jobs": {n: jobs[n] for n in chunk}}
             if start + size < len(names):
                 answer["next_page"] = str(start + size)

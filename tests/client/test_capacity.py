@@ -13,14 +13,25 @@ from oscar_jupyter.spec import OffloadSpec, SiteFacts, SpecError
 GiB = 2**30
 
 
-def node(name: str = "vega", cpus: float = 2, memory: int = 2 * GiB, gpus: int = 0,
-         cpu_free: float | None = None, memory_free: int | None = None,
-         source: str = "Kubernetes") -> VirtualNode:
+def node(
+    name: str = "vega",
+    cpus: float = 2,
+    memory: int = 2 * GiB,
+    gpus: int = 0,
+    cpu_free: float | None = None,
+    memory_free: int | None = None,
+    source: str = "Kubernetes",
+) -> VirtualNode:
     return VirtualNode(
-        name=name, status="Ready", cpu_total=cpus,
-        cpu_free=cpus if cpu_free is None else cpu_free, memory_total_bytes=memory,
-        memory_free_bytes=memory if memory_free is None else memory_free, gpus=gpus,
-        is_interlink=True, source=source,
+        name=name,
+        status="Ready",
+        cpu_total=cpus,
+        cpu_free=cpus if cpu_free is None else cpu_free,
+        memory_total_bytes=memory,
+        memory_free_bytes=memory if memory_free is None else memory_free,
+        gpus=gpus,
+        is_interlink=True,
+        source=source,
     )
 
 
@@ -31,8 +42,10 @@ def messages(spec: OffloadSpec, target: VirtualNode | None) -> list[str]:
 def test_cpus_over_the_node_are_refused_with_both_numbers_and_the_way_out():
     [problem] = capacity_problems(OffloadSpec(node="vega", cpus_per_task=64), node(cpus=2))
     assert problem.flag == "--cpus-per-task"
-    assert str(problem) == ("--cpus-per-task 64: node vega offers 2 CPUs; ask for at most "
-                            "--cpus-per-task 2 (or choose another node: %oscar_nodes)")
+    assert str(problem) == (
+        "--cpus-per-task 64: node vega offers 2 CPUs; ask for at most "
+        "--cpus-per-task 2 (or choose another node: %oscar_nodes)"
+    )
 
 
 def test_a_request_that_fits_exactly_passes():
@@ -90,8 +103,10 @@ def test_gpus_on_a_node_with_none_refused_only_where_kubernetes_schedules_them()
     scheduled = OffloadSpec(node="vega", gpus=1, site=SiteFacts(schedules_gpus=True))
     [problem] = capacity_problems(scheduled, node(gpus=0))
     assert problem.flag == "--gpus"
-    assert str(problem).startswith("--gpus 1: node vega has 0 GPUs, and this site schedules "
-                                   "GPUs through Kubernetes (profile: gpu_scheduling)")
+    assert str(problem).startswith(
+        "--gpus 1: node vega has 0 GPUs, and this site schedules "
+        "GPUs through Kubernetes (profile: gpu_scheduling)"
+    )
     assert "Pending forever" in str(problem)
     # Elsewhere the node advertises no count (interLink's default): Slurm decides, with a note.
     left_to_slurm = OffloadSpec(node="vega", gpus=1)
@@ -107,15 +122,17 @@ def test_every_problem_at_once_named_by_the_first_flag():
     error = capacity_error(spec, node(cpus=2, memory=2 * GiB, gpus=1))
     assert isinstance(error, SpecError) and error.flag == "--cpus-per-task"
     lines = str(error).splitlines()
-    assert [line.split(":")[0] for line in lines] == ["--cpus-per-task 64", "--mem 32G",
-                                                       "--gpus 2"]
+    assert [line.split(":")[0] for line in lines] == ["--cpus-per-task 64", "--mem 32G", "--gpus 2"]
     assert capacity_error(OffloadSpec(node="vega"), node()) is None
 
 
-@pytest.mark.parametrize("unknown", [
-    VirtualNode.from_profile("vega"),  # the profile names it: no resources
-    None,  # not listed by any source
-])
+@pytest.mark.parametrize(
+    "unknown",
+    [
+        VirtualNode.from_profile("vega"),  # the profile names it: no resources
+        None,  # not listed by any source
+    ],
+)
 def test_nothing_is_refused_without_numbers(unknown):
     spec = OffloadSpec(node="vega", cpus_per_task=512, mem="4T", gpus=16)
     assert capacity_problems(spec, unknown) == []
@@ -150,7 +167,8 @@ def test_the_session_refuses_before_sending_and_without_a_cluster_uses_its_numbe
     assert str(refused.value).startswith("--cpus-per-task 64: node vega offers 2 CPUs")
     session.check_offloadable(OffloadSpec(node="leonardo", cpus_per_task=64))
     assert session.capacity_notes(OffloadSpec(node="vega", gpus=1))[0].startswith(
-        "node vega advertises no GPUs")
+        "node vega advertises no GPUs"
+    )
 
 
 def test_the_panel_marks_the_field_as_the_user_types_and_clears_it_when_it_fits():
@@ -162,8 +180,10 @@ def test_the_panel_marks_the_field_as_the_user_types_and_clears_it_when_it_fits(
     panel = Panel(session=session, load_nodes=False)
     panel.set(node="vega", time="00:10:00")
     panel.text["cpus_per_task"].value = "64"
-    expected = ("--cpus-per-task 64: node vega offers 2 CPUs; ask for at most --cpus-per-task 2 "
-                "(or choose another node: %oscar_nodes)")
+    expected = (
+        "--cpus-per-task 64: node vega offers 2 CPUs; ask for at most --cpus-per-task 2 "
+        "(or choose another node: %oscar_nodes)"
+    )
     assert panel.problems["cpus_per_task"].message == expected
     assert panel.errors["cpus_per_task"].value == expected  # nothing to escape in it
     assert "oj-invalid" in panel.cells["cpus_per_task"]._dom_classes
@@ -175,8 +195,9 @@ def test_the_panel_marks_the_field_as_the_user_types_and_clears_it_when_it_fits(
     assert str(refused.value) == expected
 
     panel.text["mem"].value = "32G"
-    assert panel.problems["mem"].message.startswith("--mem 32G: 32.0 GiB asked and node vega "
-                                                    "offers 2.0 GiB")
+    assert panel.problems["mem"].message.startswith(
+        "--mem 32G: 32.0 GiB asked and node vega offers 2.0 GiB"
+    )
     panel.text["cpus_per_task"].value = "2"
     panel.text["mem"].value = "1G"
     assert panel.problems == {}
@@ -191,8 +212,11 @@ def test_the_panel_judges_gpus_with_the_profiles_site_facts(schedules):
     from oscar_jupyter.widgets import Panel
 
     session = Session()
-    session.profile = ClusterProfile(cluster_id="site", endpoint="https://oscar.example.org",
-                                     defaults={"jupyter": {"gpu_scheduling": schedules}})
+    session.profile = ClusterProfile(
+        cluster_id="site",
+        endpoint="https://oscar.example.org",
+        defaults={"jupyter": {"gpu_scheduling": schedules}},
+    )
     session._nodes = [node("vega", gpus=0)]
     session._node_names = ["vega"]
     panel = Panel(session=session, load_nodes=False)

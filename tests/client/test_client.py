@@ -24,8 +24,9 @@ BASIC = "Basic " + base64.b64encode(f"{ADMIN_USER}:{ADMIN_PASSWORD}".encode()).d
 
 
 def basic_profile(server, **extra) -> ClusterProfile:
-    return ClusterProfile("test", server.url, user=ADMIN_USER, password=Secret(ADMIN_PASSWORD),
-                          **extra)
+    return ClusterProfile(
+        "test", server.url, user=ADMIN_USER, password=Secret(ADMIN_PASSWORD), **extra
+    )
 
 
 @pytest.fixture
@@ -41,6 +42,7 @@ def free_port() -> int:
 
 
 # --- cluster calls and Basic auth ------------------------------------------------------------
+
 
 def test_health_needs_no_credentials(fake_oscar):
     with OscarClient(ClusterProfile("anon", fake_oscar.url)) as oscar:
@@ -78,6 +80,7 @@ def test_wrong_password_gives_401_with_the_fix(fake_oscar):
 
 # --- services --------------------------------------------------------------------------------
 
+
 def test_service_lifecycle(client, fake_oscar):
     client.create_service({"name": "runner-1", "image": "python:3.11", "script": "echo"})
     assert [s["name"] for s in client.list_services()] == ["runner-1"]
@@ -94,15 +97,19 @@ def test_service_lifecycle(client, fake_oscar):
 def test_404_carries_the_server_s_text(client):
     with pytest.raises(OscarError) as caught:
         client.get_service("missing")
-    assert str(caught.value) == \
-        'OSCAR answered 404 on GET /system/services/missing: The service "missing" does not exist'
+    assert (
+        str(caught.value) == "OSCAR answered 404 on GET /system/services/missing: "
+        'The service "missing" does not exist'
+    )
     assert caught.value.message == 'The service "missing" does not exist'
 
 
 def test_400_on_duplicate_create(client, fake_oscar):
     fake_oscar.add_service("dup")
-    with pytest.raises(OscarError, match="400 on POST /system/services: A service with the "
-                                         "provided name already exists"):
+    with pytest.raises(
+        OscarError,
+        match="400 on POST /system/services: A service with the provided name already exists",
+    ):
         client.create_service({"name": "dup", "image": "i", "script": "s"})
 
 
@@ -125,6 +132,7 @@ def test_service_token_comes_from_the_service_and_is_cached(client, fake_oscar):
 
 
 # --- jobs ------------------------------------------------------------------------------------
+
 
 def test_submit_job_uses_the_service_token_and_names_the_job(client, fake_oscar):
     service = fake_oscar.add_service("svc")
@@ -178,8 +186,10 @@ def test_listing_accepts_the_old_bare_map(client, fake_oscar):
     fake_oscar.add_service("svc")
     fake_oscar.legacy_listing = True
     fake_oscar.jobs["svc"] = {"svc-a": {"status": "Running"}, "svc-b": {"status": "Failed"}}
-    assert client.list_jobs("svc") == {"svc-a": {"status": "Running"},
-                                       "svc-b": {"status": "Failed"}}
+    assert client.list_jobs("svc") == {
+        "svc-a": {"status": "Running"},
+        "svc-b": {"status": "Failed"},
+    }
 
 
 def test_empty_listing(client, fake_oscar):
@@ -189,8 +199,11 @@ def test_empty_listing(client, fake_oscar):
 
 def test_logs_and_deletes(client, fake_oscar):
     fake_oscar.add_service("svc")
-    fake_oscar.jobs["svc"] = {"svc-a": {"status": "Succeeded"}, "svc-b": {"status": "Running"},
-                              "svc-c": {"status": "Pending"}}
+    fake_oscar.jobs["svc"] = {
+        "svc-a": {"status": "Succeeded"},
+        "svc-b": {"status": "Running"},
+        "svc-c": {"status": "Pending"},
+    }
     fake_oscar.logs[("svc", "svc-a")] = "line 1\n  line 2\n"
     assert client.job_logs("svc", "svc-a") == "line 1\n  line 2\n"
     client.delete_jobs("svc")
@@ -206,6 +219,7 @@ def test_logs_and_deletes(client, fake_oscar):
 
 
 # --- retries ---------------------------------------------------------------------------------
+
 
 def test_get_is_retried_on_503(client, fake_oscar):
     fake_oscar.failures[("GET", "/system/info")] = [503, 502]
@@ -285,6 +299,7 @@ def test_non_json_answer(fake_oscar):
 
 # --- OIDC: the Keycloak refresh flow and bearer tokens ---------------------------------------
 
+
 def oidc_profile(server, **extra) -> ClusterProfile:
     return ClusterProfile("kc", server.url, refresh_token=Secret(server.refresh_token()), **extra)
 
@@ -297,8 +312,10 @@ def test_refresh_token_is_exchanged_on_creation(fake_oscar):
     form = fake_oscar.seen("POST", TOKEN_PATH)[0].body.decode()
     assert "grant_type=refresh_token" in form and "client_id=oscar-client" in form
     assert "scope=openid+profile" in form
-    assert fake_oscar.seen("GET", "/system/info")[0].headers["authorization"] == \
-        f"Bearer {fake_oscar.issued[0]}"
+    assert (
+        fake_oscar.seen("GET", "/system/info")[0].headers["authorization"]
+        == f"Bearer {fake_oscar.issued[0]}"
+    )
 
 
 def test_a_401_refreshes_once_and_retries(fake_oscar):
@@ -307,8 +324,10 @@ def test_a_401_refreshes_once_and_retries(fake_oscar):
         assert oscar.info()["version"] == "v4.1.2"
         assert len(fake_oscar.issued) == 2
         infos = fake_oscar.seen("GET", "/system/info")
-        assert [r.headers["authorization"] for r in infos] == \
-            [f"Bearer {fake_oscar.issued[0]}", f"Bearer {fake_oscar.issued[1]}"]
+        assert [r.headers["authorization"] for r in infos] == [
+            f"Bearer {fake_oscar.issued[0]}",
+            f"Bearer {fake_oscar.issued[1]}",
+        ]
 
 
 def test_a_second_401_is_not_retried_forever(fake_oscar):
@@ -341,18 +360,31 @@ def test_oidc_job_uses_the_oidc_token_after_a_system_call(fake_oscar):
 
 def test_explicit_access_token_is_used_as_is(fake_oscar):
     fake_oscar.access_tokens.add("plain-access-token")
-    with OscarClient(ClusterProfile("t", fake_oscar.url,
-                                    token=Secret("plain-access-token"))) as oscar:
+    with OscarClient(
+        ClusterProfile("t", fake_oscar.url, token=Secret("plain-access-token"))
+    ) as oscar:
         oscar.list_services()
-    assert fake_oscar.seen("GET", "/system/services")[0].headers["authorization"] == \
-        "Bearer plain-access-token"
+    assert (
+        fake_oscar.seen("GET", "/system/services")[0].headers["authorization"]
+        == "Bearer plain-access-token"
+    )
     assert not fake_oscar.seen("POST", TOKEN_PATH)
 
 
 def test_expired_refresh_token_names_the_fix(fake_oscar):
-    profile = ClusterProfile("kc", fake_oscar.url, refresh_token=Secret(make_jwt({
-        "iss": fake_oscar.url + "/realms/test", "azp": "oscar-client",
-        "scope": "openid profile"})))
+    profile = ClusterProfile(
+        "kc",
+        fake_oscar.url,
+        refresh_token=Secret(
+            make_jwt(
+                {
+                    "iss": fake_oscar.url + "/realms/test",
+                    "azp": "oscar-client",
+                    "scope": "openid profile",
+                }
+            )
+        ),
+    )
     with pytest.raises(TokenRefreshError) as caught:
         OscarClient(profile)
     text = str(caught.value)
@@ -372,8 +404,9 @@ def test_refresh_token_without_issuer(fake_oscar):
 
 
 def test_unreachable_identity_provider(fake_oscar):
-    bad = make_jwt({"iss": f"http://127.0.0.1:{free_port()}/realms/x", "azp": "a",
-                    "scope": "openid"})
+    bad = make_jwt(
+        {"iss": f"http://127.0.0.1:{free_port()}/realms/x", "azp": "a", "scope": "openid"}
+    )
     with pytest.raises(TokenRefreshError, match="Cannot reach the OIDC token endpoint"):
         OscarClient(ClusterProfile("kc", fake_oscar.url, refresh_token=Secret(bad)))
 
@@ -393,14 +426,18 @@ def test_oidc_agent_token_through_oidc_token(fake_oscar, tmp_path, monkeypatch):
     fake_oscar.access_tokens.add("agent-access-token")
     script = tmp_path / "bin" / "oidc-token"
     script.parent.mkdir()
-    script.write_text('#!/bin/sh\n[ "$2" = egi ] && echo agent-access-token && exit 0\n'
-                      'echo "Error: account not loaded" >&2; exit 1\n')
+    script.write_text(
+        '#!/bin/sh\n[ "$2" = egi ] && echo agent-access-token && exit 0\n'
+        'echo "Error: account not loaded" >&2; exit 1\n'
+    )
     script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin:/bin")
     with OscarClient(ClusterProfile("ag", fake_oscar.url, oidc_account_name="egi")) as oscar:
         oscar.info()
-    assert fake_oscar.seen("GET", "/system/info")[0].headers["authorization"] == \
-        "Bearer agent-access-token"
+    assert (
+        fake_oscar.seen("GET", "/system/info")[0].headers["authorization"]
+        == "Bearer agent-access-token"
+    )
     with pytest.raises(TokenRefreshError, match="account not loaded.*oidc-add other"):
         OscarClient(ClusterProfile("ag", fake_oscar.url, oidc_account_name="other"))
 
@@ -412,6 +449,7 @@ def test_oidc_agent_missing(fake_oscar, monkeypatch, tmp_path):
 
 
 # --- threads ---------------------------------------------------------------------------------
+
 
 def test_one_client_serves_a_poller_thread_and_the_main_thread(client, fake_oscar):
     fake_oscar.add_service("svc")
@@ -442,6 +480,7 @@ def test_repr_names_the_cluster_not_the_secrets(client):
 
 # --- TLS -------------------------------------------------------------------------------------
 
+
 def test_self_signed_certificate_is_refused_with_the_fix(fake_oscar_tls):
     profile = ClusterProfile("tls", fake_oscar_tls.url)
     with OscarClient(profile, retries=0) as oscar, pytest.raises(OscarError) as caught:
@@ -452,8 +491,13 @@ def test_self_signed_certificate_is_refused_with_the_fix(fake_oscar_tls):
 
 
 def test_ssl_verify_false_accepts_the_self_signed_certificate(fake_oscar_tls):
-    profile = ClusterProfile("tls", fake_oscar_tls.url, user=ADMIN_USER,
-                             password=Secret(ADMIN_PASSWORD), ssl_verify=False)
+    profile = ClusterProfile(
+        "tls",
+        fake_oscar_tls.url,
+        user=ADMIN_USER,
+        password=Secret(ADMIN_PASSWORD),
+        ssl_verify=False,
+    )
     with OscarClient(profile) as oscar:
         assert oscar.health() == "Ok"
         assert oscar.info()["version"] == "v4.1.2"

@@ -62,8 +62,10 @@ def several(clean_environment) -> Path:
 
 # --- reading ---------------------------------------------------------------------------------
 
-def test_default_path_is_oscar_cli_s_and_the_variable_moves_it(clean_environment, monkeypatch,
-                                                              tmp_path):
+
+def test_default_path_is_oscar_cli_s_and_the_variable_moves_it(
+    clean_environment, monkeypatch, tmp_path
+):
     assert default_config_path() == clean_environment / ".oscar-cli" / "config.yaml"
     monkeypatch.setenv("OSCAR_CLI_CONFIG", str(tmp_path / "other.yaml"))
     assert default_config_path() == tmp_path / "other.yaml"
@@ -82,8 +84,11 @@ def test_the_default_cluster_with_basic_auth_and_its_offload_defaults(several):
     assert profile.user == "oscar"
     assert profile.password == Secret("zeta-pass-1")
     assert profile.ssl_verify is True
-    assert profile.defaults == {"memory": "512Mi", "log_level": "INFO",
-                                "jupyter": {"node": "vega-vk", "time": "01:00:00"}}
+    assert profile.defaults == {
+        "memory": "512Mi",
+        "log_level": "INFO",
+        "jupyter": {"node": "vega-vk", "time": "01:00:00"},
+    }
 
 
 def test_a_named_cluster_with_a_refresh_token_and_ssl_verify_false(several):
@@ -98,8 +103,9 @@ def test_a_named_cluster_with_a_refresh_token_and_ssl_verify_false(several):
 def test_a_json_file_reads_the_same(tmp_path):
     path = write(tmp_path / "config.json", json.dumps(yaml.safe_load(SEVERAL)))
     assert list_profiles(path) == ["zeta", "alpha", "mid"]
-    assert load_profile(config_path=path) == load_profile(config_path=write(
-        tmp_path / "c.yml", SEVERAL))
+    assert load_profile(config_path=path) == load_profile(
+        config_path=write(tmp_path / "c.yml", SEVERAL)
+    )
 
 
 def test_a_single_cluster_without_default_is_the_default(tmp_path):
@@ -116,13 +122,17 @@ def test_no_file_means_no_profiles(tmp_path):
 
 # --- precedence ------------------------------------------------------------------------------
 
+
 def test_environment_overrides_the_default_cluster(several, monkeypatch):
     monkeypatch.setenv("OSCAR_USER", "envuser")
     monkeypatch.setenv("OSCAR_PASSWORD", "env-pass")
     monkeypatch.setenv("OSCAR_SSL_VERIFY", "no")
     profile = load_profile()
-    assert (profile.user, profile.password, profile.ssl_verify) == \
-        ("envuser", Secret("env-pass"), False)
+    assert (profile.user, profile.password, profile.ssl_verify) == (
+        "envuser",
+        Secret("env-pass"),
+        False,
+    )
     assert profile.cluster_id == "zeta" and profile.endpoint == "https://zeta.example.org"
 
 
@@ -143,16 +153,31 @@ def test_explicit_arguments_override_the_environment(several, monkeypatch):
     monkeypatch.setenv("OSCAR_PASSWORD", "env-pass")
     monkeypatch.setenv("OSCAR_SSL_VERIFY", "false")
     monkeypatch.setenv("OSCAR_TOKEN", "env-token")
-    profile = load_profile("mid", user="argu", password="arg-pass", ssl_verify=True,
-                           token=Secret("arg-token"))
-    assert (profile.user, profile.password, profile.ssl_verify, profile.token) == \
-        ("argu", Secret("arg-pass"), True, Secret("arg-token"))
+    profile = load_profile(
+        "mid", user="argu", password="arg-pass", ssl_verify=True, token=Secret("arg-token")
+    )
+    assert (profile.user, profile.password, profile.ssl_verify, profile.token) == (
+        "argu",
+        Secret("arg-pass"),
+        True,
+        Secret("arg-token"),
+    )
     assert profile.auth_kind == "token"
 
 
-@pytest.mark.parametrize(("word", "expected"), [
-    ("true", True), ("1", True), ("yes", True), ("TRUE", True),
-    ("false", False), ("0", False), ("no", False), ("No", False)])
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [
+        ("true", True),
+        ("1", True),
+        ("yes", True),
+        ("TRUE", True),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+        ("No", False),
+    ],
+)
 def test_ssl_verify_words(word, expected, monkeypatch):
     monkeypatch.setenv("OSCAR_SSL_VERIFY", word)
     assert load_profile(endpoint="https://x.example.org").ssl_verify is expected
@@ -192,6 +217,7 @@ def test_empty_environment_variables_count_as_unset(several, monkeypatch):
 
 
 # --- errors name the fix ---------------------------------------------------------------------
+
 
 def error_of(*args, **kwargs) -> str:
     with pytest.raises(ConfigError) as caught:
@@ -256,8 +282,9 @@ def test_bad_ssl_verify_word(monkeypatch):
 
 
 def test_bad_ssl_verify_in_the_file(tmp_path):
-    path = write(tmp_path / "c.yaml", "oscar:\n  x:\n    endpoint: http://h\n    ssl_verify: "
-                 "sometimes\n")
+    path = write(
+        tmp_path / "c.yaml", "oscar:\n  x:\n    endpoint: http://h\n    ssl_verify: sometimes\n"
+    )
     text = error_of(config_path=path)
     assert "oscar.x" in text and "ssl_verify" in text and "c.yaml" in text
 
@@ -281,8 +308,9 @@ def test_cluster_without_endpoint(tmp_path):
 
 
 def test_several_clusters_and_no_default(tmp_path):
-    path = write(tmp_path / "c.yaml", "oscar:\n  a: {endpoint: 'http://a'}\n"
-                 "  b: {endpoint: 'http://b'}\n")
+    path = write(
+        tmp_path / "c.yaml", "oscar:\n  a: {endpoint: 'http://a'}\n  b: {endpoint: 'http://b'}\n"
+    )
     text = error_of(config_path=path)
     assert "a, b" in text and "oscar-cli cluster default" in text
 
@@ -314,16 +342,23 @@ def test_profile_validates_itself():
 
 # --- saving ----------------------------------------------------------------------------------
 
+
 def test_save_keeps_other_clusters_their_order_and_unknown_keys(several):
     raw = yaml.safe_load(several.read_text())
     raw["oscar"]["zeta"]["site_flag"] = 7
     raw["extra_top_level"] = {"k": "v"}
     several.write_text(yaml.safe_dump(raw, sort_keys=False))
 
-    changed = ClusterProfile("zeta", "https://zeta2.example.org", user="oscar",
-                             password=Secret("new-pass"), defaults={"memory": "1Gi"})
-    added = ClusterProfile("local", "http://127.0.0.1:8765", user="oscar",
-                           password=Secret("local-pass"))
+    changed = ClusterProfile(
+        "zeta",
+        "https://zeta2.example.org",
+        user="oscar",
+        password=Secret("new-pass"),
+        defaults={"memory": "1Gi"},
+    )
+    added = ClusterProfile(
+        "local", "http://127.0.0.1:8765", user="oscar", password=Secret("local-pass")
+    )
     save_profile(changed)
     path = save_profile(added)
 
@@ -341,10 +376,16 @@ def test_save_keeps_other_clusters_their_order_and_unknown_keys(several):
 
 
 def test_save_round_trips_every_field(tmp_path):
-    profile = ClusterProfile("r", "https://r.example.org", user="u", password=Secret("p"),
-                             refresh_token=Secret("a.b.c"), oidc_account_name="egi",
-                             ssl_verify=False,
-                             defaults={"log_level": "DEBUG", "jupyter": {"node": "n1"}})
+    profile = ClusterProfile(
+        "r",
+        "https://r.example.org",
+        user="u",
+        password=Secret("p"),
+        refresh_token=Secret("a.b.c"),
+        oidc_account_name="egi",
+        ssl_verify=False,
+        defaults={"log_level": "DEBUG", "jupyter": {"node": "n1"}},
+    )
     path = save_profile(profile, config_path=tmp_path / "c.yaml")
     assert load_profile("r", config_path=path) == profile
     entry = yaml.safe_load(path.read_text())["oscar"]["r"]
@@ -364,18 +405,17 @@ def test_save_make_default_and_first_cluster_becomes_default(tmp_path):
 
 def test_save_writes_mode_0600_atomically(several):
     several.chmod(0o644)
-    save_profile(ClusterProfile("mid", "http://127.0.0.1:8080", user="admin",
-                                password=Secret("x")))
+    save_profile(ClusterProfile("mid", "http://127.0.0.1:8080", user="admin", password=Secret("x")))
     assert stat.S_IMODE(several.stat().st_mode) == 0o600
     assert sorted(p.name for p in several.parent.iterdir()) == ["config.yaml"]  # no temp files
 
 
 def test_save_json_file_stays_json(tmp_path):
-    path = write(tmp_path / "config.json", json.dumps({"oscar": {"a": {"endpoint": "http://a",
-                                                                        "z": 1}},
-                                                        "default": "a"}))
-    save_profile(ClusterProfile("b", "http://b", user="u", password=Secret("p")),
-                 config_path=path)
+    path = write(
+        tmp_path / "config.json",
+        json.dumps({"oscar": {"a": {"endpoint": "http://a", "z": 1}}, "default": "a"}),
+    )
+    save_profile(ClusterProfile("b", "http://b", user="u", password=Secret("p")), config_path=path)
     data = json.loads(path.read_text())
     assert list(data["oscar"]) == ["a", "b"] and data["oscar"]["a"]["z"] == 1
     assert data["oscar"]["b"]["auth_password"] == "p" and data["default"] == "a"
@@ -383,11 +423,14 @@ def test_save_json_file_stays_json(tmp_path):
 
 def test_save_refuses_defaults_it_cannot_place(tmp_path):
     with pytest.raises(ConfigError, match=r"defaults\['jupyter'\]"):
-        save_profile(ClusterProfile("a", "http://a", defaults={"node": "x"}),
-                     config_path=tmp_path / "c.yaml")
+        save_profile(
+            ClusterProfile("a", "http://a", defaults={"node": "x"}), config_path=tmp_path / "c.yaml"
+        )
 
 
 def test_save_does_not_store_a_short_lived_access_token(tmp_path):
-    path = save_profile(ClusterProfile("a", "http://a", token=Secret("short-lived-tok")),
-                        config_path=tmp_path / "c.yaml")
+    path = save_profile(
+        ClusterProfile("a", "http://a", token=Secret("short-lived-tok")),
+        config_path=tmp_path / "c.yaml",
+    )
     assert "short-lived-tok" not in path.read_text()

@@ -25,9 +25,15 @@ def log_dir(tmp_path, monkeypatch):
 
 
 def a_record(job: str = JOB, **changes) -> JobRecord:
-    values = {"cluster": "egi", "endpoint": ENDPOINT, "service": "oj-0123456789-abcdef01",
-              "job": job, "kernel": "aaaaaa", "submitted_at": "2026-12-01T10:00:00Z",
-              "label": JobLabel("/home/u/work/train.ipynb", "cell-1", 3, "fit(model)")}
+    values = {
+        "cluster": "egi",
+        "endpoint": ENDPOINT,
+        "service": "oj-0123456789-abcdef01",
+        "job": job,
+        "kernel": "aaaaaa",
+        "submitted_at": "2026-12-01T10:00:00Z",
+        "label": JobLabel("/home/u/work/train.ipynb", "cell-1", 3, "fit(model)"),
+    }
     return JobRecord(**{**values, **changes})
 
 
@@ -57,10 +63,13 @@ def test_a_write_is_whole_or_not_at_all():
 
 def test_label_of_the_running_cell_in_a_real_shell(ipshell, monkeypatch):
     monkeypatch.setenv("JPY_SESSION_NAME", "/srv/notebooks/run.ipynb")
-    parent = {"header": {"msg_type": "execute_request"},
-              "metadata": {"cellId": "6c9f1a2e-0b7e", "deletedCells": []}}
-    monkeypatch.setattr(ipshell, "kernel", SimpleNamespace(get_parent=lambda: parent),
-                        raising=False)
+    parent = {
+        "header": {"msg_type": "execute_request"},
+        "metadata": {"cellId": "6c9f1a2e-0b7e", "deletedCells": []},
+    }
+    monkeypatch.setattr(
+        ipshell, "kernel", SimpleNamespace(get_parent=lambda: parent), raising=False
+    )
     ipshell.user_ns["current_label"] = job_records.current_label
     code = "\n  \n" + "x = compute(" + "a" * 100 + ")\nprint(x)\n"
     ran = ipshell.run_cell(f"label = current_label({code!r})", store_history=True)
@@ -73,12 +82,15 @@ def test_label_of_the_running_cell_in_a_real_shell(ipshell, monkeypatch):
     assert label.text(JOB) == f"run.ipynb · [{ran.execution_count}] · {label.first_line}"
 
 
-@pytest.mark.parametrize("kernel", [
-    None,  # plain IPython: no kernel
-    SimpleNamespace(get_parent=lambda: {}),  # no metadata
-    SimpleNamespace(get_parent=lambda: {"metadata": {"cellId": 7}}),  # not a cell id
-    SimpleNamespace(get_parent=lambda: (_ for _ in ()).throw(RuntimeError("no parent"))),
-])
+@pytest.mark.parametrize(
+    "kernel",
+    [
+        None,  # plain IPython: no kernel
+        SimpleNamespace(get_parent=lambda: {}),  # no metadata
+        SimpleNamespace(get_parent=lambda: {"metadata": {"cellId": 7}}),  # not a cell id
+        SimpleNamespace(get_parent=lambda: (_ for _ in ()).throw(RuntimeError("no parent"))),
+    ],
+)
 def test_what_the_shell_does_not_know_is_none(ipshell, monkeypatch, kernel):
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
     monkeypatch.setattr(ipshell, "kernel", kernel, raising=False)
@@ -98,9 +110,14 @@ def test_outside_ipython_the_label_is_the_first_line_only(monkeypatch):
 def test_a_record_keeps_the_first_line_and_no_setting_values(monkeypatch):
     monkeypatch.setenv("MY_API_TOKEN", "tok-5ecret-value")
     code = "import os\nkey = os.environ['MY_API_TOKEN']  # tok-5ecret-value\n"
-    record = job_records.record_submitted(cluster="egi", endpoint=ENDPOINT,
-                                          service="oj-0123456789-abcdef01", job=JOB,
-                                          kernel="aaaaaa", code=code)
+    record = job_records.record_submitted(
+        cluster="egi",
+        endpoint=ENDPOINT,
+        service="oj-0123456789-abcdef01",
+        job=JOB,
+        kernel="aaaaaa",
+        code=code,
+    )
     text = (job_records.cluster_dir(ENDPOINT) / f"{JOB}.json").read_text()
     assert record.label.first_line == "import os"
     assert "tok-5ecret-value" not in text and "MY_API_TOKEN" not in text
@@ -116,8 +133,7 @@ def test_marking_a_job_cancelled_keeps_who_did_it_first():
     assert record.label == a_record().label and record.finished_at
     # A job with no record (submitted elsewhere) gets one, without a label.
     other = JOB[:-1] + "c"
-    handle = SimpleNamespace(client=SimpleNamespace(endpoint=ENDPOINT), service="svc",
-                             name=other)
+    handle = SimpleNamespace(client=SimpleNamespace(endpoint=ENDPOINT), service="svc", name=other)
     job_records.note_cancelled(handle, "the sidebar")
     assert job_records.load(ENDPOINT, other).label == JobLabel()
 
@@ -140,8 +156,10 @@ def test_each_cluster_user_gets_the_records_of_their_own_services():
     alice, bob = (spec.service_name(owner, ENDPOINT) for owner in ("alice", "bob"))
     job_records.save(a_record(f"{alice}-aaaaaa-000000000001", service=alice))
     job_records.save(a_record(f"{bob}-bbbbbb-000000000002", service=bob))
-    assert set(job_records.records(ENDPOINT)) == {f"{alice}-aaaaaa-000000000001",
-                                                  f"{bob}-bbbbbb-000000000002"}
+    assert set(job_records.records(ENDPOINT)) == {
+        f"{alice}-aaaaaa-000000000001",
+        f"{bob}-bbbbbb-000000000002",
+    }
     assert set(job_records.records(ENDPOINT, "alice")) == {f"{alice}-aaaaaa-000000000001"}
     assert set(job_records.records(ENDPOINT, "bob")) == {f"{bob}-bbbbbb-000000000002"}
 

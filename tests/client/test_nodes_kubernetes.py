@@ -28,16 +28,27 @@ def vk_node(name: str, label: str, cpu: str, memory: str, gpus: str | None, read
     key, value = label.split("=")
     return {
         "metadata": {"name": name, "labels": {key: value, "kubernetes.io/hostname": name}},
-        "spec": {"taints": [{"key": "virtual-node.interlink/no-schedule", "value": "true",
-                             "effect": "NoSchedule"}]},
-        "status": {"capacity": capacity, "allocatable": capacity,
-                   "conditions": [{"type": "Ready", "status": ready}]},
+        "spec": {
+            "taints": [
+                {
+                    "key": "virtual-node.interlink/no-schedule",
+                    "value": "true",
+                    "effect": "NoSchedule",
+                }
+            ]
+        },
+        "status": {
+            "capacity": capacity,
+            "allocatable": capacity,
+            "conditions": [{"type": "Ready", "status": ready}],
+        },
     }
 
 
 NODES = [
-    vk_node("vega-new-vk", "virtual-node.interlink/type=virtual-kubelet", "512", "1000Gi", "8",
-            "True"),
+    vk_node(
+        "vega-new-vk", "virtual-node.interlink/type=virtual-kubelet", "512", "1000Gi", "8", "True"
+    ),
     vk_node("old-vk", "type=virtual-kubelet", "100", "3000G", None, "False"),
 ]
 
@@ -51,10 +62,14 @@ def kube_api():
             url = urlsplit(self.path)
             selector = parse_qs(url.query).get("labelSelector", [""])[0]
             selectors.append(selector)
-            items = [n for n in NODES if selector in (
-                f"{k}={v}" for k, v in n["metadata"]["labels"].items())]
-            body = json.dumps({"kind": "NodeList", "apiVersion": "v1", "metadata": {},
-                               "items": items}).encode()
+            items = [
+                n
+                for n in NODES
+                if selector in (f"{k}={v}" for k, v in n["metadata"]["labels"].items())
+            ]
+            body = json.dumps(
+                {"kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": items}
+            ).encode()
             self.send_response(200 if url.path == "/api/v1/nodes" else 404)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -74,12 +89,18 @@ def kube_api():
 def kubeconfig(kube_api, tmp_path, monkeypatch):
     url, _ = kube_api
     path = tmp_path / "kubeconfig"
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "k", "cluster": {"server": url}}],
-        "users": [{"name": "u", "user": {"token": "kube-token"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "c",
+                "clusters": [{"name": "k", "cluster": {"server": url}}],
+                "users": [{"name": "u", "user": {"token": "kube-token"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+            }
+        )
+    )
     monkeypatch.setenv("KUBECONFIG", str(path))
     return path
 

@@ -37,11 +37,16 @@ def sessions(fake_oscar):
 
     def make(who: str = "admin") -> Session:
         if who == "admin":
-            profile = ClusterProfile(cluster_id="fake", endpoint=fake_oscar.url, user=ADMIN_USER,
-                                     password=Secret(ADMIN_PASSWORD))
+            profile = ClusterProfile(
+                cluster_id="fake",
+                endpoint=fake_oscar.url,
+                user=ADMIN_USER,
+                password=Secret(ADMIN_PASSWORD),
+            )
         else:
-            profile = ClusterProfile(cluster_id="fake", endpoint=fake_oscar.url,
-                                     token=Secret(fake_oscar.user_token(who)))
+            profile = ClusterProfile(
+                cluster_id="fake", endpoint=fake_oscar.url, token=Secret(fake_oscar.user_token(who))
+            )
         session = Session()
         session.client, session.profile = OscarClient(profile, retries=0), profile
         made.append(session)
@@ -52,8 +57,13 @@ def sessions(fake_oscar):
         session.client.close()
 
 
-def finish(fake_oscar, job: Job | str, service: str | None = None, exit_code: int | None = 0,
-           phase: str = "Succeeded") -> None:
+def finish(
+    fake_oscar,
+    job: Job | str,
+    service: str | None = None,
+    exit_code: int | None = 0,
+    phase: str = "Succeeded",
+) -> None:
     """The job ran: OSCAR says `phase`, the log holds the runner's start line and exit sentinel
     (none when `exit_code` is None)."""
     name = job if isinstance(job, str) else job.name
@@ -63,20 +73,27 @@ def finish(fake_oscar, job: Job | str, service: str | None = None, exit_code: in
         log += f"@@OJ|x|0|{exit_code}|@@\n"
     with fake_oscar.lock:
         fake_oscar.jobs[service][name] = {
-            "status": phase, "creation_time": "2026-01-01T10:00:00Z",
-            "start_time": "2026-01-01T10:00:01Z", "finish_time": "2026-01-01T10:00:09Z"}
+            "status": phase,
+            "creation_time": "2026-01-01T10:00:00Z",
+            "start_time": "2026-01-01T10:00:01Z",
+            "finish_time": "2026-01-01T10:00:09Z",
+        }
         fake_oscar.logs[(service, name)] = log
 
 
 def run(fake_oscar, job: Job) -> None:
     with fake_oscar.lock:
-        fake_oscar.jobs[job.service][job.name] = {"status": "Running",
-                                                  "start_time": "2026-01-01T10:00:01Z"}
+        fake_oscar.jobs[job.service][job.name] = {
+            "status": "Running",
+            "start_time": "2026-01-01T10:00:01Z",
+        }
         fake_oscar.logs[(job.service, job.name)] = (
-            f'@@OJ|s|0|{{"node": "vk", "job": "{job.name}"}}|@@\n')
+            f'@@OJ|s|0|{{"node": "vk", "job": "{job.name}"}}|@@\n'
+        )
 
 
 # -- 1. runner services named per owner -------------------------------------------------------
+
 
 def test_two_oidc_users_with_the_same_settings_both_offload(sessions, fake_oscar):
     alice, bob = sessions("alice"), sessions("bob")
@@ -123,8 +140,11 @@ def test_already_exists_after_a_404_is_another_kernel_creating_it(sessions, fake
     fake_oscar.add_service(name, owner="alice", labels={RUNNER_LABEL: "true"})
     fake_oscar.failures[("GET", f"/system/services/{name}")] = [404]
     assert alice.ensure_service(spec) == name
-    assert [r.method for r in fake_oscar.requests if r.path.startswith("/system/services")] \
-        == ["GET", "POST", "GET"]
+    assert [r.method for r in fake_oscar.requests if r.path.startswith("/system/services")] == [
+        "GET",
+        "POST",
+        "GET",
+    ]
     assert name not in alice.services  # not created by this kernel
 
 
@@ -136,6 +156,7 @@ def test_basic_auth_users_get_names_of_their_own(fake_oscar, sessions):
 
 
 # -- 2. jobs named per kernel; scopes ---------------------------------------------------------
+
 
 def test_job_names_carry_the_kernel_tag_within_kubernetes_limits(sessions):
     one, two = sessions(), sessions()
@@ -150,8 +171,10 @@ def two_kernels_and_another_user(sessions, fake_oscar):
     spec = OffloadSpec(**SPEC)
     jobs = {
         "k1": [k1.submit("print(1)", spec), k1.submit("print(2)", spec)],
-        "k2": [k2.submit("print(3)", spec),
-               k2.submit("print(4)", OffloadSpec(**{**SPEC, "time": "00:09:00"}))],
+        "k2": [
+            k2.submit("print(3)", spec),
+            k2.submit("print(4)", OffloadSpec(**{**SPEC, "time": "00:09:00"})),
+        ],
         "bob": [bob.submit("print(5)", spec)],
     }
     return k1, k2, bob, jobs
@@ -210,14 +233,16 @@ def test_cleanup_deletes_only_this_kernels_finished_jobs(sessions, fake_oscar):
     assert left == {j.name for j in jobs["k2"] + jobs["bob"]}
     report = k2.cleanup(scope="mine")
     assert sorted(report.deleted_jobs) == sorted(j.name for j in jobs["k2"])
-    assert {n for listing in fake_oscar.jobs.values() for n in listing} == \
-        {j.name for j in jobs["bob"]}
+    assert {n for listing in fake_oscar.jobs.values() for n in listing} == {
+        j.name for j in jobs["bob"]
+    }
 
 
 def test_cleanup_skips_unfinished_jobs_and_uses_the_runners_exit(sessions, fake_oscar):
     k1 = sessions()
-    done, running, sentinel_first = (k1.submit(f"print({i})", OffloadSpec(**SPEC))
-                                     for i in range(3))
+    done, running, sentinel_first = (
+        k1.submit(f"print({i})", OffloadSpec(**SPEC)) for i in range(3)
+    )
     finish(fake_oscar, done, exit_code=1)
     run(fake_oscar, running)
     finish(fake_oscar, sentinel_first, phase="Running")  # exit sentinel ahead of OSCAR's phase
@@ -256,12 +281,24 @@ def test_the_next_offload_after_a_cleanup_creates_the_service_again(sessions, fa
 
 # -- 3. one status per job in every view ------------------------------------------------------
 
+
 @pytest.fixture()
 def sidebar(fake_oscar, tmp_path, monkeypatch):
     config = tmp_path / "oscar-cli.yaml"
-    config.write_text(yaml.safe_dump({"oscar": {"fake": {
-        "endpoint": fake_oscar.url, "auth_user": ADMIN_USER, "auth_password": ADMIN_PASSWORD,
-    }}, "default": "fake"}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "oscar": {
+                    "fake": {
+                        "endpoint": fake_oscar.url,
+                        "auth_user": ADMIN_USER,
+                        "auth_password": ADMIN_PASSWORD,
+                    }
+                },
+                "default": "fake",
+            }
+        )
+    )
     monkeypatch.setenv("OSCAR_CLI_CONFIG", str(config))
     backend = SidebarBackend()
     yield backend
@@ -289,8 +326,7 @@ def test_every_view_shows_the_runners_status(sessions, fake_oscar, sidebar):
     assert (entry["exit_code"], entry["kernel"]) == (3, k2.kernel_tag)
 
 
-def test_final_states_are_remembered_and_logs_read_only_until_then(sessions, fake_oscar,
-                                                                   sidebar):
+def test_final_states_are_remembered_and_logs_read_only_until_then(sessions, fake_oscar, sidebar):
     k1 = sessions()
     done, running = (k1.submit(f"print({i})", OffloadSpec(**SPEC)) for i in range(2))
     finish(fake_oscar, done)
@@ -301,8 +337,10 @@ def test_final_states_are_remembered_and_logs_read_only_until_then(sessions, fak
     for _ in range(3):
         other.list_jobs("mine")
         sidebar.jobs(None)
-    log_reads = {name: len(fake_oscar.seen("GET", f"/system/logs/{done.service}/{name}"))
-                 for name in (done.name, running.name)}
+    log_reads = {
+        name: len(fake_oscar.seen("GET", f"/system/logs/{done.service}/{name}"))
+        for name in (done.name, running.name)
+    }
     assert log_reads == {done.name: 2, running.name: 6}  # once per view for the finished one
     listings = len(fake_oscar.seen("GET", f"/system/logs/{done.service}")) - listed_before
     assert listings == 6  # one listing per service per refresh
@@ -316,10 +354,12 @@ def test_a_job_found_running_is_timed_from_its_runners_start(sessions, fake_osca
     started = int((now - timedelta(seconds=40)).timestamp())
     with fake_oscar.lock:  # submitted 45 s ago, its runner started 40 s ago, still running
         fake_oscar.jobs[job.service][job.name] = {
-            "status": "Running", "creation_time": (now - timedelta(seconds=45)).strftime(
-                "%Y-%m-%dT%H:%M:%SZ")}
+            "status": "Running",
+            "creation_time": (now - timedelta(seconds=45)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
         fake_oscar.logs[(job.service, job.name)] = (
-            f'@@OJ|s|0|{{"node": "vk", "job": "{job.name}", "time": "{started}"}}|@@\n')
+            f'@@OJ|s|0|{{"node": "vk", "job": "{job.name}", "time": "{started}"}}|@@\n'
+        )
     (listed,) = [j for j in sidebar.jobs(None)["jobs"] if j["job"] == job.name]
     runner_start = datetime.fromisoformat(listed["runner_start"].replace("Z", "+00:00"))
     assert runner_start == datetime.fromtimestamp(started, timezone.utc)  # not "now"
@@ -333,6 +373,7 @@ def test_sidebar_mine_scope_for_basic_auth(sessions, fake_oscar, sidebar):
 
 
 # -- the magics: parse and delegate -----------------------------------------------------------
+
 
 @pytest.fixture()
 def ip(ipshell, monkeypatch):

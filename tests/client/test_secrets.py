@@ -18,17 +18,26 @@ from oscar_jupyter.config import (
 
 # Printable ASCII without spaces (what fits an HTTP header). The "~#" start keeps hypothesis from
 # picking a secret that is simply a piece of our own message text, such as "ClusterPro".
-secret_text = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126),
-                      min_size=8, max_size=40).map(lambda text: "~#" + text)
-uses_server = settings(max_examples=25, deadline=None,
-                       suppress_health_check=[HealthCheck.function_scoped_fixture])
+secret_text = st.text(
+    alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=8, max_size=40
+).map(lambda text: "~#" + text)
+uses_server = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @given(value=secret_text)
 def test_secret_hides_its_value(value):
     secret = Secret(value)
-    shown = [repr(secret), str(secret), f"{secret}", f"{secret!r}", format(secret),
-             repr([secret]), repr({"k": secret})]
+    shown = [
+        repr(secret),
+        str(secret),
+        f"{secret}",
+        f"{secret!r}",
+        format(secret),
+        repr([secret]),
+        repr({"k": secret}),
+    ]
     assert all(value not in text for text in shown)
     assert repr(secret) == "Secret('***')"
     assert secret.reveal() == value and secret == Secret(value) and secret != Secret(value + "x")
@@ -43,8 +52,14 @@ def test_empty_secret_is_falsy():
 
 @given(password=secret_text, token=secret_text, refresh=secret_text)
 def test_profile_repr_has_no_secret(password, token, refresh):
-    profile = ClusterProfile("c", "https://c.example.org", user="u", password=password,
-                             token=Secret(token), refresh_token=Secret(refresh))
+    profile = ClusterProfile(
+        "c",
+        "https://c.example.org",
+        user="u",
+        password=password,
+        token=Secret(token),
+        refresh_token=Secret(refresh),
+    )
     for text in (repr(profile), str(profile), f"{profile}", repr([profile])):
         assert password not in text and token not in text and refresh not in text
     assert profile.password == Secret(password)  # a str is wrapped
@@ -57,9 +72,11 @@ def test_config_errors_have_no_secret(password, token):
     try:
         mp.setenv("OSCAR_PASSWORD", password)
         mp.setenv("OSCAR_TOKEN", token)
-        for kwargs in ({"endpoint": "https://x.example.org"},  # password without user
-                       {"endpoint": "ftp://x", "user": "u"},
-                       {"endpoint": "https://x", "user": "u", "ssl_verify": "maybe"}):
+        for kwargs in (
+            {"endpoint": "https://x.example.org"},  # password without user
+            {"endpoint": "ftp://x", "user": "u"},
+            {"endpoint": "https://x", "user": "u", "ssl_verify": "maybe"},
+        ):
             with pytest.raises(ConfigError) as caught:
                 load_profile(config_path="/nonexistent/c.yaml", **kwargs)
             assert password not in str(caught.value) and token not in str(caught.value)
@@ -95,8 +112,14 @@ def test_a_server_that_echoes_the_token_does_not_leak_it(fake_oscar, token):
 @given(suffix=secret_text)
 def test_an_idp_that_echoes_the_refresh_token_does_not_leak_it(fake_oscar, suffix):
     fake_oscar.echo_credentials = True
-    refresh = make_jwt({"iss": fake_oscar.url + "/realms/test", "azp": "oscar-client",
-                        "scope": "openid profile", "nonce": suffix})
+    refresh = make_jwt(
+        {
+            "iss": fake_oscar.url + "/realms/test",
+            "azp": "oscar-client",
+            "scope": "openid profile",
+            "nonce": suffix,
+        }
+    )
     profile = ClusterProfile("c", fake_oscar.url, refresh_token=Secret(refresh))
     with pytest.raises(TokenRefreshError) as caught:
         OscarClient(profile)

@@ -47,11 +47,22 @@ def run_runner(tmp_path: Path):
         script.write_text(RUNNER_SCRIPT)
         outdir = tmp_path / "out"
         outdir.mkdir(exist_ok=True)
-        environment = {"PATH": os.environ["PATH"], "INPUT_FILE_PATH": str(event),
-                       "TMP_OUTPUT_DIR": str(outdir), "RESOURCE_ID": "vk-node",
-                       "JOB_UUID": "oj-test-1", **(env or {})}
-        proc = subprocess.run(["/bin/sh", str(script)], env=environment, cwd="/",
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+        environment = {
+            "PATH": os.environ["PATH"],
+            "INPUT_FILE_PATH": str(event),
+            "TMP_OUTPUT_DIR": str(outdir),
+            "RESOURCE_ID": "vk-node",
+            "JOB_UUID": "oj-test-1",
+            **(env or {}),
+        }
+        proc = subprocess.run(
+            ["/bin/sh", str(script)],
+            env=environment,
+            cwd="/",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+        )
         assert not list(outdir.iterdir()), "the runner wrote into $TMP_OUTPUT_DIR"
         raw = proc.stdout.decode("utf-8", errors="ignore")
         parser = LogParser()

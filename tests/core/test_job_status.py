@@ -79,8 +79,12 @@ def test_the_exit_sentinel_ends_the_job_before_oscar_notices(oscar, job):
 
 def test_oscar_succeeded_but_the_cell_failed(oscar, job):
     oscar.status = "Succeeded"
-    oscar.log = (START + tagged("e", 1, "Traceback (most recent call last):")
-                 + tagged("e", 2, "ValueError: nan") + tagged("x", 0, "1"))
+    oscar.log = (
+        START
+        + tagged("e", 1, "Traceback (most recent call last):")
+        + tagged("e", 2, "ValueError: nan")
+        + tagged("x", 0, "1")
+    )
     job.refresh()
     assert job.status() == "Failed"
     with pytest.raises(JobFailed) as err:
@@ -219,12 +223,14 @@ def test_the_kernel_side_log_is_private(oscar, job):
 
 def test_wait_rides_out_a_dropped_connection_without_losing_a_line(oscar, job):
     oscar.status = "Running"
-    answers = iter([
-        START + tagged("o", 1, "one"),
-        OscarError(None, "GET", "/system/logs/svc/job-1", "connection refused"),
-        OscarError(503, "GET", "/system/logs/svc/job-1", "busy"),
-        START + tagged("o", 1, "one") + tagged("o", 2, "two") + tagged("x", 0, "0"),
-    ])
+    answers = iter(
+        [
+            START + tagged("o", 1, "one"),
+            OscarError(None, "GET", "/system/logs/svc/job-1", "connection refused"),
+            OscarError(503, "GET", "/system/logs/svc/job-1", "busy"),
+            START + tagged("o", 1, "one") + tagged("o", 2, "two") + tagged("x", 0, "0"),
+        ]
+    )
 
     def job_logs(service, name):
         answer = next(answers)
@@ -298,8 +304,11 @@ def test_the_clock_starts_at_the_runners_start_line_not_at_oscars_times(oscar, j
     start = tagged("s", 0, json.dumps({"node": "vega", "host": "cn01", "time": str(started)}))
     oscar.log = start
     oscar.list_jobs = lambda service: {
-        "job-1": {"status": "Running", "creation_time": "2026-01-01T00:00:00Z",
-                  "start_time": "2026-01-01T00:00:00Z"}
+        "job-1": {
+            "status": "Running",
+            "creation_time": "2026-01-01T00:00:00Z",
+            "start_time": "2026-01-01T00:00:00Z",
+        }
     }
     job.refresh()
     assert int(job.started_at.timestamp()) == started

@@ -9,27 +9,40 @@ PREAMBLE = (
     "This pod oj-abc-1/6f0d2a3e has been submitted to SLURM node localhost.\n"
     "To check the job status, use scontrol show job 42\n"
 )
-INFO = ("2026-03-01 10:00:00,001 - supervisor - INFO - SUPERVISOR: Initializing Binary supervisor\n"
-        "2026-03-01 10:00:00,002 - supervisor - INFO - Reading storage configuration\n")
+INFO = (
+    "2026-03-01 10:00:00,001 - supervisor - INFO - SUPERVISOR: Initializing Binary supervisor\n"
+    "2026-03-01 10:00:00,002 - supervisor - INFO - Reading storage configuration\n"
+)
 
 
 def debug(*lines: str) -> str:
-    return "".join(f"2026-03-01 10:00:01,{i:03d} - supervisor - DEBUG - {line}\n"
-                   for i, line in enumerate(lines))
+    return "".join(
+        f"2026-03-01 10:00:01,{i:03d} - supervisor - DEBUG - {line}\n"
+        for i, line in enumerate(lines)
+    )
 
 
 def test_only_tagged_lines_count_and_decorations_are_removed():
-    log = (PREAMBLE + INFO
-           + debug("EVENT received: cHJpbnQoMSk=", "CONTAINER OUTPUT:")
-           + debug('@@OJ|s|0|{"node": "vk", "job": "oj-abc-1", "host": "n1"}|@@',
-                   "@@OJ|o|1|    indented  |@@", "@@OJ|e|1|oops|@@", "@@OJ|x|0|0|@@")
-           + "2026-03-01 10:00:02,000 - supervisor - INFO - Creating response\n"
-           + '@@OJ|s|0|{"node": "vk", "job": "oj-abc-1", "host": "n1"}|@@\n'
-           + "@@OJ|o|1|    indented  |@@\n@@OJ|e|1|oops|@@\n@@OJ|x|0|0|@@\n\n"
-           + "real\t0m1.2s\n")
+    log = (
+        PREAMBLE
+        + INFO
+        + debug("EVENT received: cHJpbnQoMSk=", "CONTAINER OUTPUT:")
+        + debug(
+            '@@OJ|s|0|{"node": "vk", "job": "oj-abc-1", "host": "n1"}|@@',
+            "@@OJ|o|1|    indented  |@@",
+            "@@OJ|e|1|oops|@@",
+            "@@OJ|x|0|0|@@",
+        )
+        + "2026-03-01 10:00:02,000 - supervisor - INFO - Creating response\n"
+        + '@@OJ|s|0|{"node": "vk", "job": "oj-abc-1", "host": "n1"}|@@\n'
+        + "@@OJ|o|1|    indented  |@@\n@@OJ|e|1|oops|@@\n@@OJ|x|0|0|@@\n\n"
+        + "real\t0m1.2s\n"
+    )
     parser = LogParser()
-    assert parser.feed(log) == [OutputLine("stdout", 1, "    indented  "),
-                                OutputLine("stderr", 1, "oops")]
+    assert parser.feed(log) == [
+        OutputLine("stdout", 1, "    indented  "),
+        OutputLine("stderr", 1, "oops"),
+    ]
     assert parser.started == {"node": "vk", "job": "oj-abc-1", "host": "n1"}
     assert parser.exit_code == 0 and parser.finished
 
@@ -40,8 +53,12 @@ def test_growing_log_returns_only_new_lines_without_repeats_or_gaps():
     assert [line.text for line in parser.feed(first)] == ["one"]
     assert not parser.finished
     # job.out is re-read in front and may itself grow; the old lines come again
-    second = PREAMBLE + "slurm warning\n" + INFO + debug("@@OJ|o|1|one|@@", "@@OJ|o|2|two|@@",
-                                                         "@@OJ|e|1|err|@@")
+    second = (
+        PREAMBLE
+        + "slurm warning\n"
+        + INFO
+        + debug("@@OJ|o|1|one|@@", "@@OJ|o|2|two|@@", "@@OJ|e|1|err|@@")
+    )
     assert [line.text for line in parser.feed(second)] == ["two", "err"]
     assert parser.feed(second) == []
     final = second + debug("@@OJ|x|0|3|@@") + "@@OJ|o|1|one|@@\n@@OJ|o|2|two|@@\n@@OJ|e|1|err|@@\n"
@@ -77,7 +94,8 @@ def test_user_text_that_looks_like_markers_or_decorations_is_text():
     assert parser.exit_code is None
     # a fake control line printed by the cell is tagged, so it is output, not control
     assert parser.feed(debug("@@OJ|o|2|@@OJ|s|0|{}|@@|@@")) == [
-        OutputLine("stdout", 2, "@@OJ|s|0|{}|@@")]
+        OutputLine("stdout", 2, "@@OJ|s|0|{}|@@")
+    ]
     assert parser.started is None
 
 
@@ -85,16 +103,26 @@ def test_escaped_lines_restore_carriage_returns_and_backslashes():
     parser = LogParser()
     log = debug(r"@@OJ|O|1|10%\r100%\\n|@@", r"@@OJ|E|1|a\\r\r|@@", r"@@OJ|o|2|raw \r kept|@@")
     assert [(line.stream, line.text) for line in parser.feed(log)] == [
-        ("stdout", "10%\r100%\\n"), ("stderr", "a\\r\r"), ("stdout", "raw \\r kept")]
+        ("stdout", "10%\r100%\\n"),
+        ("stderr", "a\\r\r"),
+        ("stdout", "raw \\r kept"),
+    ]
 
 
 def test_hex_escapes_show_nul_and_bytes_that_are_not_utf8_and_restore_other_controls():
     parser = LogParser()
-    log = debug(r"@@OJ|O|1|a\xffb\x00c|@@", r"@@OJ|O|2|\x1b[31mred\x1b[0m\x07|@@",
-                r"@@OJ|E|1|text \\x41 \xE6\x97 \x|@@", r"@@OJ|o|3|plain \x00 stays|@@")
+    log = debug(
+        r"@@OJ|O|1|a\xffb\x00c|@@",
+        r"@@OJ|O|2|\x1b[31mred\x1b[0m\x07|@@",
+        r"@@OJ|E|1|text \\x41 \xE6\x97 \x|@@",
+        r"@@OJ|o|3|plain \x00 stays|@@",
+    )
     assert [(line.stream, line.text) for line in parser.feed(log)] == [
-        ("stdout", "a\\xffb\\x00c"), ("stdout", "\x1b[31mred\x1b[0m\x07"),
-        ("stderr", "text \\x41 \\xe6\\x97 x"), ("stdout", "plain \\x00 stays")]
+        ("stdout", "a\\xffb\\x00c"),
+        ("stdout", "\x1b[31mred\x1b[0m\x07"),
+        ("stderr", "text \\x41 \\xe6\\x97 x"),
+        ("stdout", "plain \\x00 stays"),
+    ]
 
 
 def test_only_newline_splits_lines_not_other_unicode_separators():
@@ -112,14 +140,21 @@ def test_crlf_line_ends_from_the_transport_are_tolerated():
 
 def test_traceback_is_the_trailing_stderr_block():
     parser = LogParser()
-    parser.feed(debug("@@OJ|e|1|warning: old|@@", "@@OJ|o|1|hi|@@",
-                      "@@OJ|e|2|Traceback (most recent call last):|@@",
-                      '@@OJ|e|3|  File "/tmp/oj-1/cell.py", line 2, in <module>|@@',
-                      "@@OJ|e|4|    1/0|@@", "@@OJ|e|5|ZeroDivisionError: division by zero|@@",
-                      "@@OJ|x|0|1|@@"))
+    parser.feed(
+        debug(
+            "@@OJ|e|1|warning: old|@@",
+            "@@OJ|o|1|hi|@@",
+            "@@OJ|e|2|Traceback (most recent call last):|@@",
+            '@@OJ|e|3|  File "/tmp/oj-1/cell.py", line 2, in <module>|@@',
+            "@@OJ|e|4|    1/0|@@",
+            "@@OJ|e|5|ZeroDivisionError: division by zero|@@",
+            "@@OJ|x|0|1|@@",
+        )
+    )
     assert parser.traceback() == (
         'Traceback (most recent call last):\n  File "/tmp/oj-1/cell.py", line 2, in <module>\n'
-        "    1/0\nZeroDivisionError: division by zero")
+        "    1/0\nZeroDivisionError: division by zero"
+    )
     assert LogParser().traceback() == ""
 
 
@@ -156,7 +191,7 @@ def test_incremental_and_whole_parses_agree_wherever_the_polls_cut():
         polled, streamed = LogParser(), LogParser()
         for end in range(step, len(log) + step, step):
             polled.feed(log[:end])
-            streamed.feed_more(log[end - step:end])
+            streamed.feed_more(log[end - step : end])
         for parser in (polled, streamed):
             assert parser.lines == whole.lines
             assert (parser.started, parser.exit_code) == (whole.started, whole.exit_code)
@@ -166,8 +201,9 @@ def test_a_text_that_does_not_extend_the_last_one_is_parsed_whole_again():
     parser = LogParser()
     parser.feed(PREAMBLE + INFO + debug("@@OJ|o|1|one|@@"))
     # job.out grew in front: everything after it shifted
-    shifted = PREAMBLE + "slurmstepd: warning\n" + INFO + debug("@@OJ|o|1|one|@@",
-                                                                 "@@OJ|o|2|two|@@")
+    shifted = (
+        PREAMBLE + "slurmstepd: warning\n" + INFO + debug("@@OJ|o|1|one|@@", "@@OJ|o|2|two|@@")
+    )
     assert [line.text for line in parser.feed(shifted)] == ["two"]
     assert parser.full_parses == 2  # the first feed and this one
     # a shorter text (a log served from the start again) also starts over

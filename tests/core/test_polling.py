@@ -175,7 +175,7 @@ def test_lines_that_arrive_with_the_exit_line_mid_poll_are_all_reported(oscar, t
     def on_update(job: Job, new_lines: list) -> None:
         reported.extend(line.text for line in new_lines)
         if not job.is_done():
-            job._absorb(streamed[len(job.raw_log):], more=True)  # the follower, just now
+            job._absorb(streamed[len(job.raw_log) :], more=True)  # the follower, just now
 
     assert job.wait(10, on_update=on_update, interval=PollInterval(0.01, 0.01)) == 0
     assert reported == ["ran"]

@@ -18,9 +18,11 @@ from oscar_jupyter.values import ResultError, decode_result, pack_inputs
 from ..png import decode_png
 
 IMAGE_PATH = {"PATH": "/usr/bin:/bin"}  # python3 = the image's, not the test's interpreter
-IMAGE_PYTHON = subprocess.run(["/usr/bin/python3", "-c", "import platform; "
-                               "print(platform.python_version())"],
-                              capture_output=True, text=True).stdout.strip()
+IMAGE_PYTHON = subprocess.run(
+    ["/usr/bin/python3", "-c", "import platform; print(platform.python_version())"],
+    capture_output=True,
+    text=True,
+).stdout.strip()
 
 
 def run_cell(run_runner, code: str, inputs: dict | None = None, outputs: list[str] = ()):
@@ -30,8 +32,10 @@ def run_cell(run_runner, code: str, inputs: dict | None = None, outputs: list[st
 
 def shown(result) -> list[tuple[str, object]]:
     """The cell's outputs in order: ("text", line) or (mime types, bundle data)."""
-    return [(tuple(sorted(line.bundle["data"])), line.bundle) if line.bundle else
-            ("text", line.text) for line in result.parser.lines]
+    return [
+        (tuple(sorted(line.bundle["data"])), line.bundle) if line.bundle else ("text", line.text)
+        for line in result.parser.lines
+    ]
 
 
 def test_display_shows_the_richest_forms_in_order_with_the_text(run_runner):
@@ -52,8 +56,11 @@ def test_display_shows_the_richest_forms_in_order_with_the_text(run_runner):
     assert result.parser.exit_code == 0
     outputs = shown(result)
     assert [kind for kind, _ in outputs] == [
-        "text", ("text/html", "text/markdown", "text/plain"), "text",
-        ("text/html", "text/markdown", "text/plain")]
+        "text",
+        ("text/html", "text/markdown", "text/plain"),
+        "text",
+        ("text/html", "text/markdown", "text/plain"),
+    ]
     assert outputs[0][1] == "before" and outputs[2][1] == "after"
     bundle = outputs[1][1]
     assert bundle["data"]["text/html"] == "<table><tr><td>1</td></tr></table>"
@@ -73,7 +80,10 @@ def test_plt_show_and_figures_left_open_arrive_as_png_images(run_runner):
     assert result.parser.exit_code == 0, result.raw[-2000:]
     outputs = shown(result)
     assert [kind for kind, _ in outputs] == [
-        ("image/png", "text/plain"), "text", ("image/png", "text/plain")]
+        ("image/png", "text/plain"),
+        "text",
+        ("image/png", "text/plain"),
+    ]
     first = decode_png(base64.b64decode(outputs[0][1]["data"]["image/png"]))
     second = decode_png(base64.b64decode(outputs[2][1]["data"]["image/png"]))
     assert first[0] > 300 and second[0] < first[0]  # two figures, of their own sizes
@@ -113,7 +123,9 @@ def test_values_go_in_and_come_back(run_runner):
     result = run_cell(run_runner, code, {"data": data}, ["total", "labels"])
     assert result.parser.exit_code == 0, result.raw[-2000:]
     assert decode_result(result.parser.result, ["total", "labels"]) == {
-        "total": 0.5, "labels": ["fit", "fit"]}
+        "total": 0.5,
+        "labels": ["fit", "fit"],
+    }
 
 
 def test_a_corrupted_or_missing_result_is_an_error_never_a_value(run_runner):
@@ -171,12 +183,12 @@ def test_inputs_that_cannot_travel_are_refused_before_sending():
 
     with pytest.raises(SpecError, match="--in lock: a lock cannot be pickled"):
         pack_inputs({"lock": threading.Lock()})
-    notebook_function = types.FunctionType(
-        (lambda: 1).__code__, {"__name__": "__main__"}, "helper")
+    notebook_function = types.FunctionType((lambda: 1).__code__, {"__name__": "__main__"}, "helper")
     notebook_function.__module__ = "__main__"
     notebook_function.__qualname__ = "helper"
-    with pytest.raises(SpecError, match="--in f: it holds function helper, defined in the "
-                                        "notebook"):
+    with pytest.raises(
+        SpecError, match="--in f: it holds function helper, defined in the notebook"
+    ):
         pack_inputs({"f": notebook_function})
     with pytest.raises(SpecError, match="give variable names"):
         pack_inputs({"not a name": 1})

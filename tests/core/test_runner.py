@@ -24,15 +24,14 @@ from oscar_jupyter.spec import RESERVED_ENV, OffloadSpec, SpecError
 pytestmark = pytest.mark.skipif(shutil.which("dash") is None, reason="needs dash as /bin/sh")
 
 # Text a cell may print: anything but NUL and lone surrogates (not encodable as UTF-8).
-printable = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\0"),
-                    max_size=40)
+printable = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\0"), max_size=40)
 
 
 def terminal_view(line: str) -> str:
     """What a terminal shows of a line: CR goes back to its start and what follows overwrites."""
     shown = ""
     for part in line.split("\r"):
-        shown = part + shown[len(part):]
+        shown = part + shown[len(part) :]
     return shown
 
 
@@ -53,11 +52,23 @@ def test_output_keeps_indentation_spaces_empty_lines_unicode_and_last_partial_li
         print("no newline at the end", end="")
     """)
     result = run_runner(OffloadSpec().job_body(code))
-    assert result.text("stdout") == ["    indented", "trailing   ", "", "ünïcødé ✓ 日本 \u2028 sep",
-                                     "tab\tand back\\slash", "no newline at the end"]
+    assert result.text("stdout") == [
+        "    indented",
+        "trailing   ",
+        "",
+        "ünïcødé ✓ 日本 \u2028 sep",
+        "tab\tand back\\slash",
+        "no newline at the end",
+    ]
     assert result.text("stderr") == ["   warn  "]
-    assert [line.seq for line in result.parser.lines if line.stream == "stdout"] == [1, 2, 3, 4,
-                                                                                     5, 6]
+    assert [line.seq for line in result.parser.lines if line.stream == "stdout"] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+    ]
     assert result.parser.exit_code == 0
     started = dict(result.parser.started)
     assert abs(int(started.pop("time")) - time.time()) < 60  # the runner's clock, epoch seconds
@@ -65,8 +76,10 @@ def test_output_keeps_indentation_spaces_empty_lines_unicode_and_last_partial_li
 
 
 def test_carriage_returns_arrive_as_a_terminal_shows_the_line(run_runner):
-    code = ('print("10%\\r50%\\r100%")\nprint("dos line\\r")\nprint("a\\\\r is not a CR")\n'
-            'print("long old text\\rnew")\n')
+    code = (
+        'print("10%\\r50%\\r100%")\nprint("dos line\\r")\nprint("a\\\\r is not a CR")\n'
+        'print("long old text\\rnew")\n'
+    )
     result = run_runner(OffloadSpec().job_body(code))
     assert result.text("stdout") == ["100%", "dos line", "a\\r is not a CR", "newg old text"]
     assert "\r" not in result.raw and "@@OJ|O|" not in result.raw  # nothing left to escape
@@ -77,8 +90,7 @@ def partial_records(raw: str) -> list[tuple[str, int, str]]:
     return [(m[1], int(m[2]), m[3]) for m in re.finditer(r"@@OJ\|([pqPQ])\|(\d+)\|(.*)\|@@", raw)]
 
 
-def test_a_progress_bar_sends_partial_records_at_most_twice_a_second_and_its_line_once(
-        run_runner):
+def test_a_progress_bar_sends_partial_records_at_most_twice_a_second_and_its_line_once(run_runner):
     code = textwrap.dedent("""\
         import time
         print("before")
@@ -92,8 +104,9 @@ def test_a_progress_bar_sends_partial_records_at_most_twice_a_second_and_its_lin
     took = time.monotonic() - started
     partials = partial_records(result.raw)
     assert 2 <= len(partials) <= took * 2 + 1
-    assert all(kind == "p" and seq == 2 and re.fullmatch(r"\d+/60", text)
-               for kind, seq, text in partials)
+    assert all(
+        kind == "p" and seq == 2 and re.fullmatch(r"\d+/60", text) for kind, seq, text in partials
+    )
     assert result.text("stdout") == ["before", "59/60"]
     assert result.raw.count("|59/60|@@") <= 2  # the line, maybe one partial record of it
     assert result.parser.partial == {}  # the complete line cleared it
@@ -112,7 +125,9 @@ def test_a_prompt_without_newline_is_sent_as_a_partial_record_before_its_line(ru
     """)
     result = run_runner(OffloadSpec().job_body(code))
     assert partial_records(result.raw) in (
-        [("p", 1, "Name? "), ("q", 1, "warming up")], [("q", 1, "warming up"), ("p", 1, "Name? ")])
+        [("p", 1, "Name? "), ("q", 1, "warming up")],
+        [("q", 1, "warming up"), ("p", 1, "Name? ")],
+    )
     assert result.raw.index("@@OJ|p|1|Name? |@@") < result.raw.index("@@OJ|o|1|Name? Ada|@@")
     assert result.text("stdout") == ["Name? Ada"]
     assert result.text("stderr") == ["warming up done"]
@@ -120,16 +135,19 @@ def test_a_prompt_without_newline_is_sent_as_a_partial_record_before_its_line(ru
 
 
 def test_a_partial_record_carries_only_the_end_of_a_long_line(run_runner):
-    code = ('import time\nprint("a" * 2000 + "b" * 1000, end="", flush=True)\n'
-            'time.sleep(1)\nprint()\n')
+    code = (
+        'import time\nprint("a" * 2000 + "b" * 1000, end="", flush=True)\ntime.sleep(1)\nprint()\n'
+    )
     result = run_runner(OffloadSpec().job_body(code))
     assert partial_records(result.raw) == [("p", 1, "b" * 1000)]
     assert result.text("stdout") == ["a" * 2000 + "b" * 1000]
 
 
 def test_a_partial_line_with_control_characters_is_escaped(run_runner):
-    code = ('import time\nprint("\\x1b[1mbold\\x1b[0m\\r\\x1b[1mBOLD", end="", flush=True)\n'
-            'time.sleep(1)\n')
+    code = (
+        'import time\nprint("\\x1b[1mbold\\x1b[0m\\r\\x1b[1mBOLD", end="", flush=True)\n'
+        "time.sleep(1)\n"
+    )
     result = run_runner(OffloadSpec().job_body(code))
     assert partial_records(result.raw) == [("P", 1, "\\x1b[1mBOLD\\x1b[0m")]
     assert result.text("stdout") == ["\x1b[1mBOLD\x1b[0m"]
@@ -146,18 +164,27 @@ def test_lines_keep_their_order_across_streams_when_apart_in_time(run_runner):
     """)
     result = run_runner(OffloadSpec().job_body(code))
     assert [line.text for line in result.parser.lines] == [
-        "out 0", "err 0", "out 1", "err 1", "out 2", "err 2"]
+        "out 0",
+        "err 0",
+        "out 1",
+        "err 1",
+        "out 2",
+        "err 2",
+    ]
 
 
-@pytest.mark.parametrize(("code", "exit_code"), [
-    ("print('ok')", 0),
-    ("import sys; sys.exit(3)", 3),
-    ("raise SystemExit(0)", 0),
-    ("import sys; sys.exit('bye')", 1),
-    ("raise ValueError('boom')", 1),
-    ("import os; os._exit(7)", 7),
-    ("raise KeyboardInterrupt", 130),
-])
+@pytest.mark.parametrize(
+    ("code", "exit_code"),
+    [
+        ("print('ok')", 0),
+        ("import sys; sys.exit(3)", 3),
+        ("raise SystemExit(0)", 0),
+        ("import sys; sys.exit('bye')", 1),
+        ("raise ValueError('boom')", 1),
+        ("import os; os._exit(7)", 7),
+        ("raise KeyboardInterrupt", 130),
+    ],
+)
 def test_exit_code_reaches_the_sentinel(run_runner, code, exit_code):
     result = run_runner(OffloadSpec().job_body(code))
     assert result.parser.finished
@@ -220,8 +247,13 @@ def test_threads_of_the_cell_finish_before_the_exit_sentinel(run_runner):
 def test_missing_job_body_is_a_clear_error(tmp_path):
     script = tmp_path / "script.sh"
     script.write_text(runner.RUNNER_SCRIPT)
-    proc = subprocess.run(["/bin/sh", str(script)], env={"PATH": os.environ["PATH"]},
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        ["/bin/sh", str(script)],
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     parser = LogParser()
     parser.feed(proc.stdout)
     assert parser.exit_code == 2
@@ -239,17 +271,22 @@ def test_image_without_python3_is_a_clear_error(tmp_path):
     empty_path.mkdir()
     for tool in ("uname", "mktemp", "rm", "mkdir"):
         os.symlink(shutil.which(tool), empty_path / tool)
-    proc = subprocess.run(["/bin/sh", str(script)],
-                          env={"PATH": str(empty_path), "INPUT_FILE_PATH": str(event)},
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        ["/bin/sh", str(script)],
+        env={"PATH": str(empty_path), "INPUT_FILE_PATH": str(event)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     parser = LogParser()
     parser.feed(proc.stdout)
     assert parser.exit_code == 127
     assert "--image" in parser.lines[0].text and "python3" in parser.lines[0].text
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(out=printable, err=printable)
 def test_property_printed_text_comes_back_exactly(run_runner, out, err):
     code = f"import sys\nsys.stdout.write({out!r})\nsys.stderr.write({err!r})\n"
@@ -266,14 +303,21 @@ def visible_lines(data: bytes) -> list[str]:
     if lines[-1] == b"":
         lines.pop()
     shown = [terminal_view(line.decode("utf-8", "surrogateescape")) for line in lines]
-    return [re.sub("[\udc80-\udcff]", lambda m: f"\\x{ord(m[0]) - 0xdc00:02x}", line)
-            .replace("\0", "\\x00") for line in shown]
+    return [
+        re.sub("[\udc80-\udcff]", lambda m: f"\\x{ord(m[0]) - 0xDC00:02x}", line).replace(
+            "\0", "\\x00"
+        )
+        for line in shown
+    ]
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.binary(max_size=60)
-       | st.text(max_size=30).map(lambda text: text.encode("utf-8", "surrogatepass")))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    data=st.binary(max_size=60)
+    | st.text(max_size=30).map(lambda text: text.encode("utf-8", "surrogatepass"))
+)
 def test_property_raw_bytes_come_back_visibly_and_nothing_is_dropped(run_runner, data):
     result = run_runner(OffloadSpec().job_body(f"import os\nos.write(1, {data!r})\n"))
     assert result.text("stdout") == visible_lines(data)
@@ -291,12 +335,15 @@ def test_tagger_keeps_to_old_python3_syntax_and_the_markers():
 
 @pytest.mark.parametrize("version", ["3.6", "3.7"])
 def test_runner_with_an_old_python3_in_the_image(run_runner, tmp_path, version):
-    candidates = [shutil.which(f"python{version}"),
-                  *sorted(map(str, Path.home().glob(f".pyenv/versions/{version}.*/bin/python3")))]
+    candidates = [
+        shutil.which(f"python{version}"),
+        *sorted(map(str, Path.home().glob(f".pyenv/versions/{version}.*/bin/python3"))),
+    ]
     real = None
     for candidate in filter(None, candidates):
-        probe = subprocess.run([candidate, "-c", "import sys; print(sys.executable)"],
-                               capture_output=True, text=True)
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print(sys.executable)"], capture_output=True, text=True
+        )
         if probe.returncode == 0:
             real = probe.stdout.strip()
             break
@@ -306,8 +353,9 @@ def test_runner_with_an_old_python3_in_the_image(run_runner, tmp_path, version):
     bin_dir.mkdir()
     os.symlink(real, bin_dir / "python3")
     code = 'import os, sys\nos.write(1, b"a\\xff\\n")\nprint("err", file=sys.stderr)\nsys.exit(3)'
-    result = run_runner(OffloadSpec().job_body(code),
-                        env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    result = run_runner(
+        OffloadSpec().job_body(code), env={"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    )
     if version == "3.6":  # the job's program needs 3.7 (reconfigure); the tagger still reports it
         assert result.parser.exit_code == 1
         assert "reconfigure" in result.parser.traceback()
@@ -317,14 +365,18 @@ def test_runner_with_an_old_python3_in_the_image(run_runner, tmp_path, version):
 
 
 env_names = st.from_regex(r"[A-Z_][A-Z0-9_]{0,8}", fullmatch=True).filter(
-    lambda name: name not in RESERVED_ENV | {"PATH"} and not name.startswith("OSCAR_"))
-awkward = st.text(st.sampled_from(list("'\"$`,;\\\n\t =|&*?~!#") + ["ü", "日", "✓", "\r", "a", " "])
-                  | st.characters(exclude_categories=("Cs",), exclude_characters="\0"),
-                  max_size=30)
+    lambda name: name not in RESERVED_ENV | {"PATH"} and not name.startswith("OSCAR_")
+)
+awkward = st.text(
+    st.sampled_from(list("'\"$`,;\\\n\t =|&*?~!#") + ["ü", "日", "✓", "\r", "a", " "])
+    | st.characters(exclude_categories=("Cs",), exclude_characters="\0"),
+    max_size=30,
+)
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(env=st.dictionaries(env_names, awkward, max_size=4))
 def test_property_environment_values_arrive_byte_for_byte(run_runner, env):
     spec = OffloadSpec(env=env)
@@ -374,4 +426,6 @@ def test_the_marker_comes_just_before_the_final_traceback_and_errors_relabels_it
     assert stderr[:3] == ["own", runner.TRACEBACK_MARKER, "Traceback (most recent call last):"]
     tb = "\n".join(stderr[2:])
     assert errors.relabel(tb, "Cell In[7]", 1).splitlines()[1:4:2] == [
-        "  Cell In[7], line 6, in <module>", "  Cell In[7], line 5, in f"]
+        "  Cell In[7], line 6, in <module>",
+        "  Cell In[7], line 5, in f",
+    ]

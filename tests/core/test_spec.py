@@ -36,13 +36,29 @@ from oscar_jupyter.spec import (
 GOLDEN = Path(__file__).parent / "golden"
 CASES = {
     "defaults": OffloadSpec(),
-    "cpu_job": OffloadSpec(node="vega-new-vk", time="02:30:00", cpus_per_task=8, mem="32G",
-                           job_name="train", partition="cpu", account="proj1"),
-    "gpu_full": OffloadSpec(node="vk", time="1-12", nodes=2, gpus=4, mem="1.5Gi",
-                            image="ghcr.io/org/torch:2.3", mounts=["/scratch/me:/data:ro", "/a:/b"],
-                            pre_exec="module load cuda\nexport X=1",
-                            singularity_options="--no-home", sbatch="--qos normal -C amd",
-                            env={"OMP_NUM_THREADS": "8", "JSON": '{"a": "b, c"}'}, prefix="team-x"),
+    "cpu_job": OffloadSpec(
+        node="vega-new-vk",
+        time="02:30:00",
+        cpus_per_task=8,
+        mem="32G",
+        job_name="train",
+        partition="cpu",
+        account="proj1",
+    ),
+    "gpu_full": OffloadSpec(
+        node="vk",
+        time="1-12",
+        nodes=2,
+        gpus=4,
+        mem="1.5Gi",
+        image="ghcr.io/org/torch:2.3",
+        mounts=["/scratch/me:/data:ro", "/a:/b"],
+        pre_exec="module load cuda\nexport X=1",
+        singularity_options="--no-home",
+        sbatch="--qos normal -C amd",
+        env={"OMP_NUM_THREADS": "8", "JSON": '{"a": "b, c"}'},
+        prefix="team-x",
+    ),
     "sif_image": OffloadSpec(node="vk", image="/shared/images/py.sif", time="45"),
 }
 
@@ -84,8 +100,9 @@ def test_service_fields_follow_the_design():
     assert d["cpu"] == "1" and d["memory"] == "1536Mi" and d["log_level"] == "DEBUG"
     assert "enable_gpu" not in d and d["interlink_node_name"] == "vk"  # --gres alone reaches Slurm
     a = d["annotations"]
-    assert a["slurm-job.vk.io/flags"] == ("--time=1-12:00:00 --nodes=2 --gres=gpu:4 "
-                                          "--qos=normal -Camd")
+    assert a["slurm-job.vk.io/flags"] == (
+        "--time=1-12:00:00 --nodes=2 --gres=gpu:4 --qos=normal -Camd"
+    )
     assert a["slurm-job.vk.io/singularity-mounts"] == "--bind /scratch/me:/data:ro --bind /a:/b"
     assert a["job.vk.io/singularity-mounts"] == a["slurm-job.vk.io/singularity-mounts"]
     assert a["slurm-job.vk.io/pre-exec"] == "module load cuda\nexport X=1"
@@ -98,18 +115,23 @@ def test_service_fields_follow_the_design():
     assert d["labels"] == {"oscar-jupyter/runner": "true"}
 
 
-@pytest.mark.parametrize(("image", "sent"), [
-    ("python:3.12-slim", "docker://python:3.12-slim"),
-    ("docker://python:3.12", "docker://python:3.12"),
-    ("oras://reg/x:1", "oras://reg/x:1"),
-    ("/shared/py.sif", "/shared/py.sif"),
-    ("ghcr.io/a/b@sha256:" + "ab" * 32, "docker://ghcr.io/a/b@sha256:" + "ab" * 32),
-    ("ghcr.io/intertwin-eu/itwinai:0.0.1-3dgan-0.2",
-     "docker://ghcr.io/intertwin-eu/itwinai:0.0.1-3dgan-0.2"),
-    ("localhost:5000/a/b_c__d-e:T1", "docker://localhost:5000/a/b_c__d-e:T1"),
-    ("library://user/col/img:sha256.ab12", "library://user/col/img:sha256.ab12"),
-    ("docker-archive:///scratch/img.tar", "docker-archive:///scratch/img.tar"),
-])
+@pytest.mark.parametrize(
+    ("image", "sent"),
+    [
+        ("python:3.12-slim", "docker://python:3.12-slim"),
+        ("docker://python:3.12", "docker://python:3.12"),
+        ("oras://reg/x:1", "oras://reg/x:1"),
+        ("/shared/py.sif", "/shared/py.sif"),
+        ("ghcr.io/a/b@sha256:" + "ab" * 32, "docker://ghcr.io/a/b@sha256:" + "ab" * 32),
+        (
+            "ghcr.io/intertwin-eu/itwinai:0.0.1-3dgan-0.2",
+            "docker://ghcr.io/intertwin-eu/itwinai:0.0.1-3dgan-0.2",
+        ),
+        ("localhost:5000/a/b_c__d-e:T1", "docker://localhost:5000/a/b_c__d-e:T1"),
+        ("library://user/col/img:sha256.ab12", "library://user/col/img:sha256.ab12"),
+        ("docker-archive:///scratch/img.tar", "docker-archive:///scratch/img.tar"),
+    ],
+)
 def test_image_references(image, sent):
     # Schemes other than docker:// need a plugin that keeps them (after 0.6.1).
     site = SiteFacts(keeps_schemes=True)
@@ -127,18 +149,39 @@ def test_service_name_is_short_dns_and_changes_with_the_definition():
     assert OffloadSpec(mem="1G").service_name() != OffloadSpec(mem="2G").service_name()
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("90", 5400), ("5:30", 330), ("02:30:00", 9000), ("100:00:00", 360000), ("2-0", 172800),
-    ("1-12", 129600), ("1-1:30", 91800), ("0-00:00:01", 1), (" 10 ", 600),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90", 5400),
+        ("5:30", 330),
+        ("02:30:00", 9000),
+        ("100:00:00", 360000),
+        ("2-0", 172800),
+        ("1-12", 129600),
+        ("1-1:30", 91800),
+        ("0-00:00:01", 1),
+        (" 10 ", 600),
+    ],
+)
 def test_parse_time_accepts_slurm_forms(text, seconds):
     assert parse_time(text) == seconds
 
 
-@pytest.mark.parametrize(("text", "mib"), [
-    ("1024", 1024), ("32G", 32768), ("32g", 32768), ("512M", 512), ("2Gi", 2048), ("1T", 1 << 20),
-    ("1.5G", 1536), ("2048K", 2), ("1048576B", 1), ("300Mi", 300),
-])
+@pytest.mark.parametrize(
+    ("text", "mib"),
+    [
+        ("1024", 1024),
+        ("32G", 32768),
+        ("32g", 32768),
+        ("512M", 512),
+        ("2Gi", 2048),
+        ("1T", 1 << 20),
+        ("1.5G", 1536),
+        ("2048K", 2),
+        ("1048576B", 1),
+        ("300Mi", 300),
+    ],
+)
 def test_parse_memory_units(text, mib):
     assert parse_memory(text) == mib * 1024 * 1024
 
@@ -196,8 +239,11 @@ BAD = [
     ({"singularity_options": "--a\n--b"}, "--singularity-options", ["one line"]),
     ({"singularity_options": "--no-home'"}, "--singularity-options", ["no quotes"]),
     ({"singularity_options": "/x"}, "--singularity-options", ["must follow an option"]),
-    ({"image": "python:3.12-slim;id"}, "--image", ["not an image reference",
-                                                    "--image python:3.12-slim"]),
+    (
+        {"image": "python:3.12-slim;id"},
+        "--image",
+        ["not an image reference", "--image python:3.12-slim"],
+    ),
     ({"image": "Python:3.12"}, "--image", ["write --image python:3.12"]),
     ({"image": "/a/../b.sif"}, "--image", ["no '..'"]),
     ({"image": None}, "--image", ["as text"]),
@@ -260,9 +306,11 @@ def test_fdl_needs_a_cluster_id():
 def test_to_flags_shows_only_non_defaults():
     assert OffloadSpec().to_flags() == "%%oscar_offload"
     assert OffloadSpec(node="vk", mem="4G", image=DEFAULT_IMAGE).to_flags() == (
-        "%%oscar_offload --node=vk --mem=4G")
+        "%%oscar_offload --node=vk --mem=4G"
+    )
     assert OffloadSpec(sbatch="--exclusive", env={"A": "x y"}).to_flags() == (
-        "%%oscar_offload --sbatch=--exclusive '--env=A=x y'")
+        "%%oscar_offload --sbatch=--exclusive '--env=A=x y'"
+    )
 
 
 def test_from_flags_errors_are_spec_errors():
@@ -274,24 +322,30 @@ def test_from_flags_errors_are_spec_errors():
         OffloadSpec.from_flags("--env JUSTNAME")
 
 
-@pytest.mark.parametrize(("text", "words"), [
-    ("--qos normal -C amd", ["--qos=normal", "-Camd"]),
-    ("--qos=normal --exclusive", ["--qos=normal", "--exclusive"]),
-    ("--qo=normal --reserv maint", ["--qos=normal", "--reservation=maint"]),
-    ("--exclusive=user --nice --no-kill", ["--exclusive=user", "--nice", "--no-kill"]),
-    ("-pdebug -HO -k", ["-pdebug", "-H", "-O", "-k"]),
-    ("-Os -p debug", ["-O", "-s", "-pdebug"]),
-    ("--comment=--x", ["--comment=--x"]),
-    ("--exclude=n[01-05] --array=0-15%4", ["--exclude=n[01-05]", "--array=0-15%4"]),
-    ("", []),
-])
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("--qos normal -C amd", ["--qos=normal", "-Camd"]),
+        ("--qos=normal --exclusive", ["--qos=normal", "--exclusive"]),
+        ("--qo=normal --reserv maint", ["--qos=normal", "--reservation=maint"]),
+        ("--exclusive=user --nice --no-kill", ["--exclusive=user", "--nice", "--no-kill"]),
+        ("-pdebug -HO -k", ["-pdebug", "-H", "-O", "-k"]),
+        ("-Os -p debug", ["-O", "-s", "-pdebug"]),
+        ("--comment=--x", ["--comment=--x"]),
+        ("--exclude=n[01-05] --array=0-15%4", ["--exclude=n[01-05]", "--array=0-15%4"]),
+        ("", []),
+    ],
+)
 def test_sbatch_words_are_read_as_sbatch_reads_them(text, words):
     assert OffloadSpec(sbatch=text).sbatch_words() == words
 
 
 def _unique_prefixes(name: str) -> list[str]:
-    return [name[:i] for i in range(1, len(name) + 1)
-            if name[:i] == name or [n for n in SBATCH_OPTIONS if n.startswith(name[:i])] == [name]]
+    return [
+        name[:i]
+        for i in range(1, len(name) + 1)
+        if name[:i] == name or [n for n in SBATCH_OPTIONS if n.startswith(name[:i])] == [name]
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(_FORBIDDEN_SBATCH))
@@ -318,8 +372,13 @@ def _sbatch_22_05() -> bool:
 def _sbatch_first_error(*args: str) -> str:
     """The first line sbatch writes for these options; every call fails while parsing them, and
     --test-only guarantees nothing is ever submitted."""
-    result = subprocess.run(["sbatch", "--test-only", *args], capture_output=True, text=True,
-                            stdin=subprocess.DEVNULL, timeout=30)
+    result = subprocess.run(
+        ["sbatch", "--test-only", *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=30,
+    )
     return (result.stderr.splitlines() or [""])[0]
 
 
@@ -386,8 +445,11 @@ def test_job_body_wants_text():
 def test_settings_from_options_takes_env_as_items_or_a_dict():
     assert settings_from_options({"env": ["A=1"]})["env"] == {"A": "1"}
     assert settings_from_options({"env": {"A": "1"}})["env"] == {"A": "1"}
-    for options, flag in (({"env": "A=1"}, "--env"), ({"env": [1]}, "--env"),
-                          ({"mounts": "/a:/b"}, "--mount")):
+    for options, flag in (
+        ({"env": "A=1"}, "--env"),
+        ({"env": [1]}, "--env"),
+        ({"mounts": "/a:/b"}, "--mount"),
+    ):
         with pytest.raises(SpecError) as error:
             settings_from_options(options)
         assert error.value.flag == flag
@@ -397,8 +459,12 @@ SHELL_SAFE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")  # what needs no quoting in a
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(max_size=40) | st.from_regex(
-    r"([a-z]{1,6}://)?[A-Za-z0-9.:/_@-]{1,30}(:[A-Za-z0-9._;$`'\"-]{1,10})?", fullmatch=True))
+@given(
+    st.text(max_size=40)
+    | st.from_regex(
+        r"([a-z]{1,6}://)?[A-Za-z0-9.:/_@-]{1,30}(:[A-Za-z0-9._;$`'\"-]{1,10})?", fullmatch=True
+    )
+)
 def test_property_an_accepted_image_is_one_plain_shell_word(image):
     try:
         check_image(image)
@@ -409,8 +475,10 @@ def test_property_an_accepted_image_is_one_plain_shell_word(image):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(max_size=40) | st.lists(st.from_regex(r"-{0,2}[A-Za-z0-9=/:;$'\"]{1,8}",
-                                                     fullmatch=True)).map(" ".join))
+@given(
+    st.text(max_size=40)
+    | st.lists(st.from_regex(r"-{0,2}[A-Za-z0-9=/:;$'\"]{1,8}", fullmatch=True)).map(" ".join)
+)
 def test_property_accepted_singularity_options_are_plain_shell_words(options):
     spec = OffloadSpec(singularity_options=options)
     try:
@@ -422,8 +490,10 @@ def test_property_accepted_singularity_options_are_plain_shell_words(options):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(max_size=40) | st.lists(st.from_regex(r"-{1,2}[A-Za-z0-9=/:;$'\" -]{1,8}",
-                                                     fullmatch=True)).map(" ".join))
+@given(
+    st.text(max_size=40)
+    | st.lists(st.from_regex(r"-{1,2}[A-Za-z0-9=/:;$'\" -]{1,8}", fullmatch=True)).map(" ".join)
+)
 def test_property_sbatch_words_are_known_options_with_plain_values(text):
     try:
         words = OffloadSpec(sbatch=text).sbatch_words()
@@ -438,19 +508,25 @@ def test_property_sbatch_words_are_known_options_with_plain_values(text):
             assert word[1] in SBATCH_SHORT_OPTIONS
 
 
-text = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\0\n\r"),
-               min_size=1, max_size=12)
+text = st.text(
+    st.characters(exclude_categories=("Cs",), exclude_characters="\0\n\r"), min_size=1, max_size=12
+)
 specs = st.builds(
     OffloadSpec,
     node=st.none() | st.from_regex(r"[a-z][a-z0-9-]{0,10}[a-z0-9]", fullmatch=True),
     time=st.none() | st.sampled_from(["10", "02:30:00", "1-12"]),
     cpus_per_task=st.none() | st.integers(1, 128),
     mem=st.none() | st.sampled_from(["512", "4G", "1.5Gi"]),
-    nodes=st.none() | st.integers(1, 8), gpus=st.none() | st.integers(1, 8),
-    job_name=st.none() | text, partition=st.none() | text, account=st.none() | text,
+    nodes=st.none() | st.integers(1, 8),
+    gpus=st.none() | st.integers(1, 8),
+    job_name=st.none() | text,
+    partition=st.none() | text,
+    account=st.none() | text,
     image=st.sampled_from([DEFAULT_IMAGE, "python:3.11", "/x/y.sif"]) | text,
-    mounts=st.lists(text, max_size=2), pre_exec=st.none() | text,
-    singularity_options=st.none() | text, sbatch=st.none() | text,
+    mounts=st.lists(text, max_size=2),
+    pre_exec=st.none() | text,
+    singularity_options=st.none() | text,
+    sbatch=st.none() | text,
     env=st.dictionaries(text.filter(lambda name: "=" not in name), text, max_size=3),
     prefix=st.sampled_from(["oj", "team"]) | text,
 )
@@ -469,8 +545,10 @@ def test_a_lone_surrogate_in_the_cell_is_refused_with_its_place():
 
 @pytest.mark.parametrize(
     ("code", "env", "flag"),
-    [("".join(f"x{i} = {i * 7919 % 100003}\n" for i in range(30000)), {}, "cell"),
-     ("print(1)", {"BIG": "v" * 70000 + os.urandom(60000).hex()}, "--env")],
+    [
+        ("".join(f"x{i} = {i * 7919 % 100003}\n" for i in range(30000)), {}, "cell"),
+        ("print(1)", {"BIG": "v" * 70000 + os.urandom(60000).hex()}, "--env"),
+    ],
 )
 def test_an_oversized_job_names_what_made_it_big(code, env, flag):
     with pytest.raises(SpecError) as err:
@@ -505,6 +583,9 @@ def test_a_site_image_prefix_writes_bare_references_with_it(image, sent):
 def test_a_scheme_on_a_prefixed_site_is_refused_with_the_bare_reference():
     site = SiteFacts(image_prefix="/cvmfs/unpacked.cern.ch/")
     spec = OffloadSpec(node="vk", time="00:10:00", image="docker://python:3.12-slim", site=site)
-    with pytest.raises(SpecError, match=r"^--image .*write the reference without a scheme, "
-                                        r"e\.g\. --image python:3\.12-slim"):
+    with pytest.raises(
+        SpecError,
+        match=r"^--image .*write the reference without a scheme, "
+        r"e\.g\. --image python:3\.12-slim",
+    ):
         spec.validate()

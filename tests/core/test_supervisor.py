@@ -37,11 +37,19 @@ def supervisor_python() -> Path:
             ["boto3", "pyyaml", "requests", "webdavclient3"],
         ]
         for args in steps:
-            proc = subprocess.run([str(python), "-m", "pip", "install", "-q", *args],
-                                  capture_output=True, text=True, timeout=600)
+            proc = subprocess.run(
+                [str(python), "-m", "pip", "install", "-q", *args],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             if proc.returncode != 0:
-                unreachable = ("No matching distribution", "Could not find a version",
-                               "NewConnectionError", "Network is unreachable")
+                unreachable = (
+                    "No matching distribution",
+                    "Could not find a version",
+                    "NewConnectionError",
+                    "Network is unreachable",
+                )
                 if any(text in proc.stderr for text in unreachable):
                     pytest.skip(f"PyPI unreachable: {proc.stderr.strip()[-200:]}")
                 raise AssertionError(f"pip install {args} failed:\n{proc.stderr}")
@@ -56,20 +64,27 @@ def run_supervisor(python: Path, spec: OffloadSpec, code: str, tmp_path: Path) -
         "PATH": os.environ["PATH"],
         "SCRIPT": base64.b64encode(RUNNER_SCRIPT.encode()).decode(),
         "FUNCTION_CONFIG": base64.b64encode(yaml.safe_dump(config).encode()).decode(),
-        "RESOURCE_ID": "vk-node", "JOB_UUID": f"{definition['name']}-1",
+        "RESOURCE_ID": "vk-node",
+        "JOB_UUID": f"{definition['name']}-1",
         **definition["environment"]["variables"],
     }
     # what the interLink pod runs: echo $EVENT | base64 -d | supervisor
     stdin = spec.job_body(code) + b"\n"
-    proc = subprocess.run([str(python), "-m", "faassupervisor.supervisor"], input=stdin, env=env,
-                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          timeout=120)
+    proc = subprocess.run(
+        [str(python), "-m", "faassupervisor.supervisor"],
+        input=stdin,
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout.decode(errors="replace")
     return proc.stdout.decode("utf-8")
 
 
 def test_real_supervisor_debug_log_parses_back_to_the_cells_output(supervisor_python, tmp_path):
-    spec = OffloadSpec(node="vk-node", env={"GREETING": "it's \"$HOME\", a,b `x`"})
+    spec = OffloadSpec(node="vk-node", env={"GREETING": 'it\'s "$HOME", a,b `x`'})
     code = textwrap.dedent("""\
         import os, sys
         print("   indented and trailing   ")
@@ -89,8 +104,13 @@ def test_real_supervisor_debug_log_parses_back_to_the_cells_output(supervisor_py
     early = parser.feed(log[:cut])
     rest = parser.feed(log)
     assert [line.text for line in early + rest if line.stream == "stdout"] == [
-        "   indented and trailing   ", "", "ünïcødé ✓", "100%ress 10%",  # as a terminal shows it
-        "it's \"$HOME\", a,b `x`", "no newline"]
+        "   indented and trailing   ",
+        "",
+        "ünïcødé ✓",
+        "100%ress 10%",  # as a terminal shows it
+        'it\'s "$HOME", a,b `x`',
+        "no newline",
+    ]
     assert [line.text for line in parser.lines if line.stream == "stderr"] == ["to stderr"]
     assert parser.exit_code == 4
     assert parser.started["node"] == "vk-node"
@@ -102,8 +122,9 @@ def test_real_supervisor_debug_log_parses_back_to_the_cells_output(supervisor_py
 
 
 def test_real_supervisor_traceback_of_a_failing_cell(supervisor_python, tmp_path):
-    log = run_supervisor(supervisor_python, OffloadSpec(), "x = 1\nraise RuntimeError('bad')\n",
-                         tmp_path)
+    log = run_supervisor(
+        supervisor_python, OffloadSpec(), "x = 1\nraise RuntimeError('bad')\n", tmp_path
+    )
     parser = LogParser()
     parser.feed(log)
     assert parser.exit_code == 1

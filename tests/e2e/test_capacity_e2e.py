@@ -55,26 +55,34 @@ def stdout(cell) -> str:
 
 
 def test_over_capacity_is_refused_at_once_in_the_magic_and_the_panel(
-        local_oscar, connected, monkeypatch):
+    local_oscar, connected, monkeypatch
+):
     node = local_node(connected)
     cpus, memory = int(node.cpu_total), node.memory_total_bytes
     before = cluster_contents(local_oscar, monkeypatch)
     offload = f"%%oscar_offload --node {NODE} --time 00:02:00"
-    nb = new_notebook(cells=[new_code_cell(source) for source in (
-        "%load_ext oscar_jupyter\n%oscar_connect local",
-        f"{offload} --cpus-per-task 64\nprint('ran')\n",
-        f"{offload} --mem 1T\nprint('ran')\n",
-        f"{offload} --cpus-per-task 64 --mem 1T --dry-run\nprint('ran')\n",
-        "from oscar_jupyter.widgets import Panel\n"
-        f"panel = Panel()\npanel.set(node='{NODE}', time='00:02:00', cpus_per_task=64)\n"
-        "print(panel.problems['cpus_per_task'].message)\n"
-        "print(sorted(panel.problems))\n"
-        "print(panel.errors['cpus_per_task'].value)",
-        "%%oscar_offload\nprint('ran')\n",  # a bare magic with the panel's settings
-        f"panel.set(node='{NODE}', time='00:02:00', cpus_per_task={cpus})\n"
-        "print(sorted(panel.problems), repr(panel.capacity_note.value))",
-    )], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}})
+    nb = new_notebook(
+        cells=[
+            new_code_cell(source)
+            for source in (
+                "%load_ext oscar_jupyter\n%oscar_connect local",
+                f"{offload} --cpus-per-task 64\nprint('ran')\n",
+                f"{offload} --mem 1T\nprint('ran')\n",
+                f"{offload} --cpus-per-task 64 --mem 1T --dry-run\nprint('ran')\n",
+                "from oscar_jupyter.widgets import Panel\n"
+                f"panel = Panel()\npanel.set(node='{NODE}', time='00:02:00', cpus_per_task=64)\n"
+                "print(panel.problems['cpus_per_task'].message)\n"
+                "print(sorted(panel.problems))\n"
+                "print(panel.errors['cpus_per_task'].value)",
+                "%%oscar_offload\nprint('ran')\n",  # a bare magic with the panel's settings
+                f"panel.set(node='{NODE}', time='00:02:00', cpus_per_task={cpus})\n"
+                "print(sorted(panel.problems), repr(panel.capacity_note.value))",
+            )
+        ],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+    )
     monkeypatch.setenv("OSCAR_JUPYTER_LOG_DIR", str(local_oscar.home / "client-logs"))
     client = NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True)
     try:
@@ -84,11 +92,15 @@ def test_over_capacity_is_refused_at_once_in_the_magic_and_the_panel(
         nbformat.write(client.nb, ARTIFACTS / "capacity-refusals.ipynb")
     cells = client.nb.cells
 
-    cpu_refusal = (f"--cpus-per-task 64: node {NODE} offers {cpus} CPU{'s' * (cpus != 1)}; "
-                   f"ask for at most --cpus-per-task {cpus} {WAY_OUT}")
+    cpu_refusal = (
+        f"--cpus-per-task 64: node {NODE} offers {cpus} CPU{'s' * (cpus != 1)}; "
+        f"ask for at most --cpus-per-task {cpus} {WAY_OUT}"
+    )
     largest = f"{memory // 2**30}G" if memory % 2**30 == 0 else f"{memory // 2**20}M"
-    mem_refusal = (f"--mem 1T: 1.0 TiB asked and node {NODE} offers {format_bytes(memory)}; "
-                   f"ask for at most --mem {largest} {WAY_OUT}")
+    mem_refusal = (
+        f"--mem 1T: 1.0 TiB asked and node {NODE} offers {format_bytes(memory)}; "
+        f"ask for at most --mem {largest} {WAY_OUT}"
+    )
     assert error_text(cells[1]) == cpu_refusal
     assert error_text(cells[2]) == mem_refusal
     # A dry run is refused the same way, with every problem at once.
@@ -127,12 +139,17 @@ def test_a_refusal_is_checked_again_against_the_node_as_it_is_now(connected):
     with pytest.raises(SpecError) as refused:
         connected.submit("print(1)", dataclasses.replace(spec, cpus_per_task=cpus + 1))
     assert str(refused.value).startswith(
-        f"--cpus-per-task {cpus + 1}: node {NODE} offers {cpus} CPU")
+        f"--cpus-per-task {cpus + 1}: node {NODE} offers {cpus} CPU"
+    )
     assert list(connected.jobs) == [job.name]
 
 
 def test_a_spec_that_fits_the_node_raises_nothing(connected):
     node = local_node(connected)
-    fits = OffloadSpec(node=NODE, time="00:02:00", cpus_per_task=int(node.cpu_total),
-                       mem=f"{node.memory_total_bytes // 2**20}M")
+    fits = OffloadSpec(
+        node=NODE,
+        time="00:02:00",
+        cpus_per_task=int(node.cpu_total),
+        mem=f"{node.memory_total_bytes // 2**20}M",
+    )
     connected.check_offloadable(fits)

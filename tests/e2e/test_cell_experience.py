@@ -133,8 +133,11 @@ def test_errors_hints_syntax_and_flags_as_the_user_sees_them(local_oscar, monkey
     assert "usage:" not in everything(cells[7])
 
     dry = streams(cells[8], "stdout")
-    summary, fdl, script = (dry.find("# Summary"), dry.find("# Service definition"),
-                            dry.find("# File "))
+    summary, fdl, script = (
+        dry.find("# Summary"),
+        dry.find("# Service definition"),
+        dry.find("# File "),
+    )
     assert 0 <= summary < fdl < dry.find("# Job request") < script
     head = dry[summary:fdl]
     assert "node: local-slurm" in head and "2 CPUs per task" in head
@@ -172,8 +175,10 @@ def wait_for_text(cell, text: str, seconds: float = 180) -> None:
 
 
 def test_ctrl_c_and_scancel_end_as_cancelled_with_one_line(local_oscar, monkeypatch):
-    sleeper = "\nimport sys, time\nprint('{0} started', flush=True)\n" \
-              "print('{0} err', file=sys.stderr, flush=True)\ntime.sleep(120)\n"
+    sleeper = (
+        "\nimport sys, time\nprint('{0} started', flush=True)\n"
+        "print('{0} err', file=sys.stderr, flush=True)\ntime.sleep(120)\n"
+    )
     nb = notebook(
         CONNECT,
         "%%oscar_offload --node local-slurm --time 00:05:00" + sleeper.format("A"),

@@ -74,13 +74,18 @@ class CuttableProxy:
                     pass
 
 
-def test_the_log_resumes_after_an_outage_without_repeating_or_skipping(local_oscar, tmp_path,
-                                                                        monkeypatch):
+def test_the_log_resumes_after_an_outage_without_repeating_or_skipping(
+    local_oscar, tmp_path, monkeypatch
+):
     monkeypatch.setenv("OSCAR_JUPYTER_LOG_DIR", str(tmp_path / "logs"))
     proxy = CuttableProxy(int(local_oscar.endpoint.rsplit(":", 1)[1]))
     session = Session()
-    session.connect(endpoint=f"http://127.0.0.1:{proxy.port}", user=local_oscar.user,
-                    password=local_oscar.password, config_path=tmp_path / "none.yaml")
+    session.connect(
+        endpoint=f"http://127.0.0.1:{proxy.port}",
+        user=local_oscar.user,
+        password=local_oscar.password,
+        config_path=tmp_path / "none.yaml",
+    )
     code = "import time\nfor i in range(8):\n    print('tick', i, flush=True)\n    time.sleep(1)\n"
     job = session.submit(code, session.build_spec({"node": "local-slurm", "time": "00:05:00"}))
     seen: list[str] = []

@@ -14,8 +14,10 @@ NODE = "local-slurm"
 
 
 def test_followed_lines_arrive_while_the_job_runs_and_match_the_polled_log(connected, local_oscar):
-    code = ("import sys, time\nfor i in range(4):\n    print('line', i, flush=True)\n"
-            "    print('err', i, file=sys.stderr, flush=True)\n    time.sleep(1.0)\n")
+    code = (
+        "import sys, time\nfor i in range(4):\n    print('line', i, flush=True)\n"
+        "    print('err', i, file=sys.stderr, flush=True)\n    time.sleep(1.0)\n"
+    )
     job = oscar_jupyter.offload(code, node=NODE, time="00:05:00", wait=False)
     assert job.follow_with_kubernetes(str(local_oscar.kubeconfig))
     arrivals: list[tuple[str, str, bool]] = []
@@ -41,7 +43,8 @@ def test_a_follower_that_cannot_reach_the_cluster_leaves_polling_in_charge(conne
     kubeconfig.write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: x\n"
         "clusters: [{name: x, cluster: {server: 'http://127.0.0.1:9'}}]\n"
-        "contexts: [{name: x, context: {cluster: x, user: x}}]\nusers: [{name: x, user: {}}]\n")
+        "contexts: [{name: x, context: {cluster: x, user: x}}]\nusers: [{name: x, user: {}}]\n"
+    )
     connected.follow_kubernetes = False  # not the profile's kubeconfig: this test's own
     job = oscar_jupyter.offload("print('polled anyway')", node=NODE, time="00:05:00", wait=False)
     assert job.follow_with_kubernetes(str(kubeconfig))

@@ -32,8 +32,9 @@ def shown(cell) -> str:
 
 
 def html_of(cell) -> str:
-    return "".join(o.data.get("text/html", "") for o in cell.outputs
-                   if o.output_type == "display_data")
+    return "".join(
+        o.data.get("text/html", "") for o in cell.outputs if o.output_type == "display_data"
+    )
 
 
 def test_oscar_jobs_shows_labels_states_and_filters(local_oscar, monkeypatch, tmp_path):
@@ -41,16 +42,16 @@ def test_oscar_jobs_shows_labels_states_and_filters(local_oscar, monkeypatch, tm
     monkeypatch.setenv("OSCAR_JUPYTER_LOG_DIR", str(tmp_path / "client-logs"))
     monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "work" / "labels.ipynb"))
     nb = notebook(
-        CONNECT,                                                              # [1]
-        OFFLOAD + "\n\nprint('labelled job')\n",                               # [2]
-        OFFLOAD + " --no-wait -o slow\nimport time\ntime.sleep(300)\n",        # [3]
+        CONNECT,  # [1]
+        OFFLOAD + "\n\nprint('labelled job')\n",  # [2]
+        OFFLOAD + " --no-wait -o slow\nimport time\ntime.sleep(300)\n",  # [3]
         "import time\nwhile slow.status() not in ('Running', 'Pending'):\n"
-        "    time.sleep(0.2)\nslow.cancel()",                                  # [4]
-        "%oscar_jobs",                                                         # [5]
-        "%oscar_jobs --hide-finished",                                         # [6]
-        "%oscar_jobs --notebook --ids",                                        # [7]
-        "%oscar_jobs --watch --notebook",                                      # [8]
-        "%oscar_cleanup\n%oscar_jobs",                                         # [9]
+        "    time.sleep(0.2)\nslow.cancel()",  # [4]
+        "%oscar_jobs",  # [5]
+        "%oscar_jobs --hide-finished",  # [6]
+        "%oscar_jobs --notebook --ids",  # [7]
+        "%oscar_jobs --watch --notebook",  # [8]
+        "%oscar_cleanup\n%oscar_jobs",  # [9]
     )
     client = NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True)
     nb = run(client, "jobs_labels")

@@ -138,8 +138,11 @@ def test_results_and_figures_notebook_sends_trains_plots_and_returns(local_oscar
     back = texts(next(c for c in code if c.source.startswith("print(f'w = ")))
     assert back.startswith("w = 3.002, b = -0.990") and "300 losses" in back
     table = next(c for c in code if "Residuals" in c.source)
-    (html,) = [o.data["text/html"] for o in table.outputs if "text/html" in o.get("data", {})
-               and "<table>" in o.data["text/html"]]
+    (html,) = [
+        o.data["text/html"]
+        for o in table.outputs
+        if "text/html" in o.get("data", {}) and "<table>" in o.data["text/html"]
+    ]
     assert html.count("<tr>") == 6
     api = next(c for c in code if "outputs=['mean']" in c.source)
     assert texts(api).strip().startswith("{'mean': 1.95")  # sum(ys) / len(ys)

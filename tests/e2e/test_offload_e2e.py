@@ -156,8 +156,11 @@ def test_a_very_long_output_is_cut_in_the_cell_but_kept_whole(ip):
     ip.run_line_magic("config", "OscarMagics.max_stream_lines = 50")
     try:
         with capture_output() as out:
-            ip.run_cell_magic("oscar_offload", f"--node {NODE} --time 00:02:00 -o long_job",
-                              "for i in range(2000):\n    print('row', i)\n")
+            ip.run_cell_magic(
+                "oscar_offload",
+                f"--node {NODE} --time 00:02:00 -o long_job",
+                "for i in range(2000):\n    print('row', i)\n",
+            )
     finally:
         ip.run_line_magic("config", "OscarMagics.max_stream_lines = 10000")
     job = ip.user_ns["long_job"]
@@ -202,7 +205,8 @@ def test_timeout_cancels_and_ends_in_one_line(ip):
 
     with capture_output() as out, pytest.raises(JobTimeout) as err:
         ip.run_cell_magic(
-            "oscar_offload", f"--node {NODE} --time 00:05:00 --timeout 3 -o timed",
+            "oscar_offload",
+            f"--node {NODE} --time 00:05:00 --timeout 3 -o timed",
             "import time\nprint('up', flush=True)\ntime.sleep(120)\n",
         )
     assert err.value._render_traceback_() == [f"JobTimeout: {err.value}"]
@@ -228,8 +232,7 @@ def test_a_secret_reaches_the_cell_but_no_log_listing_or_dry_run(ip, connected, 
     value = "tok-" + secrets.token_hex(16)
     monkeypatch.setenv("API_TOKEN", value)  # the kernel's environment, never the cell
     cell = (
-        "import os, hashlib\n"
-        "print(hashlib.sha256(os.environ['API_TOKEN'].encode()).hexdigest())\n"
+        "import os, hashlib\nprint(hashlib.sha256(os.environ['API_TOKEN'].encode()).hexdigest())\n"
     )
     with capture_output() as dry:
         ip.run_cell_magic("oscar_offload", f"--node {NODE} --secret API_TOKEN --dry-run", cell)

@@ -58,8 +58,9 @@ def test_two_users_with_the_same_settings_both_offload(kernels):
 def test_cleanup_keeps_a_service_while_another_kernel_of_the_user_runs_a_job(kernels):
     first, second = kernels("alice"), kernels("alice")
     done = first.submit("print(1)\n", first.build_spec(SETTINGS))
-    running = second.submit("import time\nprint('up', flush=True)\ntime.sleep(120)\n",
-                            second.build_spec(SETTINGS))
+    running = second.submit(
+        "import time\nprint('up', flush=True)\ntime.sleep(120)\n", second.build_spec(SETTINGS)
+    )
     assert done.service == running.service
     done.result(180)
     assert done.exit_code == 0

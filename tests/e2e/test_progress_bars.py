@@ -12,7 +12,9 @@ from .test_cell_experience import CONNECT, OFFLOAD, RAW_LOG, client_for, noteboo
 
 pytestmark = pytest.mark.e2e
 
-PROGRESS = OFFLOAD + """
+PROGRESS = (
+    OFFLOAD
+    + """
 import sys, time
 print("start")
 for i in range(30):
@@ -24,6 +26,7 @@ time.sleep(2)
 sys.stderr.write("Ada\\n")
 print("end")
 """
+)
 
 
 def test_progress_bar_shows_in_place_and_ends_as_one_line(local_oscar, monkeypatch):

@@ -39,8 +39,9 @@ def run(local_oscar, monkeypatch, name: str, cells: list[str], **env: str):
     return nb
 
 
-def text(cell, kinds: tuple[str, ...] = ("stream", "display_data", "execute_result", "error")
-         ) -> str:
+def text(
+    cell, kinds: tuple[str, ...] = ("stream", "display_data", "execute_result", "error")
+) -> str:
     parts = []
     for out in cell.outputs:
         if out.output_type not in kinds:
@@ -86,34 +87,45 @@ def test_gpus_reach_slurm_as_gres_instead_of_a_pod_that_is_never_scheduled(
 
 
 def test_log_level_in_env_reaches_the_cell_not_the_supervisor(local_oscar, monkeypatch):
-    cell = (f"%%oscar_offload --node {NODE} --time 00:02:00 --env LOG_LEVEL=debug\n"
-            "import os\nprint('level', os.environ['LOG_LEVEL'])\n")
+    cell = (
+        f"%%oscar_offload --node {NODE} --time 00:02:00 --env LOG_LEVEL=debug\n"
+        "import os\nprint('level', os.environ['LOG_LEVEL'])\n"
+    )
     nb = run(local_oscar, monkeypatch, "log-level", [connect("alice"), cell])
     assert not errors(nb.cells[1]), text(nb.cells[1])
     assert "level debug\n" in text(nb.cells[1], ("stream",))
 
 
 def test_a_cell_without_a_node_is_refused_before_anything_is_sent(local_oscar, monkeypatch):
-    nb = run(local_oscar, monkeypatch, "no-node", [
-        connect("alice"),
-        "%%oscar_offload --time 00:02:00\nprint(1)\n",
-        "from oscar_jupyter import session\nprint(len(session.current().jobs))",
-    ])
+    nb = run(
+        local_oscar,
+        monkeypatch,
+        "no-node",
+        [
+            connect("alice"),
+            "%%oscar_offload --time 00:02:00\nprint(1)\n",
+            "from oscar_jupyter import session\nprint(len(session.current().jobs))",
+        ],
+    )
     [error] = errors(nb.cells[1])
     assert error.ename == "SpecError" and "--node" in error.evalue
     assert text(nb.cells[2], ("stream",)).strip() == "0"
 
 
 def test_an_oidc_users_job_over_the_kueue_quota_says_why_it_waits(local_oscar, monkeypatch):
-    nb = run(local_oscar, monkeypatch, "kueue", [
-        connect("alice"),
-        "import oscar_jupyter.jobs\noscar_jupyter.jobs.EXPLAIN_WAIT_SECONDS = 2",
-        # Within the node (capacity.py refuses more) but over the user's Kueue quota.
-        f"%%oscar_offload --node {NODE} --time 00:02:00 --mem 4G --no-wait -o job\n"
-        "print(1)\n",
-        "import time\ntime.sleep(6)\njob.refresh()\nprint(job.status())\n"
-        "print(job.waiting_reason())\njob.cancel()",
-    ])
+    nb = run(
+        local_oscar,
+        monkeypatch,
+        "kueue",
+        [
+            connect("alice"),
+            "import oscar_jupyter.jobs\noscar_jupyter.jobs.EXPLAIN_WAIT_SECONDS = 2",
+            # Within the node (capacity.py refuses more) but over the user's Kueue quota.
+            f"%%oscar_offload --node {NODE} --time 00:02:00 --mem 4G --no-wait -o job\nprint(1)\n",
+            "import time\ntime.sleep(6)\njob.refresh()\nprint(job.status())\n"
+            "print(job.waiting_reason())\njob.cancel()",
+        ],
+    )
     shown = text(nb.cells[3], ("stream",))
     assert shown.startswith("Suspended\n"), shown
     assert "suspended by Kueue" in shown and "4096Mi of memory > 2Gi" in shown
@@ -122,11 +134,16 @@ def test_an_oidc_users_job_over_the_kueue_quota_says_why_it_waits(local_oscar, m
 def test_nodes_come_from_kubernetes_when_oscar_lists_none(local_oscar, monkeypatch):
     # /system/status lists no virtual node (no metrics), as on a real cluster; the profile
     # names the cluster's kubeconfig (jupyter: {kubeconfig: ...}), so the nodes come from there.
-    nb = run(local_oscar, monkeypatch, "nodes-kubernetes", [
-        connect("alice"),
-        "%oscar_nodes",
-        f"%%oscar_offload --node not-{NODE} --time 00:02:00\nprint(1)\n",
-    ])
+    nb = run(
+        local_oscar,
+        monkeypatch,
+        "nodes-kubernetes",
+        [
+            connect("alice"),
+            "%oscar_nodes",
+            f"%%oscar_offload --node not-{NODE} --time 00:02:00\nprint(1)\n",
+        ],
+    )
     assert f"interLink virtual nodes (from Kubernetes): `{NODE}`" in text(nb.cells[0])
     assert NODE in text(nb.cells[1])
     [error] = errors(nb.cells[2])  # so node names are checked again
@@ -135,27 +152,46 @@ def test_nodes_come_from_kubernetes_when_oscar_lists_none(local_oscar, monkeypat
 
 def test_a_secret_stays_out_of_the_saved_notebook_and_the_log(local_oscar, monkeypatch):
     value = "tok-" + secrets.token_hex(16)
-    cell = (f"%%oscar_offload --node {NODE} --time 00:02:00 --secret API_TOKEN -o job\n"
-            "import os\nprint(len(os.environ['API_TOKEN']))\n")
-    nb = run(local_oscar, monkeypatch, "secret",
-             [connect("alice"), cell, "print(job.raw_log.count('tok-'))"], API_TOKEN=value)
+    cell = (
+        f"%%oscar_offload --node {NODE} --time 00:02:00 --secret API_TOKEN -o job\n"
+        "import os\nprint(len(os.environ['API_TOKEN']))\n"
+    )
+    nb = run(
+        local_oscar,
+        monkeypatch,
+        "secret",
+        [connect("alice"), cell, "print(job.raw_log.count('tok-'))"],
+        API_TOKEN=value,
+    )
     assert text(nb.cells[1], ("stream",)).strip() == str(len(value))
     assert text(nb.cells[2], ("stream",)).strip() == "0"
     assert value not in json.dumps(nb)
 
 
 def test_cleanup_in_one_kernel_leaves_the_other_kernels_jobs(local_oscar, monkeypatch):
-    other = run(local_oscar, monkeypatch, "cleanup-other",
-                [connect("alice"), OFFLOAD.replace("00:02:00", "00:02:00 -o job"),
-                 "print(job.name)"])
+    other = run(
+        local_oscar,
+        monkeypatch,
+        "cleanup-other",
+        [connect("alice"), OFFLOAD.replace("00:02:00", "00:02:00 -o job"), "print(job.name)"],
+    )
     other_job = text(other.cells[2], ("stream",)).strip()
-    mine = run(local_oscar, monkeypatch, "cleanup-mine",
-               [connect("alice"), OFFLOAD.replace("00:02:00", "00:02:00 -o job"),
-                "print(job.service, job.name)", "%oscar_cleanup"])
+    mine = run(
+        local_oscar,
+        monkeypatch,
+        "cleanup-mine",
+        [
+            connect("alice"),
+            OFFLOAD.replace("00:02:00", "00:02:00 -o job"),
+            "print(job.service, job.name)",
+            "%oscar_cleanup",
+        ],
+    )
     service, my_job = text(mine.cells[2], ("stream",)).split()
     assert "Deleted 1 finished job" in text(mine.cells[3]), text(mine.cells[3])
-    with httpx.Client(base_url=local_oscar.endpoint, timeout=30,
-                      auth=(local_oscar.user, local_oscar.password)) as admin:
+    with httpx.Client(
+        base_url=local_oscar.endpoint, timeout=30, auth=(local_oscar.user, local_oscar.password)
+    ) as admin:
         listed = admin.get(f"/system/logs/{service}").json()["jobs"]
     assert other_job in listed and my_job not in listed
 
@@ -176,22 +212,34 @@ def test_a_site_image_prefix_in_the_profile_writes_images_the_site_can_open(
     Path(prefix + DEFAULT_SUPERVISOR_KIT_IMAGE).mkdir(parents=True)
     config = tmp_path / "config.yaml"
     home = tmp_path / "site"
-    daemon.start(home=home, port=free_port(), executor=executor_choice(), config_path=config,
-                 image_prefix=prefix, timeout=120)
+    daemon.start(
+        home=home,
+        port=free_port(),
+        executor=executor_choice(),
+        config_path=config,
+        image_prefix=prefix,
+        timeout=120,
+    )
     try:
         profile = load_profile("local", config_path=config)
         profile.defaults["jupyter"] = {**profile.defaults["jupyter"], "image_prefix": prefix}
         save_profile(profile, config_path=config)
         monkeypatch.setenv("OSCAR_CLI_CONFIG", str(config))
         monkeypatch.setenv("OSCAR_JUPYTER_LOG_DIR", str(tmp_path / "logs"))
-        nb = new_notebook(cells=[new_code_cell(source) for source in [
-            connect(None),
-            f"%%oscar_offload --node {NODE} --time 00:02:00 --image docker://python:3.12-slim\n"
-            "print('never sent')\n",
-            f"%%oscar_offload --node {NODE} --time 00:02:00 --image python:3.12-slim -o job\n"
-            "print('ran')\n",
-            "print(job.spec.service_definition()['image'])",
-        ]])
+        nb = new_notebook(
+            cells=[
+                new_code_cell(source)
+                for source in [
+                    connect(None),
+                    f"%%oscar_offload --node {NODE} --time 00:02:00 --image docker://python:3.12-slim\n"
+                    "print('never sent')\n",
+                    f"%%oscar_offload --node {NODE} --time 00:02:00 "
+                    "--image python:3.12-slim -o job\n"
+                    "print('ran')\n",
+                    "print(job.spec.service_definition()['image'])",
+                ]
+            ]
+        )
         NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True).execute()
     finally:
         daemon.stop(home=home)

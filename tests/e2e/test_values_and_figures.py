@@ -84,4 +84,5 @@ def test_values_that_cannot_travel_are_refused_at_once_with_one_error(local_osca
     (error,) = errors(undefined)
     assert error.traceback == ["OffloadValuesError: --out result: the cell did not define result"]
     assert "OffloadValuesError" not in "".join(
-        o.text for o in undefined.outputs if o.output_type == "stream")
+        o.text for o in undefined.outputs if o.output_type == "stream"
+    )

@@ -76,7 +76,9 @@ def to_json_schema(expression: Any) -> dict[str, Any]:
             key.removesuffix("!"): to_json_schema(item) for key, item in expression.items()
         }
         schema: dict[str, Any] = {
-            "type": "object", "properties": properties, "additionalProperties": False,
+            "type": "object",
+            "properties": properties,
+            "additionalProperties": False,
         }
         required = [key.removesuffix("!") for key in expression if key.endswith("!")]
         if required:
@@ -128,7 +130,9 @@ def json_problems(expression: Any, body: Any, allowed_extras: tuple[str, ...] = 
 
 
 def check_against_contract(
-    response: httpx.Response, method: str, path_template: str,
+    response: httpx.Response,
+    method: str,
+    path_template: str,
     allowed_extras: tuple[str, ...] = (),
 ) -> Any:
     """Assert `response` is what our contract allows; returns the body (JSON or text)."""
@@ -156,7 +160,9 @@ def check_against_contract(
 
 
 def check_response(
-    response: httpx.Response, method: str, path_template: str,
+    response: httpx.Response,
+    method: str,
+    path_template: str,
     allowed_extras: tuple[str, ...] = (),
 ) -> Any:
     """Assert `response` keeps our contract (and OSCAR's swagger, when $OSCAR_API_SPEC is set);

@@ -50,8 +50,10 @@ def test_status_lists_no_virtual_node_and_kubernetes_lists_it_with_the_executors
 
 
 def test_service_create_read_list_update_delete(api, make_service):
-    service = make_service(annotations={"slurm-job.vk.io/flags": "--time=00:05:00"},
-                           environment={"variables": {"A": "1"}, "secrets": {"KEY": "hush"}})
+    service = make_service(
+        annotations={"slurm-job.vk.io/flags": "--time=00:05:00"},
+        environment={"variables": {"A": "1"}, "secrets": {"KEY": "hush"}},
+    )
     name = service["name"]
     response = api.get(f"/system/services/{name}")
     read = check_response(response, "GET", "/system/services/{serviceName}")
@@ -88,10 +90,16 @@ def test_service_create_read_list_update_delete(api, make_service):
         ({"name": "Bad_Name", "image": "i", "script": "s"}, 400, "DNS-1123 label"),
         ({"name": "a" * 40, "image": "i", "script": "s"}, 400, "1 to 39 characters"),
         ({"name": "a", "image": "i", "script": "s", "cpu": 2}, 400, '"cpu" must be a string'),
-        ({"name": "a", "image": "i", "script": "s", "annotations": {"x": 1}}, 400,
-         '"annotations" must be an object of string values'),
-        ({"name": "a", "image": "i", "script": "s", "enable_gpu": "yes"}, 400,
-         '"enable_gpu" must be true or false'),
+        (
+            {"name": "a", "image": "i", "script": "s", "annotations": {"x": 1}},
+            400,
+            '"annotations" must be an object of string values',
+        ),
+        (
+            {"name": "a", "image": "i", "script": "s", "enable_gpu": "yes"},
+            400,
+            '"enable_gpu" must be true or false',
+        ),
         ({"name": "a", "image": "i", "script": "s", "memory": "lots"}, 500, '"memory"'),
         ([1, 2], 400, "must be a JSON object"),
     ],
@@ -137,8 +145,14 @@ def test_unknown_and_invalid_service_names(api):
 
 def test_basic_auth_guards_every_system_route(anonymous, api, make_service, local_oscar):
     service = make_service()
-    routes = ["/system/info", "/system/config", "/system/status", "/system/services",
-              f"/system/services/{service['name']}", f"/system/logs/{service['name']}"]
+    routes = [
+        "/system/info",
+        "/system/config",
+        "/system/status",
+        "/system/services",
+        f"/system/services/{service['name']}",
+        f"/system/logs/{service['name']}",
+    ]
     for route in routes:
         response = anonymous.get(route)
         assert response.status_code == 401, route

@@ -23,8 +23,12 @@ from .contract import (
 
 SERVICE = "/system/services/{serviceName}"
 GOOD_SERVICE = {
-    "name": "demo", "image": "docker://python:3.11-slim", "script": "echo hi\n", "cpu": "0.2",
-    "environment": {"variables": {"A": "1"}, "secrets": {}}, "annotations": {},
+    "name": "demo",
+    "image": "docker://python:3.11-slim",
+    "script": "echo hi\n",
+    "cpu": "0.2",
+    "environment": {"variables": {"A": "1"}, "secrets": {}},
+    "annotations": {},
 }
 
 

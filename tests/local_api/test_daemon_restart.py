@@ -27,13 +27,17 @@ SCRIPT = 'if [ "$(cat "$INPUT_FILE_PATH")" = slow ]; then sleep 120; fi\necho "d
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "oscar_jupyter.cli", "local", *args],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
 def post_job(client: httpx.Client, token: str, job: str, body: str) -> None:
     response = client.post(
-        "/job/keep", content=base64.b64encode(body.encode()), auth=None,
+        "/job/keep",
+        content=base64.b64encode(body.encode()),
+        auth=None,
         headers={"Authorization": f"Bearer {token}", "X-Delegated-Job-ID": job},
     )
     assert response.status_code == 201, response.text
@@ -42,8 +46,17 @@ def post_job(client: httpx.Client, token: str, job: str, body: str) -> None:
 def test_cli_start_status_stop_and_a_restart_keeps_services_and_jobs(slurm_cluster, tmp_path):
     home, config = tmp_path / "home", tmp_path / "cli" / "config.yaml"
     port = free_port()
-    started = cli("start", "--home", str(home), "--port", str(port), "--config", str(config),
-                  "--executor", executor_choice())
+    started = cli(
+        "start",
+        "--home",
+        str(home),
+        "--port",
+        str(port),
+        "--config",
+        str(config),
+        "--executor",
+        executor_choice(),
+    )
     assert started.returncode == 0, started.stderr
     endpoint = f"http://127.0.0.1:{port}"
     password = (home / "admin-password").read_text().strip()
@@ -56,8 +69,13 @@ def test_cli_start_status_stop_and_a_restart_keeps_services_and_jobs(slurm_clust
     first_pid = int((home / "server.pid").read_text())
 
     with httpx.Client(base_url=endpoint, auth=("oscar", password), timeout=30) as client:
-        service = {"name": "keep", "image": "docker://alpine", "script": SCRIPT,
-                   "log_level": "DEBUG", "interlink_node_name": "local-slurm"}
+        service = {
+            "name": "keep",
+            "image": "docker://alpine",
+            "script": SCRIPT,
+            "log_level": "DEBUG",
+            "interlink_node_name": "local-slurm",
+        }
         assert client.post("/system/services", json=service).status_code == 201
         token = client.get("/system/services/keep").json()["token"]
         post_job(client, token, "keep-fast", "fast")
@@ -92,8 +110,9 @@ def test_cli_start_status_stop_and_a_restart_keeps_services_and_jobs(slurm_clust
     assert slurm_job_ids_alive([slow_id]) == []
     assert cli("status", "--home", str(home)).returncode == 3
 
-    again = daemon.start(home=home, port=free_port(), executor=executor_choice(),
-                         config_path=config)
+    again = daemon.start(
+        home=home, port=free_port(), executor=executor_choice(), config_path=config
+    )
     try:
         with httpx.Client(base_url=again.endpoint, auth=("oscar", password), timeout=30) as client:
             assert client.get("/system/services/keep").json()["token"] == token
@@ -111,8 +130,13 @@ def test_cli_start_status_stop_and_a_restart_keeps_services_and_jobs(slurm_clust
 def test_a_busy_port_is_a_clear_error(local_oscar, tmp_path):
     busy = int(local_oscar.endpoint.rsplit(":", 1)[1])
     with pytest.raises(daemon.DaemonError, match="OSCAR_JUPYTER_LOCAL_PORT"):
-        daemon.start(home=tmp_path / "other", port=busy, executor="process",
-                     config_path=tmp_path / "config.yaml", timeout=60)
+        daemon.start(
+            home=tmp_path / "other",
+            port=busy,
+            executor="process",
+            config_path=tmp_path / "config.yaml",
+            timeout=60,
+        )
     assert daemon.status(home=tmp_path / "other").running is False
 
 

@@ -46,8 +46,12 @@ def in_squeue(job_id: str) -> bool:
     executor, whether its process still runs)."""
     if job_id.startswith("process-"):
         return process_running(int(job_id.removeprefix("process-")))
-    result = subprocess.run(["squeue", "--noheader", "-o", "%i", "-j", job_id],
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        ["squeue", "--noheader", "-o", "%i", "-j", job_id],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return job_id in result.stdout.split()
 
 
@@ -119,8 +123,9 @@ def test_a_flag_sbatch_rejects_fails_the_job_with_sbatchs_message(anonymous, api
     service = make_service(annotations={"slurm-job.vk.io/flags": "--time=abc"})
     job = f"{service['name']}-badflag"
     assert submit(anonymous, service, b64("x"), job=job).status_code == 201
-    status = wait_for_status(api, service["name"], job, {"Succeeded", "Failed"},
-                             timeout=FIRST_RUN_TIMEOUT)
+    status = wait_for_status(
+        api, service["name"], job, {"Succeeded", "Failed"}, timeout=FIRST_RUN_TIMEOUT
+    )
     assert status["status"] == "Failed"
     response = api.get(f"/system/logs/{service['name']}/{job}")
     assert "Invalid --time specification" in check_response(response, "GET", LOG_PATH)
@@ -174,8 +179,12 @@ def test_deleting_jobs_keeps_unfinished_ones_unless_all(anonymous, api, make_ser
 
 
 def test_deleting_a_service_cancels_its_jobs(anonymous, api, local_oscar):
-    body = {"name": "svc-gone", "image": "docker://alpine", "script": SLOW_IF_ASKED,
-            "interlink_node_name": "local-slurm"}
+    body = {
+        "name": "svc-gone",
+        "image": "docker://alpine",
+        "script": SLOW_IF_ASKED,
+        "interlink_node_name": "local-slurm",
+    }
     assert api.post("/system/services", json=body).status_code == 201
     service = api.get("/system/services/svc-gone").json()
     assert submit(anonymous, service, b64("slow"), job="svc-gone-1").status_code == 201

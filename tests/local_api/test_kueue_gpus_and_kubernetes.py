@@ -25,8 +25,14 @@ def b64(text: str) -> bytes:
 
 
 def create(client: httpx.Client, **fields) -> str:
-    body = {"name": unique_name("k"), "image": "docker://python:3.11-slim",
-            "script": "sleep 1\n", "interlink_node_name": NODE, "log_level": "DEBUG", **fields}
+    body = {
+        "name": unique_name("k"),
+        "image": "docker://python:3.11-slim",
+        "script": "sleep 1\n",
+        "interlink_node_name": NODE,
+        "log_level": "DEBUG",
+        **fields,
+    }
     response = client.post("/system/services", json=body)
     assert response.status_code == 201, response.text
     return body["name"]
@@ -37,8 +43,11 @@ def post(client: httpx.Client, service: str, job: str) -> None:
     headers = {"X-Delegated-Job-ID": job}
     if client.auth is not None and not client.headers.get("Authorization"):
         token = client.get(f"/system/services/{service}").json()["token"]
-        response = httpx.post(str(client.base_url.join(f"/job/{service}")), content=b64("x"),
-                              headers={**headers, "Authorization": f"Bearer {token}"})
+        response = httpx.post(
+            str(client.base_url.join(f"/job/{service}")),
+            content=b64("x"),
+            headers={**headers, "Authorization": f"Bearer {token}"},
+        )
         assert response.status_code == 201, response.text
         return
     response = client.post(f"/job/{service}", content=b64("x"), headers=headers)
@@ -112,9 +121,15 @@ def strict_oscar(request, tmp_path_factory):
         request.getfixturevalue("slurm_cluster")
     root = tmp_path_factory.mktemp("strict-oscar")
     started = daemon.start(
-        home=root / "home", port=free_port(), executor=executor_choice(),
-        config_path=root / "config.yaml", timeout=120, users=["carol"], node_gpus=1,
-        image_prefix="/cvmfs/unpacked.cern.ch/", real_status=True,
+        home=root / "home",
+        port=free_port(),
+        executor=executor_choice(),
+        config_path=root / "config.yaml",
+        timeout=120,
+        users=["carol"],
+        node_gpus=1,
+        image_prefix="/cvmfs/unpacked.cern.ch/",
+        real_status=True,
     )
     password = (root / "home" / "admin-password").read_text().strip()
     with httpx.Client(base_url=started.endpoint, auth=("oscar", password), timeout=30) as client:

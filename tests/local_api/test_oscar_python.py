@@ -15,16 +15,26 @@ pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
 
 
 def test_oscar_python_runs_a_job_on_the_local_oscar(local_oscar):
-    client = Client(options={
-        "cluster_id": "local", "endpoint": local_oscar.endpoint, "user": local_oscar.user,
-        "password": local_oscar.password, "ssl": False,
-    })
+    client = Client(
+        options={
+            "cluster_id": "local",
+            "endpoint": local_oscar.endpoint,
+            "user": local_oscar.user,
+            "password": local_oscar.password,
+            "ssl": False,
+        }
+    )
     assert client.health_check().status_code == 200
     name = unique_name("py")
-    created = client.create_service({
-        "name": name, "image": "docker://python:3.12-slim", "log_level": "DEBUG",
-        "script": 'echo "got $(cat "$INPUT_FILE_PATH")"\n', "interlink_node_name": "local-slurm",
-    })
+    created = client.create_service(
+        {
+            "name": name,
+            "image": "docker://python:3.12-slim",
+            "log_level": "DEBUG",
+            "script": 'echo "got $(cat "$INPUT_FILE_PATH")"\n',
+            "interlink_node_name": "local-slurm",
+        }
+    )
     assert created.status_code == 201, created.text
     try:
         assert json.loads(client.get_service(name).text)["name"] == name

@@ -24,8 +24,13 @@ SCRIPT = "echo hi\n"
 
 
 def create(client: httpx.Client, **fields) -> str:
-    body = {"name": unique_name("u"), "image": "docker://python:3.11-slim", "script": SCRIPT,
-            "interlink_node_name": "vega-elsewhere", **fields}  # never reaches Slurm
+    body = {
+        "name": unique_name("u"),
+        "image": "docker://python:3.11-slim",
+        "script": SCRIPT,
+        "interlink_node_name": "vega-elsewhere",
+        **fields,
+    }  # never reaches Slurm
     response = client.post("/system/services", json=body)
     assert response.status_code == 201, response.text
     return body["name"]
@@ -55,8 +60,10 @@ def test_access_tokens_are_jwts_with_the_expected_claims(local_oscar):
 def test_bad_tokens_are_refused(anonymous, local_oscar):
     token = local_oscar.user_token("alice")
     forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
-    assert anonymous.get("/system/services",
-                         headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+    assert (
+        anonymous.get("/system/services", headers={"Authorization": f"Bearer {forged}"}).status_code
+        == 401
+    )
     url = "/realms/local/protocol/openid-connect/token"
     response = anonymous.post(url, data={"grant_type": "refresh_token", "refresh_token": "x.y.z"})
     assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
@@ -64,8 +71,9 @@ def test_bad_tokens_are_refused(anonymous, local_oscar):
 
 def test_owner_visibility_and_403s(api, alice, bob):
     name = create(alice)
-    service = check_response(alice.get(f"/system/services/{name}"), "GET",
-                             "/system/services/{serviceName}")
+    service = check_response(
+        alice.get(f"/system/services/{name}"), "GET", "/system/services/{serviceName}"
+    )
     assert service["owner"] == "alice@local" and service["visibility"] == "private"
     response = bob.get(f"/system/services/{name}")
     assert response.status_code == 403
@@ -107,10 +115,20 @@ def test_job_owners_and_listing_filter(anonymous, api, alice, local_oscar):
     name = create(alice, visibility="public")
     token = alice.get(f"/system/services/{name}").json()["token"]
     by_alice, by_token = f"{name}-alice", f"{name}-token"
-    assert alice.post(f"/job/{name}", content=b"x",
-                      headers={"X-Delegated-Job-ID": by_alice}).status_code == 201
-    assert anonymous.post(f"/job/{name}", content=b"x", headers={
-        "Authorization": f"Bearer {token}", "X-Delegated-Job-ID": by_token}).status_code == 201
+    assert (
+        alice.post(
+            f"/job/{name}", content=b"x", headers={"X-Delegated-Job-ID": by_alice}
+        ).status_code
+        == 201
+    )
+    assert (
+        anonymous.post(
+            f"/job/{name}",
+            content=b"x",
+            headers={"Authorization": f"Bearer {token}", "X-Delegated-Job-ID": by_token},
+        ).status_code
+        == 201
+    )
     with local_oscar.user_client("bob") as bob:
         bob.get("/system/config")
         assert bob.get(f"/system/logs/{name}").json()["jobs"] == {}  # public, but not his jobs
@@ -128,11 +146,15 @@ def test_a_job_with_an_oidc_token_needs_a_provisioned_user(local_oscar, alice):
         header, payload, signature = claims_token.split(".")
         import base64
         import json
+
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
         claims["iss"] = "https://elsewhere.example/realms/x"
         other = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
-        response = client.post(f"/job/{name}", content=b"x",
-                               headers={"Authorization": f"Bearer {header}.{other}.{signature}"})
+        response = client.post(
+            f"/job/{name}",
+            content=b"x",
+            headers={"Authorization": f"Bearer {header}.{other}.{signature}"},
+        )
         assert response.status_code == 400 and "elsewhere.example" in response.text
     alice.delete(f"/system/services/{name}")
 
@@ -142,14 +164,15 @@ def test_job_listing_pages_at_70(api, make_service, anonymous):
     headers = {"Authorization": f"Bearer {service['token']}"}
     for index in range(71):
         job = f"{service['name']}-{index:03d}"
-        response = anonymous.post(f"/job/{service['name']}", content=b"x",
-                                  headers={**headers, "X-Delegated-Job-ID": job})
+        response = anonymous.post(
+            f"/job/{service['name']}", content=b"x", headers={**headers, "X-Delegated-Job-ID": job}
+        )
         assert response.status_code == 201
-    first = check_response(api.get(f"/system/logs/{service['name']}"), "GET",
-                           "/system/logs/{serviceName}")
+    first = check_response(
+        api.get(f"/system/logs/{service['name']}"), "GET", "/system/logs/{serviceName}"
+    )
     assert len(first["jobs"]) == 70 and first["remaining_jobs"] == 1
-    second = api.get(f"/system/logs/{service['name']}",
-                     params={"page": first["next_page"]}).json()
+    second = api.get(f"/system/logs/{service['name']}", params={"page": first["next_page"]}).json()
     assert list(second["jobs"]) == [f"{service['name']}-070"] and "next_page" not in second
     assert job_status(api, service["name"], f"{service['name']}-000")["status"] == "Pending"
 
@@ -159,8 +182,10 @@ def test_deleting_a_service_deletes_its_suspended_and_pending_jobs(api, alice, l
 
     name = create(alice, cpu="64")  # over alice's quota: Suspended
     job = f"{name}-big"
-    assert alice.post(f"/job/{name}", content=b"x",
-                      headers={"X-Delegated-Job-ID": job}).status_code == 201
+    assert (
+        alice.post(f"/job/{name}", content=b"x", headers={"X-Delegated-Job-ID": job}).status_code
+        == 201
+    )
     assert alice.delete(f"/system/services/{name}").status_code == 204
     assert job not in LocalState(HomeLayout(local_oscar.home).state_file).jobs
     assert not (local_oscar.home / "bodies" / job).exists()

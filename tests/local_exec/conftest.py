@@ -70,8 +70,11 @@ def write_pod(
 def make_pod(tmp_path: Path) -> Callable[..., Path]:
     counter = iter(range(1000))
 
-    def make(containers: dict[str, Command], sbatch: list[str] | None = None,
-             init: dict[str, Command] | None = None) -> Path:
+    def make(
+        containers: dict[str, Command],
+        sbatch: list[str] | None = None,
+        init: dict[str, Command] | None = None,
+    ) -> Path:
         return write_pod(tmp_path / f"ns-pod{next(counter)}", containers, sbatch, init)
 
     return make
@@ -106,7 +109,9 @@ def squeue_active(job_id: str) -> str:
     """What squeue lists for the job among pending/running/completing jobs ('' when none)."""
     return subprocess.run(
         ["squeue", "--noheader", "-o", "%i %t", "-j", job_id],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     ).stdout.strip()
 
 

@@ -44,9 +44,19 @@ def test_a_job_waiting_for_the_node_is_pending_then_runs(slurm_cluster, make_pod
     executor = SlurmExecutor()
     cpus = executor.node_resources()["cpus"]
     blocker = subprocess.run(
-        ["sbatch", "--parsable", f"--cpus-per-task={cpus}", "--mem=1", "-o", "/dev/null",
-         "--wrap", "sleep 2"],
-        capture_output=True, text=True, check=True,
+        [
+            "sbatch",
+            "--parsable",
+            f"--cpus-per-task={cpus}",
+            "--mem=1",
+            "-o",
+            "/dev/null",
+            "--wrap",
+            "sleep 2",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     try:
         pod = make_pod({"main": "exit 0"})
@@ -177,10 +187,19 @@ def test_process_node_resources():
     assert resources["cpus"] == os.cpu_count() and resources["memory_mib"] > 0
 
 
-@pytest.mark.parametrize("text, seconds", [
-    ("10", 600), ("10:30", 630), ("1:00:05", 3605), ("2-3", 2 * 86400 + 3 * 3600),
-    ("1-0:10", 86400 + 600), ("1-00:00:01", 86401), ("0", 0), ("INFINITE", 0),
-])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("10", 600),
+        ("10:30", 630),
+        ("1:00:05", 3605),
+        ("2-3", 2 * 86400 + 3 * 3600),
+        ("1-0:10", 86400 + 600),
+        ("1-00:00:01", 86401),
+        ("0", 0),
+        ("INFINITE", 0),
+    ],
+)
 def test_slurm_time_specifications(text, seconds):
     assert parse_slurm_time(text) == seconds
 

@@ -82,10 +82,18 @@ def test_binds_read_write_read_only_comma_lists_and_files(singularity, tmp_path)
     script_file = tmp_path / "script.sh"
     script_file.write_text("echo from the bound script\n")
     result = run(
-        singularity, "exec", "--containall",
-        "--bind", f"{shared}:/data:rw,{readonly}:/input:ro",
-        "-B", f"{script_file}:/oscar/config/script.sh:ro",
-        "--pwd", "/data", IMAGE, "/bin/sh", "-c",
+        singularity,
+        "exec",
+        "--containall",
+        "--bind",
+        f"{shared}:/data:rw,{readonly}:/input:ro",
+        "-B",
+        f"{script_file}:/oscar/config/script.sh:ro",
+        "--pwd",
+        "/data",
+        IMAGE,
+        "/bin/sh",
+        "-c",
         "echo written > out.txt; cat /input/in.txt; touch /input/x 2>/dev/null || echo input-ro; "
         "/bin/sh /oscar/config/script.sh",
     )
@@ -97,8 +105,9 @@ def test_binds_read_write_read_only_comma_lists_and_files(singularity, tmp_path)
 
 def test_a_bind_over_tmp_replaces_the_private_tmp(singularity, tmp_path):
     (tmp_path / "seen").write_text("yes\n")
-    result = run(singularity, "exec", "--containall", "--bind", f"{tmp_path}:/tmp", IMAGE,
-                 "cat", "/tmp/seen")
+    result = run(
+        singularity, "exec", "--containall", "--bind", f"{tmp_path}:/tmp", IMAGE, "cat", "/tmp/seen"
+    )
     assert result.stdout == b"yes\n"
 
 
@@ -119,8 +128,17 @@ def test_run_without_a_command_is_a_shell(singularity):
 
 
 def test_unknown_options_are_ignored_with_a_note_and_value_options_skipped(singularity):
-    result = run(singularity, "exec", "--no-mount", "/exa5", "--frobnicate", "--hostname=h",
-                 IMAGE, "echo", "ran")
+    result = run(
+        singularity,
+        "exec",
+        "--no-mount",
+        "/exa5",
+        "--frobnicate",
+        "--hostname=h",
+        IMAGE,
+        "echo",
+        "ran",
+    )
     assert (result.returncode, result.stdout) == (0, b"ran\n")
     assert "ignoring unknown option --frobnicate" in result.stderr.decode()
 
@@ -128,7 +146,8 @@ def test_unknown_options_are_ignored_with_a_note_and_value_options_skipped(singu
 def test_the_module_runs_as_python_dash_m():
     result = subprocess.run(
         [sys.executable, "-m", "oscar_jupyter.local.singularity", "exec", IMAGE, "echo", "hi"],
-        capture_output=True, timeout=60,
+        capture_output=True,
+        timeout=60,
     )
     assert (result.returncode, result.stdout) == (0, b"hi\n")
 
@@ -162,9 +181,18 @@ def test_runtime_command_prefers_a_real_apptainer(tmp_path, monkeypatch):
 # --- env files ---------------------------------------------------------------------------------
 
 TRICKY_VALUES = [
-    "hello, it's me", "eyJhIjoxfQ==", "", "$HOME and ${PATH} and `id` and $(id)",
-    "line one\nline two\n", 'double "quotes" and \\ backslash', "ünïcødé ✓ 🚀",
-    '{"json": [1, "two", {"three": null}]}', "  leading and trailing  ", "'", "''", "\t",
+    "hello, it's me",
+    "eyJhIjoxfQ==",
+    "",
+    "$HOME and ${PATH} and `id` and $(id)",
+    "line one\nline two\n",
+    'double "quotes" and \\ backslash',
+    "ünïcødé ✓ 🚀",
+    '{"json": [1, "two", {"three": null}]}',
+    "  leading and trailing  ",
+    "'",
+    "''",
+    "\t",
 ]
 
 
@@ -172,8 +200,16 @@ def test_env_file_values_reach_the_container_as_written(singularity, tmp_path):
     env_file = tmp_path / "main_envfile.properties"
     env_file.write_text("".join(f"V{i}={plugin_quote(v)}\n" for i, v in enumerate(TRICKY_VALUES)))
     program = "import os,json; print(json.dumps([os.environ[f'V{i}'] for i in range(%d)]))"
-    result = run(singularity, "exec", "--env-file", str(env_file), IMAGE,
-                 "python3", "-c", program % len(TRICKY_VALUES))
+    result = run(
+        singularity,
+        "exec",
+        "--env-file",
+        str(env_file),
+        IMAGE,
+        "python3",
+        "-c",
+        program % len(TRICKY_VALUES),
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == TRICKY_VALUES
 
@@ -182,40 +218,50 @@ env_values = st.text(st.characters(blacklist_categories=("Cs",), blacklist_chara
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True), env_values,
-                       max_size=5))
+@given(
+    st.dictionaries(
+        st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True), env_values, max_size=5
+    )
+)
 def test_env_file_parser_round_trips_the_plugin_quoting(values):
     text = "".join(f"{name}={plugin_quote(value)}\n" for name, value in values.items())
     assert parse_env_file(text) == values
 
 
-@settings(max_examples=20, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(value=env_values)
 def test_env_file_values_round_trip_byte_for_byte_through_bubblewrap(singularity, tmp_path, value):
     env_file = tmp_path / "envfile.properties"
     env_file.write_bytes(f"VALUE={plugin_quote(value)}\n".encode())
-    result = run(singularity, "exec", "--env-file", str(env_file), IMAGE,
-                 "python3", "-c", DUMP_VALUE)
+    result = run(
+        singularity, "exec", "--env-file", str(env_file), IMAGE, "python3", "-c", DUMP_VALUE
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == value.encode()
 
 
 def test_env_file_shell_forms():
-    text = (
-        "# comment\nexport A=1\nB=\"x $A ${A}y \\$z\"; C=a'b c'\\ d\n"
-        "D=$UNSET\nE=cont\\\ninued\n"
-    )
-    assert parse_env_file(text) == {"A": "1", "B": "x 1 1y $z", "C": "ab c d", "D": "",
-                                    "E": "continued"}
+    text = "# comment\nexport A=1\nB=\"x $A ${A}y \\$z\"; C=a'b c'\\ d\nD=$UNSET\nE=cont\\\ninued\n"
+    assert parse_env_file(text) == {
+        "A": "1",
+        "B": "x 1 1y $z",
+        "C": "ab c d",
+        "D": "",
+        "E": "continued",
+    }
 
 
-@pytest.mark.parametrize("text, message", [
-    ("A='unterminated\n", "line 1: unterminated single quote"),
-    ("\nnot an assignment\n", "line 2: expected NAME=VALUE"),
-    ('A="open\n', "unterminated double quote"),
-    ("A=$(id)\n", "command substitution"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("A='unterminated\n", "line 1: unterminated single quote"),
+        ("\nnot an assignment\n", "line 2: expected NAME=VALUE"),
+        ('A="open\n', "unterminated double quote"),
+        ("A=$(id)\n", "command substitution"),
+    ],
+)
 def test_env_file_errors_name_the_line(text, message):
     with pytest.raises(EnvFileError, match=re.escape(message)):
         parse_env_file(text, "f.properties")
@@ -231,8 +277,21 @@ def test_an_env_file_error_is_fatal_in_the_command(singularity, tmp_path):
 
 def test_command_line_parsing_keeps_the_command_intact():
     invocation = parse_command_line(
-        ["exec", "--nv", "--no-eval", "--containall", "--bind", "/a:/b:ro", "--no-home",
-         "--env-file", "/e", "docker://img", "/bin/sh", "-c", "echo --bind x"]
+        [
+            "exec",
+            "--nv",
+            "--no-eval",
+            "--containall",
+            "--bind",
+            "/a:/b:ro",
+            "--no-home",
+            "--env-file",
+            "/e",
+            "docker://img",
+            "/bin/sh",
+            "-c",
+            "echo --bind x",
+        ]
     )
     assert invocation.image == "docker://img"
     assert invocation.command == ["/bin/sh", "-c", "echo --bind x"]
@@ -259,6 +318,7 @@ def test_a_variable_over_the_kernel_limit_is_refused_clearly(singularity, tmp_pa
     assert b"variable EVENT is 140007 bytes" in result.stderr
     just_fits = "A" * (131072 - len("EVENT=") - 1)
     env_file.write_text(f"EVENT={just_fits}\n")
-    result = run(singularity, "exec", "--env-file", str(env_file), IMAGE, "/bin/sh", "-c",
-                 'echo ${#EVENT}')
+    result = run(
+        singularity, "exec", "--env-file", str(env_file), IMAGE, "/bin/sh", "-c", "echo ${#EVENT}"
+    )
     assert result.stdout == b"131065\n"

@@ -16,8 +16,7 @@ RESTART_ENV = "OSCAR_JUPYTER_TEST_SLURM_RESTART"
 
 
 def cluster(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
 
 
 def slurmctld_pid() -> str:
@@ -28,8 +27,9 @@ def test_status_reports_the_node_and_exits_0_when_up(slurm_cluster):
     result = cluster("status")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "slurm: up" in result.stdout
-    assert any(line.startswith("node") and "localhost" in line
-               for line in result.stdout.splitlines())
+    assert any(
+        line.startswith("node") and "localhost" in line for line in result.stdout.splitlines()
+    )
 
 
 def test_start_when_running_changes_nothing(slurm_cluster):
@@ -70,14 +70,25 @@ def test_unknown_commands_show_the_usage():
     assert result.returncode == 2 and "usage:" in result.stderr
 
 
-@pytest.mark.skipif(os.environ.get(RESTART_ENV) != "1",
-                    reason=f"stops the shared Slurm; set {RESTART_ENV}=1 (CI, or a lone machine)")
+@pytest.mark.skipif(
+    os.environ.get(RESTART_ENV) != "1",
+    reason=f"stops the shared Slurm; set {RESTART_ENV}=1 (CI, or a lone machine)",
+)
 def test_stop_cancels_jobs_and_start_brings_the_node_back(slurm_cluster, tmp_path):
-    job = subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", "--wrap", "sleep 300"],
-                         capture_output=True, text=True, check=True).stdout.strip()
-    pids = {name: Path(f"/run/{path}").read_text().strip() for name, path in [
-        ("munged", "munge/munged.pid"), ("slurmctld", "slurm/slurmctld.pid"),
-        ("slurmd", "slurm/slurmd.pid")]}
+    job = subprocess.run(
+        ["sbatch", "--parsable", "-o", "/dev/null", "--wrap", "sleep 300"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    pids = {
+        name: Path(f"/run/{path}").read_text().strip()
+        for name, path in [
+            ("munged", "munge/munged.pid"),
+            ("slurmctld", "slurm/slurmctld.pid"),
+            ("slurmd", "slurm/slurmd.pid"),
+        ]
+    }
 
     stopped = cluster("stop")
 

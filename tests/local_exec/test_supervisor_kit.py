@@ -60,31 +60,57 @@ def oscar_pod_files(pod: Path, log_level: str = "DEBUG") -> None:
 
 def init_container(singularity: str, pod: Path) -> list[str]:
     return [
-        singularity, "exec", "--nv", "--no-eval", "--containall",
-        "--bind", f"{pod}/emptyDirs/supervisor-share-data:/data:rw",
-        KIT_IMAGE, "/bin/sh", "-c", "cp -r /supervisor/* /data",
+        singularity,
+        "exec",
+        "--nv",
+        "--no-eval",
+        "--containall",
+        "--bind",
+        f"{pod}/emptyDirs/supervisor-share-data:/data:rw",
+        KIT_IMAGE,
+        "/bin/sh",
+        "-c",
+        "cp -r /supervisor/* /data",
     ]
 
 
 def main_container(singularity: str, pod: Path) -> list[str]:
     config = pod / "configMaps" / "oscar-config"
     return [
-        singularity, "exec", "--nv", "--no-eval", "--containall",
-        "--env-file", f"{pod}/oscar-container_envfile.properties",
-        "--bind", f"{config}/script.sh:/oscar/config/script.sh:ro",
-        "--bind", f"{config}/function_config.yaml:/oscar/config/function_config.yaml:ro",
-        "--bind", f"{pod}/emptyDirs/supervisor-share-data:/data:rw",
-        IMAGE, "/bin/sh", "-c", "echo $EVENT | base64 -d | /data/supervisor",
+        singularity,
+        "exec",
+        "--nv",
+        "--no-eval",
+        "--containall",
+        "--env-file",
+        f"{pod}/oscar-container_envfile.properties",
+        "--bind",
+        f"{config}/script.sh:/oscar/config/script.sh:ro",
+        "--bind",
+        f"{config}/function_config.yaml:/oscar/config/function_config.yaml:ro",
+        "--bind",
+        f"{pod}/emptyDirs/supervisor-share-data:/data:rw",
+        IMAGE,
+        "/bin/sh",
+        "-c",
+        "echo $EVENT | base64 -d | /data/supervisor",
     ]
 
 
 def run_oscar_containers(singularity: str, pod: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, HOST_ONLY_SECRET="do-not-leak")
-    init = subprocess.run(init_container(singularity, pod), capture_output=True, env=env,
-                          timeout=60)
+    init = subprocess.run(
+        init_container(singularity, pod), capture_output=True, env=env, timeout=60
+    )
     assert init.returncode == 0, init.stderr
-    return subprocess.run(main_container(singularity, pod), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, env=env, timeout=60, text=True)
+    return subprocess.run(
+        main_container(singularity, pod),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        timeout=60,
+        text=True,
+    )
 
 
 def test_the_kit_has_an_executable_supervisor_launcher(kit):
@@ -100,12 +126,20 @@ def test_the_supervisor_logs_each_script_line_at_debug_and_exits_0(singularity, 
     result = run_oscar_containers(singularity, tmp_path)
 
     assert result.returncode == 0, result.stdout  # OSCAR: a failing script still "succeeds"
-    debug = [line.split(" - DEBUG - ", 1)[1] for line in result.stdout.splitlines()
-             if " - supervisor - DEBUG - " in line]
-    expected = ["script starts", "indented line", f"event: {PROGRAM.strip()}",
-                "host secret: unset", "to stderr"]
+    debug = [
+        line.split(" - DEBUG - ", 1)[1]
+        for line in result.stdout.splitlines()
+        if " - supervisor - DEBUG - " in line
+    ]
+    expected = [
+        "script starts",
+        "indented line",
+        f"event: {PROGRAM.strip()}",
+        "host secret: unset",
+        "to stderr",
+    ]
     start = debug.index(expected[0])
-    assert debug[start:start + len(expected)] == expected
+    assert debug[start : start + len(expected)] == expected
     assert "do-not-leak" not in result.stdout
     assert (tmp_path / "emptyDirs" / "supervisor-share-data" / "supervisor").exists()
 
@@ -151,8 +185,12 @@ def test_concurrent_first_builds_share_one_kit_and_print_nothing(tmp_path):
         "print((kit.parent / 'venv' / 'pyvenv.cfg').stat().st_ino)"
     )
     processes = [
-        subprocess.Popen([sys.executable, "-c", build, str(tmp_path)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", build, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     outputs = [process.communicate(timeout=600) for process in processes]
@@ -162,9 +200,14 @@ def test_concurrent_first_builds_share_one_kit_and_print_nothing(tmp_path):
     assert outputs[0][0] == outputs[1][0]  # the second waited and reused the first's venv
     kit = tmp_path / "supervisor-kit" / "kit"
     event = subprocess.run(
-        [str(kit / "supervisor")], input=base64.b64encode(b"payload"), capture_output=True,
-        env={"PATH": os.environ["PATH"], "SCRIPT": base64.b64encode(b"echo ran").decode(),
-             "HOME": str(tmp_path)},
+        [str(kit / "supervisor")],
+        input=base64.b64encode(b"payload"),
+        capture_output=True,
+        env={
+            "PATH": os.environ["PATH"],
+            "SCRIPT": base64.b64encode(b"echo ran").decode(),
+            "HOME": str(tmp_path),
+        },
         timeout=60,
     )
     assert event.returncode == 0 and b"ran" in event.stdout + event.stderr

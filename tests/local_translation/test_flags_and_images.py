@@ -14,18 +14,25 @@ from oscar_jupyter.local.interlink import (
 )
 
 
-def pod_with(flags: str | None = None, limits: list[dict] | None = None,
-             init_limits: list[dict] | None = None) -> dict:
+def pod_with(
+    flags: str | None = None,
+    limits: list[dict] | None = None,
+    init_limits: list[dict] | None = None,
+) -> dict:
     annotations = {} if flags is None else {"slurm-job.vk.io/flags": flags}
 
     def containers(all_limits, prefix):
-        return [{"name": f"{prefix}{i}", "image": "x", "resources": {"limits": lim}}
-                for i, lim in enumerate(all_limits or [])]
+        return [
+            {"name": f"{prefix}{i}", "image": "x", "resources": {"limits": lim}}
+            for i, lim in enumerate(all_limits or [])
+        ]
 
     return {
         "metadata": {"name": "p", "namespace": "ns", "uid": "u", "annotations": annotations},
-        "spec": {"initContainers": containers(init_limits, "init"),
-                 "containers": containers(limits or [{}], "c")},
+        "spec": {
+            "initContainers": containers(init_limits, "init"),
+            "containers": containers(limits or [{}], "c"),
+        },
     }
 
 
@@ -56,8 +63,9 @@ def test_dedup_drops_empty_flags():
 
 
 def test_limits_become_cpus_and_mem_and_drop_the_annotation_ones():
-    pod = pod_with("-c 8 --mem=64G -p debug --cpus-per-task=16",
-                   limits=[{"cpu": "1500m", "memory": "4Gi"}])
+    pod = pod_with(
+        "-c 8 --mem=64G -p debug --cpus-per-task=16", limits=[{"cpu": "1500m", "memory": "4Gi"}]
+    )
     assert sbatch_flags(pod) == ["-p debug", "--cpus-per-task=2", "--mem=4096"]
 
 
@@ -75,8 +83,10 @@ def test_mem_per_cpu_is_not_a_memory_flag_so_mem_is_still_added():
 
 
 def test_the_max_over_all_containers_counts_init_included():
-    pod = pod_with(limits=[{"cpu": "0.2", "memory": "256Mi"}, {"cpu": "2", "memory": "1G"}],
-                   init_limits=[{"cpu": "3"}])
+    pod = pod_with(
+        limits=[{"cpu": "0.2", "memory": "256Mi"}, {"cpu": "2", "memory": "1G"}],
+        init_limits=[{"cpu": "3"}],
+    )
     assert sbatch_flags(pod) == ["--cpus-per-task=3", "--mem=953"]
 
 
@@ -104,8 +114,11 @@ CONFIG = PluginConfig("/jobs/")
         ("/shared/images/py.sif", {}, "/shared/images/py.sif"),
         ("py.sif", {"slurm-job.vk.io/image-root": "/shared/images/"}, "/shared/images/py.sif"),
         ("docker://x", {"slurm-job.vk.io/image-root": "/shared/"}, "/shared/docker://x"),
-        ("docker://python", {"slurm-job.vk.io/image-root": "/cvmfs/unpacked.cern.ch/"},
-         "/cvmfs/unpacked.cern.ch/docker://python"),
+        (
+            "docker://python",
+            {"slurm-job.vk.io/image-root": "/cvmfs/unpacked.cern.ch/"},
+            "/cvmfs/unpacked.cern.ch/docker://python",
+        ),
     ],
 )
 def test_image_reference(image, annotations, expected):

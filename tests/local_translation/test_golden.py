@@ -86,8 +86,9 @@ def test_example2_job_slurm_exact(reference_config):
 
 
 def test_example2_container_lines(reference_config):
-    job_sh = render_job_sh(example_pod(2), reference_config,
-                           configmaps=EXAMPLE2_CONFIGMAPS, secrets=EXAMPLE2_SECRETS)
+    job_sh = render_job_sh(
+        example_pod(2), reference_config, configmaps=EXAMPLE2_CONFIGMAPS, secrets=EXAMPLE2_SECRETS
+    )
     assert container_lines(job_sh) == golden("example2_job.sh.lines")
 
 
@@ -98,8 +99,12 @@ def test_example2_golden_is_the_reference_up_to_bind_order():
 
 
 def test_example2_files_on_disk(tmp_path):
-    directory = prepare(example_pod(2), configmaps=EXAMPLE2_CONFIGMAPS,
-                        secrets=EXAMPLE2_SECRETS, config=PluginConfig(f"{tmp_path}/"))
+    directory = prepare(
+        example_pod(2),
+        configmaps=EXAMPLE2_CONFIGMAPS,
+        secrets=EXAMPLE2_SECRETS,
+        config=PluginConfig(f"{tmp_path}/"),
+    )
     config_dir = directory / "configMaps" / "oscar-config"
     assert sorted(p.name for p in config_dir.iterdir()) == ["function_config.yaml", "script.sh"]
     assert (config_dir / "script.sh").read_text() == "#!/bin/sh\necho hi\n"
@@ -114,8 +119,12 @@ def test_example2_files_on_disk(tmp_path):
 
 @pytest.mark.parametrize("number", [1, 2])
 def test_generated_job_sh_parses_in_bash(number, reference_config):
-    job_sh = render_job_sh(example_pod(number), reference_config,
-                           configmaps=EXAMPLE2_CONFIGMAPS, secrets=EXAMPLE2_SECRETS)
+    job_sh = render_job_sh(
+        example_pod(number),
+        reference_config,
+        configmaps=EXAMPLE2_CONFIGMAPS,
+        secrets=EXAMPLE2_SECRETS,
+    )
     for text in (JOB_SH_FUNCTIONS, job_sh):
         result = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr

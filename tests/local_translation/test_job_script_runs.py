@@ -50,16 +50,23 @@ def make_pod(init: list[dict], main: list[dict]) -> dict:
 
 
 def run_job(directory: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(directory / "job.slurm")], capture_output=True,
-                          text=True, timeout=60, cwd=directory)
+    return subprocess.run(
+        ["bash", str(directory / "job.slurm")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=directory,
+    )
 
 
 def test_containers_run_and_the_highest_exit_code_wins(tmp_path):
-    value = "it's $HOME `x` \"q\", ünï\nline2"
+    value = 'it\'s $HOME `x` "q", ünï\nline2'
     pod = make_pod(
         [container("setup", "echo ready > /dev/null")],
-        [container("first", 'printf "%s" "$MSG"; exit 3', {"MSG": value}),
-         container("second", "echo second-out; echo second-err >&2")],
+        [
+            container("first", 'printf "%s" "$MSG"; exit 3', {"MSG": value}),
+            container("second", "echo second-out; echo second-err >&2"),
+        ],
     )
     directory = prepare(pod, configmaps={}, config=make_config(tmp_path))
     result = run_job(directory)
@@ -74,8 +81,9 @@ def test_containers_run_and_the_highest_exit_code_wins(tmp_path):
 
 
 def test_a_failing_init_container_stops_the_job(tmp_path):
-    pod = make_pod([container("setup", "echo broken; exit 7")],
-                   [container("main", "echo should-not-run")])
+    pod = make_pod(
+        [container("setup", "echo broken; exit 7")], [container("main", "echo should-not-run")]
+    )
     directory = prepare(pod, configmaps={}, config=make_config(tmp_path))
     result = run_job(directory)
     assert result.returncode == 7

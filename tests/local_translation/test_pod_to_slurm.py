@@ -16,7 +16,7 @@ TOKEN = "f" * 64
 SERVICE = {
     "name": "oj-3f9a2c1d",
     "image": "docker://python:3.11-slim",
-    "script": "#!/bin/sh\r\npython3 -u \"$INPUT_FILE_PATH\"\r\n",
+    "script": '#!/bin/sh\r\npython3 -u "$INPUT_FILE_PATH"\r\n',
     "cpu": "4",
     "memory": "8Gi",
     "log_level": "DEBUG",
@@ -52,8 +52,9 @@ def test_pod_shape_follows_oscar():
     assert meta["labels"]["job-name"] == JOB and meta["labels"]["nb"] == "abc"
     assert meta["annotations"] == SERVICE["annotations"]
     assert spec["nodeSelector"] == {"kubernetes.io/hostname": "local-vk"}
-    assert spec["tolerations"] == [{"key": "virtual-node.interlink/no-schedule",
-                                    "operator": "Exists"}]
+    assert spec["tolerations"] == [
+        {"key": "virtual-node.interlink/no-schedule", "operator": "Exists"}
+    ]
     assert spec["restartPolicy"] == "Never"
     [init] = spec["initContainers"]
     assert (init["name"], init["args"]) == ("supervisor-container", ["cp -r /supervisor/* /data"])
@@ -70,8 +71,13 @@ def test_pod_shape_follows_oscar():
 
 def test_environment_in_oscar_order():
     names = [name for name, _ in env_of(build())]
-    assert names[:5] == ["PYTHONUNBUFFERED", "QUOTE", "OSCAR_SERVICE_NAME",
-                         "OSCAR_SERVICE_TOKEN", "OSCAR_SERVICE_BASE_PATH"]
+    assert names[:5] == [
+        "PYTHONUNBUFFERED",
+        "QUOTE",
+        "OSCAR_SERVICE_NAME",
+        "OSCAR_SERVICE_TOKEN",
+        "OSCAR_SERVICE_BASE_PATH",
+    ]
     assert names[-3:] == ["EVENT", "JOB_UUID", "RESOURCE_ID"]
     env = dict(env_of(build()))
     assert base64.b64decode(env["EVENT"]) == BODY
@@ -80,11 +86,16 @@ def test_environment_in_oscar_order():
 
 def test_defaults_gpu_and_secrets():
     service = {k: v for k, v in SERVICE.items() if k not in ("cpu", "memory")}
-    service |= {"enable_gpu": True,
-                "environment": {"variables": {"A": "1"}, "secrets": {"API_KEY": "s3cr3t"}}}
+    service |= {
+        "enable_gpu": True,
+        "environment": {"variables": {"A": "1"}, "secrets": {"API_KEY": "s3cr3t"}},
+    }
     pod = build(service)
     assert pod["spec"]["containers"][0]["resources"]["limits"] == {
-        "cpu": "0.2", "memory": "256Mi", "nvidia.com/gpu": "1"}
+        "cpu": "0.2",
+        "memory": "256Mi",
+        "nvidia.com/gpu": "1",
+    }
     assert env_of(pod)[-1] == ("API_KEY", "s3cr3t")
     fdl = yaml.safe_load(configmap_data(service)["function_config.yaml"])
     assert fdl["environment"]["secrets"] == {"API_KEY": ""}
@@ -92,7 +103,7 @@ def test_defaults_gpu_and_secrets():
 
 def test_configmap_data_is_script_plus_fdl_without_script():
     data = configmap_data(copy.deepcopy(SERVICE))
-    assert data["script.sh"] == "#!/bin/sh\npython3 -u \"$INPUT_FILE_PATH\"\n"
+    assert data["script.sh"] == '#!/bin/sh\npython3 -u "$INPUT_FILE_PATH"\n'
     fdl = yaml.safe_load(data["function_config.yaml"])
     assert "script" not in fdl
     assert fdl["token"] == TOKEN and fdl["log_level"] == "DEBUG" and fdl["name"] == "oj-3f9a2c1d"
@@ -100,13 +111,20 @@ def test_configmap_data_is_script_plus_fdl_without_script():
 
 def test_service_pod_translates_end_to_end(tmp_path):
     pod = build()
-    directory = prepare(pod, configmaps={SERVICE["name"]: configmap_data(SERVICE)},
-                        config=PluginConfig(f"{tmp_path}/"))
+    directory = prepare(
+        pod,
+        configmaps={SERVICE["name"]: configmap_data(SERVICE)},
+        config=PluginConfig(f"{tmp_path}/"),
+    )
     assert directory == tmp_path / f"oscar-svc-{UID}"
     job_slurm = (directory / "job.slurm").read_text()
     assert job_slurm.splitlines()[3:] == [
-        "#SBATCH --job-name=oj", "#SBATCH --time=00:30:00",
-        "#SBATCH --cpus-per-task=4", "#SBATCH --mem=8192", "", "export A=1",
+        "#SBATCH --job-name=oj",
+        "#SBATCH --time=00:30:00",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --mem=8192",
+        "",
+        "export A=1",
         f"{directory}/job.sh",
     ]
     script = directory / "configMaps" / "oscar-config" / "script.sh"
@@ -120,14 +138,18 @@ def test_service_pod_translates_end_to_end(tmp_path):
     assert "QUOTE='it'\"'\"'s'\n" in envfile and "RESOURCE_ID=local-vk\n" in envfile
     job_sh = (directory / "job.sh").read_text()
     assert (directory / "job.sh").stat().st_mode & 0o777 == 0o774
-    init_line, main_line = [line for line in job_sh.split("\n")
-                            if line.startswith(("runInitCtn ", "runCtn "))]
+    init_line, main_line = [
+        line for line in job_sh.split("\n") if line.startswith(("runInitCtn ", "runCtn "))
+    ]
     assert init_line.startswith("runInitCtn supervisor-container singularity exec ")
     assert f"{directory}/emptyDirs/supervisor-share-data:/data:rw" in init_line
     assert main_line.endswith(
-        " docker://python:3.11-slim /bin/sh -c 'echo $EVENT | base64 -d | /data/supervisor'")
-    assert f" --bind {directory}/configMaps/oscar-config/script.sh:/oscar/config/script.sh:ro " \
+        " docker://python:3.11-slim /bin/sh -c 'echo $EVENT | base64 -d | /data/supervisor'"
+    )
+    assert (
+        f" --bind {directory}/configMaps/oscar-config/script.sh:/oscar/config/script.sh:ro "
         in main_line
+    )
     assert subprocess.run(["bash", "-n", str(directory / "job.sh")]).returncode == 0
 
 
@@ -148,8 +170,11 @@ def test_build_pod_rejects_bad_services(change, message):
 def test_prepare_refuses_a_volume_the_plugin_cannot_mount(tmp_path):
     pod = build(SERVICE | {"volume": {"size": "1Gi", "mount_path": "/mnt/data"}})
     with pytest.raises(TranslationError, match="persistentVolumeClaim is not supported"):
-        prepare(pod, configmaps={SERVICE["name"]: configmap_data(SERVICE)},
-                config=PluginConfig(f"{tmp_path}/"))
+        prepare(
+            pod,
+            configmaps={SERVICE["name"]: configmap_data(SERVICE)},
+            config=PluginConfig(f"{tmp_path}/"),
+        )
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
@@ -161,10 +186,14 @@ def test_prepare_names_a_missing_configmap(tmp_path):
 def test_prepare_wants_resolved_env_values(tmp_path):
     pod = build()
     pod["spec"]["containers"][0]["env"].append(
-        {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}})
+        {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
+    )
     with pytest.raises(TranslationError, match="NODE uses valueFrom"):
-        prepare(pod, configmaps={SERVICE["name"]: configmap_data(SERVICE)},
-                config=PluginConfig(f"{tmp_path}/"))
+        prepare(
+            pod,
+            configmaps={SERVICE["name"]: configmap_data(SERVICE)},
+            config=PluginConfig(f"{tmp_path}/"),
+        )
 
 
 def test_data_root_must_end_with_a_slash():
@@ -176,6 +205,9 @@ def test_errors_never_show_the_token(tmp_path):
     pod = build()
     pod["spec"]["containers"][0]["resources"]["limits"]["memory"] = "lots"
     with pytest.raises(TranslationError) as caught:
-        prepare(pod, configmaps={SERVICE["name"]: configmap_data(SERVICE)},
-                config=PluginConfig(f"{tmp_path}/"))
+        prepare(
+            pod,
+            configmaps={SERVICE["name"]: configmap_data(SERVICE)},
+            config=PluginConfig(f"{tmp_path}/"),
+        )
     assert TOKEN not in str(caught.value)

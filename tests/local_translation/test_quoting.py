@@ -21,8 +21,10 @@ from oscar_jupyter.local.interlink import shell_quote
         ("two words", "'two words'"),
         ("$HOME", "'$HOME'"),
         ("café", "'café'"),  # any non-ASCII character is unsafe
-        ("echo $EVENT | base64 -d | /data/supervisor",
-         "'echo $EVENT | base64 -d | /data/supervisor'"),
+        (
+            "echo $EVENT | base64 -d | /data/supervisor",
+            "'echo $EVENT | base64 -d | /data/supervisor'",
+        ),
         ("'", "''\"'\"''"),
         ("a\nb", "'a\nb'"),
     ],
@@ -34,7 +36,7 @@ def test_shell_quote_cases(value, quoted):
 env_values = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
     max_size=60,
-) | st.sampled_from(["'", "\"'\"", "$(id)", "`id`", "a,b", "x\ny\n", "\\", "ü€😀", " "])
+) | st.sampled_from(["'", '"\'"', "$(id)", "`id`", "a,b", "x\ny\n", "\\", "ü€😀", " "])
 
 
 @settings(max_examples=60, deadline=None)
@@ -44,6 +46,7 @@ def test_envfile_line_reads_back_byte_for_byte(tmp_path_factory, value):
     envfile.write_bytes(f"NAME={shell_quote(value)}\n".encode())
     result = subprocess.run(
         ["bash", "-c", 'set -a; . "$1"; printf %s "$NAME"', "bash", str(envfile)],
-        capture_output=True, check=True,
+        capture_output=True,
+        check=True,
     )
     assert result.stdout == value.encode()

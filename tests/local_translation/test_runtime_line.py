@@ -13,13 +13,15 @@ from oscar_jupyter.local.interlink import (
 )
 
 
-def pod(container: dict, volumes: list[dict] | None = None,
-        annotations: dict | None = None) -> dict:
+def pod(
+    container: dict, volumes: list[dict] | None = None, annotations: dict | None = None
+) -> dict:
     return {
-        "metadata": {"name": "p", "namespace": "ns", "uid": "u1",
-                     "annotations": annotations or {}},
-        "spec": {"containers": [{"name": "c", "image": "img", **container}],
-                 "volumes": volumes or []},
+        "metadata": {"name": "p", "namespace": "ns", "uid": "u1", "annotations": annotations or {}},
+        "spec": {
+            "containers": [{"name": "c", "image": "img", **container}],
+            "volumes": volumes or [],
+        },
     }
 
 
@@ -36,17 +38,22 @@ def test_no_command_means_singularity_run_with_args_only():
 
 def test_host_path_and_sub_path_binds(tmp_path):
     host = tmp_path / "data"
-    volumes = [{"name": "h", "hostPath": {"path": str(host), "type": "DirectoryOrCreate"}},
-               {"name": "cm", "configMap": {"name": "conf"}}]
-    mounts = [{"name": "h", "mountPath": "/in", "readOnly": True},
-              {"name": "cm", "mountPath": "/etc/app.conf", "subPath": "app.conf"}]
+    volumes = [
+        {"name": "h", "hostPath": {"path": str(host), "type": "DirectoryOrCreate"}},
+        {"name": "cm", "configMap": {"name": "conf"}},
+    ]
+    mounts = [
+        {"name": "h", "mountPath": "/in", "readOnly": True},
+        {"name": "cm", "mountPath": "/etc/app.conf", "subPath": "app.conf"},
+    ]
     the_pod = pod({"command": ["true"], "volumeMounts": mounts}, volumes)
     config = PluginConfig(f"{tmp_path}/jobs/")
     directory = prepare(the_pod, configmaps={"conf": {"app.conf": "a\\nb"}}, config=config)
     line = runtime_line((directory / "job.sh").read_text())
     # hostPath: no trailing space; subPath: the key is bound onto mountPath itself.
-    assert f" --bind {host}:/in:ro --bind {directory}/configMaps/cm/app.conf:/etc/app.conf:rw " \
-        in line
+    assert (
+        f" --bind {host}:/in:ro --bind {directory}/configMaps/cm/app.conf:/etc/app.conf:rw " in line
+    )
     assert host.is_dir()
     # A literal \n without any real newline is unescaped, as the plugin does.
     assert (directory / "configMaps/cm/app.conf").read_text() == "a\nb"
@@ -64,10 +71,16 @@ def test_host_path_directory_must_exist(tmp_path):
     ("mounts", "volumes", "message"),
     [
         ([{"name": "x", "mountPath": "/x"}], [], "no volume of that name"),
-        ([{"name": "h", "mountPath": "/x"}], [{"name": "h", "hostPath": {"path": "/tmp"}}],
-         "hostPath type None is not supported"),
-        ([{"name": "n", "mountPath": "/x"}], [{"name": "n", "nfs": {"server": "s"}}],
-         "volume type nfs is not supported"),
+        (
+            [{"name": "h", "mountPath": "/x"}],
+            [{"name": "h", "hostPath": {"path": "/tmp"}}],
+            "hostPath type None is not supported",
+        ),
+        (
+            [{"name": "n", "mountPath": "/x"}],
+            [{"name": "n", "nfs": {"server": "s"}}],
+            "volume type nfs is not supported",
+        ),
     ],
 )
 def test_volumes_the_plugin_cannot_handle(mounts, volumes, message):
@@ -76,8 +89,11 @@ def test_volumes_the_plugin_cannot_handle(mounts, volumes, message):
 
 
 def test_job_slurm_prefix_order():
-    annotations = {"interlink.eu/pod-ip": "10.0.0.7", "slurm-job.vk.io/pre-exec": "module load x",
-                   "interlink.eu/wstunnel-client-commands": "wstunnel &"}
+    annotations = {
+        "interlink.eu/pod-ip": "10.0.0.7",
+        "slurm-job.vk.io/pre-exec": "module load x",
+        "interlink.eu/wstunnel-client-commands": "wstunnel &",
+    }
     config = PluginConfig("/j/", command_prefix="source /etc/profile", bash_path="/usr/bin/bash")
     text = render_job_slurm(pod({}, annotations=annotations), config)
     assert text.startswith("#!/usr/bin/bash\n#SBATCH --job-name=u1\n")

@@ -170,13 +170,14 @@ def test_a_mistyped_flag_suggests_the_closest_one(ip):
 def test_dry_run_prints_the_summary_then_the_fdl_then_the_script(ip):
     _, out = run_cell_magic(ip, "--dry-run --node vega --time 01:00:00 --mem 4G --gpus 1")
     text = out.stdout
-    order = [text.find(h) for h in ("# Summary", "# Service definition", "# Job request",
-                                     "# File ")]
+    order = [
+        text.find(h) for h in ("# Summary", "# Service definition", "# Job request", "# File ")
+    ]
     assert order[0] == 0 and order == sorted(order)
     summary = text[: order[1]]
     assert "node: vega" in summary and "memory 4G" in summary and "1 GPU(s)" in summary
     assert "sbatch flags: --time=01:00:00 --gres=gpu:1" in summary
-    assert text.rstrip().endswith("exec python3 .oj-tagger.py \"$_oj_work\" \"$INPUT_FILE_PATH\"")
+    assert text.rstrip().endswith('exec python3 .oj-tagger.py "$_oj_work" "$INPUT_FILE_PATH"')
 
 
 def test_a_syntax_error_is_reported_before_anything_is_sent(ip):

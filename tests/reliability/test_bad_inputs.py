@@ -76,10 +76,17 @@ def test_bad_input_is_refused_before_anything_is_sent(case):
         error = refusal
     flag, says = case["expect"]["flag"], case["expect"]["says"]
     message = str(error) if error else ""
-    record("bad inputs refused before sending", case["case"], (
-        error is not None and client.calls == [] and error.flag == flag
-        and message.startswith(flag) and says in message
-    ))
+    record(
+        "bad inputs refused before sending",
+        case["case"],
+        (
+            error is not None
+            and client.calls == []
+            and error.flag == flag
+            and message.startswith(flag)
+            and says in message
+        ),
+    )
     assert error is not None, "accepted"
     assert client.calls == []
     assert error.flag == flag
@@ -112,8 +119,9 @@ printf '%s\\0' "$@" > "$(mktemp "$RECORD_DIR/call.XXXXXX")"
 """
 
 
-def run_translated(service: dict[str, Any], tmp_path: Path, image_prefix: str = "docker://"
-                   ) -> list[list[str]]:
+def run_translated(
+    service: dict[str, Any], tmp_path: Path, image_prefix: str = "docker://"
+) -> list[list[str]]:
     """Turn ``service`` into the plugin's job.slurm + job.sh, run them with bash and a
     recording singularity, and return the argument lists singularity got."""
     runtime = tmp_path / "fake-singularity"
@@ -123,13 +131,18 @@ def run_translated(service: dict[str, Any], tmp_path: Path, image_prefix: str = 
     records.mkdir()
     pod = build_pod(service, job_name="job", body=b"cHJpbnQoMSk=", pod_uid="u-1")
     # image_prefix "" keeps every image as it is, as plugins after 0.6.1 keep schemes.
-    config = PluginConfig(data_root=f"{tmp_path}/jobs/", singularity_path=str(runtime),
-                          image_prefix=image_prefix)
-    directory = prepare(pod, configmaps={service["name"]: configmap_data(service)},
-                        config=config)
-    result = subprocess.run(["bash", str(directory / "job.slurm")], cwd=directory, text=True,
-                            capture_output=True, timeout=60,
-                            env={"PATH": "/usr/bin:/bin", "RECORD_DIR": str(records)})
+    config = PluginConfig(
+        data_root=f"{tmp_path}/jobs/", singularity_path=str(runtime), image_prefix=image_prefix
+    )
+    directory = prepare(pod, configmaps={service["name"]: configmap_data(service)}, config=config)
+    result = subprocess.run(
+        ["bash", str(directory / "job.slurm")],
+        cwd=directory,
+        text=True,
+        capture_output=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "RECORD_DIR": str(records)},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return [path.read_bytes().decode().split("\0")[:-1] for path in sorted(records.iterdir())]
 
@@ -166,5 +179,5 @@ def test_accepted_images_and_options_reach_singularity_as_single_words(line, tmp
     assert image == normalise_image(spec.image)
     if spec.singularity_options:
         words = spec.singularity_options.split()
-        runs = [call[start:start + len(words)] for start in range(len(call))]
+        runs = [call[start : start + len(words)] for start in range(len(call))]
         assert words in runs

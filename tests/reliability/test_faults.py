@@ -86,7 +86,10 @@ def test_a_fault_ends_the_job_clearly(connected, case):
     expect = case["expect"]
     # A service of its own (distinct env), so deleting it touches no other test's jobs.
     job = oscar_jupyter.offload(
-        CELL, node=NODE, time="00:05:00", wait=False,
+        CELL,
+        node=NODE,
+        time="00:05:00",
+        wait=False,
         env={"API_TOKEN": SECRET, "CASE": case["case"].replace(" ", "_").replace(",", "")},
     )
 
@@ -110,7 +113,9 @@ def test_a_fault_ends_the_job_clearly(connected, case):
         and type(raised.value) is error_type
         and expect["says"] in rendered
         and expect.get("shows", "") in rendered
-        and SECRET not in rendered and "EVENT" not in rendered and body not in rendered
+        and SECRET not in rendered
+        and "EVENT" not in rendered
+        and body not in rendered
         and "not reached" not in job.logs()
     )
     record("faults", case["case"], ok)

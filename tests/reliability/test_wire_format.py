@@ -76,8 +76,12 @@ def supervisor_log(raw: bytes) -> str:
 def runner_env(tmp_path: Path, code: str) -> dict[str, str]:
     event = tmp_path / "event-file"
     event.write_bytes(runner.build_program(code))
-    return {"PATH": os.environ["PATH"], "INPUT_FILE_PATH": str(event),
-            "RESOURCE_ID": "vk-node", "JOB_UUID": "oj-wire-1"}
+    return {
+        "PATH": os.environ["PATH"],
+        "INPUT_FILE_PATH": str(event),
+        "RESOURCE_ID": "vk-node",
+        "JOB_UUID": "oj-wire-1",
+    }
 
 
 def script_file(tmp_path: Path, script: str) -> str:
@@ -86,12 +90,18 @@ def script_file(tmp_path: Path, script: str) -> str:
     return str(path)
 
 
-def run_runner(tmp_path: Path, code: str, script: str = runner.RUNNER_SCRIPT,
-               timeout: float = 120) -> Run:
+def run_runner(
+    tmp_path: Path, code: str, script: str = runner.RUNNER_SCRIPT, timeout: float = 120
+) -> Run:
     """The runner under /bin/sh (dash) on the cell's program, its output parsed as OSCAR logs it."""
-    proc = subprocess.run(["/bin/sh", script_file(tmp_path, script)],
-                          env=runner_env(tmp_path, code), cwd="/", stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, timeout=timeout)
+    proc = subprocess.run(
+        ["/bin/sh", script_file(tmp_path, script)],
+        env=runner_env(tmp_path, code),
+        cwd="/",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=timeout,
+    )
     parser = LogParser()
     parser.feed(supervisor_log(proc.stdout))
     return Run(proc.stdout, parser)
@@ -135,8 +145,9 @@ def test_lines_of_100_kb_on_both_streams_at_once_stay_whole(tmp_path):
         sys.stdout.write("tail" + "t" * 100_000)
     """)
     run = run_runner(tmp_path, code)
-    assert run.text("stdout") == ([f"o{i:02d}" + "日" * 40_000 for i in range(20)]
-                                  + ["tail" + "t" * 100_000])
+    assert run.text("stdout") == (
+        [f"o{i:02d}" + "日" * 40_000 for i in range(20)] + ["tail" + "t" * 100_000]
+    )
     assert run.text("stderr") == [f"e{i:02d}" + "E" * 100_000 for i in range(20)]
     assert run.parser.exit_code == 0
 
@@ -164,12 +175,15 @@ def test_bytes_that_are_not_utf8_and_control_characters_arrive_visibly(tmp_path)
     assert "@@OJ|O|1|a\\xffb\\x00c|@@\n" in text
 
 
-@pytest.mark.parametrize(("code", "exit_code"), [
-    ("print('fine')", 0),
-    ("raise ValueError('boom')", 1),
-    ("import sys; sys.exit(3)", 3),
-    ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", 128 + 9),
-])
+@pytest.mark.parametrize(
+    ("code", "exit_code"),
+    [
+        ("print('fine')", 0),
+        ("raise ValueError('boom')", 1),
+        ("import sys; sys.exit(3)", 3),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", 128 + 9),
+    ],
+)
 def test_exit_code_is_the_last_line(tmp_path, code, exit_code):
     run = run_runner(tmp_path, code)
     assert run.parser.exit_code == exit_code
@@ -209,19 +223,28 @@ SLEEPER = textwrap.dedent("""\
 """)
 
 
-@pytest.mark.parametrize(("target", "handle", "exit_code", "last"), [
-    ("runner", False, 128 + 15, "ready"),
-    ("runner", True, 5, "cleaning up after SIGTERM"),
-    ("group", False, 128 + 15, "ready"),  # what Slurm's scancel does: every process of the job
-])
-def test_sigterm_keeps_the_output_and_ends_with_the_sentinel(tmp_path, target, handle, exit_code,
-                                                             last):
+@pytest.mark.parametrize(
+    ("target", "handle", "exit_code", "last"),
+    [
+        ("runner", False, 128 + 15, "ready"),
+        ("runner", True, 5, "cleaning up after SIGTERM"),
+        ("group", False, 128 + 15, "ready"),  # what Slurm's scancel does: every process of the job
+    ],
+)
+def test_sigterm_keeps_the_output_and_ends_with_the_sentinel(
+    tmp_path, target, handle, exit_code, last
+):
     env = runner_env(tmp_path, SLEEPER)
     if handle:
         env["HANDLE_TERM"] = "1"
-    proc = subprocess.Popen(["/bin/sh", script_file(tmp_path, runner.RUNNER_SCRIPT)], env=env,
-                            cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        ["/bin/sh", script_file(tmp_path, runner.RUNNER_SCRIPT)],
+        env=env,
+        cwd="/",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         head = read_until(proc, b"|ready|@@\n")
         if target == "group":
@@ -273,10 +296,16 @@ def supervisor_python() -> Path:
     python = venv / "bin" / "python"
     if not (venv / ".ready").exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        for args in (["--no-deps", f"faas-supervisor=={SUPERVISOR_VERSION}"],
-                     ["boto3", "pyyaml", "requests", "webdavclient3"]):
-            proc = subprocess.run([str(python), "-m", "pip", "install", "-q", *args],
-                                  capture_output=True, text=True, timeout=600)
+        for args in (
+            ["--no-deps", f"faas-supervisor=={SUPERVISOR_VERSION}"],
+            ["boto3", "pyyaml", "requests", "webdavclient3"],
+        ):
+            proc = subprocess.run(
+                [str(python), "-m", "pip", "install", "-q", *args],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             if proc.returncode != 0:
                 pytest.skip(f"cannot install faas-supervisor: {proc.stderr.strip()[-200:]}")
         (venv / ".ready").write_text(SUPERVISOR_VERSION)
@@ -286,18 +315,30 @@ def supervisor_python() -> Path:
 def run_supervisor(python: Path, code: str, tmp_path: Path) -> Run:
     """What the interLink pod runs: ``echo $EVENT | base64 -d | supervisor``, the runner service's
     script and configuration in the environment."""
-    config = {"name": "oj-wire", "image": "docker://python:3.12-slim", "log_level": "DEBUG",
-              "environment": {"variables": {"PYTHONUNBUFFERED": "1"}}}
+    config = {
+        "name": "oj-wire",
+        "image": "docker://python:3.12-slim",
+        "log_level": "DEBUG",
+        "environment": {"variables": {"PYTHONUNBUFFERED": "1"}},
+    }
     env = {
-        "PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1",
+        "PATH": os.environ["PATH"],
+        "PYTHONUNBUFFERED": "1",
         "SCRIPT": base64.b64encode(runner.RUNNER_SCRIPT.encode()).decode(),
         "FUNCTION_CONFIG": base64.b64encode(yaml.safe_dump(config).encode()).decode(),
-        "RESOURCE_ID": "vk-node", "JOB_UUID": "oj-wire-1",
+        "RESOURCE_ID": "vk-node",
+        "JOB_UUID": "oj-wire-1",
     }
     body = runner.encode_body(runner.build_program(code))
-    proc = subprocess.run([str(python), "-m", "faassupervisor.supervisor"],
-                          input=body + b"\n", env=env, cwd=tmp_path,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    proc = subprocess.run(
+        [str(python), "-m", "faassupervisor.supervisor"],
+        input=body + b"\n",
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout.decode(errors="replace")[-2000:]
     parser = LogParser()
     parser.feed(proc.stdout.decode("utf-8"))
@@ -345,6 +386,6 @@ def test_real_supervisor_carries_partial_records_and_the_bar_once(supervisor_pyt
     # a poll that ends before the prompt's newline shows the prompt as the partial line
     cut = log.index("@@OJ|q|1|Name? |@@")
     parser = LogParser()
-    parser.feed(log[:log.index("\n", cut) + 1])
+    parser.feed(log[: log.index("\n", cut) + 1])
     assert parser.partial == {"stderr": "Name? "}
     assert [line.text for line in parser.lines] == [final]

@@ -11,21 +11,28 @@ from tornado.httpclient import HTTPClientError
 API = ("oscar-jupyter", "api")
 
 
-async def call(jp_fetch, *path: str, method: str = "GET", body: dict | None = None,
-               **params: str) -> tuple[int, dict]:
+async def call(
+    jp_fetch, *path: str, method: str = "GET", body: dict | None = None, **params: str
+) -> tuple[int, dict]:
     """(status, JSON body) of one API call; error answers are returned, not raised."""
     try:
-        response = await jp_fetch(*API, *path, method=method, params=params or None,
-                                  body=None if body is None else json.dumps(body),
-                                  allow_nonstandard_methods=True)
+        response = await jp_fetch(
+            *API,
+            *path,
+            method=method,
+            params=params or None,
+            body=None if body is None else json.dumps(body),
+            allow_nonstandard_methods=True,
+        )
     except HTTPClientError as err:
         assert err.response is not None, err
         return err.code, json.loads(err.response.body)
     return response.code, json.loads(response.body)
 
 
-async def wait_for_job(jp_fetch, name: str, statuses: tuple[str, ...], timeout: float = 90,
-                       **params: str) -> dict:
+async def wait_for_job(
+    jp_fetch, name: str, statuses: tuple[str, ...], timeout: float = 90, **params: str
+) -> dict:
     """The job's sidebar entry once its status is one of `statuses`."""
     deadline = time.monotonic() + timeout
     seen = None

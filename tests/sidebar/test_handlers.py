@@ -30,14 +30,19 @@ def slurm_job_id(local_oscar, job_name: str) -> str:
 
 
 async def test_clusters_lists_the_profiles_and_default_without_secrets(
-        jp_fetch, oscar_config, local_oscar):
+    jp_fetch, oscar_config, local_oscar
+):
     code, body = await call(jp_fetch, "clusters")
     assert code == 200
     assert body["default"] == "local"
     assert body["config_path"] == str(oscar_config)
     entries = {e["name"]: e for e in body["clusters"]}
-    assert entries["local"] == {"name": "local", "endpoint": local_oscar.endpoint,
-                                "auth": "basic", "error": None}
+    assert entries["local"] == {
+        "name": "local",
+        "endpoint": local_oscar.endpoint,
+        "auth": "basic",
+        "error": None,
+    }
     for name in local_oscar.user_profiles.values():  # the OIDC users' profiles
         assert entries[name]["endpoint"] == local_oscar.endpoint
         assert entries[name]["auth"] == "refresh-token" and entries[name]["error"] is None
@@ -46,11 +51,21 @@ async def test_clusters_lists_the_profiles_and_default_without_secrets(
 
 async def test_a_broken_profile_is_listed_with_what_to_fix(jp_fetch, tmp_path, monkeypatch):
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "oscar": {"good": {"endpoint": "https://oscar.example.org", "auth_user": "u",
-                           "auth_password": "hunter2-secret"},
-                  "broken": {"auth_user": "u"}},
-        "default": "good"}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "oscar": {
+                    "good": {
+                        "endpoint": "https://oscar.example.org",
+                        "auth_user": "u",
+                        "auth_password": "hunter2-secret",
+                    },
+                    "broken": {"auth_user": "u"},
+                },
+                "default": "good",
+            }
+        )
+    )
     monkeypatch.setenv("OSCAR_CLI_CONFIG", str(config))
     code, body = await call(jp_fetch, "clusters")
     assert code == 200
@@ -76,7 +91,10 @@ async def test_a_notebook_job_is_listed_and_its_log_is_the_cells_output(jp_fetch
     job = oscar_jupyter.offload(
         "import sys\nprint('hello from the cluster')\nprint('  indented')\n"
         "print('a warning', file=sys.stderr)\n",
-        node=NODE, time="00:02:00", wait=False)
+        node=NODE,
+        time="00:02:00",
+        wait=False,
+    )
     entry = await wait_for_job(jp_fetch, job.name, ("Succeeded", "Failed"))
     assert entry["service"] == job.service and entry["node"] == NODE
     assert (entry["status"], entry["exit_code"]) == ("Succeeded", 0)
@@ -91,10 +109,14 @@ async def test_a_notebook_job_is_listed_and_its_log_is_the_cells_output(jp_fetch
     code, log = await call(jp_fetch, "jobs", job.service, job.name, "log")
     assert code == 200, log
     # stdout and stderr travel through separate pipes: their order is kept within each stream.
-    by_stream = {stream: [line["text"] for line in log["lines"] if line["stream"] == stream]
-                 for stream in ("stdout", "stderr")}
-    assert by_stream == {"stdout": ["hello from the cluster", "  indented"],
-                         "stderr": ["a warning"]}
+    by_stream = {
+        stream: [line["text"] for line in log["lines"] if line["stream"] == stream]
+        for stream in ("stdout", "stderr")
+    }
+    assert by_stream == {
+        "stdout": ["hello from the cluster", "  indented"],
+        "stderr": ["a warning"],
+    }
     assert len(log["lines"]) == 3
     assert log["exit_code"] == 0 and log["node"] == NODE and log["omitted"] == 0
     # Parsed output only: none of the Slurm preamble or supervisor lines.
@@ -102,8 +124,9 @@ async def test_a_notebook_job_is_listed_and_its_log_is_the_cells_output(jp_fetch
 
 
 async def test_a_failing_cell_shows_its_exit_status_and_traceback(jp_fetch, session):
-    job = oscar_jupyter.offload("raise ValueError('loss is NaN')\n", node=NODE,
-                                time="00:02:00", wait=False)
+    job = oscar_jupyter.offload(
+        "raise ValueError('loss is NaN')\n", node=NODE, time="00:02:00", wait=False
+    )
     entry = await wait_for_job(jp_fetch, job.name, ("Succeeded", "Failed"))
     # OSCAR calls the pod Succeeded; the list shows what the cell did.
     assert (entry["status"], entry["exit_code"]) == ("Failed", 1)
@@ -126,9 +149,14 @@ async def test_a_job_shows_its_kernel_and_the_status_the_kernel_sees(jp_fetch, s
 
 
 async def test_cancel_stops_the_slurm_job_and_the_job_stays_listed_as_cancelled(
-        jp_fetch, session, local_oscar):
-    job = oscar_jupyter.offload("import time\nprint('start', flush=True)\ntime.sleep(300)\n",
-                                node=NODE, time="00:10:00", wait=False)
+    jp_fetch, session, local_oscar
+):
+    job = oscar_jupyter.offload(
+        "import time\nprint('start', flush=True)\ntime.sleep(300)\n",
+        node=NODE,
+        time="00:10:00",
+        wait=False,
+    )
     await wait_for_job(jp_fetch, job.name, ("Running",))
     slurm_id = slurm_job_id(local_oscar, job.name)
     assert slurm_job_ids_alive([slurm_id]) == [slurm_id]
@@ -168,12 +196,24 @@ async def test_a_malformed_job_name_is_a_400_before_oscar_is_asked(jp_fetch, osc
     assert "Job name 'Not_A_Name' is not valid" in body["message"]
 
 
-async def test_wrong_password_is_a_502_without_the_password(jp_fetch, tmp_path, monkeypatch,
-                                                            local_oscar):
+async def test_wrong_password_is_a_502_without_the_password(
+    jp_fetch, tmp_path, monkeypatch, local_oscar
+):
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"oscar": {"bad": {
-        "endpoint": local_oscar.endpoint, "auth_user": "oscar",
-        "auth_password": "wrong-pass-7f3a"}}, "default": "bad"}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "oscar": {
+                    "bad": {
+                        "endpoint": local_oscar.endpoint,
+                        "auth_user": "oscar",
+                        "auth_password": "wrong-pass-7f3a",
+                    }
+                },
+                "default": "bad",
+            }
+        )
+    )
     monkeypatch.setenv("OSCAR_CLI_CONFIG", str(config))
     code, body = await call(jp_fetch, "jobs")
     assert code == 502
@@ -181,11 +221,16 @@ async def test_wrong_password_is_a_502_without_the_password(jp_fetch, tmp_path, 
     assert "wrong-pass-7f3a" not in json.dumps(body)
 
 
-async def test_fixing_the_profile_file_needs_no_jupyter_restart(jp_fetch, tmp_path, monkeypatch,
-                                                                local_oscar):
+async def test_fixing_the_profile_file_needs_no_jupyter_restart(
+    jp_fetch, tmp_path, monkeypatch, local_oscar
+):
     config = tmp_path / "config.yaml"
-    entry = {"endpoint": local_oscar.endpoint, "auth_user": "oscar", "auth_password": "typo",
-             "jupyter": {"kubeconfig": str(local_oscar.kubeconfig)}}
+    entry = {
+        "endpoint": local_oscar.endpoint,
+        "auth_user": "oscar",
+        "auth_password": "typo",
+        "jupyter": {"kubeconfig": str(local_oscar.kubeconfig)},
+    }
     config.write_text(yaml.safe_dump({"oscar": {"local": entry}}))
     monkeypatch.setenv("OSCAR_CLI_CONFIG", str(config))
     assert (await call(jp_fetch, "nodes"))[0] == 502
@@ -196,8 +241,7 @@ async def test_fixing_the_profile_file_needs_no_jupyter_restart(jp_fetch, tmp_pa
     assert body["source"] == "Kubernetes"  # /system/status lists no virtual node, as for real
 
 
-async def test_without_any_cluster_the_error_says_how_to_add_one(jp_fetch, tmp_path,
-                                                                 monkeypatch):
+async def test_without_any_cluster_the_error_says_how_to_add_one(jp_fetch, tmp_path, monkeypatch):
     monkeypatch.setenv("OSCAR_CLI_CONFIG", str(tmp_path / "missing.yaml"))
     for name in ("OSCAR_ENDPOINT", "OSCAR_USER", "OSCAR_PASSWORD", "OSCAR_TOKEN"):
         monkeypatch.delenv(name, raising=False)
@@ -211,9 +255,19 @@ async def test_without_any_cluster_the_error_says_how_to_add_one(jp_fetch, tmp_p
 
 async def test_an_unreachable_cluster_is_a_502_that_says_so(jp_fetch, tmp_path, monkeypatch):
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"oscar": {"gone": {
-        "endpoint": f"http://127.0.0.1:{free_port()}", "auth_user": "oscar",
-        "auth_password": "s3cret-gone"}}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "oscar": {
+                    "gone": {
+                        "endpoint": f"http://127.0.0.1:{free_port()}",
+                        "auth_user": "oscar",
+                        "auth_password": "s3cret-gone",
+                    }
+                }
+            }
+        )
+    )
     monkeypatch.setenv("OSCAR_CLI_CONFIG", str(config))
     code, body = await call(jp_fetch, "nodes")
     assert code == 502
@@ -221,14 +275,22 @@ async def test_an_unreachable_cluster_is_a_502_that_says_so(jp_fetch, tmp_path, 
     assert "s3cret-gone" not in json.dumps(body)
 
 
-@pytest.mark.parametrize("method,path", [
-    ("GET", "clusters"), ("GET", "nodes"), ("GET", "jobs"),
-    ("DELETE", "jobs/svc/job"), ("GET", "jobs/svc/job/log"),
-])
-async def test_every_route_needs_jupyters_auth(http_server_client, jp_base_url, oscar_config,
-                                               method, path):
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("GET", "clusters"),
+        ("GET", "nodes"),
+        ("GET", "jobs"),
+        ("DELETE", "jobs/svc/job"),
+        ("GET", "jobs/svc/job/log"),
+    ],
+)
+async def test_every_route_needs_jupyters_auth(
+    http_server_client, jp_base_url, oscar_config, method, path
+):
     # No token and no cookie: the request of a page from another site, or of a stranger.
     with pytest.raises(HTTPClientError) as err:
-        await http_server_client.fetch(f"{jp_base_url}oscar-jupyter/api/{path}", method=method,
-                                       allow_nonstandard_methods=True)
+        await http_server_client.fetch(
+            f"{jp_base_url}oscar-jupyter/api/{path}", method=method, allow_nonstandard_methods=True
+        )
     assert err.value.code == 403

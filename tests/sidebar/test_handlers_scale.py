@@ -41,27 +41,34 @@ def in_cell(ipshell, monkeypatch, notebook: str, cell_id: str, code: str, **sett
     (the job, the cell's execution count)."""
     monkeypatch.setenv("JPY_SESSION_NAME", notebook)
     parent = {"header": {"msg_type": "execute_request"}, "metadata": {"cellId": cell_id}}
-    monkeypatch.setattr(ipshell, "kernel", SimpleNamespace(get_parent=lambda: parent),
-                        raising=False)
+    monkeypatch.setattr(
+        ipshell, "kernel", SimpleNamespace(get_parent=lambda: parent), raising=False
+    )
     ipshell.user_ns.update(oscar_jupyter=oscar_jupyter, code=code, settings=settings)
-    ran = ipshell.run_cell("job = oscar_jupyter.offload(code, wait=False, **settings)",
-                           store_history=True)
+    ran = ipshell.run_cell(
+        "job = oscar_jupyter.offload(code, wait=False, **settings)", store_history=True
+    )
     ran.raise_error()
     return ipshell.user_ns["job"], ran.execution_count
 
 
 async def test_a_job_is_labelled_with_its_notebook_cell_and_first_line(
-        jp_fetch, jp_root_dir, session, ipshell, monkeypatch):
+    jp_fetch, jp_root_dir, session, ipshell, monkeypatch
+):
     notebook = jp_root_dir / "work" / "train.ipynb"
     code = "\n   \ntotal = sum(range(10))   \nprint(total)\n"
-    job, count = in_cell(ipshell, monkeypatch, str(notebook), "c0ffee-cell", code,
-                         node=NODE, time="00:02:00")
+    job, count = in_cell(
+        ipshell, monkeypatch, str(notebook), "c0ffee-cell", code, node=NODE, time="00:02:00"
+    )
     entry = await wait_for_job(jp_fetch, job.name, ("Succeeded",))
     print("\none entry of GET jobs:", json.dumps(entry, ensure_ascii=False))
     assert entry["label"] == {
-        "notebook": "work/train.ipynb", "cell_id": "c0ffee-cell", "execution_count": count,
+        "notebook": "work/train.ipynb",
+        "cell_id": "c0ffee-cell",
+        "execution_count": count,
         "first_line": "total = sum(range(10))",
-        "text": f"train.ipynb · [{count}] · total = sum(range(10))"}
+        "text": f"train.ipynb · [{count}] · total = sum(range(10))",
+    }
     assert entry["mine"] is True and entry["recorded"] is False
     assert entry["kernel"] == session.kernel_tag
     assert entry["runner_start"] and entry["runner_start"].endswith("Z")
@@ -78,7 +85,10 @@ async def test_a_job_is_labelled_with_its_notebook_cell_and_first_line(
 async def test_a_cancelled_job_stays_listed_as_cancelled_with_its_log(jp_fetch, session):
     job = oscar_jupyter.offload(
         "import time\nfor i in range(3):\n    print('step', i, flush=True)\ntime.sleep(300)\n",
-        node=NODE, time="00:10:00", wait=False)
+        node=NODE,
+        time="00:10:00",
+        wait=False,
+    )
     deadline = time.monotonic() + 90
     while True:
         code, log = await call(jp_fetch, "jobs", job.service, job.name, "log")
@@ -109,7 +119,8 @@ async def test_a_cancelled_job_stays_listed_as_cancelled_with_its_log(jp_fetch, 
 
 
 async def test_three_tabs_polling_make_one_upstream_listing_per_interval(
-        jp_fetch, session, monkeypatch):
+    jp_fetch, session, monkeypatch
+):
     oscar_jupyter.offload("print('hi')\n", node=NODE, time="00:02:00", wait=False)
     interval = 1.0
     monkeypatch.setattr(SidebarBackend, "refresh_seconds", interval)
@@ -146,7 +157,10 @@ async def test_the_log_route_sends_only_new_lines_and_the_partial_line(jp_fetch,
         "sys.stdout.write('\\rprogress 50%'); sys.stdout.flush()\n"
         "time.sleep(8)\n"
         "print('\\rprogress 100%')\nprint('after', flush=True)\n",
-        node=NODE, time="00:02:00", wait=False)
+        node=NODE,
+        time="00:02:00",
+        wait=False,
+    )
     deadline = time.monotonic() + 90
     while True:  # the three lines, and the bar's line not ended yet as a terminal shows it
         code, first = await call(jp_fetch, "jobs", job.service, job.name, "log", since="0")
@@ -159,8 +173,9 @@ async def test_the_log_route_sends_only_new_lines_and_the_partial_line(jp_fetch,
     assert first["next"] == 3 and first["status"] == "Running"
 
     while True:
-        code, rest = await call(jp_fetch, "jobs", job.service, job.name, "log",
-                                since=str(first["next"]))
+        code, rest = await call(
+            jp_fetch, "jobs", job.service, job.name, "log", since=str(first["next"])
+        )
         assert code == 200, rest
         if rest["finished"]:
             break
@@ -178,16 +193,19 @@ async def test_the_log_route_sends_only_new_lines_and_the_partial_line(jp_fetch,
 
 
 async def test_cleanup_counts_then_deletes_one_notebooks_finished_jobs(
-        jp_fetch, jp_root_dir, session, ipshell, monkeypatch):
+    jp_fetch, jp_root_dir, session, ipshell, monkeypatch
+):
     a, b, sleep = str(jp_root_dir / "a.ipynb"), str(jp_root_dir / "b.ipynb"), "time.sleep(300)"
     a_done, _ = in_cell(ipshell, monkeypatch, a, "a1", "print('a')", node=NODE, time="00:02:00")
     b_done, _ = in_cell(ipshell, monkeypatch, b, "b1", "print('b')", node=NODE, time="00:02:00")
     await wait_for_job(jp_fetch, a_done.name, ("Succeeded",))
     await wait_for_job(jp_fetch, b_done.name, ("Succeeded",))
-    a_cancelled, _ = in_cell(ipshell, monkeypatch, a, "a2", f"import time\n{sleep}\n",
-                             node=NODE, time="00:10:00")
-    a_running, _ = in_cell(ipshell, monkeypatch, a, "a3", f"import time\n{sleep}\n",
-                           node=NODE, time="00:10:00")
+    a_cancelled, _ = in_cell(
+        ipshell, monkeypatch, a, "a2", f"import time\n{sleep}\n", node=NODE, time="00:10:00"
+    )
+    a_running, _ = in_cell(
+        ipshell, monkeypatch, a, "a3", f"import time\n{sleep}\n", node=NODE, time="00:10:00"
+    )
     await wait_for_job(jp_fetch, a_running.name, ("Suspended", "Pending", "Running"))
     a_cancelled.cancel()  # from the kernel this time
     entry = await wait_for_job(jp_fetch, a_cancelled.name, ("Cancelled",))
@@ -197,7 +215,9 @@ async def test_cleanup_counts_then_deletes_one_notebooks_finished_jobs(
     code, counted = await call(jp_fetch, "cleanup", method="POST", body=ask)
     assert code == 200, counted
     assert (counted["count"], sorted(counted["jobs"])) == (
-        2, sorted([a_done.name, a_cancelled.name]))
+        2,
+        sorted([a_done.name, a_cancelled.name]),
+    )
     code, mine = await call(jp_fetch, "cleanup", method="POST", body={**ask, "scope": "mine"})
     assert code == 200 and {a_done.name, a_cancelled.name, b_done.name} <= set(mine["jobs"])
     assert a_running.name not in mine["jobs"]
@@ -211,11 +231,13 @@ async def test_cleanup_counts_then_deletes_one_notebooks_finished_jobs(
     assert {b_done.name, a_running.name} <= names
     assert job_records.load(a_done.client.endpoint, a_done.name) is None
 
-    code, bad = await call(jp_fetch, "cleanup", method="POST",
-                           body={"scope": "everything", "dry_run": True})
+    code, bad = await call(
+        jp_fetch, "cleanup", method="POST", body={"scope": "everything", "dry_run": True}
+    )
     assert code == 400 and "use notebook" in bad["message"]
-    code, bad = await call(jp_fetch, "cleanup", method="POST",
-                           body={"scope": "notebook", "dry_run": True})
+    code, bad = await call(
+        jp_fetch, "cleanup", method="POST", body={"scope": "notebook", "dry_run": True}
+    )
     assert code == 400 and "give the notebook's path" in bad["message"]
     code, bad = await call(jp_fetch, "cleanup", method="POST", body={"scope": "mine"})
     assert code == 400 and "dry_run null: write true (count only) or false" in bad["message"]
@@ -230,14 +252,25 @@ async def test_500_jobs_are_listed_quickly(jp_fetch, jp_root_dir, session):
     service = OffloadSpec(node=NODE, time="00:01:00").service_name(session.owner, endpoint)
     for i in range(500):
         job = f"{service}-abcdef-{i:012x}"
-        job_records.save(job_records.JobRecord(
-            cluster="local", endpoint=endpoint, service=service, job=job, kernel="abcdef",
-            submitted_at=f"2026-11-30T{i // 60 % 24:02d}:{i % 60:02d}:00Z",
-            label=job_records.JobLabel(notebook=str(jp_root_dir / f"nb{i % 7}.ipynb"),
-                                       cell_id=f"cell-{i}", execution_count=i,
-                                       first_line=f"train(model, epochs={i})"),
-            status="Cancelled", cancelled_by="the sidebar",
-            finished_at="2026-11-30T23:59:00Z"))
+        job_records.save(
+            job_records.JobRecord(
+                cluster="local",
+                endpoint=endpoint,
+                service=service,
+                job=job,
+                kernel="abcdef",
+                submitted_at=f"2026-11-30T{i // 60 % 24:02d}:{i % 60:02d}:00Z",
+                label=job_records.JobLabel(
+                    notebook=str(jp_root_dir / f"nb{i % 7}.ipynb"),
+                    cell_id=f"cell-{i}",
+                    execution_count=i,
+                    first_line=f"train(model, epochs={i})",
+                ),
+                status="Cancelled",
+                cancelled_by="the sidebar",
+                finished_at="2026-11-30T23:59:00Z",
+            )
+        )
     started = time.perf_counter()
     code, body = await call(jp_fetch, "jobs")
     first = time.perf_counter() - started
@@ -245,13 +278,16 @@ async def test_500_jobs_are_listed_quickly(jp_fetch, jp_root_dir, session):
     code2, again = await call(jp_fetch, "jobs")
     cached = time.perf_counter() - started
     size = len(json.dumps(body))
-    print(f"\n500 recorded jobs: first answer {first * 1000:.0f} ms, within the interval "
-          f"{cached * 1000:.0f} ms, {size / 1024:.0f} KiB")
+    print(
+        f"\n500 recorded jobs: first answer {first * 1000:.0f} ms, within the interval "
+        f"{cached * 1000:.0f} ms, {size / 1024:.0f} KiB"
+    )
     assert code == code2 == 200
     recorded = [j for j in body["jobs"] if j["service"] == service]
     assert len(recorded) == 500
     assert recorded[0]["label"]["text"] == "nb2.ipynb · [499] · train(model, epochs=499)"
     assert recorded[0]["label"]["notebook"] == "nb2.ipynb"
     assert [j["creation_time"] for j in recorded] == sorted(
-        (j["creation_time"] for j in recorded), reverse=True)
+        (j["creation_time"] for j in recorded), reverse=True
+    )
     assert first < 2.0 and cached < 0.5

@@ -36,9 +36,13 @@ JOBS_URL_PART = "/oscar-jupyter/api/jobs"
 
 
 def newest_source_mtime() -> float:
-    sources = [LABEXTENSION / "package.json", LABEXTENSION / "tsconfig.json",
-               *(LABEXTENSION / "src").rglob("*"), *(LABEXTENSION / "style").rglob("*"),
-               *(LABEXTENSION / "schema").rglob("*")]
+    sources = [
+        LABEXTENSION / "package.json",
+        LABEXTENSION / "tsconfig.json",
+        *(LABEXTENSION / "src").rglob("*"),
+        *(LABEXTENSION / "style").rglob("*"),
+        *(LABEXTENSION / "schema").rglob("*"),
+    ]
     return max(path.stat().st_mtime for path in sources if path.is_file())
 
 
@@ -50,15 +54,17 @@ def built_labextension() -> Path:
         return PREBUILT
     jlpm = shutil.which("jlpm")
     if jlpm is None:
-        pytest.fail("jlpm is missing (it comes with jupyterlab >= 4): pip install jupyterlab",
-                    pytrace=False)
+        pytest.fail(
+            "jlpm is missing (it comes with jupyterlab >= 4): pip install jupyterlab", pytrace=False
+        )
     steps = [] if (LABEXTENSION / "node_modules").exists() else [[jlpm, "install"]]
     for step in [*steps, [jlpm, "build:prod"]]:
-        result = subprocess.run(step, cwd=LABEXTENSION, capture_output=True, text=True,
-                                timeout=600)
+        result = subprocess.run(step, cwd=LABEXTENSION, capture_output=True, text=True, timeout=600)
         if result.returncode != 0:
-            pytest.fail(f"{' '.join(step)} failed in {LABEXTENSION}:\n{result.stdout}\n"
-                        f"{result.stderr}", pytrace=False)
+            pytest.fail(
+                f"{' '.join(step)} failed in {LABEXTENSION}:\n{result.stdout}\n{result.stderr}",
+                pytrace=False,
+            )
     return PREBUILT
 
 
@@ -70,17 +76,25 @@ def lab(local_oscar, built_labextension, tmp_path):
     root.mkdir()
     # The local OSCAR's profile plus a cluster that is down, to switch between in the picker.
     config = yaml.safe_load(local_oscar.profile_path.read_text())
-    config["oscar"]["offline"] = {"endpoint": f"http://127.0.0.1:{free_port()}",
-                                  "auth_user": "oscar", "auth_password": "offline-secret"}
+    config["oscar"]["offline"] = {
+        "endpoint": f"http://127.0.0.1:{free_port()}",
+        "auth_user": "oscar",
+        "auth_password": "offline-secret",
+    }
     config_path = tmp_path / "oscar-cli.yaml"
     config_path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "OSCAR_CLI_CONFIG": str(config_path)}
     for name in ("OSCAR_ENDPOINT", "OSCAR_USER", "OSCAR_PASSWORD", "OSCAR_TOKEN"):
         env.pop(name, None)
-    with jupyterlab(root, tmp_path, env, [
-        "--ServerApp.jpserver_extensions=oscar_jupyter.server=True",
-        f"--LabApp.extra_labextensions_path={built_labextension}",
-    ]) as served:
+    with jupyterlab(
+        root,
+        tmp_path,
+        env,
+        [
+            "--ServerApp.jpserver_extensions=oscar_jupyter.server=True",
+            f"--LabApp.extra_labextensions_path={built_labextension}",
+        ],
+    ) as served:
         yield served
 
 
@@ -94,7 +108,10 @@ def running_job(local_oscar, monkeypatch):
         "import sys, time\nfor i in range(300):\n    print(f'tick {i}', flush=True)\n"
         "    if i == 1:\n        print('slow batch', file=sys.stderr, flush=True)\n"
         "    time.sleep(1)\n",
-        node=NODE, time="00:10:00", wait=False)
+        node=NODE,
+        time="00:10:00",
+        wait=False,
+    )
     yield job
     if not job.is_done():
         job.cancel()
@@ -122,7 +139,8 @@ def theme_colours(page) -> dict:
 
 
 def test_sidebar_lists_node_and_job_shows_its_log_and_cancels_it(
-        lab, running_job, local_oscar, tmp_path):
+    lab, running_job, local_oscar, tmp_path
+):
     from playwright.sync_api import expect, sync_playwright
 
     url, token = lab
@@ -133,8 +151,14 @@ def test_sidebar_lists_node_and_job_shows_its_log_and_cancels_it(
         try:
             page = browser.new_page()
             job_requests: list[float] = []
-            page.on("request", lambda r: job_requests.append(time.monotonic())
-                    if JOBS_URL_PART in r.url and r.method == "GET" else None)
+            page.on(
+                "request",
+                lambda r: (
+                    job_requests.append(time.monotonic())
+                    if JOBS_URL_PART in r.url and r.method == "GET"
+                    else None
+                ),
+            )
             page.goto(f"{url}/lab/workspaces/oj-sidebar?reset&token={token}")
             tab = page.locator(f'.jp-SideBar [data-id="{SIDEBAR[1:]}"]')
             expect(tab).to_be_visible(timeout=60_000)

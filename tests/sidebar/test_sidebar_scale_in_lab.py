@@ -43,23 +43,27 @@ OFFLOAD = f"%%oscar_offload --node {NODE} --time 00:06:00"
 # The local Slurm node has 2 CPUs: b.ipynb's sleeper and a.ipynb's jobs (the quick one first)
 # never need more. a.ipynb's last cell: a progress bar drawn with \r for ~30 s, then a line a
 # second.
-TRAIN = (f"{OFFLOAD} --no-wait\n"
-         "label = 'train-a'\n"
-         "import time\n"
-         "for i in range(1, 61):\n"
-         "    print(f'\\rprogress {i * 100 // 60:3d}%', end='', flush=True)\n"
-         "    time.sleep(0.5)\n"
-         "print(flush=True)\n"
-         "for i in range(300):\n"
-         "    print(f'epoch {i}', flush=True)\n"
-         "    time.sleep(1)\n")
+TRAIN = (
+    f"{OFFLOAD} --no-wait\n"
+    "label = 'train-a'\n"
+    "import time\n"
+    "for i in range(1, 61):\n"
+    "    print(f'\\rprogress {i * 100 // 60:3d}%', end='', flush=True)\n"
+    "    time.sleep(0.5)\n"
+    "print(flush=True)\n"
+    "for i in range(300):\n"
+    "    print(f'epoch {i}', flush=True)\n"
+    "    time.sleep(1)\n"
+)
 QUICK = f"{OFFLOAD}\nlabel = 'quick-a'\nprint('quick done')\n"
-SLEEPER = (f"{OFFLOAD} --no-wait\n"
-           "label = 'sleeper-b'\n"
-           "import time\n"
-           "for i in range(300):\n"
-           "    print(f'nap {i}', flush=True)\n"
-           "    time.sleep(1)\n")
+SLEEPER = (
+    f"{OFFLOAD} --no-wait\n"
+    "label = 'sleeper-b'\n"
+    "import time\n"
+    "for i in range(300):\n"
+    "    print(f'nap {i}', flush=True)\n"
+    "    time.sleep(1)\n"
+)
 FILLERS = 40  # markdown cells between a.ipynb's two jobs: one of them is always out of view
 PAD_JOBS = 500
 REFRESH_SETTING = 2  # seconds (the default is 5)
@@ -104,9 +108,19 @@ _backend.SidebarBackend.jobs = _padded
 
 
 def notebook(path: Path, cells: list) -> None:
-    nbformat.write(new_notebook(cells=cells, metadata={
-        "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)",
-                       "language": "python"}}), path)
+    nbformat.write(
+        new_notebook(
+            cells=cells,
+            metadata={
+                "kernelspec": {
+                    "name": "python3",
+                    "display_name": "Python 3 (ipykernel)",
+                    "language": "python",
+                }
+            },
+        ),
+        path,
+    )
 
 
 def cancel_all_jobs(local_oscar) -> None:
@@ -120,9 +134,12 @@ def cancel_all_jobs(local_oscar) -> None:
 
 
 def lab_env(local_oscar, tmp_path) -> dict[str, str]:
-    env = {**os.environ, "OSCAR_CLI_CONFIG": str(local_oscar.profile_path),
-           # The kernels' job records (labels) and logs: this test's own.
-           "OSCAR_JUPYTER_LOG_DIR": str(tmp_path / "client-logs")}
+    env = {
+        **os.environ,
+        "OSCAR_CLI_CONFIG": str(local_oscar.profile_path),
+        # The kernels' job records (labels) and logs: this test's own.
+        "OSCAR_JUPYTER_LOG_DIR": str(tmp_path / "client-logs"),
+    }
     for name in ("OSCAR_ENDPOINT", "OSCAR_USER", "OSCAR_PASSWORD", "OSCAR_TOKEN"):
         env.pop(name, None)
     return env
@@ -133,16 +150,26 @@ def two_notebooks_lab(local_oscar, built_labextension, tmp_path):  # noqa: F811
     require_chromium()
     root = tmp_path / "root"
     root.mkdir()
-    notebook(root / "a.ipynb", [new_code_cell(CONNECT), new_code_cell(QUICK),
-                                *[new_markdown_cell(f"Notes {i}\n\n" + "text " * 40)
-                                  for i in range(FILLERS)],
-                                new_code_cell(TRAIN)])
+    notebook(
+        root / "a.ipynb",
+        [
+            new_code_cell(CONNECT),
+            new_code_cell(QUICK),
+            *[new_markdown_cell(f"Notes {i}\n\n" + "text " * 40) for i in range(FILLERS)],
+            new_code_cell(TRAIN),
+        ],
+    )
     notebook(root / "b.ipynb", [new_code_cell(CONNECT), new_code_cell(SLEEPER)])
     try:
-        with jupyterlab(root, tmp_path, lab_env(local_oscar, tmp_path), [
-            "--ServerApp.jpserver_extensions=oscar_jupyter.server=True",
-            f"--LabApp.extra_labextensions_path={built_labextension}",
-        ]) as served:
+        with jupyterlab(
+            root,
+            tmp_path,
+            lab_env(local_oscar, tmp_path),
+            [
+                "--ServerApp.jpserver_extensions=oscar_jupyter.server=True",
+                f"--LabApp.extra_labextensions_path={built_labextension}",
+            ],
+        ) as served:
             yield served
     finally:
         cancel_all_jobs(local_oscar)  # --no-wait jobs outlive their kernels, as on a cluster
@@ -158,8 +185,9 @@ def others_jobs(local_oscar, monkeypatch):
     for profile in (local_oscar.user_profiles["bob"], "local"):
         session = Session()
         session.connect(profile)
-        made.append((session, session.submit(code, session.build_spec(
-            dict(node=NODE, time="00:06:00")))))
+        made.append(
+            (session, session.submit(code, session.build_spec(dict(node=NODE, time="00:06:00"))))
+        )
     for _session, job in made:
         job.result(180)  # raises unless the cell exited 0
     yield {"bob": made[0][1].name, "python": made[1][1].name}
@@ -176,7 +204,9 @@ def focus_notebook(page, path: str) -> None:
         """p => { const w = window.jupyterapp.shell.currentWidget;
                   return w?.context?.path === p
                     && w.sessionContext?.session?.kernel?.status === 'idle'; }""",
-        arg=path, timeout=60_000)
+        arg=path,
+        timeout=60_000,
+    )
 
 
 def shown_jobs(sidebar) -> list[dict]:
@@ -205,7 +235,8 @@ def check_rows_fit(sidebar) -> None:
 
 
 def test_filters_cell_links_live_log_and_states_with_two_notebooks(
-        two_notebooks_lab, others_jobs, tmp_path):
+    two_notebooks_lab, others_jobs, tmp_path
+):
     from playwright.sync_api import expect, sync_playwright
 
     url, token = two_notebooks_lab
@@ -238,7 +269,8 @@ def test_filters_cell_links_live_log_and_states_with_two_notebooks(
             def filter_to(name: str) -> None:
                 sidebar.get_by_role("button", name=name, exact=True).click()
                 expect(sidebar.get_by_role("button", name=name, exact=True)).to_have_attribute(
-                    "aria-pressed", "true")
+                    "aria-pressed", "true"
+                )
 
             # This notebook (a.ipynb is focused): its two jobs, newest first, by their labels.
             filter_to("This notebook")
@@ -282,8 +314,11 @@ def test_filters_cell_links_live_log_and_states_with_two_notebooks(
             assert final.count("progress") == 1 and "progress 100%\n" in final, final
             assert re.search(r"epoch 0\nepoch 1\nepoch 2\nepoch 3\n", final), final
             # Incremental: after the first answer, only new lines were asked for.
-            sinces = [int(re.search(r"since=(\d+)", u).group(1)) for u in log_requests
-                      if train["job"] in u]
+            sinces = [
+                int(re.search(r"since=(\d+)", u).group(1))
+                for u in log_requests
+                if train["job"] in u
+            ]
             assert sinces[0] == 0 and max(sinces) > 0, sinces
             # ... and it keeps following.
             expect(text).to_contain_text("epoch 6", timeout=30_000)
@@ -310,7 +345,8 @@ def test_filters_cell_links_live_log_and_states_with_two_notebooks(
             start_tip = train_row.locator(".oj-sidebar-start").get_attribute("title")
             assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z UTC", start_tip), start_tip
             expect(train_row.locator(".oj-sidebar-start")).to_have_text(
-                re.compile(r"just now|\d+ (s|min) ago"))
+                re.compile(r"just now|\d+ (s|min) ago")
+            )
 
             # Hide finished: the quick job goes, the running one stays.
             sidebar.get_by_label("Hide finished").check()
@@ -334,11 +370,13 @@ def test_filters_cell_links_live_log_and_states_with_two_notebooks(
             filter_to("All")
             expect(bob_row).to_have_count(1, timeout=30_000)
             # The list draws only the rows in view: compare with what All listed in all.
-            listed_all = set(page.evaluate("""async () => {
+            listed_all = set(
+                page.evaluate("""async () => {
               const s = window.jupyterapp.serviceManager.serverSettings;
               const r = await fetch(s.baseUrl + 'oscar-jupyter/api/jobs?scope=all',
                                     {headers: {Authorization: 'token ' + s.token}});
-              return (await r.json()).jobs.map(j => j.job); }"""))
+              return (await r.json()).jobs.map(j => j.job); }""")
+            )
             assert mine < listed_all
             count = re.compile(r"^(\d+) jobs? ")
             shown_all = int(count.match(sidebar.locator(".oj-sidebar-summary").inner_text())[1])
@@ -354,14 +392,17 @@ def test_filters_cell_links_live_log_and_states_with_two_notebooks(
 
             # Clicking a job's label: its notebook comes to the front, at its cell.
             active = page.locator(".jp-NotebookPanel:visible .jp-Cell.jp-mod-active")
-            for row, marker, label in ((quick_row, "quick-a", quick["label"]),
-                                       (train_row, "train-a", train["label"]),
-                                       (quick_row, "quick-a", quick["label"])):
+            for row, marker, label in (
+                (quick_row, "quick-a", quick["label"]),
+                (train_row, "train-a", train["label"]),
+                (quick_row, "quick-a", quick["label"]),
+            ):
                 focus_notebook(page, "b.ipynb")
                 row.locator(".oj-sidebar-joblabel").click()
                 page.wait_for_function(
                     "() => window.jupyterapp.shell.currentWidget?.context?.path === 'a.ipynb'",
-                    timeout=30_000)
+                    timeout=30_000,
+                )
                 expect(active).to_contain_text(marker)
                 expect(page.locator(".jp-Cell.oj-cell-highlight")).to_contain_text(marker)
                 assert_in_view(page, active)
@@ -372,8 +413,9 @@ def test_filters_cell_links_live_log_and_states_with_two_notebooks(
             current = re.compile(r"\boj-sidebar-job-current\b")
             expect(quick_row).to_have_class(current)
             expect(train_row).not_to_have_class(current)
-            page.locator(".jp-NotebookPanel:visible .jp-Cell").filter(has_text="train-a") \
-                .first.locator(".jp-InputPrompt").click()
+            page.locator(".jp-NotebookPanel:visible .jp-Cell").filter(
+                has_text="train-a"
+            ).first.locator(".jp-InputPrompt").click()
             expect(train_row).to_have_class(current)
             expect(quick_row).not_to_have_class(current)
             stage("cells shown")
@@ -389,15 +431,15 @@ def test_filters_cell_links_live_log_and_states_with_two_notebooks(
             badge = sleeper.locator(".oj-sidebar-badge")
             expect(badge).to_have_text("Cancelling…", timeout=500)
             expect(sleeper.locator(".oj-sidebar-cancel")).to_be_disabled()
-            expect(sleeper.locator(".oj-sidebar-status-Cancelled")).to_be_visible(
-                timeout=30_000)
+            expect(sleeper.locator(".oj-sidebar-status-Cancelled")).to_be_visible(timeout=30_000)
             assert "cancelled by the sidebar" in badge.get_attribute("title")
             page.wait_for_timeout(12_000)  # two more refreshes: still listed
             expect(sleeper.locator(".oj-sidebar-status-Cancelled")).to_be_visible()
             sleeper.get_by_role("button", name="Log").click()
             sleeper_panel = page.locator(".oj-logpanel:visible")
             expect(sleeper_panel.locator(".oj-logview-status")).to_contain_text(
-                "Ended: Cancelled", timeout=30_000)
+                "Ended: Cancelled", timeout=30_000
+            )
             expect(sleeper_panel.locator(".oj-logview-text")).to_contain_text("nap 0")
             stage("cancelled")
 
@@ -409,7 +451,8 @@ def test_filters_cell_links_live_log_and_states_with_two_notebooks(
             dialog.get_by_role("button", name="Delete 1 job").click()
             expect(sleeper).to_have_count(0, timeout=30_000)
             expect(sidebar.locator(".oj-sidebar-jobs .oj-sidebar-empty")).to_have_text(
-                "No jobs from b.ipynb.")
+                "No jobs from b.ipynb."
+            )
             expect(sidebar.locator(".oj-sidebar-error")).to_be_hidden()
             stage("cleaned up")
         finally:
@@ -422,8 +465,7 @@ def assert_in_view(page, cell) -> None:
     box = cell.bounding_box()
     area = page.locator(".jp-NotebookPanel:visible .jp-WindowedPanel-outer").bounding_box()
     assert box is not None and area is not None
-    assert box["y"] >= area["y"] - 1 and box["y"] + 40 <= area["y"] + area["height"], (
-        box, area)
+    assert box["y"] >= area["y"] - 1 and box["y"] + 40 <= area["y"] + area["height"], (box, area)
 
 
 @pytest.fixture()
@@ -437,12 +479,18 @@ def padded_lab(local_oscar, built_labextension, tmp_path):  # noqa: F811
     settings = tmp_path / "settings" / "oscar-jupyter"
     settings.mkdir(parents=True)
     (settings / "plugin.jupyterlab-settings").write_text(
-        json.dumps({"refreshInterval": REFRESH_SETTING}))
-    with jupyterlab(root, tmp_path, lab_env(local_oscar, tmp_path), [
-        "--ServerApp.jpserver_extensions=oscar_jupyter.server=True",
-        f"--LabApp.extra_labextensions_path={built_labextension}",
-        f"--config={config}",
-    ]) as served:
+        json.dumps({"refreshInterval": REFRESH_SETTING})
+    )
+    with jupyterlab(
+        root,
+        tmp_path,
+        lab_env(local_oscar, tmp_path),
+        [
+            "--ServerApp.jpserver_extensions=oscar_jupyter.server=True",
+            f"--LabApp.extra_labextensions_path={built_labextension}",
+            f"--config={config}",
+        ],
+    ) as served:
         yield served
 
 
@@ -456,11 +504,18 @@ def test_500_jobs_render_within_a_second_and_scroll_smoothly(padded_lab, tmp_pat
         try:
             page = browser.new_page()
             listings: list[float] = []
-            page.on("request", lambda r: listings.append(time.monotonic())
-                    if "/oscar-jupyter/api/jobs?" in r.url else None)
+            page.on(
+                "request",
+                lambda r: (
+                    listings.append(time.monotonic())
+                    if "/oscar-jupyter/api/jobs?" in r.url
+                    else None
+                ),
+            )
             page.goto(f"{url}/lab/workspaces/oj-500?reset&token={token}")
             expect(page.locator('.jp-SideBar [data-id="oscar-jupyter-sidebar"]')).to_be_visible(
-                timeout=60_000)
+                timeout=60_000
+            )
             sidebar = page.locator(SIDEBAR)
             # Open the sidebar and show every job: time until the rows are on screen.
             # "All" is chosen while the sidebar is closed (it does not poll then).
@@ -523,13 +578,18 @@ def test_500_jobs_render_within_a_second_and_scroll_smoothly(padded_lab, tmp_pat
             gaps = sorted(frames["gaps"])
             p50 = statistics.median(gaps)
             p95 = gaps[int(len(gaps) * 0.95) - 1]
-            figures = {"jobs": total, "open_to_rows_ms": round(opened["total"], 1),
-                       "listing_request_ms": round(opened["request"], 1),
-                       "response_to_rows_ms": round(opened["render"], 1),
-                       "rerender_ms": [round(t, 1) for t in rerender],
-                       "scroll_frames": len(gaps), "frame_p50_ms": round(p50, 1),
-                       "frame_p95_ms": round(p95, 1), "frame_max_ms": round(gaps[-1], 1),
-                       "rows_in_dom": frames["rows"]}
+            figures = {
+                "jobs": total,
+                "open_to_rows_ms": round(opened["total"], 1),
+                "listing_request_ms": round(opened["request"], 1),
+                "response_to_rows_ms": round(opened["render"], 1),
+                "rerender_ms": [round(t, 1) for t in rerender],
+                "scroll_frames": len(gaps),
+                "frame_p50_ms": round(p50, 1),
+                "frame_p95_ms": round(p95, 1),
+                "frame_max_ms": round(gaps[-1], 1),
+                "rows_in_dom": frames["rows"],
+            }
             print("\n500-job sidebar:", json.dumps(figures))
             (ARTIFACTS / "sidebar-500-jobs.json").write_text(json.dumps(figures, indent=1))
             sidebar.screenshot(path=str(ARTIFACTS / "sidebar-500-jobs.png"))
@@ -549,11 +609,11 @@ def test_500_jobs_render_within_a_second_and_scroll_smoothly(padded_lab, tmp_pat
             seen = listings[count:]
             gaps = [later - earlier for earlier, later in zip(seen, seen[1:], strict=False)]
             assert gaps and all(1.5 < g < 3.5 for g in gaps), gaps
-            page.evaluate("window.jupyterapp.commands.execute('settingeditor:open', "
-                          "{query: 'OSCAR jobs'})")
+            page.evaluate(
+                "window.jupyterapp.commands.execute('settingeditor:open', {query: 'OSCAR jobs'})"
+            )
             editor = page.locator(".jp-SettingsPanel, .jp-SettingsEditor").first
-            expect(editor.get_by_text("Refresh interval (seconds)")).to_be_visible(
-                timeout=30_000)
+            expect(editor.get_by_text("Refresh interval (seconds)")).to_be_visible(timeout=30_000)
             expect(editor.get_by_text("Default cluster", exact=True)).to_be_visible()
         finally:
             browser.close()

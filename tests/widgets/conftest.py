@@ -162,7 +162,13 @@ def make_job(oscar_logs, tmp_path):
         spec.setdefault("time", "00:10:00")
         # Submitted a while ago, so that a start `started_ago` seconds back is after it.
         submitted = datetime.now(timezone.utc) - timedelta(minutes=10)
-        return Job(client, service, name, OffloadSpec(**spec), log_dir=tmp_path / "logs",
-                   submitted_at=submitted)
+        return Job(
+            client,
+            service,
+            name,
+            OffloadSpec(**spec),
+            log_dir=tmp_path / "logs",
+            submitted_at=submitted,
+        )
 
     return make

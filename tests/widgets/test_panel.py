@@ -93,16 +93,34 @@ def test_unreachable_cluster_is_explained_and_the_form_still_works(session):
 def test_edits_change_the_previewed_line_and_the_kernel_defaults(session):
     panel = Panel(session=session)
     assert panel.offload_line == "%%oscar_offload"
-    fill(panel, node="vega", time="02:30:00", cpus_per_task="8", mem="32G", gpus="2",
-         partition="gpu", account="proj42", sbatch="--qos=high --exclusive",
-         image="ghcr.io/me/train:1", pre_exec="module load cuda")
+    fill(
+        panel,
+        node="vega",
+        time="02:30:00",
+        cpus_per_task="8",
+        mem="32G",
+        gpus="2",
+        partition="gpu",
+        account="proj42",
+        sbatch="--qos=high --exclusive",
+        image="ghcr.io/me/train:1",
+        pre_exec="module load cuda",
+    )
     panel.mounts.add_row(("/scratch/me:/data:ro",))
     panel.env.add_row(("OMP_NUM_THREADS", "8"))
     expected = {
-        "node": "vega", "time": "02:30:00", "cpus_per_task": 8, "mem": "32G", "gpus": 2,
-        "partition": "gpu", "account": "proj42", "sbatch": "--qos=high --exclusive",
-        "image": "ghcr.io/me/train:1", "pre_exec": "module load cuda",
-        "mounts": ["/scratch/me:/data:ro"], "env": {"OMP_NUM_THREADS": "8"},
+        "node": "vega",
+        "time": "02:30:00",
+        "cpus_per_task": 8,
+        "mem": "32G",
+        "gpus": 2,
+        "partition": "gpu",
+        "account": "proj42",
+        "sbatch": "--qos=high --exclusive",
+        "image": "ghcr.io/me/train:1",
+        "pre_exec": "module load cuda",
+        "mounts": ["/scratch/me:/data:ro"],
+        "env": {"OMP_NUM_THREADS": "8"},
     }
     assert session.defaults == expected
     assert panel.problems == {}
@@ -136,8 +154,15 @@ def test_recent_images_are_offered(session):
 
 
 def test_a_new_panel_shows_the_kernel_defaults(session):
-    session.defaults.update({"node": "vega", "time": "00:20:00", "cpus_per_task": 2,
-                             "mounts": ["/a:/b"], "env": {"A": "1"}})
+    session.defaults.update(
+        {
+            "node": "vega",
+            "time": "00:20:00",
+            "cpus_per_task": 2,
+            "mounts": ["/a:/b"],
+            "env": {"A": "1"},
+        }
+    )
     panel = Panel(session=session)
     assert panel.node.value == "vega"
     assert panel.text["time"].value == "00:20:00"
@@ -245,6 +270,11 @@ def test_secrets_are_named_in_the_panel_and_valued_from_the_kernels_environment(
     assert session.defaults["secrets"] == {"API_TOKEN": "s3cr3t-value"}
     assert "--secret=API_TOKEN" in panel.offload_line
     panel.set(secrets={"API_TOKEN": "s3cr3t-value"})  # names only, whatever is given
-    shown = [panel.text["secrets"].value, panel.offload_line, panel.preview.value,
-             panel.service_view.value, repr(panel)]
+    shown = [
+        panel.text["secrets"].value,
+        panel.offload_line,
+        panel.preview.value,
+        panel.service_view.value,
+        repr(panel),
+    ]
     assert not [text for text in shown if "s3cr3t-value" in text]

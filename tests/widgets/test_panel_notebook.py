@@ -29,16 +29,24 @@ def widget_states(nb) -> dict[str, dict]:
 
 
 def html_values(states: dict[str, dict]) -> str:
-    return "\n".join(html.unescape(s.get("value", "")) for s in states.values()
-                     if isinstance(s.get("value"), str))
+    return "\n".join(
+        html.unescape(s.get("value", ""))
+        for s in states.values()
+        if isinstance(s.get("value"), str)
+    )
 
 
 def test_panel_tutorial_renders_and_a_bare_offload_uses_the_panel(local_oscar, monkeypatch):
     monkeypatch.setenv("OSCAR_CLI_CONFIG", str(local_oscar.profile_path))
     monkeypatch.setenv("OSCAR_JUPYTER_LOG_DIR", str(local_oscar.home / "client-logs"))
     nb = nbformat.read(ROOT / "notebooks" / "02-panel.ipynb", as_version=4)
-    client = NotebookClient(nb, timeout=300, kernel_name="python3", store_widget_state=True,
-                            resources={"metadata": {"path": str(ROOT / "notebooks")}})
+    client = NotebookClient(
+        nb,
+        timeout=300,
+        kernel_name="python3",
+        store_widget_state=True,
+        resources={"metadata": {"path": str(ROOT / "notebooks")}},
+    )
     try:
         client.execute()
     finally:
@@ -59,8 +67,12 @@ def test_panel_tutorial_renders_and_a_bare_offload_uses_the_panel(local_oscar, m
     assert "--time 90 minutes:" in stdout(cell_with(nb, '"90 minutes"'))
 
     assert "hello from the panel" in stdout(cell_with(nb, 'os.environ["GREETING"]'))
-    assert stdout(cell_with(nb, "last.spec.node")).split() == ["local-slurm", "00:05:00", "1",
-                                                              "512M"]
+    assert stdout(cell_with(nb, "last.spec.node")).split() == [
+        "local-slurm",
+        "00:05:00",
+        "1",
+        "512M",
+    ]
     # The live view of the --no-wait job ended with its status and its output.
     assert "0 Succeeded" in stdout(cell_with(nb, "job.wait()"))
     assert "background step 3" in shown and "oj-status-Succeeded" in shown
