@@ -7,4 +7,5 @@ bash scripts/setup.sh
 source .venv/bin/activate
 python -m ruff check oscar_jupyter tests bench
 python -m ruff format --check oscar_jupyter tests bench
+(cd labextension && jlpm install --immutable >/dev/null && jlpm lint:check)
 python -m pytest -q "$@"

@@ -194,7 +194,10 @@ export function fetchNodes(cluster: string | null): Promise<INodes> {
   return request<INodes>('nodes', cluster);
 }
 
-export function fetchJobs(cluster: string | null, scope: JobScope): Promise<IJobs> {
+export function fetchJobs(
+  cluster: string | null,
+  scope: JobScope
+): Promise<IJobs> {
   return request<IJobs>('jobs', cluster, {}, { scope });
 }
 
@@ -208,9 +211,14 @@ export function fetchJobLog(
   job: IJob,
   since = 0
 ): Promise<IJobLog> {
-  return request<IJobLog>(URLExt.join(jobPath(job), 'log'), cluster, {}, {
-    since: String(since)
-  });
+  return request<IJobLog>(
+    URLExt.join(jobPath(job), 'log'),
+    cluster,
+    {},
+    {
+      since: String(since)
+    }
+  );
 }
 
 export function cleanupJobs(

@@ -38,7 +38,10 @@ export function parseTime(value: string | null): Date | null {
 }
 
 /** "14:03:27" today, "2024-05-02 14:03" on another day. */
-export function formatStart(value: string | null, now: Date = new Date()): string {
+export function formatStart(
+  value: string | null,
+  now: Date = new Date()
+): string {
   const date = parseTime(value);
   if (!date) {
     return '—';
@@ -62,7 +65,10 @@ export function formatDuration(
     return '—';
   }
   const end = parseTime(finish) ?? now;
-  const seconds = Math.max(0, Math.round((end.getTime() - begin.getTime()) / 1000));
+  const seconds = Math.max(
+    0,
+    Math.round((end.getTime() - begin.getTime()) / 1000)
+  );
   const pad = (n: number) => `${n}`.padStart(2, '0');
   if (seconds < 60) {
     return `${seconds} s`;
@@ -77,7 +83,10 @@ export function formatDuration(
 }
 
 /** "just now", "42 s ago", "3 min ago", "2 h ago", "3 d ago" (or "in ..." for a skewed clock). */
-export function formatRelative(value: string | null, now: Date = new Date()): string {
+export function formatRelative(
+  value: string | null,
+  now: Date = new Date()
+): string {
   const date = parseTime(value);
   if (!date) {
     return '—';
@@ -113,7 +122,10 @@ export function timeTooltip(what: string, value: string | null): string {
 }
 
 /** "14:03:27 (3 min ago)": local clock time and the relative form. */
-export function formatWhen(value: string | null, now: Date = new Date()): string {
+export function formatWhen(
+  value: string | null,
+  now: Date = new Date()
+): string {
   if (!parseTime(value)) {
     return '—';
   }

@@ -50,7 +50,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
       },
       openCell: async job => {
         if (!docManager) {
-          throw new Error('JupyterLab has no document manager to open notebooks with.');
+          throw new Error(
+            'JupyterLab has no document manager to open notebooks with.'
+          );
         }
         await showJobCell(docManager, job);
       },
@@ -77,13 +79,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
             sidebar.setRefreshInterval(
               typeof interval === 'number' ? interval : DEFAULT_REFRESH_SECONDS
             );
-            sidebar.setDefaultCluster(typeof cluster === 'string' ? cluster.trim() : '');
+            sidebar.setDefaultCluster(
+              typeof cluster === 'string' ? cluster.trim() : ''
+            );
           };
           apply();
           settings.changed.connect(apply);
         })
         .catch(reason => {
-          console.error(`oscar-jupyter: cannot load the settings of ${PLUGIN_ID}`, reason);
+          console.error(
+            `oscar-jupyter: cannot load the settings of ${PLUGIN_ID}`,
+            reason
+          );
         });
     }
 

@@ -62,7 +62,9 @@ export class JobsList {
     this.node.append(this.spacer, this.empty);
     // Browsers fire scroll events once per frame, before painting it: drawing the rows right
     // there never shows a frame with blank rows.
-    this.node.addEventListener('scroll', () => this.render(), { passive: true });
+    this.node.addEventListener('scroll', () => this.render(), {
+      passive: true
+    });
     if (typeof ResizeObserver !== 'undefined') {
       new ResizeObserver(() => this.schedule()).observe(this.node);
     }
@@ -95,11 +97,16 @@ export class JobsList {
       return;
     }
     this.currentCell = cellId;
-    const index = cellId ? this.jobs.findIndex(job => job.label?.cell_id === cellId) : -1;
+    const index = cellId
+      ? this.jobs.findIndex(job => job.label?.cell_id === cellId)
+      : -1;
     if (index >= 0) {
       const top = index * ROW_HEIGHT;
       const height = this.node.clientHeight;
-      if (top < this.node.scrollTop || top + ROW_HEIGHT > this.node.scrollTop + height) {
+      if (
+        top < this.node.scrollTop ||
+        top + ROW_HEIGHT > this.node.scrollTop + height
+      ) {
         this.node.scrollTop = Math.max(0, top - ROW_HEIGHT);
       }
     }
@@ -184,7 +191,11 @@ export class JobsList {
     const actions = el('span', 'oj-sidebar-actions');
     const log = el('button', 'jp-Button jp-mod-minimal oj-sidebar-log', 'Log');
     log.title = "Open this job's output in a panel that follows it live";
-    const cancel = el('button', 'jp-Button jp-mod-minimal oj-sidebar-cancel', 'Cancel');
+    const cancel = el(
+      'button',
+      'jp-Button jp-mod-minimal oj-sidebar-cancel',
+      'Cancel'
+    );
     cancel.title = 'Cancel this job on the cluster';
     actions.append(log, cancel);
     facts.append(badge, duration, where, actions);
@@ -208,8 +219,14 @@ export class JobsList {
         action(row.job);
       }
     };
-    log.addEventListener('click', act(job => this.actions.showLog(job)));
-    cancel.addEventListener('click', act(job => this.actions.cancel(job)));
+    log.addEventListener(
+      'click',
+      act(job => this.actions.showLog(job))
+    );
+    cancel.addEventListener(
+      'click',
+      act(job => this.actions.cancel(job))
+    );
     label.addEventListener('click', event => {
       event.preventDefault();
       if (row.job?.label?.notebook) {
@@ -217,7 +234,10 @@ export class JobsList {
       }
     });
     label.addEventListener('keydown', event => {
-      if ((event.key === 'Enter' || event.key === ' ') && row.job?.label?.notebook) {
+      if (
+        (event.key === 'Enter' || event.key === ' ') &&
+        row.job?.label?.notebook
+      ) {
         event.preventDefault();
         this.actions.openCell(row.job);
       }
@@ -229,17 +249,23 @@ export class JobsList {
     const job = row.job!;
     const cancelling = this.cancelling.has(row.key) && isActive(job.status);
     const drawn =
-      JSON.stringify(job) + (cancelling ? '!' : '') + (this.oneNotebook ? '1' : '');
+      JSON.stringify(job) +
+      (cancelling ? '!' : '') +
+      (this.oneNotebook ? '1' : '');
     if (drawn !== row.drawn) {
       row.drawn = drawn;
       this.draw(row, job, cancelling);
     }
-    const current = this.currentCell !== null && job.label?.cell_id === this.currentCell;
+    const current =
+      this.currentCell !== null && job.label?.cell_id === this.currentCell;
     if (row.node.classList.contains('oj-sidebar-job-current') !== current) {
       row.node.classList.toggle('oj-sidebar-job-current', current);
     }
     // Relative times move on with the clock even when the job does not change.
-    setText(row.start, formatRelative(job.start_time ?? job.creation_time, now));
+    setText(
+      row.start,
+      formatRelative(job.start_time ?? job.creation_time, now)
+    );
     setText(
       row.duration,
       formatDuration(job.runner_start ?? job.start_time, job.finish_time, now)
@@ -272,7 +298,10 @@ export class JobsList {
     ];
     if (label?.notebook) {
       lines.push(`Notebook ${label.notebook}`);
-      if (label.execution_count !== null && label.execution_count !== undefined) {
+      if (
+        label.execution_count !== null &&
+        label.execution_count !== undefined
+      ) {
         lines.push(`Cell [${label.execution_count}]`);
       }
       lines.push('Click to show the cell');
@@ -291,7 +320,9 @@ export class JobsList {
     }
 
     setText(row.where, job.node ?? 'any node');
-    row.where.title = job.node ? `Virtual node ${job.node}` : 'No node asked for';
+    row.where.title = job.node
+      ? `Virtual node ${job.node}`
+      : 'No node asked for';
     row.start.title = job.start_time
       ? timeTooltip('Started', job.start_time)
       : timeTooltip('Submitted (not started yet)', job.creation_time);

@@ -86,7 +86,11 @@ export class LogView extends Widget {
 
     this.poll = new Poll({
       factory: () => this.refresh(),
-      frequency: { interval: LOG_REFRESH_MS, backoff: true, max: MAX_BACKOFF_MS },
+      frequency: {
+        interval: LOG_REFRESH_MS,
+        backoff: true,
+        max: MAX_BACKOFF_MS
+      },
       name: `oscar-jupyter:log:${job.job}`,
       // Not while another tab hides the panel (nor while the browser tab is hidden).
       standby: () => !this.isVisible || 'when-hidden'
@@ -128,7 +132,10 @@ export class LogView extends Widget {
       log = await fetchJobLog(this.cluster, this.job, this.next);
     } catch (error) {
       this.error.hidden = false;
-      setText(this.error, error instanceof Error ? error.message : String(error));
+      setText(
+        this.error,
+        error instanceof Error ? error.message : String(error)
+      );
       throw error; // so that the poll backs off
     }
     if (this.isDisposed) {
@@ -143,12 +150,15 @@ export class LogView extends Widget {
 
   private apply(log: IJobLog): void {
     const atBottom =
-      this.text.scrollTop + this.text.clientHeight >= this.text.scrollHeight - 4;
+      this.text.scrollTop + this.text.clientHeight >=
+      this.text.scrollHeight - 4;
     const fresh = log.lines;
     if (fresh.length) {
       const lines = document.createDocumentFragment();
       for (const line of fresh) {
-        lines.appendChild(el('span', `oj-sidebar-log-${line.stream}`, line.text + '\n'));
+        lines.appendChild(
+          el('span', `oj-sidebar-log-${line.stream}`, line.text + '\n')
+        );
       }
       this.text.insertBefore(lines, this.partialBox);
       for (const line of fresh) {
@@ -157,10 +167,12 @@ export class LogView extends Widget {
       this.trimScreen();
     }
     // A server without `next` sends the whole log each time: then it is all we have.
-    this.next = typeof log.next === 'number' ? log.next : this.next + fresh.length;
+    this.next =
+      typeof log.next === 'number' ? log.next : this.next + fresh.length;
     this.partial = log.partial ?? {};
     this.drawPartial();
-    this.placeholder.hidden = this.lines.length > 0 || this.partialBox.childElementCount > 0;
+    this.placeholder.hidden =
+      this.lines.length > 0 || this.partialBox.childElementCount > 0;
     if (log.omitted > 0) {
       this.serverOmitted += log.omitted;
       this.drawNote();
@@ -169,7 +181,8 @@ export class LogView extends Widget {
     this.exitCode = log.exit_code;
     this.node_ = log.node ?? this.node_;
     this.finished =
-      (log.finished ?? (log.exit_code !== null && log.exit_code !== undefined)) &&
+      (log.finished ??
+        (log.exit_code !== null && log.exit_code !== undefined)) &&
       fresh.length < SERVER_BATCH;
     this.drawState();
     if (atBottom) {
@@ -199,9 +212,12 @@ export class LogView extends Widget {
           `${SERVER_BATCH} at a time`
       );
     }
-    const offScreen = this.lines.length - Math.min(this.lines.length, MAX_SHOWN_LINES);
+    const offScreen =
+      this.lines.length - Math.min(this.lines.length, MAX_SHOWN_LINES);
     if (offScreen > 0) {
-      notes.push(`${offScreen} earlier lines are not shown here (Copy and Download have them)`);
+      notes.push(
+        `${offScreen} earlier lines are not shown here (Copy and Download have them)`
+      );
     }
     this.omittedNote.hidden = notes.length === 0;
     setText(this.omittedNote, notes.length ? `(${notes.join('; ')})` : '');
@@ -290,7 +306,9 @@ export class LogPanels {
         tooltip: 'Copy the whole log to the clipboard',
         onClick: () => {
           Clipboard.copyToSystem(content.logText);
-          Notification.success('The log is in the clipboard.', { autoClose: 2000 });
+          Notification.success('The log is in the clipboard.', {
+            autoClose: 2000
+          });
         }
       })
     );
@@ -325,7 +343,10 @@ function shorten(text: string, length: number): string {
   return text.length <= length ? text : text.slice(0, length - 1) + '…';
 }
 
-export async function showErrorDialog(title: string, message: string): Promise<void> {
+export async function showErrorDialog(
+  title: string,
+  message: string
+): Promise<void> {
   await showDialog({
     title,
     body: new Widget({ node: el('p', 'oj-sidebar-error', message) }),

@@ -12,7 +12,10 @@ const HIGHLIGHT_MS = 2000;
 export const HIGHLIGHT_CLASS = 'oj-cell-highlight';
 
 /** Resolves once the cell is shown; rejects with a message a user can act on. */
-export async function showJobCell(docManager: IDocumentManager, job: IJob): Promise<void> {
+export async function showJobCell(
+  docManager: IDocumentManager,
+  job: IJob
+): Promise<void> {
   const label = job.label;
   const path = label?.notebook;
   if (!label || !path) {
@@ -20,7 +23,9 @@ export async function showJobCell(docManager: IDocumentManager, job: IJob): Prom
   }
   const widget = docManager.openOrReveal(path);
   if (!widget) {
-    throw new Error(`Cannot open ${path}: it is not a file under the Jupyter root any more.`);
+    throw new Error(
+      `Cannot open ${path}: it is not a file under the Jupyter root any more.`
+    );
   }
   await widget.context.ready;
   await widget.revealed;
@@ -31,8 +36,12 @@ export async function showJobCell(docManager: IDocumentManager, job: IJob): Prom
   const index = findCell(notebook, label.cell_id, label.execution_count);
   if (index < 0) {
     const which =
-      label.execution_count !== null ? `cell [${label.execution_count}]` : 'its cell';
-    throw new Error(`${path} no longer has ${which} (it was deleted or run again).`);
+      label.execution_count !== null
+        ? `cell [${label.execution_count}]`
+        : 'its cell';
+    throw new Error(
+      `${path} no longer has ${which} (it was deleted or run again).`
+    );
   }
   notebook.deselectAll();
   notebook.activeCellIndex = index;

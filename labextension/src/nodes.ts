@@ -23,7 +23,7 @@ export function renderNodes(listing: INodes): HTMLElement {
     const empty = el(
       'p',
       'oj-sidebar-empty',
-      'No source lists this cluster\'s interLink virtual nodes.'
+      "No source lists this cluster's interLink virtual nodes."
     );
     if (listing.warning) {
       empty.title = listing.warning;
@@ -50,7 +50,10 @@ export function renderNodes(listing: INodes): HTMLElement {
     const facts = el('div', 'oj-sidebar-facts');
     if (node.cpu_total > 0) {
       facts.append(
-        fact('CPU free', `${formatCores(node.cpu_free)} / ${formatCores(node.cpu_total)}`)
+        fact(
+          'CPU free',
+          `${formatCores(node.cpu_free)} / ${formatCores(node.cpu_total)}`
+        )
       );
     }
     if (node.memory_total_bytes > 0) {
@@ -94,6 +97,9 @@ export function renderNodes(listing: INodes): HTMLElement {
 
 function fact(label: string, value: string): HTMLElement {
   const box = el('span', 'oj-sidebar-fact');
-  box.append(el('span', 'oj-sidebar-label', label + ' '), el('span', '', value));
+  box.append(
+    el('span', 'oj-sidebar-label', label + ' '),
+    el('span', '', value)
+  );
   return box;
 }

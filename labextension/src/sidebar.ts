@@ -120,7 +120,13 @@ export class OscarSidebar extends Widget {
       openCell: job => void this.openCell(job)
     });
 
-    const jobsSection = section('Jobs', filters, tools, this.summary, this.jobs.node);
+    const jobsSection = section(
+      'Jobs',
+      filters,
+      tools,
+      this.summary,
+      this.jobs.node
+    );
     jobsSection.classList.add('oj-sidebar-jobsection');
     const nodesSection = section('Virtual nodes', this.nodesBox);
     nodesSection.classList.add('oj-sidebar-nodesection');
@@ -278,13 +284,18 @@ export class OscarSidebar extends Widget {
     } else if (this.filter === 'notebook' && !notebook) {
       empty = 'Open a notebook to see its jobs.';
     } else if (all.length === 0) {
-      empty = 'No offloaded jobs. Run a cell with %%oscar_offload to start one.';
+      empty =
+        'No offloaded jobs. Run a cell with %%oscar_offload to start one.';
     } else if (this.filter === 'notebook') {
       empty = `No ${this.hideFinished ? 'unfinished ' : ''}jobs from ${notebook}.`;
     } else {
       empty = 'No unfinished jobs.';
     }
-    this.jobs.update(shown, empty, this.filter === 'notebook' && notebook !== null);
+    this.jobs.update(
+      shown,
+      empty,
+      this.filter === 'notebook' && notebook !== null
+    );
     const running = shown.filter(job => isActive(job.status)).length;
     const where =
       this.filter === 'notebook' && notebook ? ` of ${basename(notebook)}` : '';
@@ -313,10 +324,13 @@ export class OscarSidebar extends Widget {
   private fillPicker(info: IClusters): void {
     this.picker.replaceChildren();
     if (info.clusters.length === 0) {
-      this.picker.appendChild(el('option', '', 'default (from the environment)')).value = '';
+      this.picker.appendChild(
+        el('option', '', 'default (from the environment)')
+      ).value = '';
     }
     for (const entry of info.clusters) {
-      const label = entry.name + (entry.name === info.default ? ' (default)' : '');
+      const label =
+        entry.name + (entry.name === info.default ? ' (default)' : '');
       const option = el('option', '', label);
       option.value = entry.name;
       option.disabled = entry.error !== null;
@@ -338,7 +352,8 @@ export class OscarSidebar extends Widget {
   private showEndpoint(): void {
     const chosen = this.clusters?.clusters.find(c => c.name === this.cluster);
     this.endpoint.textContent =
-      chosen?.endpoint ?? (this.clusters ? `config: ${this.clusters.config_path}` : '');
+      chosen?.endpoint ??
+      (this.clusters ? `config: ${this.clusters.config_path}` : '');
   }
 
   private showError(text: string | null): void {
@@ -351,9 +366,12 @@ export class OscarSidebar extends Widget {
     try {
       await this.options.openCell(job);
     } catch (error) {
-      Notification.warning(error instanceof Error ? error.message : String(error), {
-        autoClose: 6000
-      });
+      Notification.warning(
+        error instanceof Error ? error.message : String(error),
+        {
+          autoClose: 6000
+        }
+      );
     }
   }
 
@@ -374,7 +392,10 @@ export class OscarSidebar extends Widget {
       await cancelJob(this.cluster, job);
     } catch (error) {
       this.jobs.cancelFailed(job);
-      await showErrorDialog(`Could not cancel ${job.job}`, String((error as Error).message));
+      await showErrorDialog(
+        `Could not cancel ${job.job}`,
+        String((error as Error).message)
+      );
       return;
     }
     void this.poll.refresh();
@@ -382,14 +403,21 @@ export class OscarSidebar extends Widget {
 
   /** Asks the server how many finished jobs are in scope, confirms, then deletes them. */
   private async cleanup(): Promise<void> {
-    const notebook = this.filter === 'notebook' ? this.options.notebookPath() : null;
+    const notebook =
+      this.filter === 'notebook' ? this.options.notebookPath() : null;
     const scope = notebook ? 'notebook' : 'mine';
     const whose = notebook ? `of ${notebook}` : 'of yours';
     const cluster = this.cluster;
     try {
-      const dry = await cleanupJobs(cluster, { scope, notebook, dry_run: true });
+      const dry = await cleanupJobs(cluster, {
+        scope,
+        notebook,
+        dry_run: true
+      });
       if (dry.count === 0) {
-        Notification.info(`No finished jobs ${whose} to clean up.`, { autoClose: 4000 });
+        Notification.info(`No finished jobs ${whose} to clean up.`, {
+          autoClose: 4000
+        });
         return;
       }
       const plural = dry.count === 1 ? 'job' : 'jobs';
@@ -406,13 +434,20 @@ export class OscarSidebar extends Widget {
       if (!answer.button.accept) {
         return;
       }
-      const done = await cleanupJobs(cluster, { scope, notebook, dry_run: false });
+      const done = await cleanupJobs(cluster, {
+        scope,
+        notebook,
+        dry_run: false
+      });
       Notification.success(
         `Deleted ${done.count} finished job${done.count === 1 ? '' : 's'} ${whose}.`,
         { autoClose: 4000 }
       );
     } catch (error) {
-      await showErrorDialog('Could not clean up', String((error as Error).message));
+      await showErrorDialog(
+        'Could not clean up',
+        String((error as Error).message)
+      );
     }
     void this.poll.refresh();
   }
