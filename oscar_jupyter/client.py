@@ -26,6 +26,7 @@ from oscar_jupyter.config import (
     ConfigError,
     Secret,
     agent_access_token,
+    jwt_claims,
     refresh_access_token,
 )
 
@@ -96,14 +97,7 @@ def _check_name(value: Any, what: str, limit: int = 253) -> str:
 
 def _jwt_expiry(token: Secret) -> float | None:
     """The ``exp`` claim of a JWT access token, read without verification, or None."""
-    parts = token.reveal().split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
-        exp = json.loads(payload).get("exp")
-    except (ValueError, AttributeError):
-        return None
+    exp = (jwt_claims(token) or {}).get("exp")
     return float(exp) if isinstance(exp, (int, float)) else None
 
 

@@ -26,10 +26,10 @@ import binascii
 import copy
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +38,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import yaml
+
+from .files import write_atomically
 
 __all__ = [
     "ClusterProfile",
@@ -51,6 +53,9 @@ __all__ = [
     "load_profile",
     "refresh_access_token",
     "save_profile",
+    "JupyterSettings",
+    "SiteFacts",
+    "jwt_claims",
 ]
 
 ENV_CONFIG = "OSCAR_CLI_CONFIG"
@@ -211,6 +216,92 @@ class ClusterProfile:
         )
 
     __str__ = __repr__
+
+    @property
+    def jupyter(self) -> JupyterSettings:
+        """The profile's `jupyter:` block (and oscar-cli's `memory`), parsed."""
+        return JupyterSettings.of(self)
+
+
+# --- the profile's `jupyter:` block: offload defaults and what the site is ------------------
+
+DEFAULT_IMAGE_PREFIX = "docker://"
+_IMAGE_PREFIX = re.compile(r"[A-Za-z0-9._/:+@-]+")
+# Keys of the `jupyter:` block that describe the site rather than a cell's default option.
+SITE_KEYS = ("image_prefix", "image_schemes", "gpu_scheduling", "nodes", "kubeconfig")
+
+
+@dataclass(frozen=True)
+class SiteFacts:
+    """What the cluster profile says about the HPC site (not a cell option).
+
+    ``image_prefix``: the Slurm plugin's ``ImagePrefix``; plugin 0.6.1 prepends it to every image
+    that does not already start with it (interlink-slurm-plugin ``prepare.go`` prepareImage).
+    ``keeps_schemes``: the site's plugin keeps any ``scheme://`` image as it is (releases after
+    0.6.1); 0.6.1 would turn ``library://x`` into ``docker://library://x``.
+    ``schedules_gpus``: the site's virtual node advertises GPUs and the user's Kueue quota has
+    some, so OSCAR's ``enable_gpu`` (a ``nvidia.com/gpu`` limit on the pod) can be scheduled.
+    """
+
+    image_prefix: str = DEFAULT_IMAGE_PREFIX
+    keeps_schemes: bool = False
+    schedules_gpus: bool = False
+
+
+@dataclass(frozen=True)
+class JupyterSettings:
+    """A profile's ``jupyter:`` block, read in one place::
+
+        jupyter: {node: vega, time: "01:00:00",            # offload defaults (option names)
+                  image_prefix: docker://, image_schemes: false, gpu_scheduling: false,
+                  nodes: [vega, leonardo], kubeconfig: ~/.kube/oscar}   # the site
+
+    ``offload_defaults`` keeps the option keys as written (``-`` read as ``_``) plus oscar-cli's
+    ``memory`` as ``mem``; which of them are offload options is the caller's to check."""
+
+    offload_defaults: Mapping[str, Any] = field(default_factory=dict)
+    site: SiteFacts = field(default_factory=SiteFacts)
+    nodes: tuple[str, ...] = ()
+    kubeconfig: str | None = None
+
+    @classmethod
+    def of(cls, profile: ClusterProfile | None) -> JupyterSettings:
+        if profile is None:
+            return cls()
+        raw = dict(profile.defaults or {})
+        block = raw.get("jupyter") or {}
+        if not isinstance(block, Mapping):
+            raise ConfigError(
+                f"jupyter: in the profile of {profile.cluster_id} must be a mapping, "
+                "e.g. jupyter: {node: vega, time: '01:00:00'}"
+            )
+        block = {str(k).replace("-", "_"): v for k, v in block.items()}
+        defaults: dict[str, Any] = {}
+        if raw.get("memory"):
+            defaults["mem"] = raw["memory"]
+        defaults.update({k: v for k, v in block.items() if k not in SITE_KEYS})
+        prefix = block.get("image_prefix", DEFAULT_IMAGE_PREFIX)
+        if not isinstance(prefix, str) or not _IMAGE_PREFIX.fullmatch(prefix):
+            raise ConfigError(
+                f"jupyter: image_prefix {prefix!r} in the profile of {profile.cluster_id}: "
+                "write the site's plugin ImagePrefix, e.g. docker:// or /cvmfs/unpacked.cern.ch/"
+            )
+        names = block.get("nodes") or []
+        if isinstance(names, str):
+            names = [names]
+        kubeconfig = block.get("kubeconfig")
+        return cls(
+            offload_defaults=defaults,
+            site=SiteFacts(
+                image_prefix=prefix,
+                keeps_schemes=block.get("image_schemes") is True,
+                schedules_gpus=block.get("gpu_scheduling") is True,
+            ),
+            nodes=tuple(str(name) for name in names),
+            kubeconfig=os.path.expanduser(kubeconfig)
+            if isinstance(kubeconfig, str) and kubeconfig
+            else None,
+        )
 
 
 # --- the config file -------------------------------------------------------------------------
@@ -549,54 +640,41 @@ def save_profile(
 def _write_private(path: Path, text: str) -> None:
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        write_atomically(path, text)
     except OSError as exc:
         raise ConfigError(
             f"Cannot write the OSCAR config file {path}: {exc.strerror}; check the "
             "folder's permissions or set OSCAR_CLI_CONFIG to another path"
         ) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:  # mkstemp creates it 0600
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- the Keycloak refresh flow (oscar-cli's, OSCAR.md 7.2) ----------------------------------
 
 
-def _jwt_claims(token: str) -> dict[str, Any]:
-    """The payload of a JWT, read without verifying it (the IdP verifies it on use)."""
-    parts = token.split(".")
+def jwt_claims(token: Secret | str | None) -> dict[str, Any] | None:
+    """The payload of a JWT read without verifying it (the issuer verifies it on use; we only
+    name things and plan refreshes with it), or None when `token` is no JWT."""
+    if not token:
+        return None
+    text = token.reveal() if isinstance(token, Secret) else token
+    parts = text.split(".")
     if len(parts) != 3:
-        raise TokenRefreshError(
-            "The OIDC refresh token is not a JWT (three dot-separated parts); "
-            "copy a fresh refresh token into oidc_refresh_token"
-        )
-    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+        return None
     try:
-        claims = json.loads(base64.urlsafe_b64decode(payload.encode("ascii")))
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except (ValueError, binascii.Error, UnicodeError):
-        raise TokenRefreshError(
-            "The OIDC refresh token's payload cannot be decoded; copy a fresh "
-            "refresh token into oidc_refresh_token"
-        ) from None
-    if not isinstance(claims, dict):
-        raise TokenRefreshError(
-            "The OIDC refresh token's payload is not a JSON object; copy a "
-            "fresh refresh token into oidc_refresh_token"
-        )
-    return claims
+        return None
+    return claims if isinstance(claims, dict) else None
 
 
 def _token_endpoint(refresh_token: Secret) -> tuple[str, str, str]:
     """(token endpoint URL, client_id, scope) from the refresh token's claims, Keycloak style."""
-    claims = _jwt_claims(refresh_token.reveal())
+    claims = jwt_claims(refresh_token)
+    if claims is None:
+        raise TokenRefreshError(
+            "The OIDC refresh token is not a JWT whose payload is a JSON object; "
+            "copy a fresh refresh token into oidc_refresh_token"
+        )
     values = {}
     for claim in ("iss", "azp", "scope"):
         value = claims.get(claim)

@@ -11,6 +11,7 @@ from typing import Any
 
 from IPython.display import display
 
+from .job_status import cancelled_phrase
 from .jobs import Job, is_marker
 from .logs import OutputLine
 from .runner import TRACEBACK_MARKER
@@ -63,12 +64,8 @@ def status_line(job: Job) -> str:
 
 def cancelled_by(job: Job) -> str:
     """' from this kernel', ' by Slurm (scancel on the cluster)' ...; "" when unknown."""
-    reason = job.end_reason()
-    if reason.startswith("cancelled "):
-        return " " + reason[len("cancelled ") :]
-    if job.vanished:
-        return " from another view (deleted on the cluster)"
-    return ""
+    phrase = cancelled_phrase(job.state().cancelled_by)
+    return " " + phrase if phrase else ""
 
 
 def status_bundle(job: Job) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Private files written whole: the local OSCAR's state and this machine's job records."""
+"""Private files: written whole (the local OSCAR's state, job records, profiles), and where
+this machine keeps the jobs' logs."""
 
 from __future__ import annotations
 
@@ -26,3 +27,11 @@ def write_atomically(path: Path, data: str | bytes, *, mode: int = 0o600) -> Non
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def default_log_dir() -> Path:
+    """Where kernels keep each job's output (`$OSCAR_JUPYTER_LOG_DIR`, else the user's cache)."""
+    base = os.environ.get("OSCAR_JUPYTER_LOG_DIR")
+    if base:
+        return Path(base)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "oscar-jupyter" / "logs"

@@ -14,10 +14,20 @@ import codecs
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .jobs import Job
+from .config import JupyterSettings
+
+
+class StreamSink(Protocol):
+    """What a follower feeds: a job handle (`jobs.Job`), named here without importing it."""
+
+    name: str
+
+    def is_done(self) -> bool: ...
+
+    def feed_stream(self, text: str, follower: Follower) -> None: ...
+
 
 NAMESPACE = "oscar-svc"
 CONTAINER = "oscar-container"
@@ -33,15 +43,13 @@ CHUNK_BYTES = 64 * 1024
 
 def kubeconfig_at_hand(profile: Any = None) -> str | None:
     """The profile's kubeconfig (its `jupyter: kubeconfig:`), else $KUBECONFIG, if it exists."""
-    from .session import profile_kubeconfig
-
-    for path in (profile_kubeconfig(profile), os.environ.get("KUBECONFIG")):
+    for path in (JupyterSettings.of(profile).kubeconfig, os.environ.get("KUBECONFIG")):
         if path and os.path.isfile(os.path.expanduser(path)):
             return os.path.expanduser(path)
     return None
 
 
-def start_follower(job: Job, kubeconfig: str | None = None) -> Follower | None:
+def start_follower(job: StreamSink, kubeconfig: str | None = None) -> Follower | None:
     """A running follower of `job`'s pod log; None without a kubeconfig or `kubernetes`."""
     path = kubeconfig or kubeconfig_at_hand()
     if not path:
@@ -63,7 +71,7 @@ class Follower:
     """One thread streaming one job's pod log into the job; `streaming` while the stream is
     open. It ends with the stream (the pod ended, was deleted, or an error): polling resumes."""
 
-    def __init__(self, job: Job, api: Any, namespace: str = NAMESPACE) -> None:
+    def __init__(self, job: StreamSink, api: Any, namespace: str = NAMESPACE) -> None:
         self.job = job
         self.api = api
         self.namespace = namespace
@@ -140,10 +148,10 @@ class Follower:
                     self._text.append(text)
                     self.chars += len(text)
                     self.fed_at = time.monotonic()
-                    self.job._feed_stream(text, self)
+                    self.job.feed_stream(text, self)
             tail = decoder.decode(b"", final=True)
             if tail:
                 self._text.append(tail)
-                self.job._feed_stream(tail, self)
+                self.job.feed_stream(tail, self)
         finally:
             response.release_conn()

@@ -22,8 +22,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .files import write_atomically
-from .jobs import TERMINAL, default_log_dir
+from .files import default_log_dir, write_atomically
 from .spec import OffloadSpec
 from .timefmt import now_iso
 
@@ -74,14 +73,14 @@ class JobRecord:
     kernel: str | None = None  # the submitting kernel's tag
     submitted_at: str | None = None  # ISO UTC
     label: JobLabel = field(default_factory=JobLabel)
-    status: str | None = None  # the final state once known: Succeeded, Failed, Cancelled
+    status: str | None = None  # the final state once known (only a final state is recorded)
     exit_code: int | None = None
     cancelled_by: str | None = None  # "this kernel", "the sidebar", ...
     finished_at: str | None = None  # ISO UTC
 
     @property
     def final(self) -> bool:
-        return self.status in TERMINAL
+        return self.status is not None
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -190,7 +189,7 @@ def save(record: JobRecord) -> None:
     write_json(_path(record.endpoint, record.job, create=True), record.as_json())
 
 
-def load(endpoint: str, job: str) -> JobRecord | None:
+def _load(endpoint: str, job: str) -> JobRecord | None:
     try:
         text = _path(endpoint, job).read_text(encoding="utf-8")
         return JobRecord.from_json(json.loads(text))
@@ -198,9 +197,23 @@ def load(endpoint: str, job: str) -> JobRecord | None:
         return None  # none, or unreadable: a record is a convenience, never a requirement
 
 
-def records(endpoint: str, owner: str | None = None) -> dict[str, JobRecord]:
-    """Every record of the cluster at `endpoint`, by job name; with `owner`, only the jobs of
-    that user's runner services (two cluster users of one machine account see their own)."""
+def _is_owners(record: JobRecord, endpoint: str, owner: str) -> bool:
+    """The record is of a job of `owner`'s runner services on this cluster (the service name
+    carries its owner): two cluster users of one machine account see only their own."""
+    return record.endpoint.rstrip("/") == endpoint.rstrip("/") and (
+        OffloadSpec.is_owned_service_name(record.service, owner, endpoint)
+    )
+
+
+def load(endpoint: str, job: str, owner: str) -> JobRecord | None:
+    """`owner`'s record of `job`, None when there is none or it is another user's."""
+    record = _load(endpoint, job)
+    return record if record is not None and _is_owners(record, endpoint, owner) else None
+
+
+def records(endpoint: str, owner: str) -> dict[str, JobRecord]:
+    """`owner`'s records of the cluster at `endpoint`, by job name (the jobs of that user's
+    runner services: two cluster users of one machine account see their own)."""
     found: dict[str, JobRecord] = {}
     folder = cluster_dir(endpoint)
     try:
@@ -210,23 +223,28 @@ def records(endpoint: str, owner: str | None = None) -> dict[str, JobRecord]:
     for entry in entries:
         if not entry.name.endswith(".json") or entry.name.startswith("."):
             continue
+        if entry.name.endswith(".log.json"):
+            continue
         try:
             with open(entry.path, encoding="utf-8") as source:
                 record = JobRecord.from_json(json.load(source))
         except (OSError, ValueError, TypeError):
             continue
-        if record.endpoint.rstrip("/") != endpoint.rstrip("/"):
-            continue
-        if owner is None or OffloadSpec.is_owned_service_name(record.service, owner, endpoint):
+        if _is_owners(record, endpoint, owner):
             found[record.job] = record
     return found
 
 
-def delete(endpoint: str, job: str) -> None:
-    """Forget a job: its record and the log snapshot kept with it."""
+def delete(endpoint: str, job: str, owner: str) -> bool:
+    """Forget `owner`'s job: its record and the log snapshot kept with it. Another user's
+    record is left alone (False)."""
+    record = _load(endpoint, job)
+    if record is not None and not _is_owners(record, endpoint, owner):
+        return False
     for suffix in (".json", ".log.json"):
         with contextlib.suppress(FileNotFoundError):
             _path(endpoint, job, suffix).unlink()
+    return True
 
 
 # -- what the kernel and the server record -------------------------------------------------------
@@ -283,7 +301,7 @@ def mark_final(
 ) -> JobRecord:
     """Record how a job ended (a record is made when none exists). A record already final keeps
     its first word on who cancelled it."""
-    record = load(endpoint, job) or JobRecord(
+    record = _load(endpoint, job) or JobRecord(
         cluster=cluster or endpoint, endpoint=endpoint, service=service, job=job
     )
     if record.final and record.status == status:
@@ -323,7 +341,10 @@ def save_log_snapshot(endpoint: str, job: str, snapshot: dict[str, Any]) -> None
     write_json(_path(endpoint, job, ".log.json", create=True), snapshot)
 
 
-def load_log_snapshot(endpoint: str, job: str) -> dict[str, Any] | None:
+def load_log_snapshot(endpoint: str, job: str, owner: str) -> dict[str, Any] | None:
+    """The snapshot kept with `owner`'s record of `job`; None for another user's job."""
+    if load(endpoint, job, owner) is None:
+        return None
     try:
         data = json.loads(_path(endpoint, job, ".log.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -18,37 +18,59 @@ from typing import TYPE_CHECKING, Any
 
 from .client import OscarClient, OscarError
 from .diagnostics import safe_tail, sbatch_refusal, slurm_end
+from .files import default_log_dir
+from .job_status import (
+    BY_KERNEL,
+    BY_OTHER_VIEW,
+    TERMINAL,
+    WAITING,
+    JobFacts,
+    JobState,
+    cancelled_by,
+    cancelled_phrase,
+    status_of,
+)
 from .logs import LogParser, OutputLine
+from .polling import (
+    FETCH_TIME_FACTOR,
+    MAX_LOG_BYTES_PER_SECOND,
+    QUIET_LISTING_SECONDS,
+    FetchCost,
+    Poller,
+    PollInterval,
+    poll_each,
+    poll_jobs,
+)
 from .runner import TRACEBACK_MARKER
-from .spec import DEFAULT_MEMORY, OffloadSpec, format_memory, format_time, parse_memory
+from .spec import OffloadSpec, format_time
 from .timefmt import parse_iso
 from .values import decode_result
+from .waiting import EXPLAIN_WAIT_SECONDS, waiting_reason
 
 if TYPE_CHECKING:
     from .follow import Follower
 
-WAITING = ("Suspended", "Pending")
-TERMINAL = ("Succeeded", "Failed", "Cancelled")
+__all__ = [
+    "EXPLAIN_WAIT_SECONDS",
+    "FETCH_TIME_FACTOR",
+    "TERMINAL",
+    "WAITING",
+    "CancelRefused",
+    "Job",
+    "JobCancelled",
+    "JobFailed",
+    "JobTimeout",
+    "PollInterval",
+    "Poller",
+    "add_cancel_listener",
+    "cancel_on_cluster",
+    "poll_each",
+    "poll_jobs",
+]
 # After OSCAR reports a terminal phase, the log may still lack the exit sentinel for a moment.
 SENTINEL_GRACE_SECONDS = 10.0
 # How long a waiting cell keeps polling through a dropped connection before it gives up.
 MAX_OUTAGE_SECONDS = 600.0
-# A job still waiting after this long says why (a start takes a few seconds when all is well).
-EXPLAIN_WAIT_SECONDS = 20.0
-# OSCAR's per-user Kueue quota for non-admin users, unless the admins set another
-# (pkg/utils/kueue.go: KUEUE_DEFAULT_CPU, KUEUE_DEFAULT_MEMORY; no GPU).
-KUEUE_DEFAULT_CPU = 2.0
-KUEUE_DEFAULT_MEMORY_BYTES = 2 * 1024**3
-# OSCAR serves a job's whole log on every poll, so polls of a big log are spaced to download at
-# most this many bytes a second per job on average (the `max_log_bytes_per_second` setting).
-MAX_LOG_BYTES_PER_SECOND = 1_000_000
-# A poll waits at least this many times the last log fetch took: a slow server is not hammered.
-FETCH_TIME_FACTOR = 4.0
-# The cost of a fetch never spaces polls further apart than this.
-MAX_COST_DELAY = 30.0
-# A polling loop lists a started job once its log has been quiet this long, and then at most
-# once per this: the listing is how a job that died silently or was deleted is noticed.
-QUIET_LISTING_SECONDS = 2.0
 
 
 def _private_dir(path: Path) -> Path:
@@ -56,13 +78,6 @@ def _private_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.chmod(0o700)
     return path
-
-
-def default_log_dir() -> Path:
-    base = os.environ.get("OSCAR_JUPYTER_LOG_DIR")
-    if base:
-        return Path(base)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "oscar-jupyter" / "logs"
 
 
 def _runner_start(started: dict, submitted_at: datetime) -> datetime:
@@ -113,6 +128,92 @@ class JobTimeout(TimeoutError):
 
     def _render_traceback_(self) -> list[str]:
         return [f"JobTimeout: {self}"]
+
+
+class CancelRefused(RuntimeError):
+    """The cluster did not cancel a job: not listed for the user (`status` 404), not the user's
+    to cancel (403), or still there afterwards (409). Nothing was recorded as cancelled."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"CancelRefused: {self}"]
+
+
+# Seconds a cancel waits for the job to leave the listing before it says the cancel failed.
+CANCEL_CONFIRM_SECONDS = 10.0
+_CANCEL_LISTENERS: list[Callable[[Job, str], None]] = []
+
+
+def add_cancel_listener(callback: Callable[[Job, str], None]) -> None:
+    """Call `callback(job, who)` after each confirmed cancel of a `Job` (the session records
+    it for the job views)."""
+    if callback not in _CANCEL_LISTENERS:
+        _CANCEL_LISTENERS.append(callback)
+
+
+def cancel_on_cluster(
+    client: OscarClient, service: str, name: str, *, confirm_seconds: float | None = None
+) -> None:
+    """Delete job `name` of `service` on OSCAR and make sure it is gone.
+
+    OSCAR answers 200 with an empty body to a caller who may not use the service (and lists
+    no job of it for that caller), so an answer proves nothing: the job must be listed for the
+    caller before and be gone (or ended) after. Raises `CancelRefused` otherwise."""
+    try:
+        before = client.list_jobs(service)
+    except OscarError as err:
+        if err.status_code == 404:
+            return  # the service is gone, and its jobs with it
+        if err.status_code in (401, 403):
+            raise _refused(name, service, err) from None
+        raise
+    if name not in before:
+        raise CancelRefused(
+            f"job {name} is not among the jobs OSCAR lists for you in service {service}: it "
+            "belongs to another user, or has been deleted already; nothing was cancelled "
+            "(your jobs: %oscar_jobs --mine)",
+            404,
+        )
+    try:
+        client.delete_job(service, name)
+    except OscarError as err:
+        if err.status_code == 404:
+            return
+        if err.status_code in (401, 403):
+            raise _refused(name, service, err) from None
+        raise
+    wait = CANCEL_CONFIRM_SECONDS if confirm_seconds is None else confirm_seconds
+    deadline = time.monotonic() + wait
+    delay = 0.1
+    while True:
+        try:
+            entry = client.list_jobs(service).get(name)
+        except OscarError as err:
+            if err.status_code == 404:
+                return
+            raise
+        if entry is None or entry.get("status") in ("Succeeded", "Failed"):
+            return
+        if time.monotonic() >= deadline:
+            raise CancelRefused(
+                f"OSCAR accepted the cancel of job {name} but still lists it as "
+                f"{entry.get('status') or 'not ended'} after {wait:g} s; try again, or "
+                "ask the cluster's admins",
+                409,
+            )
+        time.sleep(delay)
+        delay = min(1.0, delay * 2)
+
+
+def _refused(name: str, service: str, err: OscarError) -> CancelRefused:
+    return CancelRefused(
+        f"OSCAR refused to cancel job {name} (HTTP {err.status_code}: {err.message or 'denied'}):"
+        f" service {service} is not yours to change; nothing was cancelled",
+        403,
+    )
 
 
 class Job:
@@ -184,58 +285,50 @@ class Job:
     def time_limit(self) -> int | None:
         return self.spec.time_limit_seconds()
 
+    def facts(self) -> JobFacts:
+        """What is known of the job now (its status follows from it: `job_status.status_of`)."""
+        with self._lock:
+            return JobFacts(
+                cancelled_here=self._cancelled,
+                slurm_end=self.slurm_end,
+                exit_code=self.exit_code,
+                runner_started=bool(self._parser.started),
+                oscar_status=self.oscar_status,
+                vanished=self.vanished,
+                service_gone=self.service_gone,
+                lost=self.lost,
+                sentinel_overdue=self._sentinel_overdue(),
+            )
+
     def status(self) -> str:
         """Suspended, Pending, Running, Succeeded, Failed or Cancelled, as the user sees it."""
-        with self._lock:
-            if self._cancelled:
-                return "Cancelled"
-            if self.slurm_end == "cancelled":
-                return "Cancelled"
-            if self.slurm_end == "walltime":
-                return "Failed"
-            if self.exit_code is not None:  # the runner's last line: the cell has ended
-                return "Succeeded" if self.exit_code == 0 else "Failed"
-            if self.service_gone or self.lost:
-                return "Failed"
-            if self.vanished:
-                return "Cancelled"  # deleting a job is how OSCAR cancels it
-            if self.oscar_status in ("Succeeded", "Failed"):
-                if self._parser.started and not self._sentinel_overdue():
-                    return "Running"  # finishing: the exit sentinel is still on its way
-                return "Failed"  # the runner never started, or died without its sentinel
-            if self.oscar_status in WAITING and self._parser.started:
-                # The runner has started, whatever the listing says: through interLink the pod
-                # phase lags the Slurm job by 5-15 s, and the log is read after the listing.
-                return "Running"
-            return self.oscar_status
+        return status_of(self.facts())
+
+    def state(self) -> JobState:
+        """The job as every view shows it."""
+        facts = self.facts()
+        status = status_of(facts)
+        return JobState(
+            status,
+            self.exit_code,
+            self.node,
+            self.started_at,
+            self.finished_at,
+            cancelled_by(facts) if status == "Cancelled" else None,
+        )
 
     def is_done(self) -> bool:
         return self.status() in TERMINAL
 
     def waiting_reason(self) -> str:
         """Why a job still waits, once it has waited long enough to matter; "" otherwise."""
-        status = self.status()
-        if self.waited() < EXPLAIN_WAIT_SECONDS:
-            return ""
-        if self._log_route_failing():
-            return (
-                "OSCAR lists the job as Running but its log route answers 404 (OSCAR turns "
-                "any Kubernetes error there into 404); the output will appear once it answers"
-            )
-        if status not in WAITING:
-            return ""
-        if status == "Suspended":
-            if getattr(getattr(self.client, "profile", None), "auth_kind", "") == "basic":
-                return "OSCAR has not created the job's pod yet"
-            return self._kueue_reason()
-        if self.spec.gpus and self.spec.site.schedules_gpus:
-            return (
-                f"the pod asks for a GPU (enable_gpu): it is Pending until "
-                f"{self.spec.node or 'the virtual node'} has one free"
-            )
-        return (
-            f"{self.spec.node or 'the virtual node'} has taken the pod; it waits in the "
-            "site's Slurm queue (squeue on the site says why) or for its image to be pulled"
+        auth = getattr(getattr(self.client, "profile", None), "auth_kind", "")
+        return waiting_reason(
+            self.status(),
+            self.waited(),
+            self.spec,
+            log_route_failing=self._log_route_failing(),
+            basic_auth=auth == "basic",
         )
 
     def _log_route_failing(self) -> bool:
@@ -243,26 +336,6 @@ class Job:
             self.log_missing_since is not None
             and self.oscar_status == "Running"
             and not self._parser.started
-        )
-
-    def _kueue_reason(self) -> str:
-        cpu = float(self.spec.cpus_per_task or 1)
-        memory = parse_memory(self.spec.mem or DEFAULT_MEMORY)
-        over = []
-        if cpu > KUEUE_DEFAULT_CPU:
-            over.append(f"{cpu:g} CPUs > {KUEUE_DEFAULT_CPU:g}")
-        if memory > KUEUE_DEFAULT_MEMORY_BYTES:
-            over.append(f"{format_memory(memory)} of memory > 2Gi")
-        if over:
-            return (
-                "suspended by Kueue: this job alone asks more than OSCAR's default per-user "
-                f"quota ({', '.join(over)}), so it is never admitted unless the cluster's "
-                "admins gave you more; ask for at most 2 CPUs and 2Gi (--cpus-per-task, --mem)"
-            )
-        return (
-            "suspended by Kueue: OSCAR admits a user's jobs while their CPUs and memory fit "
-            "a per-user quota (by default 2 CPUs and 2Gi in all); your other running jobs may "
-            "be using it (%oscar_jobs --mine)"
         )
 
     def _sentinel_overdue(self) -> bool:
@@ -424,12 +497,13 @@ class Job:
 
     # -- what polling costs --------------------------------------------------------------------
 
+    def fetch_cost(self) -> FetchCost:
+        return FetchCost(self.fetch_seconds, self.log_size, self.max_log_bytes_per_second)
+
     def cost_delay(self) -> float:
         """The shortest poll delay this job's log fetches justify: a few times the server's
         response time, and the log's size over the byte budget."""
-        by_time = FETCH_TIME_FACTOR * self.fetch_seconds
-        by_size = self.log_size / max(1.0, float(self.max_log_bytes_per_second))
-        return min(MAX_COST_DELAY, max(by_time, by_size))
+        return self.fetch_cost().delay()
 
     def next_delay(self, interval: PollInterval, changed: bool) -> float:
         """The delay before this job's next poll under `interval`, recorded in `poll_interval`."""
@@ -439,19 +513,9 @@ class Job:
     @property
     def lag_note(self) -> str:
         """Why output shows up only every few seconds, when it does; "" otherwise."""
-        if self.following or self.is_done() or self.poll_interval < 1.0:
+        if self.following or self.is_done():
             return ""
-        by_time = FETCH_TIME_FACTOR * self.fetch_seconds
-        by_size = self.log_size / max(1.0, float(self.max_log_bytes_per_second))
-        every = f"output every {self.poll_interval:.1f} s"
-        if by_size >= self.poll_interval * 0.99 and by_size >= by_time:
-            return (
-                f"{every}: OSCAR sends the whole {_megabytes(self.log_size)} log on every "
-                f"poll (limit {_megabytes(self.max_log_bytes_per_second)}/s per job)"
-            )
-        if by_time >= self.poll_interval * 0.99:
-            return f"{every}: the cluster takes {self.fetch_seconds:.1f} s to serve the log"
-        return ""
+        return self.fetch_cost().lag_note(self.poll_interval)
 
     # -- following the log through the Kubernetes API ------------------------------------------
 
@@ -474,7 +538,7 @@ class Job:
             self._follower = start_follower(self, kubeconfig)
             return self._follower is not None
 
-    def _feed_stream(self, text: str, follower: Follower) -> None:
+    def feed_stream(self, text: str, follower: Follower) -> None:
         """New text of `follower`'s stream (called by its thread). The parser continues from the
         stream's previous text, or, when a poll fed it last, takes the stream's whole text."""
         before = (self.status(), self.node)
@@ -488,7 +552,7 @@ class Job:
         if new or before != (self.status(), self.node):
             self._notify()
 
-    def _record_outage(self, err: OscarError) -> None:
+    def record_outage(self, err: OscarError) -> None:
         """A poll failed for a reason that may pass; past MAX_OUTAGE_SECONDS the job is lost."""
         with self._lock:
             self.error = str(err)
@@ -566,22 +630,28 @@ class Job:
     # -- control -------------------------------------------------------------------------------
 
     def cancel(self) -> bool:
-        """Cancel the job on the cluster (OSCAR deletes the pod; the Slurm job is scancelled).
+        """Cancel the job on the cluster (OSCAR deletes the pod; the Slurm job is scancelled),
+        confirmed by the job's absence from the listing afterwards (`cancel_on_cluster`).
 
-        Returns False, and changes nothing, when the job had already ended."""
+        Returns False, and changes nothing, when the job had already ended. Raises
+        `CancelRefused` when the cluster did not cancel it (then nothing is recorded)."""
         if self.is_done():
             return False
         try:
-            self.client.delete_job(self.service, self.name)
-        except OscarError as err:
-            if err.status_code != 404:
+            cancel_on_cluster(self.client, self.service, self.name)
+        except CancelRefused as refused:
+            if refused.status != 404 or not self._listed:
                 raise
+            with self._lock:  # listed before, gone now: deleted from another view
+                self.vanished = True
+                self.finished_at = self.finished_at or datetime.now(timezone.utc)
+            self._notify()
+            return False
         with self._lock:
             self._cancelled = True
             self.finished_at = datetime.now(timezone.utc)
-        from . import job_records  # imports this module
-
-        job_records.note_cancelled(self, "this kernel")
+        for listener in list(_CANCEL_LISTENERS):
+            listener(self, BY_KERNEL)
         self._notify()
         return True
 
@@ -633,7 +703,7 @@ class Job:
                 # and de-duplication resumes it exactly); past MAX_OUTAGE_SECONDS the job is lost.
                 if not is_transient(err):
                     raise
-                self._record_outage(err)
+                self.record_outage(err)
             # Done is read before the lines: a follower thread may feed the last lines (and the
             # exit line with them) at any moment, and lines read after "done" are all there is.
             done = self.is_done()
@@ -678,10 +748,9 @@ class Job:
 
     def end_reason(self) -> str:
         """Why a job ended other than by its cell's exit; "" while it runs or when it exited."""
-        if self._cancelled:
-            return "cancelled from this kernel"
-        if self.slurm_end == "cancelled":
-            return "cancelled by Slurm (scancel on the cluster)"
+        by = cancelled_by(self.facts())
+        if by is not None and by != BY_OTHER_VIEW:
+            return f"cancelled {cancelled_phrase(by)}"
         if self.slurm_end == "walltime":
             limit = self.time_limit
             return "walltime exceeded" + (f" (--time {format_time(limit)})" if limit else "")
@@ -698,7 +767,10 @@ class Job:
                 f"%oscar_attach {self.name} once it answers again"
             )
         if self.vanished:
-            return "it was deleted on the cluster before it finished (cancelled from another view)"
+            return (
+                "it was deleted on the cluster before it finished "
+                f"(cancelled {cancelled_phrase(BY_OTHER_VIEW)})"
+            )
         refusal = None if self._parser.started else sbatch_refusal(self.raw_log)
         if refusal:
             return f"sbatch refused it: {refusal}"
@@ -723,134 +795,3 @@ class Job:
             f"(job {self.name})",
             self.remote_traceback(),
         )
-
-
-class PollInterval:
-    """Adaptive poll delay: fast while output flows and for a few quiet polls after (a job about
-    to start, a pause between prints), then backing off while nothing changes, up to `maximum`.
-
-    `floor` (a job's `cost_delay()`: what its log fetches cost the server and the network)
-    lifts the delay, even above `maximum`: the byte budget holds however big the log grows."""
-
-    def __init__(
-        self, minimum: float = 0.1, maximum: float = 5.0, factor: float = 1.5, patience: int = 8
-    ) -> None:
-        self.minimum, self.maximum, self.factor, self.patience = minimum, maximum, factor, patience
-        self.current = minimum
-        self._quiet = 0
-
-    def next(self, changed: bool, floor: float = 0.0) -> float:
-        self._quiet = 0 if changed else self._quiet + 1
-        if self._quiet <= self.patience:
-            self.current = max(self.minimum, floor)
-        else:
-            self.current = max(floor, min(self.maximum, self.current * self.factor))
-        return self.current
-
-
-def poll_jobs(jobs: Iterable[Job]) -> bool:
-    """One tick for many jobs: each job's log, and at most one listing per service for the jobs
-    that need one (see `Job.refresh`). True on change."""
-    return any(poll_each(jobs).values())
-
-
-def poll_each(jobs: Iterable[Job]) -> dict[Job, bool]:
-    """`poll_jobs`, telling for each job whether it changed."""
-    listings: dict[tuple[int, str], dict[str, dict] | OscarError] = {}
-
-    def lister_for(job: Job) -> Callable[[], dict[str, dict]]:
-        key = (id(job.client), job.service)
-
-        def lister() -> dict[str, dict]:
-            if key not in listings:
-                try:
-                    listings[key] = job.client.list_jobs(job.service)
-                except OscarError as err:
-                    listings[key] = err
-            else:
-                job.list_requests -= 1  # shared with another job of the service this tick
-            answer = listings[key]
-            if isinstance(answer, OscarError):
-                raise answer
-            return answer
-
-        return lister
-
-    changed: dict[Job, bool] = {}
-    for job in jobs:
-        if job.is_done():
-            continue
-        before = (job.status(), job.node)
-        try:
-            new = job.refresh(lister=lister_for(job), quiet_for=QUIET_LISTING_SECONDS)
-        except OscarError as err:
-            job._record_outage(err)
-            changed[job] = True
-            continue
-        changed[job] = bool(new) or before != (job.status(), job.node)
-    return changed
-
-
-class Poller:
-    """The kernel's one background poller: watched jobs are refreshed until they end, each on
-    its own schedule (its `PollInterval` and what its log fetches cost)."""
-
-    def __init__(self, interval: PollInterval | None = None) -> None:
-        self._template = interval or PollInterval()
-        self._jobs: list[Job] = []
-        self._intervals: dict[Job, PollInterval] = {}
-        self._due: dict[Job, float] = {}
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def watch(self, job: Job) -> None:
-        with self._lock:
-            if job not in self._jobs:
-                self._jobs.append(job)
-                template = self._template
-                self._intervals[job] = PollInterval(
-                    template.minimum, template.maximum, template.factor, template.patience
-                )
-            self._due[job] = 0.0  # poll it now
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="oscar-poller", daemon=True)
-                self._thread.start()
-        self._wake.set()
-
-    def watched(self) -> list[Job]:
-        with self._lock:
-            return list(self._jobs)
-
-    def poll_once(self, *, all_jobs: bool = True) -> bool:
-        """Poll the watched jobs (`all_jobs`, else those due); True when one changed."""
-        now = time.monotonic()
-        with self._lock:
-            self._jobs = [job for job in self._jobs if not job.is_done()]
-            for gone in set(self._intervals) - set(self._jobs):
-                self._intervals.pop(gone, None)
-                self._due.pop(gone, None)
-            jobs = [job for job in self._jobs if all_jobs or self._due.get(job, 0.0) <= now]
-        changed = poll_each(jobs)
-        now = time.monotonic()
-        with self._lock:
-            for job in jobs:
-                interval = self._intervals.get(job)
-                if interval is not None:
-                    self._due[job] = now + job.next_delay(interval, changed.get(job, False))
-        return any(changed.values())
-
-    def _run(self) -> None:
-        while True:
-            self.poll_once(all_jobs=False)
-            with self._lock:
-                if not self._jobs:
-                    self._thread = None
-                    return
-                delay = max(0.0, min(self._due.values(), default=0.0) - time.monotonic())
-            self._wake.wait(delay)
-            self._wake.clear()
-
-
-def _megabytes(size: float) -> str:
-    return f"{size / 1e6:.1f} MB"

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import getpass
 import keyword
 import os
-import shlex
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
-from IPython.core.error import UsageError
+from IPython.core.error import StdinNotImplementedError, UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.display import display
 from traitlets import Bool, Float, Int, Unicode
@@ -21,140 +19,68 @@ from . import errors
 from .client import OscarError
 from .jobs import Job, JobFailed, JobTimeout, PollInterval
 from .nodes import format_bytes
-from .ownership import forget_records, list_rows
+from .options import OptionError, OptionParser, flag_help, split_words
+from .options import add_to as add_options
 from .session import Session, current
-from .spec import DEFAULT_IMAGE, OffloadSpec, SpecError, settings_from_options
+from .spec import (
+    DEFAULT_IMAGE,
+    OffloadSpec,
+    SpecError,
+    check_secret_names,
+    settings_from_options,
+)
 from .values import check_names, pack_inputs
 
-VALUE_OPTIONS = {
-    "--node",
-    "--time",
-    "--cpus-per-task",
-    "--mem",
-    "--nodes",
-    "--job-name",
-    "--partition",
-    "--account",
-    "--gpus",
-    "--image",
-    "--mount",
-    "--pre-exec",
-    "--singularity-options",
-    "--sbatch",
-    "--env",
-    "--secret",
-    "-o",
-    "--timeout",
-    "--on-interrupt",
-    "--endpoint",
-    "--user",
-}
+# Flags of the line magics that take a value (the offload options know their own).
+LINE_MAGIC_VALUE_FLAGS = ("--endpoint", "--user", "--token-file")
 # The editor counts the %%oscar_offload line as the cell's line 1; the code starts on line 2.
 CELL_LINE_OFFSET = 1
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse would exit the kernel
+class _Parser(OptionParser):
+    def error(self, message: str) -> NoReturn:  # argparse would exit the kernel
         raise UsageError(f"{self.prog}: {self._explain(message)}")
-
-    def _explain(self, message: str) -> str:
-        """An unknown flag names the closest known one instead of the whole usage."""
-        prefix = "unrecognized arguments: "
-        if not message.startswith(prefix):
-            return f"{message} (all flags: {self.prog}?)"
-        unknown = [w for w in message[len(prefix) :].split() if w.startswith("-")]
-        flag = (unknown or message[len(prefix) :].split() or [""])[0].split("=", 1)[0]
-        if not flag.startswith("-"):
-            return f"unexpected word {flag!r} (all flags: {self.prog}?)"
-        known = [o for o in self._option_string_actions if o.startswith("--")]
-        close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
-        if close:
-            return f"unknown flag {flag}: did you mean {close[0]}?"
-        return f"unknown flag {flag} (all flags: {self.prog}?)"
-
-
-def _join_values(words: list[str]) -> list[str]:
-    """`--sbatch "--exclusive"` -> `--sbatch=--exclusive`: argparse refuses values like '-x'."""
-    out: list[str] = []
-    i = 0
-    while i < len(words):
-        word = words[i]
-        if word in VALUE_OPTIONS and i + 1 < len(words):
-            out.append(f"{word}={words[i + 1]}")
-            i += 2
-        else:
-            out.append(word)
-            i += 1
-    return out
 
 
 def _split(line: str) -> list[str]:
     try:
-        return _join_values(shlex.split(line))
-    except ValueError as err:
-        raise UsageError(f"cannot split the flags ({err}): close the quote") from None
+        return split_words(line, LINE_MAGIC_VALUE_FLAGS)
+    except OptionError as err:
+        raise UsageError(str(err)) from None
 
 
 def _offload_parser() -> _Parser:
-    p = _Parser(prog="%%oscar_offload", add_help=False)
-    p.add_argument("--node", help="interLink virtual node (the HPC site)")
-    p.add_argument("--time", help="Slurm walltime, e.g. 02:30:00")
-    p.add_argument("--cpus-per-task", dest="cpus_per_task")
-    p.add_argument("--mem", help="memory, e.g. 32G or 32Gi")
-    p.add_argument("--nodes")
-    p.add_argument("--job-name", dest="job_name")
-    p.add_argument("--partition")
-    p.add_argument("--account")
-    p.add_argument("--gpus")
-    p.add_argument("--image")
-    p.add_argument("--mount", action="append", default=[], help="SRC:DST[:ro], repeatable")
-    p.add_argument("--pre-exec", dest="pre_exec")
-    p.add_argument("--singularity-options", dest="singularity_options")
-    p.add_argument("--sbatch", help="extra sbatch flags")
-    p.add_argument("--env", action="append", default=[], help="NAME=VALUE, repeatable")
-    p.add_argument(
-        "--secret",
-        action="append",
-        default=[],
-        help="NAME, repeatable: the value of $NAME in the kernel, else asked for",
-    )
-    p.add_argument(
-        "--in",
-        action="append",
-        default=[],
-        dest="inputs",
-        help="NAME[,NAME...]: notebook variables the cell receives",
-    )
-    p.add_argument(
-        "--out",
-        action="append",
-        default=[],
-        dest="outputs",
-        help="NAME[,NAME...]: variables the cell sends back to the notebook",
-    )
-    p.add_argument("--dry-run", action="store_true", dest="dry_run")
-    p.add_argument("--no-wait", action="store_true", dest="no_wait")
-    p.add_argument("-o", dest="output_name", help="store the Job handle in this variable")
-    p.add_argument("--timeout", help="seconds to wait before giving up (and cancelling)")
-    p.add_argument("--on-interrupt", dest="on_interrupt", choices=["cancel", "detach"])
-    return p
+    parser = _Parser("%%oscar_offload")
+    add_options(parser)
+    return parser
 
 
 def offload_flags(args: argparse.Namespace) -> dict[str, Any]:
     """Parsed flags -> OffloadSpec fields (only what the cell set)."""
     settings = settings_from_options(vars(args))
-    if args.secret:
-        settings["secrets"] = secret_values(args.secret)
+    if args.secrets:
+        settings["secrets"] = secret_values(args.secrets)
     return settings
 
 
 def secret_values(names: list[str]) -> dict[str, str]:
-    """Each `--secret NAME`'s value: the kernel's $NAME, else asked for (never in the cell)."""
+    """Each `--secret NAME`'s value: the kernel's $NAME, else asked for (never in the cell).
+    The names are checked before anything is asked."""
+    check_secret_names(dict.fromkeys(names, ""))
     values = {}
     for name in names:
         value = os.environ.get(name)
         if not value:
-            value = getpass.getpass(f"Value of secret {name} (not shown, not saved): ")
+            try:
+                value = getpass.getpass(f"Value of secret {name} (not shown, not saved): ")
+            except (StdinNotImplementedError, EOFError, OSError):
+                raise SpecError(
+                    "--secret",
+                    f"--secret {name}: this kernel has no ${name} and this frontend cannot ask "
+                    f"for it; set it without writing it in the notebook: run "
+                    f"oscar_jupyter.ask_secret({name!r}) in a notebook, or start Jupyter with "
+                    f"{name} in its environment",
+                ) from None
         values[name] = value
     return values
 
@@ -225,7 +151,7 @@ class OscarMagics(Magics):
         default when no PROFILE), the OSCAR_* environment variables, or the flags. Passwords and
         tokens are asked for, never written in the cell.
         """
-        p = _Parser(prog="%oscar_connect", add_help=False)
+        p = _Parser("%oscar_connect")
         p.add_argument("profile", nargs="?")
         p.add_argument("--endpoint")
         p.add_argument("--user")
@@ -262,15 +188,7 @@ class OscarMagics(Magics):
     @cell_magic
     @no_var_expand
     def oscar_offload(self, line: str, cell: str) -> Any:
-        """%%oscar_offload [--node NODE] [--time T] [--cpus-per-task N] [--mem M] ... then the code
-
-        Runs the cell as a Slurm job on an interLink virtual node and streams its output here.
-        Flags: --node --time --cpus-per-task --mem --nodes --job-name --partition --account --gpus
-        --image --mount SRC:DST (repeatable) --pre-exec CMD --singularity-options OPTS
-        --sbatch "FLAGS" --env NAME=VALUE (repeatable) --dry-run --no-wait -o NAME --timeout SECONDS
-        --on-interrupt cancel|detach. Defaults: %config OscarMagics.default_image = ..., the
-        offload panel, or the `jupyter:` block of the cluster profile.
-        """
+        """%%oscar_offload [flags] then the code: run the cell on the cluster (flags below)."""
         args = _offload_parser().parse_args(_split(line))
         if args.output_name is not None:
             _check_variable_name(args.output_name)
@@ -304,6 +222,13 @@ class OscarMagics(Magics):
         if job.outputs:
             self.shell.user_ns.update(job.values())
         return None
+
+    oscar_offload.__doc__ = (
+        "%%oscar_offload [flags], then the cell's code\n\n"
+        "Runs the cell as a Slurm job on an interLink virtual node and streams its output "
+        "here.\nDefaults: %config OscarMagics.default_node = ..., the offload panel, or the "
+        "`jupyter:` block of the cluster profile; a cell's own flags win.\n\nFlags:\n" + flag_help()
+    )
 
     def _input_values(self, names: list[str]) -> dict[str, Any]:
         names = check_names("--in", names)
@@ -453,7 +378,7 @@ class OscarMagics(Magics):
         name; --watch: a live table."""
         from .widgets.jobs_table import EMPTY, listing_bundle, this_notebook
 
-        p = _Parser(prog="%oscar_jobs", add_help=False)
+        p = _Parser("%oscar_jobs")
         p.add_argument("--watch", action="store_true")
         p.add_argument("--hide-finished", action="store_true")
         p.add_argument("--ids", action="store_true")
@@ -468,7 +393,7 @@ class OscarMagics(Magics):
             from .widgets import JobsTable
 
             return JobsTable(scope=scope, notebook=notebook, hide_finished=args.hide_finished)
-        rows = list_rows(self.session, scope, notebook=notebook, hide_finished=args.hide_finished)
+        rows = self.session.list_jobs(scope, notebook=notebook, hide_finished=args.hide_finished)
         empty = EMPTY["notebook" if notebook else scope]
         if args.hide_finished:
             empty = empty.replace("No jobs", "No running or waiting jobs")
@@ -478,7 +403,7 @@ class OscarMagics(Magics):
     @line_magic
     def oscar_logs(self, line: str) -> None:
         """%oscar_logs JOB [--follow]: the whole output of a job (follow: until it ends)."""
-        p = _Parser(prog="%oscar_logs", add_help=False)
+        p = _Parser("%oscar_logs")
         p.add_argument("job")
         p.add_argument("--follow", action="store_true")
         args = p.parse_args(_split(line))
@@ -525,17 +450,13 @@ class OscarMagics(Magics):
         """%oscar_cleanup [--mine] [--all]: delete this kernel's finished jobs (--mine: all your
         finished jobs; --all or --services: also the runner services in which no job of any
         kernel still runs or waits)."""
-        p = _Parser(prog="%oscar_cleanup", add_help=False)
+        p = _Parser("%oscar_cleanup")
         p.add_argument("--mine", action="store_true")
         p.add_argument("--all", "--services", dest="services", action="store_true")
         args = p.parse_args(_split(line))
         report = self.session.cleanup(
             scope="mine" if args.mine else "kernel", services=args.services
         )
-        # The local job records go with the jobs, and so do the cancelled jobs that only
-        # they still list (as the sidebar's Clean up does).
-        forgotten = forget_records(self.session, report.deleted_jobs, mine=args.mine)
-        report.deleted_jobs += forgotten
         print("\n".join(report.lines("yours" if args.mine else "this kernel's")))
 
     def _find(self, name: str) -> Job:

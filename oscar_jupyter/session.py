@@ -9,8 +9,8 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import os
-import re
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,12 +18,12 @@ from typing import Any
 from . import job_records
 from .capacity import capacity_error, capacity_notes
 from .client import OscarClient, OscarError
-from .config import ClusterProfile, ConfigError, load_profile
+from .config import ClusterProfile, JupyterSettings, load_profile
 from .follow import kubeconfig_at_hand
-from .jobs import MAX_LOG_BYTES_PER_SECOND, TERMINAL, Job, JobTimeout, Poller
+from .job_status import JobRow, listed_row, merge_records
+from .jobs import Job, JobTimeout, Poller, add_cancel_listener
 from .nodes import VirtualNode, discover_nodes
 from .ownership import (
-    JobRow,
     JobTracker,
     check_scope,
     is_runner_service,
@@ -33,13 +33,19 @@ from .ownership import (
     owner_identity,
     owns_service,
 )
-from .spec import DEFAULT_IMAGE_PREFIX, OffloadSpec, SiteFacts, SpecError
+from .polling import MAX_LOG_BYTES_PER_SECOND
+from .spec import OffloadSpec, SpecError
 from .values import check_names, pack_inputs
 
 SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(OffloadSpec))
 RECENT_IMAGES = 8
 # Names tried for one runner service before giving up (each taken by someone else).
 MAX_SERVICE_CANDIDATES = 8
+
+
+# Every confirmed cancel of a job handle is kept in this machine's job records (the job views
+# list cancelled jobs until cleaned up, and say who cancelled them).
+add_cancel_listener(job_records.note_cancelled)
 
 
 class NotConnected(RuntimeError):
@@ -72,22 +78,6 @@ class ConnectionReport:
         return "\n\n".join(lines)
 
 
-def profile_defaults(profile: ClusterProfile | None) -> dict[str, Any]:
-    """Offload defaults a cluster profile carries: oscar-cli's `memory`, our `jupyter:` block."""
-    if profile is None:
-        return {}
-    raw = dict(profile.defaults or {})
-    found: dict[str, Any] = {}
-    if raw.get("memory"):
-        found["mem"] = raw["memory"]
-    jupyter = raw.get("jupyter") or {}
-    if isinstance(jupyter, Mapping):
-        found.update({k.replace("-", "_"): v for k, v in jupyter.items()})
-        if isinstance(found.get("nodes"), (list, tuple)):
-            del found["nodes"]  # `nodes: [vega, ...]` lists the site's nodes (profile_node_names)
-    return {k: v for k, v in found.items() if k in SPEC_FIELDS}
-
-
 def merge_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:
     """Later layers win; None and empty values do not override."""
     merged: dict[str, Any] = {}
@@ -104,44 +94,6 @@ class NotOffloadable(RuntimeError):
 
     def _render_traceback_(self) -> list[str]:
         return [f"NotOffloadable: {self}"]
-
-
-_IMAGE_PREFIX = re.compile(r"[A-Za-z0-9._/:+@-]+")
-
-
-def _jupyter_block(profile: ClusterProfile | None) -> Mapping[str, Any]:
-    """The profile's own `jupyter:` block (offload defaults and site facts); {} without one."""
-    return ((profile.defaults or {}).get("jupyter") if profile else None) or {}
-
-
-def site_facts(profile: ClusterProfile | None) -> SiteFacts:
-    """The site's image prefix and GPU scheduling from the profile's `jupyter:` block."""
-    jupyter = _jupyter_block(profile)
-    prefix = jupyter.get("image_prefix", DEFAULT_IMAGE_PREFIX)
-    if not isinstance(prefix, str) or not _IMAGE_PREFIX.fullmatch(prefix):
-        raise ConfigError(
-            f"jupyter: image_prefix {prefix!r} in the profile of "
-            f"{profile.cluster_id if profile else '?'}: write the site's plugin "
-            "ImagePrefix, e.g. docker:// or /cvmfs/unpacked.cern.ch/"
-        )
-    return SiteFacts(
-        image_prefix=prefix,
-        keeps_schemes=jupyter.get("image_schemes") is True,
-        schedules_gpus=jupyter.get("gpu_scheduling") is True,
-    )
-
-
-def profile_kubeconfig(profile: ClusterProfile | None) -> str | None:
-    """The kubeconfig of the cluster's Kubernetes API that the profile names, if any."""
-    path = _jupyter_block(profile).get("kubeconfig")
-    return os.path.expanduser(path) if isinstance(path, str) and path else None
-
-
-def profile_node_names(profile: ClusterProfile | None) -> list[str]:
-    names = _jupyter_block(profile).get("nodes") or []
-    if isinstance(names, str):
-        names = [names]
-    return [str(name) for name in names]
 
 
 class Session:
@@ -209,9 +161,8 @@ class Session:
 
     def _refresh_nodes(self, client: OscarClient) -> str | None:
         """Ask the node sources again (nodes.discover_nodes); the warning to show, if any."""
-        found = discover_nodes(
-            client, profile_node_names(self.profile), profile_kubeconfig(self.profile)
-        )
+        site = JupyterSettings.of(self.profile)
+        found = discover_nodes(client, list(site.nodes), site.kubeconfig)
         self._nodes, self._node_names = found.nodes, found.interlink_names
         self.nodes_source = found.source
         return found.warning
@@ -282,11 +233,13 @@ class Session:
 
     def build_spec(self, flags: Mapping[str, Any], *base: Mapping[str, Any]) -> OffloadSpec:
         """Profile defaults < `base` layers (e.g. traitlets) < the panel's defaults < cell flags."""
-        settings = merge_settings(profile_defaults(self.profile), *base, self.defaults, flags)
+        jupyter = JupyterSettings.of(self.profile)
+        from_profile = {k: v for k, v in jupyter.offload_defaults.items() if k in SPEC_FIELDS}
+        settings = merge_settings(from_profile, *base, self.defaults, flags)
         unknown = sorted(set(settings) - set(SPEC_FIELDS))
         if unknown:
             raise TypeError(f"unknown offload settings: {', '.join(unknown)}")
-        settings.setdefault("site", site_facts(self.profile))
+        settings.setdefault("site", jupyter.site)
         return OffloadSpec(**settings)
 
     # -- who we are ---------------------------------------------------------------------------
@@ -439,19 +392,52 @@ class Session:
             names |= self.used_services | {job.service for job in self.jobs.values()}
         return sorted(names)
 
-    def list_jobs(self, scope: str = "kernel") -> list[JobRow]:
-        """This kernel's jobs ("kernel"), this user's ("mine") or every visible one ("all"), oldest
-        first, each with the status every view shows (`Job.status()`). One listing per runner
-        service; a log read only for jobs whose final state is not known yet."""
+    def list_jobs(
+        self, scope: str = "kernel", *, notebook: str | None = None, hide_finished: bool = False
+    ) -> list[JobRow]:
+        """This kernel's jobs ("kernel"), this user's ("mine") or every visible one ("all"),
+        newest submission first, each with the status every view shows and its label from this
+        machine's job records, plus the recorded Cancelled jobs OSCAR no longer lists. One
+        listing per runner service; a log read only for jobs whose final state is not known yet.
+        `notebook` keeps the jobs submitted from that notebook (`JPY_SESSION_NAME`), from any
+        of its kernels; `hide_finished` the running and waiting ones."""
         check_scope(scope)
         client = self.require_client()
         rows: list[JobRow] = []
-        for service in self.runner_services(scope):
+        for service in self.runner_services("mine" if notebook else scope):
             listing = self.job_listing(service)
-            if listing is not None:
-                rows += self._rows(client, service, listing, scope)
-        rows.sort(key=lambda row: (row.start or "~", row.job))
-        return rows
+            if listing is None:
+                continue
+            names = {
+                n
+                for n in listing
+                if scope != "kernel" or notebook or self.is_this_kernels(service, n)
+            }
+            states = self.tracker.states(client, service, listing, names=names, own=self.jobs)
+            rows += [
+                listed_row(
+                    service,
+                    name,
+                    listing[name],
+                    states[name],
+                    kernel_tag=kernel_tag_of(service, name),
+                    this_kernel=self.is_this_kernels(service, name),
+                )
+                for name in names
+            ]
+
+        def in_scope(record: job_records.JobRecord) -> bool:
+            return notebook is not None or scope != "kernel" or record.kernel == self.kernel_tag
+
+        merged = merge_records(rows, self._records(), keep=in_scope, kernel=self.kernel_tag)
+        if notebook is not None:
+            merged = [r for r in merged if r.label is not None and r.label.notebook == notebook]
+        if hide_finished:
+            merged = [r for r in merged if not r.done]
+        return merged
+
+    def _records(self) -> dict[str, job_records.JobRecord]:
+        return job_records.records(self.require_client().endpoint, self.owner)
 
     def job_listing(self, service: str) -> dict[str, dict] | None:
         """OSCAR's listing of the service's jobs (all pages), None when it is gone or not ours."""
@@ -462,31 +448,9 @@ class Session:
                 return None  # deleted meanwhile, or another owner's
             raise
 
-    def _rows(
-        self, client: OscarClient, service: str, listing: dict[str, dict], scope: str
-    ) -> list[JobRow]:
-        names = {n for n in listing if scope != "kernel" or self.is_this_kernels(service, n)}
-        states = self.tracker.states(client, service, listing, names=names, own=self.jobs)
-        rows = []
-        for name in sorted(names):
-            info, state = listing[name], states[name]
-            rows.append(
-                JobRow(
-                    job=name,
-                    service=service,
-                    status=state.status,
-                    start=info.get("start_time") or info.get("creation_time") or "",
-                    duration=state.duration(),
-                    kernel_tag=kernel_tag_of(service, name),
-                    this_kernel=self.is_this_kernels(service, name),
-                    exit_code=state.exit_code,
-                    node=state.node,
-                )
-            )
-        return rows
-
     def cleanup(self, *, scope: str = "kernel", services: bool = False) -> CleanupReport:
-        """Delete the finished jobs of this kernel ("kernel") or of this user ("mine").
+        """Delete the finished jobs of this kernel ("kernel") or of this user ("mine"), with
+        their local records; the recorded Cancelled jobs OSCAR no longer lists are forgotten.
 
         A job counts as finished when `Job.status()` says so (the exit sentinel may come before
         OSCAR's phase). With `services`, the runner services in the scope are deleted too, but
@@ -499,13 +463,16 @@ class Session:
         report = CleanupReport()
         rows = self.list_jobs(scope)
         for row in rows:
-            if row.status in TERMINAL:
+            if not row.done:
+                continue
+            if not row.recorded:
                 try:
                     client.delete_job(row.service, row.job)
                 except OscarError as err:
                     if err.status_code != 404:
                         raise
-                report.deleted_jobs.append(row.job)
+            self._forget(row.job)
+            report.deleted_jobs.append(row.job)
         if services:
             if scope == "kernel":
                 candidates = self.used_services | self.services | {r.service for r in rows}
@@ -518,6 +485,17 @@ class Session:
             for service in sorted(candidates):
                 self._delete_service_if_idle(client, service, report)
         return report
+
+    def _forget(self, job: str) -> None:
+        """Drop this user's record of a deleted job; a record left behind is harmless."""
+        try:
+            job_records.delete(self.require_client().endpoint, job, self.owner)
+        except OSError as err:
+            warnings.warn(
+                f"oscar-jupyter could not update the job records: {err}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def _delete_service_if_idle(
         self, client: OscarClient, service: str, report: CleanupReport
@@ -550,29 +528,45 @@ class Session:
 
     def find_job(self, name: str) -> Job:
         """A job by name, unique prefix or short id (the name's last part, as `%oscar_jobs`
-        shows it): this kernel's, else any visible runner service's."""
+        shows it): this kernel's, else any visible runner service's. A prefix or short id that
+        fits several jobs is refused with their names."""
         if name in self.jobs:
             return self.jobs[name]
-        matches = [j for n, j in self.jobs.items() if n.startswith(name) or n.endswith("-" + name)]
+        matches = [j for n, j in self.jobs.items() if _names_job(n, name)]
         if len(matches) == 1:
             return matches[0]
+        if len(matches) > 1:
+            raise KeyError(_ambiguous(name, [j.name for j in matches]))
         client = self.require_client()
         used = sorted(self.used_services)
         short = "-" not in name
         for services in (used, None):
             if services is None:
                 services = [s for s in self.runner_services("all") if s not in used]
+            found: list[tuple[str, str]] = []
             for service in services:
-                if not short and not name.startswith(service + "-"):
+                if not short and not service.startswith(name[: len(service)]):
                     continue
-                listing = self.job_listing(service)
-                found = [
-                    n for n in listing or {} if n == name or (short and n.endswith("-" + name))
-                ]
-                if len(found) == 1:
-                    return Job(client, service, found[0], OffloadSpec())
+                listing = self.job_listing(service) or {}
+                found += [(service, n) for n in listing if _names_job(n, name)]
+            exact = [f for f in found if f[1] == name]
+            if len(exact) == 1 or len(found) == 1:
+                service, job = (exact or found)[0]
+                return Job(client, service, job, OffloadSpec())
+            if len(found) > 1:
+                raise KeyError(_ambiguous(name, [n for _s, n in found]))
         known = ", ".join(self.jobs) or "none in this kernel"
-        raise KeyError(f"no job named {name!r} (jobs: {known})")
+        raise KeyError(f"no job named {name!r} (jobs: {known}; all yours: %oscar_jobs --mine)")
+
+
+def _names_job(job: str, name: str) -> bool:
+    """`name` is the job's whole name, a prefix of it, or its short id (the last part)."""
+    return job == name or job.startswith(name) or job.endswith("-" + name)
+
+
+def _ambiguous(name: str, jobs: list[str]) -> str:
+    shown = ", ".join(sorted(jobs)[:5]) + (f" and {len(jobs) - 5} more" if len(jobs) > 5 else "")
+    return f"{name!r} names {len(jobs)} jobs ({shown}); give more of the job id"
 
 
 @dataclass

@@ -42,10 +42,10 @@ from typing import Any
 
 import yaml
 
-from . import runner
+from . import options, runner
+from .config import DEFAULT_IMAGE_PREFIX, SiteFacts
 
 DEFAULT_IMAGE = "docker://python:3.12-slim"
-DEFAULT_IMAGE_PREFIX = "docker://"
 DEFAULT_MEMORY = "1024Mi"
 SERVICE_NAME_MAX = 24
 RUNNER_LABEL = "oscar-jupyter/runner"
@@ -285,6 +285,28 @@ RESERVED_ENV = frozenset(
     }
 )
 _RESERVED_ENV_PREFIXES = ("OSCAR_",)
+# Variables OSCAR's supervisor reads from its own environment (faas-supervisor utils.py:
+# ConfigUtils._CUSTOM_VARIABLES upper-cased, SysUtils.is_lambda_environment, the binary
+# supervisor's LD_LIBRARY_PATH handling). A service's secrets are in that environment (the
+# cell's --env values are not: the job's program sets them), so a secret of one of these names
+# changes how the supervisor runs the job: LOG_LEVEL=x kills it.
+SUPERVISOR_ENV = frozenset(
+    {
+        "LOG_LEVEL",
+        "EXECUTION_MODE",
+        "EXTRA_PAYLOAD",
+        "UDOCKER_EXEC",
+        "UDOCKER_DIR",
+        "UDOCKER_BIN",
+        "UDOCKER_LIB",
+        "DOWNLOAD_INPUT",
+        "SUPERVISOR_TYPE",
+        "AWS_EXECUTION_ENV",
+        "AWS_LAMBDA_RUNTIME_API",
+        "TIMEOUT_THRESHOLD",
+        "LD_LIBRARY_PATH",
+    }
+)
 
 # sbatch options the Slurm plugin sets itself, drops, or chokes on: option -> what to do instead.
 # They are refused however they are spelled: in full, abbreviated or as a short option.
@@ -407,23 +429,6 @@ def parse_memory(text: str) -> int:
 def format_memory(size: int) -> str:
     """Bytes -> a Kubernetes quantity in whole MiB, rounded up."""
     return f"{math.ceil(size / MiB)}Mi"
-
-
-@dataclass(frozen=True)
-class SiteFacts:
-    """What the cluster profile says about the HPC site (not a cell option).
-
-    ``image_prefix``: the Slurm plugin's ``ImagePrefix``; plugin 0.6.1 prepends it to every image
-    that does not already start with it (interlink-slurm-plugin ``prepare.go`` prepareImage).
-    ``keeps_schemes``: the site's plugin keeps any ``scheme://`` image as it is (releases after
-    0.6.1); 0.6.1 would turn ``library://x`` into ``docker://library://x``.
-    ``schedules_gpus``: the site's virtual node advertises GPUs and the user's Kueue quota has
-    some, so OSCAR's ``enable_gpu`` (a ``nvidia.com/gpu`` limit on the pod) can be scheduled.
-    """
-
-    image_prefix: str = DEFAULT_IMAGE_PREFIX
-    keeps_schemes: bool = False
-    schedules_gpus: bool = False
 
 
 def normalise_image(image: str, prefix: str = DEFAULT_IMAGE_PREFIX) -> str:
@@ -916,9 +921,7 @@ class OffloadSpec:
                 )
 
     def _check_secrets(self) -> None:
-        _check_variables(
-            "--secret", self.secrets, "secrets={'API_TOKEN': token}", "--secret API_TOKEN"
-        )
+        check_secret_names(self.secrets)
         for name, value in self.secrets.items():
             if isinstance(self.env, Mapping) and name in self.env:
                 raise _flag_error("--secret", name, "it is also an --env variable; keep one")
@@ -1133,75 +1136,33 @@ class OffloadSpec:
     # ---- the magic's line -------------------------------------------------------------------
 
     def to_flags(self) -> str:
-        """The ``%%oscar_offload`` line giving this spec (non-default options only)."""
-        words = ["%%oscar_offload"]
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value == _default(f) or f.name == "site":  # the site comes from the profile
-                continue
-            option = "--" + f.name.replace("_", "-")
-            # "--opt=value" keeps a value that starts with "-" from reading as an option
-            if f.name == "mounts":
-                words += [f"--mount={mount}" for mount in value]
-            elif f.name == "env":
-                words += [f"--env={name}={text}" for name, text in value.items()]
-            elif f.name == "secrets":  # names only: the magic takes each value from $NAME
-                words += [f"--secret={name}" for name in value]
-            else:
-                words.append(f"{option}={value}")
-        return " ".join(shlex.quote(word) if i else word for i, word in enumerate(words))
-
-    @classmethod
-    def from_flags(cls, line: str | Sequence[str]) -> OffloadSpec:
-        """Parse the options ``to_flags()`` writes (``--opt=value`` or ``--opt value``; a
-        leading ``%%oscar_offload`` is skipped). Raises SpecError."""
-        try:
-            words = shlex.split(line) if isinstance(line, str) else list(line)
-        except ValueError as error:
-            raise SpecError("line", f"the option line has broken quoting ({error})") from None
-        if words and words[0].lstrip("%") == "oscar_offload":
-            words = words[1:]
-        values: dict = {"mounts": [], "env": {}}
-        index = 0
-        while index < len(words):
-            option, sep, value = words[index].partition("=")
-            name = _OPTION_FIELDS.get(option)
-            if name is None:
-                raise SpecError(
-                    "line",
-                    f"{words[index]}: not an option; options are {', '.join(_OPTION_FIELDS)}",
-                )
-            if not sep:
-                index += 1
-                if index == len(words):
-                    raise SpecError(option, f"{option}: give a value, e.g. {option}=...")
-                value = words[index]
-            index += 1
-            if name == "mounts":
-                values["mounts"].append(value)
-            elif name == "env":
-                env_name, env_value = parse_env_item(value)
-                values["env"][env_name] = env_value
-            elif name in _COUNT_FIELDS:
-                values[name] = parse_count(option, value)
-            else:
-                values[name] = value
-        return cls(**values)
+        """The ``%%oscar_offload`` line giving this spec (non-default options only; the site
+        comes from the profile, secret values from the kernel's environment)."""
+        changed = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "site" and getattr(self, f.name) != _default(f)
+        }
+        return options.render(options.to_pairs(changed))
 
 
-_TEXT_FIELDS = (
-    "node",
-    "time",
-    "mem",
-    "job_name",
-    "partition",
-    "account",
-    "image",
-    "pre_exec",
-    "singularity_options",
-    "sbatch",
-)
-_COUNT_FIELDS = ("cpus_per_task", "nodes", "gpus")
+_TEXT_FIELDS = options.TEXT_FIELDS
+_COUNT_FIELDS = options.COUNT_FIELDS
+
+
+def check_secret_names(names: object) -> None:
+    """Refuse secret names that are not variable names, or that OSCAR or its supervisor read
+    (checked before any value is asked for)."""
+    _check_variables("--secret", names, "secrets={'API_TOKEN': token}", "--secret API_TOKEN")
+    for name in names:  # type: ignore[attr-defined]
+        if name in SUPERVISOR_ENV:
+            raise _flag_error(
+                "--secret",
+                name,
+                "OSCAR's supervisor reads this variable from the job's environment, where "
+                "secrets go, so it would change how the job runs; choose another name, or "
+                f"--env {name}=VALUE, which only the cell sees",
+            )
 
 
 def _check_variables(flag: str, variables: object, dict_example: str, flag_example: str) -> None:
@@ -1305,9 +1266,3 @@ def settings_from_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 def _default(f):
     return f.default_factory() if callable(f.default_factory) else f.default
-
-
-_OPTION_FIELDS = {
-    ("--mount" if f.name == "mounts" else "--" + f.name.replace("_", "-")): f.name
-    for f in fields(OffloadSpec)
-}

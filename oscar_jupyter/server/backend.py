@@ -32,12 +32,20 @@ from ..config import (
     load_profile,
 )
 from ..diagnostics import slurm_end
-from ..job_records import JobLabel, JobRecord
-from ..jobs import TERMINAL, is_marker
+from ..job_records import JobRecord
+from ..job_status import (
+    BY_SIDEBAR,
+    TERMINAL,
+    JobRow,
+    JobState,
+    listed_row,
+    merge_records,
+    status_from_log,
+)
+from ..jobs import cancel_on_cluster, is_marker
 from ..logs import LogParser
 from ..nodes import discover_nodes
 from ..ownership import (
-    JobState,
     JobTracker,
     check_scope,
     is_runner_service,
@@ -45,7 +53,6 @@ from ..ownership import (
     owner_identity,
     owns_service,
 )
-from ..session import profile_kubeconfig, profile_node_names
 from ..timefmt import iso_utc, now_iso
 
 # A sidebar request must not hang a Jupyter server thread for OscarClient's default 30 s.
@@ -68,14 +75,6 @@ class _Slot:
     client: OscarClient | None = None
     at: float = float("-inf")
     by_job: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-def _label(record: JobRecord | None, job: str, root_dir: str | None) -> dict[str, Any]:
-    if record is None:
-        return JobLabel().as_json(job)
-    label = record.label.as_json(job)
-    label["notebook"] = relative_notebook(record.label.notebook, root_dir)
-    return label
 
 
 def relative_notebook(path: str | None, root_dir: str | None) -> str | None:
@@ -189,9 +188,8 @@ class SidebarBackend:
         OSCAR, the Kubernetes API of the profile's (or the user's) kubeconfig, or the profile's
         list; `source` says which, `warning` why none did."""
         client = self.clients.get(cluster)
-        found = discover_nodes(
-            client, profile_node_names(client.profile), profile_kubeconfig(client.profile)
-        )
+        site = client.profile.jupyter
+        found = discover_nodes(client, list(site.nodes), site.kubeconfig)
         nodes = [n for n in found.nodes if n.is_interlink] if found.source else []
         return {
             "cluster": client.profile.cluster_id,
@@ -231,7 +229,7 @@ class SidebarBackend:
         refreshed_at = iso_utc(datetime.now(timezone.utc), "milliseconds")
         owner, by_sub = owner_identity(client)
         records = job_records.records(client.endpoint, owner)
-        jobs: list[dict[str, Any]] = []
+        rows: list[JobRow] = []
         for service in client.list_services():
             if not is_runner_service(service):
                 continue
@@ -249,58 +247,29 @@ class SidebarBackend:
             for job_name, info in listing.items():
                 state = states[job_name]
                 record = records.get(job_name)
-                status, cancelled_by = state.status, state.cancelled_by
-                if record is not None and record.status == "Cancelled":
-                    status, cancelled_by = "Cancelled", record.cancelled_by or cancelled_by
-                elif record is not None and state.done and not record.final:
+                if record is not None and state.done and not record.final:
                     self._note_final(client, name, job_name, state)
-                jobs.append(
-                    {
-                        "service": name,
-                        "job": job_name,
-                        "kernel": kernel_tag_of(name, job_name),
-                        "node": state.node or service.get("interlink_node_name") or None,
-                        "status": status,
-                        "exit_code": state.exit_code,
-                        "creation_time": info.get("creation_time") or None,
-                        "start_time": info.get("start_time") or None,
-                        "finish_time": info.get("finish_time") or None,
-                        "runner_start": iso_utc(state.started_at) or None,
-                        "mine": bool(mine),
-                        "label": _label(record, job_name, root_dir),
-                        "cancelled_by": cancelled_by if status == "Cancelled" else None,
-                        "recorded": False,
-                    }
+                row = listed_row(
+                    name,
+                    job_name,
+                    info,
+                    state,
+                    kernel_tag=kernel_tag_of(name, job_name),
+                    this_kernel=False,
+                    mine=bool(mine),
+                    node=service.get("interlink_node_name") or None,
                 )
-        listed = {j["job"] for j in jobs}
-        for record in records.values():
-            if record.job in listed or record.status != "Cancelled":
-                continue
-            jobs.append(
-                {
-                    "service": record.service,
-                    "job": record.job,
-                    "kernel": record.kernel,
-                    "node": None,
-                    "status": "Cancelled",
-                    "exit_code": record.exit_code,
-                    "creation_time": record.submitted_at,
-                    "start_time": None,
-                    "finish_time": record.finished_at,
-                    "runner_start": None,
-                    "mine": True,  # recorded by a kernel of this user on this machine
-                    "label": _label(record, record.job, root_dir),
-                    "cancelled_by": record.cancelled_by,
-                    "recorded": True,
-                }
-            )
-        # Newest first; a job without a pod yet (no creation time) is the newest of all.
-        jobs.sort(key=lambda j: j["creation_time"] or "\uffff", reverse=True)
+                rows.append(row)
+        # The recorded Cancelled jobs are this user's, recorded by one of their kernels here.
+        merged = merge_records(rows, records)
         return {
             "cluster": client.profile.cluster_id,
             "refreshed_at": refreshed_at,
             "refresh_seconds": float(self.refresh_seconds),
-            "jobs": jobs,
+            "jobs": [
+                row.as_json(relative_notebook(row.label and row.label.notebook, root_dir))
+                for row in merged
+            ],
         }
 
     def _note_final(self, client: OscarClient, service: str, job: str, state: JobState) -> None:
@@ -336,27 +305,29 @@ class SidebarBackend:
     # -- cancel --------------------------------------------------------------------------------
 
     def cancel(self, cluster: str | None, service: str, job: str) -> dict[str, Any]:
-        """Delete the job on OSCAR (which scancels it) and record it as Cancelled "by the
-        sidebar", with a snapshot of its log (OSCAR forgets the log with the job)."""
+        """Cancel the job on OSCAR (which scancels it), confirmed by the job's absence from the
+        listing afterwards (`jobs.cancel_on_cluster`), and record it as Cancelled "by the
+        sidebar", with a snapshot of its log (OSCAR forgets the log with the job). A job the
+        cluster did not cancel (another user's) raises `CancelRefused` and nothing is recorded."""
         client = self.clients.get(cluster)
-        record = job_records.load(client.endpoint, job)
-        snapshot = None
-        try:
-            snapshot = self._snapshot(client, service, job)
-        except OscarError as err:
-            if err.status_code != 404:
-                log.info("oscar-jupyter: no log snapshot of %s before its cancel: %s", job, err)
-        try:
-            client.delete_job(service, job)
-        except OscarError as err:
-            if err.status_code != 404 or record is None or record.status != "Cancelled":
-                raise
+        owner, _ = owner_identity(client)
+        record = job_records.load(client.endpoint, job, owner)
         answer = {
             "cluster": client.profile.cluster_id,
             "service": service,
             "job": job,
             "cancelled": True,
         }
+        if record is not None and record.status == "Cancelled":
+            answer["message"] = "the job had already been cancelled"
+            return answer
+        snapshot = None
+        try:
+            snapshot = self._snapshot(client, service, job)
+        except OscarError as err:
+            if err.status_code != 404:
+                log.info("oscar-jupyter: no log snapshot of %s before its cancel: %s", job, err)
+        cancel_on_cluster(client, service, job)
         ended = snapshot.get("exit_code") if snapshot else None
         try:
             if snapshot is not None:
@@ -378,7 +349,7 @@ class SidebarBackend:
                     service,
                     job,
                     "Cancelled",
-                    cancelled_by="the sidebar",
+                    cancelled_by=BY_SIDEBAR,
                     cluster=client.profile.cluster_id,
                 )
         except OSError as err:
@@ -411,14 +382,15 @@ class SidebarBackend:
                 "(the `next` of the previous answer), 0 or more"
             )
         client = self.clients.get(cluster)
-        record = job_records.load(client.endpoint, job)
+        owner, _ = owner_identity(client)
+        record = job_records.load(client.endpoint, job, owner)
         if record is not None and record.status == "Cancelled":
-            return self._recorded_log(client, service, job, record, since)
+            return self._recorded_log(client, service, job, record, since, owner)
         try:
             text = client.job_logs(service, job)
         except OscarError as err:
             if err.status_code == 404 and record is not None:
-                return self._recorded_log(client, service, job, record, since)
+                return self._recorded_log(client, service, job, record, since, owner)
             raise
         parser, lock = self._parser(client, service, job)
         with lock:
@@ -450,24 +422,21 @@ class SidebarBackend:
         started: bool,
         ended_by_slurm: str | None,
     ) -> tuple[str, str | None]:
-        if ended_by_slurm == "cancelled":
-            return "Cancelled", "Slurm (scancel)"
-        if ended_by_slurm == "walltime":
-            return "Failed", None
-        if exit_code is not None:
-            return ("Succeeded" if exit_code == 0 else "Failed"), None
-        entry = self._known_entry(client, job)
-        listed = entry["status"] if entry else None
-        if listed in TERMINAL:
-            return listed, entry.get("cancelled_by") if entry else None
-        if started:
-            return "Running", None
-        return listed or "Pending", None
+        entry = self._known_entry(client, job) or {}
+        return status_from_log(
+            exit_code, started, ended_by_slurm, entry.get("status"), entry.get("cancelled_by")
+        )
 
     def _recorded_log(
-        self, client: OscarClient, service: str, job: str, record: JobRecord, since: int
+        self,
+        client: OscarClient,
+        service: str,
+        job: str,
+        record: JobRecord,
+        since: int,
+        owner: str,
     ) -> dict[str, Any]:
-        snapshot = job_records.load_log_snapshot(client.endpoint, job)
+        snapshot = job_records.load_log_snapshot(client.endpoint, job, owner)
         if snapshot is not None:
             lines = [
                 (str(line.get("stream") or "stdout"), str(line.get("text") or ""))
@@ -537,6 +506,7 @@ class SidebarBackend:
         if dry_run:
             return {"cluster": listing["cluster"], "count": len(ids), "jobs": ids}
         client = self.clients.get(cluster)
+        owner, _ = owner_identity(client)
         deleted = []
         for entry in chosen:
             if not entry["recorded"]:
@@ -546,7 +516,7 @@ class SidebarBackend:
                     if err.status_code != 404:
                         raise
             try:
-                job_records.delete(client.endpoint, entry["job"])
+                job_records.delete(client.endpoint, entry["job"], owner)
             except OSError as err:
                 log.warning(
                     "oscar-jupyter: could not delete the record of %s: %s", entry["job"], err

@@ -19,6 +19,7 @@ from jupyter_server.utils import url_path_join
 
 from ..client import OscarError
 from ..config import ConfigError
+from ..jobs import CancelRefused
 from .backend import SidebarBackend
 
 API_ROOT = "oscar-jupyter/api"
@@ -32,6 +33,8 @@ def http_status_for(error: Exception) -> int:
         if error.status_code == 404:
             return 404
         return 502
+    if isinstance(error, CancelRefused):
+        return error.status
     return 400
 
 
@@ -55,7 +58,7 @@ class SidebarHandler(APIHandler):
         loop = asyncio.get_running_loop()
         try:
             result = await loop.run_in_executor(None, functools.partial(call, *args))
-        except (ConfigError, OscarError, ValueError) as err:
+        except (ConfigError, OscarError, ValueError, CancelRefused) as err:
             self.set_status(http_status_for(err))
             self.finish({"message": str(err), "error": type(err).__name__})
             return

@@ -22,8 +22,9 @@ from IPython.core.error import UsageError
 from .. import job_records
 from ..client import OscarError
 from ..display import format_duration
+from ..job_status import JobRow, cancelled_phrase
 from ..jobs import Job
-from ..ownership import JobRow, check_scope
+from ..ownership import check_scope
 from ..session import Session, current
 from ..spec import OffloadSpec
 from ..timefmt import duration, iso_utc, local_and_relative, parse_iso
@@ -54,11 +55,7 @@ def this_notebook() -> str:
 def status_text(status: str, exit_code: int | None, cancelled_by: str | None) -> str:
     """'Failed (exit 1)', 'Cancelled by the sidebar', 'Running'."""
     if status == "Cancelled" and cancelled_by:
-        return (
-            f"Cancelled by {cancelled_by}"
-            if not cancelled_by.startswith(("this", "another"))
-            else f"Cancelled from {cancelled_by}"
-        )
+        return f"Cancelled {cancelled_phrase(cancelled_by)}"
     if status in ("Succeeded", "Failed") and exit_code is not None and exit_code != 0:
         return f"{status} (exit {exit_code})"
     return status
@@ -133,7 +130,7 @@ class _Row:
         self.node = w.HTML()
         self.clock = w.HTML()
         self.started = w.HTML()
-        record = _record_of(job)
+        record = _record_of(job, table.session)
         self.label = record.label if record is not None else None
         self.view_button = w.Button(description="View", tooltip="Show this job's live view")
         self.cancel_button = w.Button(
@@ -175,9 +172,9 @@ class _Row:
         return self.label.notebook if self.label is not None else None
 
 
-def _record_of(job: Job) -> job_records.JobRecord | None:
+def _record_of(job: Job, session: Session) -> job_records.JobRecord | None:
     try:
-        return job_records.load(job.client.endpoint, job.name)
+        return job_records.load(job.client.endpoint, job.name, session.owner)
     except Exception:  # a record only adds a label
         return None
 

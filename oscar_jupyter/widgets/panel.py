@@ -12,40 +12,29 @@ import dataclasses
 import html
 import json
 import os
-import shlex
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import ipywidgets as w
 
 from ..capacity import capacity_notes, capacity_problems
-from ..config import ConfigError
+from ..config import ConfigError, JupyterSettings
 from ..nodes import VirtualNode, format_bytes
-from ..session import Session, current, site_facts
+from ..options import BY_FIELD, BY_FLAG, OPTIONS, render
+from ..session import Session, current
 from ..spec import DEFAULT_IMAGE, OffloadSpec, SpecError, settings_from_options
 from .rows import RowList
 from .style import style_widget
 
-# Single-line text fields: label and placeholder.
+# Fields with a widget of their own; every other labelled option is a single-line text field.
+OWN_WIDGETS = ("node", "image", "pre_exec", "mounts", "env")
+# Single-line text fields: label and placeholder, from the one table of options.
 TEXT_FIELDS: dict[str, tuple[str, str]] = {
-    "time": ("Walltime", "HH:MM:SS, e.g. 02:30:00"),
-    "cpus_per_task": ("CPUs per task", "e.g. 8"),
-    "mem": ("Memory", "e.g. 32G"),
-    "nodes": ("Nodes", "e.g. 1"),
-    "gpus": ("GPUs", "e.g. 1"),
-    "partition": ("Partition", "site default"),
-    "account": ("Account", "site default"),
-    "job_name": ("Job name", "generated"),
-    "singularity_options": ("Singularity options", "e.g. --nv --cleanenv"),
-    "sbatch": ("Extra sbatch flags", "e.g. --qos=debug --constraint=gpu"),
-    # Names only: each value comes from the kernel's environment, never from a widget (widget
-    # state is saved in the notebook). oscar_jupyter.ask_secret("NAME") sets one without a trace.
-    "secrets": ("Secrets (names)", "e.g. API_TOKEN HF_TOKEN"),
+    o.field: (o.label, o.placeholder)
+    for o in OPTIONS
+    if o.field and o.label and o.field not in OWN_WIDGETS
 }
-COUNT_FIELDS = ("cpus_per_task", "nodes", "gpus")
 NO_NODE = "(cluster default)"
-# Magic flags whose name is not the field's name with dashes.
-FLAG_ALIASES = {"mount": "mounts", "secret": "secrets"}
 
 
 @dataclass
@@ -58,11 +47,8 @@ class Problem:
 
 def field_for_flag(flag: str | None) -> str | None:
     """`--cpus-per-task` -> `cpus_per_task`; None when the flag is no OffloadSpec field."""
-    if not flag:
-        return None
-    name = flag.lstrip("-").replace("-", "_")
-    name = FLAG_ALIASES.get(name, name)
-    return name if name in {f.name for f in fields(OffloadSpec)} else None
+    option = BY_FLAG.get(flag or "")
+    return option.field if option is not None else None
 
 
 def node_label(node: VirtualNode) -> str:
@@ -114,9 +100,7 @@ class Panel(w.VBox):
         }
         self.image = w.Combobox(placeholder=DEFAULT_IMAGE, ensure_option=False)
         self.offer_recent_images()
-        self.pre_exec = w.Textarea(
-            placeholder="shell commands run before the cell, e.g. module load cuda"
-        )
+        self.pre_exec = w.Textarea(placeholder=BY_FIELD["pre_exec"].placeholder)
         self.pre_exec.layout.height = "3.5em"
         self.mounts = RowList(["source:target[:ro]"], "Add mount", self._changed)
         self.env = RowList(["NAME", "value"], "Add variable", self._changed)
@@ -129,7 +113,7 @@ class Panel(w.VBox):
             "mounts": self.mounts,
             "env": self.env,
         }
-        self.controls = {k: v for k, v in controls.items() if field_for_flag(k) == k}
+        self.controls = {k: v for k, v in controls.items() if k in BY_FIELD}
         self._managed = set(self.controls)
         for name in ("node", "image", "pre_exec", *self.text):
             controls[name].observe(lambda _: self._changed(), names="value")
@@ -152,7 +136,7 @@ class Panel(w.VBox):
         self.capacity_note = w.HTML()  # the request fits the node but would wait (capacity.py)
         self.capacity_note.add_class("oj-muted")
         container = self._grid(["image", "singularity_options"])
-        wide = [self.cells[name] for name in ("mounts", "env", "pre_exec", "sbatch")]
+        wide = [self.cells[name] for name in ("mounts", "env", "secrets", "pre_exec", "sbatch")]
 
         self.preview = w.HTML()
         self.preview.add_class("oj-preview")
@@ -186,17 +170,7 @@ class Panel(w.VBox):
         self.layout.width = "100%"
 
     def _cell(self, name: str) -> w.VBox:
-        label = (
-            TEXT_FIELDS.get(name, (None,))[0]
-            or {
-                "node": "Virtual node",
-                "image": "Image",
-                "pre_exec": "Pre-exec",
-                "mounts": "Mounts",
-                "env": "Environment variables",
-            }[name]
-        )
-        cell = w.VBox([_label(label), self.controls[name], self.errors[name]])
+        cell = w.VBox([_label(BY_FIELD[name].label), self.controls[name], self.errors[name]])
         cell.add_class("oj-field")
         return cell
 
@@ -378,7 +352,7 @@ class Panel(w.VBox):
         """`spec` with the profile's site facts (gpu_scheduling), as the magic's spec has them."""
         try:
             return dataclasses.replace(
-                spec, site=site_facts(getattr(self.session, "profile", None))
+                spec, site=JupyterSettings.of(getattr(self.session, "profile", None)).site
             )
         except ConfigError:  # the magic says what is wrong with the profile
             return spec
@@ -408,7 +382,7 @@ class Panel(w.VBox):
             if not line.startswith("%%oscar_offload"):
                 line = f"%%oscar_offload {line}"
         else:
-            line = f"%%oscar_offload {_raw_flags(raw)}"
+            line = _raw_flags(raw)
         self.offload_line = line.rstrip()
         note = ""
         if invalid:
@@ -479,13 +453,14 @@ def secrets_from_environment(names: list[str]) -> dict[str, str]:
 
 
 def _raw_flags(raw: dict[str, Any]) -> str:
-    words: list[str] = []
+    """The magic's line for the text the widgets hold, valid or not (to show what fails)."""
+    pairs = []
     for key, value in raw.items():
-        flag = "--secret" if key == "secrets" else "--" + key.replace("_", "-")
+        option = BY_FIELD.get("mounts" if key == "mount" else key)
         for item in value if isinstance(value, list) else [value]:
-            if item is not None:
-                words += [flag, shlex.quote(str(item))]
-    return " ".join(words)
+            if option is not None and item is not None:
+                pairs.append((option.flag, str(item)))
+    return render(pairs)
 
 
 def _label(text: str) -> w.HTML:

@@ -13,9 +13,13 @@ import pytest
 
 from oscar_jupyter import job_records
 from oscar_jupyter.job_records import JobLabel, JobRecord
+from oscar_jupyter.spec import OffloadSpec
 
 ENDPOINT = "https://oscar.example.org"
-JOB = "oj-0123456789-abcdef01-aaaaaa-0123456789ab"
+OTHER_ENDPOINT = "https://other.example.org"
+OWNER = "alice"
+SERVICE = OffloadSpec(node="vega").service_name(OWNER, ENDPOINT)
+JOB = f"{SERVICE}-aaaaaa-0123456789ab"
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +32,7 @@ def a_record(job: str = JOB, **changes) -> JobRecord:
     values = {
         "cluster": "egi",
         "endpoint": ENDPOINT,
-        "service": "oj-0123456789-abcdef01",
+        "service": SERVICE,
         "job": job,
         "kernel": "aaaaaa",
         "submitted_at": "2026-12-01T10:00:00Z",
@@ -48,7 +52,7 @@ def test_records_are_private_files_next_to_the_logs(log_dir):
     assert mode(folder.parent) == mode(folder) == 0o700
     [path] = folder.iterdir()
     assert path.name == f"{JOB}.json" and mode(path) == 0o600
-    assert job_records.load(ENDPOINT, JOB) == a_record()
+    assert job_records.load(ENDPOINT, JOB, OWNER) == a_record()
 
 
 def test_a_write_is_whole_or_not_at_all():
@@ -126,42 +130,53 @@ def test_a_record_keeps_the_first_line_and_no_setting_values(monkeypatch):
 
 def test_marking_a_job_cancelled_keeps_who_did_it_first():
     job_records.save(a_record())
-    job_records.mark_final(ENDPOINT, "svc", JOB, "Cancelled", cancelled_by="this kernel")
-    job_records.mark_final(ENDPOINT, "svc", JOB, "Cancelled", cancelled_by="the sidebar")
-    record = job_records.load(ENDPOINT, JOB)
+    job_records.mark_final(ENDPOINT, SERVICE, JOB, "Cancelled", cancelled_by="this kernel")
+    job_records.mark_final(ENDPOINT, SERVICE, JOB, "Cancelled", cancelled_by="the sidebar")
+    record = job_records.load(ENDPOINT, JOB, OWNER)
     assert (record.status, record.cancelled_by) == ("Cancelled", "this kernel")
     assert record.label == a_record().label and record.finished_at
     # A job with no record (submitted elsewhere) gets one, without a label.
     other = JOB[:-1] + "c"
-    handle = SimpleNamespace(client=SimpleNamespace(endpoint=ENDPOINT), service="svc", name=other)
+    handle = SimpleNamespace(client=SimpleNamespace(endpoint=ENDPOINT), service=SERVICE, name=other)
     job_records.note_cancelled(handle, "the sidebar")
-    assert job_records.load(ENDPOINT, other).label == JobLabel()
+    assert job_records.load(ENDPOINT, other, OWNER).label == JobLabel()
 
 
 def test_listing_and_deleting_per_cluster():
+    other_service = OffloadSpec(node="vega").service_name(OWNER, OTHER_ENDPOINT)
+    other_job = f"{other_service}-aaaaaa-0123456789ac"
     job_records.save(a_record())
-    job_records.save(a_record(JOB[:-1] + "c", endpoint="https://other.example.org"))
+    job_records.save(a_record(other_job, endpoint=OTHER_ENDPOINT, service=other_service))
     job_records.save_log_snapshot(ENDPOINT, JOB, {"lines": [{"stream": "stdout", "text": "x"}]})
-    assert list(job_records.records(ENDPOINT)) == [JOB]
-    job_records.delete(ENDPOINT, JOB)
-    assert job_records.records(ENDPOINT) == {}
-    assert job_records.load_log_snapshot(ENDPOINT, JOB) is None
-    assert list(job_records.records("https://other.example.org")) == [JOB[:-1] + "c"]
+    assert list(job_records.records(ENDPOINT, OWNER)) == [JOB]
+    assert job_records.load_log_snapshot(ENDPOINT, JOB, OWNER) is not None
+    assert job_records.delete(ENDPOINT, JOB, OWNER) is True
+    assert job_records.records(ENDPOINT, OWNER) == {}
+    assert job_records.load_log_snapshot(ENDPOINT, JOB, OWNER) is None
+    assert list(job_records.records(OTHER_ENDPOINT, OWNER)) == [other_job]
 
 
 def test_each_cluster_user_gets_the_records_of_their_own_services():
-    from oscar_jupyter.spec import OffloadSpec
-
     spec = OffloadSpec(node="vega")
     alice, bob = (spec.service_name(owner, ENDPOINT) for owner in ("alice", "bob"))
     job_records.save(a_record(f"{alice}-aaaaaa-000000000001", service=alice))
     job_records.save(a_record(f"{bob}-bbbbbb-000000000002", service=bob))
-    assert set(job_records.records(ENDPOINT)) == {
-        f"{alice}-aaaaaa-000000000001",
-        f"{bob}-bbbbbb-000000000002",
-    }
     assert set(job_records.records(ENDPOINT, "alice")) == {f"{alice}-aaaaaa-000000000001"}
     assert set(job_records.records(ENDPOINT, "bob")) == {f"{bob}-bbbbbb-000000000002"}
+
+
+def test_another_users_record_is_neither_read_nor_deleted():
+    # Two cluster users of one machine account share the records folder: bob's
+    # %oscar_cleanup --mine and the sidebar's log route must not reach alice's jobs.
+    job_records.save(a_record())
+    job_records.mark_final(ENDPOINT, SERVICE, JOB, "Cancelled", cancelled_by="this kernel")
+    job_records.save_log_snapshot(ENDPOINT, JOB, {"lines": [{"stream": "stdout", "text": "x"}]})
+    assert job_records.load(ENDPOINT, JOB, "bob") is None
+    assert job_records.load_log_snapshot(ENDPOINT, JOB, "bob") is None
+    assert job_records.records(ENDPOINT, "bob") == {}
+    assert job_records.delete(ENDPOINT, JOB, "bob") is False
+    assert job_records.load(ENDPOINT, JOB, OWNER).status == "Cancelled"
+    assert job_records.load_log_snapshot(ENDPOINT, JOB, OWNER) is not None
 
 
 def test_a_bad_job_name_never_becomes_a_path():

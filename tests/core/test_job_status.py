@@ -14,7 +14,7 @@ import re
 import pytest
 
 from oscar_jupyter.client import OscarError
-from oscar_jupyter.jobs import Job, JobCancelled, JobFailed
+from oscar_jupyter.jobs import CancelRefused, Job, JobCancelled, JobFailed
 from oscar_jupyter.spec import OffloadSpec
 
 
@@ -32,8 +32,11 @@ class ScriptedOscar:
         self.status = "Suspended"
         self.log: str | None = None
         self.deleted: list[str] = []
+        self.ignores_deletes = False  # answers a delete without deleting (another user's job)
 
     def list_jobs(self, service: str) -> dict:
+        if "job-1" in self.deleted and not self.ignores_deletes:
+            return {}
         return {"job-1": {"status": self.status}}
 
     def job_logs(self, service: str, job: str) -> str:
@@ -127,6 +130,37 @@ def test_cancel_deletes_the_job_and_shows_cancelled(oscar, job):
     assert oscar.deleted == ["job-1"] and job.status() == "Cancelled"
     with pytest.raises(JobFailed, match="cancelled"):
         job.raise_for_status()
+
+
+def test_a_cancel_the_cluster_did_not_carry_out_is_refused_not_shown_as_cancelled(
+    oscar, job, monkeypatch
+):
+    # OSCAR answers 200 with an empty body to a caller who may not use the service: only the
+    # job's state afterwards says whether it was cancelled.
+    monkeypatch.setattr("oscar_jupyter.jobs.CANCEL_CONFIRM_SECONDS", 0.3)
+    oscar.status, oscar.ignores_deletes = "Running", True
+    with pytest.raises(CancelRefused, match="still lists it as Running"):
+        job.cancel()
+    assert job.status() != "Cancelled" and not job.is_done()
+
+
+def test_a_cancel_of_a_job_not_listed_for_the_caller_is_refused_before_any_delete(oscar, job):
+    oscar.list_jobs = lambda service: {}  # another user's service: OSCAR lists nothing for us
+    with pytest.raises(CancelRefused, match="not among the jobs OSCAR lists for you"):
+        job.cancel()
+    assert oscar.deleted == [] and job.status() != "Cancelled"
+
+
+def test_a_cancel_answered_403_is_refused_with_the_reason(oscar, job):
+    oscar.status = "Running"
+
+    def forbidden(service: str, name: str) -> None:
+        raise OscarError(403, "DELETE", f"/system/logs/{service}/{name}", "forbidden")
+
+    oscar.delete_job = forbidden
+    with pytest.raises(CancelRefused, match="HTTP 403.*not yours"):
+        job.cancel()
+    assert job.status() != "Cancelled" and not job.is_done()
 
 
 def test_a_job_deleted_on_the_cluster_is_cancelled_instead_of_waiting_forever(oscar, job):
@@ -282,12 +316,12 @@ def test_a_suspended_job_says_why_once_it_has_waited(oscar, tmp_path, monkeypatc
     job = Job(oscar, "svc", "job-1", OffloadSpec(node="vega", **settings), log_dir=tmp_path)
     job.refresh()
     assert job.status() == "Suspended" and job.waiting_reason() == ""  # not yet worth a word
-    monkeypatch.setattr("oscar_jupyter.jobs.EXPLAIN_WAIT_SECONDS", -1.0)
+    monkeypatch.setattr("oscar_jupyter.waiting.EXPLAIN_WAIT_SECONDS", -1.0)
     assert job.waiting_reason().startswith("suspended by Kueue") and says in job.waiting_reason()
 
 
 def test_a_pending_job_points_at_the_slurm_queue(oscar, job, monkeypatch):
-    monkeypatch.setattr("oscar_jupyter.jobs.EXPLAIN_WAIT_SECONDS", -1.0)
+    monkeypatch.setattr("oscar_jupyter.waiting.EXPLAIN_WAIT_SECONDS", -1.0)
     oscar.status = "Pending"
     job.refresh()
     assert "waits in the site's Slurm queue" in job.waiting_reason()
@@ -316,7 +350,7 @@ def test_the_clock_starts_at_the_runners_start_line_not_at_oscars_times(oscar, j
 
 
 def test_a_log_route_that_keeps_failing_is_explained_then_ends_the_job(oscar, job, monkeypatch):
-    monkeypatch.setattr("oscar_jupyter.jobs.EXPLAIN_WAIT_SECONDS", -1.0)
+    monkeypatch.setattr("oscar_jupyter.waiting.EXPLAIN_WAIT_SECONDS", -1.0)
     oscar.status = "Running"  # listed as Running, but the log answers 404 (oscar.log is None)
     job.refresh()
     assert job.status() == "Running" and "log route answers 404" in job.waiting_reason()

@@ -16,7 +16,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oscar_jupyter import runner
+from oscar_jupyter import options, runner
+from oscar_jupyter.options import OptionError, parse_line
 from oscar_jupyter.spec import (
     _FORBIDDEN_SBATCH,
     DEFAULT_IMAGE,
@@ -303,23 +304,46 @@ def test_fdl_needs_a_cluster_id():
         OffloadSpec().fdl("")
 
 
-def test_to_flags_shows_only_non_defaults():
+def spec_from_line(line: str) -> OffloadSpec:
+    """The spec a %%oscar_offload line gives, through the magic's own parser."""
+    return OffloadSpec(**settings_from_options(parse_line(line)))
+
+
+def test_to_flags_shows_only_non_defaults_as_a_person_types_them():
     assert OffloadSpec().to_flags() == "%%oscar_offload"
     assert OffloadSpec(node="vk", mem="4G", image=DEFAULT_IMAGE).to_flags() == (
-        "%%oscar_offload --node=vk --mem=4G"
+        "%%oscar_offload --node vk --mem 4G"
     )
     assert OffloadSpec(sbatch="--exclusive", env={"A": "x y"}).to_flags() == (
-        "%%oscar_offload --sbatch=--exclusive '--env=A=x y'"
+        "%%oscar_offload --sbatch=--exclusive --env 'A=x y'"
+    )
+    # One quoting style a person would write: no '"'"' runs for a value with a quote in it.
+    assert OffloadSpec(pre_exec="echo 'hi'").to_flags() == (
+        "%%oscar_offload --pre-exec \"echo 'hi'\""
     )
 
 
-def test_from_flags_errors_are_spec_errors():
+def test_bad_option_lines_say_what_to_write():
     with pytest.raises(SpecError, match="--cpus-per-task"):
-        OffloadSpec.from_flags("--cpus-per-task four")
-    with pytest.raises(SpecError, match="not an option"):
-        OffloadSpec.from_flags("--colour blue")
+        spec_from_line("--cpus-per-task four")
+    with pytest.raises(OptionError, match="unknown flag --colour"):
+        spec_from_line("--colour blue")
     with pytest.raises(SpecError, match="NAME=VALUE"):
-        OffloadSpec.from_flags("--env JUSTNAME")
+        spec_from_line("--env JUSTNAME")
+    with pytest.raises(OptionError, match="did you mean --in"):
+        spec_from_line("--inputs x")
+    with pytest.raises(OptionError, match="'B=2'.*--env B=2"):
+        spec_from_line("--env A=1 B=2")
+
+
+def test_the_readme_flag_table_is_the_options_table():
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    assert options.readme_table() in readme, "run: python -m oscar_jupyter.options"
+
+
+def test_every_spec_field_but_the_site_has_one_option():
+    fields = {f.name for f in dataclasses.fields(OffloadSpec)} - {"site"}
+    assert set(options.BY_FIELD) == fields
 
 
 @pytest.mark.parametrize(
@@ -535,7 +559,7 @@ specs = st.builds(
 @settings(max_examples=300, deadline=None)
 @given(specs)
 def test_property_to_flags_parses_back_to_the_same_spec(spec):
-    assert OffloadSpec.from_flags(spec.to_flags()) == spec
+    assert spec_from_line(spec.to_flags()) == spec
 
 
 def test_a_lone_surrogate_in_the_cell_is_refused_with_its_place():

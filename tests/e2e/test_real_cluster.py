@@ -119,7 +119,7 @@ def test_an_oidc_users_job_over_the_kueue_quota_says_why_it_waits(local_oscar, m
         "kueue",
         [
             connect("alice"),
-            "import oscar_jupyter.jobs\noscar_jupyter.jobs.EXPLAIN_WAIT_SECONDS = 2",
+            "import oscar_jupyter.waiting\noscar_jupyter.waiting.EXPLAIN_WAIT_SECONDS = 2",
             # Within the node (capacity.py refuses more) but over the user's Kueue quota.
             f"%%oscar_offload --node {NODE} --time 00:02:00 --mem 4G --no-wait -o job\nprint(1)\n",
             "import time\ntime.sleep(6)\njob.refresh()\nprint(job.status())\n"

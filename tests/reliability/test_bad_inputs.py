@@ -13,9 +13,16 @@ import pytest
 import yaml
 
 from oscar_jupyter.local.interlink import PluginConfig, prepare
+from oscar_jupyter.options import parse_line
 from oscar_jupyter.local.pod import build_pod, configmap_data
 from oscar_jupyter.session import Session
-from oscar_jupyter.spec import OffloadSpec, SiteFacts, SpecError, normalise_image
+from oscar_jupyter.spec import (
+    OffloadSpec,
+    SiteFacts,
+    SpecError,
+    normalise_image,
+    settings_from_options,
+)
 
 from .table import record
 
@@ -44,14 +51,19 @@ def keeps_schemes(spec: OffloadSpec) -> bool:
     return "://" in spec.image and not spec.image.startswith("docker://")
 
 
+def spec_from_line(line: str) -> OffloadSpec:
+    """The spec a %%oscar_offload line gives, through the magic's own parser."""
+    return OffloadSpec(**settings_from_options(parse_line(line)))
+
+
 def good_spec(line: str) -> OffloadSpec:
-    spec = OffloadSpec.from_flags(line)
+    spec = spec_from_line(line)
     return dataclasses.replace(spec, site=SiteFacts(keeps_schemes=keeps_schemes(spec)))
 
 
 def spec_of(case: dict[str, Any]) -> OffloadSpec:
     if "flags" in case:
-        return OffloadSpec.from_flags(case["flags"])
+        return spec_from_line(case["flags"])
     return OffloadSpec(**case["python"])
 
 

@@ -77,7 +77,7 @@ async def test_a_job_is_labelled_with_its_notebook_cell_and_first_line(
     assert "print(total)" not in stored
     # A job submitted elsewhere (no record here) is named by its id.
     other = oscar_jupyter.offload("print(2)\n", node=NODE, time="00:02:00", wait=False)
-    job_records.delete(other.client.endpoint, other.name)
+    job_records.delete(other.client.endpoint, other.name, session.owner)
     entry = await wait_for_job(jp_fetch, other.name, ("Succeeded",))
     assert entry["label"]["text"] == other.name and entry["label"]["notebook"] is None
 
@@ -229,7 +229,7 @@ async def test_cleanup_counts_then_deletes_one_notebooks_finished_jobs(
     names = {j["job"] for j in listing["jobs"]}
     assert a_done.name not in names and a_cancelled.name not in names
     assert {b_done.name, a_running.name} <= names
-    assert job_records.load(a_done.client.endpoint, a_done.name) is None
+    assert job_records.load(a_done.client.endpoint, a_done.name, session.owner) is None
 
     code, bad = await call(
         jp_fetch, "cleanup", method="POST", body={"scope": "everything", "dry_run": True}
