@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from oscar_jupyter.local.interlink import PluginConfig, prepare
-from oscar_jupyter.options import parse_line
 from oscar_jupyter.local.pod import build_pod, configmap_data
+from oscar_jupyter.options import parse_line
 from oscar_jupyter.session import Session
 from oscar_jupyter.spec import (
     OffloadSpec,
