@@ -469,13 +469,13 @@ def test_job_body_wants_text():
 def test_settings_from_options_takes_env_as_items_or_a_dict():
     assert settings_from_options({"env": ["A=1"]})["env"] == {"A": "1"}
     assert settings_from_options({"env": {"A": "1"}})["env"] == {"A": "1"}
-    for given, flag in (
+    for typed, flag in (
         ({"env": "A=1"}, "--env"),
         ({"env": [1]}, "--env"),
         ({"mounts": "/a:/b"}, "--mount"),
     ):
         with pytest.raises(SpecError) as error:
-            settings_from_options(given)
+            settings_from_options(typed)
         assert error.value.flag == flag
 
 
