@@ -69,12 +69,13 @@ class CellInterrupted(KeyboardInterrupt):
         return [f"KeyboardInterrupt: {self}"]
 
 
-class CellSyntaxError(ValueError):
-    """The cell does not compile: found before anything is sent. Renders like Python's
-    SyntaxError, with the line as the editor shows it."""
+class CellSyntaxError(SyntaxError):
+    """The cell does not compile: found before anything is sent. A SyntaxError (so `except
+    SyntaxError` catches it) that renders like Python's, with the line as the editor shows it."""
 
     def __init__(self, error: SyntaxError, name: str, offset: int) -> None:
-        super().__init__(f"{error.msg} ({name}, line {(error.lineno or 0) + offset})")
+        line = (error.lineno or 0) + offset
+        super().__init__(error.msg, (name, line, error.offset, error.text))
         self.error = error
         text = "".join(traceback.format_exception_only(type(error), error))
         self.rendered = relabel(text.rstrip("\n"), name, offset).splitlines()

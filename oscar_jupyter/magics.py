@@ -17,11 +17,11 @@ from traitlets import Bool, Float, Int, Unicode
 from . import display as views
 from . import errors
 from .client import OscarError
-from .jobs import Job, JobFailed, JobTimeout, PollInterval
+from .jobs import CancelRefused, Job, JobFailed, JobTimeout, PollInterval
 from .nodes import format_bytes
 from .options import OptionError, OptionParser, flag_help, split_words
 from .options import add_to as add_options
-from .session import Session, current
+from .session import Session, current, interrupts_deferred
 from .spec import (
     DEFAULT_IMAGE,
     OffloadSpec,
@@ -201,23 +201,29 @@ class OscarMagics(Magics):
         outputs = _names(args.outputs)
         if args.dry_run:
             return self._dry_run(spec, cell, inputs, outputs)
+        on_interrupt = args.on_interrupt or _on_interrupt_setting(self.default_on_interrupt)
         session.max_log_bytes_per_second = self.max_log_bytes_per_second
         session.follow_kubernetes = self.follow_kubernetes
-        job = session.submit(cell, spec, inputs=inputs, outputs=outputs)
-        for note in session.capacity_notes(spec):  # it would queue; GPUs left to Slurm
-            print(note, file=sys.stderr)
-        if args.output_name:
-            self.shell.user_ns[args.output_name] = job
-        if args.no_wait:
-            self._show_live(job)
-            if outputs:
-                print(
-                    f"--out {','.join(job.outputs)}: with --no-wait the values come from "
-                    f"{args.output_name or 'the job'}.result() once the job has ended"
-                )
+        job = session.submit(cell, spec, inputs=inputs, outputs=outputs, on_interrupt=on_interrupt)
+        try:
+            for note in session.capacity_notes(spec):  # it would queue; GPUs left to Slurm
+                print(note, file=sys.stderr)
+            if args.output_name:
+                self.shell.user_ns[args.output_name] = job
+            if args.no_wait:
+                self._show_live(job)
+                if outputs:
+                    print(
+                        f"--out {','.join(job.outputs)}: with --no-wait the values come from "
+                        f"{args.output_name or 'the job'}.result() once the job has ended"
+                    )
+                return None
+        except KeyboardInterrupt:  # before the wait: the same choice as during it
+            with interrupts_deferred():
+                self._interrupted(job, "detach" if args.no_wait else on_interrupt)
             return None
         self._run_blocking(  # since=0: a followed job may have lines before the wait begins
-            job, timeout, args.on_interrupt or self.default_on_interrupt, cell_name=name, since=0
+            job, timeout, on_interrupt, cell_name=name, since=0
         )
         if job.outputs:
             self.shell.user_ns.update(job.values())
@@ -290,21 +296,14 @@ class OscarMagics(Magics):
         try:
             job.wait(timeout, on_update=on_update, interval=interval, since=since)
         except KeyboardInterrupt:
-            pending.clear()
-            stream.close()
-            if on_interrupt == "detach":
-                self.session.poller.watch(job)
-                print(
-                    f"Detached: job {job.name} keeps running; follow it with "
-                    f"%oscar_logs {job.name} --follow",
-                    file=sys.stderr,
-                )
-                return
-            job.cancel()
-            handle.update(views.status_bundle(job), raw=True)
-            raise errors.CellInterrupted(
-                f"job {job.name} was cancelled on the cluster; its output so far is above"
-            ) from None
+            with interrupts_deferred():  # a second Ctrl-C must not cut the cancel short
+                pending.clear()
+                stream.close()
+                try:
+                    self._interrupted(job, on_interrupt)
+                finally:
+                    handle.update(views.status_bundle(job), raw=True)
+            return
         except JobTimeout:
             pending.clear()
             stream.close()
@@ -315,6 +314,29 @@ class OscarMagics(Magics):
         stream.close()
         handle.update(views.status_bundle(job), raw=True)
         errors.raise_for_status(job, cell_name, CELL_LINE_OFFSET)
+
+    def _interrupted(self, job: Job, on_interrupt: str) -> None:
+        """Ctrl-C while a job of this cell runs: leave it running and followed ("detach"), or
+        cancel it and end the cell in one line (`CellInterrupted`, so Run All stops)."""
+        if on_interrupt == "detach":
+            self.session.poller.watch(job)
+            print(
+                f"Detached: job {job.name} keeps running; follow it with %oscar_attach {job.name}"
+            )
+            return
+        try:
+            cancelled = job.cancel()
+        except (CancelRefused, OscarError) as err:
+            raise errors.CellInterrupted(
+                f"job {job.name} could not be cancelled ({err}); %oscar_cancel {job.name}"
+            ) from None
+        if not cancelled:
+            raise errors.CellInterrupted(
+                f"job {job.name} had already ended ({job.status()}); its output is above"
+            ) from None
+        raise errors.CellInterrupted(
+            f"job {job.name} was cancelled on the cluster; its output so far is above"
+        ) from None
 
     def _show_live(self, job: Job) -> None:
         """A view made in this cell, updated by the poller thread (never print from a thread)."""
@@ -504,6 +526,15 @@ def _cell_label(shell: Any) -> str:
             return f"{label[0]} {label[1]}"
         frame = frame.f_back
     return errors.LOCAL_FILENAME
+
+
+def _on_interrupt_setting(value: str) -> str:
+    if value not in ("cancel", "detach"):
+        raise UsageError(
+            f"OscarMagics.default_on_interrupt = {value!r}: use 'cancel' or 'detach', e.g. "
+            "%config OscarMagics.default_on_interrupt = 'detach'"
+        )
+    return value
 
 
 def _has_widget_frontend(shell: Any) -> bool:

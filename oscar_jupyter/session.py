@@ -7,11 +7,15 @@ runner service, creating the service the first time its configuration is used.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import os
+import signal
 import sys
+import threading
+import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,9 +23,17 @@ from . import job_records
 from .capacity import capacity_error, capacity_notes
 from .client import OscarClient, OscarError
 from .config import ClusterProfile, JupyterSettings, load_profile
+from .errors import CellInterrupted
 from .follow import kubeconfig_at_hand
 from .job_status import JobRow, listed_row, merge_records
-from .jobs import Job, JobTimeout, Poller, add_cancel_listener
+from .jobs import (
+    CancelRefused,
+    Job,
+    JobTimeout,
+    Poller,
+    add_cancel_listener,
+    cancel_on_cluster,
+)
 from .nodes import VirtualNode, discover_nodes
 from .ownership import (
     JobTracker,
@@ -41,6 +53,23 @@ SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(OffloadSpec))
 RECENT_IMAGES = 8
 # Names tried for one runner service before giving up (each taken by someone else).
 MAX_SERVICE_CANDIDATES = 8
+
+
+# After Ctrl-C during a submit, how long to look for the job the request may have created.
+SENT_JOB_LOOKUP_SECONDS = 3.0
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C is ignored inside (main thread only): cleaning up after one must not be cut."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda _signum, _frame: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # Every confirmed cancel of a job handle is kept in this machine's job records (the job views
@@ -322,36 +351,60 @@ class Session:
         *,
         inputs: Mapping[str, Any] | None = None,
         outputs: Sequence[str] = (),
+        on_interrupt: str = "cancel",
     ) -> Job:
         """Validate, make sure the runner service exists, and send the cell as a job, with the
-        `inputs` values in its namespace; the job brings back the `outputs` variables."""
+        `inputs` values in its namespace; the job brings back the `outputs` variables.
+
+        Ctrl-C while the job is being sent leaves nothing running that the user does not know
+        of: a job the cluster created meanwhile is cancelled (`on_interrupt` "cancel") or kept
+        and followed ("detach"); either way the cell ends in one line (`CellInterrupted`)."""
         spec.validate(known_nodes=self.known_node_names())
         wanted = check_names("--out", outputs) if outputs else []
         body = spec.job_body(code, pack_inputs(inputs or {}), wanted)
         self.check_offloadable(spec)
         client = self.require_client()
-        service = self.ensure_service(spec)
+        try:
+            service = self.ensure_service(spec)
+        except KeyboardInterrupt:
+            raise CellInterrupted(
+                "interrupted while the runner service was being created; no job was sent"
+            ) from None
         job_name = make_job_name(service, self.kernel_tag)
+        try:
+            job_name = self._send(client, service, body, job_name)
+        except KeyboardInterrupt:
+            with interrupts_deferred():
+                said = self._after_interrupted_send(
+                    client, service, job_name, spec, wanted, code, on_interrupt
+                )
+            raise CellInterrupted(said) from None
+        return self._track(Job(client, service, job_name, spec), wanted, code)
+
+    def _send(self, client: OscarClient, service: str, body: bytes, job_name: str) -> str:
+        """POST the job; its name (OSCAR's own, on a cluster that ignores X-Delegated-Job-ID)."""
         if self._names_jobs:
             client.submit_job(service, body, job_id=job_name)
-        else:
-            # Until this OSCAR has shown that it honours X-Delegated-Job-ID, keep what is needed
-            # to find the job by difference between two listings if it names the job itself.
-            before = set(client.list_jobs(service))
-            client.submit_job(service, body, job_id=job_name)
-            after = client.list_jobs(service)
-            fresh = sorted(set(after) - before)
-            if job_name in after:
-                self._names_jobs = True
-            elif len(fresh) == 1:
-                job_name = fresh[0]
-            else:
-                raise RuntimeError(
-                    f"OSCAR accepted the job but named it itself, and {len(fresh)} new jobs of "
-                    f"service {service} appeared at once; find it with %oscar_jobs"
-                )
-        job = Job(client, service, job_name, spec)
-        job.outputs = wanted
+            return job_name
+        # Until this OSCAR has shown that it honours X-Delegated-Job-ID, keep what is needed
+        # to find the job by difference between two listings if it names the job itself.
+        before = set(client.list_jobs(service))
+        client.submit_job(service, body, job_id=job_name)
+        after = client.list_jobs(service)
+        fresh = sorted(set(after) - before)
+        if job_name in after:
+            self._names_jobs = True
+            return job_name
+        if len(fresh) == 1:
+            return fresh[0]
+        raise RuntimeError(
+            f"OSCAR accepted the job but named it itself, and {len(fresh)} new jobs of "
+            f"service {service} appeared at once; find it with %oscar_jobs"
+        )
+
+    def _track(self, job: Job, outputs: list[str], code: str) -> Job:
+        """A job just sent: this kernel's, followed, recorded for the job views."""
+        job.outputs = outputs
         job.max_log_bytes_per_second = self.max_log_bytes_per_second
         if self.follow_kubernetes:  # stream the pod's log where a kubeconfig reaches the cluster
             job.follow_with_kubernetes(kubeconfig_at_hand(self.profile))
@@ -360,8 +413,50 @@ class Session:
             job, code, self.profile and self.profile.cluster_id, self.kernel_tag
         )  # labels the job views; never fails here
         self.submitted.add(job.name)
-        self._remember_image(spec.image)
+        self._remember_image(job.spec.image)
         return job
+
+    def _after_interrupted_send(
+        self,
+        client: OscarClient,
+        service: str,
+        job_name: str,
+        spec: OffloadSpec,
+        outputs: list[str],
+        code: str,
+        on_interrupt: str,
+    ) -> str:
+        """Ctrl-C came while the job was being sent: find out whether the cluster created it
+        (the request may have reached it), then cancel or keep it. What to tell the user."""
+        deadline = time.monotonic() + SENT_JOB_LOOKUP_SECONDS
+        try:
+            while True:
+                listed = job_name in client.list_jobs(service)
+                if listed or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.25)
+        except (OscarError, OSError) as err:
+            return (
+                f"interrupted while sending the cell; whether OSCAR created job {job_name} is "
+                f"unknown ({err}): check with %oscar_jobs and %oscar_cancel it"
+            )
+        if not listed:
+            return "interrupted while sending the cell; no job was created"
+        if on_interrupt == "detach":
+            job = self._track(Job(client, service, job_name, spec), outputs, code)
+            self.poller.watch(job)
+            return (
+                f"interrupted while sending the cell; job {job_name} was sent and keeps "
+                f"running: follow it with %oscar_attach {job_name}"
+            )
+        try:
+            cancel_on_cluster(client, service, job_name)
+        except (CancelRefused, OscarError) as err:
+            return (
+                f"interrupted while sending the cell; job {job_name} was created and could "
+                f"not be cancelled ({err}): %oscar_cancel {job_name}"
+            )
+        return f"interrupted while sending the cell; job {job_name} was created and cancelled"
 
     def _remember_image(self, image: str) -> None:
         if image in self.recent_images:

@@ -189,3 +189,5 @@ def test_a_syntax_error_is_reported_before_anything_is_sent(ip):
     rendered = err.value._render_traceback_()
     assert rendered[0] == "  <cell>, line 3"
     assert rendered[-1].startswith("SyntaxError: ")
+    # A SyntaxError as Python's own: `except SyntaxError` catches it, at the editor's line.
+    assert isinstance(err.value, SyntaxError) and err.value.lineno == 3
