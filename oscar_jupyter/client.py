@@ -211,7 +211,8 @@ class OscarClient:
         return None
 
     def _basic_credentials(self) -> str:
-        pair = f"{self._profile.user}:{self._profile.password.reveal()}".encode()
+        password = self._profile.password
+        pair = f"{self._profile.user}:{password.reveal() if password else ''}".encode()
         return base64.b64encode(pair).decode("ascii")
 
     def _refresh_after_401(self, rejected: str | None) -> bool:

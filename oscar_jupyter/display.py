@@ -92,7 +92,7 @@ def partial_output_lines(job: Job) -> list[OutputLine]:
     """`partial_lines` as lines to show after the complete ones (seq 0: not a line yet)."""
     partial = partial_lines(job)
     return [
-        OutputLine(stream, 0, partial[stream])  # type: ignore[arg-type]
+        OutputLine(stream, 0, partial[stream])
         for stream in ("stdout", "stderr")
         if stream in partial
     ]

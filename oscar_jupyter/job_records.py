@@ -20,6 +20,7 @@ import sys
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from .files import default_log_dir, write_atomically
@@ -135,7 +136,7 @@ def _running_cell_number(shell: Any) -> int | None:
     names after its cell (`In[7]`). `shell.execution_count` is not it: IPython 9 counts it up
     before the cell runs, older ones after."""
     compiler = getattr(shell, "compile", None)
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and compiler is not None:
         with contextlib.suppress(Exception):
             label = compiler.format_code_name(frame.f_code.co_filename)

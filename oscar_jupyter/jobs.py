@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,7 +80,7 @@ def _private_dir(path: Path) -> Path:
     return path
 
 
-def _runner_start(started: dict, submitted_at: datetime) -> datetime:
+def _runner_start(started: dict[str, Any], submitted_at: datetime) -> datetime:
     """When the runner started, by the cluster's clock (its start line), else now. A clock that
     disagrees with ours by more than a few seconds before the submission is not trusted."""
     now = datetime.now(timezone.utc)
@@ -402,9 +402,9 @@ class Job:
 
     def refresh(
         self,
-        listing: dict[str, dict] | None = None,
+        listing: Mapping[str, Mapping[str, Any]] | None = None,
         *,
-        lister: Callable[[], dict[str, dict]] | None = None,
+        lister: Callable[[], dict[str, dict[str, Any]]] | None = None,
         quiet_for: float = 0.0,
     ) -> list[OutputLine]:
         """One poll; the new lines. A job whose runner has started reads its state from its own
@@ -431,7 +431,7 @@ class Job:
             new = self._absorb(text) if text else []
             grew = bool(text) and (len(text) != size or bool(new))
             now = time.monotonic()
-            if following:  # the stream carries the log
+            if following and self._follower is not None:  # the stream carries the log
                 self._grew_at = max(self._grew_at, self._follower.fed_at)
             elif grew:
                 self._grew_at = now
@@ -452,7 +452,9 @@ class Job:
             self._notify()
         return new
 
-    def _list(self, lister: Callable[[], dict[str, dict]]) -> dict[str, dict] | None:
+    def _list(
+        self, lister: Callable[[], dict[str, dict[str, Any]]]
+    ) -> dict[str, dict[str, Any]] | None:
         """The service's listing; None when the service is gone (the job is marked)."""
         self.list_requests += 1
         try:
@@ -570,7 +572,7 @@ class Job:
                 self.finished_at = self.finished_at or datetime.now(timezone.utc)
         self._notify()
 
-    def _apply_listing(self, entry: dict | None) -> None:
+    def _apply_listing(self, entry: Mapping[str, Any] | None) -> None:
         if entry is None:
             if self._listed and self.exit_code is None:
                 # Listed before, gone now: deleted on the cluster (by a user or the job TTL).

@@ -7,6 +7,7 @@ import getpass
 import keyword
 import os
 import sys
+from types import FrameType
 from typing import Any, NoReturn
 
 from IPython.core.error import StdinNotImplementedError, UsageError
@@ -128,6 +129,13 @@ class OscarMagics(Magics):
     def session(self) -> Session:
         return current()
 
+    @property
+    def user_ns(self) -> dict[str, Any]:
+        """The notebook's variables."""
+        assert self.shell is not None, "the magics run inside an IPython shell"
+        namespace: dict[str, Any] = self.shell.user_ns
+        return namespace
+
     def trait_defaults_layer(self) -> dict[str, Any]:
         return {
             "image": self.default_image,
@@ -209,7 +217,7 @@ class OscarMagics(Magics):
             for note in session.capacity_notes(spec):  # it would queue; GPUs left to Slurm
                 print(note, file=sys.stderr)
             if args.output_name:
-                self.shell.user_ns[args.output_name] = job
+                self.user_ns[args.output_name] = job
             if args.no_wait:
                 self._show_live(job)
                 if outputs:
@@ -226,7 +234,7 @@ class OscarMagics(Magics):
             job, timeout, on_interrupt, cell_name=name, since=0
         )
         if job.outputs:
-            self.shell.user_ns.update(job.values())
+            self.user_ns.update(job.values())
         return None
 
     oscar_offload.__doc__ = (
@@ -238,14 +246,14 @@ class OscarMagics(Magics):
 
     def _input_values(self, names: list[str]) -> dict[str, Any]:
         names = check_names("--in", names)
-        missing = [n for n in names if n not in self.shell.user_ns]
+        missing = [n for n in names if n not in self.user_ns]
         if missing:
             raise SpecError(
                 "--in",
                 f"--in {','.join(missing)}: the notebook has no variable "
                 f"{', '.join(missing)}; run the cell that defines it first",
             )
-        return {n: self.shell.user_ns[n] for n in names}
+        return {n: self.user_ns[n] for n in names}
 
     def _dry_run(
         self, spec: OffloadSpec, cell: str, inputs: dict[str, Any], outputs: list[str]
@@ -518,7 +526,7 @@ def _read_token_file(path: str) -> str:
 def _cell_label(shell: Any) -> str:
     """How IPython names the running cell in tracebacks ('Cell In[7]'): the label of the
     cell's code, found among the callers' frames; '<cell>' when the magic was not run by a cell."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     compiler = getattr(shell, "compile", None)
     while frame is not None and compiler is not None:
         label = compiler.format_code_name(frame.f_code.co_filename)

@@ -97,7 +97,8 @@ def list_nodes_from_kubernetes(kubeconfig: str | None = None) -> list[VirtualNod
         found: dict[str, VirtualNode] = {}
         for selector in INTERLINK_LABELS:
             for node in api.list_node(label_selector=selector).items:
-                found.setdefault(node.metadata.name, _node_from_kubernetes(node))
+                if node.metadata is not None and node.metadata.name:
+                    found.setdefault(node.metadata.name, _node_from_kubernetes(node))
     finally:
         api_client.close()
     return sorted(found.values(), key=lambda n: n.name)

@@ -352,7 +352,7 @@ class OptionParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise OptionError(f"{self.prog}: {self._explain(message)}")
 
-    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
         parsed = super().parse_args(args, namespace)
         for option in OPTIONS:
             # argparse drops a "--" value (`--sbatch=--`) and leaves []: the value was "--",
@@ -417,7 +417,8 @@ def parse_line(line: str | Sequence[str]) -> dict[str, Any]:
     words = split_words(line) if isinstance(line, str) else list(line)
     if words and words[0].lstrip("%") == "oscar_offload":
         words = words[1:]
-    return vars(offload_parser().parse_args(words))
+    parsed: dict[str, Any] = vars(offload_parser().parse_args(words))
+    return parsed
 
 
 def quote(word: str) -> str:

@@ -42,7 +42,7 @@ class Pollable(Protocol):
 
     def refresh(
         self, listing: Any = None, *, lister: Any = None, quiet_for: float = 0.0
-    ) -> list: ...
+    ) -> list[Any]: ...
 
     def record_outage(self, err: OscarError) -> None: ...
 
@@ -118,12 +118,12 @@ def poll_jobs(jobs: Iterable[Pollable]) -> bool:
 
 def poll_each(jobs: Iterable[Pollable]) -> dict[Pollable, bool]:
     """`poll_jobs`, telling for each job whether it changed."""
-    listings: dict[tuple[int, str], dict[str, dict] | OscarError] = {}
+    listings: dict[tuple[int, str], dict[str, dict[str, Any]] | OscarError] = {}
 
-    def lister_for(job: Pollable) -> Callable[[], dict[str, dict]]:
+    def lister_for(job: Pollable) -> Callable[[], dict[str, dict[str, Any]]]:
         key = (id(job.client), job.service)
 
-        def lister() -> dict[str, dict]:
+        def lister() -> dict[str, dict[str, Any]]:
             if key not in listings:
                 try:
                     listings[key] = job.client.list_jobs(job.service)

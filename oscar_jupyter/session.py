@@ -410,7 +410,7 @@ class Session:
             job.follow_with_kubernetes(kubeconfig_at_hand(self.profile))
         self.jobs[job.name] = job
         job_records.note_submitted(
-            job, code, self.profile and self.profile.cluster_id, self.kernel_tag
+            job, code, self.profile.cluster_id if self.profile else None, self.kernel_tag
         )  # labels the job views; never fails here
         self.submitted.add(job.name)
         self._remember_image(job.spec.image)
@@ -534,7 +534,7 @@ class Session:
     def _records(self) -> dict[str, job_records.JobRecord]:
         return job_records.records(self.require_client().endpoint, self.owner)
 
-    def job_listing(self, service: str) -> dict[str, dict] | None:
+    def job_listing(self, service: str) -> dict[str, dict[str, Any]] | None:
         """OSCAR's listing of the service's jobs (all pages), None when it is gone or not ours."""
         try:
             return self.require_client().list_jobs(service)

@@ -37,7 +37,7 @@ import math
 import re
 import shlex
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
 import yaml
@@ -738,9 +738,9 @@ class OffloadSpec:
         ):
             try:
                 if check == self._check_node:
-                    check(known_nodes)
+                    self._check_node(known_nodes)
                 else:
-                    check()
+                    check()  # type: ignore[call-arg]
             except SpecError as error:
                 errors.append(error)
         return errors
@@ -994,9 +994,9 @@ class OffloadSpec:
             annotations["slurm-job.vk.io/singularity-options"] = self.singularity_options
         return annotations
 
-    def _definition_without_name(self) -> dict:
+    def _definition_without_name(self) -> dict[str, Any]:
         self.validate()
-        definition: dict = {
+        definition: dict[str, Any] = {
             "image": normalise_image(self.image, self.site.image_prefix),
             "script": runner.RUNNER_SCRIPT,
             "cpu": str(self.cpus_per_task or 1),
@@ -1058,7 +1058,7 @@ class OffloadSpec:
         tag = OffloadSpec.owner_tag(owner, endpoint)
         return bool(re.fullmatch(rf"{_PREFIX.pattern}-{tag}-[0-9a-f]+", name))
 
-    def service_definition(self) -> dict:
+    def service_definition(self) -> dict[str, Any]:
         """The OSCAR Service JSON for ``POST /system/services``."""
         return {"name": self.service_name(), **self._definition_without_name()}
 
@@ -1264,5 +1264,5 @@ def settings_from_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def _default(f):
+def _default(f: Field[Any]) -> Any:
     return f.default_factory() if callable(f.default_factory) else f.default

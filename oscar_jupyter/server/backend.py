@@ -222,7 +222,7 @@ class SidebarBackend:
                 slot.result = self._list(client, scope, root_dir)
                 slot.client, slot.at = client, time.monotonic()
                 slot.by_job = {j["job"]: j for j in slot.result["jobs"]}
-            return slot.result
+            return slot.result or {}
 
     def _list(self, client: OscarClient, scope: str, root_dir: str | None) -> dict[str, Any]:
         self.upstream_listings += 1
@@ -267,7 +267,7 @@ class SidebarBackend:
             "refreshed_at": refreshed_at,
             "refresh_seconds": float(self.refresh_seconds),
             "jobs": [
-                row.as_json(relative_notebook(row.label and row.label.notebook, root_dir))
+                row.as_json(relative_notebook(row.label.notebook if row.label else None, root_dir))
                 for row in merged
             ],
         }

@@ -328,13 +328,15 @@ class Panel(w.VBox):
             general.append(str(err))
         if spec is not None:
             known = getattr(self.session, "known_node_names", lambda: None)()
-            for err in spec.validate_all(known_nodes=known):
-                field = field_for_flag(err.flag) or ""
-                problems.setdefault(field, Problem(err.flag, str(err)))
+            for problem in spec.validate_all(known_nodes=known):
+                field = field_for_flag(problem.flag) or ""
+                problems.setdefault(field, Problem(problem.flag, str(problem)))
             node = self._chosen_node(spec.node)
             sited = self._with_site_facts(spec)
-            for err in capacity_problems(sited, node):
-                problems.setdefault(field_for_flag(err.flag) or "", Problem(err.flag, str(err)))
+            for refusal in capacity_problems(sited, node):
+                problems.setdefault(
+                    field_for_flag(refusal.flag) or "", Problem(refusal.flag, str(refusal))
+                )
             notes = [] if problems else capacity_notes(sited, node)
         else:
             notes = []
@@ -401,11 +403,11 @@ class Panel(w.VBox):
         script_lines = len(str(definition.get("script", "")).splitlines())
         # The runner script is the same for every service; its text would bury the rest.
         definition["script"] = f"<the runner script, {script_lines} lines>"
-        definition = json.dumps(definition, indent=2)
+        shown = json.dumps(definition, indent=2)
         self.service_view.value = (
             f'<div class="oj-muted">Runner service {html.escape(self._service_name(spec))}'
             "</div>"
-            f'<pre class="oj-log">{html.escape(definition)}</pre>'
+            f'<pre class="oj-log">{html.escape(shown)}</pre>'
         )
 
     def _service_name(self, spec: OffloadSpec) -> str:
