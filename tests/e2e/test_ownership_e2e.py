@@ -83,3 +83,56 @@ def test_cleanup_keeps_a_service_while_another_kernel_of_the_user_runs_a_job(ker
     running.cancel()
     report = first.cleanup(scope="mine", services=True)
     assert report.deleted_services == [done.service]
+
+
+def test_another_user_can_neither_cancel_a_job_nor_read_or_forget_its_records(
+    kernels, local_oscar, monkeypatch, tmp_path
+):
+    # One machine account, two OSCAR users: the job records folder is shared, OSCAR is not.
+    from oscar_jupyter import job_records
+    from oscar_jupyter.jobs import CancelRefused, Job
+    from oscar_jupyter.server.backend import SidebarBackend
+
+    monkeypatch.setenv("OSCAR_JUPYTER_LOG_DIR", str(tmp_path / "logs"))
+    alice, bob = kernels("alice"), kernels("bob")
+    running = alice.submit(
+        "import time\nprint('working', flush=True)\ntime.sleep(120)\n", alice.build_spec(SETTINGS)
+    )
+    cancelled = alice.submit(
+        "import time\nprint('soon cancelled', flush=True)\ntime.sleep(120)\n",
+        alice.build_spec(SETTINGS),
+    )
+    for job in (running, cancelled):
+        wait_for(lambda job=job: job.refresh() is not None and job.status() == "Running")
+    sidebar = SidebarBackend()
+    alice_profile, bob_profile = (local_oscar.user_profiles[u] for u in ("alice", "bob"))
+    assert sidebar.cancel(alice_profile, cancelled.service, cancelled.name)["cancelled"] is True
+
+    # bob's cancel of alice's running job, through the sidebar and through a Job handle built
+    # by hand: refused, and alice's job keeps running with no record of a cancel.
+    with pytest.raises(CancelRefused):
+        sidebar.cancel(bob_profile, running.service, running.name)
+    handle = Job(bob.require_client(), running.service, running.name, running.spec)
+    with pytest.raises(CancelRefused):
+        handle.cancel()
+    running.refresh()
+    assert running.status() == "Running"
+    mine = {row["job"]: row for row in sidebar.jobs(alice_profile, "mine")["jobs"]}
+    assert mine[running.name]["status"] == "Running"
+    assert mine[running.name]["cancelled_by"] is None
+    assert (mine[cancelled.name]["status"], mine[cancelled.name]["cancelled_by"]) == (
+        "Cancelled",
+        "the sidebar",
+    )
+
+    # bob's sidebar does not serve alice's saved output, and bob's cleanup keeps her records.
+    seen_by_bob = sidebar.log(bob_profile, cancelled.service, cancelled.name)
+    assert "soon cancelled" not in str(seen_by_bob)
+    assert cancelled.name not in {row["job"] for row in sidebar.jobs(bob_profile, "all")["jobs"]}
+    bob.cleanup(scope="mine")
+    endpoint = alice.require_client().endpoint
+    kept = job_records.load(endpoint, cancelled.name, alice.owner)
+    assert kept is not None and kept.status == "Cancelled"
+    seen_by_alice = sidebar.log(alice_profile, cancelled.service, cancelled.name)
+    assert [line["text"] for line in seen_by_alice["lines"]] == ["soon cancelled"]
+    running.cancel()
