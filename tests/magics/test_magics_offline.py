@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 from IPython.core.error import UsageError
@@ -191,3 +193,58 @@ def test_a_syntax_error_is_reported_before_anything_is_sent(ip):
     assert rendered[-1].startswith("SyntaxError: ")
     # A SyntaxError as Python's own: `except SyntaxError` catches it, at the editor's line.
     assert isinstance(err.value, SyntaxError) and err.value.lineno == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("A-B", "a variable name is letters, digits and '_'"),
+        ("LOG_LEVEL", "OSCAR's supervisor reads this variable"),
+        ("EXECUTION_MODE", "OSCAR's supervisor reads this variable"),
+    ],
+)
+def test_a_bad_secret_name_is_refused_before_its_value_is_asked(ip, monkeypatch, name, says):
+    asked = []
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": asked.append(prompt) or "x")
+    monkeypatch.delenv(name, raising=False)
+    with pytest.raises(SpecError) as err:
+        run_cell_magic(ip, f"--dry-run --node vega --time 00:01:00 --secret {name}")
+    assert err.value.flag == "--secret" and says in str(err.value)
+    assert asked == []
+
+
+def test_a_secret_a_frontend_cannot_ask_for_names_it_and_the_safe_ways(ip, monkeypatch):
+    from IPython.core.error import StdinNotImplementedError
+
+    def cannot_prompt(prompt: str = "") -> str:
+        raise StdinNotImplementedError("raw_input was called, but this frontend does not support")
+
+    monkeypatch.setattr("getpass.getpass", cannot_prompt)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(SpecError) as err:
+        run_cell_magic(ip, "--dry-run --node vega --time 00:01:00 --secret HF_TOKEN")
+    message = str(err.value)
+    assert message.startswith("--secret HF_TOKEN: this kernel has no $HF_TOKEN")
+    assert "oscar_jupyter.ask_secret('HF_TOKEN')" in message
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("--inputs x", "unknown flag --inputs: did you mean --in?"),
+        ("--walltime 01:00:00", "did you mean --time?"),
+        ("--env A=1 B=2", "unexpected word 'B=2': give each variable its own --env: --env B=2"),
+    ],
+)
+def test_what_people_type_is_answered_with_the_flag_they_meant(ip, line, says):
+    with pytest.raises(UsageError, match=re.escape(says)):
+        run_cell_magic(ip, f"--node vega {line}")
+
+
+def test_the_magics_help_lists_every_option_of_the_table(ip):
+    from oscar_jupyter.magics import OscarMagics
+    from oscar_jupyter.options import OPTIONS
+
+    doc = OscarMagics.oscar_offload.__doc__ or ""
+    assert all(option.usage in doc for option in OPTIONS)
+    assert "--secret NAME" in doc and "--in NAME[,NAME...]" in doc and "--out" in doc
