@@ -1,7 +1,7 @@
 """The Python program every job carries: it runs the cell on the cluster, in the user's image.
 
 `runner.build_program` sends this file's text with the ``PARAMS = {}`` line replaced by the job's
-parameters. It runs under the runner's tagger (``runner.TAGGER``) with the standard library of the
+parameters. It runs under the runner's tagger (``tagger.py``) with the standard library of the
 image's Python (3.7 or newer) alone: it must never import oscar_jupyter, IPython or anything else
 that the image may lack. What it does, in order:
 
@@ -12,9 +12,11 @@ that the image may lack. What it does, in order:
 - shows the figures still open when the cell ends, as a notebook does;
 - sends the ``--out`` values back (a pickle, with its size and SHA-256).
 
-Rich outputs and results travel as lines on stdout that start with a prefix holding a nonce the
-tagger chose (``$_OJ_RICH``, removed from the environment before the cell runs), so text that
-the cell prints can never pass for one; the tagger turns them into ``d`` and ``r`` records.
+Rich outputs, results and the traceback marker travel as lines (stdout; stderr for the marker)
+that start with a prefix holding a nonce the tagger chose, so text that the cell prints can never
+pass for one; the tagger turns them into ``d``, ``r`` and ``t`` records. The nonce comes on a
+pipe named in argv (``--rich-fd=N``), read and closed before the cell runs: it is never in an
+environment, which the cell could read back from /proc/self/environ.
 """
 
 import base64
@@ -49,33 +51,76 @@ class OffloadValuesError(Exception):
     """An --in or --out value that cannot travel: reported as the cell's error, one line."""
 
 
+RICH_FD_ARG = "--rich-fd="
+ENV_SET_ARG = "--env-set"
+
+
+def read_nonce():
+    """The tagger's nonce from the pipe named by ``--rich-fd=N``, which is then closed; "" when
+    there is none (then display() prints text)."""
+    for arg in sys.argv[1:]:
+        if arg.startswith(RICH_FD_ARG):
+            try:
+                with os.fdopen(int(arg[len(RICH_FD_ARG) :]), "rb") as pipe:
+                    nonce = pipe.read(64).decode("ascii")
+            except (ValueError, OSError):
+                return ""
+            return nonce if nonce.isalnum() else ""
+    return ""
+
+
+def nonce_pipe(nonce):
+    """An inheritable pipe end holding `nonce`, for the program started again (restart_with_env)."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, nonce.encode("ascii"))
+    os.close(write_end)
+    os.set_inheritable(read_end, True)
+    return read_end
+
+
 def restart_with_env(env):
-    if env and os.environ.get("_OJ_ENV_SET") != "1":
-        os.environ.update(env)
-        os.environ["_OJ_ENV_SET"] = "1"
-        os.execv(sys.executable, [sys.executable, "-u", os.path.abspath(__file__)])
-    os.environ.pop("_OJ_ENV_SET", None)
+    """Starts this program again with `env` set (once): the interpreter reads some variables
+    only at start-up. The nonce goes on through a new pipe, as the tagger gave it."""
+    if not env or ENV_SET_ARG in sys.argv[1:]:
+        return
+    os.environ.update(env)
+    argv = [sys.executable, "-u", os.path.abspath(__file__), ENV_SET_ARG]
+    if CHANNEL.nonce:
+        argv.append(f"{RICH_FD_ARG}{nonce_pipe(CHANNEL.nonce)}")
+    os.execv(sys.executable, argv)
 
 
 class Channel:
-    """Rich outputs and results, in order with the cell's stdout."""
+    """Rich outputs and results (stdout), the traceback marker (stderr), in order with the
+    cell's text."""
 
-    def __init__(self, nonce, stdout):
+    def __init__(self, nonce, stdout, stderr):
+        self.nonce = nonce
         self.prefix = f"\x1eOJ{nonce}|" if nonce else ""
         self.stdout = stdout
+        self.stderr = stderr
 
     def send(self, kind, payload):
         if not self.prefix:
             return False
         data = json.dumps(payload, separators=(",", ":")).encode("utf-8")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self.stdout.write(self.prefix + kind + "|" + base64.b64encode(data).decode("ascii") + "\n")
-        self.stdout.flush()
+        self.write(self.stdout, kind + "|" + base64.b64encode(data).decode("ascii"))
         return True
 
+    def mark_traceback(self):
+        if not self.prefix:
+            return False
+        self.write(self.stderr, "t|")
+        return True
 
-CHANNEL = Channel(os.environ.pop("_OJ_RICH", ""), sys.stdout)
+    def write(self, stream, line):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        stream.write(self.prefix + line + "\n")
+        stream.flush()
+
+
+CHANNEL = Channel(read_nonce(), sys.stdout, sys.stderr)
 
 
 def short_size(size):
@@ -133,26 +178,61 @@ def bundle_of(obj):
     return data, metadata
 
 
+def raw_bundle(obj):
+    """display(obj, raw=True): `obj` is a mime bundle already, as IPython takes it. Text goes as
+    it is, bytes as base64 (as Jupyter sends them), other JSON data (application/json) as JSON."""
+    if not isinstance(obj, dict):
+        raise TypeError(
+            f"display(raw=True) takes mime bundles, dicts of mime type -> data such as "
+            f"{{'text/html': '<b>hi</b>'}}; got a {type(obj).__name__}"
+        )
+    data = {}
+    for mime, value in obj.items():
+        if not isinstance(mime, str):
+            raise TypeError(f"display(raw=True): the keys are mime types (str), not {mime!r}")
+        if isinstance(value, (bytes, bytearray)):
+            value = base64.b64encode(value).decode("ascii")
+        elif not is_json(value):
+            raise TypeError(
+                f"display(raw=True): the {mime!r} data is a {type(value).__name__}, which a "
+                f"notebook cannot show: give text (str), bytes or JSON data, keyed by mime type"
+            )
+        data[mime] = value
+    return data
+
+
+def is_json(value):
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def display(*objs, **kwargs):
-    """Shows each object in the notebook as IPython's display() would: its richest forms."""
+    """Shows each object in the notebook as IPython's display() would: its richest forms; with
+    raw=True each object is a mime bundle already. metadata= is sent with each."""
     raw = kwargs.get("raw", False)
+    extra = kwargs.get("metadata") or {}
+    if not isinstance(extra, dict) or not is_json(extra):
+        raise TypeError("display(metadata=...) takes a dict of JSON data")
     limit = PARAMS.get("max_display_bytes", 1000000)
     for obj in objs:
-        if raw and isinstance(obj, dict):
-            data, metadata = dict(obj), {}
-        else:
-            data, metadata = bundle_of(obj)
+        data, metadata = (raw_bundle(obj), {}) if raw else bundle_of(obj)
+        metadata.update(extra)
         notes = []
         for mime in [m for m in data if m != "text/plain"]:
-            if len(data[mime]) > limit:
+            size = len(data[mime] if isinstance(data[mime], str) else json.dumps(data[mime]))
+            if size > limit:
                 notes.append(
-                    f"oscar-jupyter: a {mime} output of {short_size(len(data[mime]))} was left "
-                    f"out (each output may take {short_size(limit)} of the log); save it to a "
-                    f"file on a --mount'ed path instead"
+                    f"oscar-jupyter: a {mime} output of {short_size(size)} was left out (each "
+                    f"output may take {short_size(limit)} of the log); save it to a file on a "
+                    f"--mount'ed path instead"
                 )
                 del data[mime]
         if not CHANNEL.send("d", {"data": data, "metadata": metadata, "notes": notes}):
-            print(data.get("text/plain", ""))
+            text = data.get("text/plain", "")
+            print(text if isinstance(text, str) else json.dumps(text))
 
 
 def show_open_figures():
@@ -283,7 +363,8 @@ def send_outputs(namespace):
 
 
 def report(error, skip_frames):
-    print(TRACEBACK_MARKER, file=sys.stderr, flush=True)
+    if not CHANNEL.mark_traceback():
+        print(TRACEBACK_MARKER, file=sys.stderr, flush=True)
     if isinstance(error, OffloadValuesError):
         print(f"OffloadValuesError: {error}", file=sys.stderr, flush=True)
         return
@@ -296,15 +377,15 @@ def report(error, skip_frames):
 def main():
     restart_with_env(PARAMS.get("env") or {})
     for stream in (sys.stdout, sys.stderr):
-        stream.reconfigure(encoding="utf-8", errors="backslashreplace")
+        stream.reconfigure(encoding="utf-8", errors="backslashreplace")  # type: ignore[union-attr]
     path = os.path.join(os.getcwd(), "cell.py")
     code = PARAMS.get("code", "")
     with open(path, "w", encoding="utf-8") as cell_file:
         cell_file.write(code)
     cell = types.ModuleType("__main__")
     cell.__file__ = path
-    cell.__builtins__ = __builtins__
-    cell.display = display
+    cell.__dict__["__builtins__"] = __builtins__
+    cell.__dict__["display"] = display
     sys.modules["__main__"] = cell
     sys.argv = [path]
     sys.path[0] = os.getcwd()

@@ -14,8 +14,8 @@ from IPython.display import display
 from .job_status import cancelled_phrase
 from .jobs import Job, is_marker
 from .logs import OutputLine
-from .runner import TRACEBACK_MARKER
-from .spec import OffloadSpec, format_time
+from .spec import OffloadSpec
+from .timefmt import duration
 
 SYMBOLS = {
     "Suspended": "◌",
@@ -25,12 +25,6 @@ SYMBOLS = {
     "Failed": "✖",
     "Cancelled": "■",
 }
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--:--"
-    return format_time(int(seconds))
 
 
 def status_line(job: Job) -> str:
@@ -43,16 +37,16 @@ def status_line(job: Job) -> str:
         parts[0] += f" on {job.node}"
     if status not in ("Suspended", "Pending"):
         limit = job.time_limit
-        elapsed = format_duration(job.elapsed())
-        parts.append(f"{elapsed} / {format_duration(limit)}" if limit else elapsed)
+        elapsed = duration(job.elapsed())
+        parts.append(f"{elapsed} / {duration(limit)}" if limit else elapsed)
     if job.exit_code is not None and status in ("Succeeded", "Failed"):
         parts.append(f"exit code {job.exit_code}")
     queued = job.queued()
     if queued is not None and queued >= 1:
-        parts.append(f"queued {format_duration(queued)}")
+        parts.append(f"queued {duration(queued)}")
     reason = job.waiting_reason()
     if reason:
-        parts.append(f"waiting {format_duration(job.waited())}: {reason}")
+        parts.append(f"waiting {duration(job.waited())}: {reason}")
     lag = job.lag_note
     if lag:
         parts.append(lag)
@@ -247,7 +241,7 @@ class BoundedStream:
     def write(self, lines: Iterable[OutputLine]) -> None:
         wrote = False
         for line in lines:
-            if line.stream == "stderr" and (self.in_traceback or line.text == TRACEBACK_MARKER):
+            if line.stream == "stderr" and (self.in_traceback or is_marker(line)):
                 self.in_traceback = True
                 continue
             if self.shown < self.head:

@@ -41,7 +41,6 @@ from .polling import (
     poll_each,
     poll_jobs,
 )
-from .runner import TRACEBACK_MARKER
 from .spec import OffloadSpec, format_time
 from .timefmt import parse_iso
 from .values import decode_result
@@ -93,7 +92,7 @@ def _runner_start(started: dict[str, Any], submitted_at: datetime) -> datetime:
 
 def is_marker(line: OutputLine) -> bool:
     """The line the job's program prints before the cell's traceback; never shown as output."""
-    return line.stream == "stderr" and line.text == TRACEBACK_MARKER
+    return line.marker
 
 
 def is_transient(err: OscarError) -> bool:
@@ -159,15 +158,17 @@ def cancel_on_cluster(
 ) -> None:
     """Delete job `name` of `service` on OSCAR and make sure it is gone.
 
-    OSCAR answers 200 with an empty body to a caller who may not use the service (and lists
-    no job of it for that caller), so an answer proves nothing: the job must be listed for the
-    caller before and be gone (or ended) after. Raises `CancelRefused` otherwise."""
+    OSCAR v4.1.2 lists no job of a service the caller may not use (200, empty body) and
+    answers 403 to its delete; but it deletes another user's job of a service both may use
+    (public or restricted) with 204 (pkg/handlers/logs.go). So the job must be listed for the
+    caller before (the listing filters by owner) and be gone (or ended) after. Raises
+    `CancelRefused` otherwise."""
     try:
         before = client.list_jobs(service)
     except OscarError as err:
         if err.status_code == 404:
             return  # the service is gone, and its jobs with it
-        if err.status_code in (401, 403):
+        if err.status_code == 401:
             raise _refused(name, service, err) from None
         raise
     if name not in before:
@@ -746,7 +747,8 @@ class Job:
             return {}
         with self._lock:
             record = self._parser.result
-        return decode_result(record, self.outputs)
+            exit_code = self._parser.exit_code
+        return decode_result(record, self.outputs, exit_code=exit_code)
 
     def end_reason(self) -> str:
         """Why a job ended other than by its cell's exit; "" while it runs or when it exited."""

@@ -9,23 +9,33 @@ the container's output) may grow too and shift everything after it. So the parse
 far it has consumed complete lines and, when the next text still has the same consumed prefix
 (checked on its first and last characters: O(1)), parses only what follows; any other text is
 parsed whole again, and de-duplication keeps the result the same.
+
+Control records are trusted only as the runner writes them. The first start line counts; when it
+announces an exit key's SHA-256, an exit record counts only with that key, so a cell that writes
+an exit record into the supervisor's pipe itself cannot end its job (the record shows as its
+text). The traceback marker counts only as the program's ``t`` record. The ``--out`` record is
+taken from its first intact copy: the supervisor logs it twice (DEBUG line, final dump), and a log
+stream that resends or loses bytes inside one copy must not cost the values.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from . import runner
+from .values import is_intact
 
 _STREAM_NAMES = {runner.STDOUT: "stdout", runner.STDERR: "stderr"}
 _PARTIAL_STREAMS = {runner.PARTIAL_STDOUT: "stdout", runner.PARTIAL_STDERR: "stderr"}
 _DEBUG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - supervisor - DEBUG - ")
-_TAG = re.compile(r"^" + re.escape(runner.MARKER) + r"\|([oesxpqdrOEPQ])\|(\d+)\|")
+_TAG = re.compile(r"^" + re.escape(runner.MARKER) + r"\|([oesxpqdrtOEPQ])\|(\d+)\|")
 _UNESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|.)")
 _TRACEBACK_HEADER = "Traceback (most recent call last):"
 # How much of the consumed text's start and end is kept to recognise the next text as its
@@ -42,6 +52,9 @@ class OutputLine:
     # A rich output (figure, display(obj)): {"data": mime bundle, "metadata", "notes"}; `text`
     # is then its text/plain form, for views that show text only.
     bundle: dict | None = None
+    # The program's line before the traceback of the exception that ended the cell (its text is
+    # runner.TRACEBACK_MARKER): never shown. A copy of that text printed by the cell is not one.
+    marker: bool = False
 
 
 def _unescape_one(match: re.Match[str]) -> str:
@@ -79,6 +92,14 @@ class LogParser:
         self._head = ""  # the first characters of the consumed text
         self._anchor = ""  # the last characters of the consumed text
         self._pending = ""  # the text after the last newline: possibly cut off
+        self._start_seen = False
+        # The SHA-256 of the exit key announced by the start line; None in logs that predate it.
+        self._exit_digest: str | None = None
+        self._forged: set[str] = set()  # exit records without the key, already shown as text
+        self._result_intact = False
+        # The --out record came damaged in a supervisor DEBUG line: its final dump repeats the
+        # record, so the exit record is taken from there (after the second copy).
+        self._result_again = False
 
     @property
     def finished(self) -> bool:
@@ -132,35 +153,74 @@ class LogParser:
                 continue  # a user line may itself contain "|@@": wait for its newline
             text = line[tag.end() : -len(runner.END)]
             if kind == runner.START:
-                if self.started is None:
-                    self.started = _json_or_none(text)
+                self._take_start(text)
                 continue
             if kind == runner.RESULT:
-                if self.result is None:
-                    self.result = text
+                self._take_result(text, decorated=prefix is not None)
                 continue
             if kind == runner.EXIT:
-                if self.exit_code is None and text.strip().lstrip("-").isdigit():
-                    self.exit_code = int(text)
+                if self.exit_code is not None or not text.strip().lstrip("-").isdigit():
+                    continue
+                if not self._exit_key_matches(tag.group(2)):
+                    # Not the tagger's: the cell wrote it around the tagger, into the
+                    # supervisor's pipe. It is what the cell wrote, shown once (it has no seq);
+                    # the job goes on.
+                    if line not in self._forged:
+                        self._forged.add(line)
+                        new.append(OutputLine("stdout", 0, line))
+                    continue
+                if self._result_again and prefix is not None:
+                    continue  # taken from the final dump, after the --out record's second copy
+                self.exit_code = int(text)
                 continue
-            bundle = None
+            bundle, marker = None, False
             if kind == runner.DISPLAY:  # a rich output: a stdout line, shown as its bundle
                 bundle = _display_bundle(text) or _DAMAGED
-                kind, text = runner.STDOUT, bundle["data"].get("text/plain", "")
+                plain = bundle["data"].get("text/plain", "")
+                kind, text = runner.STDOUT, plain if isinstance(plain, str) else ""
+            elif kind == runner.TRACEBACK:
+                kind, text, marker = runner.STDERR, runner.TRACEBACK_MARKER, True
             elif kind in runner.ESCAPED:
                 kind, text = runner.ESCAPED[kind], _unescape(text)
             if kind in _PARTIAL_STREAMS:
                 self._take_partial(_PARTIAL_STREAMS[kind], seq, text)
                 continue
+            if self._exit_digest is None and kind == runner.STDERR:
+                marker = marker or text == runner.TRACEBACK_MARKER  # a runner before `t` records
             key = (kind, seq)
             if key in self._seen:
                 continue
             self._seen.add(key)
-            out = OutputLine(_STREAM_NAMES[kind], seq, text, bundle)  # type: ignore[arg-type]
+            out = OutputLine(_STREAM_NAMES[kind], seq, text, bundle, marker)  # type: ignore[arg-type]
             new.append(out)
             self._complete(out.stream, seq)
         self.lines.extend(new)
         return new
+
+    def _take_start(self, text: str) -> None:
+        """Only the first start line counts: the tagger writes it before the cell runs."""
+        if self._start_seen:
+            return
+        self._start_seen = True
+        self.started = _json_or_none(text)
+        digest = (self.started or {}).get(runner.EXIT_KEY_FIELD)
+        self._exit_digest = digest if isinstance(digest, str) else None
+
+    def _exit_key_matches(self, key: str) -> bool:
+        if self._exit_digest is None:  # an older runner, or the script's own early error
+            return True
+        digest = hashlib.sha256(key.encode("ascii")).hexdigest()
+        return hmac.compare_digest(digest, self._exit_digest)
+
+    def _take_result(self, text: str, decorated: bool) -> None:
+        """The first intact copy of the --out record; the first copy while none is intact. A
+        copy can arrive damaged where a log stream resent or lost bytes inside it."""
+        if self._result_intact:
+            return
+        intact = is_intact(text)
+        if self.result is None or intact:
+            self.result, self._result_intact = text, intact
+        self._result_again = decorated and not intact
 
     def _take_partial(self, stream: str, seq: int, text: str) -> None:
         # Records come in log order, so a later one of the same line is newer; one whose line is
@@ -185,7 +245,7 @@ class LogParser:
         return ""
 
 
-_DAMAGED = {
+_DAMAGED: dict[str, Any] = {
     "data": {"text/plain": "oscar-jupyter: a rich output arrived damaged"},
     "metadata": {},
     "notes": [],
@@ -193,7 +253,7 @@ _DAMAGED = {
 
 
 def _display_bundle(text: str) -> dict | None:
-    """A `d` record's JSON, checked to be a mime bundle of strings; None when damaged."""
+    """A `d` record's JSON, checked to be a mime bundle; None when damaged."""
     try:
         payload = json.loads(base64.b64decode(text, validate=True))
     except (ValueError, binascii.Error):
@@ -202,9 +262,10 @@ def _display_bundle(text: str) -> dict | None:
         return None
     data, metadata = payload.get("data"), payload.get("metadata") or {}
     notes = payload.get("notes") or []
-    if not isinstance(data, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
-    ):
+    # Values are text, or JSON data (application/json ...) that display(raw=True) may send.
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        return None
+    if not isinstance(data.get("text/plain", ""), str):
         return None
     if not isinstance(metadata, dict) or not isinstance(notes, list):
         return None

@@ -108,14 +108,9 @@ def input_sizes(inputs: Mapping[str, Any]) -> str:
     return ", ".join(f"{name} {max(1, size // 1024)} KiB" for name, size in sizes)
 
 
-def decode_result(record: str | None, names: list[str]) -> dict[str, Any]:
-    """The values of an ``r`` record, checked against its size and SHA-256."""
-    wanted = ", ".join(names)
-    if record is None:
-        raise ResultError(
-            f"the job ended without sending back {wanted} (its log was cut short, or the runner "
-            f"service predates --out): run the cell again"
-        )
+def _unpack(record: str, wanted: str) -> tuple[bytes, str]:
+    """The pickle of an ``r`` record and the cluster's Python version, checked against the
+    record's size and SHA-256; `ResultError` when the record is damaged or altered."""
     try:
         header = json.loads(base64.b64decode(record, validate=True))
         blob = base64.b64decode(header["pickle"], validate=True)
@@ -127,6 +122,36 @@ def decode_result(record: str | None, names: list[str]) -> dict[str, Any]:
             f"the values {wanted} arrived corrupted ({len(blob)} of {size} bytes, checksum "
             f"{'different' if len(blob) == size else 'not checked'}); none was used"
         )
+    return blob, python
+
+
+def is_intact(record: str) -> bool:
+    """Whether an ``r`` record arrived as the program sent it (its size and SHA-256 match)."""
+    try:
+        _unpack(record, "")
+    except ResultError:
+        return False
+    return True
+
+
+def decode_result(
+    record: str | None, names: list[str], exit_code: int | None = None
+) -> dict[str, Any]:
+    """The values of an ``r`` record, checked against its size and SHA-256. `exit_code` is the
+    job's, when its exit record arrived: without a record, it tells a cell that ended its own
+    process (exit code 0, no values sent) from a log cut short."""
+    wanted = ", ".join(names)
+    if record is None and exit_code == 0:
+        raise ResultError(
+            f"the cell ended its process itself (os._exit() or sys.exit()) before {wanted} could "
+            f"be sent back: let the cell run to its end to get its --out values"
+        )
+    if record is None:
+        raise ResultError(
+            f"the job ended without sending back {wanted} (its log was cut short, or the runner "
+            f"service predates --out): run the cell again"
+        )
+    blob, python = _unpack(record, wanted)
     versions = f"Python {python} on the cluster, {here()} here"
     try:
         pickled = pickle.loads(blob)

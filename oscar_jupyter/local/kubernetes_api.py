@@ -6,8 +6,15 @@ a job's pod carries `job-name=<job>` as the Job controller sets it) and their lo
 
 The node carries the labels and taint interLink's virtual kubelet sets
 (`pkg/virtualkubelet/virtualkubelet.go`); its capacity is the executor's (Slurm's) CPUs and memory
-and `nvidia.com/gpu` as configured (0 unless `--node-gpus`). Credentials: the admin's Basic
-account or a local user's bearer token.
+and `nvidia.com/gpu` as configured (0 unless `--node-gpus`).
+
+Credentials: the admin's Basic account (`<home>/kubeconfig`) and nothing else. On a real OSCAR an
+OIDC user has no Kubernetes access at all (reference OSCAR.md section 13, B5: no OSCAR route
+exposes the Kubernetes API, and the API server does not trust OSCAR's identity provider), so
+this subset answers as a kube-apiserver with its default authentication and RBAC does: any other
+credential (an OSCAR user's bearer token, a service token, a wrong password) is 401
+`Unauthorized`; no credential at all is the anonymous user (`--anonymous-auth` defaults to true),
+to whom RBAC grants none of these resources: 403 `Forbidden`.
 """
 
 from __future__ import annotations
@@ -21,7 +28,6 @@ import tornado.web
 
 from .services import MAIN_CONTAINER, VIRTUAL_NODE_TAINTS, virtual_node_labels
 from .state import TERMINAL_PHASES
-from .users import Caller
 
 if TYPE_CHECKING:
     from .oscar import LocalOscar
@@ -104,40 +110,71 @@ def node_object(oscar: LocalOscar) -> dict[str, Any]:
     }
 
 
-def _status(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {
+def _status(
+    code: int, reason: str, message: str, details: dict[str, str] | None = None
+) -> dict[str, Any]:
+    status: dict[str, Any] = {
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
         "status": "Failure",
         "message": message,
         "reason": reason,
-        "code": code,
     }
+    if details:
+        status["details"] = details
+    status["code"] = code
+    return status
+
+
+ANONYMOUS = "system:anonymous"
+
+
+def forbidden_message(verb: str, path: str, user: str = ANONYMOUS) -> tuple[str, dict[str, str]]:
+    """RBAC's refusal, worded as the API server words it (`forbidden` in
+    `k8s.io/apiserver/pkg/endpoints/handlers/responsewriters/errors.go`), with the Status
+    `details` it sends; `path` is the request's path."""
+    parts = path.strip("/").split("/")
+    namespace = None
+    if parts[:3] == ["api", "v1", "namespaces"] and len(parts) >= 5:
+        namespace, rest = parts[3], parts[4:]
+    elif parts[:2] == ["api", "v1"] and len(parts) >= 3:
+        rest = parts[2:]
+    else:
+        return f'forbidden: User "{user}" cannot {verb} path "{path}"', {}
+    resource, name = rest[0], rest[1] if len(rest) > 1 else ""
+    full = "/".join([resource, *rest[2:3]])
+    if not name:
+        verb = "list" if verb == "get" else verb
+    scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
+    subject = f'{resource} "{name}"' if name else resource
+    details = {"name": name, "kind": resource} if name else {"kind": resource}
+    return (
+        f'{subject} is forbidden: User "{user}" cannot {verb} resource "{full}" in API group "" '
+        f"{scope}",
+        details,
+    )
 
 
 class _KubeHandler(tornado.web.RequestHandler):
-    caller: Caller
-
     def initialize(self, oscar: LocalOscar) -> None:
         self.oscar = oscar
 
     def prepare(self) -> None:
-        header = self.request.headers.get("Authorization") or ""
-        caller = None
-        if header.startswith("Bearer "):
-            caller = self.oscar.oidc_caller(header[len("Bearer ") :].strip())
-        elif self.oscar.basic_auth_ok(header):
-            caller = Caller.admin()
-        if caller is None:
+        """Only the admin's credentials pass (module docstring)."""
+        header = self.request.headers.get("Authorization")
+        if header is None:
+            message, details = forbidden_message("get", self.request.path)
+            self.fail(403, "Forbidden", message, details)
+        elif not self.oscar.basic_auth_ok(header):
             self.fail(401, "Unauthorized", "Unauthorized")
-            return
-        self.caller = caller
 
-    def fail(self, code: int, reason: str, message: str) -> None:
+    def fail(
+        self, code: int, reason: str, message: str, details: dict[str, str] | None = None
+    ) -> None:
         self.set_status(code)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(_status(code, reason, message)))
+        self.finish(json.dumps(_status(code, reason, message, details)))
 
     def send(self, document: dict[str, Any]) -> None:
         self.set_header("Content-Type", "application/json")
@@ -147,8 +184,8 @@ class _KubeHandler(tornado.web.RequestHandler):
 class NodesHandler(_KubeHandler):
     def get(self) -> None:
         selector = self.get_query_argument("labelSelector", "")
-        node = node_object(self.oscar)
-        items = [node] if selector_matches(selector, node["metadata"]["labels"]) else []
+        node = node_object(self.oscar) if self.oscar.interlink_available else None
+        items = [node] if node and selector_matches(selector, node["metadata"]["labels"]) else []
         self.send(
             {
                 "apiVersion": "v1",
@@ -161,7 +198,7 @@ class NodesHandler(_KubeHandler):
 
 class NodeHandler(_KubeHandler):
     def get(self, name: str) -> None:
-        if name != self.oscar.node_name:
+        if name != self.oscar.node_name or not self.oscar.interlink_available:
             self.fail(404, "NotFound", f'nodes "{name}" not found')
             return
         self.send(node_object(self.oscar))
@@ -177,9 +214,6 @@ class PodsHandler(_KubeHandler):
         items = []
         for job in list(self.oscar.state.jobs.values()):
             if job["namespace"] != namespace:
-                continue
-            service = self.oscar.state.services.get(job["service"]) or {}
-            if not (self.caller.is_admin or service.get("owner") == self.caller.uid):
                 continue
             labels = {
                 "job-name": job["name"],
@@ -233,20 +267,25 @@ class PodLogHandler(_KubeHandler):
             return
         follow = self.get_query_argument("follow", "false").lower() == "true"
         self.set_header("Content-Type", "text/plain")
-        sent = 0
-        while True:
-            text = _log_bytes(Path(job["pod_dir"]))
-            if len(text) > sent:
-                self.write(text[sent:])
-                await self.flush()
-                sent = len(text)
-            if not follow:
-                break
+        pod_dir = Path(job["pod_dir"])
+        # As the plugin's GetLogs.go: the whole of job.out and run-<container>.out, then, when
+        # following, only what run-<container>.out grows by from that offset (job.out may grow
+        # when the job ends: sending its growth again would land inside the container's lines).
+        self.write(_read(pod_dir / "job.out"))
+        container_log = pod_dir / f"run-{MAIN_CONTAINER}.out"
+        first = _read(container_log)
+        self.write(first)
+        await self.flush()
+        sent = len(first)
+        while follow:
             current = self.oscar.state.jobs.get(job["name"])
-            if current is None or self.oscar.refresh(current)["phase"] in TERMINAL_PHASES:
-                text = _log_bytes(Path(job["pod_dir"]))
-                if len(text) > sent:
-                    self.write(text[sent:])
+            ended = current is None or self.oscar.refresh(current)["phase"] in TERMINAL_PHASES
+            grown = _read(container_log, sent)
+            if grown:
+                self.write(grown)
+                await self.flush()
+                sent += len(grown)
+            if ended:
                 break
             await asyncio.sleep(FOLLOW_POLL_S)
         self.finish()
@@ -255,22 +294,19 @@ class PodLogHandler(_KubeHandler):
         from .pod import pod_name
 
         for job in self.oscar.state.jobs.values():
-            if job["namespace"] != namespace or pod_name(job["name"], job["pod_uid"]) != pod:
-                continue
-            service = self.oscar.state.services.get(job["service"]) or {}
-            if self.caller.is_admin or service.get("owner") == self.caller.uid:
+            if job["namespace"] == namespace and pod_name(job["name"], job["pod_uid"]) == pod:
                 return job
         return None
 
 
-def _log_bytes(pod_dir: Path) -> bytes:
-    text = b""
-    for name in ("job.out", f"run-{MAIN_CONTAINER}.out"):
-        try:
-            text += (pod_dir / name).read_bytes()
-        except OSError:
-            pass
-    return text
+def _read(path: Path, offset: int = 0) -> bytes:
+    """The bytes of `path` from `offset` on; none while it does not exist."""
+    try:
+        with open(path, "rb") as source:
+            source.seek(offset)
+            return source.read()
+    except OSError:
+        return b""
 
 
 class KubeNotFound(_KubeHandler):

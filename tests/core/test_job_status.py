@@ -135,8 +135,8 @@ def test_cancel_deletes_the_job_and_shows_cancelled(oscar, job):
 def test_a_cancel_the_cluster_did_not_carry_out_is_refused_not_shown_as_cancelled(
     oscar, job, monkeypatch
 ):
-    # OSCAR answers 200 with an empty body to a caller who may not use the service: only the
-    # job's state afterwards says whether it was cancelled.
+    # A delete answered without the job going away (whatever the cluster's answer said): only
+    # the job's state afterwards says whether it was cancelled.
     monkeypatch.setattr("oscar_jupyter.jobs.CANCEL_CONFIRM_SECONDS", 0.3)
     oscar.status, oscar.ignores_deletes = "Running", True
     with pytest.raises(CancelRefused, match="still lists it as Running"):

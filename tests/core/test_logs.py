@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+
+from oscar_jupyter import runner
 from oscar_jupyter.logs import LogParser, OutputLine
 
 D = "2026-03-01 10:00:0{}.123 - supervisor - DEBUG - "
@@ -252,3 +257,82 @@ def test_partial_records_of_complete_lines_are_ignored_when_the_log_is_parsed_ag
     parser = LogParser()
     parser.feed(debug("@@OJ|o|1|a|@@") + "@@OJ|p|2|ha|@@")
     assert parser.partial == {}
+
+
+KEY = "271828182845904523536028747135266249775"
+KEY_DIGEST = hashlib.sha256(KEY.encode()).hexdigest()
+KEYED_START = '@@OJ|s|0|{"node": "vk", "exit_key_sha256": "' + KEY_DIGEST + '"}|@@'
+
+
+def test_an_exit_record_without_the_start_lines_key_is_the_cells_text_and_ends_nothing():
+    # The cell wrote these into the supervisor's pipe itself: untagged, without the key.
+    forged = ["@@OJ|x|0|0|@@", "@@OJ|x|12345|0|@@"]
+    log = debug(KEYED_START, "@@OJ|o|1|working|@@", *forged, "@@OJ|o|2|still working|@@")
+    parser = LogParser()
+    assert parser.feed(log) == [
+        OutputLine("stdout", 1, "working"),
+        OutputLine("stdout", 0, forged[0]),
+        OutputLine("stdout", 0, forged[1]),
+        OutputLine("stdout", 2, "still working"),
+    ]
+    assert parser.exit_code is None and not parser.finished
+    # the tagger's own exit record, then the supervisor's final dump repeating everything
+    log += debug(f"@@OJ|x|{KEY}|1|@@")
+    log += "".join(f"{line}\n" for line in [KEYED_START, *forged, f"@@OJ|x|{KEY}|1|@@"])
+    assert parser.feed(log) == []  # each forged line shown once
+    assert parser.exit_code == 1
+
+
+def test_only_the_first_start_line_names_the_exit_key():
+    other = "1"
+    second_start = '@@OJ|s|0|{"exit_key_sha256": "' + hashlib.sha256(b"1").hexdigest() + '"}|@@'
+    parser = LogParser()
+    parser.feed(debug(KEYED_START, second_start, f"@@OJ|x|{other}|0|@@"))
+    assert parser.started == {
+        "node": "vk",
+        "exit_key_sha256": hashlib.sha256(KEY.encode()).hexdigest(),
+    }
+    assert parser.exit_code is None
+    assert [line.text for line in parser.lines] == [f"@@OJ|x|{other}|0|@@"]
+
+
+def test_logs_without_an_exit_key_take_any_exit_record_as_before():
+    for start in ("@@OJ|s|0|{}|@@", '@@OJ|s|0|{"node": "vk"}|@@', "@@OJ|s|0|not json|@@"):
+        parser = LogParser()
+        parser.feed(debug(start, "@@OJ|o|1|a|@@", "@@OJ|x|0|3|@@"))
+        assert parser.exit_code == 3 and [line.text for line in parser.lines] == ["a"]
+
+
+def test_the_traceback_marker_is_the_programs_record_and_a_plain_line_only_in_older_logs():
+    marker = runner.TRACEBACK_MARKER
+    parser = LogParser()
+    parser.feed(
+        debug(
+            KEYED_START,
+            f"@@OJ|e|1|{marker}|@@",
+            "@@OJ|t|2||@@",
+            "@@OJ|e|3|Traceback (most recent call last):|@@",
+        )
+    )
+    assert [(line.seq, line.text, line.marker) for line in parser.lines] == [
+        (1, marker, False),  # printed by the cell: its text
+        (2, marker, True),
+        (3, "Traceback (most recent call last):", False),
+    ]
+    older = LogParser()  # a runner before `t` records printed the marker as a stderr line
+    older.feed(debug("@@OJ|s|0|{}|@@", f"@@OJ|e|1|{marker}|@@", f"@@OJ|o|1|{marker}|@@"))
+    assert [line.marker for line in older.lines] == [True, False]
+
+
+def test_a_rich_output_may_carry_json_data_but_its_text_is_text():
+    def record(data: dict) -> str:
+        payload = json.dumps({"data": data, "metadata": {}, "notes": []}).encode()
+        return "@@OJ|d|1|" + base64.b64encode(payload).decode() + "|@@"
+
+    parser = LogParser()
+    [line] = parser.feed(debug(record({"application/json": {"a": [1, 2]}, "text/plain": "{}"})))
+    assert line.bundle["data"]["application/json"] == {"a": [1, 2]} and line.text == "{}"
+    [line] = LogParser().feed(debug(record({"application/json": {"a": 1}})))
+    assert line.bundle["data"] == {"application/json": {"a": 1}} and line.text == ""
+    [line] = LogParser().feed(debug(record({"text/plain": 5})))
+    assert line.text == "oscar-jupyter: a rich output arrived damaged"

@@ -6,14 +6,16 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import subprocess
 import types
 
 import pytest
 
 from oscar_jupyter import runner
+from oscar_jupyter.logs import LogParser
 from oscar_jupyter.spec import OffloadSpec, SpecError
-from oscar_jupyter.values import ResultError, decode_result, pack_inputs
+from oscar_jupyter.values import ResultError, decode_result, is_intact, pack_inputs
 
 from ..png import decode_png
 
@@ -25,8 +27,8 @@ IMAGE_PYTHON = subprocess.run(
 ).stdout.strip()
 
 
-def run_cell(run_runner, code: str, inputs: dict | None = None, outputs: list[str] = ()):
-    body = OffloadSpec().job_body(code, pack_inputs(inputs or {}), list(outputs))
+def run_cell(run_runner, code: str, inputs: dict | None = None, outputs: list[str] = (), env=None):
+    body = OffloadSpec(env=env or {}).job_body(code, pack_inputs(inputs or {}), list(outputs))
     return run_runner(body, env=IMAGE_PATH, timeout=120)
 
 
@@ -205,3 +207,95 @@ def test_an_input_the_cluster_cannot_load_says_what_it_lacks(run_runner):
     assert error.startswith("OffloadValuesError: --in: the cluster could not load")
     assert "No module named 'oscar_jupyter'" in error and "install it in the image" in error
     assert f"Python {IMAGE_PYTHON} on the cluster" in error
+
+
+# --env makes the program start Python again: the nonce must reach the new interpreter too.
+ENV_CELLS = {
+    "out": ("import os\ny = int(os.environ['OJ_SCALE']) * 14\n", ["y"]),
+    "display": (
+        "import os\n"
+        "class Bold:\n"
+        "    def _repr_html_(self):\n"
+        "        return '<b>' + os.environ['OJ_SCALE'] + '</b>'\n"
+        "display(Bold())\n",
+        [],
+    ),
+    "figures": (
+        "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\nplt.figure()\n",
+        [],
+    ),
+}
+
+
+@pytest.mark.parametrize("what", sorted(ENV_CELLS))
+def test_env_keeps_out_values_display_and_figures(run_runner, what):
+    code, outputs = ENV_CELLS[what]
+    result = run_cell(run_runner, code, outputs=outputs, env={"OJ_SCALE": "3"})
+    assert result.parser.exit_code == 0, result.raw[-2000:]
+    if what == "out":
+        assert decode_result(result.parser.result, ["y"]) == {"y": 42}
+    elif what == "display":
+        [(kinds, bundle)] = shown(result)
+        assert bundle["data"]["text/html"] == "<b>3</b>"
+    else:
+        assert [kinds for kinds, _ in shown(result)] == [("image/png", "text/plain")] * 2
+
+
+def test_display_raw_takes_mime_bundles_as_ipython_does(run_runner):
+    code = (
+        "display({'text/html': '<i>x</i>', 'text/plain': 'x'}, raw=True)\n"
+        "display({'image/png': b'PNG', 'application/json': {'a': [1, 2]}}, raw=True,\n"
+        "        metadata={'image/png': {'width': 10}})\n"
+        "display('<b>', raw=True)\n"
+    )
+    result = run_cell(run_runner, code)
+    first, second = (line.bundle for line in result.parser.lines[:2])
+    assert first["data"] == {"text/html": "<i>x</i>", "text/plain": "x"}
+    assert second["data"] == {
+        "image/png": base64.b64encode(b"PNG").decode(),  # as Jupyter carries binary data
+        "application/json": {"a": [1, 2]},
+    }
+    assert second["metadata"] == {"image/png": {"width": 10}}
+    assert result.parser.exit_code == 1
+    assert result.parser.traceback().splitlines()[-1] == (
+        "TypeError: display(raw=True) takes mime bundles, dicts of mime type -> data such as "
+        "{'text/html': '<b>hi</b>'}; got a str"
+    )
+    unfit = run_cell(run_runner, "display({'text/plain': object()}, raw=True)\n")
+    assert "display(raw=True): the 'text/plain' data is a object" in unfit.parser.traceback()
+
+
+@pytest.mark.parametrize("ending", ["import os; os._exit(0)", "import sys; sys.exit()"])
+def test_a_cell_that_ends_its_process_itself_sends_no_values_and_is_told_so(run_runner, ending):
+    result = run_cell(run_runner, f"y = 1\n{ending}\n", outputs=["y"])
+    assert result.parser.exit_code == 0 and result.parser.result is None
+    with pytest.raises(ResultError, match=r"the cell ended its process itself \(os\._exit\(\)"):
+        decode_result(result.parser.result, ["y"], exit_code=result.parser.exit_code)
+    with pytest.raises(ResultError, match="log was cut short"):  # no exit record came
+        decode_result(None, ["y"])
+
+
+def test_a_large_result_survives_any_poll_cut_and_a_stream_that_resends_bytes(run_runner):
+    result = run_cell(run_runner, "import os\ny = os.urandom(3_000_000)\n", outputs=["y"])
+    log = result.log  # the supervisor's DEBUG lines, then its final dump: the record twice
+    wanted = decode_result(result.parser.result, ["y"])
+    rng = random.Random(1)
+    polled, streamed = LogParser(), LogParser()
+    previous = 0
+    for cut in [*sorted(rng.sample(range(1, len(log)), 60)), len(log)]:
+        polled.feed(log[:cut])
+        streamed.feed_more(log[previous:cut])
+        previous = cut
+    for parser in (polled, streamed):
+        assert decode_result(parser.result, ["y"]) == wanted and parser.exit_code == 0
+    # The local OSCAR's followed log once sent 322 characters of the DEBUG copy twice (job.out,
+    # served in front, grew as the container ended). That copy is damaged: the values come from
+    # the final dump's copy, and the exit is not taken before it.
+    middle = log.index("|r|0|") + 1_000_000
+    resent = log[:middle] + log[middle - 322 : middle] + log[middle:]
+    parser = LogParser()
+    for start in range(0, len(resent), 65536):
+        parser.feed_more(resent[start : start + 65536])
+        if parser.finished:
+            assert is_intact(parser.result)
+    assert decode_result(parser.result, ["y"]) == wanted and parser.exit_code == 0

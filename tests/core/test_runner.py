@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import ast
 import base64
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -20,6 +21,8 @@ from hypothesis import strategies as st
 from oscar_jupyter import runner
 from oscar_jupyter.logs import LogParser
 from oscar_jupyter.spec import RESERVED_ENV, OffloadSpec, SpecError
+
+from .pythons import find_python
 
 pytestmark = pytest.mark.skipif(shutil.which("dash") is None, reason="needs dash as /bin/sh")
 
@@ -33,6 +36,10 @@ def terminal_view(line: str) -> str:
     for part in line.split("\r"):
         shown = part + shown[len(part) :]
     return shown
+
+
+def exit_key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode("ascii")).hexdigest()
 
 
 def expected_lines(text: str) -> list[str]:
@@ -72,6 +79,7 @@ def test_output_keeps_indentation_spaces_empty_lines_unicode_and_last_partial_li
     assert result.parser.exit_code == 0
     started = dict(result.parser.started)
     assert abs(int(started.pop("time")) - time.time()) < 60  # the runner's clock, epoch seconds
+    assert re.fullmatch("[0-9a-f]{64}", started.pop(runner.EXIT_KEY_FIELD))
     assert started == {"node": "vk-node", "job": "oj-test-1", "host": os.uname().nodename}
 
 
@@ -189,7 +197,9 @@ def test_exit_code_reaches_the_sentinel(run_runner, code, exit_code):
     result = run_runner(OffloadSpec().job_body(code))
     assert result.parser.finished
     assert result.parser.exit_code == exit_code
-    assert result.raw.rstrip("\n").splitlines()[-1] == f"@@OJ|x|0|{exit_code}|@@"
+    last = re.fullmatch(r"@@OJ\|x\|(\d+)\|(-?\d+)\|@@", result.raw.rstrip("\n").splitlines()[-1])
+    assert last and int(last[2]) == exit_code
+    assert exit_key_digest(last[1]) == result.parser.started[runner.EXIT_KEY_FIELD]
 
 
 def test_traceback_names_the_cells_lines_and_not_the_runners(run_runner):
@@ -326,27 +336,9 @@ def test_property_raw_bytes_come_back_visibly_and_nothing_is_dropped(run_runner,
     assert not re.search(r"[\x00-\x08\x0b-\x1f]", result.raw)
 
 
-def test_tagger_keeps_to_old_python3_syntax_and_the_markers():
-    # The tagger runs with the image's own python3, whatever its age.
-    ast.parse(runner.TAGGER, feature_version=(3, 5))
-    assert "\n_OJ_TAGGER_END_\n" not in runner.TAGGER
-    assert f'MARKER = "{runner.MARKER}"' in runner.TAGGER
-
-
 @pytest.mark.parametrize("version", ["3.6", "3.7"])
 def test_runner_with_an_old_python3_in_the_image(run_runner, tmp_path, version):
-    candidates = [
-        shutil.which(f"python{version}"),
-        *sorted(map(str, Path.home().glob(f".pyenv/versions/{version}.*/bin/python3"))),
-    ]
-    real = None
-    for candidate in filter(None, candidates):
-        probe = subprocess.run(
-            [candidate, "-c", "import sys; print(sys.executable)"], capture_output=True, text=True
-        )
-        if probe.returncode == 0:
-            real = probe.stdout.strip()
-            break
+    real = find_python(version)
     if real is None:
         pytest.skip(f"no python{version} here")
     bin_dir = tmp_path / "old-bin"
@@ -429,3 +421,91 @@ def test_the_marker_comes_just_before_the_final_traceback_and_errors_relabels_it
         "  Cell In[7], line 6, in <module>",
         "  Cell In[7], line 5, in f",
     ]
+
+
+def test_a_printed_copy_of_the_traceback_marker_is_the_cells_text(run_runner):
+    code = (
+        "import sys\n"
+        f"print({runner.TRACEBACK_MARKER!r})\n"
+        f"print({runner.TRACEBACK_MARKER!r}, file=sys.stderr)\n"
+        "print('later', file=sys.stderr)\n"
+        "raise ValueError('boom')\n"
+    )
+    result = run_runner(OffloadSpec().job_body(code))
+    stderr = [line for line in result.parser.lines if line.stream == "stderr"]
+    assert [(line.text, line.marker) for line in stderr[:4]] == [
+        (runner.TRACEBACK_MARKER, False),  # the cell's
+        ("later", False),
+        (runner.TRACEBACK_MARKER, True),  # the program's, just before the traceback
+        ("Traceback (most recent call last):", False),
+    ]
+    assert result.text("stdout") == [runner.TRACEBACK_MARKER]
+    assert not any(line.marker for line in result.parser.lines if line.stream == "stdout")
+    assert result.parser.traceback().endswith("ValueError: boom")
+
+
+# What the cell can find of the rich-output nonce and of the runner's descriptors: the nonce is
+# in no environment block (the initial one survives os.environ's changes) nor in argv, and the
+# cell holds /dev/null and its own two pipes, nothing else.
+PROBE_CELL = """\
+import os
+nonce = display.__globals__["CHANNEL"].nonce
+print(len(nonce))
+print(nonce.encode() in open("/proc/self/environ", "rb").read())
+print(nonce.encode() in open("/proc/self/cmdline", "rb").read())
+names = os.listdir("/proc/self/fd")
+print(sorted(int(n) for n in names if os.path.exists("/proc/self/fd/" + n)))
+print(os.readlink("/proc/self/fd/0"))
+"""
+
+
+@pytest.mark.parametrize("env", [{}, {"OJ_PROBE": "1"}], ids=["no-env", "env-restart"])
+def test_the_cell_finds_no_nonce_in_its_environment_and_no_other_descriptor(run_runner, env):
+    result = run_runner(OffloadSpec(env=env).job_body(PROBE_CELL))
+    assert result.text("stdout") == ["16", "False", "False", "[0, 1, 2]", "/dev/null"]
+
+
+def run_as_another_user(body: bytes) -> LogParser:
+    """The runner script as an unprivileged user (root reads any process's /proc files)."""
+    if os.getuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("root, and no setpriv to run as nobody")
+    shared = Path(tempfile.mkdtemp(prefix="oj-test-"))
+    try:
+        shared.chmod(0o755)
+        (shared / "event").write_bytes(base64.b64decode(body))
+        (shared / "script.sh").write_text(runner.RUNNER_SCRIPT)
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        proc = subprocess.run(
+            [*(as_nobody if os.getuid() == 0 else []), "/bin/sh", str(shared / "script.sh")],
+            env={"PATH": "/usr/bin:/bin", "INPUT_FILE_PATH": str(shared / "event")},
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        shutil.rmtree(shared)
+    parser = LogParser()
+    parser.feed(proc.stdout)
+    return parser
+
+
+def test_the_tagger_keeps_its_memory_environment_and_descriptors_from_the_cell():
+    # The exit key lives in the tagger's memory: a process of the same user (the cell) must not
+    # read it there, nor write into the tagger's stdout through /proc/<pid>/fd/1.
+    code = (
+        "import os\n"
+        "for what in ('mem', 'environ', 'fd/1'):\n"
+        "    try:\n"
+        "        open(f'/proc/{os.getppid()}/{what}', 'rb').close()\n"
+        "        print(what, 'readable')\n"
+        "    except OSError as error:\n"
+        "        print(what, type(error).__name__)\n"
+    )
+    parser = run_as_another_user(OffloadSpec(env={"OJ_PROBE": "1"}).job_body(code))
+    assert [line.text for line in parser.lines] == [
+        "mem PermissionError",
+        "environ PermissionError",
+        "fd/1 PermissionError",
+    ]
+    assert parser.exit_code == 0
