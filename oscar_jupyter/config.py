@@ -743,7 +743,7 @@ def refresh_access_token(
         )
         raise TokenRefreshError(
             f"The OIDC token endpoint {url} answered "
-            f"{response.status_code}: {_scrub(detail, profile.refresh_token)}; "
+            f"{response.status_code}: {_scrub(detail, profile.refresh_token)[:300]}; "
             f"{hint}"
         )
     try:
@@ -764,9 +764,9 @@ def _idp_error_text(response: httpx.Response) -> str:
         body = None
     if isinstance(body, dict) and ("error" in body or "error_description" in body):
         parts = [str(body.get("error", "")), str(body.get("error_description", ""))]
-        return " - ".join(p for p in parts if p)[:300]
+        return " - ".join(p for p in parts if p)
     text = response.text.strip()
-    return text[:300] if text else response.reason_phrase
+    return text if text else response.reason_phrase
 
 
 def agent_access_token(profile: ClusterProfile) -> Secret:

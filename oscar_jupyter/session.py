@@ -539,8 +539,8 @@ class Session:
         try:
             return self.require_client().list_jobs(service)
         except OscarError as err:
-            if err.status_code in (403, 404):
-                return None  # deleted meanwhile, or another owner's
+            if err.status_code == 404:
+                return None  # deleted meanwhile
             raise
 
     def cleanup(self, *, scope: str = "kernel", services: bool = False) -> CleanupReport:
@@ -610,10 +610,7 @@ class Session:
         try:
             client.delete_service(service)
         except OscarError as err:
-            if err.status_code == 403:
-                report.kept_services[service] = "it belongs to another user"
-                return
-            if err.status_code != 404:
+            if err.status_code != 404:  # gone meanwhile (or, for OSCAR, another owner's)
                 raise
         report.deleted_services.append(service)
         report.jobs_deleted_with_services += len(listing)

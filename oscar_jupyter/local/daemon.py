@@ -109,8 +109,9 @@ def start(
     job_listing_limit: int = 70,
 ) -> StartResult:
     """Start the local OSCAR (or find it running) and write the `local` profile to `config_path`
-    (default: oscar-cli's config file), a `local-<user>` OIDC profile for each of `users`, and
-    `<home>/kubeconfig`. The other options shape how strict the local cluster is (see
+    (default: oscar-cli's config file), a `local-<user>` OIDC profile for each of `users` (no
+    kubeconfig: OIDC users have no Kubernetes access), and `<home>/kubeconfig` (the admin's,
+    named by the `local` profile only). The other options shape how strict the local cluster is (see
     docs/ARCHITECTURE.md, "The local OSCAR's strictness"); they apply when it starts."""
     from .users import check_user_name
 
@@ -208,8 +209,13 @@ def _start_result(
 def _write_user_files(
     layout: HomeLayout, endpoint: str, password: str, users: list[str], config_path: Path | None
 ) -> tuple[dict[str, str], Path]:
-    """A `local-<user>` profile per user (endpoint and oidc_refresh_token only, like a real
-    EGI/Keycloak profile) and the admin's kubeconfig."""
+    """A `local-<user>` profile per user and the admin's kubeconfig.
+
+    A user's profile holds the endpoint and an `oidc_refresh_token` only, like a real
+    EGI/Keycloak profile, and no kubeconfig: an OSCAR user has no Kubernetes access
+    (reference OSCAR.md section 13, B5), and the local Kubernetes API subset accepts the
+    admin's credentials alone (kubernetes_api.py). A `jupyter:` block an older start wrote
+    there is dropped (`save_profile` drops what the profile no longer holds)."""
     from ..config import ClusterProfile, Secret, save_profile
     from .users import ensure_secret, issuer, profile_name, refresh_token
 
@@ -222,7 +228,6 @@ def _write_user_files(
             endpoint=endpoint,
             refresh_token=Secret(token),
             ssl_verify=True,
-            defaults=_jupyter_block(layout),
         )
         save_profile(profile, config_path=config_path)
         names[user] = profile_name(user)
@@ -284,8 +289,8 @@ def _local_summary(endpoint: str, password: str, *, timeout: float = 10.0) -> di
 
 
 def _jupyter_block(layout: HomeLayout) -> dict[str, Any]:
-    # /system/status lists no virtual node, as on a real cluster: the profile says where the
-    # cluster's Kubernetes API is, as a user's profile of a real cluster may.
+    # /system/status lists no virtual node, as on a real cluster: the admin's profile says
+    # where the cluster's Kubernetes API is, as an admin's profile of a real cluster may.
     return {"jupyter": {"kubeconfig": str(layout.kubeconfig_file)}}
 
 

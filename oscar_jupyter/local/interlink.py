@@ -480,7 +480,7 @@ def _mount_plan(
             raise TranslationError(f"{where}: no volume of that name in spec.volumes; add one")
         if "configMap" in volume:
             name = (volume["configMap"] or {}).get("name")
-            if configmaps is None or name not in configmaps:
+            if configmaps is None or not isinstance(name, str) or name not in configmaps:
                 raise TranslationError(
                     f"{where}: ConfigMap {name!r} was not provided; pass its data in "
                     f"configmaps={{{name!r}: {{key: text}}}}"
@@ -489,7 +489,7 @@ def _mount_plan(
             _keyed_binds(plan, "configMaps", mount, root, data, _file_mode(volume["configMap"]))
         elif "secret" in volume:
             name = (volume["secret"] or {}).get("secretName")
-            if secrets is None or name not in secrets:
+            if secrets is None or not isinstance(name, str) or name not in secrets:
                 raise TranslationError(
                     f"{where}: Secret {name!r} was not provided; pass its data in "
                     f"secrets={{{name!r}: {{key: bytes}}}}"

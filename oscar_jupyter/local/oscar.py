@@ -21,7 +21,14 @@ from typing import Any
 
 from .. import __version__
 from . import kueue
-from .access import Unanswered, check_owner, check_read, may_read, may_use_jobs
+from .access import (
+    check_delete_job,
+    check_jobs_service,
+    check_owner,
+    check_read,
+    may_read,
+    may_use_jobs,
+)
 from .services import (
     ADMIN_USER,
     BASIC_CHALLENGE,
@@ -53,7 +60,14 @@ from .state import (
     LocalState,
     write_atomically,
 )
-from .users import ADMIN_UID, Caller, TokenError, caller_from_access_token, format_uid
+from .users import (
+    ACCESS_LIFETIME_S,
+    ADMIN_UID,
+    Caller,
+    TokenError,
+    caller_from_access_token,
+    format_uid,
+)
 from .users import unverified_claims as jwt_claims
 
 JOB_LISTING_LIMIT = 70  # OSCAR's JOB_LISTING_LIMIT default (pkg/types/config.go)
@@ -85,6 +99,9 @@ class LocalOscar:
         node_gpus: int = 0,
         real_status: bool = False,
         job_listing_limit: int = JOB_LISTING_LIMIT,
+        status_cache_seconds: float = STATUS_CACHE_SECONDS,
+        access_token_lifetime: int = ACCESS_LIFETIME_S,
+        interlink_available: bool = True,
     ) -> None:
         self.layout = layout
         self.user = ADMIN_USER
@@ -101,6 +118,12 @@ class LocalOscar:
         self.node_gpus = node_gpus
         self.real_status = real_status
         self.job_listing_limit = job_listing_limit
+        self.status_cache_seconds = status_cache_seconds
+        # Keycloak's realm setting "Access Token Lifespan" (users.ACCESS_LIFETIME_S by default).
+        self.access_token_lifetime = access_token_lifetime
+        # pkg/types/config.go CheckAvailableInterLink: true when a node carries the virtual
+        # kubelet's label. False stands for a cluster without one: no virtual node anywhere.
+        self.interlink_available = interlink_available
         self.state = LocalState(layout.state_file)
         self._status_checked: dict[str, float] = {}
         self._launching: dict[str, asyncio.Future] = {}
@@ -388,6 +411,14 @@ class LocalOscar:
     def _unschedulable(self, service: dict[str, Any]) -> str | None:
         """Why the pod would stay Pending forever on a real cluster, or None."""
         name, wanted = service["name"], service.get("interlink_node_name") or ""
+        if not self.interlink_available:
+            # job.go: SetInterlinkJob only when cfg.InterLinkAvailable; the pod then goes to
+            # an ordinary node, which cannot run the image.
+            return (
+                f"this cluster has no interLink virtual node (interLink_available: false), so "
+                f"OSCAR runs the pod of service {name} on an ordinary Kubernetes node, which "
+                f"cannot run the image {service['image']!r}"
+            )
         if not wanted:
             # job.go: without interlink_node_name the pod goes to an ordinary node, where the
             # kubelet refuses a `docker://` image name (InvalidImageName).
@@ -473,13 +504,13 @@ class LocalOscar:
         job["started_at"] = job.get("started_at") or job["finished_at"]
 
     def refresh(self, job: dict[str, Any]) -> dict[str, Any]:
-        """Ask the executor for the job's state, at most once per STATUS_CACHE_SECONDS."""
+        """Ask the executor for the job's state, at most once per `status_cache_seconds`."""
         if job["phase"] in TERMINAL_PHASES or not job.get("job_id"):
             return job
         if job.get("executor") != self.executor.kind:
             return job  # submitted by another executor before a restart; keep what we knew
         now = time.monotonic()
-        if now - self._status_checked.get(job["name"], -1e9) < STATUS_CACHE_SECONDS:
+        if now - self._status_checked.get(job["name"], -1e9) < self.status_cache_seconds:
             return job
         self._status_checked[job["name"]] = now
         try:
@@ -499,17 +530,19 @@ class LocalOscar:
         return job
 
     def _jobs_service(self, service_name: str, caller: Caller | None) -> dict[str, Any]:
-        service = self._service(service_name)
-        if not may_use_jobs(service, caller or Caller.admin()):
-            raise Unanswered()
-        return service
+        """`pkg/handlers/logs.go` `getAuthorizedService` for the listing, the log and
+        delete-all: 404 without the service, 200 with an empty body when the caller may not
+        use it (access.py)."""
+        return check_jobs_service(self.state.services.get(service_name), caller or Caller.admin())
 
     def job_listing(
         self, service_name: str, caller: Caller | None = None, page: str = ""
     ) -> dict[str, Any]:
         """`pkg/handlers/logs.go` `MakeJobsInfoHandler`: Kubernetes lists Jobs by name, at most
         JOB_LISTING_LIMIT per page with a continue token (`next_page`); an OIDC caller sees only
-        the jobs labelled with its own uid."""
+        the jobs labelled with its own uid (74-85: the label selector adds
+        `oscar.grycap/job-owner=<FormatUID(uid)>` when the context holds a uid, i.e. for OIDC),
+        even in a service it owns or may use; service-token jobs carry no such label."""
         caller = caller or Caller.admin()
         self._jobs_service(service_name, caller)
         names = sorted(
@@ -539,6 +572,9 @@ class LocalOscar:
         return answer
 
     def job_log(self, service_name: str, job_name: str, caller: Caller | None = None) -> str:
+        """`pkg/handlers/logs.go` `MakeGetLogsHandler`: the pod is found by service and
+        `job-name` labels only (275-277), so whoever may use the service reads any job's log,
+        another user's too; a service the caller may not use answers 200, empty (262-265)."""
         self._jobs_service(service_name, caller)
         job = self._job(service_name, job_name)
         if not job.get("pod_dir") and not job.get("error_log"):
@@ -557,13 +593,21 @@ class LocalOscar:
         return job
 
     def delete_job(self, service_name: str, job_name: str, caller: Caller | None = None) -> None:
-        self._jobs_service(service_name, caller)
+        """`pkg/handlers/logs.go` `MakeDeleteJobHandler`: 403 when `getAuthorizedService`
+        fails (517-520; access.py); else the Job is read by name (526-535: 404 when missing)
+        and must carry the service's label (538-541: 404 otherwise). Its owner label is not
+        looked at: whoever may use the service deletes any of its jobs (204)."""
+        check_delete_job(self.state.services.get(service_name), caller or Caller.admin())
         self._remove_job(self._job(service_name, job_name))
         self.state.save()
 
     def delete_jobs(
         self, service_name: str, *, everything: bool, caller: Caller | None = None
     ) -> None:
+        """`pkg/handlers/logs.go` `MakeDeleteJobsHandler`: 200 with an empty body when the
+        caller may not use the service (200-203); else a DeleteCollection by the service
+        label alone (213-220), every user's jobs, only the succeeded ones (field selector
+        `status.successful!=0`) unless `all=true`."""
         self._jobs_service(service_name, caller)
         for job in self.state.jobs_of(service_name):
             if everything or self.refresh(job)["phase"] == SUCCEEDED:
@@ -656,7 +700,7 @@ class LocalOscar:
                 "services_namespace": NAMESPACE,
                 "controller_service_account": "oscar-sa",
                 "gpu_available": self.node_gpus > 0,
-                "interLink_available": True,
+                "interLink_available": self.interlink_available,
                 "yunikorn_enable": False,
                 "kueue_enable": bool(self.oidc_secret),
                 "volume_enable": False,
@@ -708,7 +752,7 @@ class LocalOscar:
             "taints": VIRTUAL_NODE_TAINTS,
             "executor": self.executor.kind,
         }
-        nodes = [] if self.real_status else [node]
+        nodes = [] if self.real_status or not self.interlink_available else [node]
         if self.real_status:
             cpus_milli = free_milli = memory_bytes = free_bytes = 0
         if not caller.is_admin:

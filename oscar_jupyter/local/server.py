@@ -35,7 +35,15 @@ from .state import (
     HomeLayout,
     ensure_admin_password,
 )
-from .users import TOKEN_PATH, Caller, TokenError, ensure_secret, exchange_refresh_token, issuer
+from .users import (
+    TOKEN_PATH,
+    Caller,
+    TokenError,
+    TokenExpired,
+    ensure_secret,
+    exchange_refresh_token,
+    issuer,
+)
 
 log = logging.getLogger("oscar_jupyter.local.server")
 
@@ -195,11 +203,18 @@ class TokenHandler(_Handler):
             raise ApiError(404, NOT_FOUND_TEXT)
         try:
             answer = exchange_refresh_token(
-                form, iss=self.oscar.issuer, secret=self.oscar.oidc_secret
+                form,
+                iss=self.oscar.issuer,
+                secret=self.oscar.oidc_secret,
+                lifetime=self.oscar.access_token_lifetime,
             )
-        except TokenError:
+        except TokenError as error:
+            # Keycloak's words: an expired refresh token "is not active"; one it cannot
+            # verify (another realm's key, altered) is "Invalid refresh token".
+            said = "Token is not active" if isinstance(error, TokenExpired) else None
             self.send_json(
-                400, {"error": "invalid_grant", "error_description": "Invalid refresh token"}
+                400,
+                {"error": "invalid_grant", "error_description": said or "Invalid refresh token"},
             )
             return
         self.set_header("Cache-Control", "no-store")

@@ -60,7 +60,7 @@ class ApiError(Exception):
 
 
 def utc_now() -> str:
-    return rfc3339(datetime.now(timezone.utc))
+    return rfc3339(datetime.now(timezone.utc)) or ""
 
 
 def rfc3339(value: Any) -> str | None:
@@ -93,7 +93,8 @@ def _json_type(value: Any) -> str:
         return "number"
     if value is None:
         return "null"
-    return {dict: "object", list: "array", str: "string"}.get(type(value), type(value).__name__)
+    names: dict[type, str] = {dict: "object", list: "array", str: "string"}
+    return names.get(type(value), type(value).__name__)
 
 
 def parse_service_body(raw: bytes) -> dict[str, Any]:

@@ -222,7 +222,8 @@ class _EnvFileParser:
         return "".join(out)
 
     def _double_quoted(self) -> str:
-        text, out = self.text, []
+        text = self.text
+        out: list[str] = []
         while True:
             if self.pos >= len(text):
                 raise self.error("unterminated double quote")

@@ -37,6 +37,10 @@ class TokenError(ValueError):
     """The token is not one this local OSCAR issued, or it expired (never shows the token)."""
 
 
+class TokenExpired(TokenError):
+    """A token of this installation whose `exp` has passed (Keycloak: "Token is not active")."""
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who makes a request: the Basic admin, or an OIDC user (`uid` = the token's `sub`)."""
@@ -131,7 +135,7 @@ def decode(token: str, secret: bytes, *, expected_issuer: str, token_type: str) 
     if claims.get("typ") != token_type:
         raise TokenError(f"not a {token_type} token")
     if not isinstance(claims.get("exp"), int) or claims["exp"] < time.time():
-        raise TokenError("expired")
+        raise TokenExpired("expired")
     if not isinstance(claims.get("sub"), str) or not claims["sub"]:
         raise TokenError("no subject")
     return claims
@@ -152,9 +156,9 @@ def _claims(user: str, iss: str, token_type: str, lifetime: int) -> dict[str, An
     }
 
 
-def refresh_token(user: str, *, iss: str, secret: bytes) -> str:
+def refresh_token(user: str, *, iss: str, secret: bytes, lifetime: int = REFRESH_LIFETIME_S) -> str:
     """A long-lived Keycloak-style refresh token (claims iss, azp, scope, sub)."""
-    return encode(_claims(check_user_name(user), iss, "Refresh", REFRESH_LIFETIME_S), secret)
+    return encode(_claims(check_user_name(user), iss, "Refresh", lifetime), secret)
 
 
 def access_token(user: str, *, iss: str, secret: bytes, lifetime: int = ACCESS_LIFETIME_S) -> str:
@@ -162,9 +166,11 @@ def access_token(user: str, *, iss: str, secret: bytes, lifetime: int = ACCESS_L
     return encode(_claims(check_user_name(user), iss, "Bearer", lifetime), secret)
 
 
-def exchange_refresh_token(form: dict[str, str], *, iss: str, secret: bytes) -> dict[str, Any]:
+def exchange_refresh_token(
+    form: dict[str, str], *, iss: str, secret: bytes, lifetime: int = ACCESS_LIFETIME_S
+) -> dict[str, Any]:
     """Keycloak's `grant_type=refresh_token` answer, or TokenError (Keycloak then says 400
-    `invalid_grant`)."""
+    `invalid_grant`); the access token lives `lifetime` seconds."""
     if form.get("grant_type") != "refresh_token":
         raise TokenError("unsupported grant_type")
     claims = decode(
@@ -174,8 +180,8 @@ def exchange_refresh_token(form: dict[str, str], *, iss: str, secret: bytes) -> 
         raise TokenError("client_id does not match the token")
     user = claims["preferred_username"]
     return {
-        "access_token": access_token(user, iss=iss, secret=secret),
-        "expires_in": ACCESS_LIFETIME_S,
+        "access_token": access_token(user, iss=iss, secret=secret, lifetime=lifetime),
+        "expires_in": lifetime,
         "refresh_expires_in": max(0, claims["exp"] - int(time.time())),
         "refresh_token": form["refresh_token"],
         "token_type": "Bearer",

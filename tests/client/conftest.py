@@ -1,41 +1,36 @@
-"""Fixtures for the client tests: the fake OSCAR server on loopback and a clean environment."""
+"""Fixtures for the client tests: the real local OSCAR in-process on loopback (local_cluster.py)
+and a clean environment."""
 
 from __future__ import annotations
 
 import ssl
 import subprocess
-import sys
-import threading
-from http.server import ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # for fake_oscar_server (unique module name)
-
-from fake_oscar_server import FakeOscar, OscarHandler  # noqa: E402
-
-
-def _serve(tls: ssl.SSLContext | None = None):
-    state = FakeOscar()
-    handler = type("Handler", (OscarHandler,), {"state": state})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    if tls is not None:
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
-    scheme = "https" if tls else "http"
-    state.url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    return state, server
+from .local_cluster import LocalCluster
 
 
 @pytest.fixture
-def fake_oscar():
-    state, server = _serve()
-    yield state
-    server.shutdown()
-    server.server_close()
+def make_cluster(tmp_path):
+    """make(**options) -> a running LocalCluster (options go to LocalOscar); stopped at the end."""
+    made: list[LocalCluster] = []
+
+    def make(tls: ssl.SSLContext | None = None, **options) -> LocalCluster:
+        cluster = LocalCluster(tmp_path / f"oscar-{len(made)}", tls=tls, **options)
+        cluster.__enter__()
+        made.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.__exit__(None, None, None)
+
+
+@pytest.fixture
+def cluster(make_cluster) -> LocalCluster:
+    """The local OSCAR with its defaults (pages of 70, Kueue admitting everything)."""
+    return make_cluster()
 
 
 @pytest.fixture(scope="session")
@@ -68,14 +63,11 @@ def self_signed_cert(tmp_path_factory) -> tuple[str, str]:
 
 
 @pytest.fixture
-def fake_oscar_tls(self_signed_cert):
+def cluster_tls(self_signed_cert, make_cluster) -> LocalCluster:
     """The same server behind TLS with a self-signed certificate."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(*self_signed_cert)
-    state, server = _serve(context)
-    yield state
-    server.shutdown()
-    server.server_close()
+    return make_cluster(tls=context)
 
 
 @pytest.fixture(autouse=True)

@@ -1,38 +1,31 @@
-"""OscarClient against a real HTTP server on loopback that answers like OSCAR."""
+"""OscarClient against the real local OSCAR on loopback (local_cluster.py): OSCAR v4.1.2's answers,
+with a fault injector for the misbehaviours (retries, redirects, forced 401s)."""
 
 from __future__ import annotations
 
 import base64
 import socket
 import threading
-import time
-from http.server import HTTPServer
 
+import httpx
 import pytest
-from fake_oscar_server import (
-    ADMIN_PASSWORD,
-    ADMIN_USER,
-    TOKEN_PATH,
-    OscarHandler,
-    make_jwt,
-)
 
 from oscar_jupyter.client import OscarClient, OscarError
 from oscar_jupyter.config import ClusterProfile, ConfigError, Secret, TokenRefreshError
+from oscar_jupyter.local.users import CLIENT_ID, TOKEN_PATH, unverified_claims
 
-BASIC = "Basic " + base64.b64encode(f"{ADMIN_USER}:{ADMIN_PASSWORD}".encode()).decode()
-
-
-def basic_profile(server, **extra) -> ClusterProfile:
-    return ClusterProfile(
-        "test", server.url, user=ADMIN_USER, password=Secret(ADMIN_PASSWORD), **extra
-    )
+from ..wire import cell_log
+from .local_cluster import ADMIN_USER
 
 
 @pytest.fixture
-def client(fake_oscar):
-    with OscarClient(basic_profile(fake_oscar), backoff=0.01) as oscar:
+def client(cluster):
+    with cluster.admin_client(backoff=0.01) as oscar:
         yield oscar
+
+
+def basic(cluster) -> str:
+    return "Basic " + base64.b64encode(f"{ADMIN_USER}:{cluster.password}".encode()).decode()
 
 
 def free_port() -> int:
@@ -44,30 +37,30 @@ def free_port() -> int:
 # --- cluster calls and Basic auth ------------------------------------------------------------
 
 
-def test_health_needs_no_credentials(fake_oscar):
-    with OscarClient(ClusterProfile("anon", fake_oscar.url)) as oscar:
+def test_health_needs_no_credentials(cluster):
+    with OscarClient(ClusterProfile("anon", cluster.url)) as oscar:
         assert oscar.health() == "Ok"
-    assert "authorization" not in fake_oscar.seen("GET", "/health")[0].headers
+    assert "authorization" not in cluster.seen("GET", "/health")[0].headers
 
 
-def test_system_calls_send_basic_auth(client, fake_oscar):
-    assert client.info()["version"] == "v4.1.2"
+def test_system_calls_send_basic_auth(client, cluster):
+    assert client.info()["version"] == cluster.admin.get("/system/info").json()["version"]
     assert client.config()["config"]["interLink_available"] is True
-    assert client.status()["cluster"]["nodes_count"] == 1
+    assert client.status()["cluster"]["nodes"] == []  # a real cluster's: no metrics, no node
     for path in ("/system/info", "/system/config", "/system/status"):
-        assert fake_oscar.seen("GET", path)[0].headers["authorization"] == BASIC
+        assert cluster.seen("GET", path)[0].headers["authorization"] == basic(cluster)
 
 
-def test_endpoint_with_a_path_prefix(fake_oscar):
-    with OscarClient(ClusterProfile("p", fake_oscar.url + "/prefix")) as oscar:
+def test_endpoint_with_a_path_prefix(cluster):
+    with OscarClient(ClusterProfile("p", cluster.url + "/prefix")) as oscar:
         with pytest.raises(OscarError) as caught:
             oscar.health()
-    assert fake_oscar.requests[-1].path == "/prefix/health"
-    assert caught.value.status_code == 404
+    assert cluster.requests[-1].path == "/prefix/health"
+    assert caught.value.status_code == 404 and caught.value.message == "404 page not found"
 
 
-def test_wrong_password_gives_401_with_the_fix(fake_oscar):
-    profile = ClusterProfile("test", fake_oscar.url, user=ADMIN_USER, password=Secret("nope-pw"))
+def test_wrong_password_gives_401_with_the_fix(cluster):
+    profile = ClusterProfile("test", cluster.url, user=ADMIN_USER, password=Secret("nope-pw"))
     with OscarClient(profile) as oscar, pytest.raises(OscarError) as caught:
         oscar.list_services()
     error = caught.value
@@ -81,31 +74,61 @@ def test_wrong_password_gives_401_with_the_fix(fake_oscar):
 # --- services --------------------------------------------------------------------------------
 
 
-def test_service_lifecycle(client, fake_oscar):
-    client.create_service({"name": "runner-1", "image": "python:3.11", "script": "echo"})
+def test_service_lifecycle(client, cluster):
+    definition = {"name": "runner-1", "image": "python:3.11", "script": "echo"}
+    client.create_service(definition)
     assert [s["name"] for s in client.list_services()] == ["runner-1"]
     assert client.get_service("runner-1")["image"] == "python:3.11"
-    client.update_service({"name": "runner-1", "image": "python:3.12", "script": "echo"})
-    assert fake_oscar.services["runner-1"]["image"] == "python:3.12"
+    client.update_service({**definition, "image": "python:3.12"})
+    assert cluster.admin.get("/system/services/runner-1").json()["image"] == "python:3.12"
     client.delete_service("runner-1")
     assert client.list_services() == []
-    post = fake_oscar.seen("POST", "/system/services")[0]
-    assert post.headers["authorization"] == BASIC
+    post = cluster.seen("POST", "/system/services")[0]
+    assert post.headers["authorization"] == basic(cluster)
     assert post.headers["content-type"] == "application/json"
 
 
-def test_404_carries_the_server_s_text(client):
+def test_a_404_without_text_says_not_found(client):
+    # OSCAR's read.go answers a missing service with a bare 404 (no body).
     with pytest.raises(OscarError) as caught:
         client.get_service("missing")
-    assert (
-        str(caught.value) == "OSCAR answered 404 on GET /system/services/missing: "
-        'The service "missing" does not exist'
-    )
-    assert caught.value.message == 'The service "missing" does not exist'
+    assert str(caught.value) == "OSCAR answered 404 on GET /system/services/missing: Not Found"
 
 
-def test_400_on_duplicate_create(client, fake_oscar):
-    fake_oscar.add_service("dup")
+def test_an_error_carries_the_server_s_text(cluster):
+    cluster.create_service("alices", user="alice")
+    profile = ClusterProfile("bob", cluster.url, token=Secret(cluster.access_token("bob")))
+    with OscarClient(profile) as bob, pytest.raises(OscarError) as caught:
+        bob.get_service("alices")
+    assert caught.value.status_code == 403
+    assert caught.value.message == "User bob@local doesn't have permision to get this service"
+    assert "lack access to this resource" in str(caught.value)
+
+
+def test_another_users_private_service_as_the_client_sees_it(cluster):
+    """OSCAR v4.1.2 (docs/ARCHITECTURE.md, strictness table): reading it is 403, deleting it 404
+    (delete.go looks in the caller's own namespace); its jobs' listing, a job's log and
+    delete-all are 200 with an empty body, deleting one of its jobs is 403."""
+    service = cluster.create_service("alices", user="alice")
+    cluster.submit(service, "alices-1")
+    profile = ClusterProfile("bob", cluster.url, token=Secret(cluster.access_token("bob")))
+    with OscarClient(profile, retries=0) as bob:
+        with pytest.raises(OscarError) as read:
+            bob.get_service("alices")
+        with pytest.raises(OscarError) as delete:
+            bob.delete_service("alices")
+        assert (read.value.status_code, delete.value.status_code) == (403, 404)
+        assert bob.list_jobs("alices") == {}
+        assert bob.job_logs("alices", "alices-1") == ""
+        bob.delete_jobs("alices", all=True)  # answered 200, deletes nothing
+        with pytest.raises(OscarError) as delete_job:
+            bob.delete_job("alices", "alices-1")
+        assert delete_job.value.status_code == 403
+    assert cluster.service_names() == {"alices"} and cluster.job_names() == {"alices-1"}
+
+
+def test_400_on_duplicate_create(client, cluster):
+    cluster.create_service("dup")
     with pytest.raises(
         OscarError,
         match="400 on POST /system/services: A service with the provided name already exists",
@@ -113,7 +136,7 @@ def test_400_on_duplicate_create(client, fake_oscar):
         client.create_service({"name": "dup", "image": "i", "script": "s"})
 
 
-def test_bad_names_are_refused_before_any_request(client, fake_oscar):
+def test_bad_names_are_refused_before_any_request(client, cluster):
     for bad in ("", "Upper", "a/b", "x y", "-lead", "../etc"):
         with pytest.raises(ValueError, match="lowercase letters, digits"):
             client.get_service(bad)
@@ -121,50 +144,53 @@ def test_bad_names_are_refused_before_any_request(client, fake_oscar):
         client.create_service({"image": "x"})
     with pytest.raises(ValueError, match="at most 63"):
         client.submit_job("svc", b"x", job_id="j" * 64)
-    assert fake_oscar.requests == []
+    assert cluster.requests == []
 
 
-def test_service_token_comes_from_the_service_and_is_cached(client, fake_oscar):
-    service = fake_oscar.add_service("svc")
+def test_service_token_comes_from_the_service_and_is_cached(client, cluster):
+    service = cluster.create_service("svc")
     assert client.service_token("svc") == service["token"]
     assert client.service_token("svc") == service["token"]
-    assert len(fake_oscar.seen("GET", "/system/services/svc")) == 1
+    assert len(cluster.seen("GET", "/system/services/svc")) == 1
 
 
 # --- jobs ------------------------------------------------------------------------------------
 
 
-def test_submit_job_uses_the_service_token_and_names_the_job(client, fake_oscar):
-    service = fake_oscar.add_service("svc")
+def test_submit_job_uses_the_service_token_and_names_the_job(client, cluster):
+    service = cluster.create_service("svc")
     client.submit_job("svc", b"cHJpbnQoMSkK", job_id="svc-0001")
-    post = fake_oscar.seen("POST", "/job/svc")[0]
+    post = cluster.seen("POST", "/job/svc")[0]
     assert post.headers["authorization"] == f"Bearer {service['token']}"
     assert post.headers["content-type"] == "application/octet-stream"
     assert post.headers["x-delegated-job-id"] == "svc-0001"
     assert post.body == b"cHJpbnQoMSkK"
-    assert fake_oscar.seen("GET", "/system/services/svc")[0].headers["authorization"] == BASIC
+    assert cluster.seen("GET", "/system/services/svc")[0].headers["authorization"] == basic(cluster)
     assert "svc-0001" in client.list_jobs("svc")
 
 
-def test_submit_without_job_id_sends_no_header(client, fake_oscar):
-    fake_oscar.add_service("svc")
+def test_submit_without_job_id_sends_no_header(client, cluster):
+    cluster.create_service("svc")
     client.submit_job("svc", b"e30=")
-    assert "x-delegated-job-id" not in fake_oscar.seen("POST", "/job/svc")[0].headers
+    assert "x-delegated-job-id" not in cluster.seen("POST", "/job/svc")[0].headers
+    [name] = client.list_jobs("svc")
+    assert name.startswith("svc-")  # job.go: <service>-<uuid>
+
+
+def test_a_recreated_service_gets_its_new_token(client, cluster):
+    cluster.create_service("svc")
+    client.submit_job("svc", b"a")
+    cluster.admin.delete("/system/services/svc").raise_for_status()  # and its job with it
+    fresh = cluster.create_service("svc")  # recreated behind our back: a new token
+    client.submit_job("svc", b"b")
+    posts = cluster.seen("POST", "/job/svc")
+    assert [p.status for p in posts] == [201, 401, 201]
+    assert posts[-1].headers["authorization"] == f"Bearer {fresh['token']}"
     assert len(client.list_jobs("svc")) == 1
 
 
-def test_a_recreated_service_gets_its_new_token(client, fake_oscar):
-    fake_oscar.add_service("svc")
-    client.submit_job("svc", b"a")
-    fresh = fake_oscar.add_service("svc")  # recreated behind our back: new token
-    client.submit_job("svc", b"b")
-    posts = fake_oscar.seen("POST", "/job/svc")
-    assert [p.headers["authorization"] for p in posts][-1] == f"Bearer {fresh['token']}"
-    assert len(fake_oscar.services["svc"]) and len(client.list_jobs("svc")) == 2
-
-
-def test_job_collision_is_a_500_with_the_k8s_text(client, fake_oscar):
-    fake_oscar.add_service("svc")
+def test_job_collision_is_a_500_with_the_k8s_text(client, cluster):
+    cluster.create_service("svc")
     client.submit_job("svc", b"a", job_id="svc-same")
     with pytest.raises(OscarError) as caught:
         client.submit_job("svc", b"a", job_id="svc-same")
@@ -172,81 +198,96 @@ def test_job_collision_is_a_500_with_the_k8s_text(client, fake_oscar):
     assert 'jobs.batch "svc-same" already exists' in str(caught.value)
 
 
-def test_listing_follows_next_page(client, fake_oscar):
-    fake_oscar.add_service("svc")
-    fake_oscar.jobs["svc"] = {f"svc-{i:02}": {"status": "Succeeded"} for i in range(7)}
-    fake_oscar.page_size = 3
-    jobs = client.list_jobs("svc")
+def test_listing_follows_next_page(make_cluster):
+    cluster = make_cluster(job_listing_limit=3)
+    service = cluster.create_service("svc")
+    for i in range(7):
+        cluster.submit(service, f"svc-{i:02}")
+    with cluster.admin_client() as client:
+        jobs = client.list_jobs("svc")
     assert sorted(jobs) == [f"svc-{i:02}" for i in range(7)]
-    pages = [r.query.get("page") for r in fake_oscar.seen("GET", "/system/logs/svc")]
-    assert pages == [None, ["3"], ["6"]]
+    pages = [r.query.get("page") for r in cluster.seen("GET", "/system/logs/svc")]
+    assert len(pages) == 3 and pages[0] is None and all(pages[1:])
 
 
-def test_listing_accepts_the_old_bare_map(client, fake_oscar):
-    fake_oscar.add_service("svc")
-    fake_oscar.legacy_listing = True
-    fake_oscar.jobs["svc"] = {"svc-a": {"status": "Running"}, "svc-b": {"status": "Failed"}}
-    assert client.list_jobs("svc") == {
-        "svc-a": {"status": "Running"},
-        "svc-b": {"status": "Failed"},
-    }
+def test_listing_accepts_the_bare_map_of_oscar_before_3_6_4():
+    """OSCAR before v3.6.4 answered the listing with the bare map of jobs (no pages)."""
+    bare = {"svc-a": {"status": "Running"}, "svc-b": {"status": "Failed"}}
+
+    def oscar_3_6_3(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/system/logs/svc"
+        return httpx.Response(200, json=bare)
+
+    profile = ClusterProfile("old", "http://oscar.example.org")
+    with OscarClient(profile, transport=httpx.MockTransport(oscar_3_6_3)) as oscar:
+        assert oscar.list_jobs("svc") == bare
 
 
-def test_empty_listing(client, fake_oscar):
-    fake_oscar.add_service("svc")
+def test_empty_listing(client, cluster):
+    cluster.create_service("svc")
     assert client.list_jobs("svc") == {}
 
 
-def test_logs_and_deletes(client, fake_oscar):
-    fake_oscar.add_service("svc")
-    fake_oscar.jobs["svc"] = {
-        "svc-a": {"status": "Succeeded"},
-        "svc-b": {"status": "Running"},
-        "svc-c": {"status": "Pending"},
-    }
-    fake_oscar.logs[("svc", "svc-a")] = "line 1\n  line 2\n"
+def test_logs_and_deletes(client, cluster):
+    service = cluster.create_service("svc")
+    for name in ("svc-a", "svc-b", "svc-c"):
+        cluster.submit(service, name)
+    cluster.finish("svc-a", "line 1\n  line 2\n")
+    cluster.run("svc-b", "")  # svc-c stays Pending in the Slurm queue
     assert client.job_logs("svc", "svc-a") == "line 1\n  line 2\n"
-    client.delete_jobs("svc")
+    client.delete_jobs("svc")  # the succeeded ones only
     assert sorted(client.list_jobs("svc")) == ["svc-b", "svc-c"]
     client.delete_job("svc", "svc-b")
     assert sorted(client.list_jobs("svc")) == ["svc-c"]
     client.delete_jobs("svc", all=True)
     assert client.list_jobs("svc") == {}
-    deletes = fake_oscar.seen("DELETE", "/system/logs/svc")
+    deletes = cluster.seen("DELETE", "/system/logs/svc")
     assert [d.query for d in deletes] == [{}, {"all": ["true"]}]
-    with pytest.raises(OscarError, match='404 on GET /system/logs/svc/svc-a: The job "svc-a"'):
+    assert [d.status for d in deletes] == [204, 204]
+    # A deleted job has no pod: OSCAR v4.1.2 panics into a 500 there (reference OSCAR.md
+    # section 13, B7), the local OSCAR answers 404; either way the client raises.
+    with pytest.raises(OscarError, match="on GET /system/logs/svc/svc-a"):
         client.job_logs("svc", "svc-a")
 
 
-# --- retries ---------------------------------------------------------------------------------
+def test_deleting_a_job_of_a_service_that_is_gone_is_a_403(client, cluster):
+    # logs.go MakeDeleteJobHandler writes 403 whenever getAuthorizedService fails.
+    with pytest.raises(OscarError) as caught:
+        client.delete_job("gone", "gone-1")
+    assert caught.value.status_code == 403
+    assert caught.value.message == "You do not have permission to access this service"
 
 
-def test_get_is_retried_on_503(client, fake_oscar):
-    fake_oscar.failures[("GET", "/system/info")] = [503, 502]
-    assert client.info()["version"] == "v4.1.2"
-    assert len(fake_oscar.seen("GET", "/system/info")) == 3
+# --- retries (the fault injector forces the failures) ----------------------------------------
 
 
-def test_get_gives_up_after_the_retries(client, fake_oscar):
-    fake_oscar.failures[("GET", "/system/info")] = [503, 503, 504, 503]
+def test_get_is_retried_on_503(client, cluster):
+    cluster.faults.answer("GET", "/system/info", 503, 502)
+    assert client.info()["local"]["executor"] == "scripted"
+    assert [r.status for r in cluster.seen("GET", "/system/info")] == [503, 502, 200]
+
+
+def test_get_gives_up_after_the_retries(client, cluster):
+    cluster.faults.answer("GET", "/system/info", 503, 503, 504, 503)
     with pytest.raises(OscarError) as caught:
         client.info()
     assert caught.value.status_code == 504
     assert str(caught.value) == "OSCAR answered 504 on GET /system/info: forced 504"
-    assert len(fake_oscar.seen("GET", "/system/info")) == 3
+    assert len(cluster.seen("GET", "/system/info")) == 3
 
 
-def test_post_is_never_retried_on_503(client, fake_oscar):
-    fake_oscar.add_service("svc")
-    fake_oscar.failures[("POST", "/job/svc")] = [503]
+def test_post_is_never_retried_on_503(client, cluster):
+    cluster.create_service("svc")
+    cluster.faults.answer("POST", "/job/svc", 503)
     with pytest.raises(OscarError, match="503 on POST /job/svc"):
         client.submit_job("svc", b"x", job_id="svc-once")
-    assert len(fake_oscar.seen("POST", "/job/svc")) == 1
+    assert len(cluster.seen("POST", "/job/svc")) == 1
     assert client.list_jobs("svc") == {}
-    fake_oscar.failures[("POST", "/system/services")] = [502]
+    cluster.faults.answer("POST", "/system/services", 502)
     with pytest.raises(OscarError, match="502 on POST /system/services"):
         client.create_service({"name": "new", "image": "i", "script": "s"})
-    assert len(fake_oscar.seen("POST", "/system/services")) == 1
+    assert len(cluster.seen("POST", "/system/services")) == 1
+    assert "new" not in cluster.service_names()
 
 
 def test_unreachable_endpoint_says_what_to_check():
@@ -261,26 +302,17 @@ def test_unreachable_endpoint_says_what_to_check():
     assert "check that the endpoint is right" in text and "oscar-jupyter local status" in text
 
 
-def test_get_retries_connect_errors_until_the_server_is_up(fake_oscar):
-    """The first attempt is refused; the server comes up during the backoff."""
+def test_get_retries_connect_errors_until_the_server_is_up(cluster):
+    """The first attempt is refused; the server comes up (on another port) during the backoff."""
     port = free_port()
-    profile = ClusterProfile("late", f"http://127.0.0.1:{port}")
-    handler = type("H", (OscarHandler,), {"state": fake_oscar})
-
-    def start_late() -> None:
-        time.sleep(0.15)
-        server = HTTPServer(("127.0.0.1", port), handler)
-        server.handle_request()
-        server.server_close()
-
-    thread = threading.Thread(target=start_late)
-    thread.start()
-    with OscarClient(profile, retries=4, backoff=0.1) as oscar:
+    cluster.listen_later(port, delay=0.15)
+    with OscarClient(
+        ClusterProfile("late", f"http://127.0.0.1:{port}"), retries=4, backoff=0.1
+    ) as oscar:
         assert oscar.health() == "Ok"
-    thread.join()
 
 
-def test_timeout_is_reported(fake_oscar):
+def test_timeout_is_reported():
     with socket.socket() as silent:  # accepts the connection, never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen()
@@ -290,9 +322,8 @@ def test_timeout_is_reported(fake_oscar):
                 oscar.info()
 
 
-def test_non_json_answer(fake_oscar):
-    with OscarClient(ClusterProfile("x", fake_oscar.url + "/elsewhere")) as oscar:
-        fake_oscar.failures[("GET", "/elsewhere/system/info")] = []
+def test_a_404_page_is_not_taken_for_json(cluster):
+    with OscarClient(ClusterProfile("x", cluster.url + "/elsewhere")) as oscar:
         with pytest.raises(OscarError, match="404 page not found"):
             oscar.info()
 
@@ -300,90 +331,88 @@ def test_non_json_answer(fake_oscar):
 # --- OIDC: the Keycloak refresh flow and bearer tokens ---------------------------------------
 
 
-def oidc_profile(server, **extra) -> ClusterProfile:
-    return ClusterProfile("kc", server.url, refresh_token=Secret(server.refresh_token()), **extra)
-
-
-def test_refresh_token_is_exchanged_on_creation(fake_oscar):
-    profile = oidc_profile(fake_oscar)
-    with OscarClient(profile) as oscar:
-        assert len(fake_oscar.issued) == 1
-        oscar.info()
-    form = fake_oscar.seen("POST", TOKEN_PATH)[0].body.decode()
-    assert "grant_type=refresh_token" in form and "client_id=oscar-client" in form
-    assert "scope=openid+profile" in form
-    assert (
-        fake_oscar.seen("GET", "/system/info")[0].headers["authorization"]
-        == f"Bearer {fake_oscar.issued[0]}"
+def oidc_profile(cluster, user: str = "alice", **extra) -> ClusterProfile:
+    return ClusterProfile(
+        "kc", cluster.url, refresh_token=Secret(cluster.refresh_token(user)), **extra
     )
 
 
-def test_a_401_refreshes_once_and_retries(fake_oscar):
-    with OscarClient(oidc_profile(fake_oscar)) as oscar:
-        fake_oscar.access_tokens.clear()  # the IdP expired every token
-        assert oscar.info()["version"] == "v4.1.2"
-        assert len(fake_oscar.issued) == 2
-        infos = fake_oscar.seen("GET", "/system/info")
-        assert [r.headers["authorization"] for r in infos] == [
-            f"Bearer {fake_oscar.issued[0]}",
-            f"Bearer {fake_oscar.issued[1]}",
-        ]
+def test_refresh_token_is_exchanged_on_creation(cluster):
+    with OscarClient(oidc_profile(cluster)) as oscar:
+        assert len(cluster.seen("POST", TOKEN_PATH)) == 1
+        oscar.info()
+    form = cluster.seen("POST", TOKEN_PATH)[0].body.decode()
+    assert "grant_type=refresh_token" in form and f"client_id={CLIENT_ID}" in form
+    assert "scope=openid+profile+email+offline_access" in form
+    sent = cluster.seen("GET", "/system/info")[0].headers["authorization"]
+    claims = unverified_claims(sent[len("Bearer ") :])
+    assert claims["sub"] == "alice@local" and claims["typ"] == "Bearer"
 
 
-def test_a_second_401_is_not_retried_forever(fake_oscar):
-    with OscarClient(oidc_profile(fake_oscar)) as oscar:
-        fake_oscar.failures[("GET", "/system/info")] = [401, 401, 401]
+def test_a_401_refreshes_once_and_retries(cluster):
+    """The IdP revoked the access token the client holds (OSCAR answers 401): one refresh, one
+    retry with the new token."""
+    revoked = cluster.foreign_token("alice")
+    profile = oidc_profile(cluster, token=Secret(revoked))
+    with OscarClient(profile) as oscar:
+        assert not cluster.seen("POST", TOKEN_PATH)  # the token is used as long as it works
+        assert oscar.info()["version"]
+    infos = cluster.seen("GET", "/system/info")
+    assert [r.status for r in infos] == [401, 200]
+    assert infos[0].headers["authorization"] == f"Bearer {revoked}"
+    assert infos[1].headers["authorization"] != infos[0].headers["authorization"]
+    assert len(cluster.seen("POST", TOKEN_PATH)) == 1
+
+
+def test_a_second_401_is_not_retried_forever(cluster):
+    with OscarClient(oidc_profile(cluster)) as oscar:
+        cluster.faults.answer("GET", "/system/info", 401, 401, 401)
         with pytest.raises(OscarError, match="401 on GET /system/info"):
             oscar.info()
-        assert len(fake_oscar.seen("GET", "/system/info")) == 2
+        assert len(cluster.seen("GET", "/system/info")) == 2
 
 
-def test_an_expiring_token_is_refreshed_before_use(fake_oscar):
-    fake_oscar.token_lifetime = 5  # under the client's margin
-    with OscarClient(oidc_profile(fake_oscar)) as oscar:
+def test_an_expiring_token_is_refreshed_before_use(make_cluster):
+    cluster = make_cluster(access_token_lifetime=5)  # under the client's margin
+    with OscarClient(oidc_profile(cluster)) as oscar:
         oscar.info()
         oscar.info()
-    assert len(fake_oscar.issued) == 3
-    assert len(fake_oscar.seen("GET", "/system/info")) == 2
+    assert len(cluster.seen("POST", TOKEN_PATH)) == 3
+    assert [r.status for r in cluster.seen("GET", "/system/info")] == [200, 200]
 
 
-def test_oidc_job_uses_the_oidc_token_after_a_system_call(fake_oscar):
-    service = fake_oscar.add_service("svc")
-    with OscarClient(oidc_profile(fake_oscar)) as oscar:
+def test_oidc_job_uses_the_oidc_token_after_a_system_call(cluster):
+    service = cluster.create_service("svc", user="alice")  # hers: she may send it jobs
+    before = len(cluster.requests)
+    with OscarClient(oidc_profile(cluster)) as oscar:
         oscar.submit_job("svc", b"x", job_id="svc-oidc")
-    token = fake_oscar.issued[0]
-    post = fake_oscar.seen("POST", "/job/svc")[0]
-    assert post.headers["authorization"] == f"Bearer {token}" != f"Bearer {service['token']}"
-    assert fake_oscar.seen("GET", "/system/config")  # provisions the user first
-    assert not fake_oscar.seen("GET", "/system/services/svc")  # no service token needed
-
-
-def test_explicit_access_token_is_used_as_is(fake_oscar):
-    fake_oscar.access_tokens.add("plain-access-token")
-    with OscarClient(
-        ClusterProfile("t", fake_oscar.url, token=Secret("plain-access-token"))
-    ) as oscar:
-        oscar.list_services()
+        assert list(oscar.list_jobs("svc")) == ["svc-oidc"]  # labelled with its owner
+    calls = [(r.method, r.path, r.status) for r in cluster.requests[before:]]
+    assert calls == [
+        ("POST", TOKEN_PATH, 200),
+        ("GET", "/system/config", 200),  # provisions the user first (job.go needs it)
+        ("POST", "/job/svc", 201),  # no service token needed, so no read of the service
+        ("GET", "/system/logs/svc", 200),
+    ]
+    post = cluster.seen("POST", "/job/svc")[0]
     assert (
-        fake_oscar.seen("GET", "/system/services")[0].headers["authorization"]
-        == "Bearer plain-access-token"
+        post.headers["authorization"]
+        == cluster.seen("GET", "/system/config")[-1].headers["authorization"]
     )
-    assert not fake_oscar.seen("POST", TOKEN_PATH)
+    assert post.headers["authorization"] != f"Bearer {service['token']}"
 
 
-def test_expired_refresh_token_names_the_fix(fake_oscar):
+def test_explicit_access_token_is_used_as_is(cluster):
+    token = cluster.access_token("alice")
+    with OscarClient(ClusterProfile("t", cluster.url, token=Secret(token))) as oscar:
+        oscar.list_services()
+    assert cluster.seen("GET", "/system/services")[0].headers["authorization"] == f"Bearer {token}"
+    assert not cluster.seen("POST", TOKEN_PATH)
+
+
+def test_expired_refresh_token_names_the_fix(cluster):
     profile = ClusterProfile(
-        "kc",
-        fake_oscar.url,
-        refresh_token=Secret(
-            make_jwt(
-                {
-                    "iss": fake_oscar.url + "/realms/test",
-                    "azp": "oscar-client",
-                    "scope": "openid profile",
-                }
-            )
-        ),
+        "kc", cluster.url, refresh_token=Secret(cluster.refresh_token("alice", lifetime=-60))
     )
     with pytest.raises(TokenRefreshError) as caught:
         OscarClient(profile)
@@ -392,68 +421,66 @@ def test_expired_refresh_token_names_the_fix(fake_oscar):
     assert "oidc_refresh_token" in text and profile.refresh_token.reveal() not in text
 
 
-def test_refresh_token_that_is_not_a_jwt(fake_oscar):
+def test_refresh_token_that_is_not_a_jwt(cluster):
     with pytest.raises(TokenRefreshError, match="not a JWT"):
-        OscarClient(ClusterProfile("kc", fake_oscar.url, refresh_token=Secret("opaque")))
+        OscarClient(ClusterProfile("kc", cluster.url, refresh_token=Secret("opaque")))
 
 
-def test_refresh_token_without_issuer(fake_oscar):
-    bad = make_jwt({"azp": "x", "scope": "openid"})
+def test_refresh_token_without_issuer(cluster):
+    bad = cluster.sign({"azp": "x", "scope": "openid"})
     with pytest.raises(TokenRefreshError, match="'iss' claim"):
-        OscarClient(ClusterProfile("kc", fake_oscar.url, refresh_token=Secret(bad)))
+        OscarClient(ClusterProfile("kc", cluster.url, refresh_token=Secret(bad)))
 
 
-def test_unreachable_identity_provider(fake_oscar):
-    bad = make_jwt(
+def test_unreachable_identity_provider(cluster):
+    bad = cluster.sign(
         {"iss": f"http://127.0.0.1:{free_port()}/realms/x", "azp": "a", "scope": "openid"}
     )
     with pytest.raises(TokenRefreshError, match="Cannot reach the OIDC token endpoint"):
-        OscarClient(ClusterProfile("kc", fake_oscar.url, refresh_token=Secret(bad)))
+        OscarClient(ClusterProfile("kc", cluster.url, refresh_token=Secret(bad)))
 
 
-def test_refresh_failing_mid_session_becomes_an_oscar_error(fake_oscar):
-    with OscarClient(oidc_profile(fake_oscar)) as oscar:
-        fake_oscar.access_tokens.clear()
-        fake_oscar.refresh_tokens.clear()  # the refresh token was revoked meanwhile
+def test_refresh_failing_mid_session_becomes_an_oscar_error(cluster):
+    with OscarClient(oidc_profile(cluster)) as oscar:
+        cluster.forget_every_session()  # access and refresh tokens revoked meanwhile
         with pytest.raises(OscarError) as caught:
             oscar.info()
     assert caught.value.status_code == 401
     assert "getting a new one failed" in str(caught.value)
-    assert "invalid_grant" in str(caught.value)
+    assert "invalid_grant - Invalid refresh token" in str(caught.value)
 
 
-def test_oidc_agent_token_through_oidc_token(fake_oscar, tmp_path, monkeypatch):
-    fake_oscar.access_tokens.add("agent-access-token")
+def test_oidc_agent_token_through_oidc_token(cluster, tmp_path, monkeypatch):
+    token = cluster.access_token("alice")
     script = tmp_path / "bin" / "oidc-token"
     script.parent.mkdir()
     script.write_text(
-        '#!/bin/sh\n[ "$2" = egi ] && echo agent-access-token && exit 0\n'
+        f'#!/bin/sh\n[ "$2" = egi ] && echo {token} && exit 0\n'
         'echo "Error: account not loaded" >&2; exit 1\n'
     )
     script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin:/bin")
-    with OscarClient(ClusterProfile("ag", fake_oscar.url, oidc_account_name="egi")) as oscar:
+    with OscarClient(ClusterProfile("ag", cluster.url, oidc_account_name="egi")) as oscar:
         oscar.info()
-    assert (
-        fake_oscar.seen("GET", "/system/info")[0].headers["authorization"]
-        == "Bearer agent-access-token"
-    )
+    assert cluster.seen("GET", "/system/info")[0].headers["authorization"] == f"Bearer {token}"
+    assert cluster.seen("GET", "/system/info")[0].status == 200
     with pytest.raises(TokenRefreshError, match="account not loaded.*oidc-add other"):
-        OscarClient(ClusterProfile("ag", fake_oscar.url, oidc_account_name="other"))
+        OscarClient(ClusterProfile("ag", cluster.url, oidc_account_name="other"))
 
 
-def test_oidc_agent_missing(fake_oscar, monkeypatch, tmp_path):
+def test_oidc_agent_missing(cluster, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ConfigError, match="`oidc-token` command is not on PATH.*OSCAR_TOKEN"):
-        OscarClient(ClusterProfile("ag", fake_oscar.url, oidc_account_name="egi"))
+        OscarClient(ClusterProfile("ag", cluster.url, oidc_account_name="egi"))
 
 
 # --- threads ---------------------------------------------------------------------------------
 
 
-def test_one_client_serves_a_poller_thread_and_the_main_thread(client, fake_oscar):
-    fake_oscar.add_service("svc")
-    fake_oscar.jobs["svc"] = {"svc-a": {"status": "Running"}}
+def test_one_client_serves_a_poller_thread_and_the_main_thread(client, cluster):
+    service = cluster.create_service("svc")
+    cluster.submit(service, "svc-a")
+    cluster.run("svc-a", cell_log("svc-a", ["up"], exit_code=None))
     errors: list[BaseException] = []
 
     def poll() -> None:
@@ -470,19 +497,19 @@ def test_one_client_serves_a_poller_thread_and_the_main_thread(client, fake_osca
     poller.join()
     assert errors == []
     assert len(client.list_jobs("svc")) == 31
-    assert len(fake_oscar.seen("GET", "/system/services/svc")) == 1
+    assert len(cluster.seen("GET", "/system/services/svc")) == 1
 
 
-def test_repr_names_the_cluster_not_the_secrets(client):
-    assert repr(client) == f"OscarClient(cluster_id='test', endpoint='{client.endpoint}')"
-    assert ADMIN_PASSWORD not in repr(client)
+def test_repr_names_the_cluster_not_the_secrets(client, cluster):
+    assert repr(client) == f"OscarClient(cluster_id='local-test', endpoint='{client.endpoint}')"
+    assert cluster.password not in repr(client)
 
 
 # --- TLS -------------------------------------------------------------------------------------
 
 
-def test_self_signed_certificate_is_refused_with_the_fix(fake_oscar_tls):
-    profile = ClusterProfile("tls", fake_oscar_tls.url)
+def test_self_signed_certificate_is_refused_with_the_fix(cluster_tls):
+    profile = ClusterProfile("tls", cluster_tls.url)
     with OscarClient(profile, retries=0) as oscar, pytest.raises(OscarError) as caught:
         oscar.health()
     assert caught.value.status_code is None
@@ -490,31 +517,24 @@ def test_self_signed_certificate_is_refused_with_the_fix(fake_oscar_tls):
     assert "ssl_verify: false" in text and "OSCAR_SSL_VERIFY=false" in text
 
 
-def test_ssl_verify_false_accepts_the_self_signed_certificate(fake_oscar_tls):
-    profile = ClusterProfile(
-        "tls",
-        fake_oscar_tls.url,
-        user=ADMIN_USER,
-        password=Secret(ADMIN_PASSWORD),
-        ssl_verify=False,
-    )
-    with OscarClient(profile) as oscar:
+def test_ssl_verify_false_accepts_the_self_signed_certificate(cluster_tls):
+    with OscarClient(cluster_tls.basic_profile("tls", ssl_verify=False)) as oscar:
         assert oscar.health() == "Ok"
-        assert oscar.info()["version"] == "v4.1.2"
+        assert oscar.info()["local"]["executor"] == "scripted"
 
 
-def test_expiring_token_that_cannot_be_renewed_is_an_oscar_error(fake_oscar):
-    fake_oscar.token_lifetime = 5
-    with OscarClient(oidc_profile(fake_oscar)) as oscar:
-        fake_oscar.refresh_tokens.clear()
+def test_expiring_token_that_cannot_be_renewed_is_an_oscar_error(make_cluster):
+    cluster = make_cluster(access_token_lifetime=5)
+    with OscarClient(oidc_profile(cluster)) as oscar:
+        cluster.forget_every_session()
         with pytest.raises(OscarError) as caught:
             oscar.list_services()
     assert caught.value.status_code == 401 and "expired" in str(caught.value)
-    assert not fake_oscar.seen("GET", "/system/services")
+    assert not cluster.seen("GET", "/system/services")
 
 
-def test_a_redirect_names_the_address_to_use(client, fake_oscar):
-    fake_oscar.redirect_to = "https://oscar.example.org"
+def test_a_redirect_names_the_address_to_use(client, cluster):
+    cluster.faults.redirect_to = "https://oscar.example.org"
     with pytest.raises(OscarError) as caught:
         client.info()
     assert caught.value.status_code == 308

@@ -2,22 +2,21 @@
 
 No Kubernetes runs here: a loopback HTTP server answers the one call the kubernetes client makes
 (GET /api/v1/nodes with a label selector) with node objects shaped as interLink's virtual kubelet
-publishes them (INTERLINK.md section 4).
+publishes them (INTERLINK.md section 4), two of them with the two labels interLink has used. OSCAR
+is the real local OSCAR (local_cluster.py), whose /system/status lists no virtual node, as a real
+cluster's; its fault injector makes it answer 500 where an OSCAR without metrics-server does.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from oscar_jupyter.client import OscarClient
-from oscar_jupyter.config import ClusterProfile
 from oscar_jupyter.nodes import discover_nodes, list_nodes_from_kubernetes
 
 
@@ -115,65 +114,36 @@ def test_both_interlink_labels_are_listed_with_their_capacity(kubeconfig, kube_a
     assert kube_api[1] == ["virtual-node.interlink/type=virtual-kubelet", "type=virtual-kubelet"]
 
 
-def test_the_session_falls_back_to_kubernetes_when_oscar_cannot_list_nodes(kubeconfig):
-    # /system/status answers 500, as an OSCAR without metrics-server does.
-    with serve_status(None) as endpoint:
-        client = OscarClient(ClusterProfile(cluster_id="x", endpoint=endpoint), retries=0)
+def test_the_session_falls_back_to_kubernetes_when_oscar_cannot_list_nodes(kubeconfig, cluster):
+    cluster.faults.answer("GET", "/system/status", 500)  # an OSCAR without metrics-server
+    with OscarClient(cluster.basic_profile(), retries=0) as client:
         found = discover_nodes(client)
     assert found.source == "Kubernetes" and found.warning is None
     assert found.interlink_names == ["old-vk", "vega-new-vk"]
     assert {n.source for n in found.nodes} == {"Kubernetes"}
 
 
-def test_kubernetes_is_asked_when_oscar_answers_without_virtual_nodes(kubeconfig):
+def test_kubernetes_is_asked_when_oscar_answers_without_virtual_nodes(kubeconfig, cluster):
     # A real cluster's /system/status: only nodes with metrics, so no virtual kubelet.
-    with serve_status([{"name": "worker-1", "is_interlink": False}]) as endpoint:
-        client = OscarClient(ClusterProfile(cluster_id="x", endpoint=endpoint), retries=0)
+    with OscarClient(cluster.basic_profile(), retries=0) as client:
         found = discover_nodes(client)
+    assert cluster.seen("GET", "/system/status")[0].status == 200
     assert found.source == "Kubernetes"
     assert found.interlink_names == ["old-vk", "vega-new-vk"]
 
 
-def test_the_profile_list_is_the_last_source(tmp_path, monkeypatch):
+def test_the_profile_list_is_the_last_source(tmp_path, monkeypatch, cluster):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
-    with serve_status([{"name": "worker-1", "is_interlink": False}]) as endpoint:
-        client = OscarClient(ClusterProfile(cluster_id="x", endpoint=endpoint), retries=0)
+    with OscarClient(cluster.basic_profile(), retries=0) as client:
         found = discover_nodes(client, ["vega", "leonardo"])
     assert found.source == "profile" and found.interlink_names == ["vega", "leonardo"]
     assert not found.nodes[0].resources_known
 
 
-def test_without_any_source_the_warning_says_names_go_unchecked(tmp_path, monkeypatch):
+def test_without_any_source_the_warning_says_names_go_unchecked(tmp_path, monkeypatch, cluster):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
-    with serve_status([{"name": "worker-1", "is_interlink": False}]) as endpoint:
-        client = OscarClient(ClusterProfile(cluster_id="x", endpoint=endpoint), retries=0)
+    with OscarClient(cluster.basic_profile(), retries=0) as client:
         found = discover_nodes(client)
     assert found.source is None and found.interlink_names is None
     assert "lists no interLink node" in found.warning and "names go unchecked" in found.warning
     assert "jupyter: {nodes: [vega]}" in found.warning
-
-
-@contextmanager
-def serve_status(nodes: list[dict] | None) -> Iterator[str]:
-    """A loopback OSCAR whose /system/status lists `nodes` (None: answers 500)."""
-    body = json.dumps({"cluster": {"nodes": nodes}}).encode() if nodes is not None else b"no"
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200 if nodes is not None else 500)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()

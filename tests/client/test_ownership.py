@@ -1,11 +1,14 @@
-"""Ownership on a shared OSCAR, against the strict fake (owners, 403, 400 duplicate, owner-filtered
-and paged listings): runner services named per owner, jobs named per kernel, `%oscar_jobs` and
-`%oscar_cleanup` scoped to the kernel or the user, and one status per job in every view."""
+"""Ownership on a shared OSCAR, against the real local OSCAR (local_cluster.py: owners, 403s,
+400 duplicate, owner-filtered and paged listings, as OSCAR v4.1.2): runner services named per
+owner, jobs named per kernel, `%oscar_jobs` and `%oscar_cleanup` scoped to the kernel or the user,
+and one status per job in every view. Jobs end as the test scripts them (the batch system's
+place), with the runner's wire lines built by tests/wire.py."""
 
 from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 import yaml
@@ -19,9 +22,10 @@ from oscar_jupyter.server.backend import SidebarBackend
 from oscar_jupyter.session import Session
 from oscar_jupyter.spec import RUNNER_LABEL, OffloadSpec
 
-from .fake_oscar_server import ADMIN_PASSWORD, ADMIN_USER
+from ..wire import cell_log
+from .local_cluster import ADMIN_USER, NODE
 
-SPEC = dict(node="vk", time="00:05:00")
+SPEC = dict(node=NODE, time="00:05:00")
 K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
@@ -31,22 +35,17 @@ def private_logs(tmp_path, monkeypatch):
 
 
 @pytest.fixture()
-def sessions(fake_oscar):
-    """make(who) -> a new Session (a kernel) of `who`: "admin" (basic auth) or an OIDC sub."""
+def sessions(cluster):
+    """make(who) -> a new Session (a kernel) of `who`: "admin" (basic auth) or an OIDC user
+    (`sub` `<who>@local`)."""
     made: list[Session] = []
 
     def make(who: str = "admin") -> Session:
         if who == "admin":
-            profile = ClusterProfile(
-                cluster_id="fake",
-                endpoint=fake_oscar.url,
-                user=ADMIN_USER,
-                password=Secret(ADMIN_PASSWORD),
-            )
+            profile = cluster.basic_profile()
         else:
-            profile = ClusterProfile(
-                cluster_id="fake", endpoint=fake_oscar.url, token=Secret(fake_oscar.user_token(who))
-            )
+            token = Secret(cluster.access_token(who))
+            profile = ClusterProfile(cluster_id="local-test", endpoint=cluster.url, token=token)
         session = Session()
         session.client, session.profile = OscarClient(profile, retries=0), profile
         made.append(session)
@@ -58,101 +57,92 @@ def sessions(fake_oscar):
 
 
 def finish(
-    fake_oscar,
+    cluster,
     job: Job | str,
-    service: str | None = None,
     exit_code: int | None = 0,
     phase: str = "Succeeded",
 ) -> None:
-    """The job ran: OSCAR says `phase`, the log holds the runner's start line and exit sentinel
-    (none when `exit_code` is None)."""
+    """The job ran: the batch system says `phase`, the log holds the runner's start line, one
+    line of output and the exit sentinel (none when `exit_code` is None)."""
     name = job if isinstance(job, str) else job.name
-    service = service or job.service
-    log = f'@@OJ|s|0|{{"node": "vk", "job": "{name}"}}|@@\n@@OJ|o|1|done|@@\n'
-    if exit_code is not None:
-        log += f"@@OJ|x|0|{exit_code}|@@\n"
-    with fake_oscar.lock:
-        fake_oscar.jobs[service][name] = {
-            "status": phase,
-            "creation_time": "2026-01-01T10:00:00Z",
-            "start_time": "2026-01-01T10:00:01Z",
-            "finish_time": "2026-01-01T10:00:09Z",
-        }
-        fake_oscar.logs[(service, name)] = log
+    cluster.finish(name, cell_log(name, ["done"], exit_code=exit_code), phase=phase)
 
 
-def run(fake_oscar, job: Job) -> None:
-    with fake_oscar.lock:
-        fake_oscar.jobs[job.service][job.name] = {
-            "status": "Running",
-            "start_time": "2026-01-01T10:00:01Z",
-        }
-        fake_oscar.logs[(job.service, job.name)] = (
-            f'@@OJ|s|0|{{"node": "vk", "job": "{job.name}"}}|@@\n'
-        )
+def run(cluster, job: Job) -> None:
+    """The job's runner has started and still runs."""
+    cluster.run(job.name, cell_log(job.name, exit_code=None))
+
+
+def owner_of(cluster, service: str) -> str:
+    return cluster.admin.get(f"/system/services/{service}").json()["owner"]
 
 
 # -- 1. runner services named per owner -------------------------------------------------------
 
 
-def test_two_oidc_users_with_the_same_settings_both_offload(sessions, fake_oscar):
+def test_two_oidc_users_with_the_same_settings_both_offload(sessions, cluster):
     alice, bob = sessions("alice"), sessions("bob")
-    assert (alice.owner, bob.owner) == ("alice", "bob")
+    assert (alice.owner, bob.owner) == ("alice@local", "bob@local")
     job_a = alice.submit("print(1)", OffloadSpec(**SPEC))
     job_b = bob.submit("print(1)", OffloadSpec(**SPEC))
     assert job_a.service != job_b.service
-    assert fake_oscar.services[job_a.service]["owner"] == "alice"
-    assert fake_oscar.services[job_b.service]["owner"] == "bob"
+    assert owner_of(cluster, job_a.service) == "alice@local"
+    assert owner_of(cluster, job_b.service) == "bob@local"
     for job in (job_a, job_b):
-        assert job.name in fake_oscar.jobs[job.service]
+        assert job.name in cluster.job_names()
         assert len(job.service) <= 39 and K8S_NAME.fullmatch(job.service)
-        assert fake_oscar.services[job.service]["labels"] == {RUNNER_LABEL: "true"}
+        labels = cluster.admin.get(f"/system/services/{job.service}").json()["labels"]
+        assert labels[RUNNER_LABEL] == "true"
 
 
-def test_the_name_hashes_owner_and_endpoint_and_is_stable(sessions, fake_oscar):
+def test_the_name_hashes_owner_and_endpoint_and_is_stable(sessions, cluster):
     spec = OffloadSpec(**SPEC)
     alice = sessions("alice")
     name = alice.ensure_service(spec)
-    assert name == spec.service_name("alice", fake_oscar.url)
+    assert name == spec.service_name("alice@local", cluster.url)
     assert name != spec.service_name("alice", "https://other.example.org")
     assert name.startswith("oj-") and len(name) <= 30
     assert sessions("alice").ensure_service(spec) == name  # another kernel of alice: same one
 
 
-def test_a_name_owned_by_someone_else_moves_on_to_the_next_candidate(sessions, fake_oscar):
+def test_a_name_owned_by_someone_else_moves_on_to_the_next_candidate(sessions, cluster):
     spec = OffloadSpec(**SPEC)
-    first = spec.service_name("alice", fake_oscar.url)
-    second = spec.service_name("alice", fake_oscar.url, salt=1)
-    third = spec.service_name("alice", fake_oscar.url, salt=2)
-    fake_oscar.add_service(first, owner="mallory")  # private: 403 for alice
-    fake_oscar.add_service(second, owner="mallory", visibility="public")  # readable, not hers
+    first = spec.service_name("alice@local", cluster.url)
+    second = spec.service_name("alice@local", cluster.url, salt=1)
+    third = spec.service_name("alice@local", cluster.url, salt=2)
+    cluster.create_service(first, user="mallory")  # private: 403 for alice
+    cluster.create_service(second, user="mallory", visibility="public")  # readable, not hers
     alice = sessions("alice")
     assert alice.ensure_service(spec) == third
-    assert fake_oscar.services[third]["owner"] == "alice"
+    assert owner_of(cluster, third) == "alice@local"
     assert alice.submit("print(1)", spec).service == third
+    reads = [
+        (r.path.rsplit("/", 1)[-1], r.status) for r in cluster.seen("GET") if "/services/" in r.path
+    ]
+    assert reads[:3] == [(first, 403), (second, 200), (third, 404)]
 
 
-def test_already_exists_after_a_404_is_another_kernel_creating_it(sessions, fake_oscar):
+def test_already_exists_after_a_404_is_another_kernel_creating_it(sessions, cluster):
     spec = OffloadSpec(**SPEC)
     alice = sessions("alice")
-    name = spec.service_name("alice", fake_oscar.url)
-    # The other kernel's create lands between our read (404) and our create (400).
-    fake_oscar.add_service(name, owner="alice", labels={RUNNER_LABEL: "true"})
-    fake_oscar.failures[("GET", f"/system/services/{name}")] = [404]
+    name = spec.service_name("alice@local", cluster.url)
+    # The other kernel's create lands between our read (404) and our create (400): the fault
+    # injector replays the 404 our read would have got a moment earlier.
+    cluster.create_service(name, user="alice", labels={RUNNER_LABEL: "true"})
+    cluster.faults.answer("GET", f"/system/services/{name}", 404)
     assert alice.ensure_service(spec) == name
-    assert [r.method for r in fake_oscar.requests if r.path.startswith("/system/services")] == [
-        "GET",
-        "POST",
-        "GET",
+    calls = [
+        (r.method, r.status) for r in cluster.requests if r.path.startswith("/system/services")
     ]
+    assert calls == [("GET", 404), ("POST", 400), ("GET", 200)]
     assert name not in alice.services  # not created by this kernel
 
 
-def test_basic_auth_users_get_names_of_their_own(fake_oscar, sessions):
+def test_basic_auth_users_get_names_of_their_own(cluster, sessions):
     spec = OffloadSpec(**SPEC)
     admin = sessions("admin")
     assert admin.owner == ADMIN_USER
-    assert admin.ensure_service(spec) == spec.service_name(ADMIN_USER, fake_oscar.url)
+    assert admin.ensure_service(spec) == spec.service_name(ADMIN_USER, cluster.url)
 
 
 # -- 2. jobs named per kernel; scopes ---------------------------------------------------------
@@ -166,7 +156,7 @@ def test_job_names_carry_the_kernel_tag_within_kubernetes_limits(sessions):
     assert job.name.startswith(f"{job.service}-{one.kernel_tag}-")
 
 
-def two_kernels_and_another_user(sessions, fake_oscar):
+def two_kernels_and_another_user(sessions):
     k1, k2, bob = sessions("alice"), sessions("alice"), sessions("bob")
     spec = OffloadSpec(**SPEC)
     jobs = {
@@ -180,8 +170,8 @@ def two_kernels_and_another_user(sessions, fake_oscar):
     return k1, k2, bob, jobs
 
 
-def test_list_jobs_scopes_kernel_mine_and_all(sessions, fake_oscar):
-    k1, k2, bob, jobs = two_kernels_and_another_user(sessions, fake_oscar)
+def test_list_jobs_scopes_kernel_mine_and_all(sessions):
+    k1, k2, bob, jobs = two_kernels_and_another_user(sessions)
     names = {key: {j.name for j in value} for key, value in jobs.items()}
     kernel = k1.list_jobs("kernel")
     assert {r.job for r in kernel} == names["k1"]
@@ -195,7 +185,7 @@ def test_list_jobs_scopes_kernel_mine_and_all(sessions, fake_oscar):
         k1.list_jobs("everything")
 
 
-def test_an_admin_sees_mine_and_all_apart(sessions, fake_oscar):
+def test_an_admin_sees_mine_and_all_apart(sessions):
     admin, alice = sessions("admin"), sessions("alice")
     own = admin.submit("print(1)", OffloadSpec(**SPEC))
     hers = alice.submit("print(1)", OffloadSpec(**SPEC))
@@ -203,7 +193,7 @@ def test_an_admin_sees_mine_and_all_apart(sessions, fake_oscar):
     assert {r.job for r in admin.list_jobs("all")} == {own.name, hers.name}
 
 
-def test_a_restarted_kernel_finds_its_jobs_by_their_tag(sessions, fake_oscar):
+def test_a_restarted_kernel_finds_its_jobs_by_their_tag(sessions):
     before = sessions()
     job = before.submit("print(1)", OffloadSpec(**SPEC))
     after = sessions()
@@ -211,91 +201,91 @@ def test_a_restarted_kernel_finds_its_jobs_by_their_tag(sessions, fake_oscar):
     assert [r.job for r in after.list_jobs()] == [job.name]
 
 
-def test_listings_follow_pages_of_seventy(sessions, fake_oscar):
+def test_listings_follow_pages_of_seventy(sessions, cluster):
     k1 = sessions()
     job = k1.submit("print(1)", OffloadSpec(**SPEC))
-    for i in range(80):
-        finish(fake_oscar, f"{job.service}-{k1.kernel_tag}-{i:012x}", job.service)
+    service = cluster.admin.get(f"/system/services/{job.service}").json()
+    for i in range(80):  # sent by this kernel before, say
+        name = f"{job.service}-{k1.kernel_tag}-{i:012x}"
+        cluster.submit(service, name)
+        finish(cluster, name)
     rows = k1.list_jobs()
     assert len(rows) == 81
-    pages = [r.query.get("page") for r in fake_oscar.seen("GET", f"/system/logs/{job.service}")]
-    assert pages[-2:] == [None, ["70"]]
+    listings = cluster.seen("GET", f"/system/logs/{job.service}")
+    assert [r.query.get("page") is None for r in listings[-2:]] == [True, False]
 
 
-def test_cleanup_deletes_only_this_kernels_finished_jobs(sessions, fake_oscar):
-    k1, k2, bob, jobs = two_kernels_and_another_user(sessions, fake_oscar)
+def test_cleanup_deletes_only_this_kernels_finished_jobs(sessions, cluster):
+    k1, k2, bob, jobs = two_kernels_and_another_user(sessions)
     for group in jobs.values():
         for job in group:
-            finish(fake_oscar, job)
+            finish(cluster, job)
     report = k1.cleanup()
     assert sorted(report.deleted_jobs) == sorted(j.name for j in jobs["k1"])
-    left = {n for listing in fake_oscar.jobs.values() for n in listing}
-    assert left == {j.name for j in jobs["k2"] + jobs["bob"]}
+    assert cluster.job_names() == {j.name for j in jobs["k2"] + jobs["bob"]}
     report = k2.cleanup(scope="mine")
     assert sorted(report.deleted_jobs) == sorted(j.name for j in jobs["k2"])
-    assert {n for listing in fake_oscar.jobs.values() for n in listing} == {
-        j.name for j in jobs["bob"]
-    }
+    assert cluster.job_names() == {j.name for j in jobs["bob"]}
 
 
-def test_cleanup_skips_unfinished_jobs_and_uses_the_runners_exit(sessions, fake_oscar):
+def test_cleanup_skips_unfinished_jobs_and_uses_the_runners_exit(sessions, cluster):
     k1 = sessions()
     done, running, sentinel_first = (
         k1.submit(f"print({i})", OffloadSpec(**SPEC)) for i in range(3)
     )
-    finish(fake_oscar, done, exit_code=1)
-    run(fake_oscar, running)
-    finish(fake_oscar, sentinel_first, phase="Running")  # exit sentinel ahead of OSCAR's phase
+    finish(cluster, done, exit_code=1)
+    run(cluster, running)
+    finish(cluster, sentinel_first, phase="Running")  # exit sentinel ahead of OSCAR's phase
     assert sorted(k1.cleanup().deleted_jobs) == sorted([done.name, sentinel_first.name])
-    assert set(fake_oscar.jobs[done.service]) == {running.name}
+    assert cluster.job_names() == {running.name}
 
 
-def test_a_service_is_kept_while_another_kernels_job_runs(sessions, fake_oscar):
+def test_a_service_is_kept_while_another_kernels_job_runs(sessions, cluster):
     k1, k2 = sessions(), sessions()
     mine = k1.submit("print(1)", OffloadSpec(**SPEC))
     theirs = k2.submit("print(2)", OffloadSpec(**SPEC))
-    finish(fake_oscar, mine)
-    run(fake_oscar, theirs)
+    finish(cluster, mine)
+    run(cluster, theirs)
     report = k1.cleanup(services=True)
     assert report.deleted_jobs == [mine.name] and report.deleted_services == []
     assert theirs.name in report.kept_services[mine.service]
     assert "still running or waiting" in report.kept_services[mine.service]
-    assert mine.service in fake_oscar.services and theirs.name in fake_oscar.jobs[mine.service]
+    assert mine.service in cluster.service_names() and theirs.name in cluster.job_names()
 
-    finish(fake_oscar, theirs)
+    finish(cluster, theirs)
     report = k1.cleanup(services=True)
     assert report.deleted_services == [mine.service] and report.kept_services == {}
     assert report.jobs_deleted_with_services == 1  # k2's finished job went with it
-    assert mine.service not in fake_oscar.services
+    assert mine.service not in cluster.service_names() and cluster.job_names() == set()
     assert any("with 1 finished job(s) of other kernels" in line for line in report.lines())
 
 
-def test_the_next_offload_after_a_cleanup_creates_the_service_again(sessions, fake_oscar):
+def test_the_next_offload_after_a_cleanup_creates_the_service_again(sessions, cluster):
     k1 = sessions()
     job = k1.submit("print(1)", OffloadSpec(**SPEC))
-    finish(fake_oscar, job)
+    finish(cluster, job)
     assert k1.cleanup(services=True).deleted_services == [job.service]
     again = k1.submit("print(2)", OffloadSpec(**SPEC))
-    assert again.service == job.service and job.service in fake_oscar.services
+    assert again.service == job.service and job.service in cluster.service_names()
 
 
 # -- 3. one status per job in every view ------------------------------------------------------
 
 
 @pytest.fixture()
-def sidebar(fake_oscar, tmp_path, monkeypatch):
+def sidebar(cluster, tmp_path, monkeypatch):
     config = tmp_path / "oscar-cli.yaml"
     config.write_text(
         yaml.safe_dump(
             {
                 "oscar": {
-                    "fake": {
-                        "endpoint": fake_oscar.url,
+                    "local-test": {
+                        "endpoint": cluster.url,
                         "auth_user": ADMIN_USER,
-                        "auth_password": ADMIN_PASSWORD,
+                        "auth_password": cluster.password,
                     }
                 },
-                "default": "fake",
+                "default": "local-test",
             }
         )
     )
@@ -305,13 +295,13 @@ def sidebar(fake_oscar, tmp_path, monkeypatch):
     backend.close()
 
 
-def test_every_view_shows_the_runners_status(sessions, fake_oscar, sidebar):
+def test_every_view_shows_the_runners_status(sessions, cluster, sidebar):
     k1, k2 = sessions(), sessions()
     spec = OffloadSpec(**SPEC)
     failed_cell = k2.submit("raise SystemExit(3)", spec)  # OSCAR: Succeeded
     ended_early = k2.submit("print(1)", spec)  # sentinel in, OSCAR still Running
-    finish(fake_oscar, failed_cell, exit_code=3, phase="Succeeded")
-    finish(fake_oscar, ended_early, exit_code=0, phase="Running")
+    finish(cluster, failed_cell, exit_code=3, phase="Succeeded")
+    finish(cluster, ended_early, exit_code=0, phase="Running")
     expected = {}
     for job in (failed_cell, ended_early):
         handle = Job(k1.client, job.service, job.name, OffloadSpec())
@@ -326,46 +316,41 @@ def test_every_view_shows_the_runners_status(sessions, fake_oscar, sidebar):
     assert (entry["exit_code"], entry["kernel"]) == (3, k2.kernel_tag)
 
 
-def test_final_states_are_remembered_and_logs_read_only_until_then(sessions, fake_oscar, sidebar):
+def test_final_states_are_remembered_and_logs_read_only_until_then(sessions, cluster, sidebar):
     k1 = sessions()
     done, running = (k1.submit(f"print({i})", OffloadSpec(**SPEC)) for i in range(2))
-    finish(fake_oscar, done)
-    run(fake_oscar, running)
+    finish(cluster, done)
+    run(cluster, running)
     other = sessions()
     sidebar.refresh_seconds = 0  # every call is a refresh (the sidebar caches for 5 s)
-    listed_before = len(fake_oscar.seen("GET", f"/system/logs/{done.service}"))
+    listed_before = len(cluster.seen("GET", f"/system/logs/{done.service}"))
     for _ in range(3):
         other.list_jobs("mine")
         sidebar.jobs(None)
     log_reads = {
-        name: len(fake_oscar.seen("GET", f"/system/logs/{done.service}/{name}"))
+        name: len(cluster.seen("GET", f"/system/logs/{done.service}/{name}"))
         for name in (done.name, running.name)
     }
     assert log_reads == {done.name: 2, running.name: 6}  # once per view for the finished one
-    listings = len(fake_oscar.seen("GET", f"/system/logs/{done.service}")) - listed_before
+    listings = len(cluster.seen("GET", f"/system/logs/{done.service}")) - listed_before
     assert listings == 6  # one listing per service per refresh
 
 
-def test_a_job_found_running_is_timed_from_its_runners_start(sessions, fake_oscar, sidebar):
-    from datetime import datetime, timedelta, timezone
+def test_a_job_found_running_is_timed_from_its_runners_start(sessions, cluster, sidebar):
+    from datetime import datetime, timezone
 
     job = sessions().submit("print(1)", OffloadSpec(**SPEC))
-    now = datetime.now(timezone.utc)
-    started = int((now - timedelta(seconds=40)).timestamp())
-    with fake_oscar.lock:  # submitted 45 s ago, its runner started 40 s ago, still running
-        fake_oscar.jobs[job.service][job.name] = {
-            "status": "Running",
-            "creation_time": (now - timedelta(seconds=45)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-        fake_oscar.logs[(job.service, job.name)] = (
-            f'@@OJ|s|0|{{"node": "vk", "job": "{job.name}", "time": "{started}"}}|@@\n'
-        )
+    created = cluster.admin.get(f"/system/logs/{job.service}").json()["jobs"][job.name]
+    created_at = datetime.fromisoformat(created["creation_time"].replace("Z", "+00:00"))
+    started = int(created_at.timestamp())  # the runner started as the pod was accepted
+    cluster.run(job.name, cell_log(job.name, exit_code=None, time=str(started)))
+    time.sleep(1.1)  # so that "now" is another second than the runner's start
     (listed,) = [j for j in sidebar.jobs(None)["jobs"] if j["job"] == job.name]
     runner_start = datetime.fromisoformat(listed["runner_start"].replace("Z", "+00:00"))
     assert runner_start == datetime.fromtimestamp(started, timezone.utc)  # not "now"
 
 
-def test_sidebar_mine_scope_for_basic_auth(sessions, fake_oscar, sidebar):
+def test_sidebar_mine_scope_for_basic_auth(sessions, sidebar):
     own = sessions().submit("print(1)", OffloadSpec(**SPEC))
     hers = sessions("alice").submit("print(1)", OffloadSpec(**SPEC))
     assert {j["job"] for j in sidebar.jobs(None, "mine")["jobs"]} == {own.name}
@@ -381,13 +366,13 @@ def ip(ipshell, monkeypatch):
     return ipshell
 
 
-def test_oscar_jobs_and_cleanup_magics_follow_the_scopes(ip, sessions, fake_oscar, monkeypatch):
+def test_oscar_jobs_and_cleanup_magics_follow_the_scopes(ip, sessions, cluster, monkeypatch):
     k1, k2 = sessions(), sessions()
     monkeypatch.setattr(session_module, "_current", k1)
     mine = k1.submit("print(1)", OffloadSpec(**SPEC))
     theirs = k2.submit("print(2)", OffloadSpec(**SPEC))
-    finish(fake_oscar, mine)
-    finish(fake_oscar, theirs, exit_code=1)
+    finish(cluster, mine)
+    finish(cluster, theirs, exit_code=1)
 
     def shown(line: str) -> str:
         with capture_output() as out:
@@ -402,17 +387,17 @@ def test_oscar_jobs_and_cleanup_magics_follow_the_scopes(ip, sessions, fake_osca
         ip.run_line_magic("oscar_cleanup", "--all")
     assert "Deleted 1 finished job(s) (this kernel's)." in out.stdout
     assert "Deleted runner service(s)" in out.stdout  # k2's job had ended: nothing was running
-    assert mine.service not in fake_oscar.services
+    assert mine.service not in cluster.service_names()
 
 
-def test_the_jobs_table_shows_the_same_status_in_every_scope(sessions, fake_oscar):
+def test_the_jobs_table_shows_the_same_status_in_every_scope(sessions, cluster):
     from oscar_jupyter.widgets import JobsTable
 
     k1, k2 = sessions(), sessions()
     mine = k1.submit("print(1)", OffloadSpec(**SPEC))
     theirs = k2.submit("raise SystemExit(2)", OffloadSpec(**SPEC))
-    finish(fake_oscar, mine, phase="Running")
-    finish(fake_oscar, theirs, exit_code=2)
+    finish(cluster, mine, phase="Running")
+    finish(cluster, theirs, exit_code=2)
     kernel = JobsTable(session=k1, watch=False)
     assert set(kernel._rows) == {mine.name}
     table = JobsTable(session=k1, watch=False, scope="mine")

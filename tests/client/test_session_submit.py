@@ -6,61 +6,57 @@ from __future__ import annotations
 import pytest
 
 from oscar_jupyter.client import OscarClient
-from oscar_jupyter.config import ClusterProfile, Secret
 from oscar_jupyter.session import Session
 from oscar_jupyter.spec import OffloadSpec
 
-from .fake_oscar_server import ADMIN_PASSWORD, ADMIN_USER
+from .local_cluster import ADMIN_USER, NODE
 
 
 @pytest.fixture()
-def session(fake_oscar, tmp_path, monkeypatch):
+def session(cluster, tmp_path, monkeypatch):
     monkeypatch.setenv("OSCAR_JUPYTER_LOG_DIR", str(tmp_path / "logs"))
-    profile = ClusterProfile(
-        cluster_id="fake", endpoint=fake_oscar.url, user=ADMIN_USER, password=Secret(ADMIN_PASSWORD)
-    )
     session = Session()
-    session.client = OscarClient(profile, retries=0)
+    session.client = OscarClient(cluster.basic_profile(), retries=0)
     yield session
     session.client.close()
 
 
-def listings(fake_oscar) -> int:
-    return sum(
-        1 for r in fake_oscar.requests if r.method == "GET" and r.path.startswith("/system/logs/")
-    )
+def listings(cluster) -> int:
+    return sum(1 for r in cluster.seen("GET") if r.path.startswith("/system/logs/"))
 
 
 def test_the_job_gets_the_name_the_client_chose_and_later_submits_skip_the_listings(
-    session, fake_oscar
+    session, cluster
 ):
-    spec = OffloadSpec(node="vk", time="00:01:00")
+    spec = OffloadSpec(node=NODE, time="00:01:00")
     first = session.submit("print(1)", spec)
-    assert first.service == spec.service_name(ADMIN_USER, fake_oscar.url)
+    assert first.service == spec.service_name(ADMIN_USER, cluster.url)
     assert first.name.startswith(f"{first.service}-{session.kernel_tag}-")
-    assert first.name in fake_oscar.jobs[first.service]
-    before = listings(fake_oscar)
+    assert cluster.seen("POST", f"/job/{first.service}")[0].status == 201
+    before = listings(cluster)
     second = session.submit("print(2)", spec)
-    assert second.name in fake_oscar.jobs[first.service]
-    assert listings(fake_oscar) == before  # the header is known to work: no listing needed
+    assert listings(cluster) == before  # the header is known to work: no listing needed
+    assert cluster.job_names() == {first.name, second.name}
 
 
-def test_a_lost_header_is_made_up_for_by_the_listing_difference(session, fake_oscar):
-    fake_oscar.drop_delegated_id = True
-    spec = OffloadSpec(node="vk", time="00:01:00")
+def test_a_lost_header_is_made_up_for_by_the_listing_difference(session, cluster):
+    cluster.faults.dropped_headers.add("X-Delegated-Job-ID")  # an ingress loses it
+    spec = OffloadSpec(node=NODE, time="00:01:00")
     jobs = [session.submit(f"print({i})", spec) for i in range(2)]
-    server_names = set(fake_oscar.jobs[jobs[0].service])
+    server_names = cluster.job_names()
     assert {job.name for job in jobs} == server_names  # the names OSCAR chose, each found
     assert len(server_names) == 2
+    # job.go's names: <service, or its first 16 characters when longer than 24>-<uuid>
+    assert all(name.startswith(jobs[0].service[:16]) for name in server_names)
 
 
-def test_connect_warns_when_the_cluster_has_no_interlink(fake_oscar, tmp_path):
-    fake_oscar.interlink_available = False
+def test_connect_warns_when_the_cluster_has_no_interlink(make_cluster, tmp_path):
+    cluster = make_cluster(interlink_available=False)  # no virtual kubelet anywhere
     session = Session()
     report = session.connect(
-        endpoint=fake_oscar.url,
+        endpoint=cluster.url,
         user=ADMIN_USER,
-        password=ADMIN_PASSWORD,
+        password=cluster.password,
         config_path=tmp_path / "none.yaml",
     )
     assert not report.interlink_available
@@ -69,6 +65,6 @@ def test_connect_warns_when_the_cluster_has_no_interlink(fake_oscar, tmp_path):
         for w in report.warnings
     )
     assert "Warning" in report._repr_markdown_()
-    calls = [(r.method, r.path) for r in fake_oscar.requests]
+    calls = [(r.method, r.path) for r in cluster.requests]
     assert calls[:3] == [("GET", "/health"), ("GET", "/system/info"), ("GET", "/system/config")]
-    assert ADMIN_PASSWORD not in repr(report)
+    assert cluster.password not in repr(report)

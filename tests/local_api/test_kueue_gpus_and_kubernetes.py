@@ -108,10 +108,90 @@ def test_the_kubernetes_client_lists_the_virtual_node(local_oscar):
         api_client.close()
 
 
-def test_the_kubernetes_api_needs_credentials(anonymous, local_oscar):
-    assert anonymous.get("/api/v1/nodes").status_code == 401
+def test_the_kubernetes_api_takes_the_admins_credentials_only(anonymous, local_oscar):
+    """As a kube-apiserver with its defaults: no credential is system:anonymous, whom RBAC
+    grants nothing (403); any credential but the admin's is not authenticated (401): OSCAR's
+    users have no Kubernetes access (OSCAR.md section 13, B5)."""
+    response = anonymous.get("/api/v1/nodes")
+    assert response.status_code == 403 and response.json()["reason"] == "Forbidden"
+    assert response.json()["message"] == (
+        'nodes is forbidden: User "system:anonymous" cannot list resource "nodes" in API '
+        'group "" at the cluster scope'
+    )
+    wrong = httpx.get(f"{local_oscar.endpoint}/api/v1/nodes", auth=("oscar", "not-it"))
+    assert wrong.status_code == 401 and wrong.json() == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": "Unauthorized",
+        "reason": "Unauthorized",
+        "code": 401,
+    }
     with local_oscar.user_client("bob") as bob:
-        assert bob.get("/api/v1/nodes").status_code == 200
+        assert bob.get("/api/v1/nodes").status_code == 401
+        assert bob.get(f"/api/v1/nodes/{NODE}").status_code == 401
+    admin = httpx.get(f"{local_oscar.endpoint}/api/v1/nodes", auth=("oscar", local_oscar.password))
+    assert admin.status_code == 200 and [n["metadata"]["name"] for n in admin.json()["items"]]
+
+
+def test_bob_cannot_read_alices_pod_log_with_anything_his_profile_holds(
+    api, alice, local_oscar, anonymous, monkeypatch
+):
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+    from kubernetes.client.rest import ApiException
+
+    from oscar_jupyter.config import JupyterSettings, load_profile, refresh_access_token
+    from oscar_jupyter.follow import kubeconfig_at_hand
+
+    name = create(alice, script="echo only-alice-may-read-this\n")
+    job = f"{name}-1"
+    post(alice, name, job)
+    wait_for_status(api, name, job, {"Succeeded"}, timeout=120)
+
+    # The admin finds the pod and reads its log through the kubeconfig of the `local` profile.
+    admin_client = k8s_config.new_client_from_config(str(local_oscar.kubeconfig))
+    try:
+        core = k8s.CoreV1Api(admin_client)
+        [pod] = core.list_namespaced_pod("oscar-svc", label_selector=f"job-name={job}").items
+        pod_log = f"/api/v1/namespaces/oscar-svc/pods/{pod.metadata.name}/log"
+        log = core.read_namespaced_pod_log(pod.metadata.name, "oscar-svc")
+        assert "only-alice-may-read-this" in log
+    finally:
+        admin_client.close()
+
+    # All bob's profile holds: the endpoint and a refresh token. No kubeconfig.
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    profile = load_profile(local_oscar.user_profiles["bob"], config_path=local_oscar.profile_path)
+    assert JupyterSettings.of(profile).kubeconfig is None and kubeconfig_at_hand(profile) is None
+    refresh = profile.refresh_token.reveal()
+    access = refresh_access_token(profile).reveal()
+    for header, status in (
+        (None, 403),
+        (f"Bearer {access}", 401),
+        (f"Bearer {refresh}", 401),
+        ("Basic " + base64.b64encode(f"bob:{refresh}".encode()).decode(), 401),
+    ):
+        headers = {"Authorization": header} if header else {}
+        for path in (pod_log, "/api/v1/namespaces/oscar-svc/pods"):
+            response = anonymous.get(path, headers=headers)
+            assert response.status_code == status, (header and header[:12], path)
+            assert "only-alice-may-read-this" not in response.text
+    forbidden = anonymous.get(pod_log).json()["message"]
+    assert forbidden == (
+        f'pods "{pod.metadata.name}" is forbidden: User "system:anonymous" cannot get resource '
+        '"pods/log" in API group "" in the namespace "oscar-svc"'
+    )
+
+    # The official client with a kubeconfig made of bob's token is refused too.
+    bobs = k8s.Configuration(host=local_oscar.endpoint)
+    bobs.api_key = {"authorization": f"Bearer {access}"}
+    with k8s.ApiClient(bobs) as bobs_client:
+        with pytest.raises(ApiException) as refused:
+            k8s.CoreV1Api(bobs_client).read_namespaced_pod_log(pod.metadata.name, "oscar-svc")
+    assert refused.value.status == 401
+    alice.delete(f"/system/services/{name}")
 
 
 @pytest.fixture(scope="module")

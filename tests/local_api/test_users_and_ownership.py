@@ -7,6 +7,7 @@ token endpoint for access tokens.
 
 from __future__ import annotations
 
+import base64
 import stat
 
 import httpx
@@ -15,7 +16,7 @@ import yaml
 
 from oscar_jupyter.local.users import unverified_claims
 
-from .conftest import job_status, unique_name
+from .conftest import job_status, unique_name, wait_for_status
 from .contract import check_response
 
 pytestmark = pytest.mark.slurm
@@ -39,9 +40,12 @@ def create(client: httpx.Client, **fields) -> str:
 def test_user_profiles_hold_only_endpoint_and_refresh_token(local_oscar):
     config = yaml.safe_load(local_oscar.profile_path.read_text())["oscar"]
     assert local_oscar.user_profiles == {"alice": "local-alice", "bob": "local-bob"}
+    for name in local_oscar.user_profiles.values():
+        # No kubeconfig: OSCAR users have no Kubernetes access (OSCAR.md section 13, B5).
+        assert set(config[name]) == {"endpoint", "oidc_refresh_token", "ssl_verify"}
+    # The admin's profile names the admin's kubeconfig (the only credential it accepts).
+    assert config["local"]["jupyter"] == {"kubeconfig": str(local_oscar.kubeconfig)}
     entry = config["local-alice"]
-    assert set(entry) <= {"endpoint", "oidc_refresh_token", "ssl_verify", "jupyter"}
-    assert set(entry.get("jupyter", {})) <= {"kubeconfig"}  # where the nodes are listed
     claims = unverified_claims(entry["oidc_refresh_token"])
     assert claims["iss"] == f"{local_oscar.endpoint}/realms/local"
     assert stat.S_IMODE(local_oscar.profile_path.stat().st_mode) == 0o600
@@ -86,9 +90,63 @@ def test_owner_visibility_and_403s(api, alice, bob):
     assert response.status_code == 403 and "modify this service" in response.text
     # delete.go looks in the caller's own namespace: another owner's service is not found.
     assert bob.delete(f"/system/services/{name}").status_code == 404
-    # logs.go getAuthorizedService writes nothing: gin's default 200 with an empty body.
-    response = bob.get(f"/system/logs/{name}")
-    assert response.status_code == 200 and response.content == b""
+    assert alice.delete(f"/system/services/{name}").status_code == 204
+
+
+def test_the_job_routes_of_a_service_the_caller_may_not_use(alice, bob):
+    """pkg/handlers/logs.go: getAuthorizedService writes nothing for a caller who may not use
+    the service, so the listing, the log and delete-all answer gin's default, 200 with an empty
+    body; the job delete handler writes 403 itself (517-520). Nothing is deleted."""
+    name = create(alice)  # private
+    job = f"{name}-hers"
+    headers = {"X-Delegated-Job-ID": job}
+    assert alice.post(f"/job/{name}", content=b"x", headers=headers).status_code == 201
+    for response in (
+        bob.get(f"/system/logs/{name}"),  # logs.go 69-72
+        bob.get(f"/system/logs/{name}/{job}"),  # logs.go 262-265
+        bob.delete(f"/system/logs/{name}", params={"all": "true"}),  # logs.go 200-203
+    ):
+        assert (response.status_code, response.content) == (200, b""), response.request.url
+    response = bob.delete(f"/system/logs/{name}/{job}")
+    assert response.status_code == 403
+    assert response.text == "You do not have permission to access this service"
+    assert list(alice.get(f"/system/logs/{name}").json()["jobs"]) == [job]  # still there
+    assert alice.delete(f"/system/services/{name}").status_code == 204
+
+
+def test_deleting_a_job_of_a_missing_service_is_403_even_for_the_admin(api, bob):
+    # logs.go 517-520: getAuthorizedService set 404 without writing; the handler's 403 wins.
+    for client in (api, bob):
+        response = client.delete("/system/logs/no-such-service/no-such-job")
+        assert response.status_code == 403
+        assert response.text == "You do not have permission to access this service"
+    # The other job routes keep getAuthorizedService's 404 (logs.go 568-569).
+    assert api.get("/system/logs/no-such-service").status_code == 404
+    assert api.get("/system/logs/no-such-service/no-such-job").status_code == 404
+    assert api.delete("/system/logs/no-such-service").status_code == 404
+
+
+def test_another_users_job_in_a_service_both_may_use(api, alice, bob):
+    """A public service of alice: bob may use it, so logs.go lets him read and delete her jobs;
+    only the listing looks at the owner label (74-85). Log: 275-277; delete: 526-541;
+    delete-all: 213-220."""
+    name = create(alice, visibility="public", interlink_node_name="local-slurm")
+    first, second = f"{name}-1", f"{name}-2"
+    body = base64.b64encode(b"{}")  # an interLink pod runs `echo $EVENT | base64 -d | ...`
+    for job in (first, second):
+        headers = {"X-Delegated-Job-ID": job}
+        assert alice.post(f"/job/{name}", content=body, headers=headers).status_code == 201
+    for job in (first, second):
+        wait_for_status(api, name, job, {"Succeeded"}, timeout=120)
+    assert bob.get(f"/system/logs/{name}").json()["jobs"] == {}  # not his: not listed
+    hers = alice.get(f"/system/logs/{name}/{first}")
+    assert hers.status_code == 200 and hers.text
+    theirs = bob.get(f"/system/logs/{name}/{first}")
+    assert (theirs.status_code, theirs.text) == (200, hers.text)
+    assert bob.delete(f"/system/logs/{name}/{first}").status_code == 204
+    assert set(alice.get(f"/system/logs/{name}").json()["jobs"]) == {second}
+    assert bob.delete(f"/system/logs/{name}").status_code == 204  # every user's succeeded jobs
+    assert alice.get(f"/system/logs/{name}").json()["jobs"] == {}
     assert alice.delete(f"/system/services/{name}").status_code == 204
 
 
@@ -144,7 +202,6 @@ def test_a_job_with_an_oidc_token_needs_a_provisioned_user(local_oscar, alice):
     with httpx.Client(base_url=local_oscar.endpoint, timeout=30) as client:
         claims_token = local_oscar.user_token("bob")
         header, payload, signature = claims_token.split(".")
-        import base64
         import json
 
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
