@@ -47,7 +47,12 @@ def __getattr__(name: str) -> Any:
 
 
 def load_ipython_extension(ipython: Any) -> None:
+    from .errors import CELL_SYNTAX_ERRORS, show_cell_syntax_error
     from .magics import OscarMagics
+
+    # IPython shows any SyntaxError with the frames that raised it; a cell's own syntax error
+    # is shown as Python shows it, named SyntaxError.
+    ipython.set_custom_exc(CELL_SYNTAX_ERRORS, show_cell_syntax_error)
 
     ipython.register_magics(OscarMagics)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import traceback
+from typing import Any
 
 from . import hints
 from .jobs import Job, JobCancelled, JobFailed, is_marker
@@ -82,6 +83,19 @@ class CellSyntaxError(SyntaxError):
 
     def _render_traceback_(self) -> list[str]:
         return list(self.rendered)
+
+
+def show_cell_syntax_error(
+    shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None
+) -> list[str]:
+    """IPython's handler for `CellSyntaxError` (`set_custom_exc`): the error as Python shows
+    it, with the editor's line, named SyntaxError (nbclient and the notebook see that name)."""
+    rendered = value._render_traceback_()  # type: ignore[attr-defined]
+    shell._showtraceback(SyntaxError, value, rendered)
+    return list(rendered)
+
+
+CELL_SYNTAX_ERRORS = (CellSyntaxError,)  # what `show_cell_syntax_error` handles
 
 
 def check_syntax(code: str, name: str, offset: int) -> None:

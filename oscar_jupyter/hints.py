@@ -7,15 +7,22 @@ import re
 from .spec import OffloadSpec
 
 _MISSING_MODULE = re.compile(r"^ModuleNotFoundError: No module named '([^']+)'")
+_UNDEFINED = re.compile(r"^NameError: name '([A-Za-z_][A-Za-z0-9_]*)' is not defined")
 
 
 def hint(exception_line: str, spec: OffloadSpec) -> str:
     """A hint for the last line of a remote traceback (e.g. "NameError: name 'x' is not
     defined"); "" when there is none."""
+    name = _UNDEFINED.match(exception_line)
+    if name:
+        return (
+            "Hint: the cell runs in a fresh Python on the cluster, without the notebook's "
+            f"variables; send {name.group(1)} with --in {name.group(1)} (or define it in the cell)"
+        )
     if exception_line.startswith("NameError:"):
         return (
-            "Hint: the cell runs in a fresh Python on the cluster: notebook variables are not "
-            "there; pass data in the cell or through a --mount'ed file"
+            "Hint: the cell runs in a fresh Python on the cluster, without the notebook's "
+            "variables; send them with --in NAME (or define them in the cell)"
         )
     missing = _MISSING_MODULE.match(exception_line)
     if missing:

@@ -34,6 +34,15 @@ def cancelled_phrase(by: str | None) -> str:
     return f"from {by}" if by in (BY_KERNEL, BY_OTHER_VIEW) else f"by {by}"
 
 
+def status_text(status: str, exit_code: int | None, by: str | None) -> str:
+    """'Failed (exit 1)', 'Cancelled by the sidebar', 'Running'."""
+    if status == "Cancelled" and by:
+        return f"Cancelled {cancelled_phrase(by)}"
+    if status in ("Succeeded", "Failed") and exit_code is not None and exit_code != 0:
+        return f"{status} (exit {exit_code})"
+    return status
+
+
 @dataclass(frozen=True)
 class JobFacts:
     """What is known of a job, from its log, OSCAR's listing and this kernel."""

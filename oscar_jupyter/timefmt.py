@@ -1,5 +1,7 @@
-"""Times as every job view shows them: local clock time with a relative form ("3 min ago"), and
-ISO UTC for tooltips. One place, so `%oscar_jobs`, the jobs table and the sidebar agree."""
+"""Times and ids as every job view shows them: local clock time with a relative form ("3 min
+ago"), ISO UTC for tooltips, durations as Slurm writes them, short job ids. One place, so the
+cell, `%oscar_jobs`, the jobs table and the sidebar agree; labextension/src/format.ts is held to
+the same golden cases (tests/golden/vocabulary.json)."""
 
 from __future__ import annotations
 
@@ -67,15 +69,21 @@ def local_and_relative(stamp: datetime | None, now: datetime | None = None) -> s
     return f"{local_time(stamp, now)} ({relative(stamp, now)})"
 
 
+NO_TIME = "—"
+
+
 def duration(seconds: float | None) -> str:
-    """'42s', '3m 05s', '2h 03m', '1d 04h' ("" for None)."""
+    """A duration as Slurm writes a walltime: '00:00:42', '00:03:05', '02:03:00', '1-04:00:00';
+    '—' for None. Elapsed time, walltime and run time read alike in every view."""
     if seconds is None:
-        return ""
+        return NO_TIME
     total = int(max(0.0, seconds))
-    if total < 60:
-        return f"{total}s"
-    if total < 3600:
-        return f"{total // 60}m {total % 60:02d}s"
-    if total < 86400:
-        return f"{total // 3600}h {total % 3600 // 60:02d}m"
-    return f"{total // 86400}d {total % 86400 // 3600:02d}h"
+    days, rest = divmod(total, 86400)
+    clock = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days}-{clock}" if days else clock
+
+
+def short_id(job: str) -> str:
+    """A job's own part of its name (12 hex digits), which every magic that takes a job
+    accepts: 'oj-1a2b3c-...-5d799e-9827865a7cfd' -> '9827865a7cfd'."""
+    return job.rsplit("-", 1)[-1]

@@ -54,7 +54,20 @@ export function formatStart(
   return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ${time}`;
 }
 
-/** Run time so far (or in total, once finished): "42 s", "3 min 05 s", "2 h 07 min". */
+/** A duration as Slurm writes a walltime: "00:00:42", "00:03:05", "1-04:00:00"; "—" for null. */
+export function formatSeconds(seconds: number | null): string {
+  if (seconds === null) {
+    return '—';
+  }
+  const total = Math.max(0, Math.floor(seconds));
+  const pad = (n: number) => `${n}`.padStart(2, '0');
+  const days = Math.floor(total / 86400);
+  const rest = total % 86400;
+  const clock = `${pad(Math.floor(rest / 3600))}:${pad(Math.floor((rest % 3600) / 60))}:${pad(rest % 60)}`;
+  return days > 0 ? `${days}-${clock}` : clock;
+}
+
+/** Run time so far (or in total, once finished), as `formatSeconds` writes it. */
 export function formatDuration(
   start: string | null,
   finish: string | null,
@@ -65,21 +78,43 @@ export function formatDuration(
     return '—';
   }
   const end = parseTime(finish) ?? now;
-  const seconds = Math.max(
-    0,
-    Math.round((end.getTime() - begin.getTime()) / 1000)
-  );
-  const pad = (n: number) => `${n}`.padStart(2, '0');
-  if (seconds < 60) {
-    return `${seconds} s`;
+  return formatSeconds((end.getTime() - begin.getTime()) / 1000);
+}
+
+/** A job's own part of its name (12 hex digits), which every magic that takes a job accepts. */
+export function shortId(job: string): string {
+  const parts = job.split('-');
+  return parts[parts.length - 1];
+}
+
+/** "from this kernel", "by the sidebar", "by Slurm (scancel on the cluster)"; "" unknown. */
+export function cancelledPhrase(by: string | null | undefined): string {
+  if (!by) {
+    return '';
   }
-  if (seconds < 3600) {
-    return `${Math.floor(seconds / 60)} min ${pad(seconds % 60)} s`;
+  return by === 'this kernel' || by.startsWith('another view')
+    ? `from ${by}`
+    : `by ${by}`;
+}
+
+/** "Failed (exit 1)", "Cancelled by the sidebar", "Running". */
+export function statusText(
+  status: string,
+  exitCode: number | null | undefined,
+  cancelledBy: string | null | undefined
+): string {
+  if (status === 'Cancelled' && cancelledBy) {
+    return `Cancelled ${cancelledPhrase(cancelledBy)}`;
   }
-  const days = Math.floor(seconds / 86400);
-  const hours = Math.floor((seconds % 86400) / 3600);
-  const minutes = pad(Math.floor((seconds % 3600) / 60));
-  return days > 0 ? `${days} d ${hours} h` : `${hours} h ${minutes} min`;
+  if (
+    (status === 'Succeeded' || status === 'Failed') &&
+    exitCode !== null &&
+    exitCode !== undefined &&
+    exitCode !== 0
+  ) {
+    return `${status} (exit ${exitCode})`;
+  }
+  return status;
 }
 
 /** "just now", "42 s ago", "3 min ago", "2 h ago", "3 d ago" (or "in ..." for a skewed clock). */

@@ -8,6 +8,7 @@ import { IJob } from './api';
 import { el, setText } from './dom';
 import { keyOf } from './filter';
 import {
+  cancelledPhrase,
   formatDuration,
   formatRelative,
   isActive,
@@ -358,7 +359,7 @@ function statusTooltip(job: IJob, cancelling: boolean): string {
     parts.push(`the cell exited with ${job.exit_code}`);
   }
   if (job.cancelled_by) {
-    parts.push(`cancelled by ${job.cancelled_by}`);
+    parts.push(`cancelled ${cancelledPhrase(job.cancelled_by)}`);
   }
   if (job.recorded) {
     parts.push('kept from the local job records until cleaned up');

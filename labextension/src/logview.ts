@@ -18,7 +18,13 @@ import { Widget } from '@lumino/widgets';
 
 import { fetchJobLog, IJob, IJobLog, ILogLine } from './api';
 import { el, setText } from './dom';
-import { formatDuration, formatWhen, isActive, timeTooltip } from './format';
+import {
+  cancelledPhrase,
+  formatDuration,
+  formatWhen,
+  isActive,
+  timeTooltip
+} from './format';
 
 /** How often a running job's log is asked for (ms). */
 export const LOG_REFRESH_MS = 1000;
@@ -269,7 +275,9 @@ export class LogView extends Widget {
         this.exitCode === null || this.exitCode === undefined
           ? 'no exit status'
           : `exit status ${this.exitCode}`;
-      const by = job.cancelled_by ? ` by ${job.cancelled_by}` : '';
+      const by = job.cancelled_by
+        ? ` ${cancelledPhrase(job.cancelled_by)}`
+        : '';
       state = `Ended: ${this.status}${this.status === 'Cancelled' ? by : ''}, ${exit}`;
     }
     setText(this.statusText, state);

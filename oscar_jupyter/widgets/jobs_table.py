@@ -21,13 +21,12 @@ from IPython.core.error import UsageError
 
 from .. import job_records
 from ..client import OscarError
-from ..display import format_duration
-from ..job_status import JobRow, cancelled_phrase
+from ..job_status import JobRow, status_text
 from ..jobs import Job
 from ..ownership import check_scope
 from ..session import Session, current
 from ..spec import OffloadSpec
-from ..timefmt import duration, iso_utc, local_and_relative, parse_iso
+from ..timefmt import duration, iso_utc, local_and_relative, parse_iso, short_id
 from .clock import CLOCK
 from .jobview import JobView
 from .style import badge, style_widget
@@ -52,23 +51,9 @@ def this_notebook() -> str:
     return name
 
 
-def status_text(status: str, exit_code: int | None, cancelled_by: str | None) -> str:
-    """'Failed (exit 1)', 'Cancelled by the sidebar', 'Running'."""
-    if status == "Cancelled" and cancelled_by:
-        return f"Cancelled {cancelled_phrase(cancelled_by)}"
-    if status in ("Succeeded", "Failed") and exit_code is not None and exit_code != 0:
-        return f"{status} (exit {exit_code})"
-    return status
-
-
 def row_started(row: JobRow) -> datetime | None:
     """When the job started: the runner's own start line, else OSCAR's start or creation."""
     return row.runner_start or parse_iso(row.start) or parse_iso(row.created)
-
-
-def short_id(job: str) -> str:
-    """The job's own part of its name (12 hex digits): enough for the magics that take a job."""
-    return job.rsplit("-", 1)[-1]
 
 
 def listing_bundle(rows: list[JobRow], *, ids: bool = False, empty: str = "") -> dict[str, str]:
@@ -154,8 +139,8 @@ class _Row:
         self.status.value = badge(status)
         self.node.value = html.escape(job.node or getattr(job.spec, "node", None) or "")
         limit = job.time_limit
-        clock = format_duration(job.elapsed())
-        self.clock.value = f"{clock} / {format_duration(limit)}" if limit else clock
+        clock = duration(job.elapsed())
+        self.clock.value = f"{clock} / {duration(limit)}" if limit else clock
         # The runner's own start once it has started; until then when it was submitted.
         started = job.started_at or getattr(job, "submitted_at", None)
         word = "" if job.started_at else "submitted "

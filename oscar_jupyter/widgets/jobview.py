@@ -13,9 +13,10 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..display import format_duration, partial_output_lines
+from ..display import partial_output_lines
 from ..jobs import Job
 from ..session import Session, current
+from ..timefmt import duration
 from .clock import CLOCK
 from .style import badge, style_widget
 
@@ -33,9 +34,9 @@ def header_html(job: Job) -> str:
     limit = job.time_limit
     elapsed = job.elapsed()
     if status not in ("Suspended", "Pending") or elapsed:
-        clock = format_duration(elapsed)
+        clock = duration(elapsed)
         if limit:
-            clock += f" / {format_duration(limit)}"
+            clock += f" / {duration(limit)}"
         parts.append(f'<span class="oj-clock">{clock}</span>')
     if limit:
         share = min(1.0, elapsed / limit)

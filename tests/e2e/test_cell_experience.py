@@ -109,6 +109,7 @@ def test_errors_hints_syntax_and_flags_as_the_user_sees_them(local_oscar, monkey
     name_error = "\n".join(errors(cells[2])[0].traceback)
     assert "NameError: name 'data' is not defined" in name_error
     assert name_error.splitlines()[-1].startswith("Hint: the cell runs in a fresh Python")
+    assert "--in data" in name_error.splitlines()[-1]
     assert f"Cell In[{cells[2].execution_count}], line 2" in name_error
 
     missing = "\n".join(errors(cells[3])[0].traceback)
@@ -123,6 +124,8 @@ def test_errors_hints_syntax_and_flags_as_the_user_sees_them(local_oscar, monkey
     assert len(syntax) == 1
     assert f"Cell In[{cells[5].execution_count}], line 3" in "\n".join(syntax[0].traceback)
     assert "SyntaxError" in syntax[0].traceback[-1]
+    assert syntax[0].ename == "SyntaxError"  # as Python names it (except SyntaxError catches it)
+    assert len(syntax[0].traceback) <= 4, syntax[0].traceback  # no frames of ours
     assert not [o for o in cells[5].outputs if o.output_type == "display_data"]
     assert streams(cells[6], "stdout").strip() == jobs_before == "3"
 

@@ -63,7 +63,7 @@ def test_panel_tutorial_renders_and_a_bare_offload_uses_the_panel(local_oscar, m
     options = [o for s in states.values() for o in s.get("_options_labels", [])]
     assert any(o.startswith("local-slurm") and "CPUs" in o for o in options)
     # The previewed line and the marked mistake, as the widgets last showed them.
-    assert "%%oscar_offload --node=local-slurm --time=00:05:00" in shown
+    assert "%%oscar_offload --node local-slurm --time 00:05:00" in shown
     assert "--time 90 minutes:" in stdout(cell_with(nb, '"90 minutes"'))
 
     assert "hello from the panel" in stdout(cell_with(nb, 'os.environ["GREETING"]'))
