@@ -6,8 +6,12 @@
 #
 # Re-running is fast: the venv is reused while pyproject.toml is unchanged (a changed one rebuilds
 # it from scratch), and the package is reinstalled only when the sidebar's sources changed.
+#
+# --python-only: only the venv (no apt, no Slurm, no root): what the quick test tier needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PYTHON_ONLY=0
+if [ "${1:-}" = "--python-only" ]; then PYTHON_ONLY=1; fi
 
 VENV=.venv
 PYTHON=${OSCAR_JUPYTER_PYTHON:-python3}
@@ -17,15 +21,20 @@ say() { printf 'setup: %s\n' "$*"; }
 interpreter_has_venv() { "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; }
 
 need_apt=()
-command -v sbatch >/dev/null || need_apt+=(slurm-wlm munge)
-command -v bwrap >/dev/null || need_apt+=(bubblewrap)
-command -v chromium >/dev/null || need_apt+=(chromium)
+if [ "$PYTHON_ONLY" = 1 ]; then
+    interpreter_has_venv || { say "error: $PYTHON has no venv module: install python3-venv"; exit 1; }
+    command -v node >/dev/null || { say "error: no Node.js (the sidebar is built with it): install nodejs"; exit 1; }
+fi
+[ "$PYTHON_ONLY" = 1 ] || command -v sbatch >/dev/null || need_apt+=(slurm-wlm munge)
+[ "$PYTHON_ONLY" = 1 ] || command -v bwrap >/dev/null || need_apt+=(bubblewrap)
+[ "$PYTHON_ONLY" = 1 ] || command -v chromium >/dev/null || need_apt+=(chromium)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v "$PYTHON" >/dev/null || need_apt+=(python3)
 interpreter_has_venv || need_apt+=(python3-venv)
 # The local cluster's jobs run in the host's /usr (see oscar_jupyter/local/singularity.py): its
 # Python gets numpy and matplotlib, as a scientific image would have, for the figures tutorial.
-/usr/bin/python3 -c 'import numpy, matplotlib' >/dev/null 2>&1 || need_apt+=(python3-numpy python3-matplotlib)
+[ "$PYTHON_ONLY" = 1 ] || /usr/bin/python3 -c 'import numpy, matplotlib' >/dev/null 2>&1 ||
+    need_apt+=(python3-numpy python3-matplotlib)
 if [ ${#need_apt[@]} -gt 0 ]; then
     say "apt-get install ${need_apt[*]}"
     apt-get update -qq
@@ -59,4 +68,4 @@ else
     echo "$sidebar_key" >"$VENV/.sidebar-key"
 fi
 
-bash scripts/slurm-cluster.sh start
+[ "$PYTHON_ONLY" = 1 ] || bash scripts/slurm-cluster.sh start
