@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import io
 import json
+import keyword
 import pickle
 import sys
 import types
@@ -36,12 +37,28 @@ def here() -> str:
     return ".".join(str(part) for part in sys.version_info[:3])
 
 
+# Names the job's program gives every cell (cell_program.py): a value of that name would be the
+# program's, not the cell's.
+PROGRAM_NAMES = frozenset({"display"})
+
+
 def check_names(flag: str, names: Iterable[str]) -> list[str]:
-    """Each name must be a Python identifier the cell can use; duplicates are dropped."""
+    """Each name must be a Python variable name the cell can use (not a keyword, not one the
+    job's program provides); duplicates are dropped."""
     checked: list[str] = []
     for name in names:
         if not isinstance(name, str) or not name.isidentifier() or name.startswith("__"):
             raise SpecError(flag, f"{flag} {name!r}: give variable names, e.g. {flag} x,y")
+        if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+            raise SpecError(
+                flag, f"{flag} {name}: {name} is a Python keyword, not a variable; rename it"
+            )
+        if name in PROGRAM_NAMES:
+            raise SpecError(
+                flag,
+                f"{flag} {name}: on the cluster {name} is the job's own {name}() function; "
+                "give the variable another name",
+            )
         if name not in checked:
             checked.append(name)
     return checked

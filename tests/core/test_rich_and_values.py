@@ -299,3 +299,20 @@ def test_a_large_result_survives_any_poll_cut_and_a_stream_that_resends_bytes(ru
         if parser.finished:
             assert is_intact(parser.result)
     assert decode_result(parser.result, ["y"]) == wanted and parser.exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("for", "for is a Python keyword"),
+        ("match", "match is a Python keyword"),
+        ("display", "the job's own display() function"),
+    ],
+)
+def test_names_that_cannot_be_the_cells_variables_are_refused_before_sending(name, says):
+    from oscar_jupyter.values import check_names
+
+    for flag in ("--in", "--out"):
+        with pytest.raises(SpecError) as refused:
+            check_names(flag, [name])
+        assert refused.value.flag == flag and says in str(refused.value)
