@@ -15,7 +15,7 @@ from .job_status import cancelled_phrase
 from .jobs import Job, is_marker
 from .logs import OutputLine
 from .spec import OffloadSpec
-from .timefmt import duration
+from .timefmt import duration, short_id
 
 SYMBOLS = {
     "Suspended": "◌",
@@ -27,8 +27,9 @@ SYMBOLS = {
 }
 
 
-def status_line(job: Job) -> str:
-    """e.g. '▶ Running on local-slurm · 00:00:12 / 02:30:00 · job oj-1a2b3c4d5e-…'"""
+def status_line(job: Job, note: str | None = None) -> str:
+    """e.g. '▶ Running on local-slurm · 00:00:12 / 02:30:00 · job 9827865a7cfd' (the short id;
+    `note`, e.g. that the view detached, before it)."""
     status = job.status()
     parts = [f"{SYMBOLS.get(status, '?')} {status}"]
     if status == "Cancelled":
@@ -38,7 +39,10 @@ def status_line(job: Job) -> str:
     if status not in ("Suspended", "Pending"):
         limit = job.time_limit
         elapsed = duration(job.elapsed())
-        parts.append(f"{elapsed} / {duration(limit)}" if limit else elapsed)
+        shown = f"{elapsed} / {duration(limit)}" if limit else elapsed
+        if limit and limit % 60 and job.elapsed() > limit:
+            shown += " (Slurm counts --time in whole minutes)"
+        parts.append(shown)
     if job.exit_code is not None and status in ("Succeeded", "Failed"):
         parts.append(f"exit code {job.exit_code}")
     queued = job.queued()
@@ -52,7 +56,9 @@ def status_line(job: Job) -> str:
         parts.append(lag)
     if job.error and not job.is_done():
         parts.append(f"(retrying: {job.error})")
-    parts.append(f"job {job.name}")
+    if note:
+        parts.append(note)
+    parts.append(f"job {short_id(job.name)}")
     return " · ".join(parts)
 
 
@@ -62,8 +68,8 @@ def cancelled_by(job: Job) -> str:
     return " " + phrase if phrase else ""
 
 
-def status_bundle(job: Job) -> dict[str, str]:
-    text = status_line(job)
+def status_bundle(job: Job, note: str | None = None) -> dict[str, str]:
+    text = status_line(job, note)
     colour = {
         "Succeeded": "var(--jp-success-color1, green)",
         "Failed": "var(--jp-error-color1, red)",
@@ -72,7 +78,7 @@ def status_bundle(job: Job) -> dict[str, str]:
     return {
         "text/plain": text,
         "text/html": f'<div style="font-family: var(--jp-code-font-family, monospace); '
-        f'color: {colour}">{html.escape(text)}</div>',
+        f'color: {colour}" title="job {html.escape(job.name)}">{html.escape(text)}</div>',
     }
 
 
@@ -121,6 +127,51 @@ def live_bundle(job: Job, tail_lines: int) -> dict[str, str]:
         + "</pre>"
     )
     return {"text/plain": text, "text/html": "".join(rows)}
+
+
+# Images a finished job's record in the notebook shows inline (binary types travel base64).
+_INLINE_IMAGES = ("image/png", "image/jpeg")
+_PRE = '<pre style="margin: 0">'
+_RED = 'style="color: var(--jp-error-color1, red)"'
+
+
+def final_bundle(job: Job, max_lines: int, error: str = "") -> dict[str, str]:
+    """What a finished --no-wait job leaves in the notebook's own outputs (no widget state):
+    its status line, its output (the first and last lines, at most `max_lines`), its figures
+    and its error, as plain text and as HTML. A saved notebook reads the same without a kernel,
+    in JupyterLab, nbviewer and GitHub."""
+    lines, in_traceback = [], False
+    for line in job.lines():
+        in_traceback = in_traceback or is_marker(line)
+        if not (in_traceback and line.stream == "stderr"):  # the traceback shows in `error`
+            lines.append(line)
+    head = (max(max_lines, 0) + 1) // 2
+    tail = max(max_lines, 0) - head
+    left_out = max(0, len(lines) - head - tail)
+    shown = lines if not left_out else lines[:head] + lines[len(lines) - tail :]
+    gap = f"… {left_out} lines left out (all of them: %oscar_logs {short_id(job.name)})"
+    text_rows = [status_line(job)]
+    html_rows = [status_bundle(job)["text/html"], _PRE]
+    for index, line in enumerate(shown):
+        if left_out and index == head:
+            text_rows.append(gap)
+            html_rows.append(f"<i>{html.escape(gap)}</i>\n")
+        text_rows.append(line.text)
+        image = next((m for m in _INLINE_IMAGES if m in (line.bundle or {}).get("data", {})), None)
+        if image is not None:
+            data = line.bundle["data"][image]  # type: ignore[index]
+            html_rows.append(
+                f'</pre><img src="data:{image};base64,{data}"/><pre style="margin: 0">'
+            )
+        elif line.stream == "stderr":
+            html_rows.append(f"<span {_RED}>{html.escape(line.text)}</span>\n")
+        else:
+            html_rows.append(html.escape(line.text) + "\n")
+    html_rows.append("</pre>")
+    if error:
+        text_rows.append(error)
+        html_rows.append(f"<pre {_RED}>{html.escape(error)}</pre>")
+    return {"text/plain": "\n".join(text_rows), "text/html": "".join(html_rows)}
 
 
 def table_bundle(headers: list[str], rows: list[list[str]], empty: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .job_records import JobLabel, JobRecord
-from .timefmt import iso_utc
+from .timefmt import iso_utc, parse_iso
 
 WAITING = ("Suspended", "Pending")
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
@@ -56,6 +56,7 @@ class JobFacts:
     service_gone: bool = False  # its runner service was deleted (and the job with it)
     lost: bool = False  # the cluster stopped answering for too long
     sentinel_overdue: bool = False  # OSCAR says it ended long enough ago: no exit line will come
+    recorded_by: str | None = None  # who cancelled it, as this machine's record says
 
 
 def status_of(facts: JobFacts) -> str:
@@ -90,7 +91,7 @@ def cancelled_by(facts: JobFacts) -> str | None:
     if facts.slurm_end == "cancelled":
         return BY_SLURM
     if facts.vanished and facts.exit_code is None:
-        return BY_OTHER_VIEW
+        return facts.recorded_by or BY_OTHER_VIEW
     return None
 
 
@@ -138,6 +139,13 @@ class JobRow:
     finished: str = ""  # OSCAR's finish time (else the record's), ISO
     started: str = ""  # OSCAR's start time, ISO
     mine: bool = True  # one of the user's own runner services
+    submitted: str = ""  # when this machine's kernel submitted it (its record), ISO
+
+    @property
+    def submitted_at(self) -> datetime | None:
+        """When it was submitted: this machine's record of it, else OSCAR's creation time (with
+        Kueue, the pod and so OSCAR's creation time come only when the job is admitted)."""
+        return parse_iso(self.submitted) or parse_iso(self.created)
 
     @property
     def label_text(self) -> str:
@@ -150,9 +158,12 @@ class JobRow:
 
     def as_json(self, notebook: str | None) -> dict[str, Any]:
         """The sidebar's job object (labextension/src/api.ts `IJob`); `notebook` is the label's
-        notebook as the sidebar names it (relative to the Jupyter root)."""
+        notebook as the sidebar names it (relative to the Jupyter root). `submitted_time` is what
+        "newest first" sorts by in every view; `duration` the seconds run as every view counts
+        them (from the runner's start line to the job's end, or to now while it runs)."""
         label = (self.label or JobLabel()).as_json(self.job)
         label["notebook"] = notebook
+        submitted = self.submitted_at
         return {
             "service": self.service,
             "job": self.job,
@@ -163,7 +174,9 @@ class JobRow:
             "creation_time": self.created or None,
             "start_time": self.started or None,
             "finish_time": self.finished or None,
-            "runner_start": iso_utc(self.runner_start) or None,
+            "runner_start": iso_utc(self.runner_start, "milliseconds") or None,
+            "submitted_time": iso_utc(submitted, "milliseconds") if submitted else None,
+            "duration": None if self.duration is None else round(self.duration, 3),
             "mine": self.mine,
             "label": label,
             "cancelled_by": self.cancelled_by if self.status == "Cancelled" else None,
@@ -210,7 +223,13 @@ def with_record(row: JobRow, record: JobRecord | None) -> JobRow:
     status, by = row.status, row.cancelled_by
     if record.status == "Cancelled":
         status, by = "Cancelled", record.cancelled_by or by
-    return replace(row, label=record.label, status=status, cancelled_by=by)
+    return replace(
+        row,
+        label=record.label,
+        status=status,
+        cancelled_by=by,
+        submitted=record.submitted_at or row.submitted,
+    )
 
 
 def recorded_row(record: JobRecord, *, this_kernel: bool) -> JobRow:
@@ -230,6 +249,7 @@ def recorded_row(record: JobRecord, *, this_kernel: bool) -> JobRow:
         recorded=True,
         created=record.submitted_at or "",
         finished=record.finished_at or "",
+        submitted=record.submitted_at or "",
     )
 
 
@@ -253,10 +273,18 @@ def merge_records(
     return newest_first(merged)
 
 
+_NOT_YET = datetime.max.replace(tzinfo=timezone.utc)
+
+
 def newest_first(rows: list[JobRow]) -> list[JobRow]:
-    """By submission, newest first, whatever the queue did; a job without a pod yet (no
-    creation time) is the newest of all."""
-    return sorted(rows, key=lambda r: (r.created or "\uffff", r.job), reverse=True)
+    """By submission (`JobRow.submitted_at`), newest first, whatever the queue did: a job that
+    waited in Kueue or Slurm and started last stays where its submission puts it. A job known
+    by neither time is the newest of all; equal times fall back to OSCAR's creation time."""
+    return sorted(
+        rows,
+        key=lambda r: (r.submitted_at or _NOT_YET, parse_iso(r.created) or _NOT_YET, r.job),
+        reverse=True,
+    )
 
 
 def status_from_log(

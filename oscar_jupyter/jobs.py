@@ -153,6 +153,24 @@ def add_cancel_listener(callback: Callable[[Job, str], None]) -> None:
         _CANCEL_LISTENERS.append(callback)
 
 
+_CANCEL_LOOKUP: list[Callable[[Job], str | None]] = []
+
+
+def set_cancel_lookup(lookup: Callable[[Job], str | None]) -> None:
+    """Where a job deleted from another view finds who cancelled it (the session reads this
+    machine's job records: "the sidebar", another kernel)."""
+    _CANCEL_LOOKUP[:] = [lookup]
+
+
+def _recorded_canceller(job: Job) -> str | None:
+    for lookup in _CANCEL_LOOKUP:
+        try:
+            return lookup(job)
+        except Exception:  # a record is a convenience, never a requirement
+            return None
+    return None
+
+
 def cancel_on_cluster(
     client: OscarClient, service: str, name: str, *, confirm_seconds: float | None = None
 ) -> None:
@@ -296,6 +314,7 @@ class Job:
                 runner_started=bool(self._parser.started),
                 oscar_status=self.oscar_status,
                 vanished=self.vanished,
+                recorded_by=_recorded_canceller(self) if self.vanished else None,
                 service_gone=self.service_gone,
                 lost=self.lost,
                 sentinel_overdue=self._sentinel_overdue(),
@@ -420,7 +439,7 @@ class Job:
             listing = self._list(lister)
             if listing is None:
                 return []
-        before = (self.status(), self.node, self.error)
+        before = self._seen()
         with self._lock:
             self.error = None
             self._outage_since = None
@@ -449,9 +468,15 @@ class Job:
             with self._lock:
                 self._apply_listing(listing.get(self.name))
         self._settle()
-        if new or before != (self.status(), self.node, self.error):
+        if new or before != self._seen():
             self._notify()
         return new
+
+    def _seen(self) -> tuple[Any, ...]:
+        """What a view shows besides complete lines: a change of it notifies the listeners
+        (a progress bar's partial line redraws the live views too)."""
+        with self._lock:
+            return (self.status(), self.node, self.error, tuple(self._parser.partial.items()))
 
     def _list(
         self, lister: Callable[[], dict[str, dict[str, Any]]]
@@ -544,7 +569,7 @@ class Job:
     def feed_stream(self, text: str, follower: Follower) -> None:
         """New text of `follower`'s stream (called by its thread). The parser continues from the
         stream's previous text, or, when a poll fed it last, takes the stream's whole text."""
-        before = (self.status(), self.node)
+        before = self._seen()
         with self._lock:
             if self._fed_by is follower:
                 new = self._absorb(text, more=True)
@@ -552,7 +577,7 @@ class Job:
                 new = self._absorb(follower.text())
                 self._fed_by = follower
         self._settle()
-        if new or before != (self.status(), self.node):
+        if new or before != self._seen():
             self._notify()
 
     def record_outage(self, err: OscarError) -> None:
@@ -771,10 +796,7 @@ class Job:
                 f"%oscar_attach {self.name} once it answers again"
             )
         if self.vanished:
-            return (
-                "it was deleted on the cluster before it finished "
-                f"(cancelled {cancelled_phrase(BY_OTHER_VIEW)})"
-            )
+            return f"cancelled {cancelled_phrase(cancelled_by(self.facts()))}"
         refusal = None if self._parser.started else sbatch_refusal(self.raw_log)
         if refusal:
             return f"sbatch refused it: {refusal}"

@@ -7,6 +7,7 @@ import getpass
 import keyword
 import os
 import sys
+import threading
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -30,6 +31,7 @@ from .spec import (
     check_secret_names,
     settings_from_options,
 )
+from .timefmt import short_id
 from .values import check_names, pack_inputs
 
 # Flags of the line magics that take a value (the offload options know their own).
@@ -219,7 +221,7 @@ class OscarMagics(Magics):
             if args.output_name:
                 self.user_ns[args.output_name] = job
             if args.no_wait:
-                self._show_live(job)
+                self._show_live(job, name)
                 if outputs:
                     print(
                         f"--out {','.join(job.outputs)}: with --no-wait the values come from "
@@ -307,10 +309,11 @@ class OscarMagics(Magics):
             with interrupts_deferred():  # a second Ctrl-C must not cut the cancel short
                 pending.clear()
                 stream.close()
+                note = None
                 try:
-                    self._interrupted(job, on_interrupt)
+                    note = self._interrupted(job, on_interrupt)
                 finally:
-                    handle.update(views.status_bundle(job), raw=True)
+                    handle.update(views.status_bundle(job, note), raw=True)
             return
         except JobTimeout:
             pending.clear()
@@ -323,15 +326,15 @@ class OscarMagics(Magics):
         handle.update(views.status_bundle(job), raw=True)
         errors.raise_for_status(job, cell_name, CELL_LINE_OFFSET)
 
-    def _interrupted(self, job: Job, on_interrupt: str) -> None:
-        """Ctrl-C while a job of this cell runs: leave it running and followed ("detach"), or
-        cancel it and end the cell in one line (`CellInterrupted`, so Run All stops)."""
+    def _interrupted(self, job: Job, on_interrupt: str) -> str:
+        """Ctrl-C while a job of this cell runs: leave it running and followed ("detach": the
+        note for its status line), or cancel it and end the cell in one line
+        (`CellInterrupted`, so Run All stops)."""
         if on_interrupt == "detach":
             self.session.poller.watch(job)
-            print(
-                f"Detached: job {job.name} keeps running; follow it with %oscar_attach {job.name}"
-            )
-            return
+            follow = f"%oscar_attach {short_id(job.name)}"
+            print(f"Detached: job {job.name} keeps running; follow it with {follow}")
+            return f"detached: this view stopped following ({follow})"
         try:
             cancelled = job.cancel()
         except (CancelRefused, OscarError) as err:
@@ -346,21 +349,35 @@ class OscarMagics(Magics):
             f"job {job.name} was cancelled on the cluster; its output so far is above"
         ) from None
 
-    def _show_live(self, job: Job) -> None:
-        """A view made in this cell, updated by the poller thread (never print from a thread)."""
+    def _show_live(self, job: Job, cell_name: str = errors.LOCAL_FILENAME) -> None:
+        """A view made in this cell, updated by the poller thread (never print from a thread).
+        When the job ends, the view is replaced by the notebook's own outputs (`final_bundle`),
+        so a saved notebook shows the job's end without a kernel or widget state."""
+        tail = self.live_tail_lines
+        limit = self.max_stream_lines
         if _has_widget_frontend(self.shell):
             from .widgets import JobView
 
-            display(JobView(job, tail_lines=self.live_tail_lines))  # it asks the poller to watch
-            return
-        tail = self.live_tail_lines
-        handle = display(views.live_bundle(job, tail), raw=True, display_id=True)
+            handle = display(JobView(job, tail_lines=tail), display_id=True)  # watched by it
+        else:
+            handle = display(views.live_bundle(job, tail), raw=True, display_id=True)
+        ended = threading.Event()
 
         def update(job: Job) -> None:
-            handle.update(views.live_bundle(job, tail), raw=True)
+            if not job.is_done():
+                if not _has_widget_frontend(self.shell):
+                    handle.update(views.live_bundle(job, tail), raw=True)
+                return
+            if ended.is_set():
+                return
+            ended.set()
+            job.remove_listener(update)
+            handle.update(views.final_bundle(job, limit, _ending(job, cell_name)), raw=True)
 
         job.add_listener(update)
         self.session.poller.watch(job)
+        if job.is_done():
+            update(job)
 
     @line_magic
     def oscar_panel(self, line: str) -> Any:
@@ -534,6 +551,16 @@ def _cell_label(shell: Any) -> str:
             return f"{label[0]} {label[1]}"
         frame = frame.f_back
     return errors.LOCAL_FILENAME
+
+
+def _ending(job: Job, cell_name: str) -> str:
+    """The error a finished job ended with, as a blocking cell would show it; "" on success."""
+    try:
+        errors.raise_for_status(job, cell_name, CELL_LINE_OFFSET)
+    except Exception as error:  # the job's own failure, rendered as text
+        render = getattr(error, "_render_traceback_", None)
+        return "\n".join(render()) if render else f"{type(error).__name__}: {error}"
+    return ""
 
 
 def _on_interrupt_setting(value: str) -> str:

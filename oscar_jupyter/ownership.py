@@ -179,15 +179,28 @@ class JobTracker:
     def _new_job(
         self, client: OscarClient, service: str, name: str, info: Mapping[str, Any]
     ) -> Job:
-        # Submitted before we saw it: its runner's start line is trusted from its creation on,
-        # not only from now (a job found running for 40 s has run 40 s, not 0).
-        created = parse_iso(info.get("creation_time"))
-        job = Job(client, service, name, OffloadSpec(), log_dir=self._log_dir, submitted_at=created)
-        finished = parse_iso(info.get("finish_time"))
-        if finished is not None:
-            age = (datetime.now(timezone.utc) - finished).total_seconds()
-            if age > SENTINEL_GRACE_SECONDS:
-                # Ended long ago: a missing exit sentinel will not arrive any more, so the job
-                # is Failed at once rather than "finishing" for the grace period.
-                job._terminal_seen_at = time.monotonic() - SENTINEL_GRACE_SECONDS - 1
-        return job
+        return job_found(client, service, name, info, log_dir=self._log_dir)
+
+
+def job_found(
+    client: OscarClient,
+    service: str,
+    name: str,
+    info: Mapping[str, Any],
+    spec: OffloadSpec | None = None,
+    *,
+    log_dir: Path | None = None,
+) -> Job:
+    """A handle of a job this process did not submit, from its listing entry `info`."""
+    # Submitted before we saw it: its runner's start line is trusted from its creation on,
+    # not only from now (a job found running for 40 s has run 40 s, not 0).
+    created = parse_iso(info.get("creation_time"))
+    job = Job(client, service, name, spec or OffloadSpec(), log_dir=log_dir, submitted_at=created)
+    finished = parse_iso(info.get("finish_time"))
+    if finished is not None:
+        age = (datetime.now(timezone.utc) - finished).total_seconds()
+        if age > SENTINEL_GRACE_SECONDS:
+            # Ended long ago: a missing exit sentinel will not arrive any more, so the job
+            # is Failed at once rather than "finishing" for the grace period.
+            job._terminal_seen_at = time.monotonic() - SENTINEL_GRACE_SECONDS - 1
+    return job

@@ -33,12 +33,14 @@ from .jobs import (
     Poller,
     add_cancel_listener,
     cancel_on_cluster,
+    set_cancel_lookup,
 )
 from .nodes import VirtualNode, discover_nodes
 from .ownership import (
     JobTracker,
     check_scope,
     is_runner_service,
+    job_found,
     kernel_tag,
     kernel_tag_of,
     make_job_name,
@@ -46,7 +48,7 @@ from .ownership import (
     owns_service,
 )
 from .polling import MAX_LOG_BYTES_PER_SECOND
-from .spec import OffloadSpec, SpecError
+from .spec import OffloadSpec, SpecError, spec_of_service
 from .values import check_names, pack_inputs
 
 SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(OffloadSpec))
@@ -75,6 +77,16 @@ def interrupts_deferred() -> Iterator[None]:
 # Every confirmed cancel of a job handle is kept in this machine's job records (the job views
 # list cancelled jobs until cleaned up, and say who cancelled them).
 add_cancel_listener(job_records.note_cancelled)
+
+
+def _recorded_canceller(job: Job) -> str | None:
+    """Who cancelled a job that vanished from the listing, as this user's record says."""
+    owner, _ = owner_identity(job.client)
+    record = job_records.load(job.client.endpoint, job.name, owner)
+    return record.cancelled_by if record is not None and record.status == "Cancelled" else None
+
+
+set_cancel_lookup(_recorded_canceller)
 
 
 class NotConnected(RuntimeError):
@@ -148,6 +160,7 @@ class Session:
         self.tracker = JobTracker()  # the state of other kernels' jobs, between looks
         self._service_for: dict[str, str] = {}  # first candidate name -> name in use
         self._owner: tuple[OscarClient, str, bool] | None = None
+        self._last_listing: dict[str, dict[str, dict[str, Any]]] = {}  # find_job's look-ups
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -641,14 +654,25 @@ class Session:
                     continue
                 listing = self.job_listing(service) or {}
                 found += [(service, n) for n in listing if _names_job(n, name)]
+                self._last_listing[service] = listing
             exact = [f for f in found if f[1] == name]
             if len(exact) == 1 or len(found) == 1:
                 service, job = (exact or found)[0]
-                return Job(client, service, job, OffloadSpec())
+                return self._attached(client, service, job)
             if len(found) > 1:
                 raise KeyError(_ambiguous(name, [n for _s, n in found]))
         known = ", ".join(self.jobs) or "none in this kernel"
         raise KeyError(f"no job named {name!r} (jobs: {known}; all yours: %oscar_jobs --mine)")
+
+    def _attached(self, client: OscarClient, service: str, name: str) -> Job:
+        """A handle of a job found on the cluster, timed from its creation, with the node and
+        walltime its runner service asks for."""
+        try:
+            spec = spec_of_service(client.get_service(service))
+        except (OscarError, SpecError):
+            spec = OffloadSpec()
+        info = self._last_listing.get(service, {}).get(name) or {}
+        return job_found(client, service, name, info, spec)
 
 
 def _names_job(job: str, name: str) -> bool:

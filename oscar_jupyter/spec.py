@@ -1165,6 +1165,19 @@ def check_secret_names(names: object) -> None:
             )
 
 
+def spec_of_service(service: Mapping[str, Any]) -> OffloadSpec:
+    """What a runner service asks for, read back from its definition (for a job attached from
+    another kernel: its node and walltime); fields it does not carry keep their defaults."""
+    flags = str((service.get("annotations") or {}).get("slurm-job.vk.io/flags") or "")
+    read: dict[str, Any] = {}
+    for word in flags.split():
+        option, _, value = word.partition("=")
+        if option in ("--time", "--partition", "--account", "--job-name") and value:
+            read[option[2:].replace("-", "_")] = value
+    node = service.get("interlink_node_name")
+    return OffloadSpec(node=node if isinstance(node, str) and node else None, **read)
+
+
 def _check_variables(flag: str, variables: object, dict_example: str, flag_example: str) -> None:
     """`variables` must be a mapping of environment variable names we may set."""
     if not isinstance(variables, Mapping):

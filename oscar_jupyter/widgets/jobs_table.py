@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import os
 import threading
+import time
 from datetime import datetime
 
 import ipywidgets as w
@@ -23,15 +24,16 @@ from .. import job_records
 from ..client import OscarError
 from ..job_status import JobRow, status_text
 from ..jobs import Job
-from ..ownership import check_scope
+from ..ownership import check_scope, job_found
 from ..session import Session, current
-from ..spec import OffloadSpec
 from ..timefmt import duration, iso_utc, local_and_relative, parse_iso, short_id
 from .clock import CLOCK
 from .jobview import JobView
 from .style import badge, style_widget
 
 HEADINGS = ("Job", "Status", "Started", "Elapsed / limit", "Node", "")
+# How often a watch of other kernels' jobs lists the cluster again.
+RELIST_SECONDS = 10.0
 EMPTY = {
     "kernel": "No jobs from this kernel (--mine: all your jobs).",
     "mine": "You have no jobs on this cluster.",
@@ -150,7 +152,11 @@ class _Row:
             if started
             else ""
         )
-        self.cancel_button.disabled = job.is_done()
+        done = job.is_done()
+        self.cancel_button.disabled = done
+        # A finished job has nothing to cancel: no bright button that does nothing.
+        self.cancel_button.button_style = "" if done else "danger"
+        self.cancel_button.layout.visibility = "hidden" if done else "visible"
 
     @property
     def notebook(self) -> str | None:
@@ -184,6 +190,8 @@ class JobsTable(w.VBox):
         self.notebook = notebook  # only the jobs of this notebook (JPY_SESSION_NAME), any kernel
         self.hide_finished = hide_finished
         self._others: dict[str, Job] = {}  # jobs of other kernels, found on the cluster
+        self.relist_seconds = RELIST_SECONDS
+        self._listed_at = 0.0
         self._lock = threading.RLock()
         self._rows: dict[str, _Row] = {}
         self._listening: set[str] = set()
@@ -217,7 +225,9 @@ class JobsTable(w.VBox):
     # -- rows ----------------------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Pick up new jobs (of the session, or the cluster's for "mine"/"all") and redraw."""
+        """Pick up new jobs (of the session, or the cluster's for "mine"/"all"), drop those
+        deleted on the cluster, and redraw."""
+        self._listed_at = time.monotonic()
         try:
             jobs = self._jobs()
         except OscarError as err:  # shown in the table; the rows already shown stay
@@ -225,6 +235,11 @@ class JobsTable(w.VBox):
             jobs = [row.job for row in self._rows.values()]
         with self._lock:
             added = False
+            listed = {job.name for job in jobs}
+            for name in [n for n in self._rows if n not in listed]:
+                # Deleted on the cluster (a cleanup, another view): gone from the table too.
+                self._forget(name)
+                added = True
             for job in jobs:
                 if job.name not in self._rows:
                     row = _Row(self, job)
@@ -256,7 +271,8 @@ class JobsTable(w.VBox):
             for name in sorted(listing or {}):
                 job = session.jobs.get(name) or self._others.get(name)
                 if job is None:
-                    job = self._others[name] = Job(client, service, name, OffloadSpec())
+                    info = (listing or {})[name]
+                    job = self._others[name] = job_found(client, service, name, info)
                 if not job.is_done():
                     try:
                         job.refresh(listing)  # the listing is at hand: no second one
@@ -292,13 +308,24 @@ class JobsTable(w.VBox):
             else:
                 self._summarise()
 
+    def _forget(self, name: str) -> None:
+        row = self._rows.pop(name)
+        if name in self._listening:
+            row.job.remove_listener(self._on_job_change)
+            self._listening.discard(name)
+
     def _tick(self) -> bool:
-        """The clock's call: redraw the running rows' elapsed time; False when none runs."""
+        """The clock's call: redraw the running rows' elapsed time, and list the cluster's jobs
+        again every `relist_seconds` when the table shows other kernels' jobs (a watch, not a
+        snapshot); False when there is nothing left to follow."""
+        relist = self.watch and (self.scope != "kernel" or self.notebook is not None)
+        if relist and time.monotonic() - self._listed_at >= self.relist_seconds:
+            self.refresh()
         with self._lock:
             running = [row for row in self._rows.values() if row.job.name in self._listening]
             for row in running:
                 row.update()
-            return bool(running)
+            return bool(running) or relist
 
     def _layout_grid(self) -> None:
         heads = []
@@ -306,7 +333,9 @@ class JobsTable(w.VBox):
             head = w.HTML(html.escape(text))
             head.add_class("oj-head")
             heads.append(head)
-        cells = [cell for row in self._rows.values() for cell in row.cells]
+        # Newest submission first, as %oscar_jobs and the sidebar list them.
+        rows = sorted(self._rows.values(), key=lambda r: (r.job.submitted_at, r.job.name))
+        cells = [cell for row in reversed(rows) for cell in row.cells]
         self.grid.children = heads + cells if self._rows else []
 
     def _summarise(self) -> None:

@@ -90,6 +90,7 @@ class JobView(w.VBox):
         self._lock = threading.Lock()
         self.header = w.HTML()
         self.tail = w.HTML()
+        self.tail.add_class("oj-follow")
         self.message = w.HTML()
         self.message.add_class("oj-error")
         self.cancel_button = w.Button(

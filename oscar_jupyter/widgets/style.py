@@ -45,6 +45,10 @@ STYLE_SHEET = """
   color: var(--jp-content-font-color1, inherit); border-radius: 3px; padding: 6px 8px; margin: 0;
   white-space: pre-wrap; word-break: break-word; max-height: 24em; overflow: auto; }
 .oj-log .oj-stderr { color: var(--jp-error-color1, inherit); }
+/* A live tail follows the output: a column-reverse scroller stays at its end while lines
+   arrive, and stays where the reader scrolled to otherwise. */
+.oj-follow { display: flex; flex-direction: column-reverse; max-height: 24em; overflow: auto; }
+.oj-follow .oj-log { max-height: none; overflow: visible; }
 .oj-badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-weight: 600;
   font-size: var(--jp-ui-font-size0, inherit); color: var(--jp-ui-inverse-font-color1, inherit);
   background: var(--jp-layout-color3, transparent); white-space: nowrap; }

@@ -220,3 +220,35 @@ def test_ctrl_c_and_scancel_end_as_cancelled_with_one_line(local_oscar, monkeypa
     assert len(error.traceback) == 1 and error.traceback[0].startswith("JobCancelled: job ")
     assert not any(text in everything(scancelled) for text in RAW_LOG)
     assert re.search(r"Traceback|File \"", everything(scancelled)) is None
+
+
+def test_a_no_wait_cell_leaves_its_outcome_in_the_saved_notebook(local_oscar, monkeypatch):
+    # The live view is widget state, which a saved notebook cannot show without its kernel:
+    # when the job ends, the cell's output becomes the notebook's own (status, text, figure,
+    # error), as nbviewer or GitHub would show it.
+    nb = notebook(
+        CONNECT,
+        OFFLOAD + " --no-wait -o ok\nimport matplotlib.pyplot as plt\nprint('hello', flush=True)"
+        "\nplt.plot([1, 2, 3])\nplt.show()\nprint('bye')",
+        OFFLOAD + " --no-wait -o bad\nprint('before')\nraise ValueError('no good')",
+        "import time\nok.wait(120)\nbad.wait(120)\ntime.sleep(2)",
+    )
+    nb = run(client_for(nb, local_oscar, monkeypatch), "no-wait-saved")
+    for cell, expected, status in (
+        (nb.cells[1], ["hello", "bye"], "✔ Succeeded"),
+        (nb.cells[2], ["before", "ValueError: no good"], "✖ Failed"),
+    ):
+        shown = [o for o in cell.outputs if o.output_type == "display_data"]
+        assert shown, everything(cell)
+        final = shown[-1].data
+        assert "application/vnd.jupyter.widget-view+json" not in final, final.keys()
+        text = final["text/plain"]
+        assert text.startswith(status), text
+        assert all(piece in text for piece in expected), text
+        assert not any(marker in text for marker in RAW_LOG)
+    assert '<img src="data:image/png;base64,' in shown_html(nb.cells[1])
+    assert "Cell In[" in "".join(o.data["text/plain"] for o in nb.cells[2].outputs if "data" in o)
+
+
+def shown_html(cell) -> str:
+    return "".join(o.data.get("text/html", "") for o in cell.outputs if "data" in o)
