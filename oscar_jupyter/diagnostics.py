@@ -18,8 +18,37 @@ from .runner import MARKER
 _SLURM_CANCELLED = re.compile(
     r"\*\*\* (?:JOB|STEP) \S+ ON \S+ CANCELLED AT \S+(?P<why>[^*]*)\*\*\*"
 )
+# Slurm's lines when a job went over its --mem. slurmstepd names itself "slurmstepd" or, as Slurm
+# 22.05 does, "slurmstepd-<node>".
+_SLURM_OOM = re.compile(
+    r"^slurmstepd(?:-\S+)?: error: (?:"
+    # task/cgroup, the kernel's OOM killer: "Detected 1 oom-kill event(s) in StepId=7.batch. Some
+    # of your processes may have been killed by the cgroup out-of-memory handler." (20.11-22.05;
+    # "in step 7.batch cgroup." before), "Detected 1 oom_kill event in StepId=7.batch. Some of the
+    # step tasks have been OOM Killed." (23.02 on)
+    r"Detected \d+ oom[-_]kill event"
+    # jobacct_gather's OverMemoryKill: "StepId=7.batch exceeded memory limit (750813184 >
+    # 268435456), being killed" ("Job 7 ...", "Step 7.0 ..." in older releases), then "Exceeded job
+    # memory limit". Older task/cgroup wrote "Exceeded job memory limit at some point." whenever
+    # the limit was reached, killed or not: not an end.
+    r"|.*exceeded memory limit \(\d+ > \d+\), being killed"
+    r"|Exceeded (?:job|step) memory limit\s*$"
+    r")"
+    # srun's view of the same: "srun: error: cn01: task 0: Out Of Memory"
+    r"|^srun: error: \S+: tasks? [\d,-]+: Out Of Memory"
+)
+# Cheap tests for a caller that looks at each new piece of a log before parsing it all.
+_END_HINTS = (
+    "CANCELLED AT",
+    "oom-kill event",
+    "oom_kill event",
+    "exceeded memory limit",
+    "Exceeded job memory limit",
+    "Exceeded step memory limit",
+    "Out Of Memory",
+)
 _DIAGNOSTIC = re.compile(
-    r"^(?:sbatch|srun|salloc|slurmstepd|slurmd|scancel)(?:\[\d+\])?: "  # Slurm's tools
+    r"^(?:sbatch|srun|salloc|slurmstepd|slurmd|scancel)(?:-\S+)?(?:\[\d+\])?: "  # Slurm's tools
     r"|\*\*\* (?:JOB|STEP) "  # slurmstepd's cancel and time-limit banners
     r"|^(?:FATAL|ERROR) *: "  # singularity / apptainer
     r"|^bwrap: "  # the local OSCAR's singularity stand-in
@@ -30,17 +59,41 @@ _TAG = MARKER + "|"  # the runner's tag: the cell's own lines
 MAX_LINE_CHARS = 300
 MASK = "***"
 
-SlurmEnd = Literal["cancelled", "walltime"]
+SlurmEnd = Literal["cancelled", "walltime", "oom"]
 
 
 def slurm_end(raw_log: str) -> SlurmEnd | None:
-    """How Slurm ended the job, when its own banner is in the log: scancel or the time limit."""
+    """How Slurm ended the job, when its own lines are in the log: scancel, the time limit, or
+    the job going over its --mem ("oom").
+
+    Whichever comes first decides: OverMemoryKill's "exceeded memory limit ..., being killed"
+    precedes the CANCELLED banner of the kill it makes, and the cgroup's "Detected 1 oom-kill
+    event(s)" is written when the job has ended, after the banner of a job cancelled (by scancel
+    or its time limit) for another reason.
+    """
     found: SlurmEnd | None = None
     for line in raw_log.splitlines():
-        match = None if _TAG in line else _SLURM_CANCELLED.search(line)
-        if match:  # the cell's own output, which could print anything, is tagged and skipped
+        if _TAG in line:  # the cell's own output, which could print anything, is tagged
+            continue
+        match = _SLURM_CANCELLED.search(line)
+        if match and found != "oom":
             found = "walltime" if "TIME LIMIT" in match.group("why") else "cancelled"
+        elif found is None and _SLURM_OOM.search(line):
+            found = "oom"
     return found
+
+
+def mentions_slurm_end(text: str) -> bool:
+    """Whether `text` (e.g. what a poll added to the log) may hold a line `slurm_end` reads: a
+    cheap test before parsing a log of megabytes."""
+    return any(hint in text for hint in _END_HINTS)
+
+
+def out_of_memory_reason(mem: str | None = None) -> str:
+    """Why a job Slurm ended for its memory ended, for the notebook: "killed: out of memory
+    (--mem 256M)" with the --mem the user wrote; without the parenthesis when it is unknown."""
+    mem = (mem or "").strip()
+    return "killed: out of memory" + (f" (--mem {mem})" if mem else "")
 
 
 def sbatch_refusal(raw_log: str) -> str | None:

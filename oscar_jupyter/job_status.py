@@ -69,6 +69,10 @@ def status_of(facts: JobFacts) -> str:
         return "Cancelled"
     if facts.slurm_end == "walltime":
         return "Failed"
+    if facts.slurm_end == "oom" and facts.exit_code != 0:
+        return (
+            "Failed"  # killed over its --mem (a cell exiting 0 after a child was killed: its word)
+        )
     if facts.exit_code is not None:
         return "Succeeded" if facts.exit_code == 0 else "Failed"
     if facts.service_gone or facts.lost:

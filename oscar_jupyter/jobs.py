@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .client import OscarClient, OscarError
-from .diagnostics import safe_tail, sbatch_refusal, slurm_end
+from .diagnostics import (
+    mentions_slurm_end,
+    out_of_memory_reason,
+    safe_tail,
+    sbatch_refusal,
+    slurm_end,
+)
 from .files import default_log_dir
 from .job_status import (
     BY_KERNEL,
@@ -66,6 +72,8 @@ __all__ = [
     "poll_each",
     "poll_jobs",
 ]
+# The exit code of a cell killed by SIGKILL (128 + 9): the kernel's OOM killer among others.
+KILLED = 137
 # After OSCAR reports a terminal phase, the log may still lack the exit sentinel for a moment.
 SENTINEL_GRACE_SECONDS = 10.0
 # How long a waiting cell keeps polling through a dropped connection before it gives up.
@@ -506,7 +514,7 @@ class Job:
                 self.log_size = len(text)
             # Slurm's banner is at the end; a cheap test first: logs can be megabytes.
             tail = self.raw_log[-len(text) - 200 :]
-            if "CANCELLED AT" in tail and self.slurm_end is None:
+            if self.slurm_end is None and mentions_slurm_end(tail):
                 self.slurm_end = slurm_end(self.raw_log)
             if new:
                 self._append_to_file(new)
@@ -743,6 +751,7 @@ class Job:
                 on_update(self, new)
             previous = state
             if done:
+                self.await_kill_reason()
                 return self.exit_code
             delay = self.next_delay(interval, changed)
             if deadline is not None:
@@ -757,6 +766,24 @@ class Job:
             else:
                 time.sleep(delay)
             wake.clear()
+
+    def await_kill_reason(self) -> None:
+        """A cell killed by SIGKILL (exit 137): Slurm writes why (its out-of-memory line) only
+        once the job has ended, after the runner's exit line. Read the log again until that
+        line, or OSCAR's end of the job, arrives (at most SENTINEL_GRACE_SECONDS)."""
+        if self.exit_code != KILLED or self.slurm_end is not None:
+            return
+        deadline = time.monotonic() + SENTINEL_GRACE_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                entry = self.client.list_jobs(self.service).get(self.name) or {}
+                text = self.client.job_logs(self.service, self.name)
+            except OscarError:
+                return  # the reason stays unknown; the exit code still says killed
+            self._absorb(text)
+            if self.slurm_end is not None or entry.get("status") in ("Succeeded", "Failed"):
+                return
+            time.sleep(0.5)
 
     def result(self, timeout: float | None = None) -> dict[str, Any] | None:
         """Wait, then raise `JobFailed` (with the remote traceback) unless the cell exited 0;
@@ -783,6 +810,8 @@ class Job:
         if self.slurm_end == "walltime":
             limit = self.time_limit
             return "walltime exceeded" + (f" (--time {format_time(limit)})" if limit else "")
+        if self.slurm_end == "oom" and self.exit_code != 0:
+            return out_of_memory_reason(self.spec.mem)
         if self.exit_code is not None:
             return ""
         if self.service_gone:

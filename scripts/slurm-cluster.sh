@@ -1,13 +1,26 @@
 #!/bin/bash
 # A real single-node Slurm on loopback for the local OSCAR and the test suite.
 #   slurm-cluster.sh install   apt-get install slurm-wlm, munge and bubblewrap when missing
-#   slurm-cluster.sh start     install, write slurm.conf, start munged, slurmctld, slurmd; wait for IDLE
+#   slurm-cluster.sh start     install, write slurm.conf (and cgroup.conf), start munged, slurmctld,
+#                              slurmd; wait for IDLE
 #   slurm-cluster.sh stop      cancel every job, stop the daemons by their pid files, wait for them
 #   slurm-cluster.sh status    print a summary; exit 1 when Slurm is not usable
 # Runs as root without systemd. Daemons are found by pid file only, never by process name.
+#
+# --mem is enforced, as a real site does it, by the kernel: task/cgroup with ConstrainRAMSpace puts
+# each job in a cgroup v1 memory cgroup limited to its --mem; a job over it is OOM-killed, Slurm ends
+# it OUT_OF_MEMORY (squeue: OOM) and slurmstepd writes "error: Detected 1 oom-kill event(s) in
+# StepId=<id>.batch. ..." to its output. That needs cgroup v1's memory and freezer hierarchies under
+# /sys/fs/cgroup, writable by root (Slurm 22.05's cgroup/v2 wants systemd). Where they are not, Slurm
+# polls each step's memory every second and kills a step over its --mem (jobacct_gather/linux,
+# OverMemoryKill): the job ends FAILED with "error: StepId=<id>.batch exceeded memory limit (<bytes> >
+# <bytes>), being killed", a CANCELLED banner and "error: Exceeded job memory limit" in its output
+# (and a job over its --mem for less than a second may escape the poll).
 set -euo pipefail
 
 SLURM_CONF=/etc/slurm/slurm.conf
+CGROUP_CONF=/etc/slurm/cgroup.conf
+CGROUP_ROOT=/sys/fs/cgroup
 RUN_DIR=/run/slurm
 LOG_DIR=/var/log/slurm
 MUNGE_RUN_DIR=/run/munge
@@ -117,14 +130,65 @@ real_memory_mib() {
     echo "$mib"
 }
 
+cgroup_v1_usable() {  # cgroup v1's memory and freezer controllers, and root may limit memory
+    local controller probe ok=1
+    for controller in memory freezer; do
+        [ "$(stat -f -c %T "$CGROUP_ROOT/$controller" 2>/dev/null)" = cgroupfs ] || return 1
+    done
+    probe=$CGROUP_ROOT/memory/oscar-jupyter-probe.$$
+    mkdir "$probe" 2>/dev/null || return 1
+    echo 64M 2>/dev/null >"$probe/memory.limit_in_bytes" && ok=0
+    rmdir "$probe" 2>/dev/null || true
+    return "$ok"
+}
+
+memory_enforcement() {  # cgroup | accounting: how --mem is enforced (see the top of this file)
+    if cgroup_v1_usable; then echo cgroup; else echo accounting; fi
+}
+
+enforcement_of_conf() {  # how the written slurm.conf enforces --mem; empty when it predates that
+    sed -n 's/^# --mem enforced by: //p' "$SLURM_CONF" 2>/dev/null | head -n 1
+}
+
+memory_settings() {  # memory_settings cgroup|accounting -> its slurm.conf lines
+    case $1 in
+        cgroup) printf '%s\n' ProctrackType=proctrack/cgroup TaskPlugin=task/cgroup \
+            JobAcctGatherType=jobacct_gather/none ;;
+        accounting) printf '%s\n' ProctrackType=proctrack/linuxproc TaskPlugin=task/none \
+            JobAcctGatherType=jobacct_gather/linux JobAcctGatherParams=OverMemoryKill \
+            JobAcctGatherFrequency=task=1 ;;
+    esac
+}
+
+write_cgroup_conf() {
+    local tmp
+    tmp=$(mktemp /etc/slurm/.cgroup.conf.XXXXXX)
+    cat >"$tmp" <<EOF
+# Written by oscar-jupyter scripts/slurm-cluster.sh: each job's memory limited to its --mem.
+CgroupPlugin=cgroup/v1
+CgroupMountpoint=$CGROUP_ROOT
+CgroupAutomount=yes
+ConstrainRAMSpace=yes
+EOF
+    # RAM + swap limited to --mem too where the kernel accounts swap (a site's usual setting)
+    if [ -e "$CGROUP_ROOT/memory/memory.memsw.limit_in_bytes" ]; then
+        echo ConstrainSwapSpace=yes >>"$tmp"
+    fi
+    chmod 0644 "$tmp"
+    mv -f "$tmp" "$CGROUP_CONF"
+}
+
 write_slurm_conf() {
-    local cpus memory tmp
+    local cpus memory tmp enforcement
     cpus=$(nproc)
     memory=$(real_memory_mib)
+    enforcement=$(memory_enforcement)
     mkdir -p /etc/slurm
+    if [ "$enforcement" = cgroup ]; then write_cgroup_conf; else rm -f "$CGROUP_CONF"; fi
     tmp=$(mktemp /etc/slurm/.slurm.conf.XXXXXX)
     cat >"$tmp" <<EOF
-# Written by oscar-jupyter scripts/slurm-cluster.sh: a single node on loopback, no cgroups.
+# Written by oscar-jupyter scripts/slurm-cluster.sh: a single node on loopback.
+# --mem enforced by: $enforcement
 ClusterName=oscar-local
 SlurmctldHost=localhost
 SlurmUser=root
@@ -137,9 +201,7 @@ SlurmctldPidFile=$SLURMCTLD_PID
 SlurmdPidFile=$SLURMD_PID
 SlurmctldLogFile=$LOG_DIR/slurmctld.log
 SlurmdLogFile=$LOG_DIR/slurmd.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
+$(memory_settings "$enforcement")
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SchedulerType=sched/backfill
@@ -236,6 +298,8 @@ cmd_start() {
     wait_for_node
     if [ "$ctld_up" = 1 ] && [ "$slurmd_up" = 1 ]; then
         say "already running (node $NODE $(node_state))"
+        [ -n "$(enforcement_of_conf)" ] \
+            || say "its slurm.conf predates --mem enforcement; run '$0 stop', then '$0 start'"
     else
         say "started (node $NODE $(node_state), $(nproc) CPUs)"
     fi
@@ -291,6 +355,9 @@ cmd_status() {
         state=$(node_state)
         printf '%-10s %s\n' node "$NODE ${state:-unknown}"
         printf '%-10s %s\n' jobs "$(squeue --noheader -o '%i' 2>/dev/null | wc -l) in the queue"
+        local enforcement
+        enforcement=$(enforcement_of_conf)
+        printf '%-10s %s\n' memory "--mem enforced by ${enforcement:-nothing (an older slurm.conf)}"
         case "$state" in
             IDLE*|MIXED*|ALLOCATED*|COMPLETING*) ;;
             *) down=1 ;;

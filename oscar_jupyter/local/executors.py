@@ -126,6 +126,14 @@ def container_exit_codes(pod_dir: Path) -> dict[str, int]:
     return codes
 
 
+_RUN_CTN_RE = re.compile(r"^runCtn (\S+) ", re.MULTILINE)
+
+
+def pod_containers(pod_dir: Path) -> list[str]:
+    """The pod's (non-init) containers, from the ``runCtn NAME ...`` lines of its ``job.sh``."""
+    return _RUN_CTN_RE.findall(_read_text(pod_dir / "job.sh"))
+
+
 def _read_text(path: Path) -> str:
     try:
         return path.read_text(errors="replace")
@@ -142,6 +150,12 @@ def _finish(
 ) -> ExecState:
     """The final ExecState: Succeeded iff the job ended normally and every container code is 0."""
     codes = container_exit_codes(pod_dir)
+    if fallback_code is not None:
+        # Status.go's getExitCode: a container that left no run-/init-<ctr>.status (Slurm killed
+        # the job before job.sh wrote it: a cancel, OverMemoryKill) gets Slurm's exit code.
+        for name in pod_containers(pod_dir):
+            if f"run-{name}" not in codes and f"init-{name}" not in codes:
+                codes[f"run-{name}"] = fallback_code
     exit_code = max(codes.values()) if codes else fallback_code
     finished = _record_time(pod_dir, FINISHED_FILE, finished_at)
     started = _read_time(pod_dir, STARTED_FILE) or _record_time(pod_dir, STARTED_FILE, finished)
@@ -162,10 +176,15 @@ def _wait_status_to_exit_code(raw: int) -> int:
 # --- Slurm ----------------------------------------------------------------------------------------
 
 # The plugin's state regex: first match anywhere in squeue's output decides.
+# (interlink-hq/interlink-slurm-plugin, pkg/slurm/Status.go, StatusHandler: `statePattern`, and its
+# `switch stateMatch` for the cases below.)
 _STATE_RE = re.compile(r"(CD|CG|F|OOM|PD|PR|R|ST|S|TO)")
 _SUBMITTED_RE = re.compile(r"Submitted batch job (\d+)")
 _FAILURE_REASONS = {
     "TO": "SlurmJobTimeout",
+    # OUT_OF_MEMORY (squeue's compact state OOM: task/cgroup saw an oom-kill in the job):
+    # Status.go's `case "OOM"` ends every container with Reason ReasonOOMKilled ("OOMKilled"), its
+    # exit code from run-<ctr>.status (137 when the kernel killed the container's process).
     "OOM": "OOMKilled",
     "CA": "Cancelled",
     "F": None,  # FAILED: the exit code tells

@@ -1,9 +1,11 @@
 """Pod directories shaped like the interLink Slurm plugin's, written by hand, and the executors.
 
-`make_pod(containers, sbatch=[...])` writes `job.slurm` (the `#SBATCH` header and a call to
-`job.sh`) and `job.sh` (the translation's runInitCtn / runCtn / waitCtns / endScript helpers:
-containers in the background, `run-<ctr>.out` and `run-<ctr>.status`, exit with the highest code).
-Each container is a shell command run by `bash -c`.
+`make_pod(containers, sbatch=[...], mem_mib=...)` writes `job.slurm` (the `#SBATCH` header and a
+call to `job.sh`) and `job.sh` (the translation's runInitCtn / runCtn / waitCtns / endScript
+helpers: containers in the background, `run-<ctr>.out` and `run-<ctr>.status`, exit with the
+highest code). Each container is a shell command run by `bash -c`. Slurm enforces `--mem` (its
+cgroup or its accounting kills a job over it: scripts/slurm-cluster.sh), so a pod asks for
+POD_MEM_MIB, as the plugin's default pod does, unless the test says otherwise.
 
 `executor` is parametrised over the real Slurm executor and the process executor; the Slurm one
 needs the session's `slurm_cluster` (tests/conftest.py), which fails loudly when Slurm can't start.
@@ -23,6 +25,7 @@ from oscar_jupyter.local.executors import ExecState, ProcessExecutor, SlurmExecu
 from oscar_jupyter.local.interlink import JOB_SH_FUNCTIONS
 
 Command = str | list[str]  # a shell command for `bash -c`, or an argv
+POD_MEM_MIB = 256  # oscar_jupyter/local/pod.py DEFAULT_MEMORY
 
 
 def _command_line(command: Command) -> str:
@@ -36,6 +39,7 @@ def write_pod(
     containers: dict[str, Command],
     sbatch: list[str] | None = None,
     init: dict[str, Command] | None = None,
+    mem_mib: int = POD_MEM_MIB,
 ) -> Path:
     pod_dir.mkdir(parents=True, exist_ok=True)
     header = [
@@ -44,7 +48,7 @@ def write_pod(
         f"#SBATCH --output={pod_dir}/job.out",
         *(f"#SBATCH {flag}" for flag in (sbatch or [])),
         "#SBATCH --cpus-per-task=1",
-        "#SBATCH --mem=1",
+        f"#SBATCH --mem={mem_mib}",
     ]
     (pod_dir / "job.slurm").write_text("\n".join(header) + f"\n\n{pod_dir}/job.sh\n")
     body = [
@@ -74,8 +78,9 @@ def make_pod(tmp_path: Path) -> Callable[..., Path]:
         containers: dict[str, Command],
         sbatch: list[str] | None = None,
         init: dict[str, Command] | None = None,
+        mem_mib: int = POD_MEM_MIB,
     ) -> Path:
-        return write_pod(tmp_path / f"ns-pod{next(counter)}", containers, sbatch, init)
+        return write_pod(tmp_path / f"ns-pod{next(counter)}", containers, sbatch, init, mem_mib)
 
     return make
 

@@ -30,6 +30,10 @@ def test_status_reports_the_node_and_exits_0_when_up(slurm_cluster):
     assert any(
         line.startswith("node") and "localhost" in line for line in result.stdout.splitlines()
     )
+    memory = [
+        line.split(None, 1)[1] for line in result.stdout.splitlines() if line.startswith("memory ")
+    ]
+    assert memory in (["--mem enforced by cgroup"], ["--mem enforced by accounting"]), result.stdout
 
 
 def test_start_when_running_changes_nothing(slurm_cluster):
