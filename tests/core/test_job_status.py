@@ -17,9 +17,11 @@ from oscar_jupyter.client import OscarError
 from oscar_jupyter.jobs import CancelRefused, Job, JobCancelled, JobFailed
 from oscar_jupyter.spec import OffloadSpec
 
+from ..wire import decorated, record
+
 
 def tagged(kind: str, seq: int, text: str) -> str:
-    return f"2026-11-28 10:00:00,000 - supervisor - DEBUG - @@OJ|{kind}|{seq}|{text}|@@\n"
+    return decorated(record(kind, seq, text)) + "\n"
 
 
 START = tagged("s", 0, json.dumps({"node": "vega", "host": "cn01", "job": "j"}))

@@ -18,6 +18,8 @@ from oscar_jupyter.jobs import Job
 from oscar_jupyter.nodes import VirtualNode
 from oscar_jupyter.spec import OffloadSpec
 
+from .. import wire
+
 
 class JobLogEndpoint:
     """What OSCAR's `/system/logs` answers for a few jobs; tests change it as jobs progress."""
@@ -41,19 +43,17 @@ class JobLogEndpoint:
                 status="Running", start_time=start.strftime("%Y-%m-%dT%H:%M:%SZ")
             )
             stamp = int(start.timestamp())  # the runner's own clock starts the elapsed time
-            self.logs[name] += (
-                f'@@OJ|s|0|{{"node": "{node}", "job": "{name}", "time": "{stamp}"}}|@@\n'
-            )
+            self.logs[name] += wire.start(node, name, time=str(stamp)) + "\n"
 
     def print(self, name: str, *lines: str, stream: str = "o") -> None:
         with self.lock:
             seq = self.logs[name].count(f"@@OJ|{stream}|")
             for offset, text in enumerate(lines, start=1):
-                self.logs[name] += f"@@OJ|{stream}|{seq + offset}|{text}|@@\n"
+                self.logs[name] += wire.record(stream, seq + offset, text) + "\n"
 
     def finish(self, service: str, name: str, exit_code: int = 0) -> None:
         with self.lock:
-            self.logs[name] += f"@@OJ|x|0|{exit_code}|@@\n"
+            self.logs[name] += wire.exit_line(exit_code) + "\n"
             entry = self.listing[service][name]
             entry["status"] = "Succeeded"
             entry["finish_time"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -10,6 +10,8 @@ from oscar_jupyter.display import live_bundle
 from oscar_jupyter.widgets import JobsTable, JobView
 from oscar_jupyter.widgets.clock import Clock
 
+from .. import wire
+
 SERVICE = "oj-widgets"
 
 
@@ -173,7 +175,9 @@ def test_view_shows_the_line_not_ended_yet_as_the_last_line(oscar_logs, make_job
     endpoint.start(SERVICE, job.name, node="vega")
     endpoint.print(job.name, "loading")
     with endpoint.lock:
-        endpoint.logs[job.name] += "@@OJ|p|2|7/30|@@\n@@OJ|q|1|Name? |@@\n"
+        endpoint.logs[job.name] += (
+            wire.partial(2, "7/30") + "\n" + wire.partial(1, "Name? ", stderr=True) + "\n"
+        )
     job.refresh()
     tail = shown(view.tail)
     assert tail.index("loading") < tail.index("7/30") < tail.index("Name? ")
