@@ -117,11 +117,18 @@ def capacity_notes(spec: OffloadSpec, node: VirtualNode | None) -> list[str]:
     return notes
 
 
+def _as_said(node: VirtualNode) -> str:
+    """Where a node's numbers come from: the virtual node advertises interLink's configured
+    capacity with plugin 0.6.1 (interLink virtualkubelet.go: 100 CPU / 3000G by default), not
+    necessarily the site's partition (OSCAR.md 13 B13)."""
+    return f"(the capacity its virtual node advertises, from {node.source})"
+
+
 def _cpu_problem(spec: OffloadSpec, node: VirtualNode) -> SpecError | None:
     cpus = requested_cpus(spec)
     if cpus is None or cpus <= node.cpu_total:
         return None
-    offers = f"node {node.name} offers {_cpus(node.cpu_total)}"
+    offers = f"node {node.name} offers {_cpus(node.cpu_total)} {_as_said(node)}"
     most = math.floor(node.cpu_total)
     if spec.cpus_per_task is None:  # the default 1 CPU does not fit
         return SpecError(
@@ -144,7 +151,7 @@ def _memory_problem(spec: OffloadSpec, node: VirtualNode) -> SpecError | None:
     total = node.memory_total_bytes
     if memory is None or total <= 0 or memory <= total:
         return None
-    offers = f"node {node.name} offers {format_bytes(total)}"
+    offers = f"node {node.name} offers {format_bytes(total)} {_as_said(node)}"
     if total < MiB:
         return SpecError("--mem", f"--mem: {offers}, less than 1 MiB; {OTHER_NODE}")
     if spec.mem is None:

@@ -365,12 +365,18 @@ class OscarClient:
                 f"check the user {profile.user!r} and password of {where} (auth_user/"
                 "auth_password in the config file, or OSCAR_USER/OSCAR_PASSWORD)"
             )
+        # OSCAR answers 401 to a valid token whose user is not in the groups (VOs) the cluster
+        # admits (pkg/utils/auth/oidc.go: oidc_groups), not only to a bad or expired one.
+        groups = (
+            "; or your identity is valid but not in a group (VO) this cluster admits: ask its "
+            "admins which one (OSCAR's oidc_groups)"
+        )
         if kind == "token":
-            return f"the access token of {where} was rejected; set a fresh OSCAR_TOKEN"
-        if kind == "refresh-token":
+            return f"the access token of {where} was rejected; set a fresh OSCAR_TOKEN{groups}"
+        if kind in ("refresh-token", "oidc-agent"):
             return (
-                f"the token obtained from the refresh token of {where} was rejected; check "
-                "that the cluster trusts its issuer"
+                f"the token obtained for {where} was rejected; check that the cluster trusts "
+                f"its issuer{groups}"
             )
         return (
             f"{where} has no credentials; set OSCAR_USER/OSCAR_PASSWORD or OSCAR_TOKEN, or "

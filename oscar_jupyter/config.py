@@ -226,9 +226,28 @@ class ClusterProfile:
 # --- the profile's `jupyter:` block: offload defaults and what the site is ------------------
 
 DEFAULT_IMAGE_PREFIX = "docker://"
+# What sites run unless their profile says otherwise (jupyter: {plugin_version, interlink_version}).
+DEFAULT_PLUGIN_VERSION = "0.6.1"
 _IMAGE_PREFIX = re.compile(r"[A-Za-z0-9._/:+@-]+")
 # Keys of the `jupyter:` block that describe the site rather than a cell's default option.
-SITE_KEYS = ("image_prefix", "image_schemes", "gpu_scheduling", "nodes", "kubeconfig")
+SITE_KEYS = (
+    "image_prefix",
+    "image_schemes",
+    "gpu_scheduling",
+    "nodes",
+    "kubeconfig",
+    "plugin_version",
+    "interlink_version",
+    "site_check",
+)
+_VERSION = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
+
+
+def _version(text: str) -> tuple[int, int, int]:
+    found = _VERSION.match(text.strip())
+    if not found:
+        return (0, 0, 0)
+    return (int(found.group(1)), int(found.group(2)), int(found.group(3)))
 
 
 @dataclass(frozen=True)
@@ -246,6 +265,19 @@ class SiteFacts:
     image_prefix: str = DEFAULT_IMAGE_PREFIX
     keeps_schemes: bool = False
     schedules_gpus: bool = False
+    plugin_version: str = DEFAULT_PLUGIN_VERSION
+    interlink_version: str = DEFAULT_PLUGIN_VERSION
+
+    @property
+    def plugin_keeps_mem_options(self) -> bool:
+        """Plugins after 0.6.1 split the flags annotation into shell words; 0.6.1 and older
+        first cut `--mem(?:[ =]\\S+)?` out of it (prepare.go), mangling --mem-bind and the like."""
+        return _version(self.plugin_version) > (0, 6, 1)
+
+    @property
+    def interlink_passes_secrets(self) -> bool:
+        """interLink resolves a pod's envFrom (how OSCAR passes service secrets) from 0.6.2."""
+        return _version(self.interlink_version) > (0, 6, 1)
 
 
 @dataclass(frozen=True)
@@ -296,12 +328,24 @@ class JupyterSettings:
                 image_prefix=prefix,
                 keeps_schemes=block.get("image_schemes") is True,
                 schedules_gpus=block.get("gpu_scheduling") is True,
+                plugin_version=_release(block, "plugin_version", profile.cluster_id),
+                interlink_version=_release(block, "interlink_version", profile.cluster_id),
             ),
             nodes=tuple(str(name) for name in names),
             kubeconfig=os.path.expanduser(kubeconfig)
             if isinstance(kubeconfig, str) and kubeconfig
             else None,
         )
+
+
+def _release(block: Mapping[str, Any], key: str, cluster: str) -> str:
+    value = block.get(key, DEFAULT_PLUGIN_VERSION)
+    if not isinstance(value, str) or not _VERSION.match(value.strip()):
+        raise ConfigError(
+            f"jupyter: {key} {value!r} in the profile of {cluster}: write the site's release as "
+            f"text, e.g. {key}: '0.6.1'"
+        )
+    return value.strip()
 
 
 # --- the config file -------------------------------------------------------------------------

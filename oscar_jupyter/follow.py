@@ -42,16 +42,16 @@ CHUNK_BYTES = 64 * 1024
 
 
 def kubeconfig_at_hand(profile: Any = None) -> str | None:
-    """The profile's kubeconfig (its `jupyter: kubeconfig:`), else $KUBECONFIG, if it exists."""
-    for path in (JupyterSettings.of(profile).kubeconfig, os.environ.get("KUBECONFIG")):
-        if path and os.path.isfile(os.path.expanduser(path)):
-            return os.path.expanduser(path)
-    return None
+    """The kubeconfig the profile names (`jupyter: kubeconfig:`), if it exists: never
+    $KUBECONFIG or ~/.kube/config, which may be another cluster's (OSCAR gives its users no
+    Kubernetes access, so only a profile that names the cluster's own can follow pod logs)."""
+    path = JupyterSettings.of(profile).kubeconfig
+    return path if path and os.path.isfile(path) else None
 
 
 def start_follower(job: StreamSink, kubeconfig: str | None = None) -> Follower | None:
     """A running follower of `job`'s pod log; None without a kubeconfig or `kubernetes`."""
-    path = kubeconfig or kubeconfig_at_hand()
+    path = kubeconfig
     if not path:
         return None
     try:

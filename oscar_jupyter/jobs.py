@@ -288,6 +288,9 @@ class Job:
         self._log_started = False
         # What a log fetch costs, which spaces the polls (see `cost_delay`).
         self.max_log_bytes_per_second = MAX_LOG_BYTES_PER_SECOND
+        # The fastest this job is polled whatever happens (the session sets a floor where each
+        # request costs the cluster an identity-provider call: OIDC, OSCAR.md 13 B12).
+        self.min_poll_interval = 0.0
         self.fetch_seconds = 0.0  # the last log fetch's response time
         self.log_size = 0  # characters of the last log fetched
         self.poll_interval = 0.0  # the delay before the next poll, as the last poll chose it
@@ -543,7 +546,8 @@ class Job:
 
     def next_delay(self, interval: PollInterval, changed: bool) -> float:
         """The delay before this job's next poll under `interval`, recorded in `poll_interval`."""
-        self.poll_interval = interval.next(changed, floor=self.cost_delay())
+        floor = max(self.cost_delay(), self.min_poll_interval)
+        self.poll_interval = interval.next(changed, floor=floor)
         return self.poll_interval
 
     @property
@@ -563,7 +567,7 @@ class Job:
 
     def follow_with_kubernetes(self, kubeconfig: str | None = None) -> bool:
         """Stream the job pod's log through the cluster's Kubernetes API (`kubeconfig`, else
-        $KUBECONFIG) instead of polling OSCAR for it; polling takes over on any error.
+        the profile's) instead of polling OSCAR for it; polling takes over on any error.
 
         Returns False when no Kubernetes client or kubeconfig is at hand."""
         from .follow import start_follower

@@ -122,8 +122,8 @@ class OscarMagics(Magics):
     ).tag(config=True)
     follow_kubernetes = Bool(
         True,
-        help="stream the job pod's log through the Kubernetes API when the profile's (or "
-        "$KUBECONFIG's) kubeconfig reaches the cluster, instead of polling OSCAR",
+        help="stream the job pod's log through the Kubernetes API when the profile's "
+        "kubeconfig reaches the cluster (jupyter: {kubeconfig: PATH}), instead of polling OSCAR",
     ).tag(config=True)
     max_poll_interval = Float(5.0).tag(config=True)
 

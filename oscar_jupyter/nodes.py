@@ -81,17 +81,17 @@ def list_nodes(client: OscarClient) -> list[VirtualNode]:
     return sorted(nodes, key=lambda n: (not n.is_interlink, n.name))
 
 
-def list_nodes_from_kubernetes(kubeconfig: str | None = None) -> list[VirtualNode]:
+def list_nodes_from_kubernetes(kubeconfig: str) -> list[VirtualNode]:
     """interLink virtual nodes from the Kubernetes API.
 
-    Needs a kubeconfig (`kubeconfig`, `$KUBECONFIG` or ~/.kube/config). The kubernetes package
-    is imported here, not at module level, because importing it costs about half a second.
+    Needs the cluster's kubeconfig (an admin's: OSCAR gives its users no Kubernetes access).
+    The kubernetes package is imported here, not at module level, because importing it costs
+    about half a second.
     """
     from kubernetes import client as k8s
     from kubernetes import config as k8s_config
 
-    # Resolved here: the kubernetes package reads $KUBECONFIG once, when it is imported.
-    api_client = k8s_config.new_client_from_config(config_file=kubeconfig or kubeconfig_path())
+    api_client = k8s_config.new_client_from_config(config_file=kubeconfig)
     try:
         api = k8s.CoreV1Api(api_client)
         found: dict[str, VirtualNode] = {}
@@ -102,11 +102,6 @@ def list_nodes_from_kubernetes(kubeconfig: str | None = None) -> list[VirtualNod
     finally:
         api_client.close()
     return sorted(found.values(), key=lambda n: n.name)
-
-
-def kubeconfig_path() -> str:
-    path = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
-    return path.split(os.pathsep)[0]
 
 
 def _node_from_kubernetes(node: Any) -> VirtualNode:
@@ -152,9 +147,9 @@ def discover_nodes(
 ) -> NodeDiscovery:
     """The cluster's interLink nodes from the first source that knows any (module docstring).
 
-    `kubeconfig`: the profile's (`jupyter: {kubeconfig: PATH}`), else $KUBECONFIG or
-    ~/.kube/config."""
-    kubeconfig = kubeconfig or kubeconfig_path()
+    `kubeconfig`: the one the profile names (`jupyter: {kubeconfig: PATH}`), never $KUBECONFIG
+    or ~/.kube/config, which may be another cluster's (and OSCAR gives its users no Kubernetes
+    access: OSCAR.md 13 B5)."""
     problems: list[str] = []
     listed: list[VirtualNode] = []
     try:
@@ -169,7 +164,7 @@ def discover_nodes(
         if err.status_code in (None, 401, 403):
             raise  # the cluster is unreachable or refuses us: no other source will say more
         problems.append(f"OSCAR's /system/status failed: {err}")  # e.g. 500 without metrics
-    if os.path.exists(kubeconfig):
+    if kubeconfig and os.path.exists(kubeconfig):
         try:
             from_kubernetes = list_nodes_from_kubernetes(kubeconfig)
             if from_kubernetes:
@@ -178,7 +173,12 @@ def discover_nodes(
         except Exception as err:  # any kube client failure: try the next source
             problems.append(f"the Kubernetes API of {kubeconfig} failed: {err}")
     else:
-        problems.append("no kubeconfig is at hand ($KUBECONFIG or ~/.kube/config)")
+        problems.append(
+            "the profile names no kubeconfig of this cluster (jupyter: {kubeconfig: PATH}; "
+            "an admin's: OSCAR gives its users no Kubernetes access)"
+            if not kubeconfig
+            else f"the profile's kubeconfig {kubeconfig} does not exist"
+        )
     if profile_nodes:
         return NodeDiscovery([VirtualNode.from_profile(n) for n in profile_nodes], "profile")
     return NodeDiscovery(

@@ -57,6 +57,8 @@ RECENT_IMAGES = 8
 MAX_SERVICE_CANDIDATES = 8
 
 
+# The fastest poll of an OIDC user's job (see Session.poll_floor).
+OIDC_POLL_FLOOR_SECONDS = 1.0
 # After Ctrl-C during a submit, how long to look for the job the request may have created.
 SENT_JOB_LOOKUP_SECONDS = 3.0
 
@@ -419,6 +421,7 @@ class Session:
         """A job just sent: this kernel's, followed, recorded for the job views."""
         job.outputs = outputs
         job.max_log_bytes_per_second = self.max_log_bytes_per_second
+        job.min_poll_interval = self.poll_floor()
         if self.follow_kubernetes:  # stream the pod's log where a kubeconfig reaches the cluster
             job.follow_with_kubernetes(kubeconfig_at_hand(self.profile))
         self.jobs[job.name] = job
@@ -470,6 +473,13 @@ class Session:
                 f"not be cancelled ({err}): %oscar_cancel {job_name}"
             )
         return f"interrupted while sending the cell; job {job_name} was created and cancelled"
+
+    def poll_floor(self) -> float:
+        """The fastest a job of this connection is polled: every request of an OIDC user costs
+        OSCAR an uncached userinfo call to the identity provider (pkg/utils/auth/oidc.go), so
+        they are polled at most once a second; basic auth costs nothing of the kind."""
+        auth = self.profile.auth_kind if self.profile is not None else "basic"
+        return 0.0 if auth in ("basic", "none") else OIDC_POLL_FLOOR_SECONDS
 
     def _remember_image(self, image: str) -> None:
         if image in self.recent_images:
@@ -672,7 +682,9 @@ class Session:
         except (OscarError, SpecError):
             spec = OffloadSpec()
         info = self._last_listing.get(service, {}).get(name) or {}
-        return job_found(client, service, name, info, spec)
+        job = job_found(client, service, name, info, spec)
+        job.min_poll_interval = self.poll_floor()
+        return job
 
 
 def _names_job(job: str, name: str) -> bool:

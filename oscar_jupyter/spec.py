@@ -957,7 +957,18 @@ class OffloadSpec:
                 f"{type(self.sbatch).__name__}, e.g. "
                 "sbatch='--qos=normal --exclusive' (words joined by spaces)",
             )
-        return parse_sbatch(self.sbatch)
+        words = parse_sbatch(self.sbatch)
+        if not self.site.plugin_keeps_mem_options:
+            for word in words:
+                if word.startswith("--mem"):
+                    raise SpecError(
+                        "--sbatch",
+                        f"--sbatch {word}: interLink's Slurm plugin up to 0.6.1 (what sites run "
+                        "unless the profile says jupyter: {plugin_version: 0.6.2}) cuts --mem out "
+                        f"of any option (pkg/slurm/prepare.go): {word} would reach sbatch as "
+                        f"{word[5:]!r} and the job be refused; leave it out (memory: --mem)",
+                    )
+        return words
 
     def time_limit_seconds(self) -> int | None:
         return None if self.time is None else parse_time(self.time)
@@ -984,8 +995,13 @@ class OffloadSpec:
         if flags:
             annotations["slurm-job.vk.io/flags"] = " ".join(flags)
         if self.pre_exec:
-            annotations["slurm-job.vk.io/pre-exec"] = self.pre_exec
-            annotations["job.vk.io/pre-exec"] = self.pre_exec
+            # Plugins up to 0.6.1 write the pre-exec command and the job script on one line
+            # (interlink-slurm-plugin pkg/slurm/prepare.go, 0.6.1: prefix + " " + job.sh):
+            # `module load x` would swallow job.sh and the cell never runs. A command that ends
+            # with a newline leaves job.sh a line of its own on every release.
+            pre_exec = self.pre_exec.rstrip("\n") + "\n"
+            annotations["slurm-job.vk.io/pre-exec"] = pre_exec
+            annotations["job.vk.io/pre-exec"] = pre_exec
         if self.mounts:
             binds = " ".join(f"--bind {mount}" for mount in self.mounts)
             annotations["slurm-job.vk.io/singularity-mounts"] = binds

@@ -10,6 +10,8 @@ from oscar_jupyter.nodes import VirtualNode
 from oscar_jupyter.session import Session
 from oscar_jupyter.spec import OffloadSpec, SiteFacts, SpecError
 
+FROM_KUBERNETES = "(the capacity its virtual node advertises, from Kubernetes)"
+FROM_OSCAR = "(the capacity its virtual node advertises, from OSCAR)"
 GiB = 2**30
 
 
@@ -43,7 +45,8 @@ def test_cpus_over_the_node_are_refused_with_both_numbers_and_the_way_out():
     [problem] = capacity_problems(OffloadSpec(node="vega", cpus_per_task=64), node(cpus=2))
     assert problem.flag == "--cpus-per-task"
     assert str(problem) == (
-        "--cpus-per-task 64: node vega offers 2 CPUs; ask for at most "
+        "--cpus-per-task 64: node vega offers 2 CPUs "
+        f"{FROM_KUBERNETES}; ask for at most "
         "--cpus-per-task 2 (or choose another node: %oscar_nodes)"
     )
 
@@ -55,25 +58,29 @@ def test_a_request_that_fits_exactly_passes():
 
 def test_fractional_cpus_suggest_the_whole_cpus_that_fit():
     assert messages(OffloadSpec(node="vega", cpus_per_task=3), node(cpus=2.5)) == [
-        "--cpus-per-task 3: node vega offers 2.5 CPUs; ask for at most --cpus-per-task 2 "
+        "--cpus-per-task 3: node vega offers 2.5 CPUs "
+        f"{FROM_KUBERNETES}; ask for at most --cpus-per-task 2 "
         "(or choose another node: %oscar_nodes)"
     ]
     # Without --cpus-per-task the pod still asks for 1 CPU.
     assert messages(OffloadSpec(node="vega"), node(cpus=0.5)) == [
-        "--cpus-per-task: every job asks for at least 1 CPU and node vega offers 0.5 CPUs; "
+        "--cpus-per-task: every job asks for at least 1 CPU and node vega offers 0.5 CPUs "
+        f"{FROM_KUBERNETES}; "
         "choose another node: %oscar_nodes"
     ]
 
 
 def test_memory_over_the_node_is_refused_in_human_units():
     assert messages(OffloadSpec(node="vega", mem="32G"), node(memory=2 * GiB)) == [
-        "--mem 32G: 32.0 GiB asked and node vega offers 2.0 GiB; ask for at most --mem 2G "
+        "--mem 32G: 32.0 GiB asked and node vega offers 2.0 GiB "
+        f"{FROM_KUBERNETES}; ask for at most --mem 2G "
         "(or choose another node: %oscar_nodes)"
     ]
     # A node whose memory is no whole number of GiB: the largest whole MiB.
     odd = 23081 * 2**20
     assert messages(OffloadSpec(node="vega", mem="24G"), node(memory=odd)) == [
-        "--mem 24G: 24.0 GiB asked and node vega offers 22.5 GiB; ask for at most "
+        "--mem 24G: 24.0 GiB asked and node vega offers 22.5 GiB "
+        f"{FROM_KUBERNETES}; ask for at most "
         "--mem 23081M (or choose another node: %oscar_nodes)"
     ]
     # What the service gets is whole MiB: 2 GiB plus one byte asks for 2049 MiB.
@@ -84,7 +91,8 @@ def test_memory_over_the_node_is_refused_in_human_units():
 def test_the_default_memory_is_checked_too():
     assert messages(OffloadSpec(node="tiny"), node("tiny", memory=512 * 2**20)) == [
         "--mem: without --mem a job asks for 1024Mi (1.0 GiB) and node tiny offers "
-        "512.0 MiB; give at most --mem 512M (or choose another node: %oscar_nodes)"
+        "512.0 MiB "
+        f"{FROM_KUBERNETES}; give at most --mem 512M (or choose another node: %oscar_nodes)"
     ]
 
 
@@ -181,7 +189,8 @@ def test_the_panel_marks_the_field_as_the_user_types_and_clears_it_when_it_fits(
     panel.set(node="vega", time="00:10:00")
     panel.text["cpus_per_task"].value = "64"
     expected = (
-        "--cpus-per-task 64: node vega offers 2 CPUs; ask for at most --cpus-per-task 2 "
+        "--cpus-per-task 64: node vega offers 2 CPUs "
+        f"{FROM_OSCAR}; ask for at most --cpus-per-task 2 "
         "(or choose another node: %oscar_nodes)"
     )
     assert panel.problems["cpus_per_task"].message == expected
@@ -196,7 +205,7 @@ def test_the_panel_marks_the_field_as_the_user_types_and_clears_it_when_it_fits(
 
     panel.text["mem"].value = "32G"
     assert panel.problems["mem"].message.startswith(
-        "--mem 32G: 32.0 GiB asked and node vega offers 2.0 GiB"
+        f"--mem 32G: 32.0 GiB asked and node vega offers 2.0 GiB {FROM_OSCAR}"
     )
     panel.text["cpus_per_task"].value = "2"
     panel.text["mem"].value = "1G"

@@ -117,7 +117,7 @@ def test_both_interlink_labels_are_listed_with_their_capacity(kubeconfig, kube_a
 def test_the_session_falls_back_to_kubernetes_when_oscar_cannot_list_nodes(kubeconfig, cluster):
     cluster.faults.answer("GET", "/system/status", 500)  # an OSCAR without metrics-server
     with OscarClient(cluster.basic_profile(), retries=0) as client:
-        found = discover_nodes(client)
+        found = discover_nodes(client, kubeconfig=str(kubeconfig))
     assert found.source == "Kubernetes" and found.warning is None
     assert found.interlink_names == ["old-vk", "vega-new-vk"]
     assert {n.source for n in found.nodes} == {"Kubernetes"}
@@ -126,7 +126,7 @@ def test_the_session_falls_back_to_kubernetes_when_oscar_cannot_list_nodes(kubec
 def test_kubernetes_is_asked_when_oscar_answers_without_virtual_nodes(kubeconfig, cluster):
     # A real cluster's /system/status: only nodes with metrics, so no virtual kubelet.
     with OscarClient(cluster.basic_profile(), retries=0) as client:
-        found = discover_nodes(client)
+        found = discover_nodes(client, kubeconfig=str(kubeconfig))
     assert cluster.seen("GET", "/system/status")[0].status == 200
     assert found.source == "Kubernetes"
     assert found.interlink_names == ["old-vk", "vega-new-vk"]
@@ -138,6 +138,13 @@ def test_the_profile_list_is_the_last_source(tmp_path, monkeypatch, cluster):
         found = discover_nodes(client, ["vega", "leonardo"])
     assert found.source == "profile" and found.interlink_names == ["vega", "leonardo"]
     assert not found.nodes[0].resources_known
+
+
+def test_a_kubeconfig_the_profile_does_not_name_is_never_used(kubeconfig, cluster):
+    # $KUBECONFIG (set by the fixture) may be another cluster's: only the profile's counts.
+    with OscarClient(cluster.basic_profile(), retries=0) as client:
+        found = discover_nodes(client)
+    assert found.source is None and "the profile names no kubeconfig" in found.warning
 
 
 def test_without_any_source_the_warning_says_names_go_unchecked(tmp_path, monkeypatch, cluster):

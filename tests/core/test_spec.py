@@ -106,7 +106,8 @@ def test_service_fields_follow_the_design():
     )
     assert a["slurm-job.vk.io/singularity-mounts"] == "--bind /scratch/me:/data:ro --bind /a:/b"
     assert a["job.vk.io/singularity-mounts"] == a["slurm-job.vk.io/singularity-mounts"]
-    assert a["slurm-job.vk.io/pre-exec"] == "module load cuda\nexport X=1"
+    # Ends with a newline: plugins up to 0.6.1 append job.sh to the same line.
+    assert a["slurm-job.vk.io/pre-exec"] == "module load cuda\nexport X=1\n"
     assert a["job.vk.io/pre-exec"] == a["slurm-job.vk.io/pre-exec"]
     assert a["slurm-job.vk.io/singularity-options"] == "--no-home"
     # --env values travel in the job's program only: not in the service, nor in its name.

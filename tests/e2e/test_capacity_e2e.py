@@ -92,13 +92,14 @@ def test_over_capacity_is_refused_at_once_in_the_magic_and_the_panel(
         nbformat.write(client.nb, ARTIFACTS / "capacity-refusals.ipynb")
     cells = client.nb.cells
 
+    source = "(the capacity its virtual node advertises, from OSCAR)"
     cpu_refusal = (
-        f"--cpus-per-task 64: node {NODE} offers {cpus} CPU{'s' * (cpus != 1)}; "
+        f"--cpus-per-task 64: node {NODE} offers {cpus} CPU{'s' * (cpus != 1)} {source}; "
         f"ask for at most --cpus-per-task {cpus} {WAY_OUT}"
     )
     largest = f"{memory // 2**30}G" if memory % 2**30 == 0 else f"{memory // 2**20}M"
     mem_refusal = (
-        f"--mem 1T: 1.0 TiB asked and node {NODE} offers {format_bytes(memory)}; "
+        f"--mem 1T: 1.0 TiB asked and node {NODE} offers {format_bytes(memory)} {source}; "
         f"ask for at most --mem {largest} {WAY_OUT}"
     )
     assert error_text(cells[1]) == cpu_refusal
