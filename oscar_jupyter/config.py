@@ -53,6 +53,7 @@ __all__ = [
     "load_profile",
     "refresh_access_token",
     "save_profile",
+    "record_site_check",
     "JupyterSettings",
     "SiteFacts",
     "jwt_claims",
@@ -295,6 +296,7 @@ class JupyterSettings:
     site: SiteFacts = field(default_factory=SiteFacts)
     nodes: tuple[str, ...] = ()
     kubeconfig: str | None = None
+    site_check: Mapping[str, Any] = field(default_factory=dict)  # what `check` found, dated
 
     @classmethod
     def of(cls, profile: ClusterProfile | None) -> JupyterSettings:
@@ -332,6 +334,9 @@ class JupyterSettings:
                 interlink_version=_release(block, "interlink_version", profile.cluster_id),
             ),
             nodes=tuple(str(name) for name in names),
+            site_check=dict(block["site_check"])
+            if isinstance(block.get("site_check"), Mapping)
+            else {},
             kubeconfig=os.path.expanduser(kubeconfig)
             if isinstance(kubeconfig, str) and kubeconfig
             else None,
@@ -673,6 +678,33 @@ def save_profile(
     if make_default or not data.get("default") or data.get("default") not in clusters:
         data["default"] = profile.cluster_id
 
+    if _is_yaml(path):
+        text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    else:
+        text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    _write_private(path, text)
+    return path
+
+
+def record_site_check(
+    cluster_id: str, facts: Mapping[str, Any], *, config_path: str | os.PathLike[str] | None = None
+) -> Path:
+    """Keep what `oscar-jupyter check` learned of a site in its profile's `jupyter:` block
+    (`site_check:`), leaving everything else of the file as it was."""
+    path = Path(config_path) if config_path is not None else default_config_path()
+    path = path.resolve() if path.is_symlink() else path
+    data = _read_raw(path) or {}
+    entry = (data.get("oscar") or {}).get(cluster_id)
+    if not isinstance(entry, dict):
+        raise ConfigError(
+            f"cluster {cluster_id!r} is not in {path}: the check's findings are kept in a "
+            "cluster of oscar-cli's config (oscar-cli cluster add, or %oscar_connect NAME)"
+        )
+    jupyter = entry.get(_JUPYTER_KEY)
+    entry[_JUPYTER_KEY] = {
+        **(jupyter if isinstance(jupyter, dict) else {}),
+        "site_check": dict(facts),
+    }
     if _is_yaml(path):
         text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
     else:

@@ -389,6 +389,35 @@ class OscarMagics(Magics):
     # -- line magics ---------------------------------------------------------------------------
 
     @line_magic
+    def oscar_check(self, line: str) -> Any:
+        """%oscar_check [PROFILE] [--node NODE] [--image IMG] [--no-keep]: check a site with
+        one probe job (OSCAR, interLink, nodes, queue wait, the image's Python, pre-exec,
+        secrets, /tmp) and keep what it found in the profile, where the magics read it."""
+        from .site_check import check_site
+
+        p = _Parser("%oscar_check")
+        p.add_argument("profile", nargs="?")
+        p.add_argument("--node")
+        p.add_argument("--image")
+        p.add_argument("--no-keep", action="store_true", dest="no_keep")
+        args = p.parse_args(_split(line))
+        profile = args.profile or (self.session.profile and self.session.profile.cluster_id)
+        shown = display({"text/plain": "Checking the site…"}, raw=True, display_id=True)
+
+        def progress(text: str) -> None:
+            shown.update({"text/plain": f"Checking the site: {text}…"}, raw=True)
+
+        report = check_site(
+            profile or None,
+            node=args.node,
+            image=args.image,
+            progress=progress,
+            keep=not args.no_keep,
+        )
+        shown.update({"text/plain": report.text(), "text/html": report._repr_html_()}, raw=True)
+        return None
+
+    @line_magic
     def oscar_nodes(self, line: str) -> None:
         """%oscar_nodes: the cluster's nodes (name, status, CPU, memory, GPU, interLink)."""
         session = self.session

@@ -228,7 +228,18 @@ class Session:
         return None if self._node_names is None else list(self._node_names)
 
     def check_offloadable(self, spec: OffloadSpec) -> None:
-        """Refuse, before anything is sent, a cell that could not reach an interLink node."""
+        """Refuse, before anything is sent, a cell that could not reach an interLink node, or
+        whose secrets the site check found never arrive there."""
+        checked = JupyterSettings.of(self.profile).site_check
+        if spec.secrets and checked.get("secrets") is False:
+            raise SpecError(
+                "--secret",
+                f"--secret {', '.join(spec.secrets)}: the site check of "
+                f"{checked.get('date', 'this site')} found that secrets never reach a job here "
+                "(interLink 0.6.1 and older drop OSCAR's service secrets); pass the value "
+                "through a file on a --mount'ed path, or run `oscar-jupyter check` again once "
+                "the site runs interLink 0.6.2",
+            )
         if not self.interlink_available:
             raise NotOffloadable(
                 "this OSCAR reports interLink_available: false, so it would ignore the node and "
