@@ -19,13 +19,14 @@ import re
 import sys
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from .files import default_log_dir, write_atomically
 from .spec import OffloadSpec
-from .timefmt import now_iso
+from .timefmt import iso_utc, now_iso
 
 FIRST_LINE_MAX = 80
 RECORDS_DIRNAME = "job-records"
@@ -260,7 +261,7 @@ def record_submitted(
         service=service,
         job=job,
         kernel=kernel,
-        submitted_at=now_iso(),
+        submitted_at=iso_utc(datetime.now(timezone.utc), "milliseconds"),
         label=current_label(code),
     )
     save(record)

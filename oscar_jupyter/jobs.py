@@ -277,6 +277,7 @@ class Job:
         self._cancelled = False
         self._listed = False
         self.vanished = False  # listed once, then deleted on the cluster
+        self.sent_here = False  # this process submitted it (so it existed on the cluster)
         self.service_gone = False  # its runner service was deleted (and with it the job)
         self.lost = False  # the cluster stopped answering for longer than MAX_OUTAGE_SECONDS
         self.log_missing_since: float | None = None  # the log route answered 404 since then
@@ -680,7 +681,7 @@ class Job:
         try:
             cancel_on_cluster(self.client, self.service, self.name)
         except CancelRefused as refused:
-            if refused.status != 404 or not self._listed:
+            if refused.status != 404 or not (self._listed or self.sent_here):
                 raise
             with self._lock:  # listed before, gone now: deleted from another view
                 self.vanished = True

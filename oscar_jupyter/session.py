@@ -23,6 +23,7 @@ from . import job_records
 from .capacity import capacity_error, capacity_notes
 from .client import OscarClient, OscarError
 from .config import ClusterProfile, JupyterSettings, load_profile
+from .connections import note_connection
 from .errors import CellInterrupted
 from .follow import kubeconfig_at_hand
 from .job_status import JobRow, listed_row, merge_records
@@ -191,6 +192,8 @@ class Session:
         problem = self._refresh_nodes(client)
         if problem:
             warnings.append(problem)
+        # The sidebar follows the notebook's connection (connections.py).
+        note_connection(os.environ.get("JPY_SESSION_NAME"), profile.cluster_id)
         self.report = ConnectionReport(
             cluster_id=profile.cluster_id,
             endpoint=profile.endpoint,
@@ -431,6 +434,7 @@ class Session:
     def _track(self, job: Job, outputs: list[str], code: str) -> Job:
         """A job just sent: this kernel's, followed, recorded for the job views."""
         job.outputs = outputs
+        job.sent_here = True
         job.max_log_bytes_per_second = self.max_log_bytes_per_second
         job.min_poll_interval = self.poll_floor()
         if self.follow_kubernetes:  # stream the pod's log where a kubeconfig reaches the cluster

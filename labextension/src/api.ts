@@ -68,6 +68,12 @@ export interface IJob {
   finish_time: string | null;
   /** When the runner itself started the cell (its start line), when the log was read. */
   runner_start?: string | null;
+  /** When it was submitted (this machine's record, else OSCAR's creation time): what "newest
+   * first" sorts by in every view, whatever the queue did. */
+  submitted_time?: string | null;
+  /** Seconds run as every view counts them (runner start to the job's end, or to the listing's
+   * time while it runs); null before the runner started. */
+  duration?: number | null;
   /** In a runner service that the profile's user owns. */
   mine?: boolean;
   label?: IJobLabel;
@@ -78,6 +84,25 @@ export interface IJob {
 }
 
 export type JobScope = 'mine' | 'all';
+
+/** The cluster (profile) the notebook's kernel last connected as (`%oscar_connect`). */
+export interface IConnection {
+  notebook: string;
+  /** null: the notebook's kernel noted no connection (not connected yet). */
+  cluster: string | null;
+  connected_at: string | null;
+  /** The cluster is a profile of this server's oscar-cli config (the picker can show it). */
+  profile: boolean;
+}
+
+export interface ICancelAnswer {
+  cluster: string;
+  service: string;
+  job: string;
+  /** false: the job had ended before the cancel arrived (`message` says how). */
+  cancelled: boolean;
+  message?: string;
+}
 
 export interface IJobs {
   cluster: string;
@@ -103,6 +128,10 @@ export interface IJobLog {
   partial?: { stdout?: string; stderr?: string };
   status?: string;
   exit_code: number | null;
+  cancelled_by?: string | null;
+  /** The run time as the job list has it (null when the list has not seen the job yet). */
+  runner_start?: string | null;
+  duration?: number | null;
   finished?: boolean;
   node: string | null;
   traceback: string | null;
@@ -116,8 +145,10 @@ export interface ICleanup {
 }
 
 export interface ICleanupRequest {
-  scope: 'notebook' | 'mine';
+  /** notebook: its finished jobs; mine: all the user's; jobs: the finished ones of `jobs`. */
+  scope: 'notebook' | 'mine' | 'jobs';
   notebook: string | null;
+  jobs?: string[];
   dry_run: boolean;
 }
 
@@ -178,7 +209,7 @@ async function request<T>(
   return body as T;
 }
 
-function jobPath(job: IJob): string {
+function jobPath(job: { service: string; job: string }): string {
   return URLExt.join(
     'jobs',
     encodeURIComponent(job.service),
@@ -201,8 +232,16 @@ export function fetchJobs(
   return request<IJobs>('jobs', cluster, {}, { scope });
 }
 
-export function cancelJob(cluster: string | null, job: IJob): Promise<unknown> {
-  return request(jobPath(job), cluster, { method: 'DELETE' });
+export function cancelJob(
+  cluster: string | null,
+  job: { service: string; job: string }
+): Promise<ICancelAnswer> {
+  return request<ICancelAnswer>(jobPath(job), cluster, { method: 'DELETE' });
+}
+
+/** The cluster the kernel of `notebook` (relative to the Jupyter root) connected as. */
+export function fetchConnection(notebook: string): Promise<IConnection> {
+  return request<IConnection>('connection', null, {}, { notebook });
 }
 
 /** The log from complete line `since` on (0: from the start). */

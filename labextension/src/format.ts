@@ -67,18 +67,69 @@ export function formatSeconds(seconds: number | null): string {
   return days > 0 ? `${days}-${clock}` : clock;
 }
 
-/** Run time so far (or in total, once finished), as `formatSeconds` writes it. */
-export function formatDuration(
-  start: string | null,
-  finish: string | null,
+/** What a run time is counted from: a job as the server lists it. */
+export interface IRunTimes {
+  status: string;
+  runner_start?: string | null;
+  duration?: number | null;
+}
+
+/**
+ * Seconds a job has run, as every view counts them (job_status.JobState.duration): a finished
+ * job's from the server (the runner's start line to the job's end, the same start and end the
+ * Python views use), a running job's from the runner's start line to now; null before the runner
+ * started (OSCAR's own start time includes Slurm's queue: it is no run time).
+ */
+export function runSeconds(
+  job: IRunTimes,
   now: Date = new Date()
-): string {
-  const begin = parseTime(start);
-  if (!begin) {
-    return '—';
+): number | null {
+  if (isFinished(job.status)) {
+    return typeof job.duration === 'number' ? job.duration : null;
   }
-  const end = parseTime(finish) ?? now;
-  return formatSeconds((end.getTime() - begin.getTime()) / 1000);
+  const start = parseTime(job.runner_start ?? null);
+  if (!start) {
+    return null;
+  }
+  return Math.max(0, (now.getTime() - start.getTime()) / 1000);
+}
+
+/** `runSeconds` as `formatSeconds` writes it: "00:03:05", "—" before the runner started. */
+export function formatRunTime(job: IRunTimes, now: Date = new Date()): string {
+  return formatSeconds(runSeconds(job, now));
+}
+
+/** The order states are counted and sorted in: what needs a look first. */
+export const STATE_ORDER = [
+  'Running',
+  'Pending',
+  'Queued',
+  'Suspended',
+  'Failed',
+  'Cancelled',
+  'Succeeded'
+];
+
+/** Where a status sorts "by state": Running first, Succeeded last. */
+export function stateRank(status: string): number {
+  const rank = STATE_ORDER.indexOf(status);
+  return rank < 0 ? STATE_ORDER.length : rank;
+}
+
+/** "2 running, 31 pending, 7 succeeded": how many jobs are in each state, in STATE_ORDER. */
+export function countsText(statuses: string[]): string {
+  const counts = new Map<string, number>();
+  for (const status of statuses) {
+    counts.set(status, (counts.get(status) ?? 0) + 1);
+  }
+  const known = [
+    ...STATE_ORDER,
+    ...[...counts.keys()].filter(s => !STATE_ORDER.includes(s)).sort()
+  ];
+  return known
+    .filter(status => counts.has(status))
+    .map(status => `${counts.get(status)} ${status.toLowerCase()}`)
+    .join(', ');
 }
 
 /** A job's own part of its name (12 hex digits), which every magic that takes a job accepts. */

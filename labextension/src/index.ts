@@ -11,6 +11,7 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { oscarIcon } from './icon';
 import { LogPanels } from './logview';
 import { showJobCell } from './navigate';
+import { installOutputCancel } from './outputcancel';
 import { DEFAULT_REFRESH_SECONDS, OscarSidebar } from './sidebar';
 
 /** The settings schema (schema/plugin.json) belongs to this id. */
@@ -56,7 +57,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
         await showJobCell(docManager, job);
       },
-      openLog: (job, cluster) => logs.open(job, cluster)
+      openLog: (job, cluster) => logs.open(job, cluster),
+      listed: (cluster, jobs) => logs.listed(cluster, jobs)
     });
     sidebar.id = 'oscar-jupyter-sidebar';
     sidebar.title.icon = oscarIcon;
@@ -65,6 +67,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
       restorer.add(sidebar, sidebar.id);
     }
     notebooks?.currentChanged.connect(() => sidebar.notebookChanged());
+    // A cell that ran may have been `%oscar_connect`: the sidebar follows the notebook's
+    // connection once its kernel is idle again.
+    notebooks?.widgetAdded.connect((_, panel) => {
+      panel.sessionContext.statusChanged.connect((_, status) => {
+        if (status === 'idle' && notebooks.currentWidget === panel) {
+          sidebar.kernelIdle();
+        }
+      });
+    });
+    // Cancel buttons in cell outputs (a --no-wait job's view) act through the server at once,
+    // even while the kernel is busy.
+    installOutputCancel();
     notebooks?.activeCellChanged.connect((_, cell) =>
       sidebar.cellChanged(cell?.model.id ?? null)
     );

@@ -19,10 +19,12 @@ import { Widget } from '@lumino/widgets';
 import { fetchJobLog, IJob, IJobLog, ILogLine } from './api';
 import { el, setText } from './dom';
 import {
-  cancelledPhrase,
-  formatDuration,
+  formatRunTime,
   formatWhen,
+  IRunTimes,
   isActive,
+  shortId,
+  statusText,
   timeTooltip
 } from './format';
 
@@ -43,7 +45,10 @@ export class LogView extends Widget {
   private finished = false;
   private status: string;
   private exitCode: number | null;
+  private cancelledBy: string | null;
   private node_: string | null;
+  /** The run time as the job list counts it: the runner's start and, once ended, the total. */
+  private times: IRunTimes;
   private readonly facts: HTMLElement;
   private readonly badge: HTMLElement;
   private readonly statusText: HTMLElement;
@@ -61,7 +66,13 @@ export class LogView extends Widget {
     this.addClass('oj-logview');
     this.status = job.status;
     this.exitCode = job.exit_code;
+    this.cancelledBy = job.cancelled_by ?? null;
     this.node_ = job.node;
+    this.times = {
+      status: job.status,
+      runner_start: job.runner_start,
+      duration: job.duration
+    };
 
     const head = el('div', 'oj-logview-head');
     this.badge = el('span', 'oj-sidebar-badge');
@@ -70,9 +81,11 @@ export class LogView extends Widget {
     title.append(this.badge, label);
     this.statusText = el('span', 'oj-logview-status');
     const id = el('div', 'oj-logview-id');
+    const jobId = el('code', 'oj-logview-jobid', job.job);
+    jobId.title = `Short id ${shortId(job.job)}: every magic that takes a job accepts it`;
     id.append(
       el('span', 'oj-sidebar-label', 'Job '),
-      el('code', 'oj-logview-jobid', job.job),
+      jobId,
       el('span', 'oj-sidebar-label', '  service '),
       el('code', '', job.service)
     );
@@ -154,6 +167,23 @@ export class LogView extends Widget {
     }
   }
 
+  /** The job's row in a new listing: the run time as the list counts it. */
+  listed(entry: IJob): void {
+    const duration = typeof entry.duration === 'number' ? entry.duration : null;
+    if (
+      entry.runner_start === this.times.runner_start &&
+      duration === this.times.duration
+    ) {
+      return;
+    }
+    this.times = {
+      status: this.status,
+      runner_start: entry.runner_start ?? this.times.runner_start,
+      duration: duration ?? this.times.duration
+    };
+    this.drawState();
+  }
+
   private apply(log: IJobLog): void {
     const atBottom =
       this.text.scrollTop + this.text.clientHeight >=
@@ -185,7 +215,14 @@ export class LogView extends Widget {
     }
     this.status = log.status ?? this.status;
     this.exitCode = log.exit_code;
+    this.cancelledBy = log.cancelled_by ?? this.cancelledBy;
     this.node_ = log.node ?? this.node_;
+    this.times = {
+      status: this.status,
+      runner_start: log.runner_start ?? this.times.runner_start,
+      duration:
+        typeof log.duration === 'number' ? log.duration : this.times.duration
+    };
     this.finished =
       (log.finished ??
         (log.exit_code !== null && log.exit_code !== undefined)) &&
@@ -249,22 +286,29 @@ export class LogView extends Widget {
     const job = this.job;
     const running = !this.finished && isActive(this.status);
     this.badge.className = `oj-sidebar-badge oj-sidebar-status-${this.status}`;
-    setText(this.badge, this.status);
+    const status = statusText(this.status, this.exitCode, this.cancelledBy);
+    setText(this.badge, status);
     const facts: string[] = [];
     if (this.node_) {
       facts.push(`node ${this.node_}`);
     }
-    const started = job.runner_start ?? job.start_time;
+    const started = this.times.runner_start ?? null;
+    const submitted = job.submitted_time ?? job.creation_time;
+    facts.push(`submitted ${formatWhen(submitted)}`);
     if (started) {
       facts.push(`started ${formatWhen(started)}`);
-      facts.push(
-        `ran ${formatDuration(started, this.finished ? job.finish_time : null)}`
-      );
-    } else {
-      facts.push(`submitted ${formatWhen(job.creation_time)}`);
     }
+    // The run time as the job list and the Python views count it; "—" until the cell starts.
+    const times = {
+      ...this.times,
+      status: this.finished ? this.status : 'Running'
+    };
+    facts.push(`ran ${formatRunTime(times)}`);
     setText(this.facts, facts.join(' · '));
-    this.facts.title = timeTooltip('Started', started ?? job.creation_time);
+    this.facts.title = [
+      timeTooltip('Submitted', submitted),
+      timeTooltip('Started', started)
+    ].join('\n');
     let state: string;
     if (running) {
       state = 'Following the job live…';
@@ -275,10 +319,7 @@ export class LogView extends Widget {
         this.exitCode === null || this.exitCode === undefined
           ? 'no exit status'
           : `exit status ${this.exitCode}`;
-      const by = job.cancelled_by
-        ? ` ${cancelledPhrase(job.cancelled_by)}`
-        : '';
-      state = `Ended: ${this.status}${this.status === 'Cancelled' ? by : ''}, ${exit}`;
+      state = `Ended: ${status}, ${exit}`;
     }
     setText(this.statusText, state);
     this.statusText.dataset.finished = String(this.finished);
@@ -291,6 +332,21 @@ export class LogPanels {
   private panels = new Map<string, MainAreaWidget<LogView>>();
 
   constructor(private readonly addToShell: (widget: Widget) => void) {}
+
+  /** A new listing of `cluster`: open panels of its jobs take their run time from it. */
+  listed(cluster: string | null, jobs: IJob[]): void {
+    if (!this.panels.size) {
+      return;
+    }
+    for (const job of jobs) {
+      const panel = this.panels.get(
+        `${cluster ?? ''}/${job.service}/${job.job}`
+      );
+      if (panel && !panel.isDisposed) {
+        panel.content.listed(job);
+      }
+    }
+  }
 
   open(job: IJob, cluster: string | null): MainAreaWidget<LogView> {
     const key = `${cluster ?? ''}/${job.service}/${job.job}`;

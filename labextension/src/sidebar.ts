@@ -3,7 +3,12 @@
  * It polls the server extension every `refreshInterval` seconds while it is visible, and backs
  * off while requests fail.
  */
-import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
+import {
+  Clipboard,
+  Dialog,
+  Notification,
+  showDialog
+} from '@jupyterlab/apputils';
 import { Poll } from '@lumino/polling';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
@@ -12,22 +17,26 @@ import {
   cancelJob,
   cleanupJobs,
   fetchClusters,
+  fetchConnection,
   fetchJobs,
   fetchNodes,
   IClusters,
+  IConnection,
   IJob,
   IJobs,
   JobScope
 } from './api';
-import { el } from './dom';
-import { filterJobs, JobFilter, scopeOf } from './filter';
-import { isActive } from './format';
+import { el, setText } from './dom';
+import { groupJobs, JobFilter, JobSort, scopeOf, SORTS } from './filter';
+import { isActive, isFinished, shortId, timeTooltip } from './format';
 import { JobsList } from './jobs';
 import { showErrorDialog } from './logview';
 import { renderNodes } from './nodes';
 
 export const DEFAULT_REFRESH_SECONDS = 5;
 const MAX_BACKOFF_MS = 60000;
+/** Cancel requests in flight at once when many jobs are cancelled together. */
+const CANCEL_CONCURRENCY = 4;
 
 export interface ISidebarOptions {
   /** The focused notebook's path relative to the Jupyter root, or null. */
@@ -36,6 +45,8 @@ export interface ISidebarOptions {
   openCell: (job: IJob) => Promise<void>;
   /** Opens the job's log panel. */
   openLog: (job: IJob, cluster: string | null) => void;
+  /** A new listing of `cluster` arrived (open log panels take their jobs' run times). */
+  listed?: (cluster: string | null, jobs: IJob[]) => void;
 }
 
 const FILTERS: { filter: JobFilter; label: string; title: string }[] = [
@@ -57,15 +68,27 @@ export class OscarSidebar extends Widget {
   private defaultCluster = '';
   private filter: JobFilter = 'mine';
   private hideFinished = false;
+  private sort: JobSort = 'newest';
+  private text = '';
+  /** The connection of the notebook in front last followed: notebook, cluster and time. */
+  private followed: string | null = null;
+  private connection: IConnection | null = null;
   private listings = new Map<JobScope, IJobs>();
   private lastNodes = '';
   private readonly picker: HTMLSelectElement;
   private readonly endpoint: HTMLElement;
+  private readonly follow: HTMLElement;
   private readonly message: HTMLElement;
   private readonly nodesBox: HTMLElement;
   private readonly filterButtons = new Map<JobFilter, HTMLButtonElement>();
   private readonly hideBox: HTMLInputElement;
   private readonly cleanupButton: HTMLButtonElement;
+  private readonly search: HTMLInputElement;
+  private readonly sortPicker: HTMLSelectElement;
+  private readonly selectionBar: HTMLElement;
+  private readonly selectionText: HTMLElement;
+  private readonly cancelSelected: HTMLButtonElement;
+  private readonly cleanSelected: HTMLButtonElement;
   private readonly summary: HTMLElement;
   readonly jobs: JobsList;
 
@@ -79,8 +102,11 @@ export class OscarSidebar extends Widget {
     this.picker.addEventListener('change', () => {
       this.picked = this.picker.value || null;
       this.switchCluster(this.picked);
+      this.drawFollow();
     });
     this.endpoint = el('div', 'oj-sidebar-endpoint');
+    this.follow = el('div', 'oj-sidebar-follow');
+    this.follow.hidden = true;
     this.message = el('div', 'oj-sidebar-error');
     this.message.hidden = true;
     this.nodesBox = el('div', 'oj-sidebar-nodelist');
@@ -112,18 +138,86 @@ export class OscarSidebar extends Widget {
     this.cleanupButton.addEventListener('click', () => void this.cleanup());
     const tools = el('div', 'oj-sidebar-tools');
     tools.append(hide, this.cleanupButton);
+
+    this.search = el('input', 'oj-sidebar-search');
+    this.search.type = 'search';
+    this.search.placeholder = 'Filter jobs';
+    this.search.setAttribute('aria-label', 'Filter jobs');
+    this.search.title =
+      'Show only the jobs whose label, code line, notebook, id, state or node ' +
+      'holds all these words';
+    this.search.addEventListener('input', () => {
+      this.text = this.search.value;
+      this.jobs.filterChanged();
+      this.jobs.node.scrollTop = 0;
+      this.showJobs();
+    });
+    this.sortPicker = el('select', 'oj-sidebar-sort');
+    this.sortPicker.setAttribute('aria-label', 'Sort jobs');
+    for (const { sort, label, title } of SORTS) {
+      const option = el('option', '', label);
+      option.value = sort;
+      option.title = title;
+      this.sortPicker.appendChild(option);
+    }
+    this.sortPicker.addEventListener('change', () => {
+      this.sort = this.sortPicker.value as JobSort;
+      this.jobs.node.scrollTop = 0;
+      this.showJobs();
+    });
+    const find = el('div', 'oj-sidebar-find');
+    find.append(this.search, this.sortPicker);
+
+    this.selectionText = el('span', 'oj-sidebar-selection-text');
+    this.cancelSelected = el(
+      'button',
+      'jp-Button jp-mod-minimal oj-sidebar-cancel-selected'
+    );
+    this.cancelSelected.addEventListener(
+      'click',
+      () => void this.cancelMany(this.jobs.selectedJobs())
+    );
+    this.cleanSelected = el(
+      'button',
+      'jp-Button jp-mod-minimal oj-sidebar-clean-selected'
+    );
+    this.cleanSelected.addEventListener(
+      'click',
+      () => void this.cleanupSelected(this.jobs.selectedJobs())
+    );
+    const clear = el(
+      'button',
+      'jp-Button jp-mod-minimal oj-sidebar-clear-selection',
+      'Clear'
+    );
+    clear.title = 'Select none';
+    clear.addEventListener('click', () => this.jobs.clearSelection());
+    this.selectionBar = el('div', 'oj-sidebar-selection');
+    this.selectionBar.setAttribute('role', 'toolbar');
+    this.selectionBar.setAttribute('aria-label', 'Selected jobs');
+    this.selectionBar.hidden = true;
+    this.selectionBar.append(
+      this.selectionText,
+      this.cancelSelected,
+      this.cleanSelected,
+      clear
+    );
     this.summary = el('div', 'oj-sidebar-summary');
 
     this.jobs = new JobsList({
-      cancel: job => void this.cancel(job),
+      cancel: job => void this.cancelMany([job]),
       showLog: job => this.options.openLog(job, this.cluster),
-      openCell: job => void this.openCell(job)
+      openCell: job => void this.openCell(job),
+      copyId: job => this.copyId(job),
+      selectionChanged: () => this.drawSelection()
     });
 
     const jobsSection = section(
       'Jobs',
       filters,
       tools,
+      find,
+      this.selectionBar,
       this.summary,
       this.jobs.node
     );
@@ -132,7 +226,7 @@ export class OscarSidebar extends Widget {
     nodesSection.classList.add('oj-sidebar-nodesection');
     this.node.append(
       el('header', 'oj-sidebar-title', 'OSCAR'),
-      section('Cluster', this.picker, this.endpoint, this.message),
+      section('Cluster', this.picker, this.endpoint, this.follow, this.message),
       nodesSection,
       jobsSection
     );
@@ -176,17 +270,97 @@ export class OscarSidebar extends Widget {
     }
   }
 
-  /** The focused notebook changed: "This notebook" follows it. */
   /** The focused notebook cell (its JupyterLab id), whose jobs are highlighted. */
   cellChanged(cellId: string | null): void {
     this.jobs.setCurrentCell(cellId);
   }
 
+  /** The focused notebook changed: "This notebook" and the cluster follow it. */
   notebookChanged(): void {
     this.drawFilters();
     if (this.filter === 'notebook') {
       this.showJobs();
     }
+    // The cluster follows the notebook in front: its own connection, even if another was
+    // picked for the notebook before.
+    this.followed = null;
+    this.drawFollow();
+    void this.followConnection(true);
+  }
+
+  /** The kernel of the notebook in front ran a cell: maybe `%oscar_connect`, so look again. */
+  kernelIdle(): void {
+    void this.followConnection(true);
+  }
+
+  /**
+   * Asks which cluster the notebook in front is connected as and, when that connection is new
+   * (another notebook came to the front, or it connected again), shows that cluster. Returns
+   * whether the cluster changed; `refresh`: ask for its nodes and jobs at once (not needed from
+   * within a refresh, which goes on with the new cluster).
+   */
+  private async followConnection(refresh: boolean): Promise<boolean> {
+    const notebook = this.options.notebookPath();
+    if (!notebook || !this.isVisible) {
+      return false;
+    }
+    let found: IConnection;
+    try {
+      found = await fetchConnection(notebook);
+    } catch {
+      return false; // an older server extension; the picker stays the user's
+    }
+    if (this.options.notebookPath() !== notebook) {
+      return false; // another notebook came to the front meanwhile: its own look is on the way
+    }
+    this.connection = found.cluster ? found : null;
+    const key = `${notebook}\u0000${found.cluster}\u0000${found.connected_at}`;
+    if (key === this.followed) {
+      this.drawFollow();
+      return false;
+    }
+    this.followed = key;
+    const name = found.cluster;
+    const changed = name !== null && found.profile && name !== this.cluster;
+    if (changed) {
+      this.picked = name;
+      if (refresh) {
+        this.switchCluster(name);
+      } else {
+        this.setCluster(name);
+      }
+      this.picker.value = name ?? '';
+    }
+    this.drawFollow();
+    return changed;
+  }
+
+  /** "a.ipynb is connected as local-bob", and whether the picker shows another cluster. */
+  private drawFollow(): void {
+    const found = this.connection;
+    const notebook = this.options.notebookPath();
+    if (!found || !found.cluster || found.notebook !== notebook) {
+      this.follow.hidden = true;
+      setText(this.follow, '');
+      return;
+    }
+    const name = basename(found.notebook);
+    let text = `${name} is connected as ${found.cluster}`;
+    if (!found.profile) {
+      text += ', which is no profile of the oscar-cli config here';
+    } else if (found.cluster !== this.cluster) {
+      text += ` (you picked ${this.cluster ?? 'the default'})`;
+    }
+    this.follow.hidden = false;
+    setText(this.follow, text);
+    this.follow.title = timeTooltip(
+      `%oscar_connect ${found.cluster}`,
+      found.connected_at
+    );
+    this.follow.classList.toggle(
+      'oj-mod-other',
+      found.cluster !== this.cluster
+    );
   }
 
   protected onAfterShow(msg: Message): void {
@@ -206,6 +380,8 @@ export class OscarSidebar extends Widget {
       if (!this.clusters) {
         await profiles; // the first time: which cluster is the default
       }
+      // The notebook in front may have connected (as another user) since the last refresh.
+      await this.followConnection(false);
       const chosen = this.cluster;
       const scope = scopeOf(this.filter);
       // Each shown as soon as it arrives: a slow node source does not hold the jobs back.
@@ -222,6 +398,7 @@ export class OscarSidebar extends Widget {
           if (this.cluster === chosen) {
             this.listings.set(scope, jobs);
             this.showJobs();
+            this.options.listed?.(chosen, jobs.jobs);
           }
         })
       ]);
@@ -273,11 +450,21 @@ export class OscarSidebar extends Widget {
     const listing = this.listings.get(scopeOf(this.filter));
     const notebook = this.options.notebookPath();
     const all = listing?.jobs ?? [];
-    const shown = filterJobs(all, {
-      filter: this.filter,
-      notebook,
-      hideFinished: this.hideFinished
-    });
+    const text = this.text.trim();
+    const groups = groupJobs(
+      all,
+      {
+        filter: this.filter,
+        notebook,
+        hideFinished: this.hideFinished,
+        text
+      },
+      this.sort
+    );
+    const shown: IJob[] = [];
+    for (const group of groups) {
+      shown.push(...group.jobs);
+    }
     let empty: string;
     if (!listing) {
       empty = 'Loading…';
@@ -286,39 +473,45 @@ export class OscarSidebar extends Widget {
     } else if (all.length === 0) {
       empty =
         'No offloaded jobs. Run a cell with %%oscar_offload to start one.';
+    } else if (text) {
+      empty = `No ${this.hideFinished ? 'unfinished ' : ''}jobs match “${text}”.`;
     } else if (this.filter === 'notebook') {
       empty = `No ${this.hideFinished ? 'unfinished ' : ''}jobs from ${notebook}.`;
     } else {
       empty = 'No unfinished jobs.';
     }
     this.jobs.update(
-      shown,
+      groups,
       empty,
-      this.filter === 'notebook' && notebook !== null
+      this.filter === 'notebook' && notebook !== null,
+      text !== ''
     );
     const running = shown.filter(job => isActive(job.status)).length;
     const where =
       this.filter === 'notebook' && notebook ? ` of ${basename(notebook)}` : '';
-    const text = listing
+    const summary = listing
       ? `${shown.length} job${shown.length === 1 ? '' : 's'}${where} · ${running} active`
       : '';
-    if (this.summary.textContent !== text) {
-      this.summary.textContent = text;
-    }
+    setText(this.summary, summary);
     this.summary.title = listing?.refreshed_at
-      ? `Listed by the cluster at ${new Date(listing.refreshed_at).toLocaleTimeString()}` +
-        ` (${listing.refreshed_at})`
+      ? timeTooltip('Listed by the cluster', listing.refreshed_at)
       : '';
   }
 
   private switchCluster(name: string | null): void {
+    this.setCluster(name);
+    void this.poll.refresh();
+  }
+
+  /** Shows another cluster: what was listed of the previous one goes. */
+  private setCluster(name: string | null): void {
     this.cluster = name;
     this.lastNodes = '';
     this.listings.clear();
     this.nodesBox.replaceChildren(el('p', 'oj-sidebar-empty', 'Loading…'));
+    this.jobs.clearSelection();
     this.showJobs();
     this.showEndpoint();
-    void this.poll.refresh();
   }
 
   private fillPicker(info: IClusters): void {
@@ -375,28 +568,148 @@ export class OscarSidebar extends Widget {
     }
   }
 
-  private async cancel(job: IJob): Promise<void> {
+  private copyId(job: IJob): void {
+    Clipboard.copyToSystem(job.job);
+    Notification.info(`Copied the job id ${job.job}`, { autoClose: 2500 });
+  }
+
+  /** "3 selected: Cancel 2 · Clean up 1 · Clear". */
+  private drawSelection(): void {
+    const chosen = this.jobs.selectedJobs();
+    this.selectionBar.hidden = chosen.length === 0;
+    if (!chosen.length) {
+      return;
+    }
+    const active = chosen.filter(job => isActive(job.status)).length;
+    const finished = chosen.filter(job => isFinished(job.status)).length;
+    setText(this.selectionText, `${chosen.length} selected`);
+    setText(this.cancelSelected, `Cancel ${active}`);
+    this.cancelSelected.disabled = active === 0;
+    this.cancelSelected.title = active
+      ? `Cancel the ${active} selected jobs that still run or wait`
+      : 'None of the selected jobs runs or waits';
+    setText(this.cleanSelected, `Clean up ${finished}`);
+    this.cleanSelected.disabled = finished === 0;
+    this.cleanSelected.title = finished
+      ? `Delete the ${finished} selected finished jobs with their logs`
+      : 'None of the selected jobs has finished';
+  }
+
+  /** Cancels the jobs among `jobs` that still run or wait, after one confirmation. */
+  private async cancelMany(jobs: IJob[]): Promise<void> {
+    const active = jobs.filter(job => isActive(job.status));
+    if (!active.length) {
+      return;
+    }
+    const one = active.length === 1;
+    const what = one
+      ? `${active[0].label?.text || active[0].job} (${shortId(active[0].job)})`
+      : `${active.length} jobs`;
     const answer = await showDialog({
-      title: 'Cancel job',
-      body: `Cancel ${job.label?.text || job.job}? Its Slurm job is stopped; the output so far stays in its log.`,
+      title: one ? 'Cancel job' : `Cancel ${active.length} jobs`,
+      body:
+        `Cancel ${what}? ${one ? 'Its Slurm job is' : 'Their Slurm jobs are'} stopped; ` +
+        `the output so far stays in ${one ? 'its log' : 'their logs'}.`,
       buttons: [
-        Dialog.cancelButton({ label: 'Keep running' }),
-        Dialog.warnButton({ label: 'Cancel job' })
+        Dialog.cancelButton({ label: one ? 'Keep running' : 'Keep them' }),
+        Dialog.warnButton({
+          label: one ? 'Cancel job' : `Cancel ${active.length} jobs`
+        })
       ]
     });
     if (!answer.button.accept) {
       return;
     }
-    this.jobs.markCancelling(job);
-    try {
-      await cancelJob(this.cluster, job);
-    } catch (error) {
-      this.jobs.cancelFailed(job);
+    const cluster = this.cluster;
+    this.jobs.markCancelling(active);
+    const failed: { job: IJob; message: string }[] = [];
+    const queue = [...active];
+    const worker = async () => {
+      for (let job = queue.shift(); job; job = queue.shift()) {
+        try {
+          await cancelJob(cluster, job);
+        } catch (error) {
+          failed.push({ job, message: String((error as Error).message) });
+        }
+      }
+    };
+    await Promise.all(
+      Array.from({ length: Math.min(CANCEL_CONCURRENCY, queue.length) }, worker)
+    );
+    if (failed.length) {
+      this.jobs.cancelFailed(failed.map(f => f.job));
       await showErrorDialog(
-        `Could not cancel ${job.job}`,
+        failed.length === 1
+          ? `Could not cancel ${failed[0].job.job}`
+          : `Could not cancel ${failed.length} of ${active.length} jobs`,
+        failed.map(f => `${shortId(f.job.job)}: ${f.message}`).join('\n')
+      );
+    } else if (!one) {
+      Notification.success(`Cancelled ${active.length} jobs.`, {
+        autoClose: 4000
+      });
+    }
+    this.jobs.clearSelection();
+    void this.poll.refresh();
+  }
+
+  /** Deletes the finished jobs among the selected ones, after the server counted them. */
+  private async cleanupSelected(jobs: IJob[]): Promise<void> {
+    const names = jobs
+      .filter(job => isFinished(job.status))
+      .map(job => job.job);
+    if (!names.length) {
+      return;
+    }
+    const cluster = this.cluster;
+    try {
+      const dry = await cleanupJobs(cluster, {
+        scope: 'jobs',
+        notebook: null,
+        jobs: names,
+        dry_run: true
+      });
+      if (dry.count === 0) {
+        Notification.info(
+          'None of the selected finished jobs is yours to clean up.',
+          { autoClose: 4000 }
+        );
+        return;
+      }
+      const plural = dry.count === 1 ? 'job' : 'jobs';
+      const others = names.length - dry.count;
+      const answer = await showDialog({
+        title: 'Clean up selected jobs',
+        body:
+          `Delete ${dry.count} selected finished ${plural} from the cluster, with their ` +
+          'logs? This cannot be undone.' +
+          (others > 0
+            ? ` (${others} selected are another user's and stay.)`
+            : ''),
+        buttons: [
+          Dialog.cancelButton({ label: 'Keep them' }),
+          Dialog.warnButton({ label: `Delete ${dry.count} ${plural}` })
+        ]
+      });
+      if (!answer.button.accept) {
+        return;
+      }
+      const done = await cleanupJobs(cluster, {
+        scope: 'jobs',
+        notebook: null,
+        jobs: names,
+        dry_run: false
+      });
+      Notification.success(
+        `Deleted ${done.count} finished job${done.count === 1 ? '' : 's'}.`,
+        { autoClose: 4000 }
+      );
+      this.jobs.clearSelection();
+    } catch (error) {
+      await showErrorDialog(
+        'Could not clean up',
         String((error as Error).message)
       );
-      return;
     }
     void this.poll.refresh();
   }

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from .. import job_records
+from .. import connections, job_records
 from ..client import OscarClient, OscarError
 from ..config import (
     ClusterProfile,
@@ -62,8 +62,14 @@ MAX_LOG_LINES = 5000
 DEFAULT_REFRESH_SECONDS = 5.0
 # Jobs whose log parser is kept between log polls (a parser holds the job's lines).
 MAX_PARSERS = 64
-CLEANUP_SCOPES = ("notebook", "mine")
+CLEANUP_SCOPES = ("notebook", "mine", "jobs")
+# The most jobs one cleanup request may name (the sidebar's selection).
+MAX_CLEANUP_JOBS = 5000
 log = logging.getLogger(__name__)
+
+
+class JobNotFound(LookupError):
+    """OSCAR knows no such job (answered 404 by the sidebar's API)."""
 
 
 @dataclass
@@ -197,6 +203,37 @@ class SidebarBackend:
             "warning": found.warning,
             "nodes": [asdict(n) for n in nodes],
         }
+
+    # -- connection ------------------------------------------------------------------------------
+
+    def connection(self, notebook: str, root_dir: str | None = None) -> dict[str, Any]:
+        """The cluster (profile) the kernel of `notebook` (relative to the Jupyter root) last
+        connected as, noted by `%oscar_connect` (connections.py); `cluster` null when it noted
+        none. `profile` says whether this server's oscar-cli config has that profile (a kernel
+        connected through the `OSCAR_*` environment names its endpoint's host instead)."""
+        relative = notebook or ""
+        if not relative or relative.startswith("/") or ".." in relative.split("/"):
+            raise ValueError(
+                f"notebook {notebook!r}: give the notebook's path relative to the Jupyter "
+                "root, e.g. work/train.ipynb"
+            )
+        candidates = [relative]
+        if root_dir:
+            candidates.insert(0, os.path.join(os.path.expanduser(root_dir), relative))
+        found = [c for c in map(connections.connection_info, candidates) if c is not None]
+        latest = max(found, key=lambda c: c.connected_at) if found else None
+        answer: dict[str, Any] = {
+            "notebook": relative,
+            "cluster": latest.cluster if latest else None,
+            "connected_at": (latest.connected_at or None) if latest else None,
+            "profile": False,
+        }
+        if latest is not None:
+            try:
+                answer["profile"] = latest.cluster in list_profiles(default_config_path())
+            except ConfigError:
+                pass
+        return answer
 
     # -- jobs ------------------------------------------------------------------------------------
 
@@ -389,9 +426,21 @@ class SidebarBackend:
         try:
             text = client.job_logs(service, job)
         except OscarError as err:
-            if err.status_code == 404 and record is not None:
+            if err.status_code not in (404, 500):
+                raise
+            # OSCAR answers 500 with no body for a job without a pod (unknown, deleted, or kept
+            # Suspended by Kueue): what the listing says decides.
+            listed = self._listed(client, service, job) if err.status_code == 500 else None
+            if listed is None and record is not None:
                 return self._recorded_log(client, service, job, record, since, owner)
-            raise
+            if listed is None:
+                if err.status_code == 404:
+                    raise
+                raise JobNotFound(
+                    f"No job {job} in service {service}: OSCAR lists no such job (it was "
+                    "deleted, or never was)"
+                ) from err
+            return self._waiting_log(client, service, job, listed, since)
         parser, lock = self._parser(client, service, job)
         with lock:
             parser.feed(text)
@@ -412,7 +461,50 @@ class SidebarBackend:
                 "cancelled_by": cancelled_by,
             }
         )
+        answer.update(self._listed_times(client, job))
         return answer
+
+    def _listed(self, client: OscarClient, service: str, job: str) -> dict[str, Any] | None:
+        """The job's entry in a fresh listing of its service; None when OSCAR lists no such job
+        (or no such service)."""
+        try:
+            return client.list_jobs(service).get(job)
+        except OscarError as err:
+            if err.status_code in (403, 404):
+                return None
+            raise
+
+    def _waiting_log(
+        self, client: OscarClient, service: str, job: str, listed: dict[str, Any], since: int
+    ) -> dict[str, Any]:
+        """A listed job OSCAR serves no log of yet (no pod: Kueue keeps it Suspended): no
+        line, and its status."""
+        known = self._known_entry(client, job) or {}
+        status = known.get("status") or listed.get("status") or "Suspended"
+        answer = _log_answer(client, service, job, [], since)
+        answer.update(
+            {
+                "partial": {},
+                "status": status,
+                "exit_code": known.get("exit_code"),
+                "finished": status in TERMINAL,
+                "node": known.get("node"),
+                "traceback": None,
+                "cancelled_by": known.get("cancelled_by"),
+            }
+        )
+        answer.update(self._listed_times(client, job))
+        return answer
+
+    def _listed_times(self, client: OscarClient, job: str) -> dict[str, Any]:
+        """The job's run time as its row in the last listing has it (the start and end every
+        view counts from), so that the log panel says what the job list says."""
+        entry = self._known_entry(client, job) or {}
+        return {
+            "runner_start": entry.get("runner_start"),
+            "duration": entry.get("duration") if entry.get("status") in TERMINAL else None,
+            "submitted_time": entry.get("submitted_time"),
+        }
 
     def _log_status(
         self,
@@ -461,6 +553,7 @@ class SidebarBackend:
                 "recorded": True,
             }
         )
+        answer.update(self._listed_times(client, job))
         return answer
 
     def _parser(
@@ -484,23 +577,43 @@ class SidebarBackend:
         notebook: str | None,
         dry_run: bool,
         root_dir: str | None = None,
+        jobs: list[str] | None = None,
     ) -> dict[str, Any]:
-        """The finished jobs (Succeeded, Failed, Cancelled) of the user, or of one notebook:
-        counted (`dry_run`), or deleted on OSCAR with their local records."""
+        """The finished jobs (Succeeded, Failed, Cancelled) of the user, of one notebook, or
+        those named in `jobs` (the sidebar's selection; the unfinished and other users' are
+        left alone): counted (`dry_run`), or deleted on OSCAR with their local records."""
         if scope not in CLEANUP_SCOPES:
-            raise ValueError(f'scope {scope!r}: use notebook (with "notebook": its path) or mine')
+            raise ValueError(
+                f'scope {scope!r}: use notebook (with "notebook": its path), mine, or jobs '
+                '(with "jobs": their names)'
+            )
         if scope == "notebook" and not notebook:
             raise ValueError(
                 "scope notebook: give the notebook's path relative to the "
                 'Jupyter root in "notebook", e.g. "work/train.ipynb"'
             )
+        if scope == "jobs" and (
+            not isinstance(jobs, list)
+            or not jobs
+            or len(jobs) > MAX_CLEANUP_JOBS
+            or not all(isinstance(j, str) for j in jobs)
+        ):
+            raise ValueError(
+                f'scope jobs: give the names of the jobs to clean up in "jobs", a list of 1 '
+                f"to {MAX_CLEANUP_JOBS} job names"
+            )
+        named = set(jobs or ())
         listing = self.jobs(cluster, "mine", root_dir)
         chosen = [
             j
             for j in listing["jobs"]
             if j["mine"]
             and j["status"] in TERMINAL
-            and (scope == "mine" or j["label"]["notebook"] == notebook)
+            and (
+                scope == "mine"
+                or (scope == "notebook" and j["label"]["notebook"] == notebook)
+                or (scope == "jobs" and j["job"] in named)
+            )
         ]
         ids = [j["job"] for j in chosen]
         if dry_run:

@@ -20,7 +20,7 @@ from jupyter_server.utils import url_path_join
 from ..client import OscarError
 from ..config import ConfigError
 from ..jobs import CancelRefused
-from .backend import SidebarBackend
+from .backend import JobNotFound, SidebarBackend
 
 API_ROOT = "oscar-jupyter/api"
 # Service and job names are DNS-1123; anything else is rejected by OscarClient with a clear message.
@@ -35,6 +35,8 @@ def http_status_for(error: Exception) -> int:
         return 502
     if isinstance(error, CancelRefused):
         return error.status
+    if isinstance(error, JobNotFound):
+        return 404
     return 400
 
 
@@ -58,7 +60,7 @@ class SidebarHandler(APIHandler):
         loop = asyncio.get_running_loop()
         try:
             result = await loop.run_in_executor(None, functools.partial(call, *args))
-        except (ConfigError, OscarError, ValueError, CancelRefused) as err:
+        except (ConfigError, OscarError, ValueError, CancelRefused, JobNotFound) as err:
             self.set_status(http_status_for(err))
             self.finish({"message": str(err), "error": type(err).__name__})
             return
@@ -75,6 +77,16 @@ class NodesHandler(SidebarHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
         await self.answer(self.backend.nodes, self.cluster)
+
+
+class ConnectionHandler(SidebarHandler):
+    """GET connection?notebook=<path relative to the root>: the cluster its kernel connected as."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        await self.answer(
+            self.backend.connection, self.get_query_argument("notebook", ""), self.root_dir
+        )
 
 
 class JobsHandler(SidebarHandler):
@@ -126,8 +138,9 @@ class CleanupHandler(SidebarHandler):
             self.set_status(400)
             self.finish(
                 {
-                    "message": 'the body must be a JSON object: {"scope": "notebook" or '
-                    '"mine", "notebook": path or null, "dry_run": true or false}',
+                    "message": 'the body must be a JSON object: {"scope": "notebook", '
+                    '"mine" or "jobs", "notebook": path or null, "jobs": names or null, '
+                    '"dry_run": true or false}',
                     "error": "ValueError",
                 }
             )
@@ -144,6 +157,7 @@ class CleanupHandler(SidebarHandler):
             )
             return
         notebook = body.get("notebook")
+        jobs = body.get("jobs")
         await self.answer(
             self.backend.cleanup,
             self.cluster,
@@ -151,6 +165,7 @@ class CleanupHandler(SidebarHandler):
             notebook if isinstance(notebook, str) else None,
             dry_run,
             self.root_dir,
+            jobs if isinstance(jobs, list) else None,
         )
 
 
@@ -160,6 +175,7 @@ def route_table(base_url: str, backend: SidebarBackend) -> list[tuple[str, type,
     return [
         (url_path_join(root, "clusters"), ClustersHandler, options),
         (url_path_join(root, "nodes"), NodesHandler, options),
+        (url_path_join(root, "connection"), ConnectionHandler, options),
         (url_path_join(root, "jobs"), JobsHandler, options),
         (url_path_join(root, "cleanup"), CleanupHandler, options),
         (url_path_join(root, "jobs", f"({_NAME})", f"({_NAME})"), JobHandler, options),

@@ -56,6 +56,20 @@ def header_html(job: Job) -> str:
     return f'<div class="oj-header">{"".join(parts)}</div>'
 
 
+def server_cancel_html(job: Job, cluster: str | None, *, done: bool) -> str:
+    """A Cancel button the JupyterLab extension handles in the page (labextension
+    outputcancel.ts): it asks the Jupyter server at once, even while the kernel runs another
+    cell. Without the extension it stays hidden and the kernel's button shows instead."""
+    return (
+        '<button type="button" class="oj-cancel-via-server jupyter-button mod-danger"'
+        f' data-oj-cluster="{html.escape(cluster or "", quote=True)}"'
+        f' data-oj-service="{html.escape(job.service, quote=True)}"'
+        f' data-oj-job="{html.escape(job.name, quote=True)}"'
+        ' title="Cancel the job on the cluster (through the Jupyter server: at once, even while'
+        ' the kernel runs another cell)"' + (" disabled" if done else "") + ">Cancel</button>"
+    )
+
+
 def lines_html(lines: list[Any], hidden: int = 0, job_name: str = "") -> str:
     """A log block; stderr lines in the theme's error colour."""
     body = "".join(
@@ -104,11 +118,17 @@ class JobView(w.VBox):
         )
         for button in (self.cancel_button, self.log_button):
             button.layout.width = "auto"
+        self.cancel_button.add_class("oj-kernel-cancel")
+        owner = session if session is not None else current()
+        profile = getattr(owner, "profile", None)
+        self._cluster = profile.cluster_id if profile is not None else None
+        # Set once now and once when the job ends: an HTML widget redraws on each change.
+        self.server_cancel = w.HTML(server_cancel_html(job, self._cluster, done=job.is_done()))
         self.cancel_button.on_click(lambda _: self.cancel())
         self.log_button.on_click(lambda _: self.toggle_full_log())
         self.full_log = w.HTML()
         self.full_log.layout.display = "none"
-        buttons = w.HBox([self.cancel_button, self.log_button])
+        buttons = w.HBox([self.server_cancel, self.cancel_button, self.log_button])
         buttons.add_class("oj-buttons")
         self.children = [
             style_widget(),
@@ -159,6 +179,8 @@ class JobView(w.VBox):
                 self.tail.value = '<div class="oj-muted">No output yet.</div>'
             done = job.is_done()
             self.cancel_button.disabled = done
+            if done and "disabled>" not in self.server_cancel.value:
+                self.server_cancel.value = server_cancel_html(job, self._cluster, done=True)
             if done and self._listening:
                 job.remove_listener(self._on_job_change)
                 self._listening = False

@@ -49,6 +49,11 @@ STYLE_SHEET = """
    arrive, and stays where the reader scrolled to otherwise. */
 .oj-follow { display: flex; flex-direction: column-reverse; max-height: 24em; overflow: auto; }
 .oj-follow .oj-log { max-height: none; overflow: visible; }
+/* With the JupyterLab extension, Cancel goes through the Jupyter server (at once, even while the
+   kernel is busy); elsewhere the kernel's own button does it. */
+.oj-cancel-via-server { display: none; }
+body.oj-server-cancel .oj-cancel-via-server { display: inline-block; }
+body.oj-server-cancel .oj-kernel-cancel { display: none; }
 .oj-badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-weight: 600;
   font-size: var(--jp-ui-font-size0, inherit); color: var(--jp-ui-inverse-font-color1, inherit);
   background: var(--jp-layout-color3, transparent); white-space: nowrap; }

@@ -31,9 +31,10 @@ async def call(
 
 
 async def wait_for_job(
-    jp_fetch, name: str, statuses: tuple[str, ...], timeout: float = 90, **params: str
+    jp_fetch, name: str, statuses: tuple[str, ...], timeout: float = 300, **params: str
 ) -> dict:
-    """The job's sidebar entry once its status is one of `statuses`."""
+    """The job's sidebar entry once its status is one of `statuses`; the Slurm is shared, so
+    a job may wait behind others' for minutes."""
     deadline = time.monotonic() + timeout
     seen = None
     while time.monotonic() < deadline:

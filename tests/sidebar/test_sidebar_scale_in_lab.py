@@ -3,7 +3,8 @@ on real Slurm: two notebooks running offloaded cells, a job of another user, a j
 Python. Whose jobs (This notebook / Mine / All, Hide finished), which cell (a click scrolls to
 it), a live log panel (new lines, a `\\r` progress bar redrawn in one line, Copy and Download),
 states that stay (Cancelled, Clean up finished), and 500 jobs (the server backend's listing is
-padded with 500 made-up jobs in the test's Jupyter server) rendered and scrolled, measured.
+padded with 500 made-up jobs in the test's Jupyter server, 100 of them a sweep from one cell run,
+shown as one group and opened) rendered and scrolled, measured.
 
 Screenshots: test-artifacts/sidebar-filters-{light,dark}.png, log-panel-{light,dark}.png,
 sidebar-500-jobs.png.
@@ -66,6 +67,7 @@ SLEEPER = (
 )
 FILLERS = 40  # markdown cells between a.ipynb's two jobs: one of them is always out of view
 PAD_JOBS = 500
+SWEEP_JOBS = 100  # of which one sweep: a cell run that sent 100 jobs
 REFRESH_SETTING = 2  # seconds (the default is 5)
 # The server backend's job listing padded with PAD_JOBS made-up jobs (a Jupyter config file).
 PAD_CONFIG = """
@@ -83,16 +85,21 @@ def _made_up(index):
     status = _states[index % len(_states)]
     notebook = f"experiments/run-{index % 7}.ipynb"
     first = f"train(model_{index}, epochs={index % 50})"
+    cell, count = None, index % 90
+    if index >= PAD_JOBS - SWEEP_JOBS:  # the last ones: a sweep, all from one cell run
+        notebook, cell, count, first = "experiments/sweep.ipynb", "sweep-cell", 23, "import time"
     return {
         "service": "oj-runner-padding", "job": f"oj-runner-padding-abc123-{index:012x}",
         "kernel": "abc123", "node": "local-slurm", "status": status,
         "exit_code": {"Succeeded": 0, "Failed": 1}.get(status),
         "creation_time": _iso(index + 60), "start_time": _iso(index + 59),
         "finish_time": _iso(index + 30) if status in ("Succeeded", "Failed") else None,
-        "runner_start": _iso(index + 59), "mine": index % 3 != 0,
-        "label": {"notebook": notebook, "cell_id": None, "execution_count": index % 90,
+        "runner_start": _iso(index + 59), "submitted_time": _iso(index + 60),
+        "duration": 29 * 60 if status in ("Succeeded", "Failed") else None,
+        "mine": index % 3 != 0,
+        "label": {"notebook": notebook, "cell_id": cell, "execution_count": count,
                   "first_line": first,
-                  "text": f"run-{index % 7}.ipynb \\u00b7 [{index % 90}] \\u00b7 {first}"},
+                  "text": f"{notebook.split('/')[-1]} \\u00b7 [{count}] \\u00b7 {first}"},
         "cancelled_by": "the sidebar" if status == "Cancelled" else None,
         "recorded": status == "Cancelled",
     }
@@ -104,7 +111,7 @@ def _padded(self, *args, **kwargs):
     return {**answer, "jobs": answer["jobs"] + _padding}
 
 _backend.SidebarBackend.jobs = _padded
-""".replace("PAD_JOBS", str(PAD_JOBS))
+""".replace("PAD_JOBS", str(PAD_JOBS)).replace("SWEEP_JOBS", str(SWEEP_JOBS))
 
 
 def notebook(path: Path, cells: list) -> None:
@@ -215,19 +222,24 @@ def shown_jobs(sidebar) -> list[dict]:
         .sort((a, b) => parseFloat(a.style.top) - parseFloat(b.style.top))
         .map(r => ({job: r.dataset.job, status: r.dataset.status,
                     notebook: r.dataset.notebook,
-                    label: r.querySelector('.oj-sidebar-joblabel').textContent}))""")
+                    id: r.querySelector('.oj-sidebar-jobid').textContent,
+                    label: r.querySelector('.oj-sidebar-joblabel')?.textContent ?? null}))""")
 
 
 def check_rows_fit(sidebar) -> None:
     """No label or job id wraps over lines, nothing sticks out of a row or the sidebar."""
     problems = sidebar.evaluate("""s => {
       const out = [];
-      for (const row of s.querySelectorAll('.oj-sidebar-job:not([hidden])')) {
-        const label = row.querySelector('.oj-sidebar-joblabel');
-        const line = parseFloat(getComputedStyle(label).lineHeight) || 20;
-        if (label.getBoundingClientRect().height > line * 1.5)
-          out.push('label wraps: ' + label.textContent);
-        if (row.scrollWidth > row.clientWidth + 1) out.push('row overflows: ' + row.dataset.job);
+      const rows = s.querySelectorAll(
+        '.oj-sidebar-job:not([hidden]), .oj-sidebar-group:not([hidden])');
+      for (const row of rows) {
+        for (const text of row.querySelectorAll('.oj-sidebar-joblabel, .oj-sidebar-jobid')) {
+          const line = parseFloat(getComputedStyle(text).lineHeight) || 20;
+          if (text.getBoundingClientRect().height > line * 1.5)
+            out.push('wraps: ' + text.textContent);
+        }
+        if (row.scrollWidth > row.clientWidth + 1)
+          out.push('row overflows: ' + (row.dataset.job || row.dataset.notebook));
       }
       if (s.scrollWidth > s.clientWidth + 1) out.push('sidebar overflows');
       return out; }""")
@@ -539,6 +551,16 @@ def test_500_jobs_render_within_a_second_and_scroll_smoothly(padded_lab, tmp_pat
             assert total >= PAD_JOBS, summary
             rendered = sidebar.locator(".oj-sidebar-job:not([hidden])").count()
             assert 0 < rendered < 60, f"{rendered} rows in the DOM for {total} jobs"
+            # The sweep is one row with its counts, wherever it sorts; opened, its 100 jobs.
+            sweep = sidebar.locator('.oj-sidebar-group[data-notebook="experiments/sweep.ipynb"]')
+            sidebar.get_by_label("Filter jobs").fill("sweep")
+            expect(sweep).to_have_count(1)
+            expect(sweep.locator(".oj-sidebar-counts")).to_have_text(
+                "20 running, 20 pending, 20 failed, 20 cancelled, 20 succeeded"
+            )
+            sweep.get_by_role("button", name=f"Show the {SWEEP_JOBS} jobs").click()
+            sidebar.get_by_label("Filter jobs").fill("")
+            expect(sidebar.locator(".oj-sidebar-summary")).to_have_text(re.compile(r"^\d{3,} jobs"))
 
             # The same 500 jobs again without the network: a filter change re-renders them.
             rerender = page.evaluate("""async () => {
@@ -565,16 +587,19 @@ def test_500_jobs_render_within_a_second_and_scroll_smoothly(padded_lab, tmp_pat
                 await frame();
                 const now = performance.now();
                 gaps.push(now - last); last = now;
-                // The row that should sit at the top of the view is there.
-                const index = Math.floor(list.scrollTop / 50);
-                const at = [...list.querySelectorAll('.oj-sidebar-job:not([hidden])')]
-                  .some(r => parseFloat(r.style.top) === index * 50);
-                if (!at) blanks.push(index);
+                // A row covers the top of the view (rows of 50 px, 30 px in an open group).
+                const y = list.scrollTop;
+                const at = [...list.querySelectorAll(
+                    '.oj-sidebar-job:not([hidden]), .oj-sidebar-group:not([hidden])')]
+                  .some(r => { const top = parseFloat(r.style.top);
+                    const h = r.classList.contains('oj-sidebar-child') ? 30 : 50;
+                    return top <= y && y < top + h; });
+                if (!at) blanks.push(y);
               };
               for (let top = 0; top < list.scrollHeight; top += 300) await step(top);
               for (let top = list.scrollHeight; top >= 0; top -= 900) await step(top);
-              return { gaps, blanks, rows: list.querySelectorAll('.oj-sidebar-job').length,
-                       height: list.scrollHeight }; }""")
+              const rows = list.querySelectorAll('.oj-sidebar-job, .oj-sidebar-group').length;
+              return { gaps, blanks, rows, height: list.scrollHeight }; }""")
             gaps = sorted(frames["gaps"])
             p50 = statistics.median(gaps)
             p95 = gaps[int(len(gaps) * 0.95) - 1]
@@ -589,6 +614,7 @@ def test_500_jobs_render_within_a_second_and_scroll_smoothly(padded_lab, tmp_pat
                 "frame_p95_ms": round(p95, 1),
                 "frame_max_ms": round(gaps[-1], 1),
                 "rows_in_dom": frames["rows"],
+                "list_height_px": frames["height"],
             }
             print("\n500-job sidebar:", json.dumps(figures))
             (ARTIFACTS / "sidebar-500-jobs.json").write_text(json.dumps(figures, indent=1))
