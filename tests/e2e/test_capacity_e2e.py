@@ -92,7 +92,9 @@ def test_over_capacity_is_refused_at_once_in_the_magic_and_the_panel(
         nbformat.write(client.nb, ARTIFACTS / "capacity-refusals.ipynb")
     cells = client.nb.cells
 
-    source = "(the capacity its virtual node advertises, from OSCAR)"
+    # The admin's profile names the cluster's kubeconfig; OSCAR's /system/status lists no
+    # virtual node (no metrics), so the numbers come from Kubernetes.
+    source = "(the capacity its virtual node advertises, from Kubernetes)"
     cpu_refusal = (
         f"--cpus-per-task 64: node {NODE} offers {cpus} CPU{'s' * (cpus != 1)} {source}; "
         f"ask for at most --cpus-per-task {cpus} {WAY_OUT}"

@@ -44,8 +44,20 @@ def texts(cell, kind: str = "all") -> str:
 
 
 def widget_texts(nb, cell) -> str:
-    """Every string value of the widgets a cell shows (its live job view), as last synced."""
-    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    """What a --no-wait cell shows of its job: the notebook's own output its live view became
+    when the job ended, and every string value of the widgets it still shows, as last synced."""
+    own = [
+        out.data["text/plain"]
+        for out in cell.outputs
+        if out.output_type == "display_data"
+        and "text/plain" in out.data
+        and "application/vnd.jupyter.widget-view+json" not in out.data
+    ]
+    state = (
+        nb.metadata.get("widgets", {})
+        .get("application/vnd.jupyter.widget-state+json", {})
+        .get("state", {})
+    )
     pending = [
         out.data["application/vnd.jupyter.widget-view+json"]["model_id"]
         for out in cell.outputs
@@ -63,7 +75,7 @@ def widget_texts(nb, cell) -> str:
                     pending.append(item[len("IPY_MODEL_") :])
                 elif isinstance(item, str):
                     texts.append(item)
-    return "\n".join(texts)
+    return "\n".join(own + texts)
 
 
 def test_quickstart_notebook_runs_against_the_local_oscar(local_oscar, monkeypatch):
