@@ -678,11 +678,7 @@ def save_profile(
     if make_default or not data.get("default") or data.get("default") not in clusters:
         data["default"] = profile.cluster_id
 
-    if _is_yaml(path):
-        text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
-    else:
-        text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    _write_private(path, text)
+    _write_config(path, data)
     return path
 
 
@@ -705,12 +701,19 @@ def record_site_check(
         **(jupyter if isinstance(jupyter, dict) else {}),
         "site_check": dict(facts),
     }
+    _write_config(path, data)
+    return path
+
+
+def _write_config(path: Path, data: Mapping[str, Any]) -> None:
+    """oscar-cli's file, YAML or JSON as its name says, written whole and private."""
     if _is_yaml(path):
-        text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
+        text = yaml.safe_dump(
+            dict(data), sort_keys=False, default_flow_style=False, allow_unicode=True
+        )
     else:
         text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     _write_private(path, text)
-    return path
 
 
 def _write_private(path: Path, text: str) -> None:
