@@ -59,6 +59,7 @@ def test_over_capacity_is_refused_at_once_in_the_magic_and_the_panel(
 ):
     node = local_node(connected)
     cpus, memory = int(node.cpu_total), node.memory_total_bytes
+    big = cpus + 28  # over the virtual node's advertised CPUs (100 by default: OSCAR.md 13 B13)
     before = cluster_contents(local_oscar, monkeypatch)
     offload = f"%%oscar_offload --node {NODE} --time 00:02:00"
     nb = new_notebook(
@@ -66,11 +67,11 @@ def test_over_capacity_is_refused_at_once_in_the_magic_and_the_panel(
             new_code_cell(source)
             for source in (
                 "%load_ext oscar_jupyter\n%oscar_connect local",
-                f"{offload} --cpus-per-task 64\nprint('ran')\n",
-                f"{offload} --mem 1T\nprint('ran')\n",
-                f"{offload} --cpus-per-task 64 --mem 1T --dry-run\nprint('ran')\n",
+                f"{offload} --cpus-per-task {big}\nprint('ran')\n",
+                f"{offload} --mem 4T\nprint('ran')\n",
+                f"{offload} --cpus-per-task {big} --mem 4T --dry-run\nprint('ran')\n",
                 "from oscar_jupyter.widgets import Panel\n"
-                f"panel = Panel()\npanel.set(node='{NODE}', time='00:02:00', cpus_per_task=64)\n"
+                f"panel = Panel()\npanel.set(node='{NODE}', time='00:02:00', cpus_per_task={big})\n"
                 "print(panel.problems['cpus_per_task'].message)\n"
                 "print(sorted(panel.problems))\n"
                 "print(panel.errors['cpus_per_task'].value)",
@@ -96,12 +97,12 @@ def test_over_capacity_is_refused_at_once_in_the_magic_and_the_panel(
     # virtual node (no metrics), so the numbers come from Kubernetes.
     source = "(the capacity its virtual node advertises, from Kubernetes)"
     cpu_refusal = (
-        f"--cpus-per-task 64: node {NODE} offers {cpus} CPU{'s' * (cpus != 1)} {source}; "
+        f"--cpus-per-task {big}: node {NODE} offers {cpus} CPU{'s' * (cpus != 1)} {source}; "
         f"ask for at most --cpus-per-task {cpus} {WAY_OUT}"
     )
     largest = f"{memory // 2**30}G" if memory % 2**30 == 0 else f"{memory // 2**20}M"
     mem_refusal = (
-        f"--mem 1T: 1.0 TiB asked and node {NODE} offers {format_bytes(memory)} {source}; "
+        f"--mem 4T: 4.0 TiB asked and node {NODE} offers {format_bytes(memory)} {source}; "
         f"ask for at most --mem {largest} {WAY_OUT}"
     )
     assert error_text(cells[1]) == cpu_refusal
@@ -116,7 +117,7 @@ def test_over_capacity_is_refused_at_once_in_the_magic_and_the_panel(
     message, fields, marked = stdout(cells[4]).splitlines()
     assert message == cpu_refusal
     assert fields == "['cpus_per_task']"
-    assert "64: node local-slurm offers" in marked
+    assert f"{big}: node local-slurm offers" in marked
     # ... and a bare %%oscar_offload with the panel's settings refuses with it.
     assert error_text(cells[5]) == cpu_refusal
     # At the node's own size there is no problem and no note (Kubernetes gives no free count).
@@ -130,9 +131,9 @@ def test_a_refusal_is_checked_again_against_the_node_as_it_is_now(connected):
     before refusing, the session asks the cluster again, and a request that fits runs."""
     node = local_node(connected)
     cpus = int(node.cpu_total)
-    stale = dataclasses.replace(node, cpu_total=cpus - 0.5, cpu_free=cpus - 0.5)
+    stale = dataclasses.replace(node, cpu_total=0.5, cpu_free=0.5)
     connected._nodes = [stale if n.name == NODE else n for n in connected._nodes]
-    spec = connected.build_spec({"node": NODE, "time": "00:02:00", "cpus_per_task": cpus})
+    spec = connected.build_spec({"node": NODE, "time": "00:02:00", "cpus_per_task": 1})
     job = connected.submit("import os\nprint('cpus', len(os.sched_getaffinity(0)))", spec)
     job.wait(timeout=180)
     assert job.exit_code == 0
