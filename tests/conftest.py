@@ -8,14 +8,6 @@
                  `local-alice`, `local-bob` in a temporary oscar-cli config (`user_token()`,
                  `user_client()` give a user's bearer token / client); at the end
                  it is stopped and the fixture checks that no server process and no job is left.
-                 It models interLink and its Slurm plugin 0.6.2: the client does not yet handle
-                 every 0.6.1 difference (issue 17: secrets dropped, an sbatch refusal's empty
-                 log, the follow that never resends job.out), so the client's suite runs on 0.6.2
-                 until it does.
-`local_oscar_0_6_1`  a second one modelling interLink and the plugin 0.6.1, what sites run
-                 (started only when a test asks for it).
-`local_oscar_release`  parametrized over both: a test taking it runs once per release
-                 (`handle.plugin_release` says which).
 """
 
 from __future__ import annotations
@@ -56,8 +48,6 @@ class LocalOscarHandle:
     users: tuple[str, ...] = ()
     user_profiles: dict[str, str] = field(default_factory=dict)  # user -> profile name
     kubeconfig: Path | None = None
-    plugin_release: str = "0.6.1"  # the interLink Slurm plugin release it models
-    interlink_release: str = "0.6.1"
 
     def __repr__(self) -> str:  # keeps the password out of pytest's failure reports
         return f"LocalOscarHandle(endpoint={self.endpoint!r}, home={str(self.home)!r})"
@@ -126,16 +116,12 @@ def server_pid(home: Path) -> int | None:
     return daemon._running_pid(HomeLayout(home))
 
 
-RELEASES = ("0.6.1", "0.6.2")  # what oscar_jupyter.local.releases models
-
-
-def _run_local_oscar(request, tmp_path_factory, release: str) -> Iterator[LocalOscarHandle]:
-    """Start a local OSCAR modelling interLink and its plugin `release`, hand it out, stop it
-    and check that nothing is left."""
+@pytest.fixture(scope="session")
+def local_oscar(request, tmp_path_factory) -> Iterator[LocalOscarHandle]:
     executor = executor_choice()
     if executor != "process":
         request.getfixturevalue("slurm_cluster")
-    root = tmp_path_factory.mktemp(f"local-oscar-{release}")
+    root = tmp_path_factory.mktemp("local-oscar")
     home = root / "home"
     profile_path = root / "oscar-cli" / "config.yaml"
     started = daemon.start(
@@ -145,10 +131,7 @@ def _run_local_oscar(request, tmp_path_factory, release: str) -> Iterator[LocalO
         config_path=profile_path,
         timeout=120,
         users=list(SESSION_USERS),
-        plugin_version=release,
-        interlink_version=release,
     )
-    assert (started.plugin_release, started.interlink_release) == (release, release)
     handle = LocalOscarHandle(
         endpoint=started.endpoint,
         user="oscar",
@@ -159,8 +142,6 @@ def _run_local_oscar(request, tmp_path_factory, release: str) -> Iterator[LocalO
         users=SESSION_USERS,
         user_profiles=started.user_profiles,
         kubeconfig=started.kubeconfig,
-        plugin_release=release,
-        interlink_release=release,
     )
     yield handle
     pid = started.pid
@@ -173,30 +154,6 @@ def _run_local_oscar(request, tmp_path_factory, release: str) -> Iterator[LocalO
         while slurm_job_ids_alive(job_ids) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert slurm_job_ids_alive(job_ids) == [], "Slurm jobs left behind after stop"
-
-
-@pytest.fixture(scope="session")
-def local_oscar(request, tmp_path_factory) -> Iterator[LocalOscarHandle]:
-    """The session's local OSCAR: interLink and its Slurm plugin 0.6.2 (module docstring)."""
-    yield from _run_local_oscar(request, tmp_path_factory, "0.6.2")
-
-
-@pytest.fixture(scope="session")
-def local_oscar_0_6_1(request, tmp_path_factory) -> Iterator[LocalOscarHandle]:
-    """A second local OSCAR modelling interLink and the plugin 0.6.1, as sites run."""
-    yield from _run_local_oscar(request, tmp_path_factory, "0.6.1")
-
-
-@pytest.fixture(scope="session")
-def local_oscar_0_6_2(local_oscar) -> LocalOscarHandle:
-    return local_oscar
-
-
-@pytest.fixture(scope="session", params=RELEASES, ids=lambda release: f"release-{release}")
-def local_oscar_release(request) -> LocalOscarHandle:
-    """`local_oscar` and `local_oscar_0_6_2` in turn."""
-    name = "local_oscar_0_6_1" if request.param == "0.6.1" else "local_oscar"
-    return request.getfixturevalue(name)
 
 
 @pytest.fixture()
