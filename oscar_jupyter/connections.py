@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .files import write_atomically
-from .job_records import records_root
+from .job_records import private_folder, records_root
 from .timefmt import iso_utc, parse_iso
 
 CONNECTIONS_DIRNAME = "connections"
@@ -38,17 +38,7 @@ class Connection:
 
 
 def connections_dir(*, create: bool = False) -> Path:
-    path = records_root() / CONNECTIONS_DIRNAME
-    if create:
-        for folder in (records_root(), path):
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if folder.stat().st_uid != os.getuid():
-                raise PermissionError(
-                    f"{folder} belongs to another user; set "
-                    "OSCAR_JUPYTER_LOG_DIR to a folder of your own"
-                )
-            folder.chmod(0o700)
-    return path
+    return private_folder(CONNECTIONS_DIRNAME) if create else records_root() / CONNECTIONS_DIRNAME
 
 
 def _key(notebook_path: str) -> str:

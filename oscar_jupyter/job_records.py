@@ -159,18 +159,25 @@ def cluster_key(endpoint: str) -> str:
     return hashlib.sha256(endpoint.rstrip("/").encode()).hexdigest()[:12]
 
 
-def cluster_dir(endpoint: str, *, create: bool = False) -> Path:
-    path = records_root() / cluster_key(endpoint)
-    if create:
-        for folder in (records_root(), path):
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if folder.stat().st_uid != os.getuid():
-                raise PermissionError(
-                    f"{folder} belongs to another user; set "
-                    "OSCAR_JUPYTER_LOG_DIR to a folder of your own"
-                )
-            folder.chmod(0o700)
+def private_folder(name: str) -> Path:
+    """`records_root()/name`, made private (0700) with the root when missing; a folder of
+    another user is refused (two users of one machine share no records)."""
+    path = records_root() / name
+    for folder in (records_root(), path):
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if folder.stat().st_uid != os.getuid():
+            raise PermissionError(
+                f"{folder} belongs to another user; set "
+                "OSCAR_JUPYTER_LOG_DIR to a folder of your own"
+            )
+        folder.chmod(0o700)
     return path
+
+
+def cluster_dir(endpoint: str, *, create: bool = False) -> Path:
+    return (
+        private_folder(cluster_key(endpoint)) if create else records_root() / cluster_key(endpoint)
+    )
 
 
 def _path(endpoint: str, job: str, suffix: str = ".json", *, create: bool = False) -> Path:
