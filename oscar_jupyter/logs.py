@@ -26,14 +26,23 @@ import hashlib
 import hmac
 import json
 import re
-from dataclasses import dataclass
-from typing import Any, Literal
+import zlib
+from typing import Any, Literal, NamedTuple
 
 from . import runner
 from .values import is_intact
 
 _STREAM_NAMES = {runner.STDOUT: "stdout", runner.STDERR: "stderr"}
+_STREAM_LETTERS = {"stdout": runner.STDOUT, "stderr": runner.STDERR}
 _PARTIAL_STREAMS = {runner.PARTIAL_STDOUT: "stdout", runner.PARTIAL_STDERR: "stderr"}
+_PIECE_STREAMS = {runner.PIECE_STDOUT: "stdout", runner.PIECE_STDERR: "stderr"}
+# A batch's inner letters: which take the next seq of a stream, and which belong to stdout.
+_NEXT_STDOUT = frozenset("oOd")
+_NEXT_STDERR = frozenset("eEt")
+_ON_STDOUT = frozenset("pPcC")
+_BATCH_HEAD = runner.MARKER + "|" + runner.BATCH + "|"
+# The key of a line in `_seen`: seq * 2, + 1 on stderr.
+_STREAM_BIT = {runner.STDOUT: 0, runner.STDERR: 1}
 _DEBUG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - supervisor - DEBUG - ")
 _TAG = re.compile(r"^" + re.escape(runner.MARKER) + r"\|([oesxpqdrtOEPQ])\|(\d+)\|")
 _UNESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|.)")
@@ -44,8 +53,9 @@ _HEAD_CHARS = 1024
 _ANCHOR_CHARS = 1024
 
 
-@dataclass(frozen=True)
-class OutputLine:
+class OutputLine(NamedTuple):
+    """One line of the cell's output (a tuple: a million of them stay cheap to make and keep)."""
+
     stream: Literal["stdout", "stderr"]
     seq: int
     text: str
@@ -85,7 +95,7 @@ class LogParser:
         self.partial: dict[str, str] = {}
         self.chars_parsed = 0  # characters looked at, over all feeds (cost: tests and bench)
         self.full_parses = 0  # feeds whose text did not extend the previous one
-        self._seen: set[tuple[str, int]] = set()
+        self._seen: set[int] = set()  # lines taken: seq * 2, + 1 on stderr
         self._last_seq: dict[str, int] = {}  # the highest complete seq per stream name
         self._partial_seq: dict[str, int] = {}
         self._consumed = 0  # characters of the text whose complete lines have been parsed
@@ -97,6 +107,9 @@ class LogParser:
         self._exit_digest: str | None = None
         self._forged: set[str] = set()  # exit records without the key, already shown as text
         self._result_intact = False
+        self._batches: set[tuple[int, int]] = set()  # `z` lines taken: (number, payload hash)
+        # The pieces of the line each stream is still writing: (its seq, texts so far).
+        self._pieces: dict[str, tuple[int, list[str]]] = {}
         # The --out record came damaged in a supervisor DEBUG line: its final dump repeats the
         # record, so the exit record is taken from there (after the second copy).
         self._result_again = False
@@ -145,6 +158,10 @@ class LogParser:
             prefix = None if line.startswith(runner.MARKER) else _DEBUG_PREFIX.match(line)
             if prefix:
                 line = line[prefix.end() :]
+            if line.startswith(_BATCH_HEAD):
+                if index != last:  # cut off at the end of this poll: taken on a later feed
+                    self._take_batch(line, new)
+                continue
             tag = _TAG.match(line)
             if not tag or not line.endswith(runner.END):
                 continue  # not ours, or cut off at the end of this poll: taken on a later feed
@@ -173,29 +190,108 @@ class LogParser:
                     continue  # taken from the final dump, after the --out record's second copy
                 self.exit_code = int(text)
                 continue
-            bundle, marker = None, False
-            if kind == runner.DISPLAY:  # a rich output: a stdout line, shown as its bundle
-                bundle = _display_bundle(text) or _DAMAGED
-                plain = bundle["data"].get("text/plain", "")
-                kind, text = runner.STDOUT, plain if isinstance(plain, str) else ""
-            elif kind == runner.TRACEBACK:
-                kind, text, marker = runner.STDERR, runner.TRACEBACK_MARKER, True
-            elif kind in runner.ESCAPED:
-                kind, text = runner.ESCAPED[kind], _unescape(text)
-            if kind in _PARTIAL_STREAMS:
-                self._take_partial(_PARTIAL_STREAMS[kind], seq, text)
-                continue
-            if self._exit_digest is None and kind == runner.STDERR:
-                marker = marker or text == runner.TRACEBACK_MARKER  # a runner before `t` records
-            key = (kind, seq)
-            if key in self._seen:
-                continue
-            self._seen.add(key)
-            out = OutputLine(_STREAM_NAMES[kind], seq, text, bundle, marker)  # type: ignore[arg-type]
-            new.append(out)
-            self._complete(out.stream, seq)
+            self._take_record(kind, seq, text, new)
         self.lines.extend(new)
         return new
+
+    def _take_record(self, kind: str, seq: int, text: str, new: list[OutputLine]) -> None:
+        """A record of the cell's output (plain, or from a batch's inner form)."""
+        bundle, marker = None, False
+        if kind == runner.DISPLAY:  # a rich output: a stdout line, shown as its bundle
+            bundle = _display_bundle(text) or _DAMAGED
+            plain = bundle["data"].get("text/plain", "")
+            kind, text = runner.STDOUT, plain if isinstance(plain, str) else ""
+        elif kind == runner.TRACEBACK:
+            kind, text, marker = runner.STDERR, runner.TRACEBACK_MARKER, True
+        elif kind in runner.ESCAPED:
+            kind, text = runner.ESCAPED[kind], _unescape(text)
+        if kind in _PARTIAL_STREAMS:
+            self._take_partial(_PARTIAL_STREAMS[kind], seq, text)
+            return
+        if kind in _PIECE_STREAMS:
+            self._take_piece(_PIECE_STREAMS[kind], seq, text)
+            return
+        if kind not in _STREAM_NAMES:
+            return
+        if self._exit_digest is None and kind == runner.STDERR:
+            marker = marker or text == runner.TRACEBACK_MARKER  # a runner before `t` records
+        key = seq * 2 + _STREAM_BIT[kind]
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        stream = _STREAM_NAMES[kind]
+        if stream in self._pieces:
+            start, pieces = self._pieces.pop(stream)
+            if start == seq:
+                text = "".join(pieces) + text
+        out = OutputLine(stream, seq, text, bundle, marker)  # type: ignore[arg-type]
+        new.append(out)
+        self._complete(out.stream, seq)
+
+    def _take_batch(self, line: str, new: list[OutputLine]) -> None:
+        """A `z` line: many records in the inner form (one letter, then the text), their seqs
+        counted from the stdout and stderr seqs the line names. A copy of a batch already taken
+        (same number and payload: the supervisor's final dump, a text parsed again) is skipped
+        whole; a damaged one is skipped (a later intact copy is still taken)."""
+        fields = line[len(_BATCH_HEAD) : -len(runner.END)].split("|")
+        if len(fields) != 4 or not line.endswith(runner.END):
+            return
+        number, stdout_field, stderr_field, payload = fields
+        if not (number.isdigit() and stdout_field.isdigit() and stderr_field.isdigit()):
+            return
+        stdout, stderr = int(stdout_field), int(stderr_field)
+        key = (int(number), hash(payload))
+        if key in self._batches:
+            return
+        try:
+            body = zlib.decompress(base64.b64decode(payload, validate=True))
+            text = body.decode("utf-8", "replace")
+        except (ValueError, binascii.Error, zlib.error):
+            return
+        self._batches.add(key)
+        # Plain lines (the bulk) are taken here; any other record by _take_record. A stream's
+        # last seq is updated once, at the end (a partial record's seq is past it anyway).
+        seen, pieces, append = self._seen, self._pieces, new.append
+        plain_stderr = self._exit_digest is not None  # else a stderr line may be the marker
+        top_out = top_err = 0
+        for record in text.split("\n")[:-1]:
+            letter = record[:1]
+            if letter == "o" and "stdout" not in pieces:
+                stdout += 1
+                if stdout * 2 not in seen:
+                    seen.add(stdout * 2)
+                    append(OutputLine("stdout", stdout, record[1:]))
+                    top_out = stdout
+            elif letter == "e" and plain_stderr and "stderr" not in pieces:
+                stderr += 1
+                if stderr * 2 + 1 not in seen:
+                    seen.add(stderr * 2 + 1)
+                    append(OutputLine("stderr", stderr, record[1:]))
+                    top_err = stderr
+            else:
+                if letter in _NEXT_STDOUT:
+                    stdout += 1
+                    seq = stdout
+                elif letter in _NEXT_STDERR:
+                    stderr += 1
+                    seq = stderr
+                else:  # a partial line, or a piece of one: the seq its line will have
+                    seq = stdout + 1 if letter in _ON_STDOUT else stderr + 1
+                self._take_record(letter, seq, record[1:], new)
+        if top_out:
+            self._complete("stdout", top_out)
+        if top_err:
+            self._complete("stderr", top_err)
+
+    def _take_piece(self, stream: str, seq: int, text: str) -> None:
+        """The start of line `seq`, still being written: kept until the line ends."""
+        if seq * 2 + _STREAM_BIT[_STREAM_LETTERS[stream]] in self._seen:
+            return
+        start, pieces = self._pieces.get(stream, (seq, []))
+        if start != seq:
+            pieces = []
+        pieces.append(text)
+        self._pieces[stream] = (seq, pieces)
 
     def _take_start(self, text: str) -> None:
         """Only the first start line counts: the tagger writes it before the cell runs."""

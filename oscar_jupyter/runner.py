@@ -28,9 +28,14 @@ traceback once, as the cell's error); a copy of that line printed by the cell is
 early errors of the script (no job body, no python3) come with a start line without
 ``exit_key_sha256`` and an exit record with seq 0, as every exit record did before the key.
 
+Records travel one per line as above, or many in one line, ``@@OJ|z|<n>|<stdout seq>|<stderr
+seq>|<base64 of zlib>|@@`` (batch ``n``; the records inside in the inner form: a kind letter and
+the text, seqs implicit, pieces ``c`` / ``k`` of a long line among them), and they go either
+straight into the supervisor's own stdout (the pod's log file) or through the supervisor's pipe.
+
 One process, the tagger (``tagger.py``, a program of its own, embedded in the script as
 ``TAGGER``), runs the cell's program with stdout and stderr on two pipes and is the only writer
-of the script's output, so lines of any length stay whole.
+of the records, so lines of any length stay whole.
 """
 
 from __future__ import annotations
@@ -54,7 +59,12 @@ EXIT_KEY_FIELD = "exit_key_sha256"
 DISPLAY, RESULT = "d", "r"
 # A line not ended yet, as it looks now, under the seq it will have: p (stdout), q (stderr).
 PARTIAL_STDOUT, PARTIAL_STDERR = "p", "q"
-ESCAPED = {"O": "o", "E": "e", "P": "p", "Q": "q"}
+# Many records in one line: `@@OJ|z|<n>|<stdout seq>|<stderr seq>|<base64 of zlib>|@@` (batch n,
+# the seqs before it), the records in the inner form (see `tagger.py`); a piece of a long line
+# still being written: c (stdout), k (stderr), inner form only.
+BATCH = "z"
+PIECE_STDOUT, PIECE_STDERR = "c", "k"
+ESCAPED = {"O": "o", "E": "e", "P": "p", "Q": "q", "C": "c", "K": "k"}
 
 # The body of POST /job is base64 text; OSCAR base64-encodes it again into the pod's EVENT variable,
 # and Linux refuses one environment string over 128 KiB (MAX_ARG_STRLEN). 90 KiB of body gives

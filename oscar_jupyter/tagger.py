@@ -10,6 +10,16 @@ argv: its own file (removed at once, so the cell's directory holds only cell.py)
 the script made it. It writes the start line, runs the program with stdout and stderr on two
 pipes, tags what it reads, and writes the exit record last.
 
+Where the records go: the OSCAR supervisor runs this process with its stdout on a pipe, logs
+every line it reads (DEBUG) and adds it to a string it keeps (``output = output + line``):
+quadratic in the number of lines and bytes. So when the supervisor's own stdout is a regular
+file (the pod's log file, as the interLink Slurm plugin opens it: ``&>`` up to 0.6.1, ``>>``
+from 0.6.2) that can be appended to safely (see ROOM), the tagger writes its records straight
+into that file (opening /proc/<supervisor>/fd/1) and nothing through the supervisor; otherwise
+through the pipe, in few and large lines, spaced so that the supervisor's copying stays linear.
+Either way, a flush of a few small records goes out as plain records (one line each) and a
+larger one as ``z`` lines: many records, compact, compressed.
+
 The exit record is the job's outcome, so the cell must not be able to write one: the start line
 announces the SHA-256 of an exit key that only this process knows, and the exit record carries the
 key. The key never leaves this process before the end: the program does not inherit it, and this
@@ -19,7 +29,9 @@ memory, environment or file descriptors through /proc nor ptrace it.
 
 # ruff: noqa: UP031 (printf-style formatting, as the 3.5 syntax this program keeps to allows)
 
+import base64
 import binascii
+import fcntl
 import hashlib
 import json
 import os
@@ -27,10 +39,12 @@ import re
 import selectors
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
 import traceback
+import zlib
 
 MARKER = "@@OJ"
 WAKE_EVERY = 0.5
@@ -52,15 +66,70 @@ RICH_PREFIX = ("\x1eOJ%s|" % RICH_NONCE).encode("ascii")
 RICH_KINDS = {"o": (b"d", b"r"), "e": (b"t",)}
 BASE64 = re.compile(rb"[A-Za-z0-9+/=]*")
 
+# What one flush writes: at most PLAIN_RECORDS records and PLAIN_BYTES go out as plain records,
+# one line each (a lone line reads in the log as ever); more as `z` lines, each holding up to
+# BATCH_BYTES of records in the inner form (one letter, then the text; seqs implicit), zlib'd
+# and base64'd: `@@OJ|z|<batch number>|<stdout seq before>|<stderr seq before>|<base64>|@@`
+# (numbered from 1: two batches may hold the same records, e.g. pieces of a repetitive line).
+PLAIN_RECORDS = 8
+PLAIN_BYTES = 2048
+BATCH_BYTES = 1 << 20
+# zlib's fastest level (level 6 saves 3% on a log's text, at twice the time); a large batch
+# whose start does not shrink by a tenth (random or compressed data) is stored, not compressed.
+ZLIB_LEVEL = 1
+SAMPLE_BYTES = 16384
+# Inner letters that take the next seq of a stream (the others do not: partial lines p/q, and
+# pieces c/k of a line still being written, which belong to the seq that line will have).
+NEXT_STDOUT, NEXT_STDERR = "oOd", "eEt"
+PIECE_KIND = {"o": "c", "e": "k"}
+# A line growing past LINE_PIECE bytes without a CR goes out in pieces (all but its last
+# PIECE_KEEP bytes, cut at a character's start): the tagger's memory stays bounded however long
+# a line grows. The line still arrives whole: the parser joins the pieces to its end.
+LINE_PIECE = 1 << 20
+PIECE_KEEP = 64
+# The program's pipes are made this large where the system allows (fs.pipe-max-size, 1 MiB by
+# default): a fast printer blocks less often, and each read brings more lines.
+PIPE_SIZE = 1 << 20
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, named only from Python 3.10
+READ_SIZE = 1 << 20
+# With pipes that large, after a read that leaves records waiting for the next flush the tagger
+# lets the pipes fill for up to this long instead of waking for every few lines (a fast
+# printer's small writes cost it a wake-up each otherwise; a 1 MiB pipe holds 5 ms of 200 MB/s).
+READ_PAUSE = 0.005
+# Through the supervisor, whose `output + line` copies all it holds on every line, a flush of n
+# lines waits n times the bytes already sent over SUPERVISOR_RATE (at least MIN_SPACING) after
+# the previous one: it copies at most that many bytes a second. Pending records go out earlier
+# once they reach a quarter of what was sent (lines then grow geometrically, and are few): the
+# supervisor's cost stays linear in the output.
+SUPERVISOR_RATE = 50e6
+MIN_SPACING = 0.02
+PENDING_FLOOR = 4 << 20
+# Straight into the log, flushes are at least this far apart (a lone line after a pause goes at
+# once; a fast printer's lines gather into large batches), or BATCH_BYTES pending.
+BATCH_WINDOW = 0.02
+
 # C0 controls but tab (the supervisor ends a line at CR and logs the rest raw) and undecodable
 # bytes (U+DC80..U+DCFF after surrogateescape) travel as \xNN, in an upper-case-letter line.
 NEEDS_ESCAPE = re.compile("[\x00-\x08\x0a-\x1f\udc80-\udcff]")
+# The same but newline: a block of lines split on it needs per-line work only when this matches.
+BLOCK_NEEDS_WORK = re.compile("[\x00-\x08\x0b-\x1f\udc80-\udcff]")
 ESCAPES = {ord("\\"): "\\\\", ord("\r"): "\\r"}
 for _code in range(0x20):
     if _code not in (0x09, 0x0D):
         ESCAPES[_code] = "\\x%02x" % _code
 for _byte in range(0x80, 0x100):
     ESCAPES[0xDC00 + _byte] = "\\x%02x" % _byte
+
+# The supervisor's own stdout is written directly only when it is a regular file that this
+# process can append to without its writes being overwritten: opened with O_APPEND (the interLink
+# Slurm plugin's `>>`, from 0.6.2), or opened without it (`&>`, up to 0.6.1) but positioned at
+# its end. In that second case the supervisor still writes at its own offset, which no longer
+# moves: its last lines (a few hundred bytes once the script has ended: nothing went through it)
+# land over ROOM, a line of spaces written first, instead of over the records.
+ROOM = 4096
+SUPERVISOR_NAMES = ("supervisor", "supervisor.py", "faassupervisor.supervisor")
+# "supervisor" forces the records through the supervisor's pipe (tests, diagnosis).
+OUTPUT_SETTING = "OSCAR_JUPYTER_OUTPUT"
 
 
 def keep_memory_private():
@@ -95,24 +164,169 @@ def shows_something(data):
     return bool(visible(data.decode("utf-8", "surrogateescape")))
 
 
-def record(kind, seq, data, keep=None):
-    text = visible(data.decode("utf-8", "surrogateescape"))
+def inner(letter, text, keep=None):
+    """One record in the inner form: its letter (upper-cased when the text is escaped) and the
+    text a terminal shows (its last `keep` characters), without a newline."""
+    text = visible(text)
     if keep is not None:
         text = text[-keep:]
     if NEEDS_ESCAPE.search(text):
-        kind, text = kind.upper(), text.translate(ESCAPES)
-    return "%s|%s|%d|%s|@@\n" % (MARKER, kind, seq, text)
+        return letter.upper() + text.translate(ESCAPES)
+    return letter + text
+
+
+def decoded(data):
+    return data.decode("utf-8", "surrogateescape")
+
+
+def is_supervisor(argv):
+    """The OSCAR supervisor's command line: /data/supervisor (interLink), /oscar/bin/supervisor,
+    or python -m faassupervisor.supervisor."""
+    for arg in argv[:4]:
+        name = os.path.basename(arg.decode("utf-8", "replace"))
+        if name in SUPERVISOR_NAMES:
+            return True
+    return False
+
+
+def fd_info(pid, fd):
+    """The flags (int) and offset (int) of descriptor `fd` of process `pid` (its fdinfo)."""
+    fields = {}
+    with open("/proc/%d/fdinfo/%d" % (pid, fd)) as info:
+        for row in info:
+            name, _, value = row.partition(":")
+            fields[name] = value.strip()
+    return int(fields["flags"], 8), int(fields["pos"])
+
+
+def at_end(pid, fd, path, tries=5):
+    """Whether descriptor `fd` of `pid` is positioned at the end of the file `path` (asked again
+    a few times, 10 ms apart: the supervisor may be writing a line just then)."""
+    for _ in range(tries):
+        if fd_info(pid, fd)[1] == os.stat(path).st_size:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def open_direct(environ):
+    """(descriptor, room): a descriptor on the supervisor's own stdout, opened for appending,
+    when writing there directly is safe (see ROOM): our parent is the supervisor and reads our
+    stdout (a pipe), and its stdout is a regular file that it (and anything sharing it: its
+    stderr) appends to, or writes at its end; `room` when ROOM must be written first. (None,
+    False) otherwise: then the records go through the supervisor's pipe."""
+    if environ.get(OUTPUT_SETTING) == "supervisor":
+        return None, False
+    parent = os.getppid()
+    if parent <= 1:
+        return None, False
+    try:
+        with open("/proc/%d/cmdline" % parent, "rb") as cmdline:
+            if not is_supervisor(cmdline.read().split(b"\0")):
+                return None, False
+        ours = os.fstat(1)
+        if not stat.S_ISFIFO(ours.st_mode):
+            return None, False
+        pipe = "pipe:[%d]" % ours.st_ino
+        fds = "/proc/%d/fd" % parent
+        if not any(os.readlink(os.path.join(fds, name)) == pipe for name in os.listdir(fds)):
+            return None, False  # our stdout is not the parent's to read
+        target = os.stat(os.path.join(fds, "1"))
+        if not stat.S_ISREG(target.st_mode):
+            return None, False
+        room = False
+        for fd in (1, 2):
+            other = os.stat(os.path.join(fds, str(fd)))
+            if (other.st_dev, other.st_ino) == (target.st_dev, target.st_ino):
+                if not fd_info(parent, fd)[0] & os.O_APPEND:
+                    if not at_end(parent, fd, os.path.join(fds, "1")):
+                        return None, False  # it would write over what is behind its offset
+                    room = True
+        fd = os.open(os.path.join(fds, "1"), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    except (OSError, ValueError, KeyError, IndexError):
+        return None, False
+    opened = os.fstat(fd)
+    if (opened.st_dev, opened.st_ino) != (target.st_dev, target.st_ino):
+        os.close(fd)
+        return None, False
+    return fd, room
+
+
+class Sink:
+    """Where the records go: the supervisor's stdout itself (`direct`, the pod's log file) or
+    the pipe it reads (fd 1). Only this process writes records, one write() per flush: in the
+    log file (opened here with O_APPEND) a flush lands whole, after whole lines of the
+    supervisor's; `room` first when the supervisor writes at its own offset."""
+
+    def __init__(self, direct_fd=None, room=False):
+        self.fd = 1 if direct_fd is None else direct_fd
+        self.direct = direct_fd is not None
+        self.sent = 0  # bytes written
+        self.broken = False
+        if self.direct and room:
+            self.write(b" " * (ROOM - 1) + b"\n")
+
+    def write(self, data):
+        view = memoryview(data)
+        while view and not self.broken:
+            try:
+                view = view[os.write(self.fd, view) :]
+            except BrokenPipeError:
+                self.broken = True  # nobody reads any more: keep running the program regardless
+            except OSError:
+                if not self.direct:
+                    self.broken = True
+                    continue
+                # The log file refused (full, gone): end the line cut there, and send the whole
+                # flush again through the supervisor (the parser drops what it already has).
+                try:
+                    os.write(self.fd, b"\n")
+                except OSError:
+                    pass
+                self.fd, self.direct, view = 1, False, memoryview(data)
+        self.sent += len(data)
 
 
 class Output:
-    """The only writer of fd 1 (the supervisor's pipe): a long line may take several write()s,
-    but nothing else ever writes in between, so lines cannot interleave."""
+    """The only writer of the records: takes the program's lines in, in order, and writes them
+    in flushes (plain records or `z` lines), then the control records."""
 
-    def __init__(self, fd):
-        self.fd = fd
-        self.seq = {"o": 0, "e": 0}
-        self.pending = []
-        self.broken = False
+    def __init__(self, sink):
+        self.sink = sink
+        self.seq = {"o": 0, "e": 0}  # lines taken per stream (a rich output counts on stdout)
+        self.base = {"o": 0, "e": 0}  # the same as of the records written
+        self.blocks = []  # pending inner text: (text, records, stdout lines, stderr lines)
+        self.records = 0
+        self.size = 0
+        self.pieces = False
+        self.next_at = 0.0  # through the supervisor: when the next flush may go
+        self.batch_number = 0
+
+    # -- taking records in ---------------------------------------------------------------------
+
+    def take(self, text, records, stream=None, lines=0):
+        self.blocks.append(
+            (text, records, lines if stream == "o" else 0, lines if stream == "e" else 0)
+        )
+        if stream is not None:
+            self.seq[stream] += lines
+        self.records += records
+        self.size += len(text)
+
+    def lines(self, stream, data):
+        """Complete lines (`data` holds them without their last newline). The common case, text
+        without controls, escapes or rich outputs, takes no per-line work."""
+        if RICH_PREFIX in data:
+            for line in data.split(b"\n"):
+                self.line(stream, line)
+            return
+        text = decoded(data)
+        texts = text.split("\n")
+        if BLOCK_NEEDS_WORK.search(text):
+            block = "".join(inner(stream, line) + "\n" for line in texts)
+        else:
+            block = stream + ("\n" + stream).join(texts) + "\n"
+        self.take(block, len(texts), stream, len(texts))
 
     def line(self, stream, data):
         at = data.find(RICH_PREFIX)
@@ -126,40 +340,110 @@ class Output:
         self.plain(stream, data)
 
     def plain(self, stream, data):
-        self.seq[stream] += 1
-        self.pending.append(record(stream, self.seq[stream], data))
+        self.take(inner(stream, decoded(data)) + "\n", 1, stream, 1)
 
     def rich(self, kind, payload):
         """A rich output (d) takes the next stdout seq and the traceback marker (t) the next
         stderr seq: they show in order with the text. The result (r) is a control line."""
         if kind == "r":
             self.control("r", payload)
-            return
-        stream = "o" if kind == "d" else "e"
-        self.seq[stream] += 1
-        self.pending.append("%s|%s|%d|%s|@@\n" % (MARKER, kind, self.seq[stream], payload))
+        elif kind == "d":
+            self.take("d%s\n" % payload, 1, "o", 1)
+        else:
+            self.take("t\n", 1, "e", 1)
 
     def partial(self, stream, data):
         """The line `stream` has not ended yet, under the seq it will have once complete."""
-        self.pending.append(record(PARTIAL_KIND[stream], self.seq[stream] + 1, data, PARTIAL_CHARS))
+        self.take(inner(PARTIAL_KIND[stream], decoded(data), PARTIAL_CHARS) + "\n", 1)
+
+    def piece(self, stream, data):
+        """The start of a long line still being written (no CR in it: shown as written)."""
+        self.take(inner(PIECE_KIND[stream], decoded(data)) + "\n", 1)
+        self.pieces = True
 
     def control(self, kind, text, seq="0"):
-        self.pending.append("%s|%s|%s|%s|@@\n" % (MARKER, kind, seq, text))
+        """A control record, on its own line, after everything taken before it."""
+        self.flush(force=True)
+        self.sink.write(("%s|%s|%s|%s|@@\n" % (MARKER, kind, seq, text)).encode("utf-8"))
 
-    def flush(self):
-        data = memoryview("".join(self.pending).encode("utf-8"))
-        self.pending = []
-        while data and not self.broken:
-            try:
-                data = data[os.write(self.fd, data) :]
-            except BrokenPipeError:
-                self.broken = True  # nobody reads any more: keep running the program regardless
+    # -- writing -------------------------------------------------------------------------------
+
+    def due_in(self, now):
+        """Seconds until pending records may be flushed; None when nothing waits."""
+        if not self.blocks:
+            return None
+        return max(0.0, self.next_at - now)
+
+    def flush(self, now=None, force=False):
+        if not self.blocks:
+            return
+        now = time.monotonic() if now is None else now
+        if not force and now < self.next_at:
+            if self.sink.direct and self.size < BATCH_BYTES:
+                return
+            if not self.sink.direct and self.size < max(PENDING_FLOOR, self.sink.sent // 4):
+                return
+        if self.records <= PLAIN_RECORDS and self.size <= PLAIN_BYTES and not self.pieces:
+            data = self.plain_records()
+        else:
+            data = self.batches(BATCH_BYTES if self.sink.direct else None)
+        self.blocks, self.records, self.size, self.pieces = [], 0, 0, False
+        self.sink.write(data)
+        if self.sink.direct:
+            self.next_at = now + BATCH_WINDOW
+        else:
+            copied = data.count(b"\n") * self.sink.sent
+            self.next_at = now + max(MIN_SPACING, copied / SUPERVISOR_RATE)
+
+    def plain_records(self):
+        out, o, e = [], self.base["o"], self.base["e"]
+        for block in self.blocks:
+            for record in block[0].split("\n")[:-1]:
+                letter, text = record[0], record[1:]
+                if letter in NEXT_STDOUT:
+                    o += 1
+                    seq = o
+                elif letter in NEXT_STDERR:
+                    e += 1
+                    seq = e
+                else:  # a partial line: the seq its line will have
+                    seq = o + 1 if letter in "pP" else e + 1
+                out.append("%s|%s|%d|%s|@@\n" % (MARKER, letter, seq, text))
+        self.base["o"], self.base["e"] = o, e
+        return "".join(out).encode("utf-8")
+
+    def batches(self, limit):
+        """The pending records as `z` lines of at most `limit` inner bytes (one block may be
+        more; None: one line)."""
+        out, size = [], 0
+        group = []  # type: list
+        for block in self.blocks + [None]:
+            if group and (block is None or (limit is not None and size + len(block[0]) > limit)):
+                out.append(self.batch(group))
+                group, size = [], 0
+            if block is not None:
+                group.append(block)
+                size += len(block[0])
+        return b"".join(out)
+
+    def batch(self, group):
+        text = "".join(block[0] for block in group).encode("utf-8", "surrogateescape")
+        level = ZLIB_LEVEL
+        if len(text) > 4 * SAMPLE_BYTES:
+            sample = zlib.compress(text[:SAMPLE_BYTES], ZLIB_LEVEL)
+            level = ZLIB_LEVEL if len(sample) < 0.9 * SAMPLE_BYTES else 0
+        payload = base64.b64encode(zlib.compress(text, level))
+        self.batch_number += 1
+        head = "%s|z|%d|%d|%d|" % (MARKER, self.batch_number, self.base["o"], self.base["e"])
+        self.base["o"] += sum(block[2] for block in group)
+        self.base["e"] += sum(block[3] for block in group)
+        return head.encode("ascii") + payload + b"|@@\n"
 
 
 class Stream:
     """One pipe of the program: bytes in, complete lines out to Output; the rest at EOF. A line
     pending for PARTIAL_EVERY goes out as a partial record (`tick`), at most one per
-    PARTIAL_EVERY."""
+    PARTIAL_EVERY; a line growing past LINE_PIECE goes out in pieces."""
 
     def __init__(self, pipe, letter, output):
         self.pipe = pipe
@@ -169,27 +453,35 @@ class Stream:
         self.pending_since = 0.0  # when the pending partial line began
         self.partial_sent_at = 0.0
         self.partial_sent = None  # the text of the last partial record of the pending line
+        self.has_cr = False  # the pending line holds a CR: kept whole (a terminal redraws it)
+        self.has_rich = False  # the pending line holds a rich output's prefix: kept whole
+        try:
+            self.large = fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_SIZE) >= PIPE_SIZE
+        except OSError:
+            self.large = False
 
     def read(self):
         """Reads what the pipe holds; False at EOF."""
-        chunk = os.read(self.pipe.fileno(), 65536)
+        chunk = os.read(self.pipe.fileno(), READ_SIZE)
         if not chunk:
             self.close()
             return False
         head, newline, tail = chunk.rpartition(b"\n")
         if newline:
-            self.partial += head
-            for line in self.partial.split(b"\n"):
-                self.output.line(self.letter, line)
+            self.output.lines(self.letter, bytes(self.partial) + head if self.partial else head)
             self.partial = bytearray(tail)
             self.partial_sent = None
             self.pending_since = time.monotonic()
+            self.has_cr, self.has_rich = b"\r" in tail, False
         else:
             if not self.partial:
                 self.pending_since = time.monotonic()
             self.partial += chunk
+            self.has_cr = self.has_cr or b"\r" in chunk
         if b"\r" in chunk:
             self.compress()
+        if len(self.partial) > LINE_PIECE:
+            self.cut_piece()
         return True
 
     def compress(self):
@@ -199,6 +491,19 @@ class Stream:
         if cr and b"\r" in before:
             shown = visible(before.decode("utf-8", "surrogateescape"))
             self.partial = bytearray(shown.encode("utf-8", "surrogateescape") + cr + current)
+
+    def cut_piece(self):
+        """Sends all but the end of a long pending line, cut where a character starts."""
+        if self.has_cr or self.has_rich:
+            return
+        if RICH_PREFIX in self.partial:
+            self.has_rich = True  # a rich output, bounded by the program: it travels whole
+            return
+        cut = len(self.partial) - PIECE_KEEP
+        while cut > 0 and self.partial[cut] & 0xC0 == 0x80:
+            cut -= 1
+        self.output.piece(self.letter, bytes(self.partial[:cut]))
+        del self.partial[:cut]
 
     def tick(self, now):
         """Sends the pending partial line once it has waited PARTIAL_EVERY and has changed
@@ -278,21 +583,33 @@ def run(program, output):
     for pipe, letter in ((process.stdout, "o"), (process.stderr, "e")):
         streams.append(Stream(pipe, letter, output))
         selector.register(pipe, selectors.EVENT_READ, streams[-1])
+    quiet_from = None  # once the program has exited: since when its pipes have been silent
     while selector.get_map():
-        exited = process.poll() is not None
-        events = selector.select(QUIET_AFTER_EXIT if exited else WAKE_EVERY)
-        if exited and not events:
+        now = time.monotonic()
+        if quiet_from is None and process.poll() is not None:
+            quiet_from = now
+        if quiet_from is not None and now - quiet_from >= QUIET_AFTER_EXIT:
             break
+        timeout = WAKE_EVERY if quiet_from is None else QUIET_AFTER_EXIT - (now - quiet_from)
+        due = output.due_in(now)
+        if due is not None:
+            timeout = min(timeout, due)
+        events = selector.select(max(0.0, timeout))
+        if events and quiet_from is not None:
+            quiet_from = time.monotonic()
         for key, _ in events:
             if not key.data.read():
                 selector.unregister(key.fileobj)
         now = time.monotonic()
         for stream in streams:
             stream.tick(now)
-        output.flush()
+        output.flush(now)
+        due = output.due_in(now)
+        if events and due and all(stream.large for stream in streams):
+            time.sleep(min(due, READ_PAUSE))
     for key in list(selector.get_map().values()):
         key.data.close()
-    output.flush()
+    output.flush(force=True)
     status = process.wait()
     return status if status >= 0 else 128 - status
 
@@ -315,9 +632,8 @@ def main():
     exit_key = new_exit_key()
     start = start_fields(sys.argv[3] if len(sys.argv) > 3 else "")
     start["exit_key_sha256"] = hashlib.sha256(exit_key.encode("ascii")).hexdigest()
-    output = Output(1)
+    output = Output(Sink(*open_direct(os.environ)))
     output.control("s", json.dumps(start))
-    output.flush()
     status = 255
     try:
         status = run(program, output)
@@ -329,7 +645,6 @@ def main():
         os.chdir("/")
         shutil.rmtree(workdir, ignore_errors=True)
     output.control("x", str(status), exit_key)
-    output.flush()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,11 @@ wire format"; `oscar_jupyter/runner.py` writes them, `oscar_jupyter/logs.py` rea
     decorated(line)                 '<asctime> - supervisor - DEBUG - <line>'
     supervisor_log(lines)           a job's log as the supervisor writes it (DEBUG per line,
                                     then the output again, undecorated)
+    batch(["oa", "eb"], stdout=4)   '@@OJ|z|1|4|0|<base64 of zlib>|@@': many records in one line,
+                                    each in the inner form (a letter, then the text; seqs
+                                    counted on from `stdout` / `stderr`)
+    records_in(text)                every record of a log text, batches unpacked, as
+                                    (kind, seq, text) with the seqs a parser gives them
 
 The control records are made by `start_text` and `exit_line` alone: when a record gains a field,
 change those two and every builder (`cell_log` too) follows; callers pass the new values as
@@ -20,8 +25,10 @@ keyword arguments.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -104,3 +111,48 @@ def cell_log(
     if final_dump is None:
         final_dump = exit_code is not None
     return supervisor_log(lines, final_dump=final_dump)
+
+
+def batch(
+    records: Iterable[str], *, stdout: int = 0, stderr: int = 0, number: int = 1, level: int = 6
+) -> str:
+    """A `z` line (batch `number`): `records` in the inner form (letter + text: o/O/e/E a line,
+    d a rich output, t the traceback marker, p/P q/Q a partial line, c/C k/K a piece of a long
+    line), the stdout and stderr seqs before them in the header."""
+    inner = "".join(f"{item}\n" for item in records).encode("utf-8")
+    payload = base64.b64encode(zlib.compress(inner, level)).decode("ascii")
+    return record("z", number, f"{stdout}|{stderr}|{payload}")
+
+
+# The inner letters that take the next seq of stdout / stderr (the others take the seq their
+# line will have: partial lines and pieces).
+_NEXT_STDOUT, _NEXT_STDERR, _ON_STDOUT = "oOd", "eEt", "pPcC"
+
+
+def records_in(text: str) -> list[tuple[str, int, str]]:
+    """Every tagged record of a log text in order (decorated or not), `z` lines unpacked into
+    their records with the seqs they stand for: what was on the wire, before de-duplication."""
+    found: list[tuple[str, int, str]] = []
+    for raw in text.split("\n"):
+        at = raw.find(f"{MARKER}|")
+        if at < 0 or not raw.endswith(END):
+            continue
+        kind, seq, rest = raw[at + len(MARKER) + 1 : -len(END)].split("|", 2)
+        if kind != "z":
+            found.append((kind, int(seq), rest))
+            continue
+        stdout_text, stderr, payload = rest.split("|")
+        stdout, stderr_seq = int(stdout_text), int(stderr)
+        body = zlib.decompress(base64.b64decode(payload)).decode("utf-8")
+        for item in body.split("\n")[:-1]:
+            letter, item_text = item[:1], item[1:]
+            if letter in _NEXT_STDOUT:
+                stdout += 1
+                found.append((letter, stdout, item_text))
+            elif letter in _NEXT_STDERR:
+                stderr_seq += 1
+                found.append((letter, stderr_seq, item_text))
+            else:
+                on = stdout if letter in _ON_STDOUT else stderr_seq
+                found.append((letter, on + 1, item_text))
+    return found

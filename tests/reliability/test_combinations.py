@@ -133,7 +133,11 @@ def check(features: tuple[Feature, ...], offloaded, report) -> list[str]:
         problems.append("the secret's value shows in the notebook")
     if problems:
         return problems
-    result = json.loads([o.text for o in report.outputs if o.output_type == "stream"][-1])
+    printed = "".join(o.text for o in report.outputs if o.output_type == "stream")
+    reports = [line for line in printed.splitlines() if line.startswith("{")]
+    if not reports:
+        return [f"the report cell printed no report: {printed[-300:]!r}"]
+    result = json.loads(reports[-1])
     no_wait = any(f.name == "--no-wait" for f in features)
     texts = "\n".join(result["texts"])
     shown_mimes = {m for o in offloaded.outputs if o.output_type == "display_data" for m in o.data}

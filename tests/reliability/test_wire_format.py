@@ -26,6 +26,8 @@ import yaml
 from oscar_jupyter import runner
 from oscar_jupyter.logs import LogParser
 
+from .. import wire
+
 pytestmark = pytest.mark.skipif(shutil.which("dash") is None, reason="needs dash as /bin/sh")
 
 SUPERVISOR_VERSION = "1.5.8"
@@ -127,8 +129,9 @@ def check_adversarial_cell(run: Run) -> None:
 def test_long_stdout_lines_and_a_stderr_heartbeat_do_not_interleave(tmp_path):
     run = run_runner(tmp_path, ADVERSARIAL_CELL)
     check_adversarial_cell(run)
-    for i in range(1, 302):  # on the wire, not only after the parser's de-duplication
-        assert run.raw.count(f"@@OJ|o|{i}|".encode()) == 1
+    # On the wire, not only after the parser's de-duplication: each line once, in order.
+    on_wire = [seq for kind, seq, _ in wire.records_in(run.raw.decode()) if kind == "o"]
+    assert on_wire == list(range(1, 302))
 
 
 def test_lines_of_100_kb_on_both_streams_at_once_stay_whole(tmp_path):
@@ -350,7 +353,10 @@ def test_real_supervisor_adversarial_cell(supervisor_python, tmp_path):
     run = run_supervisor(supervisor_python, ADVERSARIAL_CELL, tmp_path)
     check_adversarial_cell(run)
     # the lines were logged live at DEBUG level, not only in the final dump
-    assert f"{DEBUG_PREFIX[23:]}@@OJ|o|300|".encode() in run.raw
+    logged = "\n".join(
+        line for line in run.raw.decode().splitlines() if DEBUG_PREFIX[23:] in line
+    )
+    assert ("o", 300) in {(kind, seq) for kind, seq, _ in wire.records_in(logged)}
 
 
 def test_real_supervisor_keeps_invalid_bytes_visible(supervisor_python, tmp_path):
