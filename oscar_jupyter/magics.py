@@ -214,6 +214,7 @@ class OscarMagics(Magics):
         on_interrupt = args.on_interrupt or _on_interrupt_setting(self.default_on_interrupt)
         session.max_log_bytes_per_second = self.max_log_bytes_per_second
         session.follow_kubernetes = self.follow_kubernetes
+        session.transfer_progress = views.TransferProgress()
         job = session.submit(cell, spec, inputs=inputs, outputs=outputs, on_interrupt=on_interrupt)
         try:
             for note in session.capacity_notes(spec):  # it would queue; GPUs left to Slurm
@@ -232,11 +233,14 @@ class OscarMagics(Magics):
             with interrupts_deferred():
                 self._interrupted(job, "detach" if args.no_wait else on_interrupt)
             return None
-        self._run_blocking(  # since=0: a followed job may have lines before the wait begins
-            job, timeout, on_interrupt, cell_name=name, since=0
-        )
-        if job.outputs:
-            self.user_ns.update(job.values())
+        try:
+            self._run_blocking(  # since=0: a followed job may have lines before the wait begins
+                job, timeout, on_interrupt, cell_name=name, since=0
+            )
+            if job.outputs:
+                self.user_ns.update(job.values(progress=session.transfer_progress))
+        finally:
+            job.discard_objects()  # once the job has ended: its values and downloads are here
         return None
 
     oscar_offload.__doc__ = (
@@ -324,6 +328,8 @@ class OscarMagics(Magics):
         pending.clear()
         stream.close()
         handle.update(views.status_bundle(job), raw=True)
+        for note in job.collect_transfers(self.session.transfer_progress):
+            print(note, file=sys.stderr)
         errors.raise_for_status(job, cell_name, CELL_LINE_OFFSET)
 
     def _interrupted(self, job: Job, on_interrupt: str) -> str:

@@ -1,0 +1,90 @@
+"""Data of any size through alice's bucket, in a real kernel (nbclient) as `local-alice`, against
+the local OSCAR on real Slurm and its real S3 server: a 64 MiB --in and a 32 MiB --out value
+intact, a 20 MB --upload and a --download written by the cell, checksums equal; the job's objects
+gone once collected; no presigned URL or key in the notebook, the log or the dry run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from .test_cell_experience import client_for, errors, everything, notebook, run, streams
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
+
+CONNECT_ALICE = "%load_ext oscar_jupyter\n%oscar_connect local-alice"
+OFFLOAD = "%%oscar_offload --node local-slurm --time 00:05:00 --mem 1G"
+
+
+def alice_s3(local_oscar):
+    with local_oscar.user_client("alice") as client:
+        provider = client.get("/system/config").raise_for_status().json()["minio_provider"]
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=provider["endpoint"],
+        aws_access_key_id=provider["access_key"],
+        aws_secret_access_key=provider["secret_key"],
+        region_name=provider["region"],
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+    return s3, provider
+
+
+def test_large_values_uploads_and_downloads_as_alice(local_oscar, monkeypatch, tmp_path):
+    data = os.urandom(20_000_000)
+    (tmp_path / "input.bin").write_bytes(data)
+    monkeypatch.chdir(tmp_path)
+    started = time.monotonic()
+    nb = notebook(
+        CONNECT_ALICE,
+        "import os, hashlib\nbig = os.urandom(64 * 1024 * 1024)\n"
+        "big_sha = hashlib.sha256(big).hexdigest()",
+        OFFLOAD + " --in big --out back,seen_sha,upload_sha -o job"
+        f" --upload {tmp_path}/input.bin:/tmp/in/input.bin --download /tmp/result.bin\n"
+        "import hashlib\n"
+        "seen_sha = hashlib.sha256(big).hexdigest()\n"
+        "upload_sha = hashlib.sha256(open('/tmp/in/input.bin', 'rb').read()).hexdigest()\n"
+        "back = big[: 32 * 1024 * 1024]\n"
+        "open('/tmp/result.bin', 'wb').write(back[:5_000_000])\n"
+        "print('cell done', len(big))\n",
+        "assert seen_sha == big_sha, 'in'\n"
+        "assert back == big[: 32 * 1024 * 1024], 'out'\n"
+        "print(upload_sha)\n"
+        f"print(hashlib.sha256(open({str(tmp_path / 'result.bin')!r}, 'rb').read()).hexdigest())\n"
+        "print(hashlib.sha256(big[:5_000_000]).hexdigest())\n"
+        "print(job.service, job.name)",
+    )
+    nb = run(client_for(nb, local_oscar, monkeypatch), "storage-large-values")
+    elapsed = time.monotonic() - started
+    for cell in nb.cells:
+        assert not errors(cell), everything(cell)
+    assert "cell done 67108864" in everything(nb.cells[2])
+    upload_sha, download_sha, expected_download, job_line = streams(nb.cells[3], "stdout").split(
+        "\n"
+    )[:4]
+    assert upload_sha == hashlib.sha256(data).hexdigest()
+    assert download_sha == expected_download
+    assert elapsed < 90, f"took {elapsed:.0f} s"
+    service, job_name = job_line.split()
+
+    s3, provider = alice_s3(local_oscar)
+    with local_oscar.user_client("alice") as client:
+        mine = [b["bucket_name"] for b in client.get("/system/buckets").json()]
+    assert mine, "alice's bucket was made through OSCAR"
+    for bucket in mine:
+        left = s3.list_objects_v2(Bucket=bucket, Prefix=f"jobs/{job_name}/").get("KeyCount", 0)
+        assert left == 0, "the job's objects were not removed after collection"
+
+    # nothing of the presigned URLs or keys in the notebook or the job's log
+    saved = json.dumps(nb)
+    with local_oscar.user_client("alice") as client:
+        log = client.get(f"/system/logs/{service}/{job_name}").text
+    for text in (saved, log):
+        assert "X-Amz-Signature" not in text and "X-Amz-Credential" not in text
+        assert provider["access_key"] not in text and provider["secret_key"] not in text
