@@ -32,6 +32,7 @@ from .spec import (
     settings_from_options,
 )
 from .timefmt import short_id
+from .transfers import INLINE_INPUT_BYTES, check_transfers
 from .values import check_names, pack_inputs
 
 # Flags of the line magics that take a value (the offload options know their own).
@@ -266,7 +267,10 @@ class OscarMagics(Magics):
     ) -> None:
         spec.validate(known_nodes=self.session.known_node_names())
         self.session.check_offloadable(spec)
-        body = spec.job_body(cell, pack_inputs(inputs), check_names("--out", outputs))
+        check_transfers(spec.uploads, spec.downloads)
+        packed = pack_inputs(inputs)
+        through_bucket = len(packed) > INLINE_INPUT_BYTES
+        body = spec.job_body(cell, "" if through_bucket else packed, check_names("--out", outputs))
         cluster = self.session.profile.cluster_id if self.session.profile else "oscar-cluster"
         service = self.session.runner_service_name(spec)
         print("# Summary (nothing was sent):")
@@ -281,6 +285,18 @@ class OscarMagics(Magics):
         print(
             f"Content-Length: {len(body)}  (base64 of the {len(cell.encode())}-byte cell program)"
         )
+        if through_bucket or spec.uploads or spec.downloads:
+            print("# Through your bucket on the cluster's object storage (when sent):")
+            if through_bucket:
+                print(f"--in values: {len(packed) * 3 // 4:,} bytes")
+            for item in spec.uploads:
+                print(f"--upload {item}")
+            for item in spec.downloads:
+                print(f"--download {item}")
+            print(
+                "The job then gets a presigned URL for each of its objects, made at send time "
+                "and sealed in its body with the runner service's key (never shown)."
+            )
         for name, content in spec.fdl_files(service).items():
             print(f"# File {name} (the runner script the FDL references):")
             print(content)

@@ -88,3 +88,53 @@ def test_large_values_uploads_and_downloads_as_alice(local_oscar, monkeypatch, t
     for text in (saved, log):
         assert "X-Amz-Signature" not in text and "X-Amz-Credential" not in text
         assert provider["access_key"] not in text and provider["secret_key"] not in text
+
+
+def test_combinations_failed_download_no_wait_secret_env_cleanup_and_dry_run(
+    local_oscar, monkeypatch, tmp_path
+):
+    (tmp_path / "small.txt").write_text("hello from the notebook\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("API_TOKEN", "s3cr3t-value")
+    nb = notebook(
+        CONNECT_ALICE,
+        "arr = bytes(range(256)) * 40_000",
+        # --download on a failed cell: the log it wrote comes back all the same
+        OFFLOAD + f" --download /tmp/train.log:{tmp_path}/train.log\n"
+        "open('/tmp/train.log', 'w').write('epoch 1 loss nan\\n')\n"
+        "raise RuntimeError('diverged')\n",
+        # --upload with --env; --secret with a large --in
+        OFFLOAD + " --env GREETING=hi --secret API_TOKEN --in arr --out total"
+        f" --upload {tmp_path}/small.txt\n"
+        "import os\nprint(os.environ['GREETING'], open('/tmp/small.txt').read().strip())\n"
+        "print('secret ok' if os.environ.get('API_TOKEN') else 'no secret here')\n"
+        "total = sum(arr)\n",
+        "print(total == sum(arr))",
+        # --in with --no-wait: the values reach the job; result() brings back --out
+        OFFLOAD + " --no-wait -o later --in arr --out n\nn = len(arr)\n",
+        "print(later.result(timeout=120)['n'])",
+        OFFLOAD + " --dry-run --in arr --upload small.txt --download /tmp/x\nprint(1)\n",
+        "%oscar_cleanup",
+    )
+    nb = run(client_for(nb, local_oscar, monkeypatch), "storage-combinations")
+    failed = nb.cells[2]
+    assert errors(failed) and "diverged" in everything(failed)
+    assert (tmp_path / "train.log").read_text() == "epoch 1 loss nan\n"
+    combined = everything(nb.cells[3])
+    assert not errors(nb.cells[3]), combined
+    assert "hi hello from the notebook" in combined
+    assert streams(nb.cells[4], "stdout").strip() == "True"
+    assert streams(nb.cells[6], "stdout").strip() == "10240000"
+    dry = everything(nb.cells[7])
+    assert "nothing was sent" in dry
+    s3, provider = alice_s3(local_oscar)
+    saved = json.dumps(nb)
+    for text in (saved, dry):
+        assert "X-Amz-Signature" not in text and provider["access_key"] not in text
+        assert "s3cr3t-value" not in text
+    assert not errors(nb.cells[8]), everything(nb.cells[8])
+    with local_oscar.user_client("alice") as client:
+        mine = [b["bucket_name"] for b in client.get("/system/buckets").json()]
+    for bucket in mine:
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+        assert keys == [], f"objects left after %oscar_cleanup: {keys}"
