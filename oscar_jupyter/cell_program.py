@@ -6,7 +6,9 @@ image's Python (3.7 or newer) alone: it must never import oscar_jupyter, IPython
 that the image may lack. What it does, in order:
 
 - starts Python again with the cell's ``--env`` set, so variables read at start-up take effect;
-- loads the ``--in`` values (a pickle) into the cell's namespace;
+- loads the ``--in`` values (a pickle) into the cell's namespace; with storage (large values,
+  ``--upload``, ``--download``), ``PARAMS["inputs"]`` is a sealed manifest of presigned URLs
+  instead, opened with the runner service's channel key (``StorageChannel``);
 - runs the cell as ``__main__`` from ``cell.py`` (tracebacks name it and its lines), with
   ``display()`` and a matplotlib backend whose ``plt.show()`` sends the figures to the notebook;
 - shows the figures still open when the cell ends, as a notebook does;
@@ -21,14 +23,21 @@ environment, which the cell could read back from /proc/self/environ.
 
 import base64
 import hashlib
+import hmac
 import importlib.util
 import io
 import json
 import os
 import pickle
+import socket
 import sys
+import tarfile
+import tempfile
 import traceback
 import types
+import urllib.error
+import urllib.parse
+import urllib.request
 
 PARAMS = {}
 
@@ -299,7 +308,234 @@ class NoNotebookObjects(pickle.Pickler):
         return NotImplemented
 
 
+# --- the storage channel ---------------------------------------------------------------------
+# The presigned URLs of a job's objects must not be readable in its log, which holds the job's
+# body: they travel sealed with a key that only the runner service's environment holds
+# (CHANNEL_KEY_VARIABLE). Standard library only: HMAC-SHA256 as a keystream and as the tag.
+
+CHANNEL_KEY_VARIABLE = "OSCAR_JUPYTER_CHANNEL_KEY"
+SEALED_PREFIX = "sealed:"
+TRANSFER_CHUNK = 1024 * 1024
+STORAGE_TIMEOUT = 60
+
+
+def _subkey(key, purpose):
+    return hmac.new(key, purpose, hashlib.sha256).digest()
+
+
+def _keystream_xor(key, nonce, data):
+    out = bytearray(len(data))
+    stream_key = _subkey(key, b"encrypt")
+    for block in range(0, len(data), 32):
+        pad = hmac.new(stream_key, nonce + block.to_bytes(8, "big"), hashlib.sha256).digest()
+        chunk = data[block : block + 32]
+        mixed = int.from_bytes(chunk, "big") ^ int.from_bytes(pad[: len(chunk)], "big")
+        out[block : block + len(chunk)] = mixed.to_bytes(len(chunk), "big")
+    return bytes(out)
+
+
+def seal(key, document):
+    """`document` (JSON) encrypted and authenticated with `key` (bytes), as text."""
+    nonce = os.urandom(16)
+    body = _keystream_xor(key, nonce, json.dumps(document).encode("utf-8"))
+    tag = hmac.new(_subkey(key, b"authenticate"), nonce + body, hashlib.sha256).digest()
+    return SEALED_PREFIX + base64.b64encode(nonce + tag + body).decode("ascii")
+
+
+def unseal(key, text):
+    """The document `seal` made; ValueError when it was made with another key or altered."""
+    raw = base64.b64decode(text[len(SEALED_PREFIX) :])
+    nonce, tag, body = raw[:16], raw[16:48], raw[48:]
+    expected = hmac.new(_subkey(key, b"authenticate"), nonce + body, hashlib.sha256).digest()
+    if not hmac.compare_digest(tag, expected):
+        raise ValueError("the storage manifest does not open with this service's key")
+    return json.loads(_keystream_xor(key, nonce, body).decode("utf-8"))
+
+
+def url_host(url):
+    """What an error may say of a presigned URL: its scheme and host, never its query."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class StorageChannel:
+    """The job's side of its objects: GET and PUT through presigned URLs, each checked."""
+
+    def __init__(self, manifest):
+        self.manifest = manifest
+
+    def _open(self, url, method="GET", data=None, length=None):
+        request = urllib.request.Request(url, data=data, method=method)
+        if length is not None:
+            request.add_header("Content-Length", str(length))
+            request.add_header("Content-Type", "application/octet-stream")
+        try:
+            return urllib.request.urlopen(request, timeout=STORAGE_TIMEOUT)
+        except urllib.error.HTTPError as error:
+            raise OffloadValuesError(
+                f"the cluster's object storage ({url_host(url)}) refused this job's {method} "
+                f"(HTTP {error.code}): its access may have expired (it lasts the job's --time "
+                f"plus one hour); run the cell again"
+            ) from None
+        except (urllib.error.URLError, socket.timeout, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise OffloadValuesError(
+                f"this job cannot reach the cluster's object storage at {url_host(url)} "
+                f"({reason}): this site's compute nodes do not reach OSCAR's MinIO, so large "
+                f"--in/--out values, --upload and --download cannot travel; put the data on "
+                f"the HPC file system and --mount its path instead"
+            ) from None
+
+    def fetch(self, item, target):
+        """Stream object `item` ({url, size, sha256}) into the file `target`; checked."""
+        digest, size = hashlib.sha256(), 0
+        with self._open(item["url"]) as response:
+            while True:
+                chunk = response.read(TRANSFER_CHUNK)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                size += len(chunk)
+                target.write(chunk)
+        if size != item["size"] or digest.hexdigest() != item["sha256"]:
+            raise OffloadValuesError(
+                f"{item.get('what', 'an object')} arrived damaged from the object storage "
+                f"({size} of {item['size']} bytes, checksum "
+                f"{'different' if size == item['size'] else 'not checked'}); none was used"
+            )
+
+    def send(self, url, source, length):
+        """PUT `length` bytes of the file object `source`; their SHA-256."""
+        digest = hashlib.sha256()
+
+        class Hashing(io.RawIOBase):
+            def readable(self):
+                return True
+
+            def readinto(self, buffer):
+                data = source.read(len(buffer))
+                digest.update(data)
+                buffer[: len(data)] = data
+                return len(data)
+
+        self._open(url, "PUT", io.BufferedReader(Hashing(), TRANSFER_CHUNK), length).close()
+        return digest.hexdigest()
+
+
+STORAGE = None
+
+
+def open_storage(params):
+    """The sealed manifest in PARAMS["inputs"], opened; the inline values stay as they were."""
+    global STORAGE
+    text = params.get("inputs") or ""
+    if not text.startswith(SEALED_PREFIX):
+        return
+    key = os.environ.pop(CHANNEL_KEY_VARIABLE, "")
+    if not key:
+        raise OffloadValuesError(
+            "the runner service carries no storage channel key (it predates storage): delete "
+            "it (%oscar_cleanup --services) and run the cell again"
+        )
+    try:
+        manifest = unseal(bytes.fromhex(key), text)
+    except ValueError as error:
+        raise OffloadValuesError(f"storage: {error}") from None
+    params["inputs"] = manifest.get("inputs") or ""
+    STORAGE = StorageChannel(manifest)
+
+
+def safe_members(archive, target):
+    """The members of a folder's tar, refused when one would land outside `target`."""
+    root = os.path.realpath(target)
+    for member in archive.getmembers():
+        path = os.path.realpath(os.path.join(root, member.name))
+        if not (path == root or path.startswith(root + os.sep)) or member.issym() or member.islnk():
+            raise OffloadValuesError(f"--upload: {member.name!r} would land outside {target}")
+        yield member
+
+
+def receive_uploads():
+    """--upload: each file or folder written at its REMOTE path before the cell runs."""
+    storage = STORAGE
+    if storage is None:
+        return
+    for item in storage.manifest.get("uploads") or []:
+        remote = item["remote"]
+        item["what"] = f"--upload {remote}"
+        parent = remote if item.get("folder") else os.path.dirname(remote)
+        try:
+            os.makedirs(parent or "/", exist_ok=True)
+            if item.get("folder"):
+                with tempfile.TemporaryFile() as spool:
+                    storage.fetch(item, spool)
+                    spool.seek(0)
+                    with tarfile.open(fileobj=spool, mode="r:") as archive:
+                        archive.extractall(remote, members=list(safe_members(archive, remote)))
+            else:
+                with open(remote, "wb") as target:
+                    storage.fetch(item, target)
+        except OSError as error:
+            raise OffloadValuesError(
+                f"--upload {remote}: cannot write it in the job ({error.strerror or error}); "
+                f"choose another REMOTE path (/tmp is small in a container: --mount scratch)"
+            ) from None
+
+
+def send_downloads():
+    """--download: each REMOTE file or folder PUT after the cell, whatever its outcome; a
+    summary object says what each became (size, SHA-256, or why it is missing)."""
+    storage = STORAGE
+    items = storage.manifest.get("downloads") if storage else None
+    if storage is None or not items:
+        return
+    manifest = storage.manifest
+    report = []
+    for item in items:
+        remote = item["remote"]
+        entry = {"remote": remote}
+        try:
+            if os.path.isdir(remote):
+                with tempfile.TemporaryFile() as spool:
+                    with tarfile.open(fileobj=spool, mode="w:") as archive:
+                        archive.add(remote, arcname=".")
+                    length = spool.tell()
+                    spool.seek(0)
+                    entry.update(folder=True, size=length)
+                    entry["sha256"] = storage.send(item["url"], spool, length)
+            elif os.path.isfile(remote):
+                length = os.path.getsize(remote)
+                with open(remote, "rb") as source:
+                    entry.update(folder=False, size=length)
+                    entry["sha256"] = storage.send(item["url"], source, length)
+            else:
+                entry["error"] = "no such file or folder in the job"
+        except OffloadValuesError as error:
+            entry["error"] = str(error)
+        except OSError as error:
+            entry["error"] = f"cannot read it ({error.strerror or error})"
+        report.append(entry)
+    data = json.dumps({"downloads": report}).encode("utf-8")
+    storage.send(manifest["downloads_report"], io.BytesIO(data), len(data))
+    for entry in report:
+        if "error" in entry:
+            print(f"oscar-jupyter: --download {entry['remote']}: {entry['error']}", file=sys.stderr)
+
+
 def load_inputs():
+    storage = STORAGE
+    item = storage.manifest.get("inputs_object") if storage else None
+    if storage is not None and item:
+        item["what"] = "the --in values"
+        buffer = io.BytesIO()
+        storage.fetch(item, buffer)
+        try:
+            return pickle.loads(buffer.getvalue())
+        except Exception as error:
+            raise OffloadValuesError(
+                f"--in: the cluster could not load the values sent from the notebook "
+                f"({python_versions()}): {type(error).__name__}: {error}"
+            ) from None
     blob = PARAMS.get("inputs")
     if not blob:
         return {}
@@ -344,6 +580,16 @@ def send_outputs(namespace):
         values[name] = buffer.getvalue()
     blob = pickle.dumps(values, protocol=min(4, pickle.HIGHEST_PROTOCOL))
     limit = PARAMS.get("max_result_bytes", 8000000)
+    storage = STORAGE
+    url = storage.manifest.get("outputs_url") if storage else None
+    inline_limit = storage.manifest.get("inline_result_bytes", limit) if storage else limit
+    if storage is not None and url and len(blob) > inline_limit:
+        digest = storage.send(url, io.BytesIO(blob), len(blob))
+        CHANNEL.send(
+            "r",
+            {"python": python_version(), "size": len(blob), "sha256": digest, "object": True},
+        )
+        return
     if len(blob) > limit:
         sizes = ", ".join(f"{n} {short_size(len(v))}" for n, v in values.items())
         raise OffloadValuesError(
@@ -391,18 +637,32 @@ def main():
     sys.path[0] = os.getcwd()
     sys.meta_path.append(BackendFinder())
     os.environ.setdefault("MPLBACKEND", "module://" + MPL_BACKEND)
+    ran = False
     try:
+        open_storage(PARAMS)
+        receive_uploads()
         cell.__dict__.update(load_inputs())
         try:
+            ran = True
             exec(compile(code, path, "exec"), cell.__dict__)
         finally:
             show_figures_left_open()
+            if ran:
+                send_downloads_reported()
         send_outputs(cell.__dict__)
     except SystemExit:
         raise
     except BaseException as error:
         report(error, skip_frames=1)
         sys.exit(130 if isinstance(error, KeyboardInterrupt) else 1)
+
+
+def send_downloads_reported():
+    """send_downloads, whose own failure never hides the cell's outcome."""
+    try:
+        send_downloads()
+    except Exception as error:
+        print(f"oscar-jupyter: --download: {error}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -425,6 +425,18 @@ class OscarClient:
     def status(self) -> dict[str, Any]:
         return self._system_json("/system/status") or {}
 
+    # --- buckets (OSCAR's MinIO) -----------------------------------------------------------
+
+    def list_buckets(self) -> list[dict[str, Any]]:
+        """``GET /system/buckets``: the caller's own buckets."""
+        return self._system_json("/system/buckets") or []
+
+    def create_bucket(self, name: str) -> None:
+        """``POST /system/buckets``: a private bucket owned by the caller (400 when the name
+        exists, whoever owns it)."""
+        body = {"bucket_name": name, "visibility": "private"}
+        self._system("POST", "/system/buckets", ok=(200, 201), json_body=body)
+
     # --- services --------------------------------------------------------------------------
 
     @staticmethod

@@ -6,7 +6,9 @@ from __future__ import annotations
 import collections
 import html
 import sys
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from IPython.display import display
@@ -352,3 +354,42 @@ def spec_summary(spec: OffloadSpec) -> str:
         names = sorted(spec.env) + sorted(spec.secrets)
         lines.append("environment (values not shown): " + ", ".join(names))
     return "\n".join(lines)
+
+
+class TransferProgress:
+    """Progress bars for the cell's large transfers (`--in`/`--out` values, `--upload`,
+    `--download`): one display per transfer, updated in place at most 5 times a second (the
+    transfer's threads call it; the cell that waits for them is the one they show in)."""
+
+    MIN_BYTES = 4 * 1024 * 1024  # smaller transfers show nothing
+    EVERY_SECONDS = 0.2
+
+    def __call__(self, label: str, total: int) -> Callable[[int], None]:
+        if total < self.MIN_BYTES:
+            return lambda moved: None
+        handle = display(self._bundle(label, 0, total, 0.0), raw=True, display_id=True)
+        lock = threading.Lock()
+        started = time.monotonic()
+        state = {"done": 0, "shown": 0.0}
+
+        def on_bytes(moved: int) -> None:
+            with lock:
+                state["done"] += moved
+                now = time.monotonic()
+                finished = state["done"] >= total
+                if not finished and now - state["shown"] < self.EVERY_SECONDS:
+                    return
+                state["shown"] = now
+                bundle = self._bundle(label, int(state["done"]), total, now - started)
+            if handle is not None:
+                handle.update(bundle, raw=True)
+
+        return on_bytes
+
+    @staticmethod
+    def _bundle(label: str, done: int, total: int, seconds: float) -> dict[str, str]:
+        fraction = min(1.0, done / total) if total else 1.0
+        bar = "█" * int(fraction * 30) + "░" * (30 - int(fraction * 30))
+        rate = f", {done / seconds / 1e6:.0f} MB/s" if seconds > 0.1 and done else ""
+        text = f"{label}: {bar} {done / 1e6:.1f} of {total / 1e6:.1f} MB{rate}"
+        return {"text/plain": text}

@@ -9,6 +9,7 @@ when the cell failed, so the runner's exit sentinel decides the final status.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -49,7 +50,8 @@ from .polling import (
 )
 from .spec import OffloadSpec, format_time
 from .timefmt import parse_iso
-from .values import decode_result
+from .transfers import JobTransfers, ProgressFactory
+from .values import ResultError, decode_result
 from .waiting import EXPLAIN_WAIT_SECONDS, waiting_reason
 
 if TYPE_CHECKING:
@@ -106,6 +108,10 @@ def is_marker(line: OutputLine) -> bool:
 def is_transient(err: OscarError) -> bool:
     """Worth retrying a read: no answer at all, or a server/gateway that is briefly unwell."""
     return err.status_code is None or err.status_code in (500, 502, 503, 504)
+
+
+def _no_progress(label: str, total: int) -> Callable[[int], None]:
+    return lambda moved: None
 
 
 class JobFailed(RuntimeError):
@@ -274,6 +280,9 @@ class Job:
         self.slurm_end: str | None = None  # "cancelled" or "walltime" when Slurm ended the job
         self._parser = LogParser()
         self.outputs: list[str] = []  # the --out names the cell sends back (see `values`)
+        # its objects in the user's bucket (transfers.py), when it has any
+        self.transfers: JobTransfers | None = None
+        self.transfer_notes: list[str] = []
         self._cancelled = False
         self._listed = False
         self.vanished = False  # listed once, then deleted on the cluster
@@ -790,14 +799,38 @@ class Job:
                 return
             time.sleep(0.5)
 
-    def result(self, timeout: float | None = None) -> dict[str, Any] | None:
-        """Wait, then raise `JobFailed` (with the remote traceback) unless the cell exited 0;
-        the ``outputs`` values by name (None when the job was sent without outputs)."""
+    def result(
+        self, timeout: float | None = None, *, progress: ProgressFactory | None = None
+    ) -> dict[str, Any] | None:
+        """Wait, bring back the ``--download`` files (also when the cell failed), then raise
+        `JobFailed` (with the remote traceback) unless the cell exited 0; the ``outputs``
+        values by name (None when the job was sent without outputs)."""
         self.wait(timeout)
-        self.raise_for_status()
-        return self.values() if self.outputs else None
+        for note in self.collect_transfers(progress):
+            print(note, file=sys.stderr)
+        try:
+            self.raise_for_status()
+            return self.values(progress=progress) if self.outputs else None
+        finally:
+            self.discard_objects()
 
-    def values(self) -> dict[str, Any]:
+    def collect_transfers(self, progress: ProgressFactory | None = None) -> list[str]:
+        """Once the job has ended: fetch its ``--download`` files; notes on what is missing."""
+        if self.transfers is None or not self.is_done() or self.transfers.collected:
+            return []
+        self.transfer_notes = self.transfers.collect(progress or _no_progress)
+        return self.transfer_notes
+
+    def discard_objects(self) -> None:
+        """Remove the job's objects from the user's bucket once it has ended (its values and
+        downloads read, or never to be)."""
+        if self.transfers is not None and self.is_done():
+            transfers, self.transfers = self.transfers, None
+            transfers.discard()
+
+    _result_blob_read: bytes | None = None  # the --out values fetched from the bucket
+
+    def values(self, *, progress: ProgressFactory | None = None) -> dict[str, Any]:
         """The ``outputs`` values the cell sent back, checked (`values.ResultError` when they
         did not arrive intact); call once the job has succeeded."""
         if not self.outputs:
@@ -805,7 +838,19 @@ class Job:
         with self._lock:
             record = self._parser.result
             exit_code = self._parser.exit_code
-        return decode_result(record, self.outputs, exit_code=exit_code)
+        transfers = self.transfers
+
+        def fetch_object() -> bytes:
+            if self._result_blob_read is None:
+                if transfers is None:
+                    raise ResultError(
+                        f"the values {', '.join(self.outputs)} were in the object storage, "
+                        "and are gone (read once, then removed with the job's objects)"
+                    )
+                self._result_blob_read = transfers.result_blob(progress or _no_progress)
+            return self._result_blob_read
+
+        return decode_result(record, self.outputs, exit_code=exit_code, fetch_object=fetch_object)
 
     def end_reason(self) -> str:
         """Why a job ended other than by its cell's exit; "" while it runs or when it exited."""

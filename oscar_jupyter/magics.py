@@ -32,6 +32,7 @@ from .spec import (
     settings_from_options,
 )
 from .timefmt import short_id
+from .transfers import INLINE_INPUT_BYTES, check_transfers
 from .values import check_names, pack_inputs
 
 # Flags of the line magics that take a value (the offload options know their own).
@@ -214,6 +215,7 @@ class OscarMagics(Magics):
         on_interrupt = args.on_interrupt or _on_interrupt_setting(self.default_on_interrupt)
         session.max_log_bytes_per_second = self.max_log_bytes_per_second
         session.follow_kubernetes = self.follow_kubernetes
+        session.transfer_progress = views.TransferProgress()
         job = session.submit(cell, spec, inputs=inputs, outputs=outputs, on_interrupt=on_interrupt)
         try:
             for note in session.capacity_notes(spec):  # it would queue; GPUs left to Slurm
@@ -232,11 +234,14 @@ class OscarMagics(Magics):
             with interrupts_deferred():
                 self._interrupted(job, "detach" if args.no_wait else on_interrupt)
             return None
-        self._run_blocking(  # since=0: a followed job may have lines before the wait begins
-            job, timeout, on_interrupt, cell_name=name, since=0
-        )
-        if job.outputs:
-            self.user_ns.update(job.values())
+        try:
+            self._run_blocking(  # since=0: a followed job may have lines before the wait begins
+                job, timeout, on_interrupt, cell_name=name, since=0
+            )
+            if job.outputs:
+                self.user_ns.update(job.values(progress=session.transfer_progress))
+        finally:
+            job.discard_objects()  # once the job has ended: its values and downloads are here
         return None
 
     oscar_offload.__doc__ = (
@@ -262,7 +267,10 @@ class OscarMagics(Magics):
     ) -> None:
         spec.validate(known_nodes=self.session.known_node_names())
         self.session.check_offloadable(spec)
-        body = spec.job_body(cell, pack_inputs(inputs), check_names("--out", outputs))
+        check_transfers(spec.uploads, spec.downloads)
+        packed = pack_inputs(inputs)
+        through_bucket = len(packed) > INLINE_INPUT_BYTES
+        body = spec.job_body(cell, "" if through_bucket else packed, check_names("--out", outputs))
         cluster = self.session.profile.cluster_id if self.session.profile else "oscar-cluster"
         service = self.session.runner_service_name(spec)
         print("# Summary (nothing was sent):")
@@ -277,6 +285,18 @@ class OscarMagics(Magics):
         print(
             f"Content-Length: {len(body)}  (base64 of the {len(cell.encode())}-byte cell program)"
         )
+        if through_bucket or spec.uploads or spec.downloads:
+            print("# Through your bucket on the cluster's object storage (when sent):")
+            if through_bucket:
+                print(f"--in values: {len(packed) * 3 // 4:,} bytes")
+            for item in spec.uploads:
+                print(f"--upload {item}")
+            for item in spec.downloads:
+                print(f"--download {item}")
+            print(
+                "The job then gets a presigned URL for each of its objects, made at send time "
+                "and sealed in its body with the runner service's key (never shown)."
+            )
         for name, content in spec.fdl_files(service).items():
             print(f"# File {name} (the runner script the FDL references):")
             print(content)
@@ -324,6 +344,8 @@ class OscarMagics(Magics):
         pending.clear()
         stream.close()
         handle.update(views.status_bundle(job), raw=True)
+        for note in job.collect_transfers(self.session.transfer_progress):
+            print(note, file=sys.stderr)
         errors.raise_for_status(job, cell_name, CELL_LINE_OFFSET)
 
     def _interrupted(self, job: Job, on_interrupt: str) -> str:

@@ -253,10 +253,10 @@ OPTIONS: tuple[Option, ...] = (
         "names",
         "NAME[,NAME...]",
         "notebook variables the cell receives",
-        "notebook variables the cell receives (a pickle, protocol 4, in the job; refused before "
-        "sending when a value cannot be pickled, holds a function or class defined in the "
-        "notebook, or makes the job body over its bound: about 62 KiB with the cell, once "
-        "compressed)",
+        "notebook variables the cell receives (a pickle, protocol 4; refused before sending "
+        "when a value cannot be pickled or holds a function or class defined in the notebook). "
+        "Small values travel in the job; above 32 KiB they go through the user's bucket on the "
+        "cluster's object storage, any size, checked by size and SHA-256",
         also_typed=("--inputs", "--input", "--send"),
     ),
     Option(
@@ -264,10 +264,40 @@ OPTIONS: tuple[Option, ...] = (
         "names",
         "NAME[,NAME...]",
         "variables the cell sends back to the notebook",
-        "variables the cell sends back into the notebook when it succeeds (in the job's log, at "
-        "most 8 MB, checked by size and SHA-256: a damaged result is an error, never a value; "
-        "with `--no-wait`, `job.result()` returns them)",
+        "variables the cell sends back into the notebook when it succeeds, checked by size and "
+        "SHA-256 (a damaged result is an error, never a value): in the job's log up to 512 KiB, "
+        "above that through the user's bucket, any size (at most 8 MB where the cluster has no "
+        "object storage); with `--no-wait`, `job.result()` returns them",
         also_typed=("--outputs", "--output", "--return"),
+    ),
+    Option(
+        "--upload",
+        "repeat",
+        "LOCAL[:REMOTE]",
+        "a file or folder of this machine, copied into the job before the cell runs",
+        "a file or folder of this machine, put in the user's bucket on the cluster's object "
+        "storage (OSCAR's MinIO) and written at `REMOTE` in the job before the cell runs "
+        "(default `/tmp/<name>`; `REMOTE` absolute); checked by size and SHA-256. The job gets a "
+        "presigned URL for that object alone, never the user's keys. `uploads=[...]` in the "
+        "Python API",
+        field="uploads",
+        also_typed=("--uploads", "--put", "--copy-in"),
+        label="Uploads",
+        placeholder="LOCAL[:REMOTE] ..., e.g. data.csv:/tmp/data.csv",
+    ),
+    Option(
+        "--download",
+        "repeat",
+        "REMOTE[:LOCAL]",
+        "a file or folder of the job, copied here after the cell ends (also when it failed)",
+        "a file or folder the job leaves at `REMOTE` (absolute), brought back to `LOCAL` "
+        "(default: its name in the notebook's folder) after the cell ends, also when it "
+        "failed, through the user's bucket; checked by size and SHA-256; what is missing is "
+        "said, not an error. `downloads=[...]` in the Python API",
+        field="downloads",
+        also_typed=("--downloads", "--get", "--copy-out"),
+        label="Downloads",
+        placeholder="REMOTE[:LOCAL] ..., e.g. /tmp/model.pt",
     ),
     Option(
         "--dry-run",

@@ -50,7 +50,18 @@ from .ownership import (
 )
 from .polling import MAX_LOG_BYTES_PER_SECOND
 from .spec import OffloadSpec, SpecError, spec_of_service
+from .storage import StorageUnavailable, UserBucket
+from .transfers import (
+    INLINE_INPUT_BYTES,
+    JobTransfers,
+    check_transfers,
+    parse_download,
+    parse_upload,
+    url_seconds,
+)
 from .values import check_names, pack_inputs
+
+CHANNEL_KEY_VARIABLE = "OSCAR_JUPYTER_CHANNEL_KEY"  # cell_program.CHANNEL_KEY_VARIABLE
 
 SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(OffloadSpec))
 RECENT_IMAGES = 8
@@ -164,6 +175,10 @@ class Session:
         self._service_for: dict[str, str] = {}  # first candidate name -> name in use
         self._owner: tuple[OscarClient, str, bool] | None = None
         self._last_listing: dict[str, dict[str, dict[str, Any]]] = {}  # find_job's look-ups
+        self._channel_keys: dict[str, bytes] = {}  # runner service -> its storage channel key
+        self._bucket: UserBucket | None = None
+        # (label, total bytes) -> on_bytes: the cell's progress bars (magics sets it)
+        self.transfer_progress: Any = None
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -342,6 +357,10 @@ class Session:
             found = self._read_service(client, name)
             if found is None:
                 definition = {**spec.service_definition(), "name": name}
+                # The key that seals each job's storage manifest (cell_program.seal): in the
+                # service's environment, which reaches every job and never its log.
+                variables = definition.setdefault("environment", {}).setdefault("variables", {})
+                variables[CHANNEL_KEY_VARIABLE] = os.urandom(32).hex()
                 try:
                     client.create_service(definition)
                 except OscarError as err:
@@ -371,7 +390,46 @@ class Session:
             if err.status_code == 403:
                 return False  # another owner's private service
             raise
-        return is_runner_service(service) and self._owns(service)
+        mine = is_runner_service(service) and self._owns(service)
+        if mine:
+            variables = (service.get("environment") or {}).get("variables") or {}
+            key = variables.get(CHANNEL_KEY_VARIABLE)
+            if key:
+                self._channel_keys[name] = bytes.fromhex(str(key))
+        return mine
+
+    # -- storage --------------------------------------------------------------------------------
+
+    @property
+    def bucket(self) -> UserBucket:
+        """This user's bucket on the connected cluster (made on first use)."""
+        client = self.require_client()
+        if self._bucket is None or self._bucket.client is not client:
+            owner, _ = self._identity()
+            self._bucket = UserBucket(client, OffloadSpec.owner_tag(owner, client.endpoint))
+        return self._bucket
+
+    def storage_available(self) -> bool:
+        try:
+            self.bucket.access  # noqa: B018 (reads /system/config once)
+        except StorageUnavailable:
+            return False
+        return True
+
+    def channel_key(self, service: str) -> bytes:
+        if service not in self._channel_keys:
+            self._read_service(self.require_client(), service)
+        if service not in self._channel_keys:
+            raise SpecError(
+                "--upload",
+                f"the runner service {service} predates the storage channel (no "
+                f"{CHANNEL_KEY_VARIABLE}): delete it with %oscar_cleanup --services, then run "
+                "the cell again",
+            )
+        return self._channel_keys[service]
+
+    def _progress(self) -> Any:
+        return self.transfer_progress or (lambda label, total: lambda moved: None)
 
     def submit(
         self,
@@ -389,10 +447,18 @@ class Session:
         of: a job the cluster created meanwhile is cancelled (`on_interrupt` "cancel") or kept
         and followed ("detach"); either way the cell ends in one line (`CellInterrupted`)."""
         spec.validate(known_nodes=self.known_node_names())
+        check_transfers(spec.uploads, spec.downloads)
         wanted = check_names("--out", outputs) if outputs else []
-        body = spec.job_body(code, pack_inputs(inputs or {}), wanted)
+        packed = pack_inputs(inputs or {})
+        large_inputs = len(packed) > INLINE_INPUT_BYTES
+        # Small values still travel in the job: its body is checked before anything is sent.
+        body = spec.job_body(code, "" if large_inputs else packed, wanted)
         self.check_offloadable(spec)
         client = self.require_client()
+        needs_storage = large_inputs or bool(spec.uploads or spec.downloads)
+        if needs_storage and not self.storage_available():
+            self.bucket.access  # noqa: B018 (raises StorageUnavailable, which says what to do)
+        use_storage = needs_storage or (bool(wanted) and self.storage_available())
         try:
             service = self.ensure_service(spec)
         except KeyboardInterrupt:
@@ -400,6 +466,23 @@ class Session:
                 "interrupted while the runner service was being created; no job was sent"
             ) from None
         job_name = make_job_name(service, self.kernel_tag)
+        transfers = None
+        if use_storage:
+            transfers = JobTransfers(self.bucket, job_name)
+            try:
+                sealed = transfers.prepare(
+                    channel_key=self.channel_key(service),
+                    inputs=packed,
+                    uploads=[parse_upload(item) for item in spec.uploads],
+                    downloads=[parse_download(item) for item in spec.downloads],
+                    outputs=bool(wanted),
+                    seconds=url_seconds(spec.time_limit_seconds()),
+                    progress=self._progress(),
+                )
+            except BaseException:
+                transfers.discard()
+                raise
+            body = spec.job_body(code, sealed, wanted)
         try:
             job_name = self._send(client, service, body, job_name)
         except KeyboardInterrupt:
@@ -408,7 +491,13 @@ class Session:
                     client, service, job_name, spec, wanted, code, on_interrupt
                 )
             raise CellInterrupted(said) from None
-        return self._track(Job(client, service, job_name, spec), wanted, code)
+        except BaseException:
+            if transfers is not None:
+                transfers.discard()
+            raise
+        job = Job(client, service, job_name, spec)
+        job.transfers = transfers
+        return self._track(job, wanted, code)
 
     def _send(self, client: OscarClient, service: str, body: bytes, job_name: str) -> str:
         """POST the job; its name (OSCAR's own, on a cluster that ignores X-Delegated-Job-ID)."""
@@ -605,6 +694,7 @@ class Session:
                     if err.status_code != 404:
                         raise
             self._forget(row.job)
+            self._discard_objects(row.job)
             report.deleted_jobs.append(row.job)
         if services:
             if scope == "kernel":
@@ -618,6 +708,22 @@ class Session:
             for service in sorted(candidates):
                 self._delete_service_if_idle(client, service, report)
         return report
+
+    def _discard_objects(self, job: str) -> None:
+        """The job's objects in this user's bucket (none: nothing to do, no request)."""
+        tracked = self.jobs.get(job)
+        if tracked is not None and tracked.transfers is None:
+            return
+        if not self.storage_available():
+            return
+        try:
+            JobTransfers(self.bucket, job).discard()
+        except Exception as err:  # a leftover object is harmless; say it, go on
+            warnings.warn(
+                f"oscar-jupyter could not remove the objects of job {job}: {err}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def _forget(self, job: str) -> None:
         """Drop this user's record of a deleted job; a record left behind is harmless."""
@@ -814,7 +920,7 @@ def offload(
         session.poller.watch(job)
         return job
     try:
-        job.result(timeout)
+        job.result(timeout, progress=session.transfer_progress)
     except (KeyboardInterrupt, JobTimeout):
         job.cancel()  # never leave an orphaned job behind an interrupted call
         raise

@@ -684,6 +684,9 @@ class OffloadSpec:
     sbatch: str | None = None
     env: dict[str, str] = field(default_factory=dict, repr=False)
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    # LOCAL[:REMOTE] and REMOTE[:LOCAL] (transfers.py): how the job runs, not the service
+    uploads: list[str] = field(default_factory=list)
+    downloads: list[str] = field(default_factory=list)
     prefix: str = "oj"
     site: SiteFacts = field(default_factory=SiteFacts, repr=False)
 
@@ -1280,6 +1283,12 @@ def settings_from_options(options: Mapping[str, Any]) -> dict[str, Any]:
         )
     if mounts:
         settings["mounts"] = list(mounts)
+    for name in ("uploads", "downloads"):
+        items = options.get(name) or []
+        if isinstance(items, str):  # the panel's text field: one a word
+            items = items.split()
+        if items:
+            settings[name] = list(items)
     env_items = options.get("env") or []
     if isinstance(env_items, str):
         raise SpecError(

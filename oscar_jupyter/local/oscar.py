@@ -102,6 +102,7 @@ class LocalOscar:
         status_cache_seconds: float = STATUS_CACHE_SECONDS,
         access_token_lifetime: int = ACCESS_LIFETIME_S,
         interlink_available: bool = True,
+        storage: Any = None,
     ) -> None:
         self.layout = layout
         self.user = ADMIN_USER
@@ -124,6 +125,8 @@ class LocalOscar:
         # pkg/types/config.go CheckAvailableInterLink: true when a node carries the virtual
         # kubelet's label. False stands for a cluster without one: no virtual node anywhere.
         self.interlink_available = interlink_available
+        # storage_accounts.StorageAccounts, or None: no object store (minio_provider empty)
+        self.storage = storage
         self.state = LocalState(layout.state_file)
         self._status_checked: dict[str, float] = {}
         self._launching: dict[str, asyncio.Future] = {}
@@ -151,6 +154,8 @@ class LocalOscar:
             if caller.uid not in self.state.provisioned_users:
                 self.state.provisioned_users.append(caller.uid)
                 self.state.save()
+            if self.storage is not None:
+                self.storage.credentials(caller.uid)  # oidc.go: CreateMinIOUser
             return caller
         if not self.basic_auth_ok(header):
             raise ApiError(401, headers={"WWW-Authenticate": BASIC_CHALLENGE})
@@ -692,7 +697,19 @@ class LocalOscar:
             "home": str(self.layout.root),
         }
 
-    def config(self) -> dict[str, Any]:
+    def config(self, caller: Caller | None = None) -> dict[str, Any]:
+        """`pkg/handlers/config.go` 51-113: a Bearer caller gets its own MinIO keys, Basic the
+        cluster's (the admin's)."""
+        provider: dict[str, Any] = {
+            "endpoint": "",
+            "verify": True,
+            "access_key": "",
+            "secret_key": "",
+            "region": "",
+        }
+        if self.storage is not None:
+            oidc = caller is not None and caller.uid != ADMIN_UID
+            provider = self.storage.provider(caller.uid if oidc and caller else None)
         return {
             "config": {
                 "name": "oscar",
@@ -707,15 +724,22 @@ class LocalOscar:
                 "oidc_groups": [],
                 "minio_quota_enabled": False,
             },
-            "minio_provider": {
-                "endpoint": "",
-                "verify": True,
-                "access_key": "",
-                "secret_key": "",
-                "region": "",
-            },
+            "minio_provider": provider,
             "allowed_image_repositories": [],
         }
+
+    # -- buckets (pkg/handlers/buckets/*.go through storage_accounts)
+
+    def _bucket_owner(self, caller: Caller) -> str | None:
+        if self.storage is None:
+            raise ApiError(500, "Error creating MinIO admin client: no object store")
+        return None if caller.uid == ADMIN_UID else caller.uid
+
+    def create_bucket(self, body: bytes, caller: Caller) -> None:
+        self.storage.create_bucket(body, self._bucket_owner(caller))
+
+    def list_buckets(self, caller: Caller) -> list[dict[str, Any]]:
+        return list(self.storage.list_buckets(self._bucket_owner(caller)))
 
     def status(self, caller: Caller | None = None) -> dict[str, Any]:
         """`pkg/handlers/status.go`. With `real_status`, as a real cluster answers: nodes must

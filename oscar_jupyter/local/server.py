@@ -119,7 +119,16 @@ class InfoHandler(_SystemHandler):
 
 class ConfigHandler(_SystemHandler):
     def get(self) -> None:
-        self.send_json(200, self.oscar.config())
+        self.send_json(200, self.oscar.config(self.caller))
+
+
+class BucketsHandler(_SystemHandler):
+    def get(self) -> None:
+        self.send_json(200, self.oscar.list_buckets(self.caller))
+
+    def post(self) -> None:
+        self.oscar.create_bucket(self.request.body, self.caller)
+        self.send_text(201)
 
 
 class StatusHandler(_SystemHandler):
@@ -234,6 +243,7 @@ def make_app(oscar: LocalOscar) -> tornado.web.Application:
         (r"/system/info", InfoHandler, args),
         (r"/system/config", ConfigHandler, args),
         (r"/system/status", StatusHandler, args),
+        (r"/system/buckets", BucketsHandler, args),
         (r"/system/services", ServicesHandler, args),
         (r"/system/services/([^/]+)", ServiceHandler, args),
         (r"/job/([^/]+)", JobHandler, args),
@@ -264,6 +274,7 @@ def build_local_oscar(
     image_prefix: str = "docker://",
     real_status: bool = False,
     job_listing_limit: int = 70,
+    storage: Any = None,
 ) -> LocalOscar:
     """Wire the real parts: executor, container runtime, supervisor kit, plugin configuration."""
     from .executors import choose_executor
@@ -300,6 +311,7 @@ def build_local_oscar(
         node_gpus=node_gpus,
         real_status=real_status,
         job_listing_limit=job_listing_limit,
+        storage=storage,
     )
 
 
@@ -345,7 +357,16 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from .object_store import ObjectStoreConfig, start_object_store
+    from .storage_accounts import StorageAccounts
+
+    store = None
     try:
+        # OSCAR's MinIO: an S3 server on loopback, living as long as this server
+        layout = HomeLayout(args.home)
+        layout.create()
+        store = start_object_store(layout.root, layout.root / "object-store.log")
+        storage = StorageAccounts(ObjectStoreConfig.read(layout.root))
         oscar = build_local_oscar(
             args.home,
             node_name=args.node_name,
@@ -356,13 +377,21 @@ def main(argv: list[str] | None = None) -> int:
             image_prefix=args.image_prefix,
             real_status=args.real_status,
             job_listing_limit=args.job_listing_limit,
+            storage=storage,
         )
     except Exception as error:
         log.error("cannot start the local OSCAR: %s", error)
+        if store is not None:
+            store.kill()
         return 2
     try:
         return asyncio.run(_serve(oscar, args.host, args.port))
     finally:
+        store.terminate()
+        try:
+            store.wait(10)
+        except Exception:
+            store.kill()
         log.info("local OSCAR stopped")
 
 

@@ -443,6 +443,8 @@ def bwrap_arguments(invocation: Invocation, home: str, kit: Path | None) -> list
             )
         args += ["--ro-bind" if bind.read_only else "--bind", bind.source, bind.destination]
     args += ["--remount-ro", "/", "--chdir", invocation.pwd or home]
+    # The network namespace is the host's, as with apptainer's defaults (--containall does not
+    # unshare it): jobs reach the local object store on loopback, as a site's reach MinIO.
     args += ["--unshare-pid", "--unshare-ipc", "--die-with-parent", "--"]
     if invocation.command:
         args += invocation.command

@@ -635,8 +635,27 @@ class SidebarBackend:
                     "oscar-jupyter: could not delete the record of %s: %s", entry["job"], err
                 )
             deleted.append(entry["job"])
+        _discard_objects(client, owner, deleted)
         self._forget_listings(client)
         return {"cluster": listing["cluster"], "count": len(deleted), "deleted": deleted}
 
     def close(self) -> None:
         self.clients.close()
+
+
+def _discard_objects(client: OscarClient, owner: str, jobs: list[str]) -> None:
+    """The objects these deleted jobs left in the user's own bucket (transfers.py)."""
+    if not jobs:
+        return
+    from ..spec import OffloadSpec
+    from ..storage import StorageUnavailable, UserBucket, job_prefix
+
+    bucket = UserBucket(client, OffloadSpec.owner_tag(owner, client.endpoint))
+    try:
+        with_objects = bucket.job_names() & set(jobs)
+        for job in sorted(with_objects):
+            bucket.delete_prefix(job_prefix(job))
+    except StorageUnavailable:
+        return
+    except Exception as err:  # a leftover object is harmless; the jobs are gone all the same
+        log.warning("oscar-jupyter: could not remove the jobs' objects: %s", err)
