@@ -14,14 +14,14 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-def execute(nb, local_oscar, monkeypatch, name: str):
+def execute(nb, local_oscar, monkeypatch, name: str, cwd: Path = ROOT / "notebooks"):
     monkeypatch.setenv("OSCAR_CLI_CONFIG", str(local_oscar.profile_path))
     monkeypatch.setenv("OSCAR_JUPYTER_LOG_DIR", str(local_oscar.home / "client-logs"))
     client = NotebookClient(
         nb,
         timeout=300,
         kernel_name="python3",
-        resources={"metadata": {"path": str(ROOT / "notebooks")}},
+        resources={"metadata": {"path": str(cwd)}},
     )
     try:
         client.execute()
@@ -159,3 +159,26 @@ def test_results_and_figures_notebook_sends_trains_plots_and_returns(local_oscar
     api = next(c for c in code if "outputs=['mean']" in c.source)
     assert texts(api).strip().startswith("{'mean': 1.95")  # sum(ys) / len(ys)
     assert not any("@@OJ" in texts(c) or "supervisor -" in texts(c) for c in code)
+
+
+def test_storage_notebook_sends_a_data_set_and_brings_back_a_model_and_a_figure(
+    local_oscar, monkeypatch, tmp_path
+):
+    import base64
+
+    from ..png import decode_png
+
+    nb = nbformat.read(ROOT / "notebooks" / "04-data-through-storage.ipynb", as_version=4)
+    execute(nb, local_oscar, monkeypatch, "04-data-through-storage.executed", cwd=tmp_path)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "16 MiB data set" in texts(code[1])
+    fit = next(c for c in code if "--download /tmp/fit.png:fit.png" in c.source)
+    assert "rows: 233016 coefficients: [1. 2. 3. 4. 5. 6. 7. 8.]" in texts(fit, "stdout")
+    shown = code[-1]
+    back = "coefficients back in the notebook: [1. 2. 3. 4. 5. 6. 7. 8.]\n"
+    assert texts(shown, "stdout") == back
+    (figure,) = [o for o in shown.outputs if "image/png" in o.get("data", {})]
+    width, height = decode_png(base64.b64decode(figure.data["image/png"]))
+    assert width > 300 and height > 150
+    assert (tmp_path / "fit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not any("@@OJ" in texts(c) or "X-Amz-Signature" in texts(c) for c in code)

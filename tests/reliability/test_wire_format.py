@@ -353,9 +353,7 @@ def test_real_supervisor_adversarial_cell(supervisor_python, tmp_path):
     run = run_supervisor(supervisor_python, ADVERSARIAL_CELL, tmp_path)
     check_adversarial_cell(run)
     # the lines were logged live at DEBUG level, not only in the final dump
-    logged = "\n".join(
-        line for line in run.raw.decode().splitlines() if DEBUG_PREFIX[23:] in line
-    )
+    logged = "\n".join(line for line in run.raw.decode().splitlines() if DEBUG_PREFIX[23:] in line)
     assert ("o", 300) in {(kind, seq) for kind, seq, _ in wire.records_in(logged)}
 
 
