@@ -31,6 +31,7 @@ class Feature:
     prints: str = ""  # a line the cell's output must hold
     out: bool = False  # brings oj_out back (checked in the report cell)
     rich: str = ""  # a MIME type the cell's outputs must hold
+    downloads: bool = False  # writes a file that must come back (checked in the report cell)
 
 
 FEATURES = [
@@ -66,18 +67,32 @@ FEATURES = [
         "class Shown:\n    def _repr_html_(self):\n        return '<b>shown</b>'\ndisplay(Shown())",
         rich="text/html",
     ),
+    # Through the user's bucket on the cluster's object storage (the local OSCAR's S3 server).
+    Feature(
+        "--upload",
+        "--upload {data}/data.txt:/tmp/oj-up.txt",
+        "print('upload:' + open('/tmp/oj-up.txt').read().strip())",
+        "upload:mounted",
+    ),
+    Feature(
+        "--download",
+        "--download /tmp/oj-down.txt:{data}/down-{index}.txt",
+        "open('/tmp/oj-down.txt', 'w').write('downloaded')",
+        downloads=True,
+    ),
     Feature("--no-wait", "--no-wait", ""),
 ]
 PAIRS = [*itertools.combinations(FEATURES, 2), tuple(FEATURES)]
 
 
 def cell_of(features: tuple[Feature, ...], index: int, data: str) -> str:
-    flags = " ".join(f.flags for f in features if f.flags).replace("{data}", data)
+    flags = " ".join(f.flags for f in features if f.flags)
+    flags = flags.replace("{data}", data).replace("{index}", str(index))
     code = "\n".join(["import os", f"SECRET = {SECRET!r}"] + [f.code for f in features if f.code])
     return f"{OFFLOAD} -o job_{index} {flags}\n{code}\nprint('end of cell')"
 
 
-def report_cell(index: int, features: tuple[Feature, ...]) -> str:
+def report_cell(index: int, features: tuple[Feature, ...], data: str) -> str:
     """What the job gave, read from its handle, as one JSON line the test reads."""
     job = f"job_{index}"
     no_wait = any(f.name == "--no-wait" for f in features)
@@ -87,13 +102,16 @@ def report_cell(index: int, features: tuple[Feature, ...]) -> str:
         else "{'oj_out': oj_out} if 'oj_out' in dir() else {}"
     )
     lines = [
-        "import json",
+        "import json, os",
         f"values = {values}",
+        f"down = {data!r} + '/down-{index}.txt'",
+        "downloaded = open(down).read() if os.path.exists(down) else None",
         f"texts = [line.text for line in {job}.lines() if not line.bundle]",
         f"mimes = sorted({{m for line in {job}.lines() if line.bundle "
         "for m in line.bundle['data']})",
         f"print(json.dumps({{'values': values, 'texts': texts, 'mimes': mimes, "
-        f"'status': {job}.status(), 'pre_exec': 'pre-exec-ran' in {job}.raw_log}}))",
+        f"'status': {job}.status(), 'pre_exec': 'pre-exec-ran' in {job}.raw_log, "
+        "'downloaded': downloaded}))",
     ]
     if any(f.out for f in features) and not no_wait:
         lines.append("del oj_out")
@@ -111,7 +129,7 @@ def test_every_pair_of_features_works_in_one_cell(local_oscar, monkeypatch, tmp_
     )
     cells = [setup]
     for index, features in enumerate(PAIRS):
-        cells += [cell_of(features, index, str(data)), report_cell(index, features)]
+        cells += [cell_of(features, index, str(data)), report_cell(index, features, str(data))]
     nb = run(client_for(make_notebook(*cells), local_oscar, monkeypatch), "combinations")
     failures = []
     for index, features in enumerate(PAIRS):
@@ -155,6 +173,8 @@ def check(features: tuple[Feature, ...], offloaded, report) -> list[str]:
             problems.append(f"{feature.name}: no {feature.rich} output")
         if feature.rich and not no_wait and feature.rich not in shown_mimes:
             problems.append(f"{feature.name}: {feature.rich} not shown in the cell")
+        if feature.downloads and result["downloaded"] != "downloaded":
+            problems.append(f"{feature.name}: the file came back as {result['downloaded']!r}")
         if feature.out and result["values"].get("oj_out") != {"answer": 42}:
             problems.append(f"{feature.name}: oj_out came back as {result['values']}")
     return problems
