@@ -307,7 +307,7 @@ def _report_python(report: SiteReport, version: str, image: str) -> None:
         usable,
         blocking=True,
     )
-    report.facts["python"] = version
+    report.facts.update(python=version, image=image)
 
 
 def _storage_endpoint(session: Session) -> tuple[str | None, str]:

@@ -131,3 +131,28 @@ def test_the_check_command_explains_itself_and_refuses_bad_input(tmp_path):
     config.write_text("oscar: {}\n")
     unknown = oscar_jupyter("check", "nosuch", "--config", str(config))
     assert unknown.returncode == 2 and "nosuch" in unknown.stderr
+
+
+def test_a_cell_on_the_image_the_check_found_too_old_is_refused_before_sending(
+    local_oscar, tmp_path, monkeypatch
+):
+    from oscar_jupyter.session import Session
+    from oscar_jupyter.spec import SpecError
+
+    config = tmp_path / "config.yaml"
+    data = yaml.safe_load(local_oscar.profile_path.read_text())
+    old_image = "docker://rockylinux:8"
+    data["oscar"]["local"]["jupyter"] = {
+        "site_check": {"date": "2026-12-01", "python": OLD_VERSION, "image": old_image}
+    }
+    config.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("OSCAR_CLI_CONFIG", str(config))
+    session = Session()
+    session.connect("local")
+    spec = session.build_spec({"node": NODE, "time": "00:01:00", "image": old_image})
+    with pytest.raises(SpecError) as refused:
+        session.submit("print(1)", spec)
+    assert refused.value.flag == "--image"
+    assert str(refused.value).startswith(old_python_message(OLD_VERSION))
+    assert "site check of 2026-12-01" in str(refused.value)
+    assert session.jobs == {}  # nothing was sent
