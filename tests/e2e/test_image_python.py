@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from oscar_jupyter.config import JupyterSettings, load_profile
 from oscar_jupyter.runner import old_python_message
 
 from ..conftest import executor_choice, free_port
-from ..core.pythons import fake_python
+from ..core.pythons import fake_python, find_python
 
 pytestmark = pytest.mark.e2e
 NODE = "local-slurm"
@@ -34,13 +35,9 @@ def oscar_jupyter(*args: str, timeout: float = 600) -> subprocess.CompletedProce
     )
 
 
-@pytest.fixture(scope="module")
-def old_python_oscar(request, tmp_path_factory) -> Iterator[tuple[Path, str]]:
-    """A local OSCAR of its own whose jobs' python3 is 3.6.15: (its oscar-cli file, profile)."""
-    if executor_choice() != "process":
-        request.getfixturevalue("slurm_cluster")
-    root = tmp_path_factory.mktemp("old-python")
-    python = fake_python(root / "rhel8-python", OLD_VERSION)
+@contextmanager
+def local_oscar_with_python(root: Path, python: Path) -> Iterator[tuple[Path, str]]:
+    """A local OSCAR of its own whose jobs' python3 is `python`: (its oscar-cli file, profile)."""
     config, home = root / "config.yaml", root / "home"
     started = oscar_jupyter(
         "local", "start", "--home", str(home), "--port", str(free_port()),
@@ -56,18 +53,31 @@ def old_python_oscar(request, tmp_path_factory) -> Iterator[tuple[Path, str]]:
         assert stopped.returncode == 0, stopped.stderr
 
 
-def test_a_cell_on_an_image_with_python_3_6_ends_in_one_line(old_python_oscar, monkeypatch):
-    config, profile = old_python_oscar
+@pytest.fixture(scope="module")
+def old_python_oscar(request, tmp_path_factory) -> Iterator[tuple[Path, str]]:
+    """A local OSCAR whose jobs' python3 says it is 3.6.15."""
+    if executor_choice() != "process":
+        request.getfixturevalue("slurm_cluster")
+    root = tmp_path_factory.mktemp("old-python")
+    with local_oscar_with_python(root, fake_python(root / "rhel8-python", OLD_VERSION)) as made:
+        yield made
+
+
+def run_cells(config: Path, profile: str, monkeypatch, *cells: str):
     monkeypatch.setenv("OSCAR_CLI_CONFIG", str(config))
     nb = new_notebook(
-        cells=[
-            new_code_cell(f"%load_ext oscar_jupyter\n%oscar_connect {profile}"),
-            new_code_cell(f"%%oscar_offload --node {NODE} --time 00:01:00\nprint('never runs')"),
-        ],
+        cells=[new_code_cell(f"%load_ext oscar_jupyter\n%oscar_connect {profile}")]
+        + [new_code_cell(cell) for cell in cells],
         metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}},
     )
     NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True).execute()
-    outputs = nb.cells[1].outputs
+    return nb.cells[1:]
+
+
+def test_a_cell_on_an_image_with_python_3_6_ends_in_one_line(old_python_oscar, monkeypatch):
+    config, profile = old_python_oscar
+    cell = f"%%oscar_offload --node {NODE} --time 00:01:00\nprint('never runs')"
+    outputs = run_cells(config, profile, monkeypatch, cell)[0].outputs
     errors = [out for out in outputs if out.output_type == "error"]
     assert len(errors) == 1, outputs
     message = old_python_message(OLD_VERSION)
@@ -156,3 +166,29 @@ def test_a_cell_on_the_image_the_check_found_too_old_is_refused_before_sending(
     assert str(refused.value).startswith(old_python_message(OLD_VERSION))
     assert "site check of 2026-12-01" in str(refused.value)
     assert session.jobs == {}  # nothing was sent
+
+
+@pytest.mark.skipif(find_python("3.8") is None, reason="no python3.8 here (pyenv)")
+def test_a_cell_runs_on_an_image_with_a_real_python_3_8(request, tmp_path, monkeypatch):
+    if executor_choice() != "process":
+        request.getfixturevalue("slurm_cluster")
+    python = Path(find_python("3.8"))
+    with local_oscar_with_python(tmp_path, python) as (config, profile):
+        offload = f"%%oscar_offload --node {NODE} --time 00:01:00 --in n --out squares"
+        cells = run_cells(
+            config,
+            profile,
+            monkeypatch,
+            "n = 4",
+            offload + "\nimport sys\nprint('python', sys.version_info[:2])\n"
+            "squares = [i * i for i in range(n)]\ndisplay({'done': True})",
+            "print(squares)",
+            offload + "\nraise ValueError('boom')",
+        )
+    ran, shown, failed = cells[1].outputs, cells[2].outputs, cells[3].outputs
+    assert not [out for out in ran if out.output_type == "error"], ran
+    assert "python (3, 8)" in "".join(out.get("text", "") for out in ran)
+    assert "{'done': True}" in str(ran)
+    assert "[0, 1, 4, 9]" in "".join(out.get("text", "") for out in shown)
+    errors = [out for out in failed if out.output_type == "error"]
+    assert len(errors) == 1 and errors[0].evalue == "ValueError: boom"
