@@ -240,7 +240,7 @@ def _probe(
         job.raise_for_status()
     except JobFailed as failed:
         _record_timing(report, job, first_line)
-        old = old_python_in(failed.remote_traceback)
+        old = old_python_in(f"{failed}\n{failed.remote_traceback}")
         if old is not None:  # the runner's version gate stopped it
             _report_python(report, old, spec.image)
             report.add("the rest", "not checked: no job runs on this image (--image)")

@@ -92,6 +92,21 @@ def test_a_cell_on_an_image_with_python_3_6_ends_in_one_line(old_python_oscar, m
     assert "@@OJ" not in str(outputs)
 
 
+def test_the_python_api_ends_with_the_same_line(old_python_oscar, monkeypatch):
+    from oscar_jupyter.jobs import JobFailed
+    from oscar_jupyter.session import Session
+
+    config, profile = old_python_oscar
+    monkeypatch.setenv("OSCAR_CLI_CONFIG", str(config))
+    session = Session()
+    session.connect(profile)
+    job = session.submit("print('never runs')", session.build_spec({"node": NODE, "time": "60"}))
+    with pytest.raises(JobFailed) as failed:
+        job.result(120)
+    assert str(failed.value) == f"{old_python_message(OLD_VERSION)} (job {job.name})"
+    assert failed.value._render_traceback_() == [f"JobFailed: {failed.value}"]
+
+
 def test_the_command_line_check_says_the_images_python_is_too_old(old_python_oscar):
     config, profile = old_python_oscar
     checked = oscar_jupyter("check", profile, "--config", str(config), "--node", NODE)
