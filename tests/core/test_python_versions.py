@@ -192,3 +192,11 @@ def test_the_job_program_runs_on_a_real_python_3_8(run_runner, tmp_path):
     assert "to stderr" in result.text("stderr")
     assert result.parser.exit_code == 1
     assert result.parser.traceback().splitlines()[-1] == "ValueError: boom"
+
+
+def test_the_site_checks_probe_keeps_to_3_8_too():
+    from oscar_jupyter.site_check import probe_code
+
+    code = probe_code("http://storage.example:9000")
+    tree = ast.parse(code, feature_version=runner.OLDEST_PYTHON)
+    assert newer_than(tree, runner.OLDEST_PYTHON) == []
