@@ -2,8 +2,8 @@
 
 `runner.build_program` sends this file's text with the ``PARAMS = {}`` line replaced by the job's
 parameters. It runs under the runner's tagger (``tagger.py``) with the standard library of the
-image's Python (3.7 or newer) alone: it must never import oscar_jupyter, IPython or anything else
-that the image may lack. What it does, in order:
+image's Python (3.8 or newer: the runner's version gate) alone: it must never import
+oscar_jupyter, IPython or anything else that the image may lack. What it does, in order:
 
 - starts Python again with the cell's ``--env`` set, so variables read at start-up take effect;
 - loads the ``--in`` values (a pickle) into the cell's namespace; with storage (large values,

@@ -1,8 +1,10 @@
-"""`oscar-jupyter local start|stop|status`: the local OSCAR from a shell."""
+"""`oscar-jupyter check PROFILE`: a site checked from a shell (as `%oscar_check` in a notebook),
+and `oscar-jupyter local start|stop|status`: the local OSCAR."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +18,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="oscar-jupyter", description="Offload notebook cells to HPC through OSCAR."
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_check(commands)
     local = commands.add_parser(
         "local", help="the local OSCAR (this machine's Slurm, or plain processes)"
     )
@@ -72,11 +75,119 @@ def _parser() -> argparse.ArgumentParser:
         "(a real cluster lists none: by default nodes come from the "
         "kubeconfig the profile names)",
     )
+    start.add_argument(
+        "--job-python",
+        type=Path,
+        metavar="PATH",
+        help="the python3 that plays the image's in every job (default: the host's "
+        "/usr/bin/python3), e.g. an older one to see how the job program meets it",
+    )
     stop = actions.add_parser("stop", help="cancel its running jobs and stop it")
     stop.add_argument("--home", type=Path, help=home_help)
     status = actions.add_parser("status", help="show what runs")
     status.add_argument("--home", type=Path, help=home_help)
     return parser
+
+
+# Exit statuses of `check`: 0 cells run on the site (some features may still be missing: see
+# the table), 1 they do not, 2 the command line or the profile is wrong (argparse's too).
+CHECK_UNUSABLE, CHECK_ERROR = 1, 2
+
+
+def _add_check(commands: argparse._SubParsersAction) -> None:
+    check = commands.add_parser(
+        "check",
+        help="check a site with one probe job (a new user's first command)",
+        description="Send one tiny probe job to the cluster of PROFILE, as every cell goes, "
+        "and print what a first day on the site would otherwise find out cell by cell: "
+        "OSCAR's version and auth, interLink, the virtual nodes and where they came from, the "
+        "node's advertised capacity, the Kueue quota, queue wait and time to the first line, "
+        "the image's Python (oscar-jupyter needs 3.8 or newer), whether --pre-exec and "
+        "--secret arrive, /tmp's size and free space, and whether the job reaches the "
+        "cluster's object storage. The findings are kept, dated, in the profile's jupyter: "
+        "{site_check: ...} block, where the magics read them (as %oscar_check does).",
+        epilog="Exit status: 0 cells run on the site (a FAIL row is a feature it lacks), "
+        "1 they do not (no interLink, the probe job failed, the image's Python is too old), "
+        "2 a wrong command line or profile.",
+    )
+    check.add_argument("profile", metavar="PROFILE", help="a cluster of oscar-cli's config")
+    check.add_argument(
+        "--node", help="the virtual node to probe (default: the profile's, or the only one)"
+    )
+    check.add_argument(
+        "--image", help="the image to probe (default: the profile's, else oscar-jupyter's)"
+    )
+    check.add_argument(
+        "--config",
+        type=Path,
+        help="oscar-cli config file (default $OSCAR_CLI_CONFIG or ~/.oscar-cli/config.yaml)",
+    )
+    check.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds the probe job may take, queue included (default 900)",
+    )
+    check.add_argument(
+        "--no-keep",
+        dest="keep",
+        action="store_false",
+        help="do not record the findings in the profile",
+    )
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .client import OscarError
+    from .site_check import PROBE_TIMEOUT_SECONDS, check_site
+    from .spec import SpecError
+
+    if args.config is not None:
+        if not args.config.is_file():
+            print(
+                f"oscar-jupyter check: error: --config {args.config}: no such file; give "
+                "oscar-cli's config file",
+                file=sys.stderr,
+            )
+            return CHECK_ERROR
+        os.environ["OSCAR_CLI_CONFIG"] = str(args.config)  # where the profile is read and kept
+    timeout = PROBE_TIMEOUT_SECONDS if args.timeout is None else args.timeout
+    if timeout <= 0:
+        print("oscar-jupyter check: error: --timeout must be positive seconds", file=sys.stderr)
+        return CHECK_ERROR
+    try:
+        report = check_site(
+            args.profile,
+            node=args.node,
+            image=args.image,
+            timeout=timeout,
+            progress=_progress,
+            keep=args.keep,
+        )
+    except (ConfigError, SpecError) as error:
+        _progress_done()
+        print(f"oscar-jupyter check: error: {error}", file=sys.stderr)
+        return CHECK_ERROR
+    except OscarError as error:
+        _progress_done()
+        print(f"oscar-jupyter check: {args.profile} does not answer: {error}", file=sys.stderr)
+        return CHECK_UNUSABLE
+    _progress_done()
+    print(report.text())
+    if not report.usable:
+        print(f"\n{args.profile}: cells cannot run on this site (see FAIL above).")
+        return CHECK_UNUSABLE
+    return 0
+
+
+def _progress(text: str) -> None:
+    """Where the check is, on stderr (one line redrawn on a terminal)."""
+    if sys.stderr.isatty():
+        print(f"\r\033[Kchecking: {text}", end="", file=sys.stderr, flush=True)
+
+
+def _progress_done() -> None:
+    if sys.stderr.isatty():
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
 def _start(args: argparse.Namespace) -> None:
@@ -93,6 +204,7 @@ def _start(args: argparse.Namespace) -> None:
         node_gpus=args.node_gpus,
         image_prefix=args.image_prefix,
         real_status=args.real_status,
+        job_python=args.job_python,
     )
     if result.already_running:
         print(f"The local OSCAR is already running (pid {result.pid}).")
@@ -148,6 +260,8 @@ def _status(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `oscar-jupyter` command; returns the exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "check":
+        return _check(args)
     try:
         if args.action == "start":
             _start(args)

@@ -11,7 +11,7 @@ import traceback
 from typing import Any
 
 from . import hints
-from .jobs import Job, JobCancelled, JobFailed, is_marker
+from .jobs import Job, JobCancelled, JobFailed
 
 # The cell's file in a remote traceback (the program writes it to <work dir>/cell.py), or the
 # name a local compile gives it.
@@ -28,11 +28,7 @@ def relabel(text: str, name: str, offset: int) -> str:
 def final_traceback(job: Job) -> str:
     """The traceback of the exception that ended the cell: the stderr lines after the program's
     marker (chained exceptions included), else the parser's guess; "" when none."""
-    lines = job.lines()
-    marks = [i for i, line in enumerate(lines) if is_marker(line)]
-    if not marks:
-        return job.remote_traceback()
-    return "\n".join(line.text for line in lines[marks[-1] + 1 :] if line.stream == "stderr")
+    return job.remote_traceback()
 
 
 class CellError(JobFailed):

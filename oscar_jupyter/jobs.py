@@ -48,6 +48,7 @@ from .polling import (
     poll_each,
     poll_jobs,
 )
+from .runner import old_python_in, old_python_message
 from .spec import OffloadSpec, format_time
 from .timefmt import parse_iso
 from .transfers import JobTransfers, ProgressFactory
@@ -894,6 +895,10 @@ class Job:
             raise JobCancelled(self, f"job {self.name} was cancelled: {reason}", tail, "Slurm:")
         if reason:
             raise JobFailed(self, f"job {self.name} failed: {reason}", tail, "The end of its log:")
+        error = self.remote_traceback().strip()
+        version = old_python_in(error)
+        if version and error == old_python_message(version):  # the runner's version gate
+            raise JobFailed(self, f"{error} (job {self.name})")
         raise JobFailed(
             self,
             f"the cell failed on {self.node or 'the cluster'} with exit code {self.exit_code} "

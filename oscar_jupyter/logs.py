@@ -331,8 +331,14 @@ class LogParser:
             del self.partial[stream]
 
     def traceback(self) -> str:
-        """The cell's exception as printed by Python: the trailing stderr block from the last
-        traceback header (or, for a SyntaxError, from its last ``File`` line); "" when none."""
+        """The error that ended the job: the stderr lines after the last traceback marker (the
+        cell's exception, chained ones included, or the runner's early error), else the
+        trailing stderr block from the last traceback header (or, for a SyntaxError, from its
+        last ``File`` line); "" when none."""
+        marks = [i for i, line in enumerate(self.lines) if line.marker]
+        if marks:
+            after = self.lines[marks[-1] + 1 :]
+            return "\n".join(line.text for line in after if line.stream == "stderr")
         stderr = [line.text for line in self.lines if line.stream == "stderr"]
         for marker in (_TRACEBACK_HEADER, '  File "'):
             starts = [i for i, text in enumerate(stderr) if text.startswith(marker)]

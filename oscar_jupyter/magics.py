@@ -414,7 +414,8 @@ class OscarMagics(Magics):
     def oscar_check(self, line: str) -> Any:
         """%oscar_check [PROFILE] [--node NODE] [--image IMG] [--no-keep]: check a site with
         one probe job (OSCAR, interLink, nodes, queue wait, the image's Python, pre-exec,
-        secrets, /tmp) and keep what it found in the profile, where the magics read it."""
+        secrets, /tmp, the object storage) and keep what it found in the profile, where the
+        magics read it. `oscar-jupyter check PROFILE` does the same from a shell."""
         from .site_check import check_site
 
         p = _Parser("%oscar_check")

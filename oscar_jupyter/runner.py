@@ -25,8 +25,9 @@ output, under a stdout seq), ``@@OJ|r|0|<base64 JSON>|@@`` (the ``--out`` values
 that the program writes starting with a per-job nonce only it knows (see cell_program.py). ``t``
 stands for the stderr line ``TRACEBACK_MARKER``, which the magic never shows (it shows the
 traceback once, as the cell's error); a copy of that line printed by the cell is its text. The
-early errors of the script (no job body, no python3) come with a start line without
-``exit_key_sha256`` and an exit record with seq 0, as every exit record did before the key.
+early errors of the script (no job body, no python3, a python3 older than ``OLDEST_PYTHON``) come
+with a start line without ``exit_key_sha256``, a ``t`` record and the error as one stderr line
+(the cell's error), and an exit record with seq 0, as every exit record did before the key.
 
 Records travel one per line as above, or many in one line, ``@@OJ|z|<n>|<stdout seq>|<stderr
 seq>|<base64 of zlib>|@@`` (batch ``n``; the records inside in the inner form: a kind letter and
@@ -41,6 +42,7 @@ of the records, so lines of any length stay whole.
 from __future__ import annotations
 
 import base64
+import re
 import sys
 import zlib
 from pathlib import Path
@@ -77,6 +79,41 @@ MAX_PROGRAM_BYTES = MAX_BODY_BYTES * 3 // 4
 # directory and runs it.
 TAGGER = (Path(__file__).parent / "tagger.py").read_text(encoding="utf-8")
 
+# The oldest Python the job's program runs on; the script's version gate ends a job whose image
+# has an older python3 with OLD_PYTHON_MESSAGE as its error, before anything else runs.
+OLDEST_PYTHON = (3, 8)
+OLD_PYTHON_MESSAGE = (
+    "python3 {version} found in the image; oscar-jupyter needs {oldest} or newer; "
+    "choose another --image"
+)
+_OLDEST_TEXT = ".".join(map(str, OLDEST_PYTHON))
+_OLD_PYTHON = re.compile(
+    r"python3 (\d+\.\d+\.\d+) found in the image; oscar-jupyter needs \d+\.\d+ or newer"
+)
+# Runs on any python3 (2-compatible syntax, no single quote: it sits in '...' in the script).
+_VERSION_CHECK = (
+    'import sys; v = sys.version_info; print("%d.%d.%d %s" % '
+    f'(v[0], v[1], v[2], "ok" if v >= {OLDEST_PYTHON!r} else "old"))'
+)
+
+
+def old_python_message(version: str) -> str:
+    """The error of a job whose image has python3 `version`, older than OLDEST_PYTHON."""
+    return OLD_PYTHON_MESSAGE.format(version=version, oldest=_OLDEST_TEXT)
+
+
+def old_python_in(text: str) -> str | None:
+    """The image's Python version when `text` holds the version gate's error, else None."""
+    found = _OLD_PYTHON.search(text)
+    return found.group(1) if found else None
+
+
+def supports_python(version: str) -> bool:
+    """Whether the job's program runs on Python `version` ("3.11.2", "3.6")."""
+    parts = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+    return len(parts) == 2 and parts >= OLDEST_PYTHON
+
+
 # Runs under dash, set -u safe. It handles the early errors itself (writing the start line
 # first), then becomes the tagger (exec: a signal sent to the runner reaches the tagger, which
 # forwards it), which writes the start line with its exit key's digest.
@@ -94,33 +131,52 @@ _oj_start=$(printf '{"node": "%s", "job": "%s", "host": "%s", "time": "%s"}' \
   "$(_oj_safe "${RESOURCE_ID:-}")" "$(_oj_safe "${JOB_UUID:-}")" \
   "$(_oj_safe "$(uname -n 2>/dev/null)")" "$(_oj_safe "$(date -u +%s 2>/dev/null)")")
 
-_oj_fail() {  # exit code, message: the job ends before the tagger runs
+_oj_fail() {  # exit code, message: the job ends before the tagger runs, with the message as
+  # its error (after a traceback marker: the cell shows it once, as its error)
   printf '@@OJ|s|0|%s|@@\n' "$_oj_start"
-  printf '@@OJ|e|1|oscar-jupyter runner: %s|@@\n' "$2"
+  printf '@@OJ|t|1||@@\n'
+  printf '@@OJ|e|2|%s|@@\n' "$2"
   printf '@@OJ|x|0|%s|@@\n' "$1"
   exit 0
 }
 
 if [ -z "${INPUT_FILE_PATH:-}" ] || [ ! -f "$INPUT_FILE_PATH" ]; then
-  _oj_fail 2 "no job body (INPUT_FILE_PATH is unset or missing); submit the cell through \
-oscar-jupyter, which sends it as the job body"
+  _oj_fail 2 "oscar-jupyter runner: no job body (INPUT_FILE_PATH is unset or missing); submit \
+the cell through oscar-jupyter, which sends it as the job body"
 fi
 if ! command -v python3 >/dev/null 2>&1; then
-  _oj_fail 127 "python3 not found in the image; choose an image with Python 3 (--image)"
+  _oj_fail 127 "oscar-jupyter runner: python3 not found in the image; choose an image with \
+Python 3 (--image)"
 fi
+# The version gate: the job's program needs OLDEST_PYTHON; an older python3 ends the job here,
+# in one line, instead of deep inside the program.
+_oj_python=$(python3 -c '@VERSION_CHECK@' 2>/dev/null) || _oj_python=""
+case $_oj_python in
+  *' ok') ;;
+  *' old') _oj_fail 1 "@OLD_PYTHON@" ;;
+  *) _oj_fail 127 "oscar-jupyter runner: the image's python3 does not start (python3 -c \
+'import sys' fails); choose another --image" ;;
+esac
 
 _oj_work=$(mktemp -d /tmp/oj-XXXXXXXX 2>/dev/null) || {
   _oj_work=/tmp/oj-$$
   mkdir -p "$_oj_work"
 }
-cd "$_oj_work" || _oj_fail 2 "cannot use the work directory $_oj_work"
+cd "$_oj_work" || _oj_fail 2 "oscar-jupyter runner: cannot use the work directory $_oj_work"
 
-cat > .oj-tagger.py <<'_OJ_TAGGER_END_' || _oj_fail 2 "cannot write into $_oj_work"
+_oj_unwritable="oscar-jupyter runner: cannot write into $_oj_work"
+cat > .oj-tagger.py <<'_OJ_TAGGER_END_' || _oj_fail 2 "$_oj_unwritable"
 """
 _SCRIPT_TAIL = r"""_OJ_TAGGER_END_
 exec python3 .oj-tagger.py "$_oj_work" "$INPUT_FILE_PATH" "$_oj_start"
 """
-RUNNER_SCRIPT = _SCRIPT_HEAD + TAGGER.lstrip("\n") + _SCRIPT_TAIL
+RUNNER_SCRIPT = (
+    _SCRIPT_HEAD.replace("@VERSION_CHECK@", _VERSION_CHECK).replace(
+        "@OLD_PYTHON@", old_python_message("${_oj_python% old}")
+    )
+    + TAGGER.lstrip("\n")
+    + _SCRIPT_TAIL
+)
 
 
 def _compact(source: str) -> str:

@@ -49,6 +49,7 @@ from .ownership import (
     owns_service,
 )
 from .polling import MAX_LOG_BYTES_PER_SECOND
+from .runner import old_python_message, supports_python
 from .spec import OffloadSpec, SpecError, spec_of_service
 from .storage import StorageUnavailable, UserBucket
 from .transfers import (
@@ -246,8 +247,8 @@ class Session:
         return None if self._node_names is None else list(self._node_names)
 
     def check_offloadable(self, spec: OffloadSpec) -> None:
-        """Refuse, before anything is sent, a cell that could not reach an interLink node, or
-        whose secrets the site check found never arrive there."""
+        """Refuse, before anything is sent, a cell that could not reach an interLink node, whose
+        secrets the site check found never arrive there, or whose image it found too old."""
         checked = JupyterSettings.of(self.profile).site_check
         if spec.secrets and checked.get("secrets") is False:
             raise SpecError(
@@ -258,6 +259,14 @@ class Session:
                 "through a file on a --mount'ed path, or run `oscar-jupyter check` again once "
                 "the site runs interLink 0.6.2",
             )
+        version = checked.get("python")
+        if isinstance(version, str) and not supports_python(version):
+            if checked.get("image") == spec.image:
+                raise SpecError(
+                    "--image",
+                    f"{old_python_message(version)} (the site check of "
+                    f"{checked.get('date', 'this site')} found it in {spec.image})",
+                )
         if not self.interlink_available:
             raise NotOffloadable(
                 "this OSCAR reports interLink_available: false, so it would ignore the node and "

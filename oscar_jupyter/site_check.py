@@ -3,9 +3,12 @@
 It connects, sends one tiny probe job through the same path every cell takes, and reports, as a
 table, what a first day on the site would otherwise find out cell by cell: OSCAR's version and
 auth, interLink, the virtual nodes and where they came from, the node's advertised capacity, the
-user's Kueue quota, queue wait and time to the first line, the image's Python, whether a
-pre-exec command and a secret arrive, and the size of `/tmp`. What it learned is kept, dated, in
-the profile's `jupyter: {site_check: ...}` block, where the magics read it.
+user's Kueue quota, queue wait and time to the first line, the image's Python (and whether the
+runner's version gate lets it through), whether a pre-exec command and a secret arrive, the size
+of `/tmp`, and whether the job reaches the cluster's object storage. What it learned is kept,
+dated, in the profile's `jupyter: {site_check: ...}` block, where the magics read it. A site is
+unusable when a cell cannot run there at all (`SiteReport.usable`): no interLink, no probe job
+sent or ended well, an image's Python older than the job's program needs.
 """
 
 from __future__ import annotations
@@ -18,20 +21,31 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from .config import record_site_check
+from .config import JupyterSettings, record_site_check
 from .jobs import Job, JobFailed
+from .runner import OLDEST_PYTHON, old_python_in, old_python_message, supports_python
 from .session import Session
 from .spec import DEFAULT_IMAGE
 from .timefmt import duration
 
-# The oldest Python the job's program runs on (the image's own python3 runs it).
-OLDEST_PYTHON = (3, 8)
 PRE_EXEC_MARK = "oscar-jupyter-check: pre-exec ran"
 SECRET_NAME = "OJ_SITE_CHECK_SECRET"
 PROBE_TIMEOUT_SECONDS = 900.0
-# The probe prints one line of facts; everything it needs is in the standard library.
-PROBE = f"""\
-import json, os, platform, shutil, sys
+STORAGE_TIMEOUT_SECONDS = 10
+# The probe prints one line of facts; everything it needs is in the standard library. The
+# storage's endpoint counts as reached when it answers at all (an HTTP error is an answer).
+_PROBE = f"""\
+import json, os, platform, shutil, sys, urllib.error, urllib.request
+def reach(url):
+    if not url:
+        return None
+    try:
+        urllib.request.urlopen(url, timeout={STORAGE_TIMEOUT_SECONDS})
+    except urllib.error.HTTPError:
+        pass
+    except Exception as error:
+        return "%s: %s" % (type(error).__name__, error)
+    return "reached"
 tmp = shutil.disk_usage("/tmp")
 print("oj-check " + json.dumps({{
     "python": platform.python_version(),
@@ -41,8 +55,14 @@ print("oj-check " + json.dumps({{
     "tmp_bytes": tmp.total,
     "tmp_free_bytes": tmp.free,
     "secret": os.environ.get({SECRET_NAME!r}),
+    "storage": reach(STORAGE),
 }}), flush=True)
 """
+
+
+def probe_code(storage_endpoint: str | None) -> str:
+    """The probe job's cell: it reports its facts, and tries `storage_endpoint` when given."""
+    return f"STORAGE = {storage_endpoint!r}\n" + _PROBE
 
 
 @dataclass
@@ -52,6 +72,7 @@ class Finding:
     what: str
     found: str
     ok: bool | None = None
+    blocking: bool = False  # failed, no cell runs on the site
 
 
 @dataclass
@@ -60,12 +81,18 @@ class SiteReport:
     findings: list[Finding] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)  # what is kept in the profile
 
-    def add(self, what: str, found: str, ok: bool | None = None) -> None:
-        self.findings.append(Finding(what, found, ok))
+    def add(self, what: str, found: str, ok: bool | None = None, blocking: bool = False) -> None:
+        self.findings.append(Finding(what, found, ok, blocking))
 
     @property
     def ok(self) -> bool:
+        """Everything checked works."""
         return all(f.ok is not False for f in self.findings)
+
+    @property
+    def usable(self) -> bool:
+        """Cells run on the site (some features may still fail: see `ok`)."""
+        return not any(f.ok is False and f.blocking for f in self.findings)
 
     def text(self) -> str:
         width = max((len(f.what) for f in self.findings), default=0)
@@ -112,6 +139,7 @@ def check_site(
         "interLink",
         "available" if connection.interlink_available else "not enabled: jobs never reach HPC",
         connection.interlink_available,
+        blocking=True,
     )
     names = session.known_node_names()
     report.add(
@@ -122,7 +150,13 @@ def check_site(
     )
     chosen = node or _default_node(session, names)
     if chosen is None:
-        report.add("probe job", "not sent: give the node to check (--node NAME)", False)
+        report.add(
+            "probe job",
+            "not sent: no node known; give the node to check (--node NAME), or name the "
+            "site's nodes in the profile (jupyter: {nodes: [NAME]})",
+            False,
+            blocking=True,
+        )
         return report
     known = session.node_named(chosen)
     if known is not None and known.resources_known:
@@ -153,10 +187,16 @@ def check_site(
 
 
 def _default_node(session: Session, names: list[str] | None) -> str | None:
+    """The profile's node, else the only node listed, else the node the last check probed."""
     configured = session.build_spec({}).node
     if configured:
         return configured
-    return names[0] if names and len(names) == 1 else None
+    if names and len(names) == 1:
+        return names[0]
+    checked = (
+        JupyterSettings.of(session.profile).site_check.get("node") if session.profile else None
+    )
+    return checked if isinstance(checked, str) and checked else None
 
 
 def _probe(
@@ -172,6 +212,7 @@ def _probe(
     secret = hashlib.sha256(f"{session.require_client().endpoint}|{owner}".encode()).hexdigest()[
         :24
     ]
+    storage, storage_note = _storage_endpoint(session)
     spec = session.build_spec(
         {
             "node": node,
@@ -183,7 +224,7 @@ def _probe(
     )
     progress(f"sending a probe job to {node}")
     submitted = time.monotonic()
-    job = session.submit(PROBE, spec)
+    job = session.submit(probe_code(storage), spec)
     first_line: list[float] = []
 
     def seen(_job: Job, lines: list[Any]) -> None:
@@ -198,31 +239,32 @@ def _probe(
         whole_log = session.require_client().job_logs(job.service, job.name)
         job.raise_for_status()
     except JobFailed as failed:
-        report.add("probe job", f"failed: {failed}", False)
+        _record_timing(report, job, first_line)
+        old = old_python_in(f"{failed}\n{failed.remote_traceback}")
+        if old is not None:  # the runner's version gate stopped it
+            _report_python(report, old, spec.image)
+            report.add("the rest", "not checked: no job runs on this image (--image)")
+            return
+        report.add("probe job", f"failed: {failed}", False, blocking=True)
         tail = failed.remote_traceback.strip().splitlines()[-3:]
         if tail:
             report.add("its end", " | ".join(tail), False)
-        _record_timing(report, job, first_line)
         return
     except TimeoutError:
         job.cancel()
-        report.add("probe job", f"did not end within {timeout:g} s: cancelled", False)
+        report.add(
+            "probe job", f"did not end within {timeout:g} s: cancelled", False, blocking=True
+        )
         return
     finally:
         _forget(session)
     _record_timing(report, job, first_line)
     facts = _probe_facts(job)
     if facts is None:
-        report.add("probe job", "ended without its facts line", False)
+        report.add("probe job", "ended without its facts line", False, blocking=True)
         return
     version = str(facts.get("python", "?"))
-    usable = tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) >= OLDEST_PYTHON
-    report.add(
-        "image's Python",
-        f"python3 {version} in {spec.image}"
-        + ("" if usable else f"; oscar-jupyter needs {'.'.join(map(str, OLDEST_PYTHON))} or newer"),
-        usable,
-    )
+    _report_python(report, version, spec.image)
     pre_exec = PRE_EXEC_MARK in whole_log or PRE_EXEC_MARK in job.raw_log
     report.add(
         "--pre-exec",
@@ -245,14 +287,55 @@ def _probe(
         f"{tmp / 2**20:.0f} MiB, {free / 2**20:.0f} MiB free"
         + ("; data-heavy cells need a --mount'ed scratch path" if small else ""),
     )
-    report.add("object storage", "not checked (this release sends data through the log)")
+    _report_storage(report, storage, storage_note, facts.get("storage"))
     report.facts.update(
-        python=version,
         pre_exec=pre_exec,
         secrets=arrived,
         tmp_bytes=tmp,
         host=str(facts.get("host") or ""),
     )
+
+
+def _report_python(report: SiteReport, version: str, image: str) -> None:
+    usable = supports_python(version)
+    oldest = ".".join(map(str, OLDEST_PYTHON))
+    report.add(
+        "image's Python",
+        f"python3 {version} in {image} (oscar-jupyter needs {oldest} or newer)"
+        if usable
+        else f"{old_python_message(version)} (every job ends with this error)",
+        usable,
+        blocking=True,
+    )
+    report.facts.update(python=version, image=image)
+
+
+def _storage_endpoint(session: Session) -> tuple[str | None, str]:
+    """The object storage's endpoint the probe tries, or None and why there is none."""
+    from .storage import StorageUnavailable
+
+    try:
+        return session.bucket.access.endpoint, ""
+    except StorageUnavailable as why:
+        return None, str(why)
+
+
+def _report_storage(
+    report: SiteReport, endpoint: str | None, why_none: str, reached: object
+) -> None:
+    if endpoint is None:
+        report.add("object storage", f"none for this user ({why_none}): data travels in the log")
+        return
+    ok = reached == "reached"
+    report.add(
+        "object storage",
+        f"the job reaches {endpoint}"
+        if ok
+        else f"the job cannot reach {endpoint} ({reached}): --upload, --download and large "
+        "--in/--out values fail on this site",
+        ok,
+    )
+    report.facts["storage"] = ok
 
 
 def _record_timing(report: SiteReport, job: Job, first_line: list[float]) -> None:

@@ -87,6 +87,17 @@ def resolve_port(port: int | None = None) -> int:
     return port
 
 
+def _job_python(path: Path | str) -> str:
+    """`path` made absolute, checked to be an executable file (a python3 of an image)."""
+    python = Path(path).expanduser().absolute()
+    if not (python.is_file() and os.access(python, os.X_OK)):
+        raise DaemonError(
+            f"--job-python {python}: not an executable file; give the path of a python3, "
+            "e.g. /usr/bin/python3.8"
+        )
+    return str(python)
+
+
 def _layout(home: Path | str | None) -> HomeLayout:
     return HomeLayout(Path(home).expanduser() if home is not None else default_home())
 
@@ -107,6 +118,7 @@ def start(
     image_prefix: str = "docker://",
     real_status: bool = True,
     job_listing_limit: int = 70,
+    job_python: Path | str | None = None,
 ) -> StartResult:
     """Start the local OSCAR (or find it running) and write the `local` profile to `config_path`
     (default: oscar-cli's config file), a `local-<user>` OIDC profile for each of `users` (no
@@ -160,6 +172,8 @@ def start(
     ]
     if not real_status:
         command.append("--metrics-status")
+    if job_python is not None:
+        command += ["--job-python", _job_python(job_python)]
     with open(layout.log_file, "ab") as log_file:
         process = subprocess.Popen(
             command,

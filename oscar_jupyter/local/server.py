@@ -275,6 +275,7 @@ def build_local_oscar(
     real_status: bool = False,
     job_listing_limit: int = 70,
     storage: Any = None,
+    job_python: str | None = None,
 ) -> LocalOscar:
     """Wire the real parts: executor, container runtime, supervisor kit, plugin configuration."""
     from .executors import choose_executor
@@ -286,7 +287,7 @@ def build_local_oscar(
     layout.create()
     password = ensure_admin_password(layout)
     executor, reason = choose_executor(executor_preference)
-    singularity_path, runtime_description = runtime_command(home)
+    singularity_path, runtime_description = runtime_command(home, job_python=job_python)
     plugin_config = PluginConfig(
         data_root=str(layout.jobs_dir) + "/",
         singularity_path=str(singularity_path),
@@ -347,6 +348,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also list the virtual node in /system/status, as if it had metrics",
     )
     parser.add_argument("--job-listing-limit", type=int, default=70)
+    parser.add_argument(
+        "--job-python", help="the python3 that plays the image's (default: the host's)"
+    )
     return parser.parse_args(argv)
 
 
@@ -378,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
             real_status=args.real_status,
             job_listing_limit=args.job_listing_limit,
             storage=storage,
+            job_python=args.job_python,
         )
     except Exception as error:
         log.error("cannot start the local OSCAR: %s", error)

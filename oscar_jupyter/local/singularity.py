@@ -7,6 +7,9 @@ image's root; the image argument only names the container. ``--containall`` sema
 apply: a clean environment, fresh ``/tmp``, ``/var/tmp`` and home, an own pid and IPC namespace,
 and a read-only root. ``/supervisor`` holds the supervisor kit (see supervisor_kit.py), whose
 ``.binds`` lists host paths (its venv, the base python) bound read-only at their own path.
+An image's own interpreter can be played too (``oscar-jupyter local start --job-python PATH``):
+``$OSCAR_JUPYTER_JOB_PYTHON`` names a python3 that the container finds first on its PATH (as
+``/opt/job-python/bin/python3``), its installation bound read-only at its own path.
 
 The plugin's options that matter are honoured (``--bind``, ``--env-file``, ``--env``, ``--pwd``,
 ``--home``); the rest (``--nv``, ``--no-eval``, ``--containall``, ``--no-home``, ...) are accepted
@@ -26,6 +29,8 @@ from pathlib import Path
 
 KIT_BINDS_FILE = ".binds"
 KIT_ENV = "OSCAR_JUPYTER_SUPERVISOR_KIT"
+JOB_PYTHON_ENV = "OSCAR_JUPYTER_JOB_PYTHON"
+JOB_PYTHON_DIR = "/opt/job-python/bin"  # first on the container's PATH when a job python is set
 CACHE_ENV = "OSCAR_JUPYTER_CACHE"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PROGRAM = "singularity (bubblewrap stand-in)"
@@ -368,10 +373,26 @@ def _supervisor_kit() -> Path | None:
     return kit if kit.is_dir() else None
 
 
-def container_environment(invocation: Invocation, home: str) -> dict[str, str]:
+def job_python() -> str | None:
+    """The interpreter that plays the image's python3 (``$OSCAR_JUPYTER_JOB_PYTHON``), resolved;
+    None for the host's own."""
+    configured = os.environ.get(JOB_PYTHON_ENV)
+    return os.path.realpath(configured) if configured else None
+
+
+def installation_of(python: str) -> str:
+    """The folder to bind for `python` to work in the container: the one above its ``bin/``
+    (where its standard library is), else its own folder."""
+    folder = os.path.dirname(python)
+    return os.path.dirname(folder) if os.path.basename(folder) == "bin" else folder
+
+
+def container_environment(
+    invocation: Invocation, home: str, python: str | None = None
+) -> dict[str, str]:
     name = Path(invocation.image.split("://", 1)[-1]).name or "container"
     environment = {
-        "PATH": DEFAULT_PATH,
+        "PATH": f"{JOB_PYTHON_DIR}:{DEFAULT_PATH}" if python else DEFAULT_PATH,
         "HOME": home,
         "LANG": "C.UTF-8",
         "PS1": "Singularity> ",
@@ -421,7 +442,9 @@ def _covered_by_root(path: str) -> bool:
     return any(path == top or path.startswith(top + "/") for top in ("/usr", "/etc"))
 
 
-def bwrap_arguments(invocation: Invocation, home: str, kit: Path | None) -> list[str]:
+def bwrap_arguments(
+    invocation: Invocation, home: str, kit: Path | None, python: str | None = None
+) -> list[str]:
     args = ["bwrap", *_root_layout()]
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp"]
     if invocation.home and ":" in invocation.home:
@@ -442,6 +465,11 @@ def bwrap_arguments(invocation: Invocation, home: str, kit: Path | None) -> list
                 f"--bind {bind.source}:{bind.destination}: the source {bind.source} does not exist"
             )
         args += ["--ro-bind" if bind.read_only else "--bind", bind.source, bind.destination]
+    if python is not None:  # after the tmpfs mounts: the installation may be under /tmp
+        installation = installation_of(python)
+        if not _covered_by_root(installation):
+            args += ["--ro-bind", installation, installation]
+        args += ["--symlink", python, f"{JOB_PYTHON_DIR}/python3"]
     args += ["--remount-ro", "/", "--chdir", invocation.pwd or home]
     # The network namespace is the host's, as with apptainer's defaults (--containall does not
     # unshare it): jobs reach the local object store on loopback, as a site's reach MinIO.
@@ -484,8 +512,14 @@ def main(argv: list[str] | None = None) -> int:
                 "or apt-get install bubblewrap"
             )
         home = _home_path(invocation)
-        environment = container_environment(invocation, home)
-        args = bwrap_arguments(invocation, home, _supervisor_kit())
+        python = job_python()
+        if python is not None and not os.access(python, os.X_OK):
+            raise UsageError(
+                f"{JOB_PYTHON_ENV}={python} is not an executable file; give the path of a "
+                "python3 (oscar-jupyter local start --job-python PATH)"
+            )
+        environment = container_environment(invocation, home, python)
+        args = bwrap_arguments(invocation, home, _supervisor_kit(), python)
     except UsageError as error:
         print(f"FATAL: {error}", file=sys.stderr)
         return FATAL_EXIT
@@ -520,15 +554,24 @@ def _version_of(program: str) -> str:
     return result.stdout.strip().splitlines()[0] if result.stdout.strip() else Path(program).name
 
 
-def runtime_command(home: Path, supervisor_kit: Path | None = None) -> tuple[str, str]:
+def runtime_command(
+    home: Path, supervisor_kit: Path | None = None, job_python: str | None = None
+) -> tuple[str, str]:
     """(the plugin's SingularityPath, a human description of the container runtime).
 
     A real singularity or apptainer on PATH wins; otherwise ``home/bin/singularity`` is written:
-    a wrapper that runs this file with the current python (and names the supervisor kit).
+    a wrapper that runs this file with the current python (and names the supervisor kit and
+    the `job_python` that plays the image's python3).
     """
+    if job_python is not None:
+        job_python = os.path.abspath(job_python)
+        if not (os.path.isfile(job_python) and os.access(job_python, os.X_OK)):
+            raise ContainerRuntimeError(
+                f"--job-python {job_python}: not an executable file; give the path of a python3"
+            )
     for name in ("singularity", "apptainer"):
         found = shutil.which(name)
-        if found:
+        if found and job_python is None:
             return found, _version_of(found)
     bwrap = shutil.which("bwrap")
     if bwrap is None:
@@ -541,6 +584,10 @@ def runtime_command(home: Path, supervisor_kit: Path | None = None) -> tuple[str
     lines = ["#!/bin/sh", f"# Written by oscar-jupyter: {PROGRAM}."]
     if supervisor_kit is not None:
         lines.append(f"{KIT_ENV}={shlex.quote(str(supervisor_kit))}; export {KIT_ENV}")
+    if job_python is not None:
+        lines.append(f"{JOB_PYTHON_ENV}={shlex.quote(job_python)}; export {JOB_PYTHON_ENV}")
+    else:  # only the server's option sets it, not a variable left in a job's environment
+        lines.append(f"unset {JOB_PYTHON_ENV}")
     lines.append(
         f'exec {shlex.quote(sys.executable)} {shlex.quote(str(Path(__file__).resolve()))} "$@"'
     )
@@ -550,7 +597,10 @@ def runtime_command(home: Path, supervisor_kit: Path | None = None) -> tuple[str
     temporary.chmod(0o755)
     os.replace(temporary, wrapper)
     version = _version_of(bwrap).replace("bubblewrap ", "")
-    return str(wrapper), f"bubblewrap {version} (emulates singularity exec --containall)"
+    description = f"bubblewrap {version} (emulates singularity exec --containall)"
+    if job_python is not None:
+        description += f"; the image's python3 is {job_python}"
+    return str(wrapper), description
 
 
 if __name__ == "__main__":

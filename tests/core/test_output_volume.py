@@ -441,27 +441,3 @@ def test_a_log_file_that_refuses_a_write_sends_the_flush_through_the_pipe_instea
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=60)
     assert proc.stderr == b"direct False\n"
     assert proc.stdout == b"@@OJ|o|1|one|@@\n@@OJ|o|2|two|@@\n"
-
-
-@pytest.mark.parametrize("version", ["3.6", "3.7"])
-def test_an_old_python3_in_the_image_writes_into_the_log_file_too(tmp_path, version):
-    real = find_python(version)
-    if real is None:
-        pytest.skip(f"no python{version} here")
-    bin_dir = tmp_path / "old-bin"
-    bin_dir.mkdir()
-    os.symlink(real, bin_dir / "python3")
-    code = "import sys\nfor i in range(50000):\n    print('line', i)\nsys.exit(3)\n"
-    path = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    for redirect in (">>", ">"):
-        run_dir = tmp_path / redirect.replace(">", "gt")
-        run_dir.mkdir()
-        log = run_under_fake_supervisor(run_dir, code, redirect, path)
-        assert " - supervisor - DEBUG - @@OJ" not in log
-        parser = LogParser()
-        parser.feed(log)
-        if version == "3.6":  # the job's program needs 3.7: the tagger still reports it
-            assert parser.exit_code == 1 and "reconfigure" in parser.traceback()
-        else:
-            assert texts(parser.lines) == [f"line {i}" for i in range(50000)]
-            assert parser.exit_code == 3

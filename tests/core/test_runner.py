@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -22,7 +23,7 @@ from oscar_jupyter import runner
 from oscar_jupyter.logs import LogParser
 from oscar_jupyter.spec import RESERVED_ENV, OffloadSpec, SpecError
 
-from .pythons import find_python
+from .pythons import fake_python, find_python
 
 pytestmark = pytest.mark.skipif(shutil.which("dash") is None, reason="needs dash as /bin/sh")
 
@@ -267,7 +268,7 @@ def test_missing_job_body_is_a_clear_error(tmp_path):
     parser = LogParser()
     parser.feed(proc.stdout)
     assert parser.exit_code == 2
-    assert "INPUT_FILE_PATH" in parser.lines[0].text
+    assert "INPUT_FILE_PATH" in parser.traceback()
     assert parser.started["node"] == "unknown" and parser.started["job"] == "unknown"
     assert parser.started["host"] == os.uname().nodename
 
@@ -291,7 +292,7 @@ def test_image_without_python3_is_a_clear_error(tmp_path):
     parser = LogParser()
     parser.feed(proc.stdout)
     assert parser.exit_code == 127
-    assert "--image" in parser.lines[0].text and "python3" in parser.lines[0].text
+    assert "--image" in parser.traceback() and "python3" in parser.traceback()
 
 
 @settings(
@@ -336,24 +337,52 @@ def test_property_raw_bytes_come_back_visibly_and_nothing_is_dropped(run_runner,
     assert not re.search(r"[\x00-\x08\x0b-\x1f]", result.raw)
 
 
-@pytest.mark.parametrize("version", ["3.6", "3.7"])
-def test_runner_with_an_old_python3_in_the_image(run_runner, tmp_path, version):
-    real = find_python(version)
-    if real is None:
-        pytest.skip(f"no python{version} here")
+def old_pythons(tmp_path: Path, version: str) -> str:
+    """A real python<major.minor> when this machine has one, else one that says it is."""
+    real = find_python(".".join(version.split(".")[:2]))
+    if real is not None:
+        return real
+    return str(fake_python(tmp_path / "old-python", version))
+
+
+@pytest.mark.parametrize("version", ["3.6.15", "3.7.17"])
+def test_an_image_with_a_python3_older_than_3_8_ends_the_job_in_one_line(
+    run_runner, tmp_path, version
+):
     bin_dir = tmp_path / "old-bin"
     bin_dir.mkdir()
-    os.symlink(real, bin_dir / "python3")
-    code = 'import os, sys\nos.write(1, b"a\\xff\\n")\nprint("err", file=sys.stderr)\nsys.exit(3)'
+    os.symlink(old_pythons(tmp_path, version), bin_dir / "python3")
     result = run_runner(
-        OffloadSpec().job_body(code), env={"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+        OffloadSpec().job_body("print('never runs')"),
+        env={"PATH": f"{bin_dir}:{os.environ['PATH']}"},
     )
-    if version == "3.6":  # the job's program needs 3.7 (reconfigure); the tagger still reports it
-        assert result.parser.exit_code == 1
-        assert "reconfigure" in result.parser.traceback()
-    else:
-        assert result.text("stdout") == ["a\\xff"] and result.text("stderr") == ["err"]
-        assert result.parser.exit_code == 3
+    found = runner.old_python_in(result.raw)
+    assert found is not None and found.startswith(version[:3])
+    message = runner.old_python_message(found)
+    assert message == (
+        f"python3 {found} found in the image; oscar-jupyter needs 3.8 or newer; "
+        "choose another --image"
+    )
+    # the job's error is that one line, after the marker: nothing else ran
+    assert result.parser.exit_code == 1
+    assert result.parser.traceback() == message
+    assert result.text("stdout") == []
+    assert [line.marker for line in result.parser.lines] == [True, False]
+
+
+def test_the_version_gate_lets_this_python_through(run_runner):
+    assert runner.supports_python(platform.python_version())
+    result = run_runner(OffloadSpec().job_body("print('ran')"))
+    assert result.text("stdout") == ["ran"] and result.parser.exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("version", "supported"),
+    [("3.8.0", True), ("3.13.1", True), ("3.7.17", False), ("3.6", False), ("2.7.18", False)],
+)
+def test_which_pythons_the_job_program_supports(version, supported):
+    assert runner.supports_python(version) is supported
+    assert runner.OLDEST_PYTHON == (3, 8)
 
 
 env_names = st.from_regex(r"[A-Z_][A-Z0-9_]{0,8}", fullmatch=True).filter(
