@@ -13,11 +13,12 @@ from typing import Any
 
 from IPython.display import display
 
-from .job_status import cancelled_phrase
+from .job_status import TERMINAL, cancelled_phrase
 from .jobs import Job, is_marker
 from .logs import OutputLine
 from .spec import OffloadSpec
 from .timefmt import duration, short_id
+from .usage import hint, usage_parts
 
 SYMBOLS = {
     "Suspended": "◌",
@@ -38,7 +39,10 @@ def status_line(job: Job, note: str | None = None) -> str:
         parts[0] += cancelled_by(job)
     if job.node and status not in ("Suspended", "Pending"):
         parts[0] += f" on {job.node}"
-    if status not in ("Suspended", "Pending"):
+    usage = job.usage if status in TERMINAL else None
+    if usage is not None:  # measured on the cluster: wall, CPU and peak memory against the request
+        parts.extend(usage_parts(usage, job.request))
+    elif status not in ("Suspended", "Pending"):
         limit = job.time_limit
         elapsed = duration(job.elapsed())
         shown = f"{elapsed} / {duration(limit)}" if limit else elapsed
@@ -61,7 +65,8 @@ def status_line(job: Job, note: str | None = None) -> str:
     if note:
         parts.append(note)
     parts.append(f"job {short_id(job.name)}")
-    return " · ".join(parts)
+    advice = hint(usage, job.request) if usage is not None else None
+    return " · ".join(parts) + (f"\n{advice}" if advice else "")
 
 
 def cancelled_by(job: Job) -> str:
@@ -80,7 +85,8 @@ def status_bundle(job: Job, note: str | None = None) -> dict[str, str]:
     return {
         "text/plain": text,
         "text/html": f'<div style="font-family: var(--jp-code-font-family, monospace); '
-        f'color: {colour}" title="job {html.escape(job.name)}">{html.escape(text)}</div>',
+        f'white-space: pre-line; color: {colour}" title="job {html.escape(job.name)}">'
+        f"{html.escape(text)}</div>",
     }
 
 

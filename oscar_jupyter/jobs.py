@@ -51,6 +51,7 @@ from .polling import (
 from .spec import OffloadSpec, format_time
 from .timefmt import parse_iso
 from .transfers import JobTransfers, ProgressFactory
+from .usage import Request, Usage
 from .values import ResultError, decode_result
 from .waiting import EXPLAIN_WAIT_SECONDS, waiting_reason
 
@@ -322,6 +323,15 @@ class Job:
         return self._parser.exit_code
 
     @property
+    def usage(self) -> Usage | None:
+        """What the job used, as the runner measured it on the cluster (once it has ended)."""
+        return Usage.from_record(self._parser.usage)
+
+    @property
+    def request(self) -> Request:
+        return Request.of(self.spec)
+
+    @property
     def time_limit(self) -> int | None:
         return self.spec.time_limit_seconds()
 
@@ -356,6 +366,7 @@ class Job:
             self.started_at,
             self.finished_at,
             cancelled_by(facts) if status == "Cancelled" else None,
+            self.usage,
         )
 
     def is_done(self) -> bool:

@@ -20,6 +20,7 @@ STYLE_SHEET = """
   border-radius: 4px; background: var(--jp-layout-color1, transparent); padding: 8px 10px; }
 .oj-title { font-weight: 600; font-size: var(--jp-ui-font-size2, inherit); }
 .oj-muted { color: var(--jp-ui-font-color2, inherit); }
+.oj-hint { color: var(--jp-warn-color0, darkorange); flex-basis: 100%; }
 .oj-form { grid-gap: 6px 14px; width: 100%; }
 .oj-field { min-width: 0; }
 .oj-field .widget-text, .oj-field .widget-textarea, .oj-field .widget-dropdown,
