@@ -15,7 +15,7 @@ from typing import Any
 
 from .job_records import JobLabel, JobRecord
 from .timefmt import iso_utc, parse_iso
-from .usage import Request, Usage, core_hours, usage_json
+from .usage import Request, Usage, core_hours, total_core_hours, usage_json
 
 WAITING = ("Suspended", "Pending")
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
@@ -328,3 +328,10 @@ def status_from_log(
     if status in TERMINAL or listed not in TERMINAL:
         return status, cancelled_by(facts) if status == "Cancelled" else None
     return listed, listed_cancelled_by
+
+
+def rows_core_hours(rows: list[JobRow]) -> float:
+    """Core-hours of the rows' jobs together (cores asked x wall time)."""
+    return total_core_hours(
+        (row.request, row.usage.wall_seconds if row.usage else row.duration) for row in rows
+    )

@@ -214,6 +214,19 @@ def total_core_hours(jobs: Iterable[tuple[Request | None, float | None]]) -> flo
     return sum(core_hours(request, wall) for request, wall in jobs)
 
 
+def total_line(hours: float, whose: str) -> str:
+    """'Total for this notebook: 1.25 core-hours (cores asked × wall time)'."""
+    return f"Total for {whose}: {core_hours_text(hours)} (cores asked × wall time)"
+
+
+def used_text(usage: Usage | None, request: Request | None) -> str:
+    """A listing's "used" cell: the usage and, when there is one, the hint; "" before the end."""
+    if usage is None:
+        return ""
+    advice = hint(usage, request)
+    return usage_text(usage, request) + (f" · {advice}" if advice else "")
+
+
 def usage_json(usage: Usage | None, request: Request | None) -> dict[str, Any] | None:
     """The sidebar's `usage` object (labextension/src/api.ts `IUsage`): the measures and the
     words every view shows."""

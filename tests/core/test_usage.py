@@ -4,6 +4,7 @@ the words every view shows."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import textwrap
@@ -133,3 +134,80 @@ def test_core_hours_are_cores_asked_times_wall_time():
     assert core_hours_text(5.0) == "5.00 core-hours"
     assert core_hours_text(1.0) == "1.00 core-hour"
     assert core_hours_text(12.345) == "12.3 core-hours"
+
+
+class OneJobOscar:
+    """Lists one job and serves its log."""
+
+    def __init__(self, log: str) -> None:
+        self.log = log
+
+    def list_jobs(self, service: str) -> dict:
+        return {"job-1": {"status": "Succeeded"}}
+
+    def job_logs(self, service: str, job: str) -> str:
+        return self.log
+
+
+def ended_job(tmp_path, spec, usage=USED):
+    from oscar_jupyter.jobs import Job
+
+    log = cell_log("job-1", ["hi"], exit_key=KEY, usage=usage)
+    job = Job(OneJobOscar(log), "svc", "job-1", spec, log_dir=tmp_path)
+    job.refresh()
+    return job
+
+
+def test_the_status_line_of_an_ended_job_says_what_it_used_and_the_hint(tmp_path):
+    from oscar_jupyter.display import status_line
+    from oscar_jupyter.spec import OffloadSpec
+
+    job = ended_job(tmp_path, OffloadSpec(node="vk", time="02:00:00", cpus_per_task=8, mem="32G"))
+    assert job.status() == "Succeeded"
+    first, second = status_line(job).split("\n")
+    assert first.startswith("✔ Succeeded on vk · wall 00:03:05 of 02:00:00 · ")
+    assert "CPU 00:02:10 (0.7 of 8 CPUs on average) · peak 312.4 MiB of 32G" in first
+    assert second == "used 0.7 of 8 CPUs on average: ask for fewer with --cpus-per-task 1"
+    fitted = ended_job(tmp_path / "2", OffloadSpec(node="vk", time="00:05:00", mem="1G"))
+    assert "\n" not in status_line(fitted) and "peak 312.4 MiB of 1G" in status_line(fitted)
+
+
+def test_the_listing_and_the_sidebar_json_show_the_same_usage_and_the_core_hours(tmp_path):
+    from oscar_jupyter.job_status import JobState, listed_row, rows_core_hours
+    from oscar_jupyter.widgets.jobs_table import listing_bundle
+
+    request = Request(cpus=8, mem="32G", time="02:00:00")
+    usage = Usage.from_record(USED)
+    state = JobState("Succeeded", 0, "vk", None, None, None, usage)
+    row = listed_row("svc", "oj-1-9827865a7cfd", {}, state, kernel_tag=None, this_kernel=True)
+    row = dataclasses.replace(row, request=request)
+    entry = row.as_json(None)
+    assert entry["usage"]["text"] == usage_text(usage, request)
+    assert entry["usage"]["hint"] == hint(usage, request)
+    assert entry["request"] == {"cpus": 8, "mem": "32G", "time": "02:00:00"}
+    assert entry["core_hours"] == round(8 * 185 / 3600, 4)
+    assert rows_core_hours([row, row]) == 2 * 8 * 185 / 3600
+    text = listing_bundle([row, row], whose="this notebook")["text/plain"]
+    assert usage_text(usage, request) in text and hint(usage, request) in text
+    assert text.splitlines()[-1] == (
+        "Total for this notebook: 0.82 core-hours (cores asked × wall time)"
+    )
+
+
+def test_job_records_keep_the_request_and_the_usage_after_the_kernel(tmp_path, monkeypatch):
+    from oscar_jupyter import job_records
+    from oscar_jupyter.job_status import merge_records
+    from oscar_jupyter.spec import OffloadSpec
+
+    monkeypatch.setenv("OSCAR_JUPYTER_LOG_DIR", str(tmp_path / "logs"))
+    job = ended_job(tmp_path, OffloadSpec(node="vk", cpus_per_task=4, mem="8G"))
+    job.client.endpoint = "http://oscar.example"
+    job_records.note_submitted(job, "print('hi')", "local", "k1")
+    assert job_records.note_ended(job)
+    record = job_records._load("http://oscar.example", "job-1")
+    assert record is not None and record.status == "Succeeded"
+    assert record.request == {"cpus": 4, "mem": "8G", "time": None}
+    assert Usage.from_record(record.usage) == job.usage
+    # A view without the kernel: the row made from the record alone says the same.
+    (row,) = merge_records([], {"job-1": job_records.replace(record, status="Cancelled")})
+    assert row.usage == job.usage and row.request == Request(4, "8G", None)
