@@ -29,6 +29,8 @@ SYMBOLS = {
     "Cancelled": "■",
 }
 
+WHOLE_MINUTES = " (Slurm counts --time in whole minutes)"
+
 
 def status_line(job: Job, note: str | None = None) -> str:
     """e.g. '▶ Running on local-slurm · 00:00:12 / 02:30:00 · job 9827865a7cfd' (the short id;
@@ -40,14 +42,16 @@ def status_line(job: Job, note: str | None = None) -> str:
     if job.node and status not in ("Suspended", "Pending"):
         parts[0] += f" on {job.node}"
     usage = job.usage if status in TERMINAL else None
+    limit = job.time_limit
     if usage is not None:  # measured on the cluster: wall, CPU and peak memory against the request
         parts.extend(usage_parts(usage, job.request))
+        if limit and limit % 60 and usage.wall_seconds > limit:
+            parts[1] += WHOLE_MINUTES
     elif status not in ("Suspended", "Pending"):
-        limit = job.time_limit
         elapsed = duration(job.elapsed())
         shown = f"{elapsed} / {duration(limit)}" if limit else elapsed
         if limit and limit % 60 and job.elapsed() > limit:
-            shown += " (Slurm counts --time in whole minutes)"
+            shown += WHOLE_MINUTES
         parts.append(shown)
     if job.exit_code is not None and status in ("Succeeded", "Failed"):
         parts.append(f"exit code {job.exit_code}")
