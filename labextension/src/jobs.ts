@@ -682,12 +682,15 @@ function drawUsage(node: HTMLElement, job: IJob): void {
     node.replaceChildren();
     return;
   }
-  const parts = [];
-  if (usage.hint) {
-    parts.push(el('span', 'oj-sidebar-usage-hint', '⚠ '));
-  }
-  parts.push(el('span', 'oj-sidebar-usage-text', usage.text));
-  node.replaceChildren(...parts);
+  // The hint, when there is one, says more in a narrow row than the figures.
+  node.replaceChildren(
+    ...(usage.hint
+      ? [
+          el('span', 'oj-sidebar-usage-hint', '⚠ '),
+          el('span', 'oj-sidebar-usage-text', usage.hint)
+        ]
+      : [el('span', 'oj-sidebar-usage-text', usage.text)])
+  );
   node.classList.toggle('oj-mod-hint', Boolean(usage.hint));
   node.title = [
     usage.text,
