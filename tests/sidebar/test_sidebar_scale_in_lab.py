@@ -308,6 +308,16 @@ def test_filters_cell_links_live_log_and_states_with_two_notebooks(
             assert re.fullmatch(r"\[\d+\] · label = 'train-a'", train["label"]), train
             train_row = sidebar.locator(f'.oj-sidebar-job[data-job="{train["job"]}"]')
             quick_row = sidebar.locator(f'.oj-sidebar-job[data-job="{quick["job"]}"]')
+            # The quick job ended: its row says what it used, measured on the cluster, in the
+            # Python views' words (the hint first when there is one); the running one not yet.
+            quick_usage = quick_row.locator(".oj-sidebar-usage")
+            expect(quick_usage).to_be_visible(timeout=30_000)
+            assert re.match(
+                r"wall \d\d:\d\d:\d\d( of \S+)? · CPU \d\d:\d\d:\d\d \([\d.]+ of 1 CPU on average\)"
+                r" · peak [\d.]+ MiB",
+                quick_usage.get_attribute("title"),
+            ), quick_usage.get_attribute("title")
+            expect(train_row.locator(".oj-sidebar-usage")).to_be_hidden()
 
             # Log: a main-area panel (no dialog) following the running job: new lines arrive,
             # and the \r progress bar is redrawn in one line until its final state.
