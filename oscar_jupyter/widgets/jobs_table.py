@@ -27,7 +27,7 @@ from ..jobs import Job
 from ..ownership import check_scope, job_found
 from ..session import Session, current
 from ..timefmt import duration, iso_utc, local_and_relative, parse_iso, short_id
-from ..usage import Request, total_line, used_text
+from ..usage import Request, core_hours_text, total_core_hours, total_line, used_text
 from .clock import CLOCK
 from .jobview import JobView
 from .style import badge, style_widget
@@ -369,9 +369,14 @@ class JobsTable(w.VBox):
             )
             return
         running = sum(1 for job in jobs if not job.is_done())
+        hours = total_core_hours(
+            (row.request, row.job.usage.wall_seconds if row.job.usage else row.job.elapsed())
+            for row in self._rows.values()
+        )
         self.summary.value = html.escape(
             f"{len(jobs)} job(s) {where}, {running} not finished"
             + ("; updating as they change." if running else ".")
+            + f" {core_hours_text(hours)} (cores asked × wall time)."
         )
 
     # -- actions -------------------------------------------------------------------------------
