@@ -634,7 +634,9 @@ class GpuMemory:
 def measured_usage(started, gpu):
     """What the program used, as the usage record's JSON: wall seconds since it started, its
     process tree's user+sys CPU seconds and peak RSS (KiB: the largest of its processes, as
-    getrusage gives it on Linux) once it has been waited for, GPU memory when sampled."""
+    getrusage gives it on Linux) once it has been waited for, GPU memory when sampled. Where
+    nvidia-smi ran, its own CPU time is left out; its peak RSS (tens of MiB) is not separable,
+    which matters only for a GPU job that uses less host memory than nvidia-smi itself."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = children.ru_utime + children.ru_stime - gpu.overhead_cpu
     usage = {

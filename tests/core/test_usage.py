@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import textwrap
 
@@ -211,3 +212,21 @@ def test_job_records_keep_the_request_and_the_usage_after_the_kernel(tmp_path, m
     # A view without the kernel: the row made from the record alone says the same.
     (row,) = merge_records([], {"job-1": job_records.replace(record, status="Cancelled")})
     assert row.usage == job.usage and row.request == Request(4, "8G", None)
+
+
+def test_gpu_memory_is_measured_where_nvidia_smi_answers(tmp_path, monkeypatch):
+    # A stand-in nvidia-smi: two GPUs, of which CUDA_VISIBLE_DEVICES gives the job the first.
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    smi = tools / "nvidia-smi"
+    smi.write_text("#!/bin/sh\nprintf '0, 3000, 16000\\n1, 9000, 16000\\n'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    (tmp_path / "run").mkdir()
+    output, _ = run_tagger(tmp_path / "run", "print('on the GPU')\n", shutil.which("python3"))
+    kind, _, text = records(output)[-2]
+    usage = Usage.from_record(json.loads(text))
+    assert kind == "u" and usage is not None
+    assert (usage.gpu_memory, usage.gpu_total) == (3000 * MiB, 16000 * MiB)
+    assert usage_text(usage, None).endswith("GPU memory peak 2.9 GiB of 15.6 GiB")
