@@ -117,7 +117,10 @@ class JobState:
         return self.status in TERMINAL
 
     def duration(self) -> float | None:
-        """Seconds run (up to now while running), None before the job started."""
+        """Seconds run (up to now while running), None before the job started; once it has
+        ended, the wall time the runner measured, when it said."""
+        if self.usage is not None and self.done:
+            return self.usage.wall_seconds
         if self.started_at is None:
             return None
         end = self.finished_at or datetime.now(timezone.utc)

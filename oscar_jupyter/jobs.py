@@ -407,7 +407,11 @@ class Job:
         return max(0.0, (self.started_at - self.submitted_at).total_seconds())
 
     def elapsed(self) -> float:
-        """Seconds the cell has run, from the runner's start line (0 before it starts)."""
+        """Seconds the cell has run, from the runner's start line (0 before it starts); once it
+        has ended, the wall time the runner measured, when it said (the same in every view)."""
+        usage = self.usage
+        if usage is not None and self.is_done():
+            return usage.wall_seconds
         if self.started_at is None:
             return 0.0
         end = self.finished_at or datetime.now(timezone.utc)
