@@ -24,6 +24,9 @@ Decisions:
   advertised (interLink's default is 0), so it is a note: Slurm decides.
 * Nothing is checked when the node's resources are unknown (named by the profile only, or not
   listed): no refusal without numbers.
+* A large request with the node left at the cluster's default (no --node) is **noted**: nothing
+  can check it against the node the cluster picks, but the listed virtual nodes say whether any
+  of them could run it (`default_node_notes`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ from .spec import DEFAULT_MEMORY, MiB, OffloadSpec, SpecError, parse_memory
 
 GiB = 1024 * MiB
 OTHER_NODE = "choose another node: %oscar_nodes"
+# How the panel names "no --node": the cluster's default placement.
+CLUSTER_DEFAULT = "(cluster default)"
+# With the node left at the default, a request above these is noted (a small one is not news).
+NOTED_CPUS = 1
+NOTED_MEMORY = 4 * GiB
 
 
 def requested_cpus(spec: OffloadSpec) -> int | None:
@@ -115,6 +123,44 @@ def capacity_notes(spec: OffloadSpec, node: VirtualNode | None) -> list[str]:
             "(--partition chooses one)"
         )
     return notes
+
+
+def default_node_notes(spec: OffloadSpec, nodes: list[VirtualNode] | None) -> list[str]:
+    """With the node left at CLUSTER_DEFAULT (no --node), a large request is checked against no
+    node's capacity: say so, and whether any listed virtual node (`nodes`) could run it at all.
+    [] when a node is chosen or the request is small."""
+    if spec.node:
+        return []
+    cpus, memory, gpus = requested_cpus(spec), requested_memory(spec), requested_gpus(spec)
+    asked = []
+    if spec.cpus_per_task is not None and cpus is not None and cpus > NOTED_CPUS:
+        asked.append(f"--cpus-per-task {cpus}")
+    if spec.mem is not None and memory is not None and memory > NOTED_MEMORY:
+        asked.append(f"--mem {spec.mem}")
+    if gpus:
+        asked.append(f"--gpus {gpus}")
+    if not asked:
+        return []
+    request = " and ".join(asked)
+    where = f"{request} with the node left at {CLUSTER_DEFAULT}"
+    known = [n for n in nodes or [] if n.is_interlink and n.resources_known]
+    if not known:
+        return [
+            f"{where}: nothing checks this request against a node's capacity before it is "
+            f"sent; choose a node to check it ({OTHER_NODE})"
+        ]
+    fitting = [n.name for n in known if not capacity_problems(spec, n)]
+    if fitting:
+        return [
+            f"{where}: the node the cluster picks is not checked; "
+            f"{', '.join(fitting)} can run it (choose one to be sure)"
+        ]
+    largest = max(known, key=lambda n: (n.cpu_total, n.memory_total_bytes))
+    return [
+        f"{where}: no listed virtual node can run it (the largest, {largest.name}, offers "
+        f"{_cpus(largest.cpu_total)} and {format_bytes(largest.memory_total_bytes)}); "
+        f"the job would wait for resources that never come; ask for less or {OTHER_NODE}"
+    ]
 
 
 def _as_said(node: VirtualNode) -> str:

@@ -13,11 +13,12 @@ from typing import Any
 
 from IPython.display import display
 
-from .job_status import cancelled_phrase
+from .job_status import TERMINAL, cancelled_phrase
 from .jobs import Job, is_marker
 from .logs import OutputLine
 from .spec import OffloadSpec
 from .timefmt import duration, short_id
+from .usage import hint, usage_parts
 
 SYMBOLS = {
     "Suspended": "◌",
@@ -27,6 +28,8 @@ SYMBOLS = {
     "Failed": "✖",
     "Cancelled": "■",
 }
+
+WHOLE_MINUTES = " (Slurm counts --time in whole minutes)"
 
 
 def status_line(job: Job, note: str | None = None) -> str:
@@ -38,12 +41,17 @@ def status_line(job: Job, note: str | None = None) -> str:
         parts[0] += cancelled_by(job)
     if job.node and status not in ("Suspended", "Pending"):
         parts[0] += f" on {job.node}"
-    if status not in ("Suspended", "Pending"):
-        limit = job.time_limit
+    usage = job.usage if status in TERMINAL else None
+    limit = job.time_limit
+    if usage is not None:  # measured on the cluster: wall, CPU and peak memory against the request
+        parts.extend(usage_parts(usage, job.request))
+        if limit and limit % 60 and usage.wall_seconds > limit:
+            parts[1] += WHOLE_MINUTES
+    elif status not in ("Suspended", "Pending"):
         elapsed = duration(job.elapsed())
         shown = f"{elapsed} / {duration(limit)}" if limit else elapsed
         if limit and limit % 60 and job.elapsed() > limit:
-            shown += " (Slurm counts --time in whole minutes)"
+            shown += WHOLE_MINUTES
         parts.append(shown)
     if job.exit_code is not None and status in ("Succeeded", "Failed"):
         parts.append(f"exit code {job.exit_code}")
@@ -61,7 +69,8 @@ def status_line(job: Job, note: str | None = None) -> str:
     if note:
         parts.append(note)
     parts.append(f"job {short_id(job.name)}")
-    return " · ".join(parts)
+    advice = hint(usage, job.request) if usage is not None else None
+    return " · ".join(parts) + (f"\n{advice}" if advice else "")
 
 
 def cancelled_by(job: Job) -> str:
@@ -80,7 +89,8 @@ def status_bundle(job: Job, note: str | None = None) -> dict[str, str]:
     return {
         "text/plain": text,
         "text/html": f'<div style="font-family: var(--jp-code-font-family, monospace); '
-        f'color: {colour}" title="job {html.escape(job.name)}">{html.escape(text)}</div>',
+        f'white-space: pre-line; color: {colour}" title="job {html.escape(job.name)}">'
+        f"{html.escape(text)}</div>",
     }
 
 

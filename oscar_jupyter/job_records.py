@@ -79,6 +79,10 @@ class JobRecord:
     exit_code: int | None = None
     cancelled_by: str | None = None  # "this kernel", "the sidebar", ...
     finished_at: str | None = None  # ISO UTC
+    # What it asked for ({cpus, mem, time}: `usage.Request`) and, once it has ended, what it
+    # used (the runner's usage record: `usage.Usage`): the job views word them after the kernel.
+    request: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None
 
     @property
     def final(self) -> bool:
@@ -260,7 +264,14 @@ def delete(endpoint: str, job: str, owner: str) -> bool:
 
 
 def record_submitted(
-    *, cluster: str, endpoint: str, service: str, job: str, kernel: str | None, code: str
+    *,
+    cluster: str,
+    endpoint: str,
+    service: str,
+    job: str,
+    kernel: str | None,
+    code: str,
+    request: dict[str, Any] | None = None,
 ) -> JobRecord:
     record = JobRecord(
         cluster=cluster,
@@ -270,6 +281,7 @@ def record_submitted(
         kernel=kernel,
         submitted_at=iso_utc(datetime.now(timezone.utc), "milliseconds"),
         label=current_label(code),
+        request=request,
     )
     save(record)
     return record
@@ -287,6 +299,7 @@ def note_submitted(job: Any, code: str, cluster: str | None, kernel: str | None)
             job=job.name,
             kernel=kernel,
             code=code,
+            request=_request_of(job.spec),
         )
     except Exception as err:  # a full disk or a read-only home must not stop a cell
         warnings.warn(
@@ -295,6 +308,11 @@ def note_submitted(job: Any, code: str, cluster: str | None, kernel: str | None)
             RuntimeWarning,
             stacklevel=2,
         )
+
+
+def _request_of(spec: OffloadSpec) -> dict[str, Any]:
+    """What the job asked for, as `usage.Request` reads it back."""
+    return {"cpus": spec.cpus_per_task or 1, "mem": spec.mem, "time": spec.time}
 
 
 def mark_final(
@@ -307,13 +325,18 @@ def mark_final(
     exit_code: int | None = None,
     cluster: str | None = None,
     finished_at: str | None = None,
+    usage: dict[str, Any] | None = None,
 ) -> JobRecord:
-    """Record how a job ended (a record is made when none exists). A record already final keeps
-    its first word on who cancelled it."""
+    """Record how a job ended and what it used (a record is made when none exists). A record
+    already final keeps its first word on who cancelled it; a usage learned later is added."""
     record = _load(endpoint, job) or JobRecord(
         cluster=cluster or endpoint, endpoint=endpoint, service=service, job=job
     )
     if record.final and record.status == status:
+        if usage is None or record.usage is not None:
+            return record
+        record = replace(record, usage=usage)
+        save(record)
         return record
     record = replace(
         record,
@@ -321,9 +344,41 @@ def mark_final(
         exit_code=exit_code,
         cancelled_by=cancelled_by if status == "Cancelled" else None,
         finished_at=finished_at or now_iso(),
+        usage=usage or record.usage,
     )
     save(record)
     return record
+
+
+def note_ended(job: Any) -> bool:
+    """Record how a `Job` this kernel submitted ended and what it used, once it has ended (a job
+    listener: True once recorded, so the caller can stop listening). A records error is a
+    warning, never a failure of the cell."""
+    state = job.state()
+    if not state.done:
+        return False
+    usage = state.usage.as_record() if state.usage is not None else None
+    endpoint = getattr(job.client, "endpoint", None)
+    if not isinstance(endpoint, str):
+        return True
+    try:
+        mark_final(
+            endpoint,
+            job.service,
+            job.name,
+            state.status,
+            exit_code=state.exit_code,
+            cancelled_by=state.cancelled_by,
+            finished_at=iso_utc(state.finished_at) or None,
+            usage=usage,
+        )
+    except Exception as err:
+        warnings.warn(
+            f"oscar-jupyter could not record how job {job.name} ended: {err}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return True
 
 
 def note_cancelled(job: Any, by: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from .job_records import JobLabel, JobRecord
 from .timefmt import iso_utc, parse_iso
+from .usage import Request, Usage, core_hours, total_core_hours, usage_json
 
 WAITING = ("Suspended", "Pending")
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
@@ -109,13 +110,17 @@ class JobState:
     started_at: datetime | None  # the runner's start line, by the cluster's clock
     finished_at: datetime | None
     cancelled_by: str | None = None
+    usage: Usage | None = None  # what it used, measured by the runner (once it has ended)
 
     @property
     def done(self) -> bool:
         return self.status in TERMINAL
 
     def duration(self) -> float | None:
-        """Seconds run (up to now while running), None before the job started."""
+        """Seconds run (up to now while running), None before the job started; once it has
+        ended, the wall time the runner measured, when it said."""
+        if self.usage is not None and self.done:
+            return self.usage.wall_seconds
         if self.started_at is None:
             return None
         end = self.finished_at or datetime.now(timezone.utc)
@@ -144,6 +149,14 @@ class JobRow:
     started: str = ""  # OSCAR's start time, ISO
     mine: bool = True  # one of the user's own runner services
     submitted: str = ""  # when this machine's kernel submitted it (its record), ISO
+    usage: Usage | None = None  # measured by the runner, once it has ended
+    request: Request | None = None  # what it asked for (its record), None when unknown
+
+    @property
+    def core_hours(self) -> float:
+        """Cores asked x wall time (measured, else as counted here); 0 before it started."""
+        wall = self.usage.wall_seconds if self.usage is not None else self.duration
+        return core_hours(self.request, wall)
 
     @property
     def submitted_at(self) -> datetime | None:
@@ -185,6 +198,9 @@ class JobRow:
             "label": label,
             "cancelled_by": self.cancelled_by if self.status == "Cancelled" else None,
             "recorded": self.recorded,
+            "usage": usage_json(self.usage, self.request),
+            "request": None if self.request is None else self.request.as_record(),
+            "core_hours": round(self.core_hours, 4),
         }
 
 
@@ -216,6 +232,7 @@ def listed_row(
         finished=info.get("finish_time") or "",
         started=info.get("start_time") or "",
         mine=mine,
+        usage=state.usage,
     )
 
 
@@ -233,6 +250,8 @@ def with_record(row: JobRow, record: JobRecord | None) -> JobRow:
         status=status,
         cancelled_by=by,
         submitted=record.submitted_at or row.submitted,
+        usage=row.usage or Usage.from_record(record.usage),
+        request=Request.from_record(record.request) or row.request,
     )
 
 
@@ -254,6 +273,8 @@ def recorded_row(record: JobRecord, *, this_kernel: bool) -> JobRow:
         created=record.submitted_at or "",
         finished=record.finished_at or "",
         submitted=record.submitted_at or "",
+        usage=Usage.from_record(record.usage),
+        request=Request.from_record(record.request),
     )
 
 
@@ -310,3 +331,10 @@ def status_from_log(
     if status in TERMINAL or listed not in TERMINAL:
         return status, cancelled_by(facts) if status == "Cancelled" else None
     return listed, listed_cancelled_by
+
+
+def rows_core_hours(rows: list[JobRow]) -> float:
+    """Core-hours of the rows' jobs together (cores asked x wall time)."""
+    return total_core_hours(
+        (row.request, row.usage.wall_seconds if row.usage else row.duration) for row in rows
+    )

@@ -52,6 +52,7 @@ from .runner import old_python_in, old_python_message
 from .spec import OffloadSpec, format_time
 from .timefmt import parse_iso
 from .transfers import JobTransfers, ProgressFactory
+from .usage import Request, Usage
 from .values import ResultError, decode_result
 from .waiting import EXPLAIN_WAIT_SECONDS, waiting_reason
 
@@ -323,6 +324,15 @@ class Job:
         return self._parser.exit_code
 
     @property
+    def usage(self) -> Usage | None:
+        """What the job used, as the runner measured it on the cluster (once it has ended)."""
+        return Usage.from_record(self._parser.usage)
+
+    @property
+    def request(self) -> Request:
+        return Request.of(self.spec)
+
+    @property
     def time_limit(self) -> int | None:
         return self.spec.time_limit_seconds()
 
@@ -357,6 +367,7 @@ class Job:
             self.started_at,
             self.finished_at,
             cancelled_by(facts) if status == "Cancelled" else None,
+            self.usage,
         )
 
     def is_done(self) -> bool:
@@ -397,7 +408,11 @@ class Job:
         return max(0.0, (self.started_at - self.submitted_at).total_seconds())
 
     def elapsed(self) -> float:
-        """Seconds the cell has run, from the runner's start line (0 before it starts)."""
+        """Seconds the cell has run, from the runner's start line (0 before it starts); once it
+        has ended, the wall time the runner measured, when it said (the same in every view)."""
+        usage = self.usage
+        if usage is not None and self.is_done():
+            return usage.wall_seconds
         if self.started_at is None:
             return 0.0
         end = self.finished_at or datetime.now(timezone.utc)

@@ -13,9 +13,10 @@ parsed whole again, and de-duplication keeps the result the same.
 Control records are trusted only as the runner writes them. The first start line counts; when it
 announces an exit key's SHA-256, an exit record counts only with that key, so a cell that writes
 an exit record into the supervisor's pipe itself cannot end its job (the record shows as its
-text). The traceback marker counts only as the program's ``t`` record. The ``--out`` record is
-taken from its first intact copy: the supervisor logs it twice (DEBUG line, final dump), and a log
-stream that resends or loses bytes inside one copy must not cost the values.
+text), and the usage record counts only when its HMAC, keyed by that exit key, holds. The
+traceback marker counts only as the program's ``t`` record. The ``--out`` record is taken from
+its first intact copy: the supervisor logs it twice (DEBUG line, final dump), and a log stream
+that resends or loses bytes inside one copy must not cost the values.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ _BATCH_HEAD = runner.MARKER + "|" + runner.BATCH + "|"
 # The key of a line in `_seen`: seq * 2, + 1 on stderr.
 _STREAM_BIT = {runner.STDOUT: 0, runner.STDERR: 1}
 _DEBUG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - supervisor - DEBUG - ")
-_TAG = re.compile(r"^" + re.escape(runner.MARKER) + r"\|([oesxpqdrtOEPQ])\|(\d+)\|")
+_TAG = re.compile(r"^" + re.escape(runner.MARKER) + r"\|([oesxpqdrtuOEPQ])\|(\d+)\|")
+# Usage records kept until the exit record reveals the key that checks them: the runner's is the
+# last before the exit record; a cell that writes many costs no more than this many.
+_USAGE_CANDIDATES = 8
 _UNESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|.)")
 _TRACEBACK_HEADER = "Traceback (most recent call last):"
 # How much of the consumed text's start and end is kept to recognise the next text as its
@@ -91,6 +95,10 @@ class LogParser:
         self.exit_code: int | None = None
         self.started: dict | None = None
         self.result: str | None = None  # the --out values' record, base64 (see values.py)
+        # What the program used (the runner's usage record, checked by the exit key), once the
+        # job has ended: JSON fields as `usage.Usage` reads them.
+        self.usage: dict[str, Any] | None = None
+        self._usage_candidates: list[tuple[str, str]] = []  # (signature, JSON) in log order
         # The line each stream has not ended yet, as it looks now; gone once it is complete.
         self.partial: dict[str, str] = {}
         self.chars_parsed = 0  # characters looked at, over all feeds (cost: tests and bench)
@@ -175,6 +183,9 @@ class LogParser:
             if kind == runner.RESULT:
                 self._take_result(text, decorated=prefix is not None)
                 continue
+            if kind == runner.USAGE:
+                self._take_usage_candidate(tag.group(2), text)
+                continue
             if kind == runner.EXIT:
                 if self.exit_code is not None or not text.strip().lstrip("-").isdigit():
                     continue
@@ -189,6 +200,7 @@ class LogParser:
                 if self._result_again and prefix is not None:
                     continue  # taken from the final dump, after the --out record's second copy
                 self.exit_code = int(text)
+                self.usage = self._checked_usage(tag.group(2))
                 continue
             self._take_record(kind, seq, text, new)
         self.lines.extend(new)
@@ -307,6 +319,22 @@ class LogParser:
             return True
         digest = hashlib.sha256(key.encode("ascii")).hexdigest()
         return hmac.compare_digest(digest, self._exit_digest)
+
+    def _take_usage_candidate(self, signature: str, text: str) -> None:
+        if self.exit_code is not None or (signature, text) in self._usage_candidates:
+            return
+        self._usage_candidates = [*self._usage_candidates, (signature, text)][-_USAGE_CANDIDATES:]
+
+    def _checked_usage(self, exit_key: str) -> dict[str, Any] | None:
+        """The last usage record signed with the exit key (the last one at all in logs whose
+        start line names no key); None when there is none."""
+        for signature, text in reversed(self._usage_candidates):
+            if self._exit_digest is not None:
+                expected = hmac.new(exit_key.encode("ascii"), text.encode(), hashlib.sha256)
+                if not hmac.compare_digest(str(int(expected.hexdigest(), 16)), signature):
+                    continue
+            return _json_or_none(text)
+        return None
 
     def _take_result(self, text: str, decorated: bool) -> None:
         """The first intact copy of the --out record; the first copy while none is intact. A

@@ -496,7 +496,11 @@ class OscarMagics(Magics):
         empty = EMPTY["notebook" if notebook else scope]
         if args.hide_finished:
             empty = empty.replace("No jobs", "No running or waiting jobs")
-        display(listing_bundle(rows, ids=args.ids, empty=empty), raw=True)
+        whose = {"kernel": "this kernel's jobs", "mine": "your jobs", "all": "these jobs"}[scope]
+        bundle = listing_bundle(
+            rows, ids=args.ids, empty=empty, whose="this notebook" if notebook else whose
+        )
+        display(bundle, raw=True)
         return None
 
     @line_magic

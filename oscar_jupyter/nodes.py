@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from . import timefmt
 from .client import OscarClient, OscarError
 
 # interLink >= 0.4 labels its virtual nodes with the first; older releases with the second.
@@ -192,9 +193,4 @@ def discover_nodes(
 
 
 def format_bytes(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{count} B"
+    return timefmt.size(count)

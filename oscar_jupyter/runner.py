@@ -59,6 +59,10 @@ EXIT_KEY_FIELD = "exit_key_sha256"
 # A rich output (a figure, display(obj)): base64 of JSON {data, metadata, notes}, a stdout seq.
 # The --out values: base64 of JSON {python, size, sha256, pickle}, seq 0, once, before the exit.
 DISPLAY, RESULT = "d", "r"
+# What the program used: `@@OJ|u|<HMAC-SHA256 of the JSON keyed by the exit key, decimal>|<json:
+# wall_seconds, cpu_seconds, max_rss_kib[, gpu_memory_mib, gpu_total_mib]>|@@`, just before the
+# exit record (see `usage.py`).
+USAGE = "u"
 # A line not ended yet, as it looks now, under the seq it will have: p (stdout), q (stderr).
 PARTIAL_STDOUT, PARTIAL_STDERR = "p", "q"
 # Many records in one line: `@@OJ|z|<n>|<stdout seq>|<stderr seq>|<base64 of zlib>|@@` (batch n,

@@ -104,6 +104,12 @@ def _recorded_canceller(job: Job) -> str | None:
 set_cancel_lookup(_recorded_canceller)
 
 
+def _record_when_ended(job: Job) -> None:
+    """Keeps how the job ended and what it used in its record, for the views after the kernel."""
+    if job_records.note_ended(job):
+        job.remove_listener(_record_when_ended)
+
+
 class NotConnected(RuntimeError):
     pass
 
@@ -541,6 +547,7 @@ class Session:
         job_records.note_submitted(
             job, code, self.profile.cluster_id if self.profile else None, self.kernel_tag
         )  # labels the job views; never fails here
+        job.add_listener(_record_when_ended)
         self.submitted.add(job.name)
         self._remember_image(job.spec.image)
         return job

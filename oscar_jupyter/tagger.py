@@ -25,6 +25,11 @@ announces the SHA-256 of an exit key that only this process knows, and the exit 
 key. The key never leaves this process before the end: the program does not inherit it, and this
 process is made non-dumpable so that a process of the same user (the cell) can neither read its
 memory, environment or file descriptors through /proc nor ptrace it.
+
+Just before the exit record comes the usage record (``u``): what the program used, measured here
+(wall time, user+sys CPU and peak RSS of its process tree, peak GPU memory where nvidia-smi
+answers), as JSON signed with an HMAC-SHA256 keyed by the exit key: it can be checked only once
+the exit record reveals the key, so the cell cannot forge one either.
 """
 
 # ruff: noqa: UP031 (printf-style formatting, as the 3.5 syntax this program keeps to allows)
@@ -33,15 +38,18 @@ import base64
 import binascii
 import fcntl
 import hashlib
+import hmac
 import json
 import os
 import re
+import resource
 import selectors
 import shutil
 import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import zlib
@@ -107,6 +115,11 @@ PENDING_FLOOR = 4 << 20
 # Straight into the log, flushes are at least this far apart (a lone line after a pause goes at
 # once; a fast printer's lines gather into large batches), or BATCH_BYTES pending.
 BATCH_WINDOW = 0.02
+
+# GPU memory is sampled this often while the program runs (nvidia-smi, where there is one); its
+# peak over the samples goes into the usage record.
+GPU_EVERY = 5.0
+GPU_QUERY = ["--query-gpu=index,memory.used,memory.total", "--format=csv,noheader,nounits"]
 
 # C0 controls but tab (the supervisor ends a line at CR and logs the rest raw) and undecodable
 # bytes (U+DC80..U+DCFF after surrogateescape) travel as \xNN, in an upper-case-letter line.
@@ -536,6 +549,107 @@ def nonce_pipe():
     return read_end
 
 
+def usage_mac(exit_key, text):
+    """The usage record's signature: HMAC-SHA256 of its JSON keyed by the exit key, as decimal
+    digits (it travels in the record's seq field)."""
+    mac = hmac.new(exit_key.encode("ascii"), text.encode("utf-8"), hashlib.sha256)
+    return str(int(mac.hexdigest(), 16))
+
+
+def visible_gpus(environ):
+    """The GPU indexes CUDA_VISIBLE_DEVICES names (None: all that nvidia-smi lists)."""
+    value = environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    return set(names) if all(name.isdigit() for name in names) else None
+
+
+class GpuMemory:
+    """Peak GPU memory of the job's GPUs, sampled with nvidia-smi every GPU_EVERY (a thread, so
+    a slow nvidia-smi never holds the output up). Its own CPU time is counted apart: it is a
+    child of this process, as the program is, and the program's CPU time is what is reported."""
+
+    def __init__(self, environ):
+        self.command = shutil.which("nvidia-smi")
+        self.wanted = visible_gpus(environ)
+        self.peak_mib = None
+        self.total_mib = None
+        self.overhead_cpu = 0.0
+        self.stopped = False
+        self.thread = None
+
+    def sample(self):
+        try:
+            process = subprocess.Popen(
+                [str(self.command)] + GPU_QUERY,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+            pipe = process.stdout
+            assert pipe is not None
+            text = pipe.read().decode("ascii", "replace")
+            pipe.close()
+            # its own rusage, not counted as the program's (communicate() would reap it first)
+            _, status, used = os.wait4(process.pid, 0)
+            process.returncode = status
+            self.overhead_cpu += used.ru_utime + used.ru_stime
+        except (OSError, ValueError):
+            self.command = None
+            return
+        memory, total = 0, 0
+        for row in text.splitlines():
+            fields = [field.strip() for field in row.split(",")]
+            if len(fields) != 3 or not (fields[1].isdigit() and fields[2].isdigit()):
+                continue
+            if self.wanted is None or fields[0] in self.wanted:
+                memory += int(fields[1])
+                total += int(fields[2])
+        if status != 0 or not total:
+            self.command = None  # no GPU here (or none of ours): sampled no more
+            return
+        self.peak_mib = max(self.peak_mib or 0, memory)
+        self.total_mib = total
+
+    def watch(self):
+        while self.command and not self.stopped:
+            self.sample()
+            deadline = time.monotonic() + GPU_EVERY
+            while not self.stopped and time.monotonic() < deadline:
+                time.sleep(0.1)
+
+    def start(self):
+        if self.command:
+            self.thread = threading.Thread(target=self.watch)
+            self.thread.daemon = True
+            self.thread.start()
+
+    def stop(self):
+        self.stopped = True
+        if self.thread is not None:
+            self.thread.join(2 * GPU_EVERY)
+
+
+def measured_usage(started, gpu):
+    """What the program used, as the usage record's JSON: wall seconds since it started, its
+    process tree's user+sys CPU seconds and peak RSS (KiB: the largest of its processes, as
+    getrusage gives it on Linux) once it has been waited for, GPU memory when sampled. Where
+    nvidia-smi ran, its own CPU time is left out; its peak RSS (tens of MiB) is not separable,
+    which matters only for a GPU job that uses less host memory than nvidia-smi itself."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = children.ru_utime + children.ru_stime - gpu.overhead_cpu
+    usage = {
+        "wall_seconds": round(time.monotonic() - started, 3),
+        "cpu_seconds": round(max(0.0, cpu), 3),
+        "max_rss_kib": int(children.ru_maxrss),
+    }
+    if gpu.peak_mib is not None:
+        usage["gpu_memory_mib"] = gpu.peak_mib
+        usage["gpu_total_mib"] = gpu.total_mib
+    return json.dumps(usage, sort_keys=True)
+
+
 class Child:
     """The program's process. SIGTERM (scancel) and SIGINT sent to the runner go on to it."""
 
@@ -575,9 +689,10 @@ class Child:
         return process
 
 
-def run(program, output):
+def run(program, output, gpu):
     """Runs the program, tags both of its streams; its exit status as a shell reports it."""
     process = Child().start([sys.executable or "python3", "-u", program])
+    gpu.start()
     selector = selectors.DefaultSelector()
     streams = []
     for pipe, letter in ((process.stdout, "o"), (process.stderr, "e")):
@@ -611,6 +726,7 @@ def run(program, output):
         key.data.close()
     output.flush(force=True)
     status = process.wait()
+    gpu.stop()
     return status if status >= 0 else 128 - status
 
 
@@ -635,8 +751,10 @@ def main():
     output = Output(Sink(*open_direct(os.environ)))
     output.control("s", json.dumps(start))
     status = 255
+    started = time.monotonic()
+    gpu = GpuMemory(os.environ)
     try:
-        status = run(program, output)
+        status = run(program, output, gpu)
     except Exception:
         report = "oscar-jupyter runner: internal error\n" + traceback.format_exc()
         for line in report.rstrip("\n").split("\n"):
@@ -644,6 +762,11 @@ def main():
     finally:
         os.chdir("/")
         shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        usage = measured_usage(started, gpu)
+        output.control("u", usage, usage_mac(exit_key, usage))
+    except Exception:
+        pass  # the job's end matters more than what it used
     output.control("x", str(status), exit_key)
 
 

@@ -87,3 +87,13 @@ def short_id(job: str) -> str:
     """A job's own part of its name (12 hex digits), which every magic that takes a job
     accepts: 'oj-1a2b3c-...-5d799e-9827865a7cfd' -> '9827865a7cfd'."""
     return job.rsplit("-", 1)[-1]
+
+
+def size(count: int | float) -> str:
+    """A size in bytes as every view writes it: '512 B', '312.4 MiB', '27.9 GiB'."""
+    amount = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if amount < 1024 or unit == "TiB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return f"{count} B"

@@ -9,6 +9,9 @@ wire format"; `oscar_jupyter/runner.py` writes them, `oscar_jupyter/logs.py` rea
                                     a start line announcing sha256(K) and the exit record
                                     carrying K in its seq field (the exit record's integrity
                                     key; without it any exit record counts, as before the key)
+    usage_line({"wall_seconds": 3.0}, exit_key=K)
+                                    '@@OJ|u|<HMAC-SHA256 of the JSON keyed by K>|<json>|@@',
+                                    what the program used, written just before the exit record
     decorated(line)                 '<asctime> - supervisor - DEBUG - <line>'
     supervisor_log(lines)           a job's log as the supervisor writes it (DEBUG per line,
                                     then the output again, undecorated)
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import zlib
 from collections.abc import Iterable
@@ -77,6 +81,16 @@ def exit_line(code: int = 0, *, exit_key: str | None = None) -> str:
     return record("x", exit_key if exit_key is not None else 0, str(code))
 
 
+def usage_line(usage: dict[str, Any], *, exit_key: str | None = None) -> str:
+    """`@@OJ|u|<signature>|<json>|@@`: the usage record, signed with `exit_key` (0 without)."""
+    text = json.dumps(usage, sort_keys=True)
+    signature = "0"
+    if exit_key is not None:
+        mac = hmac.new(exit_key.encode("ascii"), text.encode("utf-8"), hashlib.sha256)
+        signature = str(int(mac.hexdigest(), 16))
+    return record("u", signature, text)
+
+
 def decorated(line: str, *, asctime: str = ASCTIME, level: str = "DEBUG") -> str:
     """How the supervisor logs one line of the script's output (after `strip()`)."""
     return f"{asctime} - supervisor - {level} - {line}"
@@ -100,6 +114,7 @@ def cell_log(
     node: str = "vk",
     exit_key: str | None = None,
     final_dump: bool | None = None,
+    usage: dict[str, Any] | None = None,
     **start_fields: Any,
 ) -> str:
     """The log of a runner job that printed `stdout` and (unless `exit_code` is None, a job
@@ -107,6 +122,8 @@ def cell_log(
     lines = [start(node, job, exit_key=exit_key, **start_fields)]
     lines += [out(seq, text) for seq, text in enumerate(stdout, start=1)]
     if exit_code is not None:
+        if usage is not None:
+            lines.append(usage_line(usage, exit_key=exit_key))
         lines.append(exit_line(exit_code, exit_key=exit_key))
     if final_dump is None:
         final_dump = exit_code is not None

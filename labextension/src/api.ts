@@ -54,6 +54,27 @@ export interface IJobLabel {
   text: string;
 }
 
+/** What a job used, measured by the runner on the cluster (oscar_jupyter/usage.py). */
+export interface IUsage {
+  wall_seconds: number;
+  cpu_seconds: number;
+  /** Bytes: the largest process's peak RSS. */
+  peak_memory: number;
+  gpu_memory: number | null;
+  /** "wall 00:03:05 of 02:00:00 · CPU 00:02:10 (0.7 of 1 CPU on average) · peak 312.4 MiB of
+   * 8G", as every view words it. */
+  text: string;
+  /** One line when the request was nearly exceeded or far too large; null when it fitted. */
+  hint: string | null;
+}
+
+/** What a job asked for: --cpus-per-task, --mem and --time as written (null: the default). */
+export interface IRequest {
+  cpus: number;
+  mem: string | null;
+  time: string | null;
+}
+
 export interface IJob {
   service: string;
   job: string;
@@ -81,6 +102,11 @@ export interface IJob {
   cancelled_by?: string | null;
   /** Kept from the local job records: OSCAR no longer lists it. */
   recorded?: boolean;
+  /** Once it has ended: what it used (null when the runner did not say). */
+  usage?: IUsage | null;
+  request?: IRequest | null;
+  /** Cores asked for × wall time, in hours. */
+  core_hours?: number;
 }
 
 export type JobScope = 'mine' | 'all';

@@ -217,3 +217,14 @@ export function formatWhen(
   }
   return `${formatStart(value, now)} (${formatRelative(value, now)})`;
 }
+
+/** "0.42 core-hours", "1.00 core-hour", "12.3 core-hours" (usage.core_hours_text). */
+export function coreHoursText(hours: number): string {
+  const shown = hours < 10 ? hours.toFixed(2) : hours.toFixed(1);
+  return `${shown} core-hour${shown === '1.00' || shown === '1.0' ? '' : 's'}`;
+}
+
+/** "Total for this notebook: 1.25 core-hours (cores asked × wall time)" (usage.total_line). */
+export function totalLine(hours: number, whose: string): string {
+  return `Total for ${whose}: ${coreHoursText(hours)} (cores asked × wall time)`;
+}

@@ -11,6 +11,7 @@ import { el, setText } from './dom';
 import { IJobGroup, keyOf } from './filter';
 import {
   cancelledPhrase,
+  coreHoursText,
   countsText,
   formatRelative,
   formatRunTime,
@@ -60,6 +61,7 @@ interface IRow {
   start: HTMLElement | null;
   badge: HTMLElement | null;
   duration: HTMLElement | null;
+  usage: HTMLElement | null;
   id: HTMLElement | null;
   where: HTMLElement | null;
   cancel: HTMLButtonElement | null;
@@ -356,6 +358,7 @@ export class JobsList {
       start: null,
       badge: null,
       duration: null,
+      usage: null,
       id: null,
       where: null,
       cancel: null,
@@ -425,9 +428,12 @@ export class JobsList {
     cancel.setAttribute('aria-label', 'Cancel');
     cancel.title = 'Cancel this job on the cluster';
     actions.append(log, cancel);
-    Object.assign(row, { badge, duration, id, cancel });
+    // What it used, once it has ended: one line cut to the row's width, whole in its tooltip.
+    const usage = el('span', 'oj-sidebar-fact oj-sidebar-usage');
+    usage.hidden = true;
+    Object.assign(row, { badge, duration, id, cancel, usage });
     if (child) {
-      row.node.append(row.check, id, badge, duration, actions);
+      row.node.append(row.check, id, badge, duration, usage, actions);
     } else {
       const head = el('div', 'oj-sidebar-card-head');
       const label = this.makeLabel(row);
@@ -435,7 +441,7 @@ export class JobsList {
       head.append(row.check, label, start);
       const facts = el('div', 'oj-sidebar-facts');
       const where = el('span', 'oj-sidebar-fact oj-sidebar-node-name');
-      facts.append(badge, duration, id, where, actions);
+      facts.append(badge, duration, id, where, usage, actions);
       row.node.append(head, facts);
       Object.assign(row, { label, start, where });
     }
@@ -664,7 +670,33 @@ export class JobsList {
       : 'Run time: the cell has not started yet';
     row.cancel!.hidden = !isActive(job.status);
     row.cancel!.disabled = cancelling;
+    drawUsage(row.usage!, job);
   }
+}
+
+/** What an ended job used, as the Python views word it, and the hint on its own line. */
+function drawUsage(node: HTMLElement, job: IJob): void {
+  const usage = job.usage ?? null;
+  node.hidden = usage === null;
+  if (usage === null) {
+    node.replaceChildren();
+    return;
+  }
+  // The hint, when there is one, says more in a narrow row than the figures.
+  node.replaceChildren(
+    ...(usage.hint
+      ? [
+          el('span', 'oj-sidebar-usage-hint', '⚠ '),
+          el('span', 'oj-sidebar-usage-text', usage.hint)
+        ]
+      : [el('span', 'oj-sidebar-usage-text', usage.text)])
+  );
+  node.classList.toggle('oj-mod-hint', Boolean(usage.hint));
+  node.title = [
+    usage.text,
+    ...(usage.hint ? [usage.hint] : []),
+    `${coreHoursText(job.core_hours ?? 0)} (cores asked × wall time), measured on the cluster`
+  ].join('\n');
 }
 
 /** When the job was submitted (ISO), as "newest first" sorts it. */

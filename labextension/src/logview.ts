@@ -16,7 +16,7 @@ import { copyIcon, downloadIcon } from '@jupyterlab/ui-components';
 import { Poll } from '@lumino/polling';
 import { Widget } from '@lumino/widgets';
 
-import { fetchJobLog, IJob, IJobLog, ILogLine } from './api';
+import { fetchJobLog, IJob, IJobLog, ILogLine, IUsage } from './api';
 import { el, setText } from './dom';
 import {
   formatRunTime,
@@ -49,6 +49,9 @@ export class LogView extends Widget {
   private node_: string | null;
   /** The run time as the job list counts it: the runner's start and, once ended, the total. */
   private times: IRunTimes;
+  /** What the job used, once ended, as the job list has it (measured on the cluster). */
+  private usage: IUsage | null;
+  private readonly usageLine: HTMLElement;
   private readonly facts: HTMLElement;
   private readonly badge: HTMLElement;
   private readonly statusText: HTMLElement;
@@ -73,6 +76,7 @@ export class LogView extends Widget {
       runner_start: job.runner_start,
       duration: job.duration
     };
+    this.usage = job.usage ?? null;
 
     const head = el('div', 'oj-logview-head');
     this.badge = el('span', 'oj-sidebar-badge');
@@ -90,7 +94,9 @@ export class LogView extends Widget {
       el('code', '', job.service)
     );
     this.facts = el('div', 'oj-logview-facts');
-    head.append(title, id, this.facts, this.statusText);
+    this.usageLine = el('div', 'oj-logview-usage');
+    this.usageLine.hidden = true;
+    head.append(title, id, this.facts, this.usageLine, this.statusText);
 
     this.omittedNote = el('div', 'oj-sidebar-empty');
     this.omittedNote.hidden = true;
@@ -170,12 +176,15 @@ export class LogView extends Widget {
   /** The job's row in a new listing: the run time as the list counts it. */
   listed(entry: IJob): void {
     const duration = typeof entry.duration === 'number' ? entry.duration : null;
+    const usage = entry.usage ?? this.usage;
     if (
       entry.runner_start === this.times.runner_start &&
-      duration === this.times.duration
+      duration === this.times.duration &&
+      usage === this.usage
     ) {
       return;
     }
+    this.usage = usage;
     this.times = {
       status: this.status,
       runner_start: entry.runner_start ?? this.times.runner_start,
@@ -323,6 +332,19 @@ export class LogView extends Widget {
     }
     setText(this.statusText, state);
     this.statusText.dataset.finished = String(this.finished);
+    // What it used, in the words of every other view, and the hint on its own line.
+    const usage = this.finished ? this.usage : null;
+    this.usageLine.hidden = usage === null;
+    this.usageLine.replaceChildren(
+      ...(usage
+        ? [
+            el('div', 'oj-logview-usage-text', `Used: ${usage.text}`),
+            ...(usage.hint
+              ? [el('div', 'oj-logview-usage-hint', `⚠ ${usage.hint}`)]
+              : [])
+          ]
+        : [])
+    );
     this.toggleClass('oj-mod-finished', this.finished);
   }
 }

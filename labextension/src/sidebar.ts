@@ -28,7 +28,14 @@ import {
 } from './api';
 import { el, setText } from './dom';
 import { groupJobs, JobFilter, JobSort, scopeOf, SORTS } from './filter';
-import { isActive, isFinished, shortId, timeTooltip } from './format';
+import {
+  coreHoursText,
+  isActive,
+  isFinished,
+  shortId,
+  timeTooltip,
+  totalLine
+} from './format';
 import { JobsList } from './jobs';
 import { showErrorDialog } from './logview';
 import { renderNodes } from './nodes';
@@ -489,13 +496,20 @@ export class OscarSidebar extends Widget {
     const running = shown.filter(job => isActive(job.status)).length;
     const where =
       this.filter === 'notebook' && notebook ? ` of ${basename(notebook)}` : '';
+    // Cores asked × wall time of the jobs shown: what this notebook's jobs cost the cluster.
+    const hours = shown.reduce((sum, job) => sum + (job.core_hours ?? 0), 0);
     const summary = listing
-      ? `${shown.length} job${shown.length === 1 ? '' : 's'}${where} · ${running} active`
+      ? `${shown.length} job${shown.length === 1 ? '' : 's'}${where} · ${running} active · ${coreHoursText(hours)}`
       : '';
     setText(this.summary, summary);
-    this.summary.title = listing?.refreshed_at
-      ? timeTooltip('Listed by the cluster', listing.refreshed_at)
-      : '';
+    this.summary.title = [
+      ...(listing?.refreshed_at
+        ? [timeTooltip('Listed by the cluster', listing.refreshed_at)]
+        : []),
+      ...(listing
+        ? [totalLine(hours, where ? basename(notebook ?? '') : 'these jobs')]
+        : [])
+    ].join('\n');
   }
 
   private switchCluster(name: string | null): void {

@@ -284,7 +284,10 @@ class SidebarBackend:
             for job_name, info in listing.items():
                 state = states[job_name]
                 record = records.get(job_name)
-                if record is not None and state.done and not record.final:
+                unrecorded = record is not None and (
+                    not record.final or (state.usage is not None and record.usage is None)
+                )
+                if unrecorded and state.done:
                     self._note_final(client, name, job_name, state)
                 row = listed_row(
                     name,
@@ -319,6 +322,7 @@ class SidebarBackend:
                 exit_code=state.exit_code,
                 cancelled_by=state.cancelled_by,
                 finished_at=iso_utc(state.finished_at) or None,
+                usage=state.usage.as_record() if state.usage is not None else None,
             )
         except OSError as err:
             log.warning("oscar-jupyter: could not record how job %s ended: %s", job, err)

@@ -22,11 +22,12 @@ from IPython.core.error import UsageError
 
 from .. import job_records
 from ..client import OscarError
-from ..job_status import JobRow, status_text
+from ..job_status import JobRow, rows_core_hours, status_text
 from ..jobs import Job
 from ..ownership import check_scope, job_found
 from ..session import Session, current
 from ..timefmt import duration, iso_utc, local_and_relative, parse_iso, short_id
+from ..usage import Request, core_hours_text, total_core_hours, total_line, used_text
 from .clock import CLOCK
 from .jobview import JobView
 from .style import badge, style_widget
@@ -58,12 +59,15 @@ def row_started(row: JobRow) -> datetime | None:
     return row.runner_start or parse_iso(row.start) or parse_iso(row.created)
 
 
-def listing_bundle(rows: list[JobRow], *, ids: bool = False, empty: str = "") -> dict[str, str]:
+def listing_bundle(
+    rows: list[JobRow], *, ids: bool = False, empty: str = "", whose: str = "these jobs"
+) -> dict[str, str]:
     """The rows as aligned plain text and as HTML (job id, service and kernel in the label's
-    tooltip, ISO UTC times in the time's tooltip)."""
+    tooltip, ISO UTC times in the time's tooltip), what each used as measured on the cluster,
+    and their core-hours in all (`whose`: 'this notebook', 'this kernel's jobs' ...)."""
     if not rows:
         return {"text/plain": empty, "text/html": f"<i>{html.escape(empty)}</i>"}
-    headers = ["job", "id", "status", "started", "duration", "node"]
+    headers = ["job", "id", "status", "started", "duration", "node", "used"]
     plain, cells = [], []
     for row in rows:
         started = row_started(row)
@@ -75,6 +79,7 @@ def listing_bundle(rows: list[JobRow], *, ids: bool = False, empty: str = "") ->
             local_and_relative(started),
             duration(row.duration),
             row.node or "",
+            used_text(row.usage, row.request),
         ]
         plain.append(values)
         where = " (kept from the local records)" if row.recorded else ""
@@ -86,6 +91,7 @@ def listing_bundle(rows: list[JobRow], *, ids: bool = False, empty: str = "") ->
             f"{when} {iso_utc(started)} UTC" if started else "",
             "from the runner's own start" if row.duration is not None else "",
             "",
+            "measured on the cluster by the runner" if row.usage is not None else "",
         ]
         cells.append(list(zip(values, tips, strict=True)))
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *plain, strict=True)]
@@ -105,7 +111,12 @@ def listing_bundle(rows: list[JobRow], *, ids: bool = False, empty: str = "") ->
         + "</tr>"
         for row in cells
     )
-    return {"text/plain": text, "text/html": f"<table><thead><tr>{head}</tr></thead>{body}</table>"}
+    total = total_line(rows_core_hours(rows), whose)
+    return {
+        "text/plain": f"{text}\n{total}",
+        "text/html": f"<table><thead><tr>{head}</tr></thead>{body}</table>"
+        f"<div>{html.escape(total)}</div>",
+    }
 
 
 class _Row:
@@ -119,6 +130,9 @@ class _Row:
         self.started = w.HTML()
         record = _record_of(job, table.session)
         self.label = record.label if record is not None else None
+        # What it asked for: its own spec in this kernel, else what its record kept.
+        recorded = Request.from_record(record.request) if record is not None else None
+        self.request = recorded if recorded is not None and not job.sent_here else job.request
         self.view_button = w.Button(description="View", tooltip="Show this job's live view")
         self.cancel_button = w.Button(
             description="Cancel", button_style="danger", tooltip="Cancel the job on the cluster"
@@ -143,6 +157,9 @@ class _Row:
         limit = job.time_limit
         clock = duration(job.elapsed())
         self.clock.value = f"{clock} / {duration(limit)}" if limit else clock
+        used = used_text(job.usage, self.request) if job.is_done() else ""
+        if used:
+            self.clock.value += f'<div class="oj-muted oj-usage">{html.escape(used)}</div>'
         # The runner's own start once it has started; until then when it was submitted.
         started = job.started_at or getattr(job, "submitted_at", None)
         word = "" if job.started_at else "submitted "
@@ -352,9 +369,14 @@ class JobsTable(w.VBox):
             )
             return
         running = sum(1 for job in jobs if not job.is_done())
+        hours = total_core_hours(
+            (row.request, row.job.usage.wall_seconds if row.job.usage else row.job.elapsed())
+            for row in self._rows.values()
+        )
         self.summary.value = html.escape(
             f"{len(jobs)} job(s) {where}, {running} not finished"
             + ("; updating as they change." if running else ".")
+            + f" {core_hours_text(hours)} (cores asked × wall time)."
         )
 
     # -- actions -------------------------------------------------------------------------------

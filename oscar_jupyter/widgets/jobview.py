@@ -17,6 +17,7 @@ from ..display import partial_output_lines
 from ..jobs import Job
 from ..session import Session, current
 from ..timefmt import duration
+from ..usage import hint, usage_text
 from .clock import CLOCK
 from .style import badge, style_widget
 
@@ -47,6 +48,13 @@ def header_html(job: Job) -> str:
         )
     if job.exit_code is not None and job.is_done():
         parts.append(f'<span class="oj-muted">exit code {job.exit_code}</span>')
+    usage = job.usage if job.is_done() else None
+    if usage is not None:
+        used = html.escape(usage_text(usage, job.request))
+        parts.append(f'<span class="oj-muted oj-usage">{used}</span>')
+        advice = hint(usage, job.request)
+        if advice:
+            parts.append(f'<span class="oj-hint">{html.escape(advice)}</span>')
     for note in (job.waiting_reason(), job.lag_note):
         if note:
             parts.append(f'<span class="oj-muted">{html.escape(note)}</span>')

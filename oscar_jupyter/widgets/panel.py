@@ -17,7 +17,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..capacity import capacity_notes, capacity_problems
+from ..capacity import CLUSTER_DEFAULT, capacity_notes, capacity_problems, default_node_notes
 from ..config import ConfigError, JupyterSettings
 from ..nodes import VirtualNode, format_bytes
 from ..options import BY_FIELD, BY_FLAG, OPTIONS, render
@@ -34,7 +34,7 @@ TEXT_FIELDS: dict[str, tuple[str, str]] = {
     for o in OPTIONS
     if o.field and o.label and o.field not in OWN_WIDGETS
 }
-NO_NODE = "(cluster default)"
+NO_NODE = CLUSTER_DEFAULT
 
 
 @dataclass
@@ -338,6 +338,8 @@ class Panel(w.VBox):
                     field_for_flag(refusal.flag) or "", Problem(refusal.flag, str(refusal))
                 )
             notes = [] if problems else capacity_notes(sited, node)
+            if not problems:
+                notes += default_node_notes(sited, self._virtual_nodes())
         else:
             notes = []
         self.capacity_note.value = "<br>".join(html.escape(f"Note: {n}") for n in notes)
@@ -358,6 +360,10 @@ class Panel(w.VBox):
             )
         except ConfigError:  # the magic says what is wrong with the profile
             return spec
+
+    def _virtual_nodes(self) -> list[VirtualNode] | None:
+        """The interLink nodes the dropdown offers (None before the cluster was asked)."""
+        return None if self.nodes is None else [n for n in self.nodes if n.is_interlink]
 
     def _chosen_node(self, name: str | None) -> VirtualNode | None:
         """The node's facts as the dropdown shows them, else as the session last heard them."""

@@ -20,6 +20,7 @@ STYLE_SHEET = """
   border-radius: 4px; background: var(--jp-layout-color1, transparent); padding: 8px 10px; }
 .oj-title { font-weight: 600; font-size: var(--jp-ui-font-size2, inherit); }
 .oj-muted { color: var(--jp-ui-font-color2, inherit); }
+.oj-hint { color: var(--jp-warn-color0, darkorange); flex-basis: 100%; }
 .oj-form { grid-gap: 6px 14px; width: 100%; }
 .oj-field { min-width: 0; }
 .oj-field .widget-text, .oj-field .widget-textarea, .oj-field .widget-dropdown,
@@ -32,6 +33,9 @@ STYLE_SHEET = """
 .oj-error { color: var(--jp-error-color1, inherit); font-size: var(--jp-ui-font-size0, inherit);
   line-height: 1.4; }
 .oj-error:empty { display: none; }
+/* A field with an error takes the form's whole row: its message is not squeezed into a column. */
+.oj-form > .oj-field.oj-invalid { grid-column: 1 / -1; }
+.oj-form > .oj-field.oj-invalid .oj-error { max-width: 60em; }
 .oj-rows { width: 100%; }
 .oj-row { width: 100%; align-items: center; }
 .oj-row .widget-text { flex: 1 1 auto; min-width: 0; width: auto; margin: 1px 4px 1px 0; }

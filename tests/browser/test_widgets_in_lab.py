@@ -108,6 +108,10 @@ def test_panel_and_live_job_view_in_jupyterlab_light_and_dark(lab, tmp_path):
             expect(panel.locator(".oj-invalid .oj-error")).to_contain_text(
                 "--gpus two: use a whole number"
             )
+            # ... across the form's whole width, not squeezed into one 170 px column.
+            form = panel.locator(".oj-form:has(> .oj-invalid)")
+            invalid = panel.locator(".oj-form > .oj-invalid").bounding_box()
+            assert invalid["width"] >= 0.95 * form.bounding_box()["width"], invalid
 
             # Fits the notebook's width: nothing wider than the output area.
             area = page.locator(".jp-OutputArea-output").filter(has=panel).bounding_box()

@@ -105,8 +105,9 @@ def test_the_tagger_tags_its_programs_streams_between_a_start_line_and_a_keyed_e
     kind, key, code = tagged[-1]
     assert (kind, code) == ("x", "5") and digest(key) == start[runner.EXIT_KEY_FIELD]
     assert int(key) > 2**64  # a fresh random key, not a counter
+    assert tagged[-2][0] == "u"  # what the program used, just before the exit record
     # order is exact within a stream; stderr's lines may come anywhere between stdout's
-    stdout = [r for r in tagged[1:-1] if r[0] not in "et"]
+    stdout = [r for r in tagged[1:-2] if r[0] not in "et"]
     assert stdout[:7] == [
         ("o", "1", "argv True"),
         ("o", "2", "nonce in environ False"),
@@ -119,7 +120,7 @@ def test_the_tagger_tags_its_programs_streams_between_a_start_line_and_a_keyed_e
     assert stdout[7] == ("O", "7", "\\x1eOJ0123456789abcdef|d|e30=")  # another nonce: text
     assert stdout[8][:2] == ("O", "8") and re.fullmatch(r"\\x1eOJ[0-9a-f]{16}\|t\|", stdout[8][2])
     assert stdout[9:] == [("o", "9", "no newline")]
-    stderr = [r for r in tagged[1:-1] if r[0] in "et"]
+    stderr = [r for r in tagged[1:-2] if r[0] in "et"]
     assert stderr == [("t", "1", ""), ("e", "2", "after the marker")]
     assert not work.exists()  # the tagger removed its file and the work directory
 

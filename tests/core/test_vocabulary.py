@@ -14,6 +14,7 @@ import pytest
 
 from oscar_jupyter.job_status import status_text
 from oscar_jupyter.timefmt import duration, iso_utc, relative, short_id
+from oscar_jupyter.usage import core_hours_text, total_line
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = json.loads((ROOT / "tests" / "golden" / "vocabulary.json").read_text(encoding="utf-8"))
@@ -27,6 +28,8 @@ def python_answers() -> dict[str, list[str]]:
         "relative": [relative(NOW - timedelta(seconds=ago), NOW) for ago, _ in CASES["relative"]],
         "short_id": [short_id(job) for job, _ in CASES["short_id"]],
         "status_text": [status_text(s, code, by) for s, code, by, _ in CASES["status_text"]],
+        "core_hours": [core_hours_text(hours) for hours, _ in CASES["core_hours"]],
+        "total_line": [total_line(hours, whose) for hours, whose, _ in CASES["total_line"]],
     }
 
 
@@ -50,6 +53,8 @@ console.log(JSON.stringify({{
   relative: cases.relative.map(([when]) => f.formatRelative(when, now)),
   short_id: cases.short_id.map(([job]) => f.shortId(job)),
   status_text: cases.status_text.map(([s, code, by]) => f.statusText(s, code, by)),
+  core_hours: cases.core_hours.map(([hours]) => f.coreHoursText(hours)),
+  total_line: cases.total_line.map(([hours, whose]) => f.totalLine(hours, whose)),
 }}));
 """
     done = subprocess.run(
@@ -65,6 +70,6 @@ console.log(JSON.stringify({{
 @pytest.mark.parametrize("answers", [python_answers, sidebar_answers], ids=["python", "sidebar"])
 def test_every_view_says_it_the_same_way(answers):
     got = answers()
-    for kind in ("duration", "relative", "short_id", "status_text"):
+    for kind in ("duration", "relative", "short_id", "status_text", "core_hours", "total_line"):
         expected = [case[-1] for case in CASES[kind]]
         assert got[kind] == expected, kind

@@ -61,13 +61,19 @@ def test_oscar_jobs_shows_labels_states_and_filters(local_oscar, monkeypatch, tm
 
     table = shown(cells[4])
     lines = table.splitlines()
-    assert lines[0].split() == ["job", "id", "status", "started", "duration", "node"]
+    assert lines[0].split() == ["job", "id", "status", "started", "duration", "node", "used"]
     assert len(re.findall(r"  [0-9a-f]{12}  ", table)) == 2  # the short ids the magics take
-    assert len(lines) == 3  # the cancelled cell [3] stays listed, with the finished [2]
+    assert len(lines) == 4  # the cancelled cell [3] stays listed, with the finished [2]
+    assert re.fullmatch(
+        r"Total for this kernel's jobs: \d+\.\d\d core-hours \(cores asked × wall time\)", lines[3]
+    )
     [cancelled] = [line for line in lines if "labels.ipynb · [3] · import time" in line]
     assert "Cancelled from this kernel" in cancelled
     [done] = [line for line in lines if "labels.ipynb · [2] · print('labelled job')" in line]
     assert "Succeeded" in done and "local-slurm" in done
+    # What it used, measured on the cluster; its duration is the measured wall time.
+    used = re.search(r"  ([\d:]{8})  local-slurm  wall ([\d:]{8}) of 00:02:00 · CPU ", done)
+    assert used and used[1] == used[2], done
     # Local clock time with its relative form; the exact UTC time and the job id as tooltips.
     assert re.search(r"\d\d:\d\d:\d\d \((just now|\d+ s ago|\d+ min ago)\)", done)
     page = html_of(cells[4])

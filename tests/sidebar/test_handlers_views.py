@@ -13,8 +13,10 @@ import os
 import pytest
 
 from oscar_jupyter import connections, job_records
+from oscar_jupyter.display import status_line
 from oscar_jupyter.server.backend import SidebarBackend
 from oscar_jupyter.session import Session
+from oscar_jupyter.usage import usage_text
 
 from .api import call, wait_for_job
 from .conftest import NODE
@@ -157,6 +159,13 @@ async def test_a_finished_jobs_run_time_is_the_one_python_counts(jp_fetch, sessi
     assert 3 <= entry["duration"] < 30
     seconds = done.state().duration()
     assert seconds is not None and abs(entry["duration"] - seconds) < 3, (entry, seconds)
+    # What it used: the same words as the cell's status line, and its core-hours.
+    assert done.usage is not None and entry["usage"] is not None, entry
+    assert entry["usage"]["text"] == usage_text(done.usage, done.request)
+    assert entry["usage"]["text"].startswith("wall 00:00:0")
+    assert entry["usage"]["text"].split(" · ")[0] in status_line(done)
+    assert entry["request"] == {"cpus": 1, "mem": None, "time": "00:02:00"}
+    assert entry["core_hours"] == round(done.usage.wall_seconds / 3600, 4)
     live = await wait_for_job(jp_fetch, running.name, ("Running",))
     assert live["runner_start"] and live["duration"] is not None and live["duration"] >= 0
     code, log = await call(jp_fetch, "jobs", done.service, done.name, "log")

@@ -102,7 +102,15 @@ def _made_up(index):
                   "text": f"{notebook.split('/')[-1]} \\u00b7 [{count}] \\u00b7 {first}"},
         "cancelled_by": "the sidebar" if status == "Cancelled" else None,
         "recorded": status == "Cancelled",
+        "usage": _usage(index) if status in ("Succeeded", "Failed") else None,
+        "request": {"cpus": 8, "mem": "32G", "time": "02:00:00"},
+        "core_hours": 8 * 29 / 60,
     }
+
+def _usage(index):
+    from oscar_jupyter.usage import Request, Usage, usage_json
+    used = Usage(29 * 60, 29 * 60 * 1.2, (index + 1) * 2**20)
+    return usage_json(used, Request(8, "32G", "02:00:00"))
 
 _padding = [_made_up(i) for i in range(PAD_JOBS)]
 
@@ -300,6 +308,16 @@ def test_filters_cell_links_live_log_and_states_with_two_notebooks(
             assert re.fullmatch(r"\[\d+\] · label = 'train-a'", train["label"]), train
             train_row = sidebar.locator(f'.oj-sidebar-job[data-job="{train["job"]}"]')
             quick_row = sidebar.locator(f'.oj-sidebar-job[data-job="{quick["job"]}"]')
+            # The quick job ended: its row says what it used, measured on the cluster, in the
+            # Python views' words (the hint first when there is one); the running one not yet.
+            quick_usage = quick_row.locator(".oj-sidebar-usage")
+            expect(quick_usage).to_be_visible(timeout=30_000)
+            assert re.match(
+                r"wall \d\d:\d\d:\d\d( of \S+)? · CPU \d\d:\d\d:\d\d \([\d.]+ of 1 CPU on average\)"
+                r" · peak [\d.]+ MiB",
+                quick_usage.get_attribute("title"),
+            ), quick_usage.get_attribute("title")
+            expect(train_row.locator(".oj-sidebar-usage")).to_be_hidden()
 
             # Log: a main-area panel (no dialog) following the running job: new lines arrive,
             # and the \r progress bar is redrawn in one line until its final state.
@@ -552,6 +570,23 @@ def test_500_jobs_render_within_a_second_and_scroll_smoothly(padded_lab, tmp_pat
             rendered = sidebar.locator(".oj-sidebar-job:not([hidden])").count()
             assert 0 < rendered < 60, f"{rendered} rows in the DOM for {total} jobs"
             # The sweep is one row with its counts, wherever it sorts; opened, its 100 jobs.
+            # An ended job's row says what it used, in the Python views' words, within its row.
+            from oscar_jupyter.usage import Request, Usage, hint, usage_text
+
+            used = Usage(29 * 60, 29 * 60 * 1.2, 2 * 2**20)
+            second = "oj-runner-padding-abc123-000000000001"  # Succeeded
+            ended = sidebar.locator(f'.oj-sidebar-job[data-job="{second}"]')
+            usage = ended.locator(".oj-sidebar-usage")
+            request = Request(8, "32G", "02:00:00")
+            advice = hint(used, request)
+            assert advice == "used 1.2 of 8 CPUs on average: ask for fewer with --cpus-per-task 2"
+            expect(usage).to_have_text("⚠ " + advice)  # the hint first: it says the most
+            assert usage.get_attribute("title").split("\n")[:2] == [
+                usage_text(used, request),
+                advice,
+            ]
+            assert ended.bounding_box()["height"] <= 50
+            expect(sidebar.locator(".oj-sidebar-summary")).to_contain_text(" core-hours")
             sweep = sidebar.locator('.oj-sidebar-group[data-notebook="experiments/sweep.ipynb"]')
             sidebar.get_by_label("Filter jobs").fill("sweep")
             expect(sweep).to_have_count(1)

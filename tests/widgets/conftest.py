@@ -51,8 +51,12 @@ class JobLogEndpoint:
             for offset, text in enumerate(lines, start=1):
                 self.logs[name] += wire.record(stream, seq + offset, text) + "\n"
 
-    def finish(self, service: str, name: str, exit_code: int = 0) -> None:
+    def finish(
+        self, service: str, name: str, exit_code: int = 0, usage: dict | None = None
+    ) -> None:
         with self.lock:
+            if usage is not None:  # what the runner measured, just before its exit record
+                self.logs[name] += wire.usage_line(usage) + "\n"
             self.logs[name] += wire.exit_line(exit_code) + "\n"
             entry = self.listing[service][name]
             entry["status"] = "Succeeded"

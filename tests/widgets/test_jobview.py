@@ -9,6 +9,7 @@ import time
 from oscar_jupyter.display import live_bundle
 from oscar_jupyter.widgets import JobsTable, JobView
 from oscar_jupyter.widgets.clock import Clock
+from oscar_jupyter.widgets.jobview import header_html
 
 from .. import wire
 
@@ -187,3 +188,26 @@ def test_view_shows_the_line_not_ended_yet_as_the_last_line(oscar_logs, make_job
     job.refresh()
     tail = shown(view.tail)
     assert "7/30" not in tail and tail.index("loading") < tail.index("30/30")
+
+
+def test_an_ended_jobs_view_and_row_say_what_it_used_and_the_core_hours(
+    oscar_logs, make_job, session
+):
+    endpoint, _ = oscar_logs
+    job = make_job("oj-widgets-0020", cpus_per_task=8, mem="32G", time="02:00:00")
+    session.jobs[job.name] = job
+    table = JobsTable(session=session, watch=False)
+    endpoint.start(SERVICE, job.name, node="vega")
+    job.refresh()
+    assert "wall" not in shown(table._rows[job.name].clock)  # not before it ends
+    used = {"wall_seconds": 1800.0, "cpu_seconds": 2160.0, "max_rss_kib": 2 * 2**20}
+    endpoint.finish(SERVICE, job.name, usage=used)
+    job.refresh()
+    expected = (
+        "wall 00:30:00 of 02:00:00 · CPU 00:36:00 (1.2 of 8 CPUs on average) · peak 2.0 GiB of 32G"
+    )
+    advice = "used 1.2 of 8 CPUs on average: ask for fewer with --cpus-per-task 2"
+    assert f"{expected} · {advice}" in shown(table._rows[job.name].clock)
+    assert "4.00 core-hours (cores asked × wall time)" in shown(table.summary)
+    header = html.unescape(header_html(job))
+    assert expected in header and advice in header

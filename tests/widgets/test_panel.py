@@ -278,3 +278,37 @@ def test_secrets_are_named_in_the_panel_and_valued_from_the_kernels_environment(
         repr(panel),
     ]
     assert not [text for text in shown if "s3cr3t-value" in text]
+
+
+def test_a_large_request_with_the_node_left_at_the_cluster_default_is_flagged(session):
+    panel = Panel(session=session)
+    assert panel.node.value is None and panel.node.options[0] == ("(cluster default)", None)
+    fill(panel, cpus_per_task="128")
+    assert panel.capacity_note.value == html.escape(
+        "Note: --cpus-per-task 128 with the node left at (cluster default): no listed virtual "
+        "node can run it (the largest, vega, offers 64 CPUs and 256.0 GiB); the job would wait "
+        "for resources that never come; ask for less or choose another node: %oscar_nodes"
+    )
+    fill(panel, cpus_per_task="64")
+    assert panel.capacity_note.value == html.escape(
+        "Note: --cpus-per-task 64 with the node left at (cluster default): the node the "
+        "cluster picks is not checked; vega can run it (choose one to be sure)"
+    )
+    fill(panel, cpus_per_task="1")
+    assert panel.capacity_note.value == ""  # a small request is no news
+    fill(panel, cpus_per_task="64", node="vega")
+    assert "cluster default" not in panel.capacity_note.value
+
+
+def test_with_no_node_listed_a_large_request_is_said_to_be_unchecked(session):
+    def unreachable(refresh: bool = True):
+        raise ConnectionError("cluster down")
+
+    session.nodes = unreachable
+    panel = Panel(session=session)
+    fill(panel, cpus_per_task="64", mem="200G")
+    assert panel.capacity_note.value == html.escape(
+        "Note: --cpus-per-task 64 and --mem 200G with the node left at (cluster default): "
+        "nothing checks this request against a node's capacity before it is sent; choose a "
+        "node to check it (choose another node: %oscar_nodes)"
+    )
