@@ -250,7 +250,7 @@ class RemoteSession:
         packed = pack_inputs(dict(inputs or {}))
         if self.job.is_done() or self.closing:
             raise self._ended_error()
-        sink = sink or _print_lines
+        sink = sink or PrintedLines()
         number = self.next_cell
         cell: dict[str, Any] = {
             "n": number,
@@ -440,12 +440,20 @@ class RemoteSession:
         self.stop()
 
 
-def _print_lines(lines: list[OutputLine]) -> None:
-    for line in lines:
-        if is_marker(line):
-            continue
-        stream = sys.stderr if line.stream == "stderr" else sys.stdout
-        print(line.text, file=stream)
+class PrintedLines:
+    """The default sink of `run`: the cell's lines printed, stderr up to the traceback marker
+    (the error shows the traceback once)."""
+
+    def __init__(self) -> None:
+        self.in_traceback = False
+
+    def __call__(self, lines: list[OutputLine]) -> None:
+        for line in lines:
+            if line.stream == "stderr" and (self.in_traceback or is_marker(line)):
+                self.in_traceback = True
+                continue
+            stream = sys.stderr if line.stream == "stderr" else sys.stdout
+            print(line.text, file=stream, flush=True)
 
 
 # -- this kernel's sessions -------------------------------------------------------------------

@@ -5,12 +5,14 @@ same through the magics in a real kernel (nbclient)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 
 import pytest
 
 from oscar_jupyter import remote_session
+from oscar_jupyter.local.state import HomeLayout
 from oscar_jupyter.remote_session import SessionCellError, SessionError
 
 from .test_cell_experience import client_for, errors, everything, notebook, run, streams
@@ -20,11 +22,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 FLAGS = {"node": "local-slurm", "time": "00:05:00", "mem": "1G"}
 
 
-def slurm_jobs_named(fragment: str) -> list[str]:
-    out = subprocess.run(
-        ["squeue", "-h", "-o", "%i %j %T"], capture_output=True, text=True, check=True
-    ).stdout
-    return [line for line in out.splitlines() if fragment in line]
+def slurm_jobs(job_id: str) -> list[str]:
+    """squeue's line for the Slurm job, [] once it has left the queue."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line.split()[0] == job_id]
 
 
 def objects_under(session, prefix: str) -> list[str]:
@@ -39,7 +40,13 @@ def no_sessions(monkeypatch):
         remote.stop()
 
 
-def test_state_output_values_errors_and_stop(connected, no_sessions):
+def slurm_id_of(local_oscar, job_name: str) -> str:
+    """The Slurm job the local OSCAR submitted for an OSCAR job (its state.json)."""
+    state = json.loads(HomeLayout(local_oscar.home).state_file.read_text())
+    return str(state["jobs"][job_name]["job_id"])
+
+
+def test_state_output_values_errors_and_stop(local_oscar, connected, no_sessions):
     import oscar_jupyter
 
     seen: list[str] = []
@@ -64,10 +71,12 @@ def test_state_output_values_errors_and_stop(connected, no_sessions):
         assert row["state"] == "idle" and row["node"] == "local-slurm"
         assert 0 < row["time_left"] <= 300
         prefix = f"jobs/{job.name}/"
+        slurm_job = slurm_id_of(local_oscar, job.name)
+        assert slurm_job and slurm_jobs(slurm_job), "the session's Slurm job runs"
     assert job.is_done()
     assert objects_under(s1, prefix) == []
     assert objects_under(s1, f"sessions/{s1.connection.kernel_tag}/") == []
     deadline = time.monotonic() + 30
-    while slurm_jobs_named(job.name[-12:]) and time.monotonic() < deadline:
+    while slurm_jobs(slurm_job) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not [j for j in slurm_jobs_named(job.name[-12:]) if "COMPLETING" not in j]
+    assert slurm_jobs(slurm_job) == []
