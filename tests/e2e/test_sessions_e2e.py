@@ -6,16 +6,28 @@ same through the magics in a real kernel (nbclient)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import threading
 import time
 
 import pytest
 
 from oscar_jupyter import remote_session
 from oscar_jupyter.local.state import HomeLayout
-from oscar_jupyter.remote_session import SessionCellError, SessionError
+from oscar_jupyter.remote_session import SessionCellError
 
-from .test_cell_experience import client_for, errors, everything, notebook, run, streams
+from .test_cell_experience import (
+    CONNECT,
+    client_for,
+    errors,
+    everything,
+    notebook,
+    run,
+    streams,
+    wait_for_text,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
@@ -80,3 +92,61 @@ def test_state_output_values_errors_and_stop(local_oscar, connected, no_sessions
     while slurm_jobs(slurm_job) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert slurm_jobs(slurm_job) == []
+
+
+SESSION = "%%oscar_offload --session s1\n"
+
+
+def test_session_in_a_real_kernel(local_oscar, monkeypatch):
+    nb = notebook(
+        CONNECT,
+        "%oscar_session start s1 --node local-slurm --time 00:05:00 --mem 1G",
+        SESSION + "x = 41",
+        SESSION + "print(x + 1)",
+        "%%oscar_offload --session s1 --out y\ny = x * 2",
+        "print('local', y)",
+        SESSION + "z = 1\nraise ValueError('bad ' + str(x))",
+        SESSION + "import time\nprint('sleeping', flush=True)\ntime.sleep(60)\nprint('woke')",
+        SESSION + "print('alive', x)",
+        "%oscar_session start s1 --node local-slurm --time 00:05:00",
+        "%%oscar_offload --session nope\nprint(1)",
+        "%oscar_session list",
+        "%oscar_session stop s1",
+        "%oscar_session list",
+    )
+    client = client_for(nb, local_oscar, monkeypatch)
+    failures: list[BaseException] = []
+
+    def interrupt() -> None:
+        try:
+            wait_for_text(nb.cells[7], "sleeping")
+            os.kill(client.km.provisioner.process.pid, signal.SIGINT)
+        except BaseException as err:  # reported by the test below
+            failures.append(err)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    nb = run(client, "sessions-kernel")
+    assert not failures, failures
+    cells = nb.cells
+    for index in (0, 1, 2, 3, 4, 5, 8, 11, 12):
+        assert not errors(cells[index]), (index, everything(cells[index]))
+    assert "Session s1 ready: idle on local-slurm" in everything(cells[1])
+    assert streams(cells[3], "stdout") == "42\n"
+    assert streams(cells[5], "stdout") == "local 82\n"
+    [error] = errors(cells[6])
+    assert error.ename == "SessionCellError" or "ValueError" in "\n".join(error.traceback)
+    shown = "\n".join(error.traceback)
+    assert "ValueError: bad 41" in shown and "line 3" in shown, shown
+    assert streams(cells[6], "stderr") == ""  # the traceback once, as the error
+    [interrupted] = errors(cells[7])
+    assert "interrupted; session s1 and its variables are kept" in "\n".join(interrupted.traceback)
+    assert "woke" not in everything(cells[7])
+    assert streams(cells[8], "stdout") == "alive 41\n"
+    [duplicate] = errors(cells[9])
+    assert "session s1 already runs" in "\n".join(duplicate.traceback)
+    [unknown] = errors(cells[10])
+    assert "no session nope in this kernel" in "\n".join(unknown.traceback)
+    listed = streams(cells[11], "stdout")
+    assert listed.startswith("s1: idle on local-slurm") and "left" in listed, listed
+    assert "Session s1 stopped" in streams(cells[12], "stdout")
+    assert streams(cells[13], "stdout").startswith("No sessions in this kernel")
