@@ -47,6 +47,9 @@ DEFAULT_IDLE_MINUTES = 30
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 # The notebook's look at the log while a cell runs: fast at first, slower for a long cell.
 FIRST_POLL, MAX_POLL, POLL_GROWTH = 0.05, 1.0, 1.3
+# The first look after a cell is sent: a trivial cell's end marker is in the log by then, so a
+# user polled at most once a second (OIDC) still gets it back in one look.
+FIRST_LOOK = 0.1
 INTERRUPT_GRACE_SECONDS = 30.0
 STOP_GRACE_SECONDS = 20.0
 _CELL_FILE = re.compile(r'File "[^"]*/oj-[^"/]*/cell-(\d+)\.py", line (\d+)')
@@ -287,6 +290,7 @@ class RemoteSession:
             sink(lines)
 
         self._cell_lines = cell_lines
+        time.sleep(FIRST_LOOK)  # the job polls every 50 ms: no sooner than this is it done
         while True:
             markers, delay = self._poll(keep, delay)
             for marker in markers:
