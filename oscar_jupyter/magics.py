@@ -21,7 +21,7 @@ from . import errors, remote_session
 from .client import OscarError
 from .jobs import CancelRefused, Job, JobFailed, JobTimeout, PollInterval
 from .nodes import format_bytes
-from .options import OptionError, OptionParser, flag_help, split_words
+from .options import BY_FIELD, OptionError, OptionParser, flag_help, split_words
 from .options import add_to as add_options
 from .session import Session, current, interrupts_deferred
 from .spec import (
@@ -255,7 +255,9 @@ class OscarMagics(Magics):
 
     def _run_in_session(self, args: argparse.Namespace, cell: str, name: str) -> None:
         """`--session NAME`: the cell runs in the session's Python (remote_session.py)."""
-        extra = sorted(offload_flags(args))
+        fields = settings_from_options(vars(args))  # not offload_flags: it asks for secrets
+        extra = sorted(BY_FIELD[name].flag for name in fields if name in BY_FIELD)
+        extra += ["--secret"] if args.secrets else []
         extra += [
             flag
             for flag, given in (
