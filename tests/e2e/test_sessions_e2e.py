@@ -16,7 +16,7 @@ import pytest
 
 from oscar_jupyter import remote_session
 from oscar_jupyter.local.state import HomeLayout
-from oscar_jupyter.remote_session import SessionCellError
+from oscar_jupyter.remote_session import SessionCellError, SessionError
 
 from .test_cell_experience import (
     CONNECT,
@@ -150,3 +150,43 @@ def test_session_in_a_real_kernel(local_oscar, monkeypatch):
     assert listed.startswith("s1: idle on local-slurm") and "left" in listed, listed
     assert "Session s1 stopped" in streams(cells[12], "stdout")
     assert streams(cells[13], "stdout").startswith("No sessions in this kernel")
+
+
+def test_attach_after_a_restart_and_other_kernels_and_users_see_nothing(
+    local_oscar, connected, no_sessions, monkeypatch
+):
+    import oscar_jupyter
+    from oscar_jupyter import session as session_module
+
+    s1 = oscar_jupyter.start_session("s1", **FLAGS)
+    s1.run("x = 41")
+    tag = session_module.current().kernel_tag
+
+    # another kernel of the same user: its own tag, no session of ours
+    monkeypatch.setattr(remote_session, "_SESSIONS", {})
+    monkeypatch.setattr(session_module, "_current", None)
+    oscar_jupyter.connect("local")
+    session_module.current().kernel_tag = "f0f0f0"
+    assert remote_session.sessions() == []
+    with pytest.raises(SessionError, match="no session s1 of this kernel"):
+        oscar_jupyter.attach_session("s1")
+
+    # another user: another bucket
+    monkeypatch.setattr(session_module, "_current", None)
+    oscar_jupyter.connect("local-alice")
+    session_module.current().kernel_tag = tag
+    assert remote_session.sessions() == []
+
+    # the same kernel after a restart: the session is found again, state and all
+    monkeypatch.setattr(remote_session, "_SESSIONS", {})
+    monkeypatch.setattr(session_module, "_current", None)
+    oscar_jupyter.connect("local")
+    session_module.current().kernel_tag = tag
+    [found] = remote_session.sessions()
+    assert found.name == "s1" and found.state() == "idle" and found.next_cell == 2
+    seen: list[str] = []
+    found.run("print(x + 1)", sink=lambda lines: seen.extend(line.text for line in lines))
+    assert seen == ["42"]
+    found.stop()
+    assert found.job.is_done()
+    assert list(found.bucket.keys(f"jobs/{found.job.name}/")) == []
