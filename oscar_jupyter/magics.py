@@ -289,6 +289,9 @@ class OscarMagics(Magics):
             )
         finally:
             stream.close()
+            warning = remote.walltime_warning()
+            if warning:
+                print(warning, file=sys.stderr)
         self.user_ns.update(values)
 
     @line_magic

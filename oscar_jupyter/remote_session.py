@@ -52,6 +52,7 @@ FIRST_POLL, MAX_POLL, POLL_GROWTH = 0.05, 1.0, 1.3
 FIRST_LOOK = 0.1
 INTERRUPT_GRACE_SECONDS = 30.0
 STOP_GRACE_SECONDS = 20.0
+WALLTIME_WARNING_SECONDS = 300.0  # warn once when less than this is left
 _CELL_FILE = re.compile(r'File "[^"]*/oj-[^"/]*/cell-(\d+)\.py", line (\d+)')
 
 LineSink = Callable[[list[OutputLine]], None]
@@ -130,6 +131,7 @@ class RemoteSession:
         self.last_end: float | None = None
         self.closing: str | None = None
         self.running: int | None = None  # the cell begun and not ended
+        self.warned = False  # the walltime warning was given
         self._read = 0  # lines of job.lines() looked at
         self._markers: list[dict[str, Any]] = []
 
@@ -387,6 +389,17 @@ class RemoteSession:
         if not limit or self.job.started_at is None:
             return float(limit) if limit else None
         return max(0.0, limit - self.job.elapsed())
+
+    def walltime_warning(self) -> str | None:
+        """Once, when the walltime is near: what to say (Slurm ends the job at it)."""
+        left = self.time_left()
+        if self.warned or left is None or left > WALLTIME_WARNING_SECONDS:
+            return None
+        self.warned = True
+        return (
+            f"oscar-jupyter: session {self.name} reaches its walltime in {left / 60:.0f} min; "
+            "Slurm then ends it and its variables are lost: bring back what you need (--out)"
+        )
 
     def idle_seconds(self) -> float | None:
         if self.state() != "idle":

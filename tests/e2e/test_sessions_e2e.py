@@ -190,3 +190,28 @@ def test_attach_after_a_restart_and_other_kernels_and_users_see_nothing(
     found.stop()
     assert found.job.is_done()
     assert list(found.bucket.keys(f"jobs/{found.job.name}/")) == []
+
+
+def test_idle_timeout_and_a_scancelled_session_say_so_on_the_next_cell(
+    local_oscar, connected, no_sessions
+):
+    import oscar_jupyter
+
+    idle = oscar_jupyter.start_session("idle", idle_minutes=0.05, **FLAGS)  # 3 s
+    idle.run("x = 1")
+    deadline = time.monotonic() + 30
+    while not idle.job.is_done() and time.monotonic() < deadline:
+        time.sleep(0.5)
+        idle.refresh()
+    assert idle.state() == "ended" and idle.closing == "idle"
+    with pytest.raises(SessionError, match="idle for 0.05 min: its allocation was released"):
+        idle.run("print(x)")
+    idle.stop()
+
+    died = oscar_jupyter.start_session("died", **FLAGS)
+    subprocess.run(["scancel", slurm_id_of(local_oscar, died.job.name)], check=True)
+    started = time.monotonic()
+    with pytest.raises(SessionError, match="session died has ended"):
+        died.run("print(1)")
+    assert time.monotonic() - started < 10, "a dead session must not hang the cell"
+    died.stop()

@@ -152,3 +152,17 @@ def test_duplicate_start_is_refused_before_anything_is_sent(ip):
 def test_session_magic_usage_errors(ip, line, message):
     with pytest.raises((UsageError, SessionError), match=message), capture_output():
         ip.run_line_magic("oscar_session", line)
+
+
+def test_walltime_warning_once_when_near():
+    job = FakeJob()
+    job._lines = []
+    job.started_at = object()  # started: time left = limit - elapsed
+    elapsed = [100.0]
+    job.elapsed = lambda: elapsed[0]  # type: ignore[method-assign]
+    remote = RemoteSession(None, "s1", job, token="t", idle_minutes=30)  # type: ignore[arg-type]
+    assert remote.walltime_warning() is None  # 500 s of 600 left
+    elapsed[0] = 400.0
+    warning = remote.walltime_warning()
+    assert warning is not None and "reaches its walltime in 3 min" in warning
+    assert remote.walltime_warning() is None  # once
