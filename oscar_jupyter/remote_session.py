@@ -17,6 +17,7 @@ another user has another bucket, another kernel another tag.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import pickle
@@ -522,10 +523,16 @@ def start(
     if not connection.storage_available():
         connection.bucket.access  # noqa: B018 (raises StorageUnavailable, saying what to do)
     if known is None and _registered(connection, name) is not None:
-        raise SessionError(
-            f"session {name} of this kernel is still registered (from before a restart?): "
-            f"%oscar_session attach {name} to use it, or %oscar_session stop {name}"
-        )
+        earlier = attach(name, connection)
+        if earlier.state() != "ended":
+            raise SessionError(
+                f"session {name} of this kernel still runs (from before a restart; job "
+                f"{earlier.job.name}): %oscar_session attach {name} to use it, or "
+                f"%oscar_session stop {name}"
+            )
+        earlier.stop()  # ended meanwhile (walltime, idle): its leftovers go, the name is free
+    elif known is not None:
+        known.stop()  # ended: its objects and registry entry go before the name is reused
     client = connection.require_client()
     service = connection.ensure_service(spec)
     key = connection.channel_key(service)
@@ -643,6 +650,21 @@ def sessions(connection: Session | None = None) -> list[RemoteSession]:
     for remote in _SESSIONS.values():
         remote.refresh()
     return [_SESSIONS[name] for name in sorted(_SESSIONS)]
+
+
+@atexit.register
+def _announce_sessions_left_running() -> None:
+    # At kernel shutdown the notebook is gone; the kernel's stderr reaches the server's log.
+    for remote in _SESSIONS.values():
+        if not remote.job.is_done() and not remote.closing:
+            print(
+                f"oscar-jupyter: session {remote.name} keeps its allocation until its idle "
+                f"timeout ({remote.idle_minutes:g} min) or walltime; after a restart, "
+                f"%oscar_session attach {remote.name} uses it again, %oscar_session stop "
+                f"{remote.name} ends it",
+                file=sys.__stderr__ or sys.stderr,
+                flush=True,
+            )
 
 
 def start_session(

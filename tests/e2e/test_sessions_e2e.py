@@ -206,7 +206,10 @@ def test_idle_timeout_and_a_scancelled_session_say_so_on_the_next_cell(
     assert idle.state() == "ended" and idle.closing == "idle"
     with pytest.raises(SessionError, match="idle for 0.05 min: its allocation was released"):
         idle.run("print(x)")
-    idle.stop()
+    again = oscar_jupyter.start_session("idle", **FLAGS)  # an ended session frees its name
+    assert again.run("v = 7", outputs=["v"]) == {"v": 7}
+    assert list(again.bucket.keys(f"jobs/{idle.job.name}/")) == []
+    again.stop()
 
     died = oscar_jupyter.start_session("died", **FLAGS)
     subprocess.run(["scancel", slurm_id_of(local_oscar, died.job.name)], check=True)
