@@ -125,6 +125,9 @@ class InterruptWatcher:
     def __init__(self, url):
         self.url = url
         self.done = _threading.Event()
+        # Held while the signal is sent and while the cell is declared over: no SIGINT can
+        # reach the session's own loop after the cell (it would end the session).
+        self.lock = _threading.Lock()
         self.thread = _threading.Thread(target=self.run, daemon=True)
 
     def __enter__(self):
@@ -133,7 +136,8 @@ class InterruptWatcher:
         return self
 
     def __exit__(self, *exc):
-        self.done.set()
+        with self.lock:
+            self.done.set()
         return False
 
     def run(self):
@@ -142,9 +146,10 @@ class InterruptWatcher:
                 data = get_object(self.url)
             except Exception:
                 continue
-            if data is not None and not self.done.is_set():
-                _os.kill(_os.getpid(), _signal.SIGINT)
-                return
+            with self.lock:
+                if data is not None and not self.done.is_set():
+                    _os.kill(_os.getpid(), _signal.SIGINT)
+                    return
 
 
 def pickled_outputs(namespace, names):
