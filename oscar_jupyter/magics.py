@@ -327,6 +327,13 @@ class OscarMagics(Magics):
                 return None
             remote = remote_session.attach(args.name)
             print(f"Attached to session {args.name}: {self._session_line(remote)}")
+            if remote.running is not None:  # sent before the restart: its output, then its end
+                print(f"Cell {remote.running} of the session still runs; its output follows:")
+                stream = views.BoundedStream(remote.job.name, self.max_stream_lines)
+                try:
+                    remote.follow_running(stream.write, f"session cell {remote.running}")
+                finally:
+                    stream.close()
             return None
         spec = self.session.build_spec(offload_flags(args), self.trait_defaults_layer())
         idle = (

@@ -134,6 +134,7 @@ class RemoteSession:
         self.running: int | None = None  # the cell begun and not ended
         self.warned = False  # the walltime warning was given
         self._read = 0  # lines of job.lines() looked at
+        self._current_lines: list[OutputLine] = []  # since the last begin or end marker
         self._markers: list[dict[str, Any]] = []
 
     # -- where things are --------------------------------------------------------------------
@@ -178,7 +179,10 @@ class RemoteSession:
             marker = self._marker(line)
             if marker is None:
                 batch.append(line)
+                self._current_lines.append(line)
                 continue
+            if marker.get("event") in ("begin", "end"):
+                self._current_lines = []
             if batch and sink is not None:
                 sink(batch)
             batch = []
@@ -316,6 +320,20 @@ class RemoteSession:
                 f"%oscar_session stop {self.name} ends it"
             )
         return end
+
+    def follow_running(self, sink: LineSink | None = None, cell_name: str = "<cell>") -> None:
+        """After `attach`: the output of the cell that was running when the kernel went away
+        (what it printed so far, then the rest until it ends), its error if it failed."""
+        number = self.running
+        if number is None:
+            return
+        sink = sink or PrintedLines()
+        before = list(self._current_lines)
+        sink(before)
+        started = time.monotonic()
+        end = self._wait_end(number, sink)
+        self._cell_lines = [*before, *self._cell_lines]
+        self._outcome(number, end, [], cell_name, 0, started)
 
     def _outcome(
         self,

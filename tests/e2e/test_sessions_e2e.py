@@ -161,6 +161,18 @@ def test_attach_after_a_restart_and_other_kernels_and_users_see_nothing(
     s1 = oscar_jupyter.start_session("s1", **FLAGS)
     s1.run("x = 41")
     tag = session_module.current().kernel_tag
+    # a cell still running when the kernel goes away (its kernel is this thread)
+    slow = threading.Thread(
+        target=s1.run,
+        args=("import time\nprint('before', flush=True)\ntime.sleep(8)\nprint('after')",),
+        kwargs={"sink": lambda lines: None},
+        daemon=True,
+    )
+    slow.start()
+    deadline = time.monotonic() + 30
+    while s1.running != 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert s1.running == 2
 
     # another kernel of the same user: its own tag, no session of ours
     monkeypatch.setattr(remote_session, "_SESSIONS", {})
@@ -183,7 +195,12 @@ def test_attach_after_a_restart_and_other_kernels_and_users_see_nothing(
     oscar_jupyter.connect("local")
     session_module.current().kernel_tag = tag
     [found] = remote_session.sessions()
-    assert found.name == "s1" and found.state() == "idle" and found.next_cell == 2
+    assert found.name == "s1" and found.state() == "busy" and found.next_cell == 3
+    followed: list[str] = []
+    found.follow_running(lambda lines: followed.extend(line.text for line in lines))
+    assert followed == ["before", "after"]  # nothing of the cell lost across the restart
+    assert found.state() == "idle"
+    slow.join(10)
     seen: list[str] = []
     found.run("print(x + 1)", sink=lambda lines: seen.extend(line.text for line in lines))
     assert seen == ["42"]
