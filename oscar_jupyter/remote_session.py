@@ -24,6 +24,7 @@ import pickle
 import re
 import secrets
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -135,6 +136,7 @@ class RemoteSession:
         self.warned = False  # the walltime warning was given
         self._read = 0  # lines of job.lines() looked at
         self._current_lines: list[OutputLine] = []  # since the last begin or end marker
+        self._lock = threading.Lock()  # one cell at a time
         self._markers: list[dict[str, Any]] = []
 
     # -- where things are --------------------------------------------------------------------
@@ -208,7 +210,8 @@ class RemoteSession:
     def _poll(self, sink: LineSink | None, delay: float) -> tuple[list[dict[str, Any]], float]:
         self.job.refresh(quiet_for=5.0)
         markers = self._take(sink)
-        floor = max(FIRST_POLL, self.job.min_poll_interval)
+        # the job's own floor: OIDC's, and what a fetch of its (whole, growing) log costs
+        floor = max(FIRST_POLL, self.job.min_poll_interval, self.job.cost_delay())
         return markers, floor if markers else min(MAX_POLL, max(floor, delay * POLL_GROWTH))
 
     def _ended_error(self) -> SessionError:
@@ -256,6 +259,24 @@ class RemoteSession:
         when the session has ended."""
         if not isinstance(code, str):
             raise SessionError(f"code: give the cell's code as text, not {type(code).__name__}")
+        if not self._lock.acquire(blocking=False):
+            raise SessionError(
+                f"session {self.name} is running another cell of this kernel; one at a time"
+            )
+        try:
+            return self._run(code, inputs, outputs, sink, cell_name, line_offset)
+        finally:
+            self._lock.release()
+
+    def _run(
+        self,
+        code: str,
+        inputs: Mapping[str, Any] | None,
+        outputs: Sequence[str],
+        sink: LineSink | None,
+        cell_name: str,
+        line_offset: int,
+    ) -> dict[str, Any]:
         wanted = check_names("--out", list(outputs)) if outputs else []
         packed = pack_inputs(dict(inputs or {}))
         if self.job.is_done() or self.closing:
@@ -539,7 +560,11 @@ def start(
     spec.job_body("")  # checks --env as any job's body
     connection.check_offloadable(spec)
     if not connection.storage_available():
-        connection.bucket.access  # noqa: B018 (raises StorageUnavailable, saying what to do)
+        raise SessionError(
+            f"{connection.require_client().endpoint} offers no object storage to this user: a "
+            "session takes its cells through it (the job cannot be reached otherwise); run the "
+            "cells as jobs of their own (%%oscar_offload without --session)"
+        )
     if known is None and _registered(connection, name) is not None:
         earlier = attach(name, connection)
         if earlier.state() != "ended":
