@@ -15,6 +15,9 @@ __all__ = [
     "offload",
     "attach",
     "ask_secret",
+    "start_session",
+    "attach_session",
+    "RemoteSession",
     "Job",
     "JobFailed",
     "JobCancelled",
@@ -31,6 +34,10 @@ def __getattr__(name: str) -> Any:
         from . import session
 
         return getattr(session, name)
+    if name in ("start_session", "attach_session", "RemoteSession"):
+        from . import remote_session
+
+        return getattr(remote_session, {"attach_session": "attach"}.get(name, name))
     if name in ("Job", "JobFailed", "JobCancelled"):
         from . import jobs
 

@@ -17,11 +17,11 @@ from IPython.display import display
 from traitlets import Bool, Float, Int, Unicode
 
 from . import display as views
-from . import errors
+from . import errors, remote_session
 from .client import OscarError
 from .jobs import CancelRefused, Job, JobFailed, JobTimeout, PollInterval
 from .nodes import format_bytes
-from .options import OptionError, OptionParser, flag_help, split_words
+from .options import BY_FIELD, OptionError, OptionParser, flag_help, split_words
 from .options import add_to as add_options
 from .session import Session, current, interrupts_deferred
 from .spec import (
@@ -31,7 +31,7 @@ from .spec import (
     check_secret_names,
     settings_from_options,
 )
-from .timefmt import short_id
+from .timefmt import duration, short_id
 from .transfers import INLINE_INPUT_BYTES, check_transfers
 from .values import check_names, pack_inputs
 
@@ -205,6 +205,8 @@ class OscarMagics(Magics):
             _check_variable_name(args.output_name)
         name = _cell_label(self.shell)
         errors.check_syntax(cell, name, CELL_LINE_OFFSET)
+        if args.session is not None:
+            return self._run_in_session(args, cell, name)
         session = self.session
         spec = session.build_spec(offload_flags(args), self.trait_defaults_layer())
         timeout = _seconds(args.timeout)
@@ -250,6 +252,126 @@ class OscarMagics(Magics):
         "here.\nDefaults: %config OscarMagics.default_node = ..., the offload panel, or the "
         "`jupyter:` block of the cluster profile; a cell's own flags win.\n\nFlags:\n" + flag_help()
     )
+
+    def _run_in_session(self, args: argparse.Namespace, cell: str, name: str) -> None:
+        """`--session NAME`: the cell runs in the session's Python (remote_session.py)."""
+        fields = settings_from_options(vars(args))  # not offload_flags: it asks for secrets
+        extra = sorted(BY_FIELD[name].flag for name in fields if name in BY_FIELD)
+        extra += ["--secret"] if args.secrets else []
+        extra += [
+            flag
+            for flag, given in (
+                ("--no-wait", args.no_wait),
+                ("--dry-run", args.dry_run),
+                ("-o", args.output_name),
+                ("--timeout", args.timeout),
+                ("--on-interrupt", args.on_interrupt),
+            )
+            if given
+        ]
+        if extra:
+            raise UsageError(
+                f"%%oscar_offload --session {args.session}: {', '.join(extra)} cannot go with "
+                "--session (the session's resources were set by %oscar_session start); only "
+                "--in and --out"
+            )
+        remote = remote_session.get(args.session)
+        inputs = self._input_values(_names(args.inputs))
+        stream = views.BoundedStream(remote.job.name, self.max_stream_lines)
+        try:
+            values = remote.run(
+                cell,
+                inputs,
+                _names(args.outputs),
+                sink=stream.write,
+                cell_name=name,
+                line_offset=CELL_LINE_OFFSET,
+            )
+        finally:
+            stream.close()
+            warning = remote.walltime_warning()
+            if warning:
+                print(warning, file=sys.stderr)
+        self.user_ns.update(values)
+
+    @line_magic
+    @no_var_expand
+    def oscar_session(self, line: str) -> Any:
+        """%oscar_session start NAME [offload flags] [--idle-timeout MINUTES] | stop NAME |
+        list | attach NAME
+
+        A persistent session: one job on the virtual node running a Python that waits for
+        cells (`%%oscar_offload --session NAME`), its variables kept between them, until
+        `stop`, its walltime (--time) or --idle-timeout minutes without a cell (default 30).
+        """
+        p = _Parser("%oscar_session")
+        p.add_argument("action", choices=("start", "stop", "list", "attach"))
+        p.add_argument("name", nargs="?")
+        p.add_argument("--idle-timeout", dest="idle_timeout", type=float, default=None)
+        add_options(p)
+        args = p.parse_args(_split(line))
+        if args.action == "list":
+            return self._list_sessions()
+        if not args.name:
+            raise UsageError(f"%oscar_session {args.action} NAME: name the session, e.g. s1")
+        remote_session.check_name(args.name)
+        if args.action != "start":
+            if args.idle_timeout is not None or offload_flags(args):
+                raise UsageError(f"%oscar_session {args.action} takes only the session's name")
+            if args.action == "stop":
+                remote = remote_session.get(args.name)
+                remote.stop()
+                print(
+                    f"Session {args.name} stopped (job {remote.job.name} ended, objects removed)."
+                )
+                return None
+            remote = remote_session.attach(args.name)
+            print(f"Attached to session {args.name}: {self._session_line(remote)}")
+            if remote.running is not None:  # sent before the restart: its output, then its end
+                print(f"Cell {remote.running} of the session still runs; its output follows:")
+                stream = views.BoundedStream(remote.job.name, self.max_stream_lines)
+                try:
+                    remote.follow_running(stream.write, f"session cell {remote.running}")
+                finally:
+                    stream.close()
+            return None
+        spec = self.session.build_spec(offload_flags(args), self.trait_defaults_layer())
+        idle = (
+            remote_session.DEFAULT_IDLE_MINUTES if args.idle_timeout is None else args.idle_timeout
+        )
+        handle = display(
+            {"text/plain": f"Starting session {args.name}…"}, raw=True, display_id=True
+        )
+
+        def waiting() -> None:
+            remote = remote_session._SESSIONS.get(args.name)
+            if remote is not None:
+                text = f"Starting session {args.name}: job {remote.job.name}, {remote.state()}"
+                handle.update({"text/plain": text}, raw=True)
+
+        remote = remote_session.start(args.name, spec, idle_minutes=idle, on_wait=waiting)
+        handle.update(
+            {"text/plain": f"Session {args.name} ready: {self._session_line(remote)}"}, raw=True
+        )
+        return None
+
+    @staticmethod
+    def _session_line(remote: remote_session.RemoteSession) -> str:
+        row = remote.row()
+        left = "no walltime" if row["time_left"] is None else f"{duration(row['time_left'])} left"
+        idle = "" if row["idle"] is None else f", idle {duration(row['idle'])}"
+        return (
+            f"{row['state']} on {row['node']}, {left}{idle}, {row['cells']} cell(s), "
+            f"job {row['job']}"
+        )
+
+    def _list_sessions(self) -> None:
+        found = remote_session.sessions()
+        if not found:
+            print("No sessions in this kernel (start one: %oscar_session start NAME --node ...)")
+            return
+        for remote in found:
+            print(f"{remote.name}: {self._session_line(remote)}")
 
     def _input_values(self, names: list[str]) -> dict[str, Any]:
         names = check_names("--in", names)

@@ -300,6 +300,16 @@ OPTIONS: tuple[Option, ...] = (
         placeholder="REMOTE[:LOCAL] ..., e.g. /tmp/model.pt",
     ),
     Option(
+        "--session",
+        "text",
+        "NAME",
+        "run the cell in persistent session NAME (%oscar_session start NAME ...)",
+        "run the cell in the session's Python, started with `%oscar_session start NAME` on its "
+        "own allocation: no new job, variables kept between cells; `--in`/`--out` as usual, "
+        "resources are the session's",
+        also_typed=("--sess",),
+    ),
+    Option(
         "--dry-run",
         "switch",
         "",

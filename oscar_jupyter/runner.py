@@ -239,3 +239,28 @@ def pack_program(program: bytes) -> bytes:
 def encode_body(program: bytes) -> bytes:
     """The body of ``POST /job/{service}``: base64 text, so the supervisor decodes it to a file."""
     return base64.b64encode(program)
+
+
+_MAIN_CALL = '\nif __name__ == "__main__":\n    main()\n'
+_SESSION_CODE = _compact((Path(__file__).parent / "session_program.py").read_text(encoding="utf-8"))
+
+
+def build_session_program(env: dict[str, str] | None, sealed: str) -> bytes:
+    """The program of a persistent session's job (issue 20): ``cell_program.py``'s code without
+    its ``main()`` call, then ``session_program.py``'s, which waits for cells. ``sealed`` is the
+    storage manifest (``cell_program.seal``) holding the session's channel."""
+    params = {
+        "code": "",
+        "env": dict(env or {}),
+        "inputs": sealed,
+        "outputs": [],
+        "python": ".".join(str(part) for part in sys.version_info[:3]),
+        "traceback_marker": TRACEBACK_MARKER,
+        "max_display_bytes": MAX_DISPLAY_BYTES,
+        "max_result_bytes": MAX_RESULT_BYTES,
+    }
+    if not _PROGRAM_CODE.endswith(_MAIN_CALL):
+        raise RuntimeError("cell_program.py no longer ends with its main() call")
+    program = _PROGRAM_CODE[: -len(_MAIN_CALL)] + "\n" + _SESSION_CODE
+    program = program.replace(_PARAMS_LINE, f"\nPARAMS = {params!r}\n", 1)
+    return pack_program(program.encode("utf-8"))

@@ -151,6 +151,25 @@ class Panel(w.VBox):
             '<span class="oj-muted">defaults of every %%oscar_offload in this kernel; '
             "a cell's own flags still win</span>"
         )
+        self.session_name = w.Text(placeholder="s1")
+        self.session_name.layout.width = "10em"
+        self.session_button = w.Button(
+            description="Start session",
+            icon="play",
+            tooltip="Start a persistent session with these settings "
+            "(%oscar_session start NAME; its cells: %%oscar_offload --session NAME)",
+        )
+        self.session_button.layout.width = "auto"
+        self.session_button.on_click(lambda _: self.start_session())
+        self.session_status = w.HTML()
+        self.session_status.add_class("oj-muted")
+        session_row = w.HBox([self.session_name, self.session_button])
+        session_cell = w.VBox(
+            [_label("Persistent session (one allocation, many cells)"), session_row]
+            + [self.session_status]
+        )
+        session_cell.add_class("oj-field")
+
         self.children = [
             style_widget(),
             title,
@@ -163,11 +182,34 @@ class Panel(w.VBox):
             self.preview,
             self.problem_summary,
             self.service_fold,
+            session_cell,
         ]
         self.add_class("oj-root")
         self.add_class("oj-card")
         self.add_class("oj-panel")
         self.layout.width = "100%"
+
+    def start_session(self) -> None:
+        """The Start session button: a session with the panel's settings (blocks until its
+        Python waits for cells); what happened, or why not, in the line under it."""
+        from .. import remote_session
+
+        name = self.session_name.value.strip()
+        self.session_button.disabled = True
+        self.session_status.value = f"Starting session {html.escape(name)}…"
+        try:
+            spec = self.session.build_spec({})
+            remote = remote_session.start(name, spec, connection=self.session)
+        except Exception as err:  # shown under the button: the panel stays usable
+            message = getattr(err, "message", None) or str(err)
+            self.session_status.value = f'<span class="oj-error">{html.escape(message)}</span>'
+        else:
+            self.session_status.value = html.escape(
+                f"Session {name} ready on {remote.job.node or spec.node} (job "
+                f"{remote.job.name}): %%oscar_offload --session {name}"
+            )
+        finally:
+            self.session_button.disabled = False
 
     def _cell(self, name: str) -> w.VBox:
         cell = w.VBox([_label(BY_FIELD[name].label), self.controls[name], self.errors[name]])

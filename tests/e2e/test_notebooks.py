@@ -182,3 +182,24 @@ def test_storage_notebook_sends_a_data_set_and_brings_back_a_model_and_a_figure(
     assert width > 300 and height > 150
     assert (tmp_path / "fit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not any("@@OJ" in texts(c) or "X-Amz-Signature" in texts(c) for c in code)
+
+
+def test_sessions_notebook_loads_once_uses_three_times_and_stops(local_oscar, monkeypatch):
+    import base64
+
+    from ..png import decode_png
+
+    nb = nbformat.read(ROOT / "notebooks" / "05-persistent-sessions.ipynb", as_version=4)
+    execute(nb, local_oscar, monkeypatch, "05-persistent-sessions.executed")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "Session s1 ready: idle on local-slurm" in texts(code[1])
+    assert texts(code[2], "stdout") == "loaded 200000 rows\n"
+    assert texts(code[3], "stdout") == "means: [0. 1. 2. 3.]\n"
+    assert texts(code[4], "stdout") == "spread computed on 200000 rows\n"
+    (figure,) = [o for o in code[5].outputs if "image/png" in o.get("data", {})]
+    width, height = decode_png(base64.b64decode(figure.data["image/png"]))
+    assert width > 300 and height > 100
+    assert texts(code[6], "stdout") == "spreads back in the notebook: [1. 1. 1. 1.]\n"
+    assert texts(code[7], "stdout").startswith("s1: idle on local-slurm")
+    assert "Session s1 stopped" in texts(code[8], "stdout")
+    assert not any("@@OJ" in texts(c) or "X-Amz-Signature" in texts(c) for c in code)

@@ -312,3 +312,33 @@ def test_with_no_node_listed_a_large_request_is_said_to_be_unchecked(session):
         "nothing checks this request against a node's capacity before it is sent; choose a "
         "node to check it (choose another node: %oscar_nodes)"
     )
+
+
+def test_start_session_button_uses_the_panels_settings(session, monkeypatch):
+    from oscar_jupyter import remote_session
+
+    panel = Panel(session)
+    panel.session_name.value = "1bad"
+    panel.session_button.click()
+    assert "session name" in panel.session_status.value and "oj-error" in (
+        panel.session_status.value
+    )
+
+    started = {}
+
+    class Started:
+        class job:  # noqa: N801
+            node = "vega"
+            name = "oj-x-job"
+
+    def fake_start(name, spec, **kwargs):
+        started.update(name=name, node=spec.node, time=spec.time)
+        return Started()
+
+    monkeypatch.setattr(remote_session, "start", fake_start)
+    fill(panel, node="vega", time="01:00:00")
+    panel.session_name.value = "s1"
+    panel.session_button.click()
+    assert started == {"name": "s1", "node": "vega", "time": "01:00:00"}
+    assert "Session s1 ready on vega" in panel.session_status.value
+    assert not panel.session_button.disabled
