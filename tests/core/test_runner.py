@@ -133,10 +133,8 @@ def test_a_prompt_without_newline_is_sent_as_a_partial_record_before_its_line(ru
         sys.stderr.write(" done\\n")
     """)
     result = run_runner(OffloadSpec().job_body(code))
-    assert partial_records(result.raw) in (
-        [("p", 1, "Name? "), ("q", 1, "warming up")],
-        [("q", 1, "warming up"), ("p", 1, "Name? ")],
-    )
+    # Under load a partial line may go out twice (once per tick it waited): what it says is fixed.
+    assert set(partial_records(result.raw)) == {("p", 1, "Name? "), ("q", 1, "warming up")}
     assert result.raw.index("@@OJ|p|1|Name? |@@") < result.raw.index("@@OJ|o|1|Name? Ada|@@")
     assert result.text("stdout") == ["Name? Ada"]
     assert result.text("stderr") == ["warming up done"]
