@@ -553,10 +553,9 @@ def load_inputs():
         ) from None
 
 
-def send_outputs(namespace):
-    names = PARAMS.get("outputs") or []
-    if not names:
-        return
+def pickled_values(namespace, names):
+    """(the pickle of {name: pickle of its value}, {name: pickle of its value}) for the `--out`
+    names of a cell that ran in `namespace`; OffloadValuesError naming what to change."""
     missing = [name for name in names if name not in namespace]
     if missing:
         raise OffloadValuesError(
@@ -578,7 +577,14 @@ def send_outputs(namespace):
                 f"a --mount'ed path"
             ) from None
         values[name] = buffer.getvalue()
-    blob = pickle.dumps(values, protocol=min(4, pickle.HIGHEST_PROTOCOL))
+    return pickle.dumps(values, protocol=min(4, pickle.HIGHEST_PROTOCOL)), values
+
+
+def send_outputs(namespace):
+    names = PARAMS.get("outputs") or []
+    if not names:
+        return
+    blob, values = pickled_values(namespace, names)
     limit = PARAMS.get("max_result_bytes", 8000000)
     storage = STORAGE
     url = storage.manifest.get("outputs_url") if storage else None

@@ -33,18 +33,17 @@ try:  # in the package (type checks, tests); in the job cell_program's code come
         OffloadValuesError,
         display,
         open_storage,
+        pickled_values,
         python_version,
         report,
         restart_with_env,
         show_figures_left_open,
     )
-    from .cell_program import NoNotebookObjects as _NoNotebookObjects
 except ImportError:  # pragma: no cover (the job)
-    _NoNotebookObjects = NoNotebookObjects  # type: ignore[misc,name-defined]  # noqa: F821
+    pass
 
 import base64 as _base64
 import hashlib as _hashlib
-import io as _io
 import json as _json
 import os as _os
 import pickle as _pickle
@@ -152,30 +151,6 @@ class InterruptWatcher:
                     return
 
 
-def pickled_outputs(namespace, names):
-    missing = [name for name in names if name not in namespace]
-    if missing:
-        raise OffloadValuesError(
-            "--out {}: the cell did not define {}".format(",".join(missing), ", ".join(missing))
-        )
-    values = {}
-    for name in names:
-        buffer = _io.BytesIO()
-        try:
-            _NoNotebookObjects(buffer, protocol=min(4, _pickle.HIGHEST_PROTOCOL)).dump(
-                namespace[name]
-            )
-        except OffloadValuesError as error:
-            raise OffloadValuesError(f"--out {name}: {error}") from None
-        except Exception as error:
-            raise OffloadValuesError(
-                f"--out {name}: {type(namespace[name]).__name__} cannot be pickled "
-                f"({type(error).__name__}: {error})"
-            ) from None
-        values[name] = buffer.getvalue()
-    return _pickle.dumps(values, protocol=min(4, _pickle.HIGHEST_PROTOCOL))
-
-
 def run_cell(cell, namespace, number):
     """Runs one cell in `namespace`; its end marker's fields."""
     path = _os.path.join(_os.getcwd(), f"cell-{number}.py")
@@ -194,7 +169,7 @@ def run_cell(cell, namespace, number):
                 show_figures_left_open()
         names = cell.get("outputs") or []
         if names:
-            blob = pickled_outputs(namespace, names)
+            blob, _ = pickled_values(namespace, names)
             put_object(cell["out_url"], blob)
             fields.update(
                 size=len(blob), sha256=_hashlib.sha256(blob).hexdigest(), python=python_version()
