@@ -28,6 +28,12 @@ from .files import default_log_dir, write_atomically
 from .spec import OffloadSpec
 from .timefmt import iso_utc, now_iso
 
+# Who cancelled a job: the value every view keeps (job_status says it in a sentence).
+BY_KERNEL = "this kernel"
+BY_SLURM = "Slurm (scancel on the cluster)"
+BY_OTHER_VIEW = "another view (deleted on the cluster)"  # a guess: it was gone when looked at
+BY_SIDEBAR = "the sidebar"
+
 FIRST_LINE_MAX = 80
 RECORDS_DIRNAME = "job-records"
 SEPARATOR = " · "
@@ -328,14 +334,24 @@ def mark_final(
     usage: dict[str, Any] | None = None,
 ) -> JobRecord:
     """Record how a job ended and what it used (a record is made when none exists). A record
-    already final keeps its first word on who cancelled it; a usage learned later is added."""
+    already final keeps its first word on who cancelled it, unless that word was only the guess
+    "another view" (a view saw the job gone before the view that deleted it had said so: the
+    canceller's word then replaces it); a usage learned later is added."""
     record = _load(endpoint, job) or JobRecord(
         cluster=cluster or endpoint, endpoint=endpoint, service=service, job=job
     )
     if record.final and record.status == status:
-        if usage is None or record.usage is not None:
+        named = (
+            status == "Cancelled"
+            and record.cancelled_by == BY_OTHER_VIEW
+            and cancelled_by not in (None, BY_OTHER_VIEW)
+        )
+        if named:
+            record = replace(record, cancelled_by=cancelled_by)
+        if usage is not None and record.usage is None:
+            record = replace(record, usage=usage)
+        elif not named:
             return record
-        record = replace(record, usage=usage)
         save(record)
         return record
     record = replace(

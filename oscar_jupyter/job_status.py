@@ -13,19 +13,19 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from .job_records import JobLabel, JobRecord
+from .job_records import (  # who cancelled a job: the value every view keeps
+    BY_KERNEL,
+    BY_OTHER_VIEW,
+    BY_SLURM,
+    JobLabel,
+    JobRecord,
+)
 from .timefmt import iso_utc, parse_iso
 from .usage import Request, Usage, core_hours, total_core_hours, usage_json
 
 WAITING = ("Suspended", "Pending")
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
 STATUSES = (*WAITING, "Running", "Succeeded", "Failed", "Cancelled")
-
-# Who cancelled a job: the value every view keeps, and how a sentence says it.
-BY_KERNEL = "this kernel"
-BY_SLURM = "Slurm (scancel on the cluster)"
-BY_OTHER_VIEW = "another view (deleted on the cluster)"
-BY_SIDEBAR = "the sidebar"
 
 
 def cancelled_phrase(by: str | None) -> str:

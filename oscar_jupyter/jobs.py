@@ -26,9 +26,8 @@ from .diagnostics import (
     slurm_end,
 )
 from .files import default_log_dir
+from .job_records import BY_KERNEL, BY_OTHER_VIEW
 from .job_status import (
-    BY_KERNEL,
-    BY_OTHER_VIEW,
     TERMINAL,
     WAITING,
     JobFacts,
@@ -286,6 +285,7 @@ class Job:
         self.transfers: JobTransfers | None = None
         self.transfer_notes: list[str] = []
         self._cancelled = False
+        self._cancelling = False  # this kernel's cancel is deleting it: its absence is ours
         self._listed = False
         self.vanished = False  # listed once, then deleted on the cluster
         self.sent_here = False  # this process submitted it (so it existed on the cluster)
@@ -638,7 +638,7 @@ class Job:
 
     def _apply_listing(self, entry: Mapping[str, Any] | None) -> None:
         if entry is None:
-            if self._listed and self.exit_code is None:
+            if self._listed and self.exit_code is None and not self._cancelling:
                 # Listed before, gone now: deleted on the cluster (by a user or the job TTL).
                 self.vanished = True
             return  # else not listed yet: OSCAR may still be creating it
@@ -703,9 +703,13 @@ class Job:
         `CancelRefused` when the cluster did not cancel it (then nothing is recorded)."""
         if self.is_done():
             return False
+        with self._lock:
+            self._cancelling = True
         try:
             cancel_on_cluster(self.client, self.service, self.name)
         except CancelRefused as refused:
+            with self._lock:
+                self._cancelling = False
             if refused.status != 404 or not (self._listed or self.sent_here):
                 raise
             with self._lock:  # listed before, gone now: deleted from another view
@@ -713,8 +717,13 @@ class Job:
                 self.finished_at = self.finished_at or datetime.now(timezone.utc)
             self._notify()
             return False
+        except BaseException:
+            with self._lock:
+                self._cancelling = False
+            raise
         with self._lock:
             self._cancelled = True
+            self._cancelling = False
             self.finished_at = datetime.now(timezone.utc)
         for listener in list(_CANCEL_LISTENERS):
             listener(self, BY_KERNEL)

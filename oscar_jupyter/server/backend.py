@@ -32,9 +32,8 @@ from ..config import (
     load_profile,
 )
 from ..diagnostics import slurm_end
-from ..job_records import JobRecord
+from ..job_records import BY_SIDEBAR, JobRecord
 from ..job_status import (
-    BY_SIDEBAR,
     TERMINAL,
     JobRow,
     JobState,

@@ -12,7 +12,7 @@ import IPython
 import pytest
 
 from oscar_jupyter import job_records
-from oscar_jupyter.job_records import JobLabel, JobRecord
+from oscar_jupyter.job_records import BY_OTHER_VIEW, BY_SIDEBAR, JobLabel, JobRecord
 from oscar_jupyter.spec import OffloadSpec
 
 ENDPOINT = "https://oscar.example.org"
@@ -140,6 +140,17 @@ def test_marking_a_job_cancelled_keeps_who_did_it_first():
     handle = SimpleNamespace(client=SimpleNamespace(endpoint=ENDPOINT), service=SERVICE, name=other)
     job_records.note_cancelled(handle, "the sidebar")
     assert job_records.load(ENDPOINT, other, OWNER).label == JobLabel()
+
+
+def test_the_canceller_replaces_a_view_that_only_saw_the_job_gone():
+    # A kernel's follower polls between the sidebar's delete and the sidebar's record: its
+    # "another view" is a guess, and the sidebar's word replaces it (never the other way round).
+    job_records.save(a_record())
+    job_records.mark_final(ENDPOINT, SERVICE, JOB, "Cancelled", cancelled_by=BY_OTHER_VIEW)
+    job_records.mark_final(ENDPOINT, SERVICE, JOB, "Cancelled", cancelled_by=BY_SIDEBAR)
+    job_records.mark_final(ENDPOINT, SERVICE, JOB, "Cancelled", cancelled_by=BY_OTHER_VIEW)
+    record = job_records.load(ENDPOINT, JOB, OWNER)
+    assert (record.status, record.cancelled_by) == ("Cancelled", BY_SIDEBAR)
 
 
 def test_listing_and_deleting_per_cluster():
