@@ -142,3 +142,14 @@ def test_the_magic_refuses_two_nodes_without_mpi_before_sending(ipshell, monkeyp
     )
     service = next(iter(fdl["functions"]["oscar"][0].values()))
     assert service["annotations"][MPI_ANNOTATION] == "--oversubscribe"
+
+
+def test_the_python_api_refuses_ranks_before_connecting(monkeypatch, tmp_path):
+    import oscar_jupyter
+
+    monkeypatch.setattr(session_module, "_current", None)
+    monkeypatch.setenv("OSCAR_CLI_CONFIG", str(tmp_path / "missing.yaml"))
+    with pytest.raises(SpecError, match="--nodes 2: 2 nodes without --mpi"):
+        oscar_jupyter.offload("print(1)", node="vk", nodes=2)
+    with pytest.raises(SpecError, match="ignores slurm-job.vk.io/mpi-flags"):
+        oscar_jupyter.offload("print(1)", node="vk", ntasks=2, mpi=True)
