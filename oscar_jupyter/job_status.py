@@ -44,6 +44,16 @@ def status_text(status: str, exit_code: int | None, by: str | None) -> str:
     return status
 
 
+def placement_text(nodes: int | None, ranks: int) -> str:
+    """Where a job runs beyond its node's name: '2 nodes (8 ranks)', '1 node (4 ranks)'; ""
+    for a job of one task on one node."""
+    count = nodes or 1
+    if count == 1 and ranks <= 1:
+        return ""
+    where = f"{count} node{'' if count == 1 else 's'}"
+    return f"{where} ({ranks} rank{'' if ranks == 1 else 's'})"
+
+
 @dataclass(frozen=True)
 class JobFacts:
     """What is known of a job, from its log, OSCAR's listing and this kernel."""

@@ -1335,12 +1335,17 @@ def check_secret_names(names: object) -> None:
 def spec_of_service(service: Mapping[str, Any]) -> OffloadSpec:
     """What a runner service asks for, read back from its definition (for a job attached from
     another kernel: its node and walltime); fields it does not carry keep their defaults."""
-    flags = str((service.get("annotations") or {}).get("slurm-job.vk.io/flags") or "")
+    annotations = service.get("annotations") or {}
+    flags = str(annotations.get("slurm-job.vk.io/flags") or "")
     read: dict[str, Any] = {}
     for word in flags.split():
         option, _, value = word.partition("=")
         if option in ("--time", "--partition", "--account", "--job-name") and value:
             read[option[2:].replace("-", "_")] = value
+        elif option in ("--nodes", "--ntasks", "--ntasks-per-node") and value.isdigit():
+            read[option[2:].replace("-", "_")] = int(value)
+    if isinstance(annotations.get(MPI_ANNOTATION), str):  # the ranks, for the status line
+        read["mpi"] = annotations[MPI_ANNOTATION] or MPI_ON
     node = service.get("interlink_node_name")
     return OffloadSpec(node=node if isinstance(node, str) and node else None, **read)
 

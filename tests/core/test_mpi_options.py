@@ -153,3 +153,29 @@ def test_the_python_api_refuses_ranks_before_connecting(monkeypatch, tmp_path):
         oscar_jupyter.offload("print(1)", node="vk", nodes=2)
     with pytest.raises(SpecError, match="ignores slurm-job.vk.io/mpi-flags"):
         oscar_jupyter.offload("print(1)", node="vk", ntasks=2, mpi=True)
+
+
+def test_the_status_line_says_on_how_many_nodes_and_ranks(tmp_path):
+    from oscar_jupyter.display import status_line
+    from oscar_jupyter.job_status import placement_text
+
+    from .test_usage import ended_job
+
+    assert placement_text(2, 8) == "2 nodes (8 ranks)"
+    assert placement_text(None, 4) == "1 node (4 ranks)"
+    assert placement_text(1, 1) == placement_text(None, 1) == ""
+    spec = OffloadSpec(node="vk", time="00:05:00", nodes=2, ntasks_per_node=4, mpi=True)
+    line = status_line(ended_job(tmp_path, spec))
+    assert line.startswith("✔ Succeeded on vk, 2 nodes (8 ranks) · ")
+    alone = status_line(ended_job(tmp_path / "2", OffloadSpec(node="vk", time="00:05:00")))
+    assert alone.startswith("✔ Succeeded on vk · ")
+
+
+def test_a_job_attached_from_its_service_keeps_its_ranks():
+    from oscar_jupyter.spec import spec_of_service
+
+    spec = spec_of("--node vk --nodes 2 --ntasks-per-node 4 --mpi --time 00:05:00")
+    read = spec_of_service(spec.service_definition())
+    assert (read.nodes, read.ntasks_per_node, read.mpi, read.task_count()) == (2, 4, "on", 8)
+    flagged = spec_of_service(spec_of("--node vk --ntasks 2 --mpi --bind-to").service_definition())
+    assert flagged.mpi == "--bind-to" and flagged.task_count() == 2
