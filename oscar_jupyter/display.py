@@ -43,7 +43,7 @@ def status_line(job: Job, note: str | None = None) -> str:
         parts[0] += f" on {job.node}"
         spec = getattr(job, "spec", None)
         if spec is not None and spec.mpi is not None:  # ranks: 'on vega, 2 nodes (8 ranks)'
-            placement = placement_text(spec.nodes, spec.task_count())
+            placement = placement_text(spec.node_count(), spec.task_count())
             parts[0] += f", {placement}" if placement else ""
     usage = job.usage if status in TERMINAL else None
     limit = job.time_limit

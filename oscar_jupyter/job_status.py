@@ -45,13 +45,14 @@ def status_text(status: str, exit_code: int | None, by: str | None) -> str:
 
 
 def placement_text(nodes: int | None, ranks: int) -> str:
-    """Where a job runs beyond its node's name: '2 nodes (8 ranks)', '1 node (4 ranks)'; ""
-    for a job of one task on one node."""
-    count = nodes or 1
-    if count == 1 and ranks <= 1:
+    """Where a job runs beyond its node's name: '2 nodes (8 ranks)', '1 node (4 ranks)', or
+    '4 ranks' when Slurm chooses the nodes; "" for one task on one node."""
+    rank_words = f"{ranks} rank{'' if ranks == 1 else 's'}"
+    if nodes is None:
+        return rank_words if ranks > 1 else ""
+    if nodes == 1 and ranks <= 1:
         return ""
-    where = f"{count} node{'' if count == 1 else 's'}"
-    return f"{where} ({ranks} rank{'' if ranks == 1 else 's'})"
+    return f"{nodes} node{'' if nodes == 1 else 's'} ({rank_words})"
 
 
 @dataclass(frozen=True)

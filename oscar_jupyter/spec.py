@@ -861,6 +861,16 @@ class OffloadSpec:
             return counts["--ntasks"]
         return counts.get("--nodes", 1) * counts.get("--ntasks-per-node", 1)
 
+    def node_count(self) -> int | None:
+        """How many nodes the job gets, where the request says (--nodes, or --ntasks over
+        --ntasks-per-node); None when Slurm chooses."""
+        counts = self._counts()
+        if "--nodes" in counts:
+            return counts["--nodes"]
+        if "--ntasks" in counts and "--ntasks-per-node" in counts:
+            return math.ceil(counts["--ntasks"] / counts["--ntasks-per-node"])
+        return None if "--ntasks" in counts else 1
+
     def _check_tasks(self) -> None:
         counts = self._counts()
         nodes, ntasks = counts.get("--nodes"), counts.get("--ntasks")

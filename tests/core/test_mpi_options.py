@@ -162,8 +162,12 @@ def test_the_status_line_says_on_how_many_nodes_and_ranks(tmp_path):
     from .test_usage import ended_job
 
     assert placement_text(2, 8) == "2 nodes (8 ranks)"
-    assert placement_text(None, 4) == "1 node (4 ranks)"
+    assert placement_text(1, 4) == "1 node (4 ranks)"
+    assert placement_text(None, 4) == "4 ranks"  # Slurm chooses the nodes
     assert placement_text(1, 1) == placement_text(None, 1) == ""
+    assert OffloadSpec(ntasks=8, ntasks_per_node=3).node_count() == 3
+    assert OffloadSpec(ntasks=8).node_count() is None
+    assert OffloadSpec(ntasks_per_node=4).node_count() == 1
     spec = OffloadSpec(node="vk", time="00:05:00", nodes=2, ntasks_per_node=4, mpi=True)
     line = status_line(ended_job(tmp_path, spec))
     assert line.startswith("✔ Succeeded on vk, 2 nodes (8 ranks) · ")
