@@ -6,6 +6,9 @@ image's Python (3.8 or newer: the runner's version gate) alone: it must never im
 oscar_jupyter, IPython or anything else that the image may lack. What it does, in order:
 
 - starts Python again with the cell's ``--env`` set, so variables read at start-up take effect;
+- sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR`` and
+  ``MASTER_PORT`` from the MPI launcher's or Slurm's variables when the job runs as ranks
+  (issue 21), and gives the cell ``oscar_rank()``;
 - loads the ``--in`` values (a pickle) into the cell's namespace; with storage (large values,
   ``--upload``, ``--download``), ``PARAMS["inputs"]`` is a sealed manifest of presigned URLs
   instead, opened with the runner service's channel key (``StorageChannel``);
@@ -614,6 +617,94 @@ def send_outputs(namespace):
     )
 
 
+# Where a rank learns where it is, first found wins: (rank, size, local rank, local size).
+RANK_SOURCES = (
+    (
+        "OMPI_COMM_WORLD_RANK",  # Open MPI's mpiexec
+        "OMPI_COMM_WORLD_SIZE",
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "OMPI_COMM_WORLD_LOCAL_SIZE",
+    ),
+    ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"),  # MPICH / Intel MPI (Hydra)
+    ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", ""),  # srun
+)
+RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+DEFAULT_MASTER_PORT = 29500
+
+
+def first_slurm_host(nodelist):
+    """The first host of a Slurm node list: 'gpu[03-05,09],cpu1' -> 'gpu03'."""
+    text = nodelist.strip()
+    bracket, comma = text.find("["), text.find(",")
+    if bracket == -1 or -1 < comma < bracket:
+        return text.split(",", 1)[0]
+    first = text[bracket + 1 :]
+    for end, char in enumerate(first):
+        if char in ",-]":
+            first = first[:end]
+            break
+    return text[:bracket] + first
+
+
+def rank_environment(environ):
+    """The ranks' variables (``RANK_VARIABLES``, ``MASTER_ADDR``, ``MASTER_PORT``) that
+    ``environ`` lacks, as torch.distributed's ``env://`` reads them; {} outside any launcher.
+    Values already set (``--env``) are kept."""
+    for names in RANK_SOURCES:
+        if not environ.get(names[0], "").isdigit() or not environ.get(names[1], "").isdigit():
+            continue
+        values = [environ.get(name, "") if name else "" for name in names]
+        if names[0] == "SLURM_PROCID" and values[1] == "1":
+            return {}  # a job of one task, as every job without --mpi: nothing to say
+        if not values[2].isdigit():
+            values[2] = "0" if values[1] == "1" else ""
+        if not values[3].isdigit():
+            nodes = environ.get("SLURM_NNODES", "")
+            values[3] = values[1] if nodes == "1" or values[1] == "1" else ""
+        found = {RANK_VARIABLES[i]: values[i] for i in range(4) if values[i]}
+        break
+    else:
+        return {}
+    if found.get("LOCAL_WORLD_SIZE") == found["WORLD_SIZE"]:
+        found["MASTER_ADDR"] = "127.0.0.1"  # every rank on this node
+    elif environ.get("SLURM_JOB_NODELIST") or environ.get("SLURM_NODELIST"):
+        # mpiexec runs in the batch step, on the allocation's first node: rank 0's host
+        nodelist = environ.get("SLURM_JOB_NODELIST") or environ.get("SLURM_NODELIST", "")
+        found["MASTER_ADDR"] = first_slurm_host(nodelist)
+    job = environ.get("SLURM_JOB_ID", "")
+    # the same on every rank of the job, and other jobs on the node likely pick another
+    found["MASTER_PORT"] = str(20000 + int(job) % 20000 if job.isdigit() else DEFAULT_MASTER_PORT)
+    return {name: value for name, value in found.items() if name not in environ}
+
+
+class RankInfo:
+    """Where this rank is: ``oscar_rank()`` in the cell."""
+
+    def __init__(self, environ):
+        def number(name, default):
+            value = environ.get(name, "")
+            return int(value) if value.isdigit() else default
+
+        self.rank = number("RANK", 0)
+        self.size = number("WORLD_SIZE", 1)
+        self.local_rank = number("LOCAL_RANK", 0)
+        self.local_size = number("LOCAL_WORLD_SIZE", self.size)
+        self.host = socket.gethostname()
+        self.is_first = self.rank == 0
+
+    def __repr__(self):
+        return (
+            f"rank {self.rank} of {self.size} on {self.host} "
+            f"(local {self.local_rank} of {self.local_size})"
+        )
+
+
+def oscar_rank():
+    """This rank's place: ``.rank``, ``.size``, ``.local_rank``, ``.local_size``, ``.host``,
+    ``.is_first`` (rank 0); rank 0 of 1 when the cell runs once."""
+    return RankInfo(os.environ)
+
+
 def report(error, skip_frames):
     if not CHANNEL.mark_traceback():
         print(TRACEBACK_MARKER, file=sys.stderr, flush=True)
@@ -638,6 +729,8 @@ def main():
     cell.__file__ = path
     cell.__dict__["__builtins__"] = __builtins__
     cell.__dict__["display"] = display
+    cell.__dict__["oscar_rank"] = oscar_rank
+    os.environ.update(rank_environment(os.environ))
     sys.modules["__main__"] = cell
     sys.argv = [path]
     sys.path[0] = os.getcwd()

@@ -239,6 +239,7 @@ SITE_KEYS = (
     "kubeconfig",
     "plugin_version",
     "interlink_version",
+    "mpi_flags",
     "site_check",
 )
 _VERSION = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
@@ -261,6 +262,10 @@ class SiteFacts:
     0.6.1); 0.6.1 would turn ``library://x`` into ``docker://library://x``.
     ``schedules_gpus``: the site's virtual node advertises GPUs and the user's Kueue quota has
     some, so OSCAR's ``enable_gpu`` (a ``nvidia.com/gpu`` limit on the pod) can be scheduled.
+    ``applies_mpi_flags``: the site's plugin starts the container under ``mpiexec`` as the
+    ``slurm-job.vk.io/mpi-flags`` annotation asks (``jupyter: {mpi_flags: true}``). No release
+    does up to 0.6.2-pre5: ``prepare.go`` (0.6.1 lines 961-966) assigns the wrapped command to
+    the loop's copy of each container command, so the job script never changes.
     """
 
     image_prefix: str = DEFAULT_IMAGE_PREFIX
@@ -268,6 +273,7 @@ class SiteFacts:
     schedules_gpus: bool = False
     plugin_version: str = DEFAULT_PLUGIN_VERSION
     interlink_version: str = DEFAULT_PLUGIN_VERSION
+    applies_mpi_flags: bool = False
 
     @property
     def plugin_keeps_mem_options(self) -> bool:
@@ -332,6 +338,7 @@ class JupyterSettings:
                 schedules_gpus=block.get("gpu_scheduling") is True,
                 plugin_version=_release(block, "plugin_version", profile.cluster_id),
                 interlink_version=_release(block, "interlink_version", profile.cluster_id),
+                applies_mpi_flags=block.get("mpi_flags") is True,
             ),
             nodes=tuple(str(name) for name in names),
             site_check=dict(block["site_check"])

@@ -13,7 +13,7 @@ from typing import Any
 
 from IPython.display import display
 
-from .job_status import TERMINAL, cancelled_phrase
+from .job_status import TERMINAL, cancelled_phrase, placement_text
 from .jobs import Job, is_marker
 from .logs import OutputLine
 from .spec import OffloadSpec
@@ -41,6 +41,10 @@ def status_line(job: Job, note: str | None = None) -> str:
         parts[0] += cancelled_by(job)
     if job.node and status not in ("Suspended", "Pending"):
         parts[0] += f" on {job.node}"
+        spec = getattr(job, "spec", None)
+        if spec is not None and spec.mpi is not None:  # ranks: 'on vega, 2 nodes (8 ranks)'
+            placement = placement_text(spec.node_count(), spec.task_count())
+            parts[0] += f", {placement}" if placement else ""
     usage = job.usage if status in TERMINAL else None
     limit = job.time_limit
     if usage is not None:  # measured on the cluster: wall, CPU and peak memory against the request

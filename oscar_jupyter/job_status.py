@@ -44,6 +44,17 @@ def status_text(status: str, exit_code: int | None, by: str | None) -> str:
     return status
 
 
+def placement_text(nodes: int | None, ranks: int) -> str:
+    """Where a job runs beyond its node's name: '2 nodes (8 ranks)', '1 node (4 ranks)', or
+    '4 ranks' when Slurm chooses the nodes; "" for one task on one node."""
+    rank_words = f"{ranks} rank{'' if ranks == 1 else 's'}"
+    if nodes is None:
+        return rank_words if ranks > 1 else ""
+    if nodes == 1 and ranks <= 1:
+        return ""
+    return f"{nodes} node{'' if nodes == 1 else 's'} ({rank_words})"
+
+
 @dataclass(frozen=True)
 class JobFacts:
     """What is known of a job, from its log, OSCAR's listing and this kernel."""

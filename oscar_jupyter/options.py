@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 # What an option's value is: one text, a whole number, a repeatable text, a repeatable
-# comma-separated list of names, a switch, or one of `choices`.
-KINDS = ("text", "count", "repeat", "names", "switch", "choice")
+# comma-separated list of names, a switch, one of `choices`, or a text that may be left out
+# ("optional": the bare flag gives `const`).
+KINDS = ("text", "count", "repeat", "names", "switch", "choice", "optional")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Option:
     label: str = ""  # the panel's label ("": not a panel text field of its own)
     placeholder: str = ""  # the panel's placeholder
     choices: tuple[str, ...] = ()
+    const: str = ""  # an "optional" option's value when its flag comes alone
     also_typed: tuple[str, ...] = ()  # what people type for it ("did you mean --in?")
 
     @property
@@ -47,6 +49,8 @@ class Option:
     @property
     def usage(self) -> str:
         """'--time T', '--mount SRC:DST[:ro] (repeatable)', '--dry-run'."""
+        if self.kind == "optional":
+            return f"{self.flag} [{self.metavar}]"
         text = f"{self.flag} {self.metavar}" if self.metavar else self.flag
         return text + (" (repeatable)" if self.kind == "repeat" else "")
 
@@ -104,11 +108,50 @@ OPTIONS: tuple[Option, ...] = (
         "--nodes",
         "count",
         "N",
-        "Slurm nodes",
-        "`--nodes` in `slurm-job.vk.io/flags`",
+        "Slurm nodes (more than one with --mpi)",
+        "`--nodes` in `slurm-job.vk.io/flags`; more than one node needs `--mpi`",
         field="nodes",
         label="Nodes",
         placeholder="e.g. 1",
+    ),
+    Option(
+        "--ntasks",
+        "count",
+        "T",
+        "Slurm tasks: the cell runs as T ranks (with --mpi)",
+        "`--ntasks` in `slurm-job.vk.io/flags`; more than one task needs `--mpi` (else the cell "
+        "would run once while Slurm holds the rest)",
+        field="ntasks",
+        label="Tasks (ranks)",
+        placeholder="e.g. 4, with MPI",
+        also_typed=("--tasks", "--num-tasks"),
+    ),
+    Option(
+        "--ntasks-per-node",
+        "count",
+        "M",
+        "Slurm tasks on each node (with --mpi)",
+        "`--ntasks-per-node` in `slurm-job.vk.io/flags`; more than one task needs `--mpi`",
+        field="ntasks_per_node",
+        label="Tasks per node",
+        placeholder="e.g. 4, with MPI",
+        also_typed=("--tasks-per-node",),
+    ),
+    Option(
+        "--mpi",
+        "optional",
+        "FLAGS",
+        "run the cell on every task under mpiexec (FLAGS: more mpiexec flags)",
+        "`slurm-job.vk.io/mpi-flags`: the Slurm plugin is to start the container as `mpiexec -np "
+        "$SLURM_NTASKS FLAGS ...`, one rank per task (bare `--mpi`: no extra flags); needed with "
+        "more than one node or task. interlink-slurm-plugin up to 0.6.2-pre5 ignores the "
+        "annotation (`prepare.go` changes a copy of each container command), so it is refused "
+        "unless the profile says the site's plugin applies it (`jupyter: {mpi_flags: true}`)",
+        field="mpi",
+        const="on",
+        label="MPI",
+        placeholder="on, or mpiexec flags, e.g. --oversubscribe",
+        also_typed=("--mpiexec", "--mpirun", "--mpi-flags"),
     ),
     Option(
         "--job-name",
@@ -352,8 +395,12 @@ OPTIONS: tuple[Option, ...] = (
 
 BY_FLAG = {option.flag: option for option in OPTIONS}
 BY_FIELD = {option.field: option for option in OPTIONS if option.field}
-VALUE_FLAGS = frozenset(option.flag for option in OPTIONS if option.takes_value)
-TEXT_FIELDS = tuple(o.field for o in OPTIONS if o.field and o.kind == "text")
+VALUE_FLAGS = frozenset(
+    option.flag for option in OPTIONS if option.takes_value and option.kind != "optional"
+)
+# Flags whose value may be left out: the next word is their value unless it is a flag of ours.
+OPTIONAL_FLAGS = frozenset(option.flag for option in OPTIONS if option.kind == "optional")
+TEXT_FIELDS = tuple(o.field for o in OPTIONS if o.field and o.kind in ("text", "optional"))
 COUNT_FIELDS = tuple(o.field for o in OPTIONS if o.field and o.kind == "count")
 
 
@@ -367,6 +414,15 @@ def add_to(parser: argparse.ArgumentParser, options: Iterable[Option] = OPTIONS)
         elif option.kind in ("repeat", "names"):
             parser.add_argument(
                 option.flag, action="append", default=[], dest=option.dest, help=option.help
+            )
+        elif option.kind == "optional":
+            parser.add_argument(
+                option.flag,
+                dest=option.dest,
+                help=option.help,
+                nargs="?",
+                const=option.const,
+                metavar=option.metavar or None,
             )
         else:
             parser.add_argument(
@@ -397,7 +453,8 @@ class OptionParser(argparse.ArgumentParser):
         for option in OPTIONS:
             # argparse drops a "--" value (`--sbatch=--`) and leaves []: the value was "--",
             # which the option's own check then refuses with its own message.
-            if option.kind in ("text", "choice") and getattr(parsed, option.dest, None) == []:
+            text_like = option.kind in ("text", "choice", "optional")
+            if text_like and getattr(parsed, option.dest, None) == []:
                 setattr(parsed, option.dest, "--")
         return parsed
 
@@ -426,7 +483,8 @@ class OptionParser(argparse.ArgumentParser):
 def split_words(line: str, value_flags: Iterable[str] = ()) -> list[str]:
     """A line as the shell splits it, with `--opt value` joined into `--opt=value` (for the
     offload options and `value_flags`) so that values starting with '-' (`--sbatch
-    "--exclusive"`) are not read as flags."""
+    "--exclusive"`) are not read as flags. A flag whose value may be left out (`--mpi`) takes
+    the next word unless that word is one of the offload flags (`--mpi --ntasks 2`: bare)."""
     takes_value = VALUE_FLAGS | set(value_flags)
     try:
         words = shlex.split(line)
@@ -439,10 +497,23 @@ def split_words(line: str, value_flags: Iterable[str] = ()) -> list[str]:
         if word in takes_value and index + 1 < len(words):
             joined.append(f"{word}={words[index + 1]}")
             index += 2
+        elif (
+            word in OPTIONAL_FLAGS
+            and index + 1 < len(words)
+            and not _is_offload_flag(words[index + 1])
+        ):
+            joined.append(f"{word}={words[index + 1]}")
+            index += 2
         else:
             joined.append(word)
             index += 1
     return joined
+
+
+def _is_offload_flag(word: str) -> bool:
+    return word.split("=", 1)[0] in BY_FLAG or any(
+        word == typed for option in OPTIONS for typed in option.also_typed
+    )
 
 
 def offload_parser(prog: str = "%%oscar_offload") -> OptionParser:
@@ -482,8 +553,9 @@ def readme_table() -> str:
     """The README's table of `%%oscar_offload` flags."""
     rows = ["| flag | becomes |", "|---|---|"]
     for option in OPTIONS:
-        usage = f"`{option.flag} {option.metavar}`" if option.metavar else f"`{option.flag}`"
-        usage = usage.replace("|", "\\|") + (" (repeatable)" if option.kind == "repeat" else "")
+        usage = f"`{option.usage}`" if option.metavar else f"`{option.flag}`"
+        usage = usage.replace("|", "\\|").replace(" (repeatable)`", "`")
+        usage += " (repeatable)" if option.kind == "repeat" else ""
         rows.append(f"| {usage} | {option.becomes} |")
     return "\n".join(rows)
 
@@ -520,7 +592,10 @@ def render(pairs: Iterable[tuple[str, str]]) -> str:
     value starting with '-' would read as a flag."""
     words = ["%%oscar_offload"]
     for flag, value in pairs:
-        if value.startswith("-"):
+        option = BY_FLAG.get(flag)
+        if option is not None and option.kind == "optional" and value == option.const:
+            words.append(flag)
+        elif value.startswith("-"):
             words.append(quote(f"{flag}={value}"))
         else:
             words += [flag, quote(value)]

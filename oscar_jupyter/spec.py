@@ -49,6 +49,8 @@ DEFAULT_IMAGE = "docker://python:3.12-slim"
 DEFAULT_MEMORY = "1024Mi"
 SERVICE_NAME_MAX = 24
 RUNNER_LABEL = "oscar-jupyter/runner"
+MPI_ANNOTATION = "slurm-job.vk.io/mpi-flags"
+MPI_ON = "on"  # OffloadSpec.mpi of the bare --mpi (options.py: the option's const)
 
 MiB = 1024 * 1024
 _UNITS = {
@@ -81,6 +83,10 @@ _SLURM_WORD = re.compile(r"[A-Za-z0-9._:+-]+")
 _SLURM_LIST = re.compile(r"[A-Za-z0-9._+-]+(?:,[A-Za-z0-9._+-]+)*")
 _MOUNT_PATH = re.compile(r"/[A-Za-z0-9._/@%+=-]*")
 _COUNT_TEXT = re.compile(r"\s*[0-9]+\s*")
+# mpiexec flag words: pasted unquoted into job.sh by the plugin.
+_MPI_WORD = re.compile(r"[A-Za-z0-9._:,=+@/%-]+")
+# mpiexec's own rank counts: the plugin gives -np $SLURM_NTASKS.
+_MPI_COUNT_FLAGS = frozenset({"-np", "-n", "--np", "--n", "-c", "--c"})
 
 # ---- image references: [scheme://][registry/]path[:tag][@digest] or an absolute .sif path.
 # The Slurm plugin pastes the image unquoted into job.sh, so only this grammar gets through.
@@ -322,6 +328,10 @@ _FORBIDDEN_SBATCH = {
     "wrap": "the plugin submits its own batch script; put the code in the cell instead",
     "wait": "it keeps the plugin's sbatch call waiting until the job ends; remove it (the "
     "magic waits for the job already)",
+    "nodes": "use --nodes of the magic (with --mpi, so that the cell runs on each node)",
+    "ntasks": "use --ntasks of the magic (with --mpi, so that the cell runs as each task)",
+    "ntasks-per-node": "use --ntasks-per-node of the magic (with --mpi, so that the cell "
+    "runs as each task)",
     "test-only": "sbatch then submits nothing, so the plugin finds no job; remove it",
     "help": "sbatch then prints help and submits nothing; remove it",
     "usage": "sbatch then prints its usage and submits nothing; remove it",
@@ -673,6 +683,10 @@ class OffloadSpec:
     cpus_per_task: int | None = None
     mem: str | None = None
     nodes: int | None = None
+    ntasks: int | None = None
+    ntasks_per_node: int | None = None
+    # None: no MPI; "on" (the bare flag, mpi=True): mpiexec without extra flags; else its flags
+    mpi: str | bool | None = None
     job_name: str | None = None
     partition: str | None = None
     account: str | None = None
@@ -696,6 +710,11 @@ class OffloadSpec:
             value = getattr(self, name)
             if isinstance(value, str) and _COUNT_TEXT.fullmatch(value):
                 setattr(self, name, int(value))
+        # The Python API's mpi=True / mpi=False, as the magic's bare --mpi / no --mpi.
+        if self.mpi is True:
+            self.mpi = MPI_ON
+        elif self.mpi is False:
+            self.mpi = None
 
     def __repr__(self) -> str:
         # env values may be secrets: show names only
@@ -727,6 +746,8 @@ class OffloadSpec:
             self._check_node,
             self._check_time,
             self._check_counts,
+            self._check_tasks,
+            self._check_mpi,
             self._check_mem,
             self._check_slurm_words,
             self._check_image,
@@ -801,6 +822,8 @@ class OffloadSpec:
         for flag, value in (
             ("--cpus-per-task", self.cpus_per_task),
             ("--nodes", self.nodes),
+            ("--ntasks", self.ntasks),
+            ("--ntasks-per-node", self.ntasks_per_node),
             ("--gpus", self.gpus),
         ):
             if value is None:
@@ -816,6 +839,134 @@ class OffloadSpec:
                 raise _flag_error(flag, repr(value), f"use a whole number, e.g. {flag} 2")
             if int(value) < 1:
                 raise _flag_error(flag, value, f"use a whole number of at least 1, e.g. {flag} 2")
+
+    def _counts(self) -> dict[str, int]:
+        """The task layout's counts that are whole numbers (the others fail _check_counts)."""
+        counts: dict[str, int] = {}
+        for flag, value in (
+            ("--nodes", self.nodes),
+            ("--ntasks", self.ntasks),
+            ("--ntasks-per-node", self.ntasks_per_node),
+        ):
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+                counts[flag] = value
+            elif isinstance(value, str) and _COUNT_TEXT.fullmatch(value) and int(value) >= 1:
+                counts[flag] = int(value)
+        return counts
+
+    def task_count(self) -> int:
+        """How many tasks (ranks) the job gets: --ntasks, else nodes x tasks per node."""
+        counts = self._counts()
+        if "--ntasks" in counts:
+            return counts["--ntasks"]
+        return counts.get("--nodes", 1) * counts.get("--ntasks-per-node", 1)
+
+    def node_count(self) -> int | None:
+        """How many nodes the job gets, where the request says (--nodes, or --ntasks over
+        --ntasks-per-node); None when Slurm chooses."""
+        counts = self._counts()
+        if "--nodes" in counts:
+            return counts["--nodes"]
+        if "--ntasks" in counts and "--ntasks-per-node" in counts:
+            return math.ceil(counts["--ntasks"] / counts["--ntasks-per-node"])
+        return None if "--ntasks" in counts else 1
+
+    def _check_tasks(self) -> None:
+        counts = self._counts()
+        nodes, ntasks = counts.get("--nodes"), counts.get("--ntasks")
+        per_node = counts.get("--ntasks-per-node")
+        if ntasks is not None and nodes is not None and ntasks < nodes:
+            raise _flag_error(
+                "--ntasks",
+                ntasks,
+                f"fewer tasks than --nodes {nodes}: each node needs at least one task; "
+                f"e.g. --nodes {nodes} --ntasks {nodes}",
+            )
+        if ntasks is not None and nodes is not None and per_node is not None:
+            if ntasks > nodes * per_node:
+                raise _flag_error(
+                    "--ntasks",
+                    ntasks,
+                    f"more tasks than --nodes {nodes} x --ntasks-per-node {per_node} = "
+                    f"{nodes * per_node}; give two of the three, e.g. --nodes {nodes} "
+                    f"--ntasks-per-node {per_node}",
+                )
+        if self.mpi is not None:
+            return
+        asked = [(flag, value) for flag, value in counts.items() if value > 1]
+        if asked:
+            flag, value = asked[0]
+            what = "nodes" if flag == "--nodes" else "tasks"
+            raise _flag_error(
+                flag,
+                value,
+                f"{value} {what} without --mpi: Slurm would hold them all while the cell "
+                f"runs once, on the first; add --mpi to run the cell as one rank per task "
+                f"(e.g. {flag} {value} --mpi), or leave {flag} out",
+            )
+
+    def _check_mpi(self) -> None:
+        if self.mpi is None:
+            return
+        if not isinstance(self.mpi, str):
+            raise SpecError(
+                "--mpi",
+                f"--mpi: give True or the mpiexec flags as one string, not "
+                f"{type(self.mpi).__name__}, e.g. mpi=True or mpi='--oversubscribe'",
+            )
+        if self.mpi != MPI_ON:
+            _require_text("--mpi", self.mpi, "--mpi '--oversubscribe'")
+            words = self.mpi_words()
+            if not words:
+                raise SpecError(
+                    "--mpi",
+                    "--mpi: the flags are empty; write --mpi alone (mpi=True) for mpiexec "
+                    "without extra flags, or give them, e.g. --mpi '--oversubscribe'",
+                )
+            if words == ["true"]:
+                raise _flag_error(
+                    "--mpi",
+                    self.mpi,
+                    "the Slurm plugin reads the value 'true' as 'no mpiexec' "
+                    "(prepare.go); write --mpi alone to run the ranks without extra flags",
+                )
+            if not words[0].startswith("-"):
+                raise _flag_error(
+                    "--mpi",
+                    repr(self.mpi),
+                    "give mpiexec's own flags, starting with one, e.g. --mpi '--oversubscribe' "
+                    "(or --mpi alone)",
+                )
+            for word in words:
+                if not _MPI_WORD.fullmatch(word):
+                    raise _flag_error(
+                        "--mpi",
+                        repr(word),
+                        "the Slurm plugin pastes the flags unquoted into job.sh: use letters, "
+                        "digits and . _ : , = + @ / % - only, e.g. --mpi '--bind-to none'",
+                    )
+                if word.split("=", 1)[0] in _MPI_COUNT_FLAGS:
+                    raise _flag_error(
+                        "--mpi",
+                        word,
+                        "the plugin already runs mpiexec -np $SLURM_NTASKS; set the number "
+                        "of ranks with --ntasks (or --nodes and --ntasks-per-node)",
+                    )
+        if self.task_count() > 1 and not self.site.applies_mpi_flags:
+            raise SpecError(
+                "--mpi",
+                "--mpi: this site's Slurm plugin ignores slurm-job.vk.io/mpi-flags "
+                "(interlink-slurm-plugin up to 0.6.2-pre5 changes only a copy of each "
+                "container command, pkg/slurm/prepare.go 961-966 at 0.6.1), so the cell "
+                f"would run once while Slurm holds {self.task_count()} tasks; where the "
+                "site's plugin applies it, say so in the profile: jupyter: {mpi_flags: true}",
+            )
+
+    def mpi_words(self) -> list[str]:
+        """The extra mpiexec flags as words ([] for the bare --mpi or no MPI)."""
+        if not isinstance(self.mpi, str) or self.mpi == MPI_ON:
+            return []
+        return [word for word in re.split(r"[ \t]+", self.mpi.strip()) if word]
 
     def _check_mem(self) -> None:
         if self.mem is not None:
@@ -982,6 +1133,8 @@ class OffloadSpec:
             flags.append(f"--time={format_time(parse_time(self.time))}")
         for option, value in (
             ("--nodes", self.nodes),
+            ("--ntasks", self.ntasks),
+            ("--ntasks-per-node", self.ntasks_per_node),
             ("--job-name", self.job_name),
             ("--partition", self.partition),
             ("--account", self.account),
@@ -1011,6 +1164,11 @@ class OffloadSpec:
             annotations["job.vk.io/singularity-mounts"] = binds
         if self.singularity_options:
             annotations["slurm-job.vk.io/singularity-options"] = self.singularity_options
+        if self.mpi is not None:
+            # The plugin prepends `mpiexec -np $SLURM_NTASKS` and the value split on single
+            # spaces to the container's command, except for the value "true" (no mpiexec). The
+            # bare --mpi sends "": one empty word, a double space in job.sh's line.
+            annotations[MPI_ANNOTATION] = " ".join(self.mpi_words())
         return annotations
 
     def _definition_without_name(self) -> dict[str, Any]:
@@ -1187,12 +1345,17 @@ def check_secret_names(names: object) -> None:
 def spec_of_service(service: Mapping[str, Any]) -> OffloadSpec:
     """What a runner service asks for, read back from its definition (for a job attached from
     another kernel: its node and walltime); fields it does not carry keep their defaults."""
-    flags = str((service.get("annotations") or {}).get("slurm-job.vk.io/flags") or "")
+    annotations = service.get("annotations") or {}
+    flags = str(annotations.get("slurm-job.vk.io/flags") or "")
     read: dict[str, Any] = {}
     for word in flags.split():
         option, _, value = word.partition("=")
         if option in ("--time", "--partition", "--account", "--job-name") and value:
             read[option[2:].replace("-", "_")] = value
+        elif option in ("--nodes", "--ntasks", "--ntasks-per-node") and value.isdigit():
+            read[option[2:].replace("-", "_")] = int(value)
+    if isinstance(annotations.get(MPI_ANNOTATION), str):  # the ranks, for the status line
+        read["mpi"] = annotations[MPI_ANNOTATION] or MPI_ON
     node = service.get("interlink_node_name")
     return OffloadSpec(node=node if isinstance(node, str) and node else None, **read)
 

@@ -31,6 +31,7 @@ PRE_EXEC_ANNOTATION = "slurm-job.vk.io/pre-exec"
 MOUNTS_ANNOTATION = "slurm-job.vk.io/singularity-mounts"
 OPTIONS_ANNOTATION = "slurm-job.vk.io/singularity-options"
 IMAGE_ROOT_ANNOTATION = "slurm-job.vk.io/image-root"
+MPI_FLAGS_ANNOTATION = "slurm-job.vk.io/mpi-flags"
 POD_IP_ANNOTATION = "interlink.eu/pod-ip"
 WSTUNNEL_ANNOTATION = "interlink.eu/wstunnel-client-commands"
 
@@ -556,6 +557,30 @@ def _envfile_path(
     return f"{files_path(pod, config)}/{container['name']}_envfile.properties"
 
 
+# --------------------------------------------------------------------------- mpi-flags
+
+# Whether the plugin's mpi-flags wrapping reaches job.sh: on no modelled release (see below).
+MPI_FLAGS_APPLIED = False
+
+
+def mpi_command(annotations: Mapping[str, str]) -> list[str]:
+    """The words ``slurm-job.vk.io/mpi-flags`` is meant to put before each container's runtime
+    command: ``mpiexec -np $SLURM_NTASKS`` and the value split on single spaces (an empty value
+    gives one empty word, a double space an empty word between); none without the annotation
+    or for the value ``true``, which the plugin special-cases as "no mpiexec". Plugin
+    ``pkg/slurm/prepare.go`` lines 961-966 at 0.6.1, 1093-1100 at 0.6.2-pre5.
+
+    Neither release applies it: the plugin assigns the wrapped command to the ``range`` loop's
+    copy of each ``ContainerCommand`` (a struct value, not a pointer), so job.sh is the same
+    with or without the annotation (INTERLINK.md section 2, "No effect in any version").
+    ``MPI_FLAGS_APPLIED`` says so; ``_container_line`` uses these words only when it is True.
+    """
+    value = annotations.get(MPI_FLAGS_ANNOTATION)
+    if value is None or value == "true":
+        return []
+    return ["mpiexec", "-np", "$SLURM_NTASKS", *value.split(" ")]
+
+
 def _container_line(
     pod: Mapping[str, Any],
     container: Mapping[str, Any],
@@ -566,6 +591,7 @@ def _container_line(
     annotations = _annotations(pod)
     command = list(container.get("command") or [])
     runtime = [
+        *(mpi_command(annotations) if MPI_FLAGS_APPLIED else []),
         config.singularity_path,
         "exec" if command else "run",
         *config.singularity_options,

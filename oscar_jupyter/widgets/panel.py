@@ -131,7 +131,19 @@ class Panel(w.VBox):
         node_cell.add_class("oj-field")
 
         resources = self._grid(
-            ["time", "cpus_per_task", "mem", "nodes", "gpus", "partition", "account", "job_name"]
+            [
+                "time",
+                "cpus_per_task",
+                "mem",
+                "nodes",
+                "ntasks",
+                "ntasks_per_node",
+                "mpi",
+                "gpus",
+                "partition",
+                "account",
+                "job_name",
+            ]
         )
         self.capacity_note = w.HTML()  # the request fits the node but would wait (capacity.py)
         self.capacity_note.add_class("oj-muted")

@@ -50,6 +50,8 @@ CASES = {
         node="vk",
         time="1-12",
         nodes=2,
+        ntasks_per_node=4,
+        mpi="--oversubscribe --bind-to none",
         gpus=4,
         mem="1.5Gi",
         image="ghcr.io/org/torch:2.3",
@@ -59,9 +61,13 @@ CASES = {
         sbatch="--qos normal -C amd",
         env={"OMP_NUM_THREADS": "8", "JSON": '{"a": "b, c"}'},
         prefix="team-x",
+        site=SiteFacts(applies_mpi_flags=True),
     ),
     "sif_image": OffloadSpec(node="vk", image="/shared/images/py.sif", time="45"),
 }
+
+
+_MPI_SITE = SiteFacts(applies_mpi_flags=True)
 
 
 def check_golden(name: str, text: str) -> None:
@@ -102,8 +108,9 @@ def test_service_fields_follow_the_design():
     assert "enable_gpu" not in d and d["interlink_node_name"] == "vk"  # --gres alone reaches Slurm
     a = d["annotations"]
     assert a["slurm-job.vk.io/flags"] == (
-        "--time=1-12:00:00 --nodes=2 --gres=gpu:4 --qos=normal -Camd"
+        "--time=1-12:00:00 --nodes=2 --ntasks-per-node=4 --gres=gpu:4 --qos=normal -Camd"
     )
+    assert a["slurm-job.vk.io/mpi-flags"] == "--oversubscribe --bind-to none"
     assert a["slurm-job.vk.io/singularity-mounts"] == "--bind /scratch/me:/data:ro --bind /a:/b"
     assert a["job.vk.io/singularity-mounts"] == a["slurm-job.vk.io/singularity-mounts"]
     # Ends with a newline: plugins up to 0.6.1 append job.sh to the same line.
@@ -453,10 +460,11 @@ def test_a_huge_memory_is_a_spec_error():
 
 
 def test_counts_may_be_strings_of_digits():
-    spec = OffloadSpec(cpus_per_task="2", nodes=" 3 ", gpus="1")
+    spec = OffloadSpec(cpus_per_task="2", nodes=" 3 ", gpus="1", mpi=True, site=_MPI_SITE)
     assert (spec.cpus_per_task, spec.nodes, spec.gpus) == (2, 3, 1)
-    assert spec == OffloadSpec(cpus_per_task=2, nodes=3, gpus=1)
-    assert spec.service_name() == OffloadSpec(cpus_per_task=2, nodes=3, gpus=1).service_name()
+    same = OffloadSpec(cpus_per_task=2, nodes=3, gpus=1, mpi="on", site=_MPI_SITE)
+    assert spec == same
+    assert spec.service_name() == same.service_name()
 
 
 def test_job_body_wants_text():

@@ -122,3 +122,32 @@ def test_env_names_must_be_shell_variables(tmp_path):
     the_pod = pod({"env": [{"name": "my.var", "value": "1"}]})
     with pytest.raises(TranslationError, match="env name 'my.var' cannot be a shell variable"):
         prepare(the_pod, configmaps={}, config=PluginConfig(f"{tmp_path}/"))
+
+
+def test_mpi_flags_change_nothing_as_in_every_modelled_plugin_release():
+    # prepare.go (0.6.1 lines 961-966, 0.6.2-pre5 1093-1100) builds the mpiexec words but
+    # assigns them to the loop's copy of each container command: job.sh keeps its line.
+    from oscar_jupyter.local.interlink import MPI_FLAGS_APPLIED, mpi_command
+
+    config = PluginConfig("/j/", singularity_default_options=["--containall"])
+    plain = render_job_sh(pod({"command": ["/bin/sh", "-c", "true"]}), config)
+    for value in ("", "--oversubscribe", "true"):
+        annotations = {"slurm-job.vk.io/mpi-flags": value}
+        wrapped = render_job_sh(
+            pod({"command": ["/bin/sh", "-c", "true"]}, None, annotations), config
+        )
+        assert wrapped == plain
+    assert MPI_FLAGS_APPLIED is False
+    # What the plugin means to prepend: split on single spaces, "true" special-cased.
+    assert mpi_command({"slurm-job.vk.io/mpi-flags": "--oversubscribe  --bind-to none"}) == [
+        "mpiexec",
+        "-np",
+        "$SLURM_NTASKS",
+        "--oversubscribe",
+        "",
+        "--bind-to",
+        "none",
+    ]
+    assert mpi_command({"slurm-job.vk.io/mpi-flags": ""}) == ["mpiexec", "-np", "$SLURM_NTASKS", ""]
+    assert mpi_command({"slurm-job.vk.io/mpi-flags": "true"}) == []
+    assert mpi_command({}) == []

@@ -137,6 +137,16 @@ def test_edits_change_the_previewed_line_and_the_kernel_defaults(session):
     assert "--gpus" not in panel.offload_line and "OMP_NUM_THREADS" not in panel.offload_line
 
 
+def test_mpi_on_in_the_panel_is_the_bare_flag_on_the_previewed_line(session):
+    panel = Panel(session=session)
+    fill(panel, node="vega", ntasks="1", mpi="on")
+    assert panel.problems == {}
+    assert session.defaults == {"node": "vega", "ntasks": 1, "mpi": "on"}
+    assert panel.offload_line == "%%oscar_offload --node vega --ntasks 1 --mpi"
+    fill(panel, mpi="--bind-to none")
+    assert panel.offload_line == "%%oscar_offload --node vega --ntasks 1 '--mpi=--bind-to none'"
+
+
 def test_service_definition_is_folded_and_follows_the_values(session):
     panel = Panel(session=session)
     assert panel.service_fold.selected_index is None  # folded until opened
@@ -182,6 +192,9 @@ def test_a_new_panel_shows_the_kernel_defaults(session):
         ("partition", "a b", "--partition 'a b'"),
         ("sbatch", "--output=/tmp/x", "--sbatch=--output=/tmp/x"),
         ("image", "image.sif", "--image image.sif"),
+        ("nodes", "2", "--nodes 2"),
+        ("ntasks", "4", "--ntasks 4"),
+        ("mpi", "true", "--mpi true"),
     ],
 )
 def test_invalid_values_are_marked_with_the_magics_own_message(ip, session, field, value, line):
