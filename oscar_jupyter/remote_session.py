@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from . import job_records, runner
@@ -122,9 +123,13 @@ class RemoteSession:
         token: str,
         idle_minutes: float,
         next_cell: int = 1,
+        kernel_tag: str | None = None,
     ) -> None:
         self.connection = connection
         self.name = name
+        # the kernel that started it (its registry entry's folder): this kernel's unless the
+        # sidebar found it among the user's sessions
+        self.kernel_tag = kernel_tag or getattr(connection, "kernel_tag", "")
         self.job = job
         self.token = token
         self.idle_minutes = idle_minutes
@@ -201,6 +206,8 @@ class RemoteSession:
             self.ready_at = float(marker.get("time") or 0) or time.time()
         elif event == "begin":
             self.running = int(marker.get("cell") or 0)
+            # another process's view (the sidebar) numbers a stop after the cells it saw begin
+            self.next_cell = max(self.next_cell, self.running + 1)
         elif event == "end":
             self.running = None
             self.last_end = float(marker.get("time") or 0) or time.time()
@@ -456,17 +463,22 @@ class RemoteSession:
             "idle": self.idle_seconds(),
             "cells": self.next_cell - 1,
             "job": self.job.name,
+            "service": self.job.service,
+            "kernel": self.kernel_tag,
+            "ended": self._ended_error().args[0] if self.state() == "ended" else None,
         }
 
     # -- stop ----------------------------------------------------------------------------------
 
-    def stop(self) -> None:
+    def stop(self, by: str | None = None) -> None:
         """Ends the job (a stop object; cancelled when it does not end within 20 s or a cell
-        is running), removes its objects and the registry entry, forgets the job."""
+        is running), removes its objects and the registry entry, forgets the job. `by` (the
+        sidebar): stopped from outside its kernel, which is told so on its next cell (the job's
+        record says who stopped it, as for a job cancelled there)."""
         with interrupts_deferred():
-            self._stop()
+            self._stop(by)
 
-    def _stop(self) -> None:
+    def _stop(self, by: str | None = None) -> None:
         job, connection = self.job, self.connection
         if not job.is_done():
             self.refresh()
@@ -480,15 +492,31 @@ class RemoteSession:
         if not job.is_done():
             job.cancel()
         self.bucket.delete_prefix(job_prefix(job.name))
-        self.bucket.delete_prefix(registry_key(connection, self.name))
+        self.bucket.delete_prefix(f"{REGISTRY_FOLDER}{self.kernel_tag}/{self.name}.json")
+        client = connection.require_client()
+        if by is not None:
+            self.closing = self.closing or f"stopped by {by}"
+            try:
+                job_records.mark_final(
+                    client.endpoint,
+                    job.service,
+                    job.name,
+                    "Cancelled",
+                    cancelled_by=by,
+                    cluster=client.profile.cluster_id,
+                )
+            except OSError:  # the kernel then says only that the session ended
+                pass
         try:
-            connection.require_client().delete_job(job.service, job.name)
+            client.delete_job(job.service, job.name)
         except OscarError as err:
             if err.status_code not in (403, 404):
                 raise
         connection.jobs.pop(job.name, None)
-        connection._forget(job.name)
-        _SESSIONS.pop(self.name, None)
+        if by is None:
+            connection._forget(job.name)
+        if _SESSIONS.get(self.name) is self:
+            del _SESSIONS[self.name]
 
     def __enter__(self) -> RemoteSession:
         return self
@@ -651,12 +679,28 @@ def attach(name: str, connection: Session | None = None) -> RemoteSession:
     record = _registered(connection, name)
     if record is None:
         raise SessionError(f"no session {name} of this kernel on the cluster to attach to")
+    remote = _from_record(connection, name, record)
+    connection.jobs[remote.job.name] = remote.job
+    _SESSIONS[name] = remote
+    return remote
+
+
+def _from_record(
+    connection: Session,
+    name: str,
+    record: Mapping[str, Any],
+    *,
+    kernel_tag: str | None = None,
+    log_dir: Path | None = None,
+) -> RemoteSession:
+    """The session a registry entry names, its job's log read (the state, the next cell's
+    number after the last); registered nowhere."""
     client = connection.require_client()
     try:
         spec = spec_of_service(client.get_service(record["service"]))
     except (OscarError, SpecError):
         spec = OffloadSpec()
-    job = Job(client, record["service"], record["job"], spec)
+    job = Job(client, record["service"], record["job"], spec, log_dir=log_dir)
     job.sent_here = True
     job.min_poll_interval = connection.poll_floor()
     remote = RemoteSession(
@@ -665,6 +709,7 @@ def attach(name: str, connection: Session | None = None) -> RemoteSession:
         job,
         token=record["token"],
         idle_minutes=float(record.get("idle_minutes") or 0),
+        kernel_tag=kernel_tag,
     )
     remote.refresh()
     numbers = [int(m.get("cell") or 0) for m in remote._markers if m.get("event") == "begin"]
@@ -674,8 +719,6 @@ def attach(name: str, connection: Session | None = None) -> RemoteSession:
         if stem.isdigit():
             numbers.append(int(stem))
     remote.next_cell = max(numbers, default=0) + 1
-    connection.jobs[job.name] = job
-    _SESSIONS[name] = remote
     return remote
 
 
@@ -693,6 +736,66 @@ def sessions(connection: Session | None = None) -> list[RemoteSession]:
     for remote in _SESSIONS.values():
         remote.refresh()
     return [_SESSIONS[name] for name in sorted(_SESSIONS)]
+
+
+class UserSessions:
+    """Every session of one user on one cluster, whichever of their kernels started it: what
+    the sidebar lists and stops (server/backend.py). `connection` is that user's connection
+    (its client and profile); the registry is read again on each look, and each session's log
+    parsed only where it grew (its `RemoteSession` is kept between looks). Another user has
+    another bucket, so never sees these."""
+
+    def __init__(self, connection: Session, log_dir: Path) -> None:
+        self.connection = connection
+        self.log_dir = log_dir  # the jobs' output files: not the kernels' (they write theirs)
+        self._known: dict[str, RemoteSession] = {}  # registry key -> its session
+        self._lock = threading.Lock()
+
+    def _entries(self) -> dict[str, tuple[str, str]]:
+        """Registry key -> (kernel tag, name) of every entry in the user's bucket."""
+        bucket = self.connection.bucket
+        if not bucket.exists():
+            return {}
+        found = {}
+        for key in bucket.keys(REGISTRY_FOLDER):
+            tag, _, file = key[len(REGISTRY_FOLDER) :].partition("/")
+            name = file.removesuffix(".json")
+            if tag and file.endswith(".json") and NAME_PATTERN.fullmatch(name):
+                found[key] = (tag, name)
+        return found
+
+    def list(self) -> list[RemoteSession]:
+        """The user's sessions, each looked at once now; by name, then kernel."""
+        with self._lock:
+            entries = self._entries()
+            for key in set(self._known) - set(entries):  # stopped meanwhile
+                del self._known[key]
+            for key, (tag, name) in entries.items():
+                remote = self._known.get(key)
+                if remote is None:
+                    try:
+                        record = json.loads(self.connection.bucket.get_bytes(key))
+                        remote = _from_record(
+                            self.connection, name, record, kernel_tag=tag, log_dir=self.log_dir
+                        )
+                    except (ValueError, KeyError, TypeError):
+                        continue  # an entry being written, or not ours to read
+                    self._known[key] = remote
+                else:
+                    remote.refresh()
+            return sorted(self._known.values(), key=lambda r: (r.name, r.kernel_tag))
+
+    def stop(self, job: str, by: str) -> RemoteSession:
+        """Stops the session whose job is `job` (`RemoteSession.stop`, recorded as by `by`)."""
+        remote = next((r for r in self.list() if r.job.name == job), None)
+        if remote is None:
+            raise SessionError(
+                f"no session with job {job} among yours (stopped already, or another user's)"
+            )
+        with self._lock:
+            remote.stop(by)
+            self._known = {k: r for k, r in self._known.items() if r is not remote}
+        return remote
 
 
 @atexit.register

@@ -66,6 +66,7 @@ def test_traceback_names_the_cell_and_earlier_cells():
 
 class FakeJob:
     name = "oj-x-abc-123"
+    service = "oj-x"
     node = "vega"
     spec = OffloadSpec(node="vega", time="00:10:00")
     started_at = None
@@ -100,6 +101,7 @@ def test_markers_need_the_sessions_token_and_split_the_output():
     assert [m["event"] for m in markers] == ["ready", "begin"]
     assert seen == ["", "hello"]  # the forged marker is a (blank) rich output of the cell
     assert remote.state() == "busy" and remote.running == 1
+    assert remote.next_cell == 2  # what another view (the sidebar) stops after
     job._lines.append(marker("t0", "end", cell=1, status="ok"))
     remote._take(None)
     assert remote.state() == "idle"
