@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -700,7 +701,15 @@ def _from_record(
         spec = spec_of_service(client.get_service(record["service"]))
     except (OscarError, SpecError):
         spec = OffloadSpec()
-    job = Job(client, record["service"], record["job"], spec, log_dir=log_dir)
+    # timed from its start, not from this look: the runner's start line counts only when
+    # it is not older than the submission (Job), and time left is counted from it
+    try:
+        submitted = datetime.fromtimestamp(float(record["started"]), timezone.utc)
+    except (KeyError, TypeError, ValueError, OverflowError, OSError):
+        submitted = None
+    job = Job(
+        client, record["service"], record["job"], spec, log_dir=log_dir, submitted_at=submitted
+    )
     job.sent_here = True
     job.min_poll_interval = connection.poll_floor()
     remote = RemoteSession(
