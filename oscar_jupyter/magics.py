@@ -286,6 +286,7 @@ class OscarMagics(Magics):
                 sink=stream.write,
                 cell_name=name,
                 line_offset=CELL_LINE_OFFSET,
+                partial=views.PartialLine(),
             )
         finally:
             stream.close()

@@ -30,11 +30,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from . import job_records, runner
 from .cell_program import seal
 from .client import OscarError
+from .display import partial_lines
 from .errors import CellInterrupted
 from .jobs import Job, is_marker
 from .logs import OutputLine
@@ -60,6 +61,17 @@ WALLTIME_WARNING_SECONDS = 300.0  # warn once when less than this is left
 _CELL_FILE = re.compile(r'File "[^"]*/oj-[^"/]*/cell-(\d+)\.py", line (\d+)')
 
 LineSink = Callable[[list[OutputLine]], None]
+
+
+class PartialView(Protocol):
+    """Where a cell's unfinished lines (a `\r` progress bar, a prompt) show live, as in any
+    offloaded cell (`display.PartialLine`)."""
+
+    def update(self, partial: dict[str, str], lines_follow: bool) -> None: ...
+
+    def show(self, partial: dict[str, str]) -> None: ...
+
+    def clear(self) -> None: ...
 
 
 class SessionError(RuntimeError):
@@ -144,6 +156,7 @@ class RemoteSession:
         self._current_lines: list[OutputLine] = []  # since the last begin or end marker
         self._lock = threading.Lock()  # one cell at a time
         self._markers: list[dict[str, Any]] = []
+        self._pending: PartialView | None = None  # the running cell's unfinished lines
 
     # -- where things are --------------------------------------------------------------------
 
@@ -260,20 +273,25 @@ class RemoteSession:
         sink: LineSink | None = None,
         cell_name: str = "<cell>",
         line_offset: int = 0,
+        partial: PartialView | None = None,
     ) -> dict[str, Any]:
-        """Runs `code` in the session, its output to `sink` (printed without one); the
-        `outputs` values. Raises `SessionCellError` when the cell raises (the session goes on),
-        `CellInterrupted` on Ctrl-C (the cell is interrupted, the session kept), `SessionError`
-        when the session has ended."""
+        """Runs `code` in the session, its output to `sink` (printed without one), its
+        unfinished lines live to `partial`; the `outputs` values. Raises `SessionCellError`
+        when the cell raises (the session goes on), `CellInterrupted` on Ctrl-C (the cell is
+        interrupted, the session kept), `SessionError` when the session has ended."""
         if not isinstance(code, str):
             raise SessionError(f"code: give the cell's code as text, not {type(code).__name__}")
         if not self._lock.acquire(blocking=False):
             raise SessionError(
                 f"session {self.name} is running another cell of this kernel; one at a time"
             )
+        self._pending = partial
         try:
             return self._run(code, inputs, outputs, sink, cell_name, line_offset)
         finally:
+            self._pending = None
+            if partial is not None:
+                partial.clear()
             self._lock.release()
 
     def _run(
@@ -320,15 +338,26 @@ class RemoteSession:
         """The end marker of cell `number`; None when `deadline` passed first."""
         delay = FIRST_POLL
         cell_lines: list[OutputLine] = []
+        pending = self._pending
+
+        def unfinished() -> dict[str, str]:
+            partial = partial_lines(self.job)
+            if any(is_marker(line) for line in cell_lines):
+                partial.pop("stderr", None)  # the traceback shows once, as the error
+            return partial
 
         def keep(lines: list[OutputLine]) -> None:
             cell_lines.extend(lines)
+            if pending is not None:  # a bar that ended: its line streams in its place
+                pending.update(unfinished(), lines_follow=True)
             sink(lines)
 
         self._cell_lines = cell_lines
         time.sleep(FIRST_LOOK)  # the job polls every 50 ms: no sooner than this is it done
         while True:
             markers, delay = self._poll(keep, delay)
+            if pending is not None:
+                pending.show(unfinished())
             for marker in markers:
                 if marker.get("event") == "end" and marker.get("cell") == number:
                     return marker
