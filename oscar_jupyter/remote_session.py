@@ -193,7 +193,7 @@ class RemoteSession:
 
     def _take(self, sink: LineSink | None) -> list[dict[str, Any]]:
         """The lines that arrived since the last look: markers kept, the rest to `sink`."""
-        lines = self.job.lines()[self._read :]
+        lines = self.job.lines_since(self._read)
         self._read += len(lines)
         markers, batch = [], []
         for line in lines:
@@ -339,15 +339,18 @@ class RemoteSession:
         delay = FIRST_POLL
         cell_lines: list[OutputLine] = []
         pending = self._pending
+        in_traceback = False
 
         def unfinished() -> dict[str, str]:
             partial = partial_lines(self.job)
-            if any(is_marker(line) for line in cell_lines):
+            if in_traceback:
                 partial.pop("stderr", None)  # the traceback shows once, as the error
             return partial
 
         def keep(lines: list[OutputLine]) -> None:
+            nonlocal in_traceback
             cell_lines.extend(lines)
+            in_traceback = in_traceback or any(is_marker(line) for line in lines)
             if pending is not None:  # a bar that ended: its line streams in its place
                 pending.update(unfinished(), lines_follow=True)
             sink(lines)

@@ -235,3 +235,30 @@ def test_idle_timeout_and_a_scancelled_session_say_so_on_the_next_cell(
         died.run("print(1)")
     assert time.monotonic() - started < 10, "a dead session must not hang the cell"
     died.stop()
+
+
+def test_a_session_poll_parses_only_what_its_log_grew_by(local_oscar, connected, no_sessions):
+    """OSCAR serves a job's log only whole (reference OSCAR.md section 3.7), so each poll of a
+    session fetches all it ever printed; the kernel's work stays with what is new: the parser
+    takes only what the log grew by, and the session only the lines after those it read."""
+    import oscar_jupyter
+
+    with oscar_jupyter.start_session("big", **FLAGS) as big:
+        big.run(
+            "import os\nfor i in range(10000):\n    print(os.urandom(32).hex())",
+            sink=lambda lines: None,
+        )
+        job = big.job
+        size, parsed, full = job.log_size, job._parser.chars_parsed, job._parser.full_parses
+        fetched, requests = job.log_chars_fetched, job.log_requests
+        assert size > 100_000, size
+        seen: list[str] = []
+        for i in range(10):
+            big.run(f"print({i})", sink=lambda lines: seen.extend(line.text for line in lines))
+        assert seen == [str(i) for i in range(10)]
+        grown = job.log_size - size
+        polls = job.log_requests - requests
+        assert polls >= 10 and job.log_chars_fetched - fetched >= polls * size  # whole, each time
+        assert job._parser.full_parses == full
+        # what was parsed: the new text, and the last (unfinished) line again on each poll
+        assert job._parser.chars_parsed - parsed <= grown + polls * 4096, (grown, polls)
