@@ -43,7 +43,13 @@ from .ownership import make_job_name
 from .session import Session, current, interrupts_deferred
 from .spec import OffloadSpec, SpecError, spec_of_service
 from .storage import job_prefix
-from .transfers import JobTransfers, url_seconds
+from .transfers import (
+    JobTransfers,
+    check_transfers,
+    parse_download,
+    parse_upload,
+    url_seconds,
+)
 from .values import check_names, pack_inputs
 
 SESSION_KEY = "oscar_jupyter_session"  # session_program.SESSION_KEY
@@ -274,9 +280,13 @@ class RemoteSession:
         cell_name: str = "<cell>",
         line_offset: int = 0,
         partial: PartialView | None = None,
+        uploads: Sequence[str] = (),
+        downloads: Sequence[str] = (),
     ) -> dict[str, Any]:
         """Runs `code` in the session, its output to `sink` (printed without one), its
-        unfinished lines live to `partial`; the `outputs` values. Raises `SessionCellError`
+        unfinished lines live to `partial`; the `outputs` values. `uploads`/`downloads` as
+        `--upload`/`--download` give them (LOCAL[:REMOTE], REMOTE[:LOCAL]): put in the session's
+        job before the cell runs, fetched after it (also when it failed). Raises `SessionCellError`
         when the cell raises (the session goes on), `CellInterrupted` on Ctrl-C (the cell is
         interrupted, the session kept), `SessionError` when the session has ended."""
         if not isinstance(code, str):
@@ -287,7 +297,9 @@ class RemoteSession:
             )
         self._pending = partial
         try:
-            return self._run(code, inputs, outputs, sink, cell_name, line_offset)
+            return self._run(
+                code, inputs, outputs, sink, cell_name, line_offset, uploads, downloads
+            )
         finally:
             self._pending = None
             if partial is not None:
@@ -302,13 +314,19 @@ class RemoteSession:
         sink: LineSink | None,
         cell_name: str,
         line_offset: int,
+        uploads: Sequence[str] = (),
+        downloads: Sequence[str] = (),
     ) -> dict[str, Any]:
         wanted = check_names("--out", list(outputs)) if outputs else []
         packed = pack_inputs(dict(inputs or {}))
+        check_transfers(uploads, downloads)
         if self.job.is_done() or self.closing:
             raise self._ended_error()
         sink = sink or PrintedLines()
         number = self.next_cell
+        transfers = None
+        if uploads or downloads:  # the cell's own objects, as a job's: jobs/<job>/cells/<n>/
+            transfers = JobTransfers(self.bucket, f"{self.job.name}/cells/{number:06d}")
         cell: dict[str, Any] = {
             "n": number,
             "code": code,
@@ -320,17 +338,37 @@ class RemoteSession:
         if wanted:
             cell["out_url"] = self.presign(self.key(f"cells/{number:06d}.out"), "PUT")
         started = time.monotonic()
-        self.bucket.put_bytes(self.cell_key(number), json.dumps(cell).encode("utf-8"))
+        progress = self.connection._progress()
+        try:
+            if transfers is not None:
+                cell["storage"] = transfers.manifest(
+                    inputs="",
+                    uploads=[parse_upload(item) for item in uploads],
+                    downloads=[parse_download(item) for item in downloads],
+                    outputs=False,
+                    seconds=self.url_seconds,
+                    progress=progress,
+                )
+            self.bucket.put_bytes(self.cell_key(number), json.dumps(cell).encode("utf-8"))
+        except BaseException:
+            if transfers is not None:
+                transfers.discard()
+            raise
         self.next_cell = number + 1
         try:
-            end = self._wait_end(number, sink)
-        except KeyboardInterrupt:
-            with interrupts_deferred():
-                end = self._interrupt(number, sink)
-        try:
+            try:
+                end = self._wait_end(number, sink)
+            except KeyboardInterrupt:
+                with interrupts_deferred():
+                    end = self._interrupt(number, sink)
+            if transfers is not None and end is not None:
+                for note in transfers.collect(progress):
+                    print(note, file=sys.stderr, flush=True)
             return self._outcome(number, end, wanted, cell_name, line_offset, started).values
         finally:
             self._discard_cell(number)
+            if transfers is not None:
+                transfers.discard()
 
     def _wait_end(
         self, number: int, sink: LineSink, deadline: float | None = None
@@ -609,7 +647,9 @@ def start(
         raise SessionError(f"--idle-timeout {idle_minutes!r}: give minutes, 0 for none")
     if spec.uploads or spec.downloads:
         raise SessionError(
-            "--upload/--download are not taken by a session yet: send data with --in"
+            "--upload/--download go with a session's cells, not with its start: "
+            f"%%oscar_offload --session {name} --upload data.csv (or "
+            "run(code, uploads=[...], downloads=[...]))"
         )
     known = _SESSIONS.get(name)
     if known is not None and known.state() != "ended":
