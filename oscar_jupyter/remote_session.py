@@ -831,6 +831,7 @@ class UserSessions:
         self.log_dir = log_dir  # the jobs' output files: not the kernels' (they write theirs)
         self._known: dict[str, RemoteSession] = {}  # registry key -> its session
         self._lock = threading.Lock()
+        self._looked_at = float("-inf")
 
     def _entries(self) -> dict[str, tuple[str, str]]:
         """Registry key -> (kernel tag, name) of every entry in the user's bucket."""
@@ -845,9 +846,13 @@ class UserSessions:
                 found[key] = (tag, name)
         return found
 
-    def list(self) -> list[RemoteSession]:
-        """The user's sessions, each looked at once now; by name, then kernel."""
+    def list(self, max_age: float = 0.0) -> list[RemoteSession]:
+        """The user's sessions, each looked at once now (or, within `max_age` seconds of the
+        last look, as then: however many views ask, OSCAR is asked once); by name, kernel."""
         with self._lock:
+            if time.monotonic() - self._looked_at < max_age:
+                return sorted(self._known.values(), key=lambda r: (r.name, r.kernel_tag))
+            self._looked_at = time.monotonic()
             entries = self._entries()
             for key in set(self._known) - set(entries):  # stopped meanwhile
                 del self._known[key]

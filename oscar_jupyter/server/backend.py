@@ -656,11 +656,12 @@ class SidebarBackend:
     def sessions(self, cluster: str | None) -> dict[str, Any]:
         """The persistent sessions (remote_session.py) of the cluster's user, from every one of
         their kernels: name, state, node, time left, idle time. `note` says why none can be
-        listed (no object storage for this user)."""
+        listed (no object storage for this user). One look per `refresh_seconds` however many
+        tabs ask, as for the jobs."""
         client = self.clients.get(cluster)
         answer: dict[str, Any] = {"cluster": client.profile.cluster_id, "note": None}
         try:
-            found = self._user_sessions(client).list()
+            found = self._user_sessions(client).list(self.refresh_seconds)
         except StorageUnavailable as err:
             return {**answer, "sessions": [], "note": str(err)}
         return {**answer, "sessions": [remote.row() for remote in found]}
