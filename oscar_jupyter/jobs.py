@@ -422,6 +422,12 @@ class Job:
         with self._lock:
             return list(self._parser.lines)
 
+    def lines_since(self, count: int) -> list[OutputLine]:
+        """The lines after the first `count`: what a poller that has read `count` takes, at a
+        cost that follows the new lines (not the whole output, as `lines()` does)."""
+        with self._lock:
+            return self._parser.lines[count:]
+
     def tail(self, n: int) -> list[OutputLine]:
         """The last `n` lines the cell printed (the runner's traceback marker left out)."""
         with self._lock:
@@ -538,10 +544,14 @@ class Job:
                 new = self._parser.feed_more(text)
                 self.log_size += len(text)
             else:
+                grown = len(text) - self.log_size if text.startswith(self.raw_log[:64]) else 0
                 self.raw_log = text
                 new = self._parser.feed(text)
                 self.log_size = len(text)
-            # Slurm's banner is at the end; a cheap test first: logs can be megabytes.
+                # what this poll brought (the whole log when it did not just grow)
+                text = text[-grown:] if 0 < grown < len(text) else text
+            # Slurm's banner is at the end; only the new text is looked at: logs can be
+            # megabytes, and a long job's (a session's) is fetched again on every poll.
             tail = self.raw_log[-len(text) - 200 :]
             if self.slurm_end is None and mentions_slurm_end(tail):
                 self.slurm_end = slurm_end(self.raw_log)

@@ -256,6 +256,7 @@ class OscarMagics(Magics):
     def _run_in_session(self, args: argparse.Namespace, cell: str, name: str) -> None:
         """`--session NAME`: the cell runs in the session's Python (remote_session.py)."""
         fields = settings_from_options(vars(args))  # not offload_flags: it asks for secrets
+        transfers = {name: list(fields.pop(name, None) or []) for name in ("uploads", "downloads")}
         extra = sorted(BY_FIELD[name].flag for name in fields if name in BY_FIELD)
         extra += ["--secret"] if args.secrets else []
         extra += [
@@ -273,9 +274,10 @@ class OscarMagics(Magics):
             raise UsageError(
                 f"%%oscar_offload --session {args.session}: {', '.join(extra)} cannot go with "
                 "--session (the session's resources were set by %oscar_session start); only "
-                "--in and --out"
+                "--in, --out, --upload and --download"
             )
         remote = remote_session.get(args.session)
+        self.session.transfer_progress = views.TransferProgress()
         inputs = self._input_values(_names(args.inputs))
         stream = views.BoundedStream(remote.job.name, self.max_stream_lines)
         try:
@@ -286,6 +288,9 @@ class OscarMagics(Magics):
                 sink=stream.write,
                 cell_name=name,
                 line_offset=CELL_LINE_OFFSET,
+                partial=views.PartialLine(),
+                uploads=transfers["uploads"],
+                downloads=transfers["downloads"],
             )
         finally:
             stream.close()

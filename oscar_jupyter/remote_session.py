@@ -28,11 +28,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
 
 from . import job_records, runner
 from .cell_program import seal
 from .client import OscarError
+from .display import partial_lines
 from .errors import CellInterrupted
 from .jobs import Job, is_marker
 from .logs import OutputLine
@@ -40,7 +43,13 @@ from .ownership import make_job_name
 from .session import Session, current, interrupts_deferred
 from .spec import OffloadSpec, SpecError, spec_of_service
 from .storage import job_prefix
-from .transfers import JobTransfers, url_seconds
+from .transfers import (
+    JobTransfers,
+    check_transfers,
+    parse_download,
+    parse_upload,
+    url_seconds,
+)
 from .values import check_names, pack_inputs
 
 SESSION_KEY = "oscar_jupyter_session"  # session_program.SESSION_KEY
@@ -58,6 +67,17 @@ WALLTIME_WARNING_SECONDS = 300.0  # warn once when less than this is left
 _CELL_FILE = re.compile(r'File "[^"]*/oj-[^"/]*/cell-(\d+)\.py", line (\d+)')
 
 LineSink = Callable[[list[OutputLine]], None]
+
+
+class PartialView(Protocol):
+    """Where a cell's unfinished lines (a `\r` progress bar, a prompt) show live, as in any
+    offloaded cell (`display.PartialLine`)."""
+
+    def update(self, partial: dict[str, str], lines_follow: bool) -> None: ...
+
+    def show(self, partial: dict[str, str]) -> None: ...
+
+    def clear(self) -> None: ...
 
 
 class SessionError(RuntimeError):
@@ -122,9 +142,13 @@ class RemoteSession:
         token: str,
         idle_minutes: float,
         next_cell: int = 1,
+        kernel_tag: str | None = None,
     ) -> None:
         self.connection = connection
         self.name = name
+        # the kernel that started it (its registry entry's folder): this kernel's unless the
+        # sidebar found it among the user's sessions
+        self.kernel_tag = kernel_tag or getattr(connection, "kernel_tag", "")
         self.job = job
         self.token = token
         self.idle_minutes = idle_minutes
@@ -138,6 +162,7 @@ class RemoteSession:
         self._current_lines: list[OutputLine] = []  # since the last begin or end marker
         self._lock = threading.Lock()  # one cell at a time
         self._markers: list[dict[str, Any]] = []
+        self._pending: PartialView | None = None  # the running cell's unfinished lines
 
     # -- where things are --------------------------------------------------------------------
 
@@ -174,7 +199,7 @@ class RemoteSession:
 
     def _take(self, sink: LineSink | None) -> list[dict[str, Any]]:
         """The lines that arrived since the last look: markers kept, the rest to `sink`."""
-        lines = self.job.lines()[self._read :]
+        lines = self.job.lines_since(self._read)
         self._read += len(lines)
         markers, batch = [], []
         for line in lines:
@@ -201,6 +226,8 @@ class RemoteSession:
             self.ready_at = float(marker.get("time") or 0) or time.time()
         elif event == "begin":
             self.running = int(marker.get("cell") or 0)
+            # another process's view (the sidebar) numbers a stop after the cells it saw begin
+            self.next_cell = max(self.next_cell, self.running + 1)
         elif event == "end":
             self.running = None
             self.last_end = float(marker.get("time") or 0) or time.time()
@@ -252,20 +279,31 @@ class RemoteSession:
         sink: LineSink | None = None,
         cell_name: str = "<cell>",
         line_offset: int = 0,
+        partial: PartialView | None = None,
+        uploads: Sequence[str] = (),
+        downloads: Sequence[str] = (),
     ) -> dict[str, Any]:
-        """Runs `code` in the session, its output to `sink` (printed without one); the
-        `outputs` values. Raises `SessionCellError` when the cell raises (the session goes on),
-        `CellInterrupted` on Ctrl-C (the cell is interrupted, the session kept), `SessionError`
-        when the session has ended."""
+        """Runs `code` in the session, its output to `sink` (printed without one), its
+        unfinished lines live to `partial`; the `outputs` values. `uploads`/`downloads` as
+        `--upload`/`--download` give them (LOCAL[:REMOTE], REMOTE[:LOCAL]): put in the session's
+        job before the cell runs, fetched after it (also when it failed). Raises `SessionCellError`
+        when the cell raises (the session goes on), `CellInterrupted` on Ctrl-C (the cell is
+        interrupted, the session kept), `SessionError` when the session has ended."""
         if not isinstance(code, str):
             raise SessionError(f"code: give the cell's code as text, not {type(code).__name__}")
         if not self._lock.acquire(blocking=False):
             raise SessionError(
                 f"session {self.name} is running another cell of this kernel; one at a time"
             )
+        self._pending = partial
         try:
-            return self._run(code, inputs, outputs, sink, cell_name, line_offset)
+            return self._run(
+                code, inputs, outputs, sink, cell_name, line_offset, uploads, downloads
+            )
         finally:
+            self._pending = None
+            if partial is not None:
+                partial.clear()
             self._lock.release()
 
     def _run(
@@ -276,13 +314,19 @@ class RemoteSession:
         sink: LineSink | None,
         cell_name: str,
         line_offset: int,
+        uploads: Sequence[str] = (),
+        downloads: Sequence[str] = (),
     ) -> dict[str, Any]:
         wanted = check_names("--out", list(outputs)) if outputs else []
         packed = pack_inputs(dict(inputs or {}))
+        check_transfers(uploads, downloads)
         if self.job.is_done() or self.closing:
             raise self._ended_error()
         sink = sink or PrintedLines()
         number = self.next_cell
+        transfers = None
+        if uploads or downloads:  # the cell's own objects, as a job's: jobs/<job>/cells/<n>/
+            transfers = JobTransfers(self.bucket, f"{self.job.name}/cells/{number:06d}")
         cell: dict[str, Any] = {
             "n": number,
             "code": code,
@@ -294,17 +338,37 @@ class RemoteSession:
         if wanted:
             cell["out_url"] = self.presign(self.key(f"cells/{number:06d}.out"), "PUT")
         started = time.monotonic()
-        self.bucket.put_bytes(self.cell_key(number), json.dumps(cell).encode("utf-8"))
+        progress = self.connection._progress()
+        try:
+            if transfers is not None:
+                cell["storage"] = transfers.manifest(
+                    inputs="",
+                    uploads=[parse_upload(item) for item in uploads],
+                    downloads=[parse_download(item) for item in downloads],
+                    outputs=False,
+                    seconds=self.url_seconds,
+                    progress=progress,
+                )
+            self.bucket.put_bytes(self.cell_key(number), json.dumps(cell).encode("utf-8"))
+        except BaseException:
+            if transfers is not None:
+                transfers.discard()
+            raise
         self.next_cell = number + 1
         try:
-            end = self._wait_end(number, sink)
-        except KeyboardInterrupt:
-            with interrupts_deferred():
-                end = self._interrupt(number, sink)
-        try:
+            try:
+                end = self._wait_end(number, sink)
+            except KeyboardInterrupt:
+                with interrupts_deferred():
+                    end = self._interrupt(number, sink)
+            if transfers is not None and end is not None:
+                for note in transfers.collect(progress):
+                    print(note, file=sys.stderr, flush=True)
             return self._outcome(number, end, wanted, cell_name, line_offset, started).values
         finally:
             self._discard_cell(number)
+            if transfers is not None:
+                transfers.discard()
 
     def _wait_end(
         self, number: int, sink: LineSink, deadline: float | None = None
@@ -312,15 +376,29 @@ class RemoteSession:
         """The end marker of cell `number`; None when `deadline` passed first."""
         delay = FIRST_POLL
         cell_lines: list[OutputLine] = []
+        pending = self._pending
+        in_traceback = False
+
+        def unfinished() -> dict[str, str]:
+            partial = partial_lines(self.job)
+            if in_traceback:
+                partial.pop("stderr", None)  # the traceback shows once, as the error
+            return partial
 
         def keep(lines: list[OutputLine]) -> None:
+            nonlocal in_traceback
             cell_lines.extend(lines)
+            in_traceback = in_traceback or any(is_marker(line) for line in lines)
+            if pending is not None:  # a bar that ended: its line streams in its place
+                pending.update(unfinished(), lines_follow=True)
             sink(lines)
 
         self._cell_lines = cell_lines
         time.sleep(FIRST_LOOK)  # the job polls every 50 ms: no sooner than this is it done
         while True:
             markers, delay = self._poll(keep, delay)
+            if pending is not None:
+                pending.show(unfinished())
             for marker in markers:
                 if marker.get("event") == "end" and marker.get("cell") == number:
                     return marker
@@ -456,17 +534,22 @@ class RemoteSession:
             "idle": self.idle_seconds(),
             "cells": self.next_cell - 1,
             "job": self.job.name,
+            "service": self.job.service,
+            "kernel": self.kernel_tag,
+            "ended": self._ended_error().args[0] if self.state() == "ended" else None,
         }
 
     # -- stop ----------------------------------------------------------------------------------
 
-    def stop(self) -> None:
+    def stop(self, by: str | None = None) -> None:
         """Ends the job (a stop object; cancelled when it does not end within 20 s or a cell
-        is running), removes its objects and the registry entry, forgets the job."""
+        is running), removes its objects and the registry entry, forgets the job. `by` (the
+        sidebar): stopped from outside its kernel, which is told so on its next cell (the job's
+        record says who stopped it, as for a job cancelled there)."""
         with interrupts_deferred():
-            self._stop()
+            self._stop(by)
 
-    def _stop(self) -> None:
+    def _stop(self, by: str | None = None) -> None:
         job, connection = self.job, self.connection
         if not job.is_done():
             self.refresh()
@@ -480,15 +563,31 @@ class RemoteSession:
         if not job.is_done():
             job.cancel()
         self.bucket.delete_prefix(job_prefix(job.name))
-        self.bucket.delete_prefix(registry_key(connection, self.name))
+        self.bucket.delete_prefix(f"{REGISTRY_FOLDER}{self.kernel_tag}/{self.name}.json")
+        client = connection.require_client()
+        if by is not None:
+            self.closing = self.closing or f"stopped by {by}"
+            try:
+                job_records.mark_final(
+                    client.endpoint,
+                    job.service,
+                    job.name,
+                    "Cancelled",
+                    cancelled_by=by,
+                    cluster=client.profile.cluster_id,
+                )
+            except OSError:  # the kernel then says only that the session ended
+                pass
         try:
-            connection.require_client().delete_job(job.service, job.name)
+            client.delete_job(job.service, job.name)
         except OscarError as err:
             if err.status_code not in (403, 404):
                 raise
         connection.jobs.pop(job.name, None)
-        connection._forget(job.name)
-        _SESSIONS.pop(self.name, None)
+        if by is None:
+            connection._forget(job.name)
+        if _SESSIONS.get(self.name) is self:
+            del _SESSIONS[self.name]
 
     def __enter__(self) -> RemoteSession:
         return self
@@ -548,7 +647,9 @@ def start(
         raise SessionError(f"--idle-timeout {idle_minutes!r}: give minutes, 0 for none")
     if spec.uploads or spec.downloads:
         raise SessionError(
-            "--upload/--download are not taken by a session yet: send data with --in"
+            "--upload/--download go with a session's cells, not with its start: "
+            f"%%oscar_offload --session {name} --upload data.csv (or "
+            "run(code, uploads=[...], downloads=[...]))"
         )
     known = _SESSIONS.get(name)
     if known is not None and known.state() != "ended":
@@ -651,12 +752,36 @@ def attach(name: str, connection: Session | None = None) -> RemoteSession:
     record = _registered(connection, name)
     if record is None:
         raise SessionError(f"no session {name} of this kernel on the cluster to attach to")
+    remote = _from_record(connection, name, record)
+    connection.jobs[remote.job.name] = remote.job
+    _SESSIONS[name] = remote
+    return remote
+
+
+def _from_record(
+    connection: Session,
+    name: str,
+    record: Mapping[str, Any],
+    *,
+    kernel_tag: str | None = None,
+    log_dir: Path | None = None,
+) -> RemoteSession:
+    """The session a registry entry names, its job's log read (the state, the next cell's
+    number after the last); registered nowhere."""
     client = connection.require_client()
     try:
         spec = spec_of_service(client.get_service(record["service"]))
     except (OscarError, SpecError):
         spec = OffloadSpec()
-    job = Job(client, record["service"], record["job"], spec)
+    # timed from its start, not from this look: the runner's start line counts only when
+    # it is not older than the submission (Job), and time left is counted from it
+    try:
+        submitted = datetime.fromtimestamp(float(record["started"]), timezone.utc)
+    except (KeyError, TypeError, ValueError, OverflowError, OSError):
+        submitted = None
+    job = Job(
+        client, record["service"], record["job"], spec, log_dir=log_dir, submitted_at=submitted
+    )
     job.sent_here = True
     job.min_poll_interval = connection.poll_floor()
     remote = RemoteSession(
@@ -665,6 +790,7 @@ def attach(name: str, connection: Session | None = None) -> RemoteSession:
         job,
         token=record["token"],
         idle_minutes=float(record.get("idle_minutes") or 0),
+        kernel_tag=kernel_tag,
     )
     remote.refresh()
     numbers = [int(m.get("cell") or 0) for m in remote._markers if m.get("event") == "begin"]
@@ -674,8 +800,6 @@ def attach(name: str, connection: Session | None = None) -> RemoteSession:
         if stem.isdigit():
             numbers.append(int(stem))
     remote.next_cell = max(numbers, default=0) + 1
-    connection.jobs[job.name] = job
-    _SESSIONS[name] = remote
     return remote
 
 
@@ -693,6 +817,71 @@ def sessions(connection: Session | None = None) -> list[RemoteSession]:
     for remote in _SESSIONS.values():
         remote.refresh()
     return [_SESSIONS[name] for name in sorted(_SESSIONS)]
+
+
+class UserSessions:
+    """Every session of one user on one cluster, whichever of their kernels started it: what
+    the sidebar lists and stops (server/backend.py). `connection` is that user's connection
+    (its client and profile); the registry is read again on each look, and each session's log
+    parsed only where it grew (its `RemoteSession` is kept between looks). Another user has
+    another bucket, so never sees these."""
+
+    def __init__(self, connection: Session, log_dir: Path) -> None:
+        self.connection = connection
+        self.log_dir = log_dir  # the jobs' output files: not the kernels' (they write theirs)
+        self._known: dict[str, RemoteSession] = {}  # registry key -> its session
+        self._lock = threading.Lock()
+        self._looked_at = float("-inf")
+
+    def _entries(self) -> dict[str, tuple[str, str]]:
+        """Registry key -> (kernel tag, name) of every entry in the user's bucket."""
+        bucket = self.connection.bucket
+        if not bucket.exists():
+            return {}
+        found = {}
+        for key in bucket.keys(REGISTRY_FOLDER):
+            tag, _, file = key[len(REGISTRY_FOLDER) :].partition("/")
+            name = file.removesuffix(".json")
+            if tag and file.endswith(".json") and NAME_PATTERN.fullmatch(name):
+                found[key] = (tag, name)
+        return found
+
+    def list(self, max_age: float = 0.0) -> list[RemoteSession]:
+        """The user's sessions, each looked at once now (or, within `max_age` seconds of the
+        last look, as then: however many views ask, OSCAR is asked once); by name, kernel."""
+        with self._lock:
+            if time.monotonic() - self._looked_at < max_age:
+                return sorted(self._known.values(), key=lambda r: (r.name, r.kernel_tag))
+            self._looked_at = time.monotonic()
+            entries = self._entries()
+            for key in set(self._known) - set(entries):  # stopped meanwhile
+                del self._known[key]
+            for key, (tag, name) in entries.items():
+                remote = self._known.get(key)
+                if remote is None:
+                    try:
+                        record = json.loads(self.connection.bucket.get_bytes(key))
+                        remote = _from_record(
+                            self.connection, name, record, kernel_tag=tag, log_dir=self.log_dir
+                        )
+                    except (ValueError, KeyError, TypeError):
+                        continue  # an entry being written, or not ours to read
+                    self._known[key] = remote
+                else:
+                    remote.refresh()
+            return sorted(self._known.values(), key=lambda r: (r.name, r.kernel_tag))
+
+    def stop(self, job: str, by: str) -> RemoteSession:
+        """Stops the session whose job is `job` (`RemoteSession.stop`, recorded as by `by`)."""
+        remote = next((r for r in self.list() if r.job.name == job), None)
+        if remote is None:
+            raise SessionError(
+                f"no session with job {job} among yours (stopped already, or another user's)"
+            )
+        with self._lock:
+            remote.stop(by)
+            self._known = {k: r for k, r in self._known.items() if r is not remote}
+        return remote
 
 
 @atexit.register

@@ -31,12 +31,15 @@ try:  # in the package (type checks, tests); in the job cell_program's code come
         STORAGE_TIMEOUT,
         BackendFinder,
         OffloadValuesError,
+        StorageChannel,
         display,
         open_storage,
         pickled_values,
         python_version,
+        receive_uploads,
         report,
         restart_with_env,
+        send_downloads_reported,
         show_figures_left_open,
     )
 except ImportError:  # pragma: no cover (the job)
@@ -152,7 +155,22 @@ class InterruptWatcher:
 
 
 def run_cell(cell, namespace, number):
-    """Runs one cell in `namespace`; its end marker's fields."""
+    """Runs one cell in `namespace`; its end marker's fields. A cell's ``storage`` (its
+    ``--upload``/``--download`` manifest, as a job's) is this program's storage channel while
+    it runs: uploads land before its code, downloads go after it, whatever its outcome."""
+    names = globals()  # in the job, cell_program's globals too: its STORAGE
+    session_storage = names.get("STORAGE")
+    if cell.get("storage"):
+        names["STORAGE"] = StorageChannel(cell["storage"])
+    try:
+        return run_cell_code(cell, namespace, number)
+    finally:
+        if cell.get("storage"):
+            send_downloads_reported()
+        names["STORAGE"] = session_storage
+
+
+def run_cell_code(cell, namespace, number):
     path = _os.path.join(_os.getcwd(), f"cell-{number}.py")
     code = cell.get("code", "")
     with open(path, "w", encoding="utf-8") as cell_file:
@@ -161,6 +179,8 @@ def run_cell(cell, namespace, number):
     status, fields = "ok", {}  # type: ignore[var-annotated]
     try:
         with InterruptWatcher(cell.get("control_url")):
+            if cell.get("storage"):
+                receive_uploads()
             if cell.get("inputs"):
                 namespace.update(_pickle.loads(_base64.b64decode(cell["inputs"])))
             try:

@@ -142,6 +142,17 @@ class UserBucket:
                 self._bucket = self._ensure_bucket()
             return self._bucket
 
+    def exists(self) -> bool:
+        """The user has the bucket already (asked of OSCAR; never made by asking): a view that
+        only looks does not make one."""
+        with self._lock:
+            if self._bucket is not None:
+                return True
+            mine = {str(b.get("bucket_name")) for b in self.client.list_buckets()}
+            found = [bucket_name(self.owner_tag, salt) for salt in range(5)]
+            self._bucket = next((name for name in found if name in mine), None)
+            return self._bucket is not None
+
     def _ensure_bucket(self) -> str:
         # OSCAR says which buckets are ours (S3 answers 403 alike for another user's bucket
         # and for none at all); a name someone else holds moves on to the next one.

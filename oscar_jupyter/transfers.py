@@ -165,6 +165,30 @@ class JobTransfers:
         progress: ProgressFactory = _no_progress,
     ) -> str:
         """Put the job's inputs in the bucket; the sealed manifest the job's program opens."""
+        return seal(
+            channel_key,
+            self.manifest(
+                inputs=inputs,
+                uploads=uploads,
+                downloads=downloads,
+                outputs=outputs,
+                seconds=seconds,
+                progress=progress,
+            ),
+        )
+
+    def manifest(
+        self,
+        *,
+        inputs: str,
+        uploads: Sequence[Upload],
+        downloads: Sequence[Download],
+        outputs: bool,
+        seconds: int,
+        progress: ProgressFactory = _no_progress,
+    ) -> dict[str, Any]:
+        """Put the inputs in the bucket; the manifest of their presigned URLs (`prepare` seals
+        it into a job's body; a session cell's object, private like the URLs, holds it as is)."""
         manifest: dict[str, Any] = {"inline_result_bytes": INLINE_RESULT_BYTES}
         if len(inputs) > INLINE_INPUT_BYTES:
             blob = base64.b64decode(inputs)
@@ -194,7 +218,7 @@ class JobTransfers:
             )
         if outputs:
             manifest["outputs_url"] = self.bucket.presign(self.key("out.pickle"), "PUT", seconds)
-        return seal(channel_key, manifest)
+        return manifest
 
     def _upload(
         self, index: int, item: Upload, seconds: int, progress: ProgressFactory

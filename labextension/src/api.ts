@@ -178,6 +178,39 @@ export interface ICleanupRequest {
   dry_run: boolean;
 }
 
+/** A persistent session (%oscar_session) of the cluster's user, from any of their kernels. */
+export interface ISession {
+  name: string;
+  /** starting (queued), loading, idle, busy (a cell runs) or ended */
+  state: string;
+  node: string | null;
+  /** Seconds until its walltime; null: no walltime. */
+  time_left: number | null;
+  /** Seconds since its last cell ended, while idle; null otherwise. */
+  idle: number | null;
+  cells: number;
+  service: string;
+  job: string;
+  /** The tag of the kernel that started it. */
+  kernel: string;
+  /** Why it ended (and how to start it again), once ended. */
+  ended: string | null;
+}
+
+export interface ISessions {
+  cluster: string;
+  sessions: ISession[];
+  /** Why no session can be listed (the cluster offers this user no object storage). */
+  note: string | null;
+}
+
+export interface IStopSession {
+  cluster: string;
+  name: string;
+  job: string;
+  stopped: boolean;
+}
+
 /** An error answered by the server extension, or the server extension missing altogether. */
 export class ApiError extends Error {
   constructor(
@@ -294,4 +327,21 @@ export function cleanupJobs(
     method: 'POST',
     body: JSON.stringify(body)
   });
+}
+
+/** The persistent sessions of the cluster's user (all their kernels). */
+export function fetchSessions(cluster: string | null): Promise<ISessions> {
+  return request<ISessions>('sessions', cluster);
+}
+
+/** Stops the session whose job is `job`, as `%oscar_session stop` does. */
+export function stopSession(
+  cluster: string | null,
+  job: string
+): Promise<IStopSession> {
+  return request<IStopSession>(
+    URLExt.join('sessions', encodeURIComponent(job)),
+    cluster,
+    { method: 'DELETE' }
+  );
 }

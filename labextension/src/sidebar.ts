@@ -1,5 +1,6 @@
 /**
- * The left-area panel: Cluster (profile picker), Virtual nodes, Jobs (filters and the job list).
+ * The left-area panel: Cluster (profile picker), Virtual nodes, Sessions (the user's persistent
+ * sessions, with Stop), Jobs (filters and the job list).
  * It polls the server extension every `refreshInterval` seconds while it is visible, and backs
  * off while requests fail.
  */
@@ -20,11 +21,15 @@ import {
   fetchConnection,
   fetchJobs,
   fetchNodes,
+  fetchSessions,
   IClusters,
   IConnection,
   IJob,
   IJobs,
-  JobScope
+  ISession,
+  ISessions,
+  JobScope,
+  stopSession
 } from './api';
 import { el, setText } from './dom';
 import { groupJobs, JobFilter, JobSort, scopeOf, SORTS } from './filter';
@@ -39,6 +44,7 @@ import {
 import { JobsList } from './jobs';
 import { showErrorDialog } from './logview';
 import { renderNodes } from './nodes';
+import { renderSessions } from './sessions';
 
 export const DEFAULT_REFRESH_SECONDS = 5;
 const MAX_BACKOFF_MS = 60000;
@@ -82,11 +88,16 @@ export class OscarSidebar extends Widget {
   private connection: IConnection | null = null;
   private listings = new Map<JobScope, IJobs>();
   private lastNodes = '';
+  private sessions: ISessions | null = null;
+  private lastSessions = '';
+  /** Jobs of the sessions being stopped: their Stop stays disabled until they are gone. */
+  private readonly stopping = new Set<string>();
   private readonly picker: HTMLSelectElement;
   private readonly endpoint: HTMLElement;
   private readonly follow: HTMLElement;
   private readonly message: HTMLElement;
   private readonly nodesBox: HTMLElement;
+  private readonly sessionsBox: HTMLElement;
   private readonly filterButtons = new Map<JobFilter, HTMLButtonElement>();
   private readonly hideBox: HTMLInputElement;
   private readonly cleanupButton: HTMLButtonElement;
@@ -117,6 +128,7 @@ export class OscarSidebar extends Widget {
     this.message = el('div', 'oj-sidebar-error');
     this.message.hidden = true;
     this.nodesBox = el('div', 'oj-sidebar-nodelist');
+    this.sessionsBox = el('div', 'oj-sidebar-sessionlist');
 
     const filters = el('div', 'oj-sidebar-filters');
     filters.setAttribute('role', 'group');
@@ -231,10 +243,13 @@ export class OscarSidebar extends Widget {
     jobsSection.classList.add('oj-sidebar-jobsection');
     const nodesSection = section('Virtual nodes', this.nodesBox);
     nodesSection.classList.add('oj-sidebar-nodesection');
+    const sessionsSection = section('Sessions', this.sessionsBox);
+    sessionsSection.classList.add('oj-sidebar-sessionsection');
     this.node.append(
       el('header', 'oj-sidebar-title', 'OSCAR'),
       section('Cluster', this.picker, this.endpoint, this.follow, this.message),
       nodesSection,
+      sessionsSection,
       jobsSection
     );
     this.drawFilters();
@@ -401,6 +416,12 @@ export class OscarSidebar extends Widget {
             this.nodesBox.replaceChildren(renderNodes(nodes));
           }
         }),
+        fetchSessions(chosen).then(sessions => {
+          if (this.cluster === chosen) {
+            this.sessions = sessions;
+            this.showSessions();
+          }
+        }),
         fetchJobs(chosen, scope).then(jobs => {
           if (this.cluster === chosen) {
             this.listings.set(scope, jobs);
@@ -523,9 +544,73 @@ export class OscarSidebar extends Widget {
     this.lastNodes = '';
     this.listings.clear();
     this.nodesBox.replaceChildren(el('p', 'oj-sidebar-empty', 'Loading…'));
+    this.sessions = null;
+    this.lastSessions = '';
+    this.sessionsBox.replaceChildren(el('p', 'oj-sidebar-empty', 'Loading…'));
     this.jobs.clearSelection();
     this.showJobs();
     this.showEndpoint();
+  }
+
+  /** The sessions as last listed; redrawn only when something shown changed. */
+  private showSessions(): void {
+    const listing = this.sessions;
+    if (!listing) {
+      return;
+    }
+    const shown = JSON.stringify([listing, [...this.stopping]]);
+    if (shown === this.lastSessions) {
+      return;
+    }
+    this.lastSessions = shown;
+    this.sessionsBox.replaceChildren(
+      renderSessions(listing, session => void this.stopSession(session))
+    );
+    for (const job of this.stopping) {
+      const button = this.sessionsBox.querySelector<HTMLButtonElement>(
+        `.oj-sidebar-session[data-job="${CSS.escape(job)}"] .oj-sidebar-session-stop`
+      );
+      if (button) {
+        button.disabled = true;
+        setText(button, 'Stopping…');
+      }
+    }
+  }
+
+  /** Stops a session after one confirmation; its kernel learns it on its next cell. */
+  private async stopSession(session: ISession): Promise<void> {
+    const ended = session.state === 'ended';
+    const answer = await showDialog({
+      title: ended ? 'Remove session' : 'Stop session',
+      body: ended
+        ? `Session ${session.name} has ended. Remove what it left on the cluster?`
+        : `Stop session ${session.name}? Its Slurm job ends and the variables it holds are ` +
+          'lost; its notebook is told so on its next cell.',
+      buttons: [
+        Dialog.cancelButton({ label: 'Keep it' }),
+        Dialog.warnButton({ label: ended ? 'Remove' : 'Stop session' })
+      ]
+    });
+    if (!answer.button.accept) {
+      return;
+    }
+    const cluster = this.cluster;
+    this.stopping.add(session.job);
+    this.showSessions();
+    try {
+      await stopSession(cluster, session.job);
+      Notification.success(`Session ${session.name} stopped.`, {
+        autoClose: 4000
+      });
+    } catch (error) {
+      await showErrorDialog(
+        `Could not stop session ${session.name}`,
+        String((error as Error).message)
+      );
+    } finally {
+      this.stopping.delete(session.job);
+    }
+    void this.poll.refresh();
   }
 
   private fillPicker(info: IClusters): void {

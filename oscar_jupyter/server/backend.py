@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from .. import connections, job_records
@@ -52,6 +54,9 @@ from ..ownership import (
     owner_identity,
     owns_service,
 )
+from ..remote_session import SessionError, UserSessions
+from ..session import Session
+from ..storage import StorageUnavailable
 from ..timefmt import iso_utc, now_iso
 
 # A sidebar request must not hang a Jupyter server thread for OscarClient's default 30 s.
@@ -163,6 +168,9 @@ class SidebarBackend:
         self.upstream_listings = 0  # refreshes that asked OSCAR (tests and the curious)
         self._lock = threading.Lock()
         self._slots: dict[tuple[str | None, str], _Slot] = {}
+        self._sessions: dict[str, UserSessions] = {}  # cluster (profile) -> its user's
+        # the session jobs' output files (Job keeps one): the server's own, not the kernels'
+        self._session_logs: tempfile.TemporaryDirectory[str] | None = None
         self._parsers: OrderedDict[tuple[str, str, str], tuple[LogParser, threading.Lock]] = (
             OrderedDict()
         )
@@ -642,8 +650,56 @@ class SidebarBackend:
         self._forget_listings(client)
         return {"cluster": listing["cluster"], "count": len(deleted), "deleted": deleted}
 
+    # -- persistent sessions ---------------------------------------------------------------------
+
+    def sessions(self, cluster: str | None) -> dict[str, Any]:
+        """The persistent sessions (remote_session.py) of the cluster's user, from every one of
+        their kernels: name, state, node, time left, idle time. `note` says why none can be
+        listed (no object storage for this user). One look per `refresh_seconds` however many
+        tabs ask, as for the jobs."""
+        client = self.clients.get(cluster)
+        answer: dict[str, Any] = {"cluster": client.profile.cluster_id, "note": None}
+        try:
+            found = self._user_sessions(client).list(self.refresh_seconds)
+        except StorageUnavailable as err:
+            return {**answer, "sessions": [], "note": str(err)}
+        return {**answer, "sessions": [remote.row() for remote in found]}
+
+    def stop_session(self, cluster: str | None, job: str) -> dict[str, Any]:
+        """Stops the cluster user's session whose job is `job`, as `%oscar_session stop` does;
+        its kernel is told on its next cell that the sidebar stopped it."""
+        client = self.clients.get(cluster)
+        try:
+            remote = self._user_sessions(client).stop(job, BY_SIDEBAR)
+        except SessionError as err:
+            raise JobNotFound(str(err)) from err
+        except StorageUnavailable as err:
+            raise JobNotFound(f"no session with job {job}: {err}") from err
+        self._forget_listings(client)
+        return {
+            "cluster": client.profile.cluster_id,
+            "name": remote.name,
+            "job": job,
+            "stopped": True,
+        }
+
+    def _user_sessions(self, client: OscarClient) -> UserSessions:
+        """One `UserSessions` per cluster profile (so per user), kept between looks."""
+        with self._lock:
+            found = self._sessions.get(client.profile.cluster_id)
+            if found is None or found.connection.client is not client:
+                connection = Session()
+                connection.client, connection.profile = client, client.profile
+                if self._session_logs is None:
+                    self._session_logs = tempfile.TemporaryDirectory(prefix="oscar-sidebar-")
+                found = UserSessions(connection, Path(self._session_logs.name))
+                self._sessions[client.profile.cluster_id] = found
+            return found
+
     def close(self) -> None:
         self.clients.close()
+        if self._session_logs is not None:
+            self._session_logs.cleanup()
 
 
 def _discard_objects(client: OscarClient, owner: str, jobs: list[str]) -> None:

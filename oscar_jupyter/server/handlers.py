@@ -169,6 +169,22 @@ class CleanupHandler(SidebarHandler):
         )
 
 
+class SessionsHandler(SidebarHandler):
+    """GET sessions?cluster=: the persistent sessions of the cluster's user."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        await self.answer(self.backend.sessions, self.cluster)
+
+
+class SessionHandler(SidebarHandler):
+    """DELETE sessions/<job>?cluster=: stop that session of the cluster's user."""
+
+    @tornado.web.authenticated
+    async def delete(self, job: str) -> None:
+        await self.answer(self.backend.stop_session, self.cluster, job)
+
+
 def route_table(base_url: str, backend: SidebarBackend) -> list[tuple[str, type, dict]]:
     root = url_path_join(base_url, API_ROOT)
     options = {"backend": backend}
@@ -178,6 +194,8 @@ def route_table(base_url: str, backend: SidebarBackend) -> list[tuple[str, type,
         (url_path_join(root, "connection"), ConnectionHandler, options),
         (url_path_join(root, "jobs"), JobsHandler, options),
         (url_path_join(root, "cleanup"), CleanupHandler, options),
+        (url_path_join(root, "sessions"), SessionsHandler, options),
+        (url_path_join(root, "sessions", f"({_NAME})"), SessionHandler, options),
         (url_path_join(root, "jobs", f"({_NAME})", f"({_NAME})"), JobHandler, options),
         (url_path_join(root, "jobs", f"({_NAME})", f"({_NAME})", "log"), JobLogHandler, options),
     ]

@@ -52,3 +52,38 @@ def test_progress_bar_shows_in_place_and_ends_as_one_line(local_oscar, monkeypat
     # the displays of lines not ended yet are empty once the lines ended
     partial = [o for o in cell.outputs if o.output_type == "display_data"][1:]
     assert partial and all(o.data.get("text/plain") == "" for o in partial)
+
+
+SESSION_BODY = PROGRESS.removeprefix(OFFLOAD)
+
+
+@pytest.mark.slurm
+def test_a_session_cells_progress_bar_shows_in_place_too(local_oscar, monkeypatch):
+    """The same bar and prompt in a persistent session's cell (issue 20): live as in any cell."""
+    nb = notebook(
+        CONNECT,
+        "%oscar_session start bars --node local-slurm --time 00:10:00 --mem 1G",
+        "%%oscar_offload --session bars" + SESSION_BODY,
+        "%oscar_session stop bars",
+    )
+    client: NotebookClient = client_for(nb, local_oscar, monkeypatch)
+    shown: list[str] = []
+    process_message = client.process_message
+
+    def recording(msg: dict, cell, cell_index: int):
+        if cell_index == 2 and msg["msg_type"] in ("display_data", "update_display_data"):
+            shown.append(msg["content"].get("data", {}).get("text/plain", ""))
+        return process_message(msg, cell, cell_index)
+
+    client.process_message = recording  # type: ignore[method-assign]
+    nb = run(client, "session-progress-bars")
+    cell = nb.cells[2]
+    assert streams(cell, "stdout") == "start\n30/30\nend\n"
+    assert streams(cell, "stderr") == "Name? Ada\n"
+    everything = "".join(o.get("text", "") for o in cell.outputs)
+    assert "\r" not in everything and not any(text in everything for text in RAW_LOG)
+    assert any(re.fullmatch(r"\d+/30", text) for text in shown), shown
+    assert "Name? " in shown, shown
+    partial = [o for o in cell.outputs if o.output_type == "display_data"]
+    assert partial and all(o.data.get("text/plain") == "" for o in partial)
+    assert "Session bars stopped" in streams(nb.cells[3], "stdout")

@@ -235,3 +235,99 @@ def test_idle_timeout_and_a_scancelled_session_say_so_on_the_next_cell(
         died.run("print(1)")
     assert time.monotonic() - started < 10, "a dead session must not hang the cell"
     died.stop()
+
+
+def test_a_session_poll_parses_only_what_its_log_grew_by(local_oscar, connected, no_sessions):
+    """OSCAR serves a job's log only whole (reference OSCAR.md section 3.7), so each poll of a
+    session fetches all it ever printed; the kernel's work stays with what is new: the parser
+    takes only what the log grew by, and the session only the lines after those it read."""
+    import oscar_jupyter
+
+    with oscar_jupyter.start_session("big", **FLAGS) as big:
+        big.run(
+            "import os\nfor i in range(10000):\n    print(os.urandom(32).hex())",
+            sink=lambda lines: None,
+        )
+        job = big.job
+        size, parsed, full = job.log_size, job._parser.chars_parsed, job._parser.full_parses
+        fetched, requests = job.log_chars_fetched, job.log_requests
+        assert size > 100_000, size
+        seen: list[str] = []
+        for i in range(10):
+            big.run(f"print({i})", sink=lambda lines: seen.extend(line.text for line in lines))
+        assert seen == [str(i) for i in range(10)]
+        grown = job.log_size - size
+        polls = job.log_requests - requests
+        assert polls >= 10 and job.log_chars_fetched - fetched >= polls * size  # whole, each time
+        assert job._parser.full_parses == full
+        # what was parsed: the new text, and the last (unfinished) line again on each poll
+        assert job._parser.chars_parsed - parsed <= grown + polls * 4096, (grown, polls)
+
+
+def test_uploads_and_downloads_go_with_each_session_cell(
+    local_oscar, connected, no_sessions, tmp_path, monkeypatch
+):
+    """--upload before the cell into the session's job, --download after it (also when the cell
+    failed), through the same storage channel as any job; the cell's objects go after it."""
+    import oscar_jupyter
+
+    data = tmp_path / "data.txt"
+    data.write_text("41\n")
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a")
+    (folder / "b.txt").write_text("b")
+    monkeypatch.chdir(tmp_path)
+    flags = {**FLAGS, "time": "00:10:00"}
+    with oscar_jupyter.start_session("files", **flags) as s:
+        with pytest.raises(SessionError, match="go with a session's cells"):
+            oscar_jupyter.start_session("other", uploads=["data.txt"], **flags)
+        seen: list[str] = []
+        values = s.run(
+            "import os\nx = int(open('/tmp/data.txt').read())\n"
+            "names = sorted(os.listdir('/tmp/in'))\n"
+            "os.makedirs('/tmp/res', exist_ok=True)\n"
+            "open('/tmp/res/r.txt', 'w').write(str(x + 1))\nprint('read', x)",
+            outputs=["names"],
+            uploads=["data.txt", "inputs:/tmp/in"],
+            downloads=["/tmp/res:results", "/tmp/res/r.txt"],
+            sink=lambda lines: seen.extend(line.text for line in lines),
+        )
+        assert seen == ["read 41"] and values == {"names": ["a.txt", "b.txt"]}
+        assert (tmp_path / "r.txt").read_text() == "42"
+        assert (tmp_path / "results" / "r.txt").read_text() == "42"
+        # the state stays; a download after a failing cell still comes back
+        with pytest.raises(SessionCellError, match="ValueError: after"):
+            s.run(
+                "open('/tmp/res/r.txt', 'w').write(str(x * 2))\nraise ValueError('after')",
+                downloads=["/tmp/res/r.txt:again.txt"],
+            )
+        assert (tmp_path / "again.txt").read_text() == "82"
+        # refused before anything is sent: the cell's number is not used up
+        number = s.next_cell
+        with pytest.raises(Exception, match="--upload"):
+            s.run("print(1)", uploads=["no-such-file.txt"])
+        assert s.next_cell == number
+        assert list(s.bucket.keys(f"jobs/{s.job.name}/cells/")) == []
+
+
+def test_upload_and_download_in_a_session_cell_in_a_real_kernel(local_oscar, monkeypatch, tmp_path):
+    (tmp_path / "data.txt").write_text("41\n")
+    monkeypatch.chdir(tmp_path)
+    nb = notebook(
+        CONNECT,
+        "%oscar_session start s1 --node local-slurm --time 00:10:00 --mem 1G",
+        "%%oscar_offload --session s1 --upload data.txt --download /tmp/r.txt\n"
+        "x = int(open('/tmp/data.txt').read())\nopen('/tmp/r.txt', 'w').write(str(x + 1))",
+        "print(open('r.txt').read())",
+        "%%oscar_offload --session s1 --time 00:01:00\nprint(x)",
+        "%oscar_session stop s1",
+    )
+    client = client_for(nb, local_oscar, monkeypatch)
+    client.resources = {"metadata": {"path": str(tmp_path)}}
+    cells = run(client, "session-transfers").cells
+    for index in (0, 1, 2, 3, 5):
+        assert not errors(cells[index]), (index, everything(cells[index]))
+    assert streams(cells[3], "stdout") == "42\n"
+    shown = everything(cells[4])  # a UsageError: one line, refused before sending
+    assert "--time cannot go with --session" in shown and "--upload and --download" in shown

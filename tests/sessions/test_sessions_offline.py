@@ -66,6 +66,7 @@ def test_traceback_names_the_cell_and_earlier_cells():
 
 class FakeJob:
     name = "oj-x-abc-123"
+    service = "oj-x"
     node = "vega"
     spec = OffloadSpec(node="vega", time="00:10:00")
     started_at = None
@@ -75,6 +76,9 @@ class FakeJob:
 
     def lines(self):
         return self._lines
+
+    def lines_since(self, count):
+        return self._lines[count:]
 
     def elapsed(self):
         return 0.0
@@ -100,6 +104,7 @@ def test_markers_need_the_sessions_token_and_split_the_output():
     assert [m["event"] for m in markers] == ["ready", "begin"]
     assert seen == ["", "hello"]  # the forged marker is a (blank) rich output of the cell
     assert remote.state() == "busy" and remote.running == 1
+    assert remote.next_cell == 2  # what another view (the sidebar) stops after
     job._lines.append(marker("t0", "end", cell=1, status="ok"))
     remote._take(None)
     assert remote.state() == "idle"
@@ -166,3 +171,33 @@ def test_walltime_warning_once_when_near():
     warning = remote.walltime_warning()
     assert warning is not None and "reaches its walltime in 3 min" in warning
     assert remote.walltime_warning() is None  # once
+
+
+def test_a_poll_costs_the_kernel_what_the_log_grew_by(tmp_path, monkeypatch):
+    """OSCAR serves the whole log on every poll (a session's grows all day): the parser, the
+    look for Slurm's end banner and the session's reader take only what is new."""
+    from oscar_jupyter import jobs
+
+    from ..wire import record
+
+    looked_at: list[int] = []
+    real = jobs.mentions_slurm_end
+    monkeypatch.setattr(
+        jobs, "mentions_slurm_end", lambda text: looked_at.append(len(text)) or real(text)
+    )
+    job = jobs.Job(None, "oj-x", "oj-x-abc-123", OffloadSpec(), log_dir=tmp_path)  # type: ignore[arg-type]
+    log = "".join(record("o", i, f"line {i} " + "x" * 90) + "\n" for i in range(1, 5001))
+    job._absorb(log)
+    remote = RemoteSession(None, "s1", job, token="t", idle_minutes=30)  # type: ignore[arg-type]
+    remote._take(None)
+    parsed = job._parser.chars_parsed
+    seen: list[str] = []
+    for i in range(5001, 5011):
+        log += record("o", i, f"line {i}") + "\n"
+        job._absorb(log)
+        remote._take(lambda lines: seen.extend(line.text for line in lines))
+        assert seen[-1] == f"line {i}"
+    assert len(seen) == 10
+    assert len(log) > 500_000
+    assert job._parser.chars_parsed - parsed < 1000
+    assert max(looked_at[1:]) < 1000, looked_at  # the first look: the whole log

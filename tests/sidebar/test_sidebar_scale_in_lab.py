@@ -13,26 +13,23 @@ sidebar-500-jobs.png.
 from __future__ import annotations
 
 import json
-import os
 import re
 import statistics
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbformat.v4 import new_markdown_cell
 
 from oscar_jupyter.session import Session
 
 from ..jupyterlab import (
-    jupyterlab,
     launch_chromium,
     open_notebook,
-    require_chromium,
     set_theme,
 )
 from .conftest import NODE
+from .lab import sidebar_lab
 from .test_sidebar_in_lab import built_labextension  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
@@ -122,72 +119,19 @@ _backend.SidebarBackend.jobs = _padded
 """.replace("PAD_JOBS", str(PAD_JOBS)).replace("SWEEP_JOBS", str(SWEEP_JOBS))
 
 
-def notebook(path: Path, cells: list) -> None:
-    nbformat.write(
-        new_notebook(
-            cells=cells,
-            metadata={
-                "kernelspec": {
-                    "name": "python3",
-                    "display_name": "Python 3 (ipykernel)",
-                    "language": "python",
-                }
-            },
-        ),
-        path,
-    )
-
-
-def cancel_all_jobs(local_oscar) -> None:
-    from oscar_jupyter.client import OscarClient
-    from oscar_jupyter.config import load_profile
-
-    profile = load_profile("local", config_path=local_oscar.profile_path)
-    with OscarClient(profile) as client:
-        for service in client.list_services():
-            client.delete_jobs(service["name"], all=True)
-
-
-def lab_env(local_oscar, tmp_path) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "OSCAR_CLI_CONFIG": str(local_oscar.profile_path),
-        # The kernels' job records (labels) and logs: this test's own.
-        "OSCAR_JUPYTER_LOG_DIR": str(tmp_path / "client-logs"),
-    }
-    for name in ("OSCAR_ENDPOINT", "OSCAR_USER", "OSCAR_PASSWORD", "OSCAR_TOKEN"):
-        env.pop(name, None)
-    return env
-
-
 @pytest.fixture()
 def two_notebooks_lab(local_oscar, built_labextension, tmp_path):  # noqa: F811
-    require_chromium()
-    root = tmp_path / "root"
-    root.mkdir()
-    notebook(
-        root / "a.ipynb",
-        [
-            new_code_cell(CONNECT),
-            new_code_cell(QUICK),
+    notebooks = {
+        "a.ipynb": [
+            CONNECT,
+            QUICK,
             *[new_markdown_cell(f"Notes {i}\n\n" + "text " * 40) for i in range(FILLERS)],
-            new_code_cell(TRAIN),
+            TRAIN,
         ],
-    )
-    notebook(root / "b.ipynb", [new_code_cell(CONNECT), new_code_cell(SLEEPER)])
-    try:
-        with jupyterlab(
-            root,
-            tmp_path,
-            lab_env(local_oscar, tmp_path),
-            [
-                "--ServerApp.jpserver_extensions=oscar_jupyter.server=True",
-                f"--LabApp.extra_labextensions_path={built_labextension}",
-            ],
-        ) as served:
-            yield served
-    finally:
-        cancel_all_jobs(local_oscar)  # --no-wait jobs outlive their kernels, as on a cluster
+        "b.ipynb": [CONNECT, SLEEPER],
+    }
+    with sidebar_lab(local_oscar, built_labextension, tmp_path, notebooks) as served:
+        yield served
 
 
 @pytest.fixture()
@@ -500,9 +444,6 @@ def assert_in_view(page, cell) -> None:
 
 @pytest.fixture()
 def padded_lab(local_oscar, built_labextension, tmp_path):  # noqa: F811
-    require_chromium()
-    root = tmp_path / "root"
-    root.mkdir()
     config = tmp_path / "pad_jobs_config.py"
     config.write_text(PAD_CONFIG)
     # The user's JupyterLab setting: refresh every REFRESH_SETTING seconds.
@@ -511,15 +452,8 @@ def padded_lab(local_oscar, built_labextension, tmp_path):  # noqa: F811
     (settings / "plugin.jupyterlab-settings").write_text(
         json.dumps({"refreshInterval": REFRESH_SETTING})
     )
-    with jupyterlab(
-        root,
-        tmp_path,
-        lab_env(local_oscar, tmp_path),
-        [
-            "--ServerApp.jpserver_extensions=oscar_jupyter.server=True",
-            f"--LabApp.extra_labextensions_path={built_labextension}",
-            f"--config={config}",
-        ],
+    with sidebar_lab(
+        local_oscar, built_labextension, tmp_path, {}, [f"--config={config}"]
     ) as served:
         yield served
 

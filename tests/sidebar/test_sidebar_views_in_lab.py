@@ -31,17 +31,11 @@ from nbformat.v4 import new_code_cell
 from oscar_jupyter.local.state import HomeLayout, LocalState
 
 from ..conftest import slurm_job_ids_alive
-from ..jupyterlab import jupyterlab, launch_chromium, open_notebook, require_chromium, set_theme
+from ..jupyterlab import launch_chromium, open_notebook, set_theme
 from .conftest import NODE
+from .lab import notebook, sidebar_lab
 from .test_sidebar_in_lab import built_labextension  # noqa: F401 (a fixture)
-from .test_sidebar_scale_in_lab import (
-    cancel_all_jobs,
-    check_rows_fit,
-    focus_notebook,
-    lab_env,
-    notebook,
-    shown_jobs,
-)
+from .test_sidebar_scale_in_lab import check_rows_fit, focus_notebook, shown_jobs
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,24 +65,9 @@ STATE_RANK = ["Running", "Pending", "Queued", "Suspended", "Failed", "Cancelled"
 
 @pytest.fixture()
 def views_lab(local_oscar, built_labextension, tmp_path):  # noqa: F811
-    require_chromium()
-    root = tmp_path / "root"
-    root.mkdir()
-    notebook(root / "alice.ipynb", [new_code_cell(c) for c in ALICE_CELLS])
-    notebook(root / "bob.ipynb", [new_code_cell(c) for c in BOB_CELLS])
-    try:
-        with jupyterlab(
-            root,
-            tmp_path,
-            lab_env(local_oscar, tmp_path),
-            [
-                "--ServerApp.jpserver_extensions=oscar_jupyter.server=True",
-                f"--LabApp.extra_labextensions_path={built_labextension}",
-            ],
-        ) as served:
-            yield served
-    finally:
-        cancel_all_jobs(local_oscar)  # --no-wait jobs outlive their kernels, as on a cluster
+    notebooks = {"alice.ipynb": ALICE_CELLS, "bob.ipynb": BOB_CELLS}
+    with sidebar_lab(local_oscar, built_labextension, tmp_path, notebooks) as served:
+        yield served
 
 
 def api(url: str, token: str, path: str) -> dict:
