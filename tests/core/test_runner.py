@@ -16,13 +16,14 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from oscar_jupyter import runner
 from oscar_jupyter.logs import LogParser
 from oscar_jupyter.spec import RESERVED_ENV, OffloadSpec, SpecError
 
+from ..wire import records_in
 from .pythons import fake_python, find_python
 
 pytestmark = pytest.mark.skipif(shutil.which("dash") is None, reason="needs dash as /bin/sh")
@@ -96,7 +97,9 @@ def test_carriage_returns_arrive_as_a_terminal_shows_the_line(run_runner):
 
 
 def partial_records(raw: str) -> list[tuple[str, int, str]]:
-    return [(m[1], int(m[2]), m[3]) for m in re.finditer(r"@@OJ\|([pqPQ])\|(\d+)\|(.*)\|@@", raw)]
+    """The partial records on the wire, also those batched into `z` lines (under load the tagger
+    batches more)."""
+    return [record for record in records_in(raw) if record[0] in "pqPQ"]
 
 
 def test_a_progress_bar_sends_partial_records_at_most_twice_a_second_and_its_line_once(run_runner):
@@ -117,7 +120,7 @@ def test_a_progress_bar_sends_partial_records_at_most_twice_a_second_and_its_lin
         kind == "p" and seq == 2 and re.fullmatch(r"\d+/60", text) for kind, seq, text in partials
     )
     assert result.text("stdout") == ["before", "59/60"]
-    assert result.raw.count("|59/60|@@") <= 2  # the line, maybe one partial record of it
+    assert [text for _, _, text in records_in(result.raw)].count("59/60") <= 2  # line + partial
     assert result.parser.partial == {}  # the complete line cleared it
     # every redraw would have been a line of its own had the tagger not waited
     assert len(result.raw.splitlines()) < 20
@@ -133,9 +136,15 @@ def test_a_prompt_without_newline_is_sent_as_a_partial_record_before_its_line(ru
         sys.stderr.write(" done\\n")
     """)
     result = run_runner(OffloadSpec().job_body(code))
-    # Under load a partial line may go out twice (once per tick it waited): what it says is fixed.
-    assert set(partial_records(result.raw)) == {("p", 1, "Name? "), ("q", 1, "warming up")}
-    assert result.raw.index("@@OJ|p|1|Name? |@@") < result.raw.index("@@OJ|o|1|Name? Ada|@@")
+    # Under load a partial line may go out more than once (once per tick it waited, or once more
+    # when a tick falls between the cell's writes): each is the start of its line, and the prompt
+    # and the stderr line as they waited are among them.
+    partials = partial_records(result.raw)
+    assert {("p", 1, "Name? "), ("q", 1, "warming up")} <= set(partials)
+    ends = {"p": "Name? Ada", "q": "warming up done"}
+    assert all(seq == 1 and ends[kind].startswith(text) for kind, seq, text in partials), partials
+    wire = records_in(result.raw)
+    assert wire.index(("p", 1, "Name? ")) < wire.index(("o", 1, "Name? Ada"))
     assert result.text("stdout") == ["Name? Ada"]
     assert result.text("stderr") == ["warming up done"]
     assert result.parser.partial == {}
@@ -307,11 +316,12 @@ def test_property_printed_text_comes_back_exactly(run_runner, out, err):
 
 def visible_lines(data: bytes) -> list[str]:
     """What raw bytes a cell writes to stdout become: its lines, NUL and every byte that is not
-    UTF-8 shown as the text \\xNN, CR applied as a terminal does, other controls as they are."""
+    UTF-8 shown as the text \\xNN, CR applied as a terminal does, other controls as they are. A
+    last line without its newline that a terminal shows as nothing (a lone CR) is no line."""
     lines = data.split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()
     shown = [terminal_view(line.decode("utf-8", "surrogateescape")) for line in lines]
+    if shown[-1] == "":
+        shown.pop()
     return [
         re.sub("[\udc80-\udcff]", lambda m: f"\\x{ord(m[0]) - 0xDC00:02x}", line).replace(
             "\0", "\\x00"
@@ -327,6 +337,10 @@ def visible_lines(data: bytes) -> list[str]:
     data=st.binary(max_size=60)
     | st.text(max_size=30).map(lambda text: text.encode("utf-8", "surrogatepass"))
 )
+@example(data=b"\r")  # found by a run: a lone CR is no line
+@example(data=b"x\n\r")
+@example(data=b"\n")  # an empty line ended is a line
+@example(data=b"ab\rc")
 def test_property_raw_bytes_come_back_visibly_and_nothing_is_dropped(run_runner, data):
     result = run_runner(OffloadSpec().job_body(f"import os\nos.write(1, {data!r})\n"))
     assert result.text("stdout") == visible_lines(data)
