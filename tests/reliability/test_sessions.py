@@ -21,7 +21,7 @@ import oscar_jupyter
 from oscar_jupyter import remote_session
 from oscar_jupyter import session as session_module
 from oscar_jupyter.errors import CellInterrupted
-from oscar_jupyter.job_status import BY_SIDEBAR
+from oscar_jupyter.job_records import BY_SIDEBAR
 from oscar_jupyter.local.state import HomeLayout, LocalState
 from oscar_jupyter.remote_session import RemoteSession, SessionError, UserSessions
 from oscar_jupyter.session import Session
