@@ -70,8 +70,18 @@ def kernel_tag() -> str:
         except Exception:  # not inside a running kernel (a plain IPython, a script)
             name = ""
         if name:
-            return hashlib.sha256(name.encode()).hexdigest()[:KERNEL_TAG_LENGTH]
+            return _tag_of_connection_file(name)
     return secrets.token_hex(KERNEL_TAG_LENGTH // 2)
+
+
+def kernel_tag_of_kernel_id(kernel_id: str) -> str:
+    """The tag of the kernel a Jupyter server started with id `kernel_id` (its connection file is
+    `kernel-<id>.json`): how the server knows which sessions a notebook's kernel started."""
+    return _tag_of_connection_file(f"kernel-{kernel_id}.json")
+
+
+def _tag_of_connection_file(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:KERNEL_TAG_LENGTH]
 
 
 def make_job_name(service: str, tag: str) -> str:

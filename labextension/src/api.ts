@@ -329,9 +329,18 @@ export function cleanupJobs(
   });
 }
 
-/** The persistent sessions of the cluster's user (all their kernels). */
-export function fetchSessions(cluster: string | null): Promise<ISessions> {
-  return request<ISessions>('sessions', cluster);
+/** The persistent sessions of the cluster's user (all their kernels, or those the Jupyter kernel
+ * `kernelId` started). */
+export function fetchSessions(
+  cluster: string | null,
+  kernelId?: string
+): Promise<ISessions> {
+  return request<ISessions>(
+    'sessions',
+    cluster,
+    {},
+    kernelId ? { kernel: kernelId } : {}
+  );
 }
 
 /** Stops the session whose job is `job`, as `%oscar_session stop` does. */

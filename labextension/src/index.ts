@@ -12,6 +12,7 @@ import { oscarIcon } from './icon';
 import { LogPanels } from './logview';
 import { showJobCell } from './navigate';
 import { installOutputCancel } from './outputcancel';
+import { askAboutSessionsLeft } from './sessionsleft';
 import { DEFAULT_REFRESH_SECONDS, OscarSidebar } from './sidebar';
 
 /** The settings schema (schema/plugin.json) belongs to this id. */
@@ -70,9 +71,30 @@ const plugin: JupyterFrontEndPlugin<void> = {
     // A cell that ran may have been `%oscar_connect`: the sidebar follows the notebook's
     // connection once its kernel is idle again.
     notebooks?.widgetAdded.connect((_, panel) => {
-      panel.sessionContext.statusChanged.connect((_, status) => {
+      const context = panel.sessionContext;
+      context.statusChanged.connect((_, status) => {
         if (status === 'idle' && notebooks.currentWidget === panel) {
           sidebar.kernelIdle();
+        }
+      });
+      // A kernel that stops or restarts leaves its persistent sessions holding their
+      // allocations: ask whether to keep them.
+      const ask = (kernelId: string, end: 'stopped' | 'restarted') =>
+        void askAboutSessionsLeft(
+          contents.localPath(panel.context.path),
+          kernelId,
+          end,
+          () => void sidebar.refresh()
+        );
+      context.statusChanged.connect((_, status) => {
+        const kernel = context.session?.kernel;
+        if (status === 'restarting' && kernel) {
+          ask(kernel.id, 'restarted');
+        }
+      });
+      context.kernelChanged.connect((_, change) => {
+        if (change.oldValue && change.newValue?.id !== change.oldValue.id) {
+          ask(change.oldValue.id, 'stopped');
         }
       });
     });

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -51,6 +52,7 @@ from ..ownership import (
     check_scope,
     is_runner_service,
     kernel_tag_of,
+    kernel_tag_of_kernel_id,
     owner_identity,
     owns_service,
 )
@@ -652,18 +654,24 @@ class SidebarBackend:
 
     # -- persistent sessions ---------------------------------------------------------------------
 
-    def sessions(self, cluster: str | None) -> dict[str, Any]:
+    def sessions(self, cluster: str | None, kernel_id: str | None = None) -> dict[str, Any]:
         """The persistent sessions (remote_session.py) of the cluster's user, from every one of
-        their kernels: name, state, node, time left, idle time. `note` says why none can be
-        listed (no object storage for this user). One look per `refresh_seconds` however many
-        tabs ask, as for the jobs."""
+        their kernels (or only those the Jupyter kernel `kernel_id` started): name, state, node,
+        time left, idle time. `note` says why none can be listed (no object storage for this
+        user). One look per `refresh_seconds` however many tabs ask, as for the jobs."""
+        if kernel_id is not None and not re.fullmatch(r"[0-9a-fA-F-]{1,64}", kernel_id):
+            raise ValueError(f"kernel {kernel_id!r}: give a Jupyter kernel id, e.g. 0f3c…")
         client = self.clients.get(cluster)
         answer: dict[str, Any] = {"cluster": client.profile.cluster_id, "note": None}
         try:
             found = self._user_sessions(client).list(self.refresh_seconds)
         except StorageUnavailable as err:
             return {**answer, "sessions": [], "note": str(err)}
-        return {**answer, "sessions": [remote.row() for remote in found]}
+        rows = [remote.row() for remote in found]
+        if kernel_id is not None:
+            tag = kernel_tag_of_kernel_id(kernel_id)
+            rows = [row for row in rows if row["kernel"] == tag]
+        return {**answer, "sessions": rows}
 
     def stop_session(self, cluster: str | None, job: str) -> dict[str, Any]:
         """Stops the cluster user's session whose job is `job`, as `%oscar_session stop` does;

@@ -170,11 +170,13 @@ class CleanupHandler(SidebarHandler):
 
 
 class SessionsHandler(SidebarHandler):
-    """GET sessions?cluster=: the persistent sessions of the cluster's user."""
+    """GET sessions?cluster=[&kernel=]: the persistent sessions of the cluster's user (those one
+    Jupyter kernel started, with `kernel`)."""
 
     @tornado.web.authenticated
     async def get(self) -> None:
-        await self.answer(self.backend.sessions, self.cluster)
+        kernel = self.get_query_argument("kernel", None) or None
+        await self.answer(self.backend.sessions, self.cluster, kernel)
 
 
 class SessionHandler(SidebarHandler):

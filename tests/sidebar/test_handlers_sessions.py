@@ -16,6 +16,7 @@ import pytest
 
 from oscar_jupyter import remote_session
 from oscar_jupyter.local.state import HomeLayout
+from oscar_jupyter.ownership import kernel_tag_of_kernel_id
 from oscar_jupyter.remote_session import SessionError
 from oscar_jupyter.server.backend import SidebarBackend
 from oscar_jupyter.session import Session
@@ -24,6 +25,7 @@ from .api import call
 from .conftest import NODE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
+BOB_KERNEL = "0f3c9a52-8d0e-4c1b-9a57-6b2f1e4d7c30"  # a Jupyter kernel id
 
 
 @pytest.fixture(autouse=True)
@@ -40,8 +42,10 @@ def user_session(oscar_config, local_oscar, monkeypatch):
     kernel: the kernels' session tables kept apart); every session is stopped at the end."""
     made: list[tuple[dict, remote_session.RemoteSession]] = []
 
-    def start(user: str, name: str) -> remote_session.RemoteSession:
+    def start(user: str, name: str, kernel_id: str | None = None) -> remote_session.RemoteSession:
         connection = Session()
+        if kernel_id is not None:  # as a kernel the Jupyter server started with that id
+            connection.kernel_tag = kernel_tag_of_kernel_id(kernel_id)
         connection.connect(local_oscar.user_profiles[user])
         table: dict = {}
         monkeypatch.setattr(remote_session, "_SESSIONS", table)
@@ -75,7 +79,7 @@ async def test_each_user_sees_and_stops_only_their_own_sessions(
     alice, bob = local_oscar.user_profiles["alice"], local_oscar.user_profiles["bob"]
     a1 = user_session("alice", "s1")
     a1.run("x = 41")
-    b1 = user_session("bob", "s1")
+    b1 = user_session("bob", "s1", kernel_id=BOB_KERNEL)
 
     code, seen = await call(jp_fetch, "sessions", cluster=alice)
     assert code == 200, seen
@@ -88,6 +92,13 @@ async def test_each_user_sees_and_stops_only_their_own_sessions(
     assert row["cells"] == 1 and row["ended"] is None
     code, seen_by_bob = await call(jp_fetch, "sessions", cluster=bob)
     assert [r["job"] for r in seen_by_bob["sessions"]] == [b1.job.name]
+    # The sessions one Jupyter kernel started (what JupyterLab asks when that kernel stops).
+    code, of_kernel = await call(jp_fetch, "sessions", cluster=bob, kernel=BOB_KERNEL)
+    assert [r["job"] for r in of_kernel["sessions"]] == [b1.job.name]
+    code, of_other = await call(jp_fetch, "sessions", cluster=alice, kernel=BOB_KERNEL)
+    assert (code, of_other["sessions"]) == (200, [])
+    code, bad = await call(jp_fetch, "sessions", cluster=bob, kernel="../x")
+    assert code == 400 and "give a Jupyter kernel id" in bad["message"], bad
     # what the answers hold: no session token, no password, no presigned URL
     for secret in (a1.token, b1.token, local_oscar.password, "X-Amz-Signature"):
         assert secret not in str(seen) + str(seen_by_bob)

@@ -2,7 +2,8 @@
 local OSCAR on real Slurm, as a user meets them: two notebooks connected as alice and bob each
 start a session; the Sessions section lists only the session of the user whose notebook is in
 front (name, state, node, time left, idle time, cells), Stop asks first, then ends it (its card
-goes), and the notebook's next cell in that session says the sidebar stopped it.
+goes), and the notebook's next cell in that session says the sidebar stopped it. A kernel that
+restarts leaves its session running, and JupyterLab asks whether to keep it or stop it.
 
 Screenshot: test-artifacts/sidebar-sessions.png.
 """
@@ -143,13 +144,23 @@ def test_the_sidebar_lists_each_users_sessions_and_stops_one(sessions_lab, local
             assert "session s1 has ended (cancelled by the sidebar" in error, error
             assert "%oscar_session start s1" in error
 
-            # bob's session is still there, and stopped from his notebook's view.
+            # bob's session is still there. His kernel restarts: the session keeps its
+            # allocation, and JupyterLab asks whether to keep it or stop it.
             focus_notebook(page, "bob.ipynb")
             picker_shows(sidebar, bob)
             expect(cards).to_have_count(1, timeout=30_000)
             expect(bob1).to_have_attribute("data-state", "idle")
-            bob1.get_by_role("button", name="Stop").click()
-            dialog.get_by_role("button", name="Stop session").click()
+            page.evaluate("""() => window.jupyterapp.shell.currentWidget
+                                     .sessionContext.session.kernel.restart()""")
+            toast = page.locator(".Toastify__toast", has_text="still holds its allocation")
+            expect(toast).to_have_count(1, timeout=30_000)
+            expect(toast).to_contain_text(
+                f"bob.ipynb's kernel restarted: session bob1 still holds its allocation on {NODE} ("
+            )
+            expect(toast).to_contain_text(" left). Keep it or stop it?")
+            assert "alice" not in (toast.text_content() or "")  # only that kernel's sessions
+            expect(cards).to_have_count(1)  # the restart itself stopped nothing
+            toast.get_by_role("button", name="Stop bob1").click()
             expect(cards).to_have_count(0, timeout=60_000)
             assert api(url, token, f"sessions?cluster={bob}")["sessions"] == []
         finally:
