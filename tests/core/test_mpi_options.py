@@ -156,7 +156,7 @@ def test_the_profile_says_whether_the_site_applies_mpi_flags():
 def test_the_panel_and_the_readme_list_the_new_options():
     from oscar_jupyter.widgets.panel import TEXT_FIELDS
 
-    assert {"ntasks", "ntasks_per_node", "mpi"} <= set(TEXT_FIELDS)
+    assert {"ntasks", "ntasks_per_node", "mpi", "ranks"} <= set(TEXT_FIELDS)
     table = options.readme_table()
     for usage in ("`--ntasks T`", "`--ntasks-per-node M`", "`--mpi [FLAGS]`"):
         assert usage in table

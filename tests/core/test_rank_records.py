@@ -96,6 +96,24 @@ def test_one_rank_failing_fails_the_job_with_its_traceback_and_who_failed(run_ru
     assert [line.rank for line in markers] == [1]
 
 
+def test_a_rank_killed_by_a_signal_fails_the_job_and_is_named(run_runner):
+    result = run_runner(
+        ranks_body(
+            """
+            import os, signal, time
+            print("up", os.environ["RANK"], flush=True)
+            if os.environ["RANK"] == "1":
+                os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(1)
+            """
+        )
+    )
+    parser = result.parser
+    assert parser.exit_code == 137
+    assert parser.traceback() == "rank 1 of 2 failed (exit 137); rank 0 ended"
+    assert [line.text for line in parser.rank_output(1)] == ["up 1"]
+
+
 def test_a_rank_that_hangs_after_rank_0_ends_is_stopped_after_the_grace(run_runner):
     started = time.monotonic()
     result = run_runner(

@@ -149,9 +149,15 @@ def test_oscar_logs_rank_gives_one_ranks_output(local_oscar, monkeypatch):
         OFFLOAD + " --ntasks 2 --mpi -o job\n" + RANK_LINE + "print('tail of', os.environ['RANK'])",
         "%oscar_logs {job.name} --rank 1",
         "%oscar_logs {job.name} --rank 2",
+        "import oscar_jupyter\n"
+        "api = oscar_jupyter.offload(" + repr(RANK_LINE) + ", node='local-slurm', "
+        "time='00:02:00', ntasks=2, mpi=True, ranks='all')\n"
+        "print(sorted(api.logs().splitlines()))",
     )
-    ran, rank_one, beyond = nb.cells[1:4]
+    ran, rank_one, beyond, python_api = nb.cells[1:5]
     assert error_text(ran) == ""
     assert "rank 1" not in stream_text(ran)
     assert stdout(rank_one) == "rank 1 of 2\ntail of 1\n"
     assert "the job runs as 2 ranks (0 to 1)" in stream_text(beyond)  # a UsageError
+    assert error_text(python_api) == ""
+    assert "['[r0] rank 0 of 2', '[r1] rank 1 of 2']" in stdout(python_api)
