@@ -161,3 +161,35 @@ def test_oscar_logs_rank_gives_one_ranks_output(local_oscar, monkeypatch):
     assert "the job runs as 2 ranks (0 to 1)" in stream_text(beyond)  # a UsageError
     assert error_text(python_api) == ""
     assert "['[r0] rank 0 of 2', '[r1] rank 1 of 2']" in stdout(python_api)
+
+
+RENDEZVOUS = """\
+import os, socket, time
+rank = int(os.environ["RANK"])
+address = (os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
+if rank == 0:  # as torch.distributed's env:// store: rank 0 listens, the others connect
+    server = socket.create_server(address)
+    peer, _ = server.accept()
+    print("rank 0 heard:", peer.recv(100).decode())
+else:
+    for _ in range(200):
+        try:
+            peer = socket.create_connection(address)
+            break
+        except OSError:
+            time.sleep(0.05)
+    peer.sendall(f"hello from rank {rank} of {os.environ['WORLD_SIZE']}".encode())
+"""
+
+
+def test_the_ranks_meet_at_master_addr_and_port(local_oscar, monkeypatch):
+    nb = run_notebook(
+        local_oscar,
+        monkeypatch,
+        "mpi-rendezvous",
+        CONNECT,
+        OFFLOAD + " --ntasks 2 --mpi\n" + RENDEZVOUS,
+    )
+    cell = nb.cells[1]
+    assert error_text(cell) == ""
+    assert "rank 0 heard: hello from rank 1 of 2" in stdout(cell)
