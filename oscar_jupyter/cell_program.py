@@ -36,6 +36,7 @@ import socket
 import sys
 import tarfile
 import tempfile
+import time
 import traceback
 import types
 import urllib.error
@@ -737,23 +738,53 @@ def main():
     sys.meta_path.append(BackendFinder())
     os.environ.setdefault("MPLBACKEND", "module://" + MPL_BACKEND)
     ran = False
+    first = is_first_rank()
     try:
         open_storage(PARAMS)
-        receive_uploads()
+        if first:
+            receive_uploads()
+            mark_uploads_received()
+        else:
+            wait_for_uploads()
         cell.__dict__.update(load_inputs())
         try:
             ran = True
             exec(compile(code, path, "exec"), cell.__dict__)
         finally:
             show_figures_left_open()
-            if ran:
+            if ran and first:
                 send_downloads_reported()
-        send_outputs(cell.__dict__)
+        if first:
+            send_outputs(cell.__dict__)
     except SystemExit:
         raise
     except BaseException as error:
         report(error, skip_frames=1)
         sys.exit(130 if isinstance(error, KeyboardInterrupt) else 1)
+
+
+# A job of several ranks on one node (the runner's tagger starts them): rank 0 receives the
+# --upload files, sends the --download files and the --out values; the others wait for the
+# uploads (UPLOADS_RECEIVED in the shared work directory) and send nothing back.
+RANK_SETTING = "OSCAR_JUPYTER_RANK"
+UPLOADS_RECEIVED = ".oj-uploads-received"
+
+
+def is_first_rank():
+    return os.environ.get(RANK_SETTING, "0") in ("", "0")
+
+
+def mark_uploads_received():
+    if os.environ.get(RANK_SETTING):
+        with open(UPLOADS_RECEIVED, "w"):
+            pass
+
+
+def wait_for_uploads():
+    if STORAGE is None or not STORAGE.manifest.get("uploads"):
+        return
+    while not os.path.exists(UPLOADS_RECEIVED):
+        time.sleep(0.1)
 
 
 def send_downloads_reported():

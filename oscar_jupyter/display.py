@@ -31,6 +31,44 @@ SYMBOLS = {
 
 WHOLE_MINUTES = " (Slurm counts --time in whole minutes)"
 
+# A rank's label ("[r3] ") in its own colour: ANSI in the streamed text, CSS in HTML views; red
+# is left to errors.
+_RANK_ANSI = ("32", "34", "35", "36", "33", "92", "94", "95", "96", "93")
+_RANK_CSS = ("#2e7d32", "#1565c0", "#8e24aa", "#00838f", "#ef6c00", "#6d4c41")
+
+
+def _html_text(line: OutputLine) -> str:
+    """A line's text as HTML, its rank label in the rank's colour."""
+    if not line.label:
+        return html.escape(line.text)
+    colour = _RANK_CSS[line.rank % len(_RANK_CSS)]
+    label = html.escape(line.text[: line.label].rstrip())
+    return f'<span style="color: {colour}">{label}</span> ' + html.escape(line.text[line.label :])
+
+
+def _ansi_text(line: OutputLine) -> str:
+    if not line.label:
+        return line.text
+    colour = _RANK_ANSI[line.rank % len(_RANK_ANSI)]
+    label = line.text[: line.label].rstrip()
+    return f"\x1b[{colour}m{label}\x1b[0m " + line.text[line.label :]
+
+
+class RankTracebacks:
+    """Which ranks have printed their traceback marker: the stderr lines after it are the
+    cell's error (shown once, as the error), never streamed. One rank's marker hides only its
+    own stderr."""
+
+    def __init__(self) -> None:
+        self.ranks: set[int] = set()
+
+    def hides(self, line: OutputLine) -> bool:
+        if line.stream != "stderr":
+            return False
+        if is_marker(line):
+            self.ranks.add(line.rank)
+        return line.rank in self.ranks
+
 
 def status_line(job: Job, note: str | None = None) -> str:
     """e.g. '▶ Running on local-slurm · 00:00:12 / 02:30:00 · job 9827865a7cfd' (the short id;
@@ -43,7 +81,8 @@ def status_line(job: Job, note: str | None = None) -> str:
         parts[0] += f" on {job.node}"
         spec = getattr(job, "spec", None)
         if spec is not None and spec.mpi is not None:  # ranks: 'on vega, 2 nodes (8 ranks)'
-            placement = placement_text(spec.node_count(), spec.task_count())
+            nodes = 1 if spec.launches_ranks() else spec.node_count()
+            placement = placement_text(nodes, spec.task_count())
             parts[0] += f", {placement}" if placement else ""
     usage = job.usage if status in TERMINAL else None
     limit = job.time_limit
@@ -135,9 +174,9 @@ def live_bundle(job: Job, tail_lines: int) -> dict[str, str]:
     rows.append(
         '<pre style="margin: 0">'
         + "".join(
-            f'<span style="color: var(--jp-error-color1, red)">{html.escape(ln.text)}</span>\n'
+            f'<span style="color: var(--jp-error-color1, red)">{_html_text(ln)}</span>\n'
             if ln.stream == "stderr"
-            else html.escape(ln.text) + "\n"
+            else _html_text(ln) + "\n"
             for ln in shown
         )
         + "</pre>"
@@ -156,10 +195,9 @@ def final_bundle(job: Job, max_lines: int, error: str = "") -> dict[str, str]:
     its status line, its output (the first and last lines, at most `max_lines`), its figures
     and its error, as plain text and as HTML. A saved notebook reads the same without a kernel,
     in JupyterLab, nbviewer and GitHub."""
-    lines, in_traceback = [], False
+    lines, tracebacks = [], RankTracebacks()
     for line in job.lines():
-        in_traceback = in_traceback or is_marker(line)
-        if not (in_traceback and line.stream == "stderr"):  # the traceback shows in `error`
+        if not tracebacks.hides(line):  # the traceback shows in `error`
             lines.append(line)
     head = (max(max_lines, 0) + 1) // 2
     tail = max(max_lines, 0) - head
@@ -180,9 +218,9 @@ def final_bundle(job: Job, max_lines: int, error: str = "") -> dict[str, str]:
                 f'</pre><img src="data:{image};base64,{data}"/><pre style="margin: 0">'
             )
         elif line.stream == "stderr":
-            html_rows.append(f"<span {_RED}>{html.escape(line.text)}</span>\n")
+            html_rows.append(f"<span {_RED}>{_html_text(line)}</span>\n")
         else:
-            html_rows.append(html.escape(line.text) + "\n")
+            html_rows.append(_html_text(line) + "\n")
     html_rows.append("</pre>")
     if error:
         text_rows.append(error)
@@ -215,11 +253,19 @@ def _write(line: OutputLine) -> None:
         show_rich(line)
         return
     stream = sys.stderr if line.stream == "stderr" else sys.stdout
-    stream.write(line.text + "\n")
+    stream.write(_ansi_text(line) + "\n")
 
 
-def write_all(job: Job) -> None:
-    """The whole output of a job so far, figures and rich outputs included."""
+def write_all(job: Job, rank: int | None = None) -> None:
+    """The whole output of a job so far, figures and rich outputs included (`rank`: that rank's
+    alone, of a job of several)."""
+    if rank is not None:
+        for line in job.rank_lines(rank):
+            if not is_marker(line):
+                _write(line)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return
     lines = [line for line in job.lines() if not is_marker(line)]
     if not lines:
         sys.stdout.write(job.logs())  # read before: the log file of an earlier kernel
@@ -303,13 +349,17 @@ class BoundedStream:
         self.tail: collections.deque[OutputLine] = collections.deque(maxlen=max(limit, 0) // 2)
         self.shown = 0
         self.left_out = 0
-        self.in_traceback = False
+        self.tracebacks = RankTracebacks()
+
+    @property
+    def in_traceback(self) -> bool:
+        """Rank 0 (the only rank of most jobs) has begun its traceback."""
+        return 0 in self.tracebacks.ranks
 
     def write(self, lines: Iterable[OutputLine]) -> None:
         wrote = False
         for line in lines:
-            if line.stream == "stderr" and (self.in_traceback or is_marker(line)):
-                self.in_traceback = True
+            if self.tracebacks.hides(line):
                 continue
             if self.shown < self.head:
                 _write(line)

@@ -38,11 +38,16 @@ class CellError(JobFailed):
     def __init__(self, job: Job, remote_traceback: str, name: str, offset: int) -> None:
         lines = remote_traceback.rstrip("\n").splitlines()
         exception_line = lines[-1] if lines else f"exit code {job.exit_code}"
-        super().__init__(job, exception_line, remote_traceback)
+        # A job of several ranks: the failing rank's traceback, then which ranks failed.
+        ranks = job.ranks_summary() if hasattr(job, "ranks_summary") else ""
+        message = f"{exception_line}; {ranks}" if ranks and ranks != exception_line else None
+        super().__init__(job, message or exception_line, remote_traceback)
         self.rendered = relabel(remote_traceback.rstrip("\n"), name, offset).splitlines()
         advice = hints.hint(exception_line, job.spec)
         if advice:
             self.rendered.append(advice)
+        if message:
+            self.rendered.append(ranks)
 
     def _render_traceback_(self) -> list[str]:
         return list(self.rendered)

@@ -279,7 +279,7 @@ class Job:
         self.error: str | None = None
         self.raw_log = ""  # the last whole log OSCAR served (Slurm preamble and all)
         self.slurm_end: str | None = None  # "cancelled" or "walltime" when Slurm ended the job
-        self._parser = LogParser()
+        self._parser = LogParser(all_ranks=spec.shows_all_ranks())
         self.outputs: list[str] = []  # the --out names the cell sends back (see `values`)
         # its objects in the user's bucket (transfers.py), when it has any
         self.transfers: JobTransfers | None = None
@@ -439,6 +439,22 @@ class Job:
         if self.log_path.exists():
             return self.log_path.read_text(encoding="utf-8")
         return "".join(line.text + "\n" for line in self.lines() if not is_marker(line))
+
+    def rank_lines(self, rank: int) -> list[OutputLine]:
+        """Every line of one rank of a job of several (`%oscar_logs JOB --rank N`)."""
+        with self._lock:
+            return self._parser.rank_output(rank)
+
+    @property
+    def ranks(self) -> int:
+        """How many ranks the job's runner started (its start line says; 1 until then)."""
+        return self._parser.ranks
+
+    def ranks_summary(self) -> str:
+        """How the ranks of a job of several ended ('rank 1 of 2 failed (exit 1); rank 0
+        ended'); "" for one rank."""
+        with self._lock:
+            return self._parser.ranks_summary()
 
     def remote_traceback(self) -> str:
         return self._parser.traceback()

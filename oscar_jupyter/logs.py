@@ -45,7 +45,10 @@ _BATCH_HEAD = runner.MARKER + "|" + runner.BATCH + "|"
 # The key of a line in `_seen`: seq * 2, + 1 on stderr.
 _STREAM_BIT = {runner.STDOUT: 0, runner.STDERR: 1}
 _DEBUG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - supervisor - DEBUG - ")
-_TAG = re.compile(r"^" + re.escape(runner.MARKER) + r"\|([oesxpqdrtuOEPQ])\|(\d+)\|")
+_TAG = re.compile(
+    r"^" + re.escape(runner.MARKER) + r"\|([oesxpqdrtuOEPQ])\|(\d+)(?:r([1-9]\d{0,5}))?\|"
+)
+_BATCH_NUMBER = re.compile(r"(\d+)(?:r([1-9]\d{0,5}))?")
 # Usage records kept until the exit record reveals the key that checks them: the runner's is the
 # last before the exit record; a cell that writes many costs no more than this many.
 _USAGE_CANDIDATES = 8
@@ -69,6 +72,13 @@ class OutputLine(NamedTuple):
     # The program's line before the traceback of the exception that ended the cell (its text is
     # runner.TRACEBACK_MARKER): never shown. A copy of that text printed by the cell is not one.
     marker: bool = False
+    # The rank that printed it (a job of several ranks, issue 21), and how many characters of
+    # `text` are its label ("[r3] "), put in front where the view shows more than rank 0.
+    rank: int = 0
+    label: int = 0
+
+    def unlabelled(self) -> OutputLine:
+        return self._replace(text=self.text[self.label :], label=0) if self.label else self
 
 
 def _unescape_one(match: re.Match[str]) -> str:
@@ -90,7 +100,14 @@ class LogParser:
     """Feed it the whole log text after every poll (`feed`), or the text that arrived since the
     last call (`feed_more`, for a followed stream); it returns only the lines not seen before."""
 
-    def __init__(self) -> None:
+    def __init__(self, all_ranks: bool = False) -> None:
+        # A job of several ranks (its start line says how many): `lines` holds rank 0's output
+        # and every rank's stderr, the others' labelled "[r3] "; `all_ranks`: every rank's
+        # output, each line labelled. `rank_lines` keeps each other rank's own lines.
+        self.all_ranks = all_ranks
+        self.ranks = 1
+        self.rank_lines: dict[int, list[OutputLine]] = {}
+        self._seen_ranks: dict[int, set[int]] = {}
         self.lines: list[OutputLine] = []
         self.exit_code: int | None = None
         self.started: dict | None = None
@@ -115,7 +132,8 @@ class LogParser:
         self._exit_digest: str | None = None
         self._forged: set[str] = set()  # exit records without the key, already shown as text
         self._result_intact = False
-        self._batches: set[tuple[int, int]] = set()  # `z` lines taken: (number, payload hash)
+        # `z` lines taken: (number, payload hash, rank)
+        self._batches: set[tuple[int, int, int]] = set()
         # The pieces of the line each stream is still writing: (its seq, texts so far).
         self._pieces: dict[str, tuple[int, list[str]]] = {}
         # The --out record came damaged in a supervisor DEBUG line: its final dump repeats the
@@ -174,6 +192,9 @@ class LogParser:
             if not tag or not line.endswith(runner.END):
                 continue  # not ours, or cut off at the end of this poll: taken on a later feed
             kind, seq = tag.group(1), int(tag.group(2))
+            rank = int(tag.group(3) or 0)
+            if rank and kind not in _RANKED_KINDS:
+                continue
             if index == last and kind not in (runner.START, runner.EXIT):
                 continue  # a user line may itself contain "|@@": wait for its newline
             text = line[tag.end() : -len(runner.END)]
@@ -202,11 +223,13 @@ class LogParser:
                 self.exit_code = int(text)
                 self.usage = self._checked_usage(tag.group(2))
                 continue
-            self._take_record(kind, seq, text, new)
+            self._take_record(kind, seq, text, new, rank)
         self.lines.extend(new)
         return new
 
-    def _take_record(self, kind: str, seq: int, text: str, new: list[OutputLine]) -> None:
+    def _take_record(
+        self, kind: str, seq: int, text: str, new: list[OutputLine], rank: int = 0
+    ) -> None:
         """A record of the cell's output (plain, or from a batch's inner form)."""
         bundle, marker = None, False
         if kind == runner.DISPLAY:  # a rich output: a stdout line, shown as its bundle
@@ -218,27 +241,52 @@ class LogParser:
         elif kind in runner.ESCAPED:
             kind, text = runner.ESCAPED[kind], _unescape(text)
         if kind in _PARTIAL_STREAMS:
-            self._take_partial(_PARTIAL_STREAMS[kind], seq, text)
+            if not rank:  # the other ranks' lines show once complete
+                self._take_partial(_PARTIAL_STREAMS[kind], seq, text)
             return
         if kind in _PIECE_STREAMS:
-            self._take_piece(_PIECE_STREAMS[kind], seq, text)
+            self._take_piece(_PIECE_STREAMS[kind], seq, text, rank)
             return
         if kind not in _STREAM_NAMES:
             return
         if self._exit_digest is None and kind == runner.STDERR:
             marker = marker or text == runner.TRACEBACK_MARKER  # a runner before `t` records
         key = seq * 2 + _STREAM_BIT[kind]
-        if key in self._seen:
+        seen = self._seen_ranks.setdefault(rank, set()) if rank else self._seen
+        if key in seen:
             return
-        self._seen.add(key)
+        seen.add(key)
         stream = _STREAM_NAMES[kind]
-        if stream in self._pieces:
-            start, pieces = self._pieces.pop(stream)
+        piece_key = _piece_key(stream, rank)
+        if piece_key in self._pieces:
+            start, pieces = self._pieces.pop(piece_key)
             if start == seq:
                 text = "".join(pieces) + text
-        out = OutputLine(stream, seq, text, bundle, marker)  # type: ignore[arg-type]
-        new.append(out)
-        self._complete(out.stream, seq)
+        out = OutputLine(stream, seq, text, bundle, marker, rank)  # type: ignore[arg-type]
+        if rank or self.ranks > 1:
+            self._take_ranked(out, new)
+        else:
+            new.append(out)
+        if not rank:
+            self._complete(out.stream, seq)
+
+    def _take_ranked(self, line: OutputLine, new: list[OutputLine]) -> None:
+        """A line of a job of several ranks: kept per rank, and in `lines` as the view has it."""
+        rank = line.rank
+        if rank:
+            self.rank_lines.setdefault(rank, []).append(line)
+            if not self.all_ranks and line.stream != "stderr":
+                return
+        if rank or self.all_ranks:
+            label = f"[r{rank}] "
+            line = line._replace(text=label + line.text, label=len(label))
+        new.append(line)
+
+    def rank_output(self, rank: int) -> list[OutputLine]:
+        """Every line of one rank, unlabelled (`%oscar_logs JOB --rank N`)."""
+        if rank:
+            return list(self.rank_lines.get(rank, []))
+        return [line.unlabelled() for line in self.lines if line.rank == 0]
 
     def _take_batch(self, line: str, new: list[OutputLine]) -> None:
         """A `z` line: many records in the inner form (one letter, then the text), their seqs
@@ -249,10 +297,12 @@ class LogParser:
         if len(fields) != 4 or not line.endswith(runner.END):
             return
         number, stdout_field, stderr_field, payload = fields
-        if not (number.isdigit() and stdout_field.isdigit() and stderr_field.isdigit()):
+        numbered = _BATCH_NUMBER.fullmatch(number)
+        if not (numbered and stdout_field.isdigit() and stderr_field.isdigit()):
             return
         stdout, stderr = int(stdout_field), int(stderr_field)
-        key = (int(number), hash(payload))
+        rank = int(numbered.group(2) or 0)
+        key = (int(numbered.group(1)), hash(payload), rank)
         if key in self._batches:
             return
         try:
@@ -261,6 +311,9 @@ class LogParser:
         except (ValueError, binascii.Error, zlib.error):
             return
         self._batches.add(key)
+        if rank or self.ranks > 1:
+            self._take_ranked_batch(text, stdout, stderr, rank, new)
+            return
         # Plain lines (the bulk) are taken here; any other record by _take_record. A stream's
         # last seq is updated once, at the end (a partial record's seq is past it anyway).
         seen, pieces, append = self._seen, self._pieces, new.append
@@ -295,15 +348,35 @@ class LogParser:
         if top_err:
             self._complete("stderr", top_err)
 
-    def _take_piece(self, stream: str, seq: int, text: str) -> None:
+    def _take_ranked_batch(
+        self, text: str, stdout: int, stderr: int, rank: int, new: list[OutputLine]
+    ) -> None:
+        """A batch of a job of several ranks: each record as any other, under its rank."""
+        for record in text.split("\n")[:-1]:
+            letter = record[:1]
+            if letter in _NEXT_STDOUT:
+                stdout += 1
+                seq = stdout
+            elif letter in _NEXT_STDERR:
+                stderr += 1
+                seq = stderr
+            else:  # a partial line, or a piece of one: the seq its line will have
+                seq = stdout + 1 if letter in _ON_STDOUT else stderr + 1
+            if rank and letter in "dD":
+                continue  # rich outputs come from rank 0 only
+            self._take_record(letter, seq, record[1:], new, rank)
+
+    def _take_piece(self, stream: str, seq: int, text: str, rank: int = 0) -> None:
         """The start of line `seq`, still being written: kept until the line ends."""
-        if seq * 2 + _STREAM_BIT[_STREAM_LETTERS[stream]] in self._seen:
+        seen = self._seen_ranks.get(rank, set()) if rank else self._seen
+        if seq * 2 + _STREAM_BIT[_STREAM_LETTERS[stream]] in seen:
             return
-        start, pieces = self._pieces.get(stream, (seq, []))
+        key = _piece_key(stream, rank)
+        start, pieces = self._pieces.get(key, (seq, []))
         if start != seq:
             pieces = []
         pieces.append(text)
-        self._pieces[stream] = (seq, pieces)
+        self._pieces[key] = (seq, pieces)
 
     def _take_start(self, text: str) -> None:
         """Only the first start line counts: the tagger writes it before the cell runs."""
@@ -311,6 +384,8 @@ class LogParser:
             return
         self._start_seen = True
         self.started = _json_or_none(text)
+        ranks = (self.started or {}).get("ranks")
+        self.ranks = ranks if isinstance(ranks, int) and 1 < ranks <= 1 << 16 else 1
         digest = (self.started or {}).get(runner.EXIT_KEY_FIELD)
         self._exit_digest = digest if isinstance(digest, str) else None
 
@@ -362,17 +437,71 @@ class LogParser:
         """The error that ended the job: the stderr lines after the last traceback marker (the
         cell's exception, chained ones included, or the runner's early error), else the
         trailing stderr block from the last traceback header (or, for a SyntaxError, from its
-        last ``File`` line); "" when none."""
-        marks = [i for i, line in enumerate(self.lines) if line.marker]
-        if marks:
-            after = self.lines[marks[-1] + 1 :]
-            return "\n".join(line.text for line in after if line.stream == "stderr")
-        stderr = [line.text for line in self.lines if line.stream == "stderr"]
-        for marker in (_TRACEBACK_HEADER, '  File "'):
-            starts = [i for i, text in enumerate(stderr) if text.startswith(marker)]
-            if starts:
-                return "\n".join(stderr[starts[-1] :])
-        return ""
+        last ``File`` line); "" when none. A job of several ranks: that of the first rank that
+        failed (`ranks_summary` where it printed none)."""
+        if self.ranks < 2:
+            return _traceback_of(self.lines)
+        failed = _rank_list(self.usage, "ranks_failed") + _rank_list(self.usage, "ranks_stopped")
+        if not failed:
+            return _traceback_of(self.rank_output(0))
+        return _traceback_of(self.rank_output(failed[0])) or self.ranks_summary()
+
+    def ranks_summary(self) -> str:
+        """How the ranks ended, once the job has: 'rank 1 of 2 failed (exit 1); rank 0 ended';
+        "" for a job of one rank or one whose end is not known."""
+        usage = self.usage or {}
+        exits = usage.get("rank_exits")
+        if self.ranks < 2 or not isinstance(exits, list) or len(exits) != self.ranks:
+            return ""
+        failed = _rank_list(usage, "ranks_failed")
+        stopped = _rank_list(usage, "ranks_stopped")
+        parts = []
+        if failed:
+            codes = ", ".join(str(exits[rank]) for rank in failed)
+            parts.append(f"{_rank_words(failed)} of {self.ranks} failed (exit {codes})")
+        if stopped:
+            grace = usage.get("rank_grace_seconds")
+            after = f"{_rank_words(failed[:1])} failed" if failed else "rank 0 ended"
+            wait = f" {grace:g} s" if isinstance(grace, (int, float)) else ""
+            of = "" if failed else f" of {self.ranks}"
+            parts.append(f"{_rank_words(stopped)}{of} still ran{wait} after {after}: stopped")
+        ended = [rank for rank in range(self.ranks) if rank not in failed + stopped]
+        if ended:
+            parts.append(f"{_rank_words(ended)} ended")
+        return "; ".join(parts)
+
+
+def _rank_list(usage: dict[str, Any] | None, name: str) -> list[int]:
+    value = (usage or {}).get(name)
+    if not isinstance(value, list):
+        return []
+    return [rank for rank in value if isinstance(rank, int) and not isinstance(rank, bool)]
+
+
+def _rank_words(ranks: list[int]) -> str:
+    return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
+
+
+def _traceback_of(lines: list[OutputLine]) -> str:
+    """`LogParser.traceback` of some lines (one rank's)."""
+    marks = [i for i, line in enumerate(lines) if line.marker]
+    if marks:
+        after = lines[marks[-1] + 1 :]
+        return "\n".join(line.unlabelled().text for line in after if line.stream == "stderr")
+    stderr = [line.unlabelled().text for line in lines if line.stream == "stderr"]
+    for marker in (_TRACEBACK_HEADER, '  File "'):
+        starts = [i for i, text in enumerate(stderr) if text.startswith(marker)]
+        if starts:
+            return "\n".join(stderr[starts[-1] :])
+    return ""
+
+
+# Records a rank other than 0 writes (its rich outputs, values and control records do not count).
+_RANKED_KINDS = frozenset("oeOEpqPQt")
+
+
+def _piece_key(stream: str, rank: int) -> str:
+    return f"{stream}/{rank}" if rank else stream
 
 
 _DAMAGED: dict[str, Any] = {

@@ -632,12 +632,30 @@ class OscarMagics(Magics):
 
     @line_magic
     def oscar_logs(self, line: str) -> None:
-        """%oscar_logs JOB [--follow]: the whole output of a job (follow: until it ends)."""
+        """%oscar_logs JOB [--follow] [--rank N]: the whole output of a job (follow: until it
+        ends; --rank: one rank's, of a job of several)."""
         p = _Parser("%oscar_logs")
         p.add_argument("job")
         p.add_argument("--follow", action="store_true")
+        p.add_argument("--rank", type=int)
         args = p.parse_args(_split(line))
         job = self._find(args.job)
+        if args.rank is not None:
+            if args.follow:
+                raise UsageError("%oscar_logs: --rank shows what a job has printed; no --follow")
+            if not job.is_done():
+                job.refresh()
+            if not 0 <= args.rank < job.ranks:
+                raise UsageError(
+                    f"%oscar_logs {job.name} --rank {args.rank}: the job runs as "
+                    f"{job.ranks} rank{'' if job.ranks == 1 else 's'} "
+                    f"(0 to {job.ranks - 1})"
+                    if job.ranks > 1
+                    else f"%oscar_logs {job.name} --rank {args.rank}: the job runs as one rank"
+                    " (or has not started): leave --rank out"
+                )
+            views.write_all(job, rank=args.rank)
+            return
         if args.follow:
             views.write_all(job)
             self._run_blocking(job, None, "detach")

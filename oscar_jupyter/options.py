@@ -141,17 +141,34 @@ OPTIONS: tuple[Option, ...] = (
         "--mpi",
         "optional",
         "FLAGS",
-        "run the cell on every task under mpiexec (FLAGS: more mpiexec flags)",
-        "`slurm-job.vk.io/mpi-flags`: the Slurm plugin is to start the container as `mpiexec -np "
-        "$SLURM_NTASKS FLAGS ...`, one rank per task (bare `--mpi`: no extra flags); needed with "
-        "more than one node or task. interlink-slurm-plugin up to 0.6.2-pre5 ignores the "
-        "annotation (`prepare.go` changes a copy of each container command), so it is refused "
-        "unless the profile says the site's plugin applies it (`jupyter: {mpi_flags: true}`)",
+        "run the cell as one rank per task (FLAGS: more mpiexec flags, multi-node only)",
+        "on one node (`--nodes 1`, the default with `--ntasks`): the job's runner starts the "
+        "cell once per task inside the container, with `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, "
+        "`LOCAL_WORLD_SIZE`, `MASTER_ADDR=127.0.0.1`, `MASTER_PORT` set (torch.distributed "
+        "`env://`), on every plugin release. More than one node needs the site's plugin to "
+        "start the container as `mpiexec -np $SLURM_NTASKS FLAGS ...` "
+        "(`slurm-job.vk.io/mpi-flags`), which interlink-slurm-plugin up to 0.6.2-pre5 ignores "
+        "(`prepare.go` changes a copy of each container command): refused unless the profile "
+        "says the site's plugin applies it (`jupyter: {mpi_flags: true}`)",
         field="mpi",
         const="on",
         label="MPI",
         placeholder="on, or mpiexec flags, e.g. --oversubscribe",
         also_typed=("--mpiexec", "--mpirun", "--mpi-flags"),
+    ),
+    Option(
+        "--ranks",
+        "text",
+        "0|all",
+        "whose output the cell shows: rank 0's and every rank's stderr (0), or every rank's",
+        "nothing on the cluster: with several ranks the cell shows rank 0's output and every "
+        "rank's stderr and errors (`0`, the default), or every rank's output (`all`), each "
+        "other rank's lines (every line, with `all`) labelled `[r3]`; `%oscar_logs JOB --rank 3` "
+        "shows one rank's",
+        field="ranks",
+        label="Ranks shown",
+        placeholder="0 (default) or all",
+        also_typed=("--show-ranks", "--rank"),
     ),
     Option(
         "--job-name",

@@ -50,6 +50,7 @@ DEFAULT_MEMORY = "1024Mi"
 SERVICE_NAME_MAX = 24
 RUNNER_LABEL = "oscar-jupyter/runner"
 MPI_ANNOTATION = "slurm-job.vk.io/mpi-flags"
+RANKS_SHOWN = ("0", "all")  # OffloadSpec.ranks
 MPI_ON = "on"  # OffloadSpec.mpi of the bare --mpi (options.py: the option's const)
 
 MiB = 1024 * 1024
@@ -687,6 +688,9 @@ class OffloadSpec:
     ntasks_per_node: int | None = None
     # None: no MPI; "on" (the bare flag, mpi=True): mpiexec without extra flags; else its flags
     mpi: str | bool | None = None
+    # Whose output the cell shows of a job of several ranks: None or "0" (rank 0's, and every
+    # rank's stderr), "all" (every rank's, labelled). Client-side only.
+    ranks: str | None = None
     job_name: str | None = None
     partition: str | None = None
     account: str | None = None
@@ -748,6 +752,7 @@ class OffloadSpec:
             self._check_counts,
             self._check_tasks,
             self._check_mpi,
+            self._check_ranks,
             self._check_mem,
             self._check_slurm_words,
             self._check_image,
@@ -953,14 +958,48 @@ class OffloadSpec:
                         "of ranks with --ntasks (or --nodes and --ntasks-per-node)",
                     )
         if self.task_count() > 1 and not self.site.applies_mpi_flags:
-            raise SpecError(
-                "--mpi",
-                "--mpi: this site's Slurm plugin ignores slurm-job.vk.io/mpi-flags "
-                "(interlink-slurm-plugin up to 0.6.2-pre5 changes only a copy of each "
-                "container command, pkg/slurm/prepare.go 961-966 at 0.6.1), so the cell "
-                f"would run once while Slurm holds {self.task_count()} tasks; where the "
-                "site's plugin applies it, say so in the profile: jupyter: {mpi_flags: true}",
+            nodes = self.node_count()
+            if nodes is not None and nodes > 1:
+                raise SpecError(
+                    "--mpi",
+                    f"--mpi on {nodes} nodes: ranks on more than one node need the site's "
+                    "Slurm plugin to start the container under mpiexec "
+                    "(slurm-job.vk.io/mpi-flags), which no release up to 0.6.2-pre5 does "
+                    "(pkg/slurm/prepare.go 961-966 at 0.6.1 change only a copy); where the "
+                    "site's plugin has the fix, say so in the profile: jupyter: "
+                    "{mpi_flags: true}. On one node oscar-jupyter starts the ranks itself: "
+                    f"--nodes 1 --ntasks {self.task_count()} --mpi",
+                )
+            if self.mpi_words():
+                raise _flag_error(
+                    "--mpi",
+                    repr(self.mpi),
+                    "on one node oscar-jupyter starts the ranks itself, without mpiexec "
+                    "(this site's Slurm plugin ignores slurm-job.vk.io/mpi-flags), so there "
+                    "is no mpiexec to take flags: write --mpi alone",
+                )
+
+    def _check_ranks(self) -> None:
+        if self.ranks is not None and self.ranks not in RANKS_SHOWN:
+            raise _flag_error(
+                "--ranks",
+                repr(self.ranks),
+                "give 0 (rank 0's output and every rank's stderr, the default) or all "
+                "(every rank's output, each line labelled [r3]), e.g. --ranks all",
             )
+
+    def shows_all_ranks(self) -> bool:
+        return self.ranks == "all"
+
+    def launches_ranks(self) -> bool:
+        """Whether the job's own runner starts the ranks, on one node (issue 21): more than one
+        task under --mpi where the site's plugin does not start the container under mpiexec."""
+        return (
+            self.mpi is not None
+            and self.task_count() > 1
+            and not self.site.applies_mpi_flags
+            and (self.node_count() or 1) == 1
+        )
 
     def mpi_words(self) -> list[str]:
         """The extra mpiexec flags as words ([] for the bare --mpi or no MPI)."""
@@ -1141,6 +1180,8 @@ class OffloadSpec:
         ):
             if value is not None:
                 flags.append(f"{option}={value}")
+        if self.nodes is None and self.launches_ranks():
+            flags.insert(1 if self.time is not None else 0, "--nodes=1")  # the ranks' one node
         if self.gpus:
             flags.append(f"--gres=gpu:{self.gpus}")
         return flags + self.sbatch_words()
@@ -1164,7 +1205,7 @@ class OffloadSpec:
             annotations["job.vk.io/singularity-mounts"] = binds
         if self.singularity_options:
             annotations["slurm-job.vk.io/singularity-options"] = self.singularity_options
-        if self.mpi is not None:
+        if self.mpi is not None and not self.launches_ranks():
             # The plugin prepends `mpiexec -np $SLURM_NTASKS` and the value split on single
             # spaces to the container's command, except for the value "true" (no mpiexec). The
             # bare --mpi sends "": one empty word, a double space in job.sh's line.
@@ -1279,7 +1320,10 @@ class OffloadSpec:
             )
         self._check_env()
         _check_unicode(code)
-        program = runner.build_program(code, self.env, inputs=inputs, outputs=list(outputs))
+        ranks = self.task_count() if self.launches_ranks() else 1
+        program = runner.build_program(
+            code, self.env, inputs=inputs, outputs=list(outputs), ranks=ranks
+        )
         if len(program) > runner.MAX_PROGRAM_BYTES:
             empty = len(runner.build_program(""))
             parts = {
@@ -1356,6 +1400,8 @@ def spec_of_service(service: Mapping[str, Any]) -> OffloadSpec:
             read[option[2:].replace("-", "_")] = int(value)
     if isinstance(annotations.get(MPI_ANNOTATION), str):  # the ranks, for the status line
         read["mpi"] = annotations[MPI_ANNOTATION] or MPI_ON
+    elif max(read.get("ntasks", 1), read.get("ntasks_per_node", 1)) > 1:
+        read["mpi"] = MPI_ON  # ranks the runner starts itself, on one node
     node = service.get("interlink_node_name")
     return OffloadSpec(node=node if isinstance(node, str) and node else None, **read)
 

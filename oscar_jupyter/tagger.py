@@ -46,6 +46,7 @@ import resource
 import selectors
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -115,6 +116,16 @@ PENDING_FLOOR = 4 << 20
 # Straight into the log, flushes are at least this far apart (a lone line after a pause goes at
 # once; a fast printer's lines gather into large batches), or BATCH_BYTES pending.
 BATCH_WINDOW = 0.02
+
+# A job of several ranks on one node (issue 21): the program's first line is RANKS_HEADER, and
+# this process starts it once per rank, each with its own pipes, its rank's variables and
+# RANK_SETTING. Once rank 0 has ended or any rank has failed, the others get RANK_GRACE seconds
+# to end (a collective waiting for a dead peer never does); then SIGTERM, and SIGKILL
+# RANK_KILL_AFTER later.
+RANKS_HEADER = re.compile(rb"# oscar-jupyter ranks (\d+)\n")
+RANK_SETTING = "OSCAR_JUPYTER_RANK"
+RANK_GRACE = 10.0
+RANK_KILL_AFTER = 5.0
 
 # GPU memory is sampled this often while the program runs (nvidia-smi, where there is one); its
 # peak over the samples goes into the usage record.
@@ -304,8 +315,12 @@ class Output:
     """The only writer of the records: takes the program's lines in, in order, and writes them
     in flushes (plain records or `z` lines), then the control records."""
 
-    def __init__(self, sink):
+    def __init__(self, sink, rank=0):
         self.sink = sink
+        # A rank other than 0 of a job of several (see RANKS_HEADER): its records carry
+        # "r<rank>" after their seq (a batch: after its number), which older parsers skip.
+        self.rank_tag = "r%d" % rank if rank else ""
+        self.rank = rank
         self.seq = {"o": 0, "e": 0}  # lines taken per stream (a rich output counts on stdout)
         self.base = {"o": 0, "e": 0}  # the same as of the records written
         self.blocks = []  # pending inner text: (text, records, stdout lines, stderr lines)
@@ -357,7 +372,10 @@ class Output:
 
     def rich(self, kind, payload):
         """A rich output (d) takes the next stdout seq and the traceback marker (t) the next
-        stderr seq: they show in order with the text. The result (r) is a control line."""
+        stderr seq: they show in order with the text. The result (r) is a control line. The
+        values, figures and display() of a job of several ranks come from rank 0 alone."""
+        if self.rank and kind in ("r", "d"):
+            return
         if kind == "r":
             self.control("r", payload)
         elif kind == "d":
@@ -421,7 +439,7 @@ class Output:
                     seq = e
                 else:  # a partial line: the seq its line will have
                     seq = o + 1 if letter in "pP" else e + 1
-                out.append("%s|%s|%d|%s|@@\n" % (MARKER, letter, seq, text))
+                out.append("%s|%s|%d%s|%s|@@\n" % (MARKER, letter, seq, self.rank_tag, text))
         self.base["o"], self.base["e"] = o, e
         return "".join(out).encode("utf-8")
 
@@ -447,7 +465,13 @@ class Output:
             level = ZLIB_LEVEL if len(sample) < 0.9 * SAMPLE_BYTES else 0
         payload = base64.b64encode(zlib.compress(text, level))
         self.batch_number += 1
-        head = "%s|z|%d|%d|%d|" % (MARKER, self.batch_number, self.base["o"], self.base["e"])
+        head = "%s|z|%d%s|%d|%d|" % (
+            MARKER,
+            self.batch_number,
+            self.rank_tag,
+            self.base["o"],
+            self.base["e"],
+        )
         self.base["o"] += sum(block[2] for block in group)
         self.base["e"] += sum(block[3] for block in group)
         return head.encode("ascii") + payload + b"|@@\n"
@@ -631,7 +655,7 @@ class GpuMemory:
             self.thread.join(2 * GPU_EVERY)
 
 
-def measured_usage(started, gpu):
+def measured_usage(started, gpu, ranks=None):
     """What the program used, as the usage record's JSON: wall seconds since it started, its
     process tree's user+sys CPU seconds and peak RSS (KiB: the largest of its processes, as
     getrusage gives it on Linux) once it has been waited for, GPU memory when sampled. Where
@@ -647,29 +671,29 @@ def measured_usage(started, gpu):
     if gpu.peak_mib is not None:
         usage["gpu_memory_mib"] = gpu.peak_mib
         usage["gpu_total_mib"] = gpu.total_mib
+    if ranks is not None:
+        usage.update(ranks.record())
     return json.dumps(usage, sort_keys=True)
 
 
-class Child:
-    """The program's process. SIGTERM (scancel) and SIGINT sent to the runner go on to it."""
+class Children:
+    """The program's processes (one per rank). SIGTERM (scancel) and SIGINT sent to the runner
+    go on to each."""
 
     def __init__(self):
-        self.process = None
+        self.processes = []
         self.early = []
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self.forward)
 
     def forward(self, signum, frame=None):
-        if self.process is None:
+        if not self.processes:
             self.early.append(signum)
-        elif self.process.returncode is None:
-            try:
-                self.process.send_signal(signum)
-            except OSError:
-                pass
+        for process in self.processes:
+            send(process, signum)
 
-    def start(self, argv):
-        """The program gets /dev/null, its two pipes and the nonce's pipe (named in its argv),
+    def start(self, argv, env=None):
+        """A program gets /dev/null, its two pipes and the nonce's pipe (named in its argv),
         nothing else: not this process's stdout, the supervisor's pipe."""
         nonce_fd = nonce_pipe()
         try:
@@ -680,35 +704,146 @@ class Child:
                 stderr=subprocess.PIPE,
                 close_fds=True,
                 pass_fds=(nonce_fd,),
+                env=env,
             )
         finally:
             os.close(nonce_fd)
-        self.process = process
-        for signum in self.early:
-            self.forward(signum)
+        self.processes.append(process)
         return process
 
+    def started(self):
+        for signum in self.early:
+            self.forward(signum)
 
-def run(program, output, gpu):
-    """Runs the program, tags both of its streams; its exit status as a shell reports it."""
-    process = Child().start([sys.executable or "python3", "-u", program])
+
+def send(process, signum):
+    if process.returncode is None:
+        try:
+            process.send_signal(signum)
+        except OSError:
+            pass
+
+
+def rank_count(program):
+    """How many ranks the program runs as: its RANKS_HEADER line, else 1."""
+    try:
+        with open(program, "rb") as source:
+            match = RANKS_HEADER.match(source.readline(200))
+    except OSError:
+        return 1
+    return max(1, int(match.group(1))) if match else 1
+
+
+def free_port():
+    probe = socket.socket()
+    try:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+    finally:
+        probe.close()
+
+
+def rank_environment(rank, size, port):
+    """A rank's environment: this one plus where it is, as torch.distributed's env:// reads it
+    (every rank on this node), and OSCAR_JUPYTER_RANK for the program itself."""
+    env = dict(os.environ)
+    for name, value in (
+        ("RANK", rank),
+        ("WORLD_SIZE", size),
+        ("LOCAL_RANK", rank),
+        ("LOCAL_WORLD_SIZE", size),
+        ("MASTER_ADDR", "127.0.0.1"),
+        ("MASTER_PORT", port),
+        (RANK_SETTING, rank),
+    ):
+        env[name] = str(value)
+    return env
+
+
+def shell_status(code):
+    return code if code >= 0 else 128 - code
+
+
+class Ranks:
+    """How the ranks ended: each one's exit status, the order they failed in, and those stopped
+    because they still ran RANK_GRACE after rank 0 ended or another rank failed."""
+
+    def __init__(self, processes):
+        self.processes = processes
+        self.exits = {}  # rank -> exit status
+        self.failed = []  # ranks that ended with a status other than 0, in the order they did
+        self.stopped = []
+        self.stop_at = None
+        self.kill_at = None
+
+    def watch(self, now):
+        size = len(self.processes)
+        for rank, process in enumerate(self.processes):
+            if rank in self.exits or process.poll() is None:
+                continue
+            self.exits[rank] = shell_status(process.returncode)
+            if self.exits[rank] and rank not in self.stopped:
+                self.failed.append(rank)
+            if size > 1 and self.stop_at is None and (rank == 0 or self.exits[rank]):
+                self.stop_at = now + RANK_GRACE
+        if self.stop_at is not None and now >= self.stop_at:
+            self.stop_at, self.kill_at = None, now + RANK_KILL_AFTER
+            for rank, process in enumerate(self.processes):
+                if rank not in self.exits:
+                    self.stopped.append(rank)
+                    send(process, signal.SIGTERM)
+        if self.kill_at is not None and now >= self.kill_at:
+            self.kill_at = None
+            for process in self.processes:
+                send(process, signal.SIGKILL)
+        return len(self.exits) == size
+
+    def status(self):
+        """The job's exit status: that of the first rank that failed (else a stopped one's)."""
+        for rank in self.failed + self.stopped:
+            return self.exits.get(rank, 1) or 1
+        return 0
+
+    def record(self):
+        """The ranks' part of the usage record (nothing for one rank)."""
+        if len(self.processes) < 2:
+            return {}
+        return {
+            "rank_exits": [self.exits.get(rank, 1) for rank in range(len(self.processes))],
+            "ranks_failed": self.failed,
+            "ranks_stopped": self.stopped,
+            "rank_grace_seconds": RANK_GRACE,
+        }
+
+
+def run(program, output, gpu, size=1):
+    """Runs the program (as each of its `size` ranks), tags the streams; how they ended."""
+    outputs = [output] + [Output(output.sink, rank) for rank in range(1, size)]
+    children = Children()
+    argv = [sys.executable or "python3", "-u", program]
+    port = free_port() if size > 1 else 0
+    for rank in range(size):
+        children.start(argv, rank_environment(rank, size, port) if size > 1 else None)
+    children.started()
+    ranks = Ranks(children.processes)
     gpu.start()
     selector = selectors.DefaultSelector()
     streams = []
-    for pipe, letter in ((process.stdout, "o"), (process.stderr, "e")):
-        streams.append(Stream(pipe, letter, output))
-        selector.register(pipe, selectors.EVENT_READ, streams[-1])
+    for rank, process in enumerate(children.processes):
+        for pipe, letter in ((process.stdout, "o"), (process.stderr, "e")):
+            streams.append(Stream(pipe, letter, outputs[rank]))
+            selector.register(pipe, selectors.EVENT_READ, streams[-1])
     quiet_from = None  # once the program has exited: since when its pipes have been silent
     while selector.get_map():
         now = time.monotonic()
-        if quiet_from is None and process.poll() is not None:
+        if quiet_from is None and ranks.watch(now):
             quiet_from = now
         if quiet_from is not None and now - quiet_from >= QUIET_AFTER_EXIT:
             break
         timeout = WAKE_EVERY if quiet_from is None else QUIET_AFTER_EXIT - (now - quiet_from)
-        due = output.due_in(now)
-        if due is not None:
-            timeout = min(timeout, due)
+        dues = [due for due in (out.due_in(now) for out in outputs) if due is not None]
+        if dues:
+            timeout = min([timeout] + dues)
         events = selector.select(max(0.0, timeout))
         if events and quiet_from is not None:
             quiet_from = time.monotonic()
@@ -718,16 +853,20 @@ def run(program, output, gpu):
         now = time.monotonic()
         for stream in streams:
             stream.tick(now)
-        output.flush(now)
-        due = output.due_in(now)
-        if events and due and all(stream.large for stream in streams):
-            time.sleep(min(due, READ_PAUSE))
+        for out in outputs:
+            out.flush(now)
+        dues = [due for due in (out.due_in(now) for out in outputs) if due]
+        if events and dues and all(stream.large for stream in streams):
+            time.sleep(min(min(dues), READ_PAUSE))
     for key in list(selector.get_map().values()):
         key.data.close()
-    output.flush(force=True)
-    status = process.wait()
+    for out in outputs:
+        out.flush(force=True)
+    for process in children.processes:
+        process.wait()
+    ranks.watch(time.monotonic())
     gpu.stop()
-    return status if status >= 0 else 128 - status
+    return ranks
 
 
 def start_fields(text):
@@ -748,13 +887,17 @@ def main():
     exit_key = new_exit_key()
     start = start_fields(sys.argv[3] if len(sys.argv) > 3 else "")
     start["exit_key_sha256"] = hashlib.sha256(exit_key.encode("ascii")).hexdigest()
+    size = rank_count(program)
+    if size > 1:
+        start["ranks"] = size
     output = Output(Sink(*open_direct(os.environ)))
     output.control("s", json.dumps(start))
-    status = 255
+    status, ranks = 255, None
     started = time.monotonic()
     gpu = GpuMemory(os.environ)
     try:
-        status = run(program, output, gpu)
+        ranks = run(program, output, gpu, size)
+        status = ranks.status()
     except Exception:
         report = "oscar-jupyter runner: internal error\n" + traceback.format_exc()
         for line in report.rstrip("\n").split("\n"):
@@ -763,7 +906,7 @@ def main():
         os.chdir("/")
         shutil.rmtree(workdir, ignore_errors=True)
     try:
-        usage = measured_usage(started, gpu)
+        usage = measured_usage(started, gpu, ranks)
         output.control("u", usage, usage_mac(exit_key, usage))
     except Exception:
         pass  # the job's end matters more than what it used

@@ -86,7 +86,9 @@ class Request:
 
     @classmethod
     def of(cls, spec: OffloadSpec) -> Request:
-        return cls(spec.cpus_per_task or 1, spec.mem, spec.time)
+        # Ranks the runner starts on one node share the node's T x --cpus-per-task CPUs.
+        ranks = spec.task_count() if spec.launches_ranks() else 1
+        return cls((spec.cpus_per_task or 1) * ranks, spec.mem, spec.time)
 
     @classmethod
     def from_record(cls, data: Mapping[str, Any] | None) -> Request | None:

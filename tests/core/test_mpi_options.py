@@ -96,15 +96,51 @@ def test_bad_task_layouts_are_refused_naming_what_to_write(line, flag, says):
     assert says in str(error.value)
 
 
-def test_a_site_whose_plugin_ignores_mpi_flags_refuses_ranks_with_the_reason():
+def test_a_site_whose_plugin_ignores_mpi_flags_refuses_ranks_on_more_than_one_node():
     with pytest.raises(SpecError) as error:
-        spec_of("--node vk --ntasks 2 --mpi", site=SiteFacts()).validate()
+        spec_of("--node vk --nodes 2 --ntasks 4 --mpi", site=SiteFacts()).validate()
     message = str(error.value)
     assert error.value.flag == "--mpi"
-    assert "ignores slurm-job.vk.io/mpi-flags" in message
+    assert "ranks on more than one node need the site's Slurm plugin" in message
     assert "jupyter: {mpi_flags: true}" in message
-    # One task under mpiexec is harmless anywhere.
+    assert "starts the ranks itself: --nodes 1 --ntasks 4 --mpi" in message
+    with pytest.raises(SpecError, match="there is no mpiexec to take flags: write --mpi alone"):
+        spec_of("--node vk --ntasks 2 --mpi --oversubscribe", site=SiteFacts()).validate()
+    # One task under --mpi is harmless anywhere.
     spec_of("--node vk --mpi", site=SiteFacts()).validate()
+
+
+@pytest.mark.parametrize(
+    "line", ["--ntasks 3 --mpi", "--nodes 1 --ntasks 3 --mpi", "--ntasks-per-node 3 --mpi"]
+)
+def test_ranks_on_one_node_start_in_the_job_itself_on_every_plugin(line):
+    from oscar_jupyter import runner
+
+    spec = spec_of("--node vk --time 00:02:00 " + line, site=SiteFacts())
+    spec.validate()
+    assert spec.launches_ranks() and spec.task_count() == 3
+    annotations = spec.service_definition()["annotations"]
+    # No mpi-flags: a plugin that one day applies it would start 3 containers of 3 ranks each.
+    assert MPI_ANNOTATION not in annotations
+    flags = annotations["slurm-job.vk.io/flags"].split()
+    assert "--nodes=1" in flags  # all the ranks' CPUs on the node where the runner starts them
+    assert flags.count("--nodes=1") == 1
+    body = spec.job_body("print(1)")
+    program = __import__("base64").b64decode(body)
+    assert program.startswith(runner.RANKS_HEADER.format(ranks=3).encode())
+    # where the site applies mpi-flags, the plugin starts the ranks, not the runner
+    mpi_site = spec_of("--node vk " + line)
+    assert not mpi_site.launches_ranks()
+    assert MPI_ANNOTATION in mpi_site.service_definition()["annotations"]
+
+
+def test_the_ranks_shown_option_takes_0_or_all():
+    assert spec_of("--node vk --ntasks 2 --mpi --ranks all").shows_all_ranks()
+    assert not spec_of("--node vk --ntasks 2 --mpi --ranks 0").shows_all_ranks()
+    assert OffloadSpec(ranks="all").shows_all_ranks()
+    with pytest.raises(SpecError, match="give 0 .* or all"):
+        spec_of("--node vk --ranks some").validate()
+    assert "`--ranks 0\\|all`" in options.readme_table()
 
 
 def test_the_profile_says_whether_the_site_applies_mpi_flags():
@@ -120,7 +156,7 @@ def test_the_profile_says_whether_the_site_applies_mpi_flags():
 def test_the_panel_and_the_readme_list_the_new_options():
     from oscar_jupyter.widgets.panel import TEXT_FIELDS
 
-    assert {"ntasks", "ntasks_per_node", "mpi"} <= set(TEXT_FIELDS)
+    assert {"ntasks", "ntasks_per_node", "mpi", "ranks"} <= set(TEXT_FIELDS)
     table = options.readme_table()
     for usage in ("`--ntasks T`", "`--ntasks-per-node M`", "`--mpi [FLAGS]`"):
         assert usage in table
@@ -151,8 +187,8 @@ def test_the_python_api_refuses_ranks_before_connecting(monkeypatch, tmp_path):
     monkeypatch.setenv("OSCAR_CLI_CONFIG", str(tmp_path / "missing.yaml"))
     with pytest.raises(SpecError, match="--nodes 2: 2 nodes without --mpi"):
         oscar_jupyter.offload("print(1)", node="vk", nodes=2)
-    with pytest.raises(SpecError, match="ignores slurm-job.vk.io/mpi-flags"):
-        oscar_jupyter.offload("print(1)", node="vk", ntasks=2, mpi=True)
+    with pytest.raises(SpecError, match="ranks on more than one node need"):
+        oscar_jupyter.offload("print(1)", node="vk", nodes=2, ntasks=2, mpi=True)
 
 
 def test_the_status_line_says_on_how_many_nodes_and_ranks(tmp_path):

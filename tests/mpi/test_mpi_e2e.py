@@ -1,8 +1,10 @@
-"""Multi-rank cells in a real kernel (nbclient) against the local OSCAR (issue 21).
+"""Multi-rank cells in a real kernel (nbclient) against the local OSCAR and real Slurm (issue 21).
 
 The local OSCAR models interLink's Slurm plugin 0.6.1, which ignores slurm-job.vk.io/mpi-flags
-(pkg/slurm/prepare.go 961-966 assign the mpiexec words to a loop copy), so more than one rank is
-refused before anything is sent, with what to add or why; one task under --mpi runs.
+(pkg/slurm/prepare.go 961-966 assign the mpiexec words to a loop copy): ranks on more than one
+node are refused before anything is sent, with what to add or why; on one node the job's runner
+starts the ranks itself, and the cell shows rank 0 (and every rank's stderr), or every rank with
+--ranks all; a rank that fails fails the cell with its error.
 """
 
 from __future__ import annotations
@@ -66,16 +68,19 @@ def test_more_than_one_rank_is_refused_before_sending_and_one_rank_runs(local_os
         "mpi-refusals",
         CONNECT,
         OFFLOAD + " --nodes 2\nprint('ran on two nodes')",
-        OFFLOAD + " --ntasks 2 --mpi --oversubscribe\nprint('ran as two ranks')",
+        OFFLOAD + " --nodes 2 --ntasks 2 --mpi\nprint('ran as two ranks')",
         OFFLOAD + " --nodes 2 --ntasks 1 --mpi\nprint('ran')",
+        OFFLOAD + " --ntasks 2 --mpi --oversubscribe\nprint('ran')",
     )
-    two_nodes, two_ranks, bad_layout = nb.cells[1:4]
+    two_nodes, two_ranks, bad_layout, flags = nb.cells[1:5]
     assert "--nodes 2: 2 nodes without --mpi" in error_text(two_nodes)
     assert "add --mpi to run the cell as one rank per task" in error_text(two_nodes)
-    assert "ignores slurm-job.vk.io/mpi-flags" in error_text(two_ranks)
+    assert "ranks on more than one node need the site's Slurm plugin" in error_text(two_ranks)
     assert "jupyter: {mpi_flags: true}" in error_text(two_ranks)
+    assert "--nodes 1 --ntasks 2 --mpi" in error_text(two_ranks)
     assert "fewer tasks than --nodes 2" in error_text(bad_layout)
-    for cell in (two_nodes, two_ranks, bad_layout):
+    assert "write --mpi alone" in error_text(flags)
+    for cell in (two_nodes, two_ranks, bad_layout, flags):
         assert "ran" not in stdout(cell)
         # one error line, no traceback of our own code
         assert [o.output_type for o in cell.outputs if o.output_type == "error"] == ["error"]
@@ -93,3 +98,98 @@ def test_one_task_under_mpi_runs_and_knows_it_is_rank_0_of_1(local_oscar, monkey
     cell = nb.cells[1]
     assert error_text(cell) == ""
     assert "rank 0 of 1" in stdout(cell)
+
+
+def stream_text(cell) -> str:
+    return "".join(o.text for o in cell.outputs if o.output_type == "stream")
+
+
+RANK_LINE = "import os\nprint('rank', os.environ['RANK'], 'of', os.environ['WORLD_SIZE'])\n"
+
+
+def test_two_ranks_on_one_node_show_both_with_ranks_all_and_a_failing_rank_fails_the_cell(
+    local_oscar, monkeypatch
+):
+    nb = run_notebook(
+        local_oscar,
+        monkeypatch,
+        "mpi-two-ranks",
+        CONNECT,
+        OFFLOAD + " --ntasks 2 --mpi --ranks all\n" + RANK_LINE,
+        OFFLOAD + " --ntasks 2 --mpi\n" + RANK_LINE,
+        OFFLOAD
+        + " --ntasks 2 --mpi --ranks all\n"
+        + RANK_LINE
+        + "if os.environ['RANK'] == '1':\n    raise ValueError('only rank 1 breaks')\n",
+        "jobs = %oscar_jobs\n",
+    )
+    every, default, failing = nb.cells[1:4]
+    assert error_text(every) == ""
+    text = stream_text(every)
+    # each line labelled with its rank, the label coloured (ANSI) in the stream
+    assert "[r0]\x1b[0m rank 0 of 2" in text and "[r1]\x1b[0m rank 1 of 2" in text
+    assert error_text(default) == ""
+    # the status line: one node, two ranks, measured against the two ranks' CPUs
+    status = [o for o in default.outputs if o.output_type == "display_data"][0]
+    assert "on local-slurm, 1 node (2 ranks)" in status.data["text/plain"]
+    assert "of 2 CPUs on average" in status.data["text/plain"]
+    assert "rank 0 of 2" in stdout(default) and "rank 1 of 2" not in stream_text(default)
+    error = error_text(failing)
+    assert "ValueError: only rank 1 breaks" in error
+    assert "rank 1 of 2 failed (exit 1); rank 0 ended" in error
+    assert "rank 0 of 2" in stream_text(failing) and "rank 1 of 2" in stream_text(failing)
+
+
+def test_oscar_logs_rank_gives_one_ranks_output(local_oscar, monkeypatch):
+    nb = run_notebook(
+        local_oscar,
+        monkeypatch,
+        "mpi-logs-rank",
+        CONNECT,
+        OFFLOAD + " --ntasks 2 --mpi -o job\n" + RANK_LINE + "print('tail of', os.environ['RANK'])",
+        "%oscar_logs {job.name} --rank 1",
+        "%oscar_logs {job.name} --rank 2",
+        "import oscar_jupyter\n"
+        "api = oscar_jupyter.offload(" + repr(RANK_LINE) + ", node='local-slurm', "
+        "time='00:02:00', ntasks=2, mpi=True, ranks='all')\n"
+        "print(sorted(api.logs().splitlines()))",
+    )
+    ran, rank_one, beyond, python_api = nb.cells[1:5]
+    assert error_text(ran) == ""
+    assert "rank 1" not in stream_text(ran)
+    assert stdout(rank_one) == "rank 1 of 2\ntail of 1\n"
+    assert "the job runs as 2 ranks (0 to 1)" in stream_text(beyond)  # a UsageError
+    assert error_text(python_api) == ""
+    assert "['[r0] rank 0 of 2', '[r1] rank 1 of 2']" in stdout(python_api)
+
+
+RENDEZVOUS = """\
+import os, socket, time
+rank = int(os.environ["RANK"])
+address = (os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
+if rank == 0:  # as torch.distributed's env:// store: rank 0 listens, the others connect
+    server = socket.create_server(address)
+    peer, _ = server.accept()
+    print("rank 0 heard:", peer.recv(100).decode())
+else:
+    for _ in range(200):
+        try:
+            peer = socket.create_connection(address)
+            break
+        except OSError:
+            time.sleep(0.05)
+    peer.sendall(f"hello from rank {rank} of {os.environ['WORLD_SIZE']}".encode())
+"""
+
+
+def test_the_ranks_meet_at_master_addr_and_port(local_oscar, monkeypatch):
+    nb = run_notebook(
+        local_oscar,
+        monkeypatch,
+        "mpi-rendezvous",
+        CONNECT,
+        OFFLOAD + " --ntasks 2 --mpi\n" + RENDEZVOUS,
+    )
+    cell = nb.cells[1]
+    assert error_text(cell) == ""
+    assert "rank 0 heard: hello from rank 1 of 2" in stdout(cell)
