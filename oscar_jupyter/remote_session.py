@@ -651,6 +651,12 @@ def start(
             f"%%oscar_offload --session {name} --upload data.csv (or "
             "run(code, uploads=[...], downloads=[...]))"
         )
+    if spec.task_count() > 1:
+        raise SessionError(
+            f"a session runs one Python, and --ntasks/--ntasks-per-node ask Slurm for "
+            f"{spec.task_count()} tasks: leave them out of %oscar_session start, or run the "
+            "cell as ranks with %%oscar_offload --ntasks N --mpi"
+        )
     known = _SESSIONS.get(name)
     if known is not None and known.state() != "ended":
         raise SessionError(

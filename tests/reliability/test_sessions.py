@@ -75,6 +75,11 @@ def case_bad_requests_are_refused_before_sending(connection: Session, ipshell) -
     )
     nothing_sent(
         connection,
+        lambda: oscar_jupyter.start_session("s1", **FLAGS, ntasks=2, mpi=True),
+        "a session runs one Python",
+    )
+    nothing_sent(
+        connection,
         lambda: ipshell.run_cell_magic(
             "oscar_offload", "--session s1 --cpus-per-task 4", "print(1)"
         ),
