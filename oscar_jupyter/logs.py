@@ -334,14 +334,7 @@ class LogParser:
                     append(OutputLine("stderr", stderr, record[1:]))
                     top_err = stderr
             else:
-                if letter in _NEXT_STDOUT:
-                    stdout += 1
-                    seq = stdout
-                elif letter in _NEXT_STDERR:
-                    stderr += 1
-                    seq = stderr
-                else:  # a partial line, or a piece of one: the seq its line will have
-                    seq = stdout + 1 if letter in _ON_STDOUT else stderr + 1
+                stdout, stderr, seq = _batch_seq(letter, stdout, stderr)
                 self._take_record(letter, seq, record[1:], new)
         if top_out:
             self._complete("stdout", top_out)
@@ -354,14 +347,7 @@ class LogParser:
         """A batch of a job of several ranks: each record as any other, under its rank."""
         for record in text.split("\n")[:-1]:
             letter = record[:1]
-            if letter in _NEXT_STDOUT:
-                stdout += 1
-                seq = stdout
-            elif letter in _NEXT_STDERR:
-                stderr += 1
-                seq = stderr
-            else:  # a partial line, or a piece of one: the seq its line will have
-                seq = stdout + 1 if letter in _ON_STDOUT else stderr + 1
+            stdout, stderr, seq = _batch_seq(letter, stdout, stderr)
             if rank and letter in "dD":
                 continue  # rich outputs come from rank 0 only
             self._take_record(letter, seq, record[1:], new, rank)
@@ -537,3 +523,13 @@ def _json_or_none(text: str) -> dict | None:
     except ValueError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def _batch_seq(letter: str, stdout: int, stderr: int) -> tuple[int, int, int]:
+    """(stdout, stderr, seq) after a batch's record of `letter`: a line takes its stream's next
+    seq; a partial line or a piece of one the seq its line will have."""
+    if letter in _NEXT_STDOUT:
+        return stdout + 1, stderr, stdout + 1
+    if letter in _NEXT_STDERR:
+        return stdout, stderr + 1, stderr + 1
+    return stdout, stderr, (stdout + 1 if letter in _ON_STDOUT else stderr + 1)
