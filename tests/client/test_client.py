@@ -46,7 +46,7 @@ def test_health_needs_no_credentials(cluster):
 def test_system_calls_send_basic_auth(client, cluster):
     assert client.info()["version"] == cluster.admin.get("/system/info").json()["version"]
     assert client.config()["config"]["interLink_available"] is True
-    assert client.status()["cluster"]["nodes"] == []  # a real cluster's: no metrics, no node
+    assert not client.status()["cluster"]["nodes"]  # a real cluster's: no metrics, null
     for path in ("/system/info", "/system/config", "/system/status"):
         assert cluster.seen("GET", path)[0].headers["authorization"] == basic(cluster)
 
