@@ -113,6 +113,12 @@ def never_started_reason(raw_log: str, pod_message: str | None = None) -> str:
     then says Failed and serves an empty log. `pod_message` is that status message, when a
     kubeconfig of the cluster's own could read it."""
     if pod_message:
+        said = re.search(r"sbatch: error: (.+?)(?:\\n|\n|\"|$)", pod_message)
+        if said:  # the plugin's error wraps sbatch's own words (Go-quoted)
+            return (
+                f"the Slurm plugin refused it: sbatch: {said.group(1)[:MAX_LINE_CHARS]} (its "
+                "pod's status message); check the --sbatch options and --dry-run"
+            )
         return f"the Slurm plugin refused or could not start it: {pod_message[:MAX_LINE_CHARS]}"
     head = (
         "it ended before the job program started"

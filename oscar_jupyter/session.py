@@ -213,7 +213,7 @@ class Session:
             self.client.close()
         self.client, self.profile = client, profile
         self.interlink_available = interlink
-        release = info.get("interlink_release")
+        release = (info.get("local") or {}).get("interlink_release")  # the local OSCAR's
         self.interlink_release = release if isinstance(release, str) else None
         self._names_jobs = False
         problem = self._refresh_nodes(client)

@@ -70,10 +70,14 @@ def test_a_job_that_never_started_is_explained():
     assert reason.startswith("it ended before the job program started, with an empty log")
     assert "the Slurm plugin refused or could not start it" in reason
     assert "sbatch refused an option" in reason and "--dry-run" in reason
-    told = never_started_reason("", "ProviderFailed: sbatch: error: invalid partition")
+    told = never_started_reason("", "ProviderFailed: could not reach the plugin")
     assert told == (
-        "the Slurm plugin refused or could not start it: "
-        "ProviderFailed: sbatch: error: invalid partition"
+        "the Slurm plugin refused or could not start it: ProviderFailed: could not reach the plugin"
+    )
+    # The plugin's error, Go-quoted, wraps sbatch's own words: those are what the user needs.
+    wrapped = 'x{s:"... Body: sbatch: error: invalid partition specified: p\\nsbatch: error: B"}'
+    assert never_started_reason("", wrapped).startswith(
+        "the Slurm plugin refused it: sbatch: invalid partition specified: p (its pod's status"
     )
 
 

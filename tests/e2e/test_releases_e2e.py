@@ -177,3 +177,24 @@ def test_the_site_check_of_local_carol(site, monkeypatch):
         assert "interLink 0.6.1 and older drop" in report, report
     else:
         assert checked.returncode == 0, report
+
+
+def test_a_refused_job_shows_the_pods_status_to_whoever_has_the_clusters_kubeconfig(
+    site, monkeypatch
+):
+    """B3 for an admin: the `local` profile names the cluster's own kubeconfig, so the client
+    reads the pod's status message (the plugin's refusal, with sbatch's words)."""
+    cells = _run(
+        site,
+        monkeypatch,
+        "releases-refusal-admin",
+        "%load_ext oscar_jupyter\n%oscar_connect local",
+        OFFLOAD + " --sbatch '--partition=no-such-partition'\nprint(1)",
+    )
+    assert not _errors(cells[0]), _text(cells[0])
+    refused = _text(cells[1])
+    assert len(_errors(cells[1])) == 1, refused
+    assert (
+        "the Slurm plugin refused it: sbatch: invalid partition specified: no-such-partition "
+        "(its pod's status message)" in refused
+    ), refused
