@@ -22,6 +22,7 @@ module (INTERLINK.md's examples have neither a pre-exec ending in a newline, nor
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -110,6 +111,17 @@ def test_function_block_has_the_plugin_frame(release):
     block = job_sh_functions(release)
     assert block.startswith("\n\n####\n# Functions\n####\n")
     assert block.endswith("\nhighestExitCode=0\n\n\t")
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_function_block_golden(release):
+    """Our helper block as each release writes it (our own bash with the plugin's observable
+    behaviour, not the plugin's text): regenerate with UPDATE_GOLDEN=1 when it changes."""
+    path = GOLDEN / f"plugin-{release}" / "job_sh_functions.sh"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_bytes(job_sh_functions(release).encode("utf-8"))
+    assert path.exists(), f"missing {path}: run with UPDATE_GOLDEN=1"
+    assert job_sh_functions(release) == path.read_bytes().decode("utf-8")
 
 
 def test_run_redirect_per_release():
