@@ -844,9 +844,10 @@ class Job:
         """Once a job whose log came through a followed stream has ended: read its whole log
         from OSCAR once. The plugin's follow re-reads only run-<container>.out from where its
         first read ended (B6), so whatever Slurm wrote to job.out afterwards (its time-limit or
-        out-of-memory line) comes only this way. True when it was read."""
+        out-of-memory line) comes only this way; and a job that ended between two of the
+        follow's reads may have brought nothing through it at all. True when it was read."""
         with self._lock:
-            if self._fed_by is None:
+            if self._follower is None and self._fed_by is None:
                 return False
         try:
             text = self._fetch_log()

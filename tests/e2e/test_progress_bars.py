@@ -80,11 +80,11 @@ def test_a_session_cells_progress_bar_shows_in_place_too(local_oscar, monkeypatc
     client.process_message = recording  # type: ignore[method-assign]
     nb = run(client, "session-progress-bars")
     cell = nb.cells[2]
-    assert streams(cell, "stdout") == "start\n30/30\nend\n"
+    assert streams(cell, "stdout") == "start\n90/90\nend\n"
     assert streams(cell, "stderr") == "Name? Ada\n"
     everything = "".join(o.get("text", "") for o in cell.outputs)
     assert "\r" not in everything and not any(text in everything for text in RAW_LOG)
-    assert any(re.fullmatch(r"\d+/30", text) for text in shown), shown
+    assert any(re.fullmatch(r"\d+/90", text) for text in shown), shown
     assert "Name? " in shown, shown
     partial = [o for o in cell.outputs if o.output_type == "display_data"]
     assert partial and all(o.data.get("text/plain") == "" for o in partial)
