@@ -106,14 +106,14 @@ def capacity_notes(spec: OffloadSpec, node: VirtualNode | None) -> list[str]:
     if cpus is not None and node.cpu_free < cpus <= node.cpu_total:
         notes.append(
             f"node {node.name} has {node.cpu_free:g} of {node.cpu_total:g} CPUs free "
-            f"now: a job asking for {_cpus(cpus)} waits until enough are free"
+            f"now: a job asking for {_cpus(cpus)} waits until enough are free ({_free_said})"
         )
     memory = requested_memory(spec)
     if memory is not None and node.memory_free_bytes < memory <= node.memory_total_bytes:
         notes.append(
             f"node {node.name} has {format_bytes(node.memory_free_bytes)} of "
             f"{format_bytes(node.memory_total_bytes)} memory free now: a job asking "
-            f"for {format_bytes(memory)} waits until enough is free"
+            f"for {format_bytes(memory)} waits until enough is free ({_free_said})"
         )
     gpus = requested_gpus(spec)
     if gpus and node.gpus == 0 and not spec.site.schedules_gpus:
@@ -163,11 +163,18 @@ def default_node_notes(spec: OffloadSpec, nodes: list[VirtualNode] | None) -> li
     ]
 
 
+_free_said = "what is free comes from OSCAR /system/status; Slurm decides when the job starts"
+
+
 def _as_said(node: VirtualNode) -> str:
     """Where a node's numbers come from: the virtual node advertises interLink's configured
     capacity with plugin 0.6.1 (interLink virtualkubelet.go: 100 CPU / 3000G by default), not
     necessarily the site's partition (OSCAR.md 13 B13)."""
-    return f"(the capacity its virtual node advertises, from {node.source})"
+    return (
+        f"(the capacity its virtual node advertises, from {node.source}: the numbers configured in "
+        "interLink, 100 CPUs / 3000G unless the site set them, not necessarily those of the "
+        "HPC partition)"
+    )
 
 
 def _cpu_problem(spec: OffloadSpec, node: VirtualNode) -> SpecError | None:

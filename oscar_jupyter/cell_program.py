@@ -706,9 +706,30 @@ def oscar_rank():
     return RankInfo(os.environ)
 
 
+class MissingSecretError(Exception):
+    """A --secret that did not reach the job (B4)."""
+
+
+def check_secrets():
+    """Every --secret the cell was sent with is in the environment. B4 (reference OSCAR.md
+    section 13): OSCAR passes a service's secrets to its pod as envFrom (pkg/types/job.go
+    194-205), which interLink resolves only from 0.6.2 (execute.go 1168-1235): on 0.6.1 and
+    older the variable is silently missing, and the cell would read None."""
+    missing = [name for name in PARAMS.get("secrets") or [] if name not in os.environ]
+    if missing:
+        raise MissingSecretError(
+            f"--secret {', '.join(missing)} did not reach the job: this site's interLink is "
+            f"0.6.1 or older, which drops OSCAR's service secrets (envFrom); pass the value "
+            f"through a file on a --mount'ed path, or ask the site for interLink 0.6.2"
+        )
+
+
 def report(error, skip_frames):
     if not CHANNEL.mark_traceback():
         print(TRACEBACK_MARKER, file=sys.stderr, flush=True)
+    if isinstance(error, MissingSecretError):
+        print(f"MissingSecretError: {error}", file=sys.stderr, flush=True)
+        return
     if isinstance(error, OffloadValuesError):
         print(f"OffloadValuesError: {error}", file=sys.stderr, flush=True)
         return
@@ -740,6 +761,7 @@ def main():
     ran = False
     first = is_first_rank()
     try:
+        check_secrets()
         open_storage(PARAMS)
         if first:
             receive_uploads()

@@ -10,7 +10,15 @@ from pathlib import Path
 
 from .config import ConfigError
 from .local import daemon
+from .local.releases import (
+    DEFAULT_INTERLINK_RELEASE,
+    DEFAULT_PLUGIN_RELEASE,
+    INTERLINK_RELEASES,
+    PLUGIN_RELEASES,
+)
+from .local.singularity import DEFAULT_SESSIONDIR_MAX_SIZE_MIB
 from .local.supervisor_kit import SupervisorKitError, ensure_supervisor_kit, supervisor_kit_ready
+from .local.virtual_kubelet import DEFAULT_CPU_CAPACITY, DEFAULT_MEMORY_CAPACITY
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,6 +74,39 @@ def _parser() -> argparse.ArgumentParser:
         "--image-prefix",
         default="docker://",
         help="the Slurm plugin's ImagePrefix (default docker://)",
+    )
+    start.add_argument(
+        "--plugin-version",
+        choices=PLUGIN_RELEASES,
+        help="the interLink Slurm plugin release whose job.slurm/job.sh it writes "
+        f"(default {DEFAULT_PLUGIN_RELEASE}, what sites run; or the running server's)",
+    )
+    start.add_argument(
+        "--interlink-version",
+        choices=INTERLINK_RELEASES,
+        help="the interLink release between OSCAR and the plugin "
+        f"(default {DEFAULT_INTERLINK_RELEASE}: service secrets never reach the job; "
+        "or the running server's)",
+    )
+    start.add_argument(
+        "--node-cpu",
+        default=DEFAULT_CPU_CAPACITY,
+        help=f"CPUs the virtual node advertises (default {DEFAULT_CPU_CAPACITY}, interLink's, "
+        "whatever Slurm has)",
+    )
+    start.add_argument(
+        "--node-memory",
+        default=DEFAULT_MEMORY_CAPACITY,
+        help=f"memory the virtual node advertises (default {DEFAULT_MEMORY_CAPACITY}, interLink's)",
+    )
+    start.add_argument(
+        "--sessiondir-max-size",
+        type=int,
+        default=DEFAULT_SESSIONDIR_MAX_SIZE_MIB,
+        metavar="MIB",
+        help="cap of /tmp, /var/tmp and home in each container, as apptainer's "
+        f"`sessiondir max size` (default {DEFAULT_SESSIONDIR_MAX_SIZE_MIB}; 0: no cap; "
+        "bubblewrap stand-in only)",
     )
     start.add_argument(
         "--metrics-status",
@@ -205,6 +246,11 @@ def _start(args: argparse.Namespace) -> None:
         image_prefix=args.image_prefix,
         real_status=args.real_status,
         job_python=args.job_python,
+        plugin_version=args.plugin_version,
+        interlink_version=args.interlink_version,
+        node_cpu=args.node_cpu,
+        node_memory=args.node_memory,
+        sessiondir_max_size=args.sessiondir_max_size,
     )
     if result.already_running:
         print(f"The local OSCAR is already running (pid {result.pid}).")
@@ -212,6 +258,7 @@ def _start(args: argparse.Namespace) -> None:
     print(f"executor:          {result.executor} ({result.executor_reason})")
     print(f"container runtime: {result.container_runtime}")
     print(f"virtual node:      {result.virtual_node}")
+    print(_releases_line(result.plugin_release, result.interlink_release))
     print(f"profile:           local in {result.profile_path}  (%oscar_connect local)")
     for user, profile in result.user_profiles.items():
         print(f"user profile:      {profile} ({user}, OIDC refresh token)")
@@ -227,6 +274,10 @@ def _start(args: argparse.Namespace) -> None:
         )
         kit = ensure_supervisor_kit()
         print(f" ready ({kit})")
+
+
+def _releases_line(plugin: str | None, interlink: str | None) -> str:
+    return f"models:            Slurm plugin {plugin or '?'}, interLink {interlink or '?'}"
 
 
 def _stop(args: argparse.Namespace) -> None:
@@ -252,6 +303,7 @@ def _status(args: argparse.Namespace) -> int:
     print(f"executor:          {info.executor} ({info.executor_reason})")
     print(f"container runtime: {info.container_runtime}")
     print(f"virtual node:      {info.virtual_node}")
+    print(_releases_line(info.plugin_release, info.interlink_release))
     print(f"jobs:              {jobs}")
     print(f"home:              {info.home}")
     return 0

@@ -331,6 +331,17 @@ class OscarClient:
             hint = "call any /system endpoint (e.g. client.config()) with the same token first"
         elif status == 403:
             hint = "the credentials are valid but lack access to this resource"
+        elif status == 500 and not response.content.strip() and _is_job_log(method, path):
+            # B7 (reference OSCAR.md section 13): OSCAR's log handler panics on a job without
+            # a pod (pkg/handlers/logs.go 279-283) and gin answers 500 with no body.
+            hint = NO_POD_HINT
+        elif status in (502, 504):
+            hint = (
+                f"{status} comes from the proxy in front of OSCAR (the cluster's ingress), not "
+                "from OSCAR: OSCAR did not answer it in time, or is restarting (every service "
+                "created or deleted restarts its MinIO); retried already, so try again in a "
+                "minute, and tell the site's admins if it lasts"
+            )
         elif 300 <= status < 400 and response.headers.get("location"):
             hint = (
                 f"the server redirects to {self._scrub(response.headers['location'])}; "
@@ -584,6 +595,23 @@ class OscarClient:
             ok=(200, 204),
             params={"all": "true"} if all else None,
         )
+
+
+NO_POD_HINT = (
+    "an empty 500 is how OSCAR answers for the log of a job that has no pod: not created yet, "
+    "held by the queue (Kueue), or deleted"
+)
+
+
+def _is_job_log(method: str, path: str) -> bool:
+    """A GET of one job's log: /system/logs/{service}/{job}."""
+    parts = path.strip("/").split("/")
+    return method == "GET" and len(parts) == 4 and parts[:2] == ["system", "logs"]
+
+
+def is_no_pod_answer(err: OscarError) -> bool:
+    """The empty 500 of B7: the job has no pod (yet, or any more); not a failure."""
+    return err.status_code == 500 and err.hint == NO_POD_HINT
 
 
 def _split_listing(data: Any, path: str) -> tuple[dict[str, dict[str, Any]], str | None]:

@@ -104,6 +104,37 @@ def sbatch_refusal(raw_log: str) -> str | None:
     return None
 
 
+def never_started_reason(raw_log: str, pod_message: str | None = None) -> str:
+    """Why a job that ended without the runner's start line ended, as far as one can tell.
+
+    B3 (reference OSCAR.md section 13): when sbatch writes anything to stderr, the Slurm plugin
+    deletes the job's directory and hands the text only to the pod's status (interlink-slurm-
+    plugin pkg/slurm/Create.go 249-256; interLink virtualkubelet.go 1674-1725 at 0.6.1): OSCAR
+    then says Failed and serves an empty log. `pod_message` is that status message, when a
+    kubeconfig of the cluster's own could read it."""
+    if pod_message:
+        said = re.search(r"sbatch: error: (.+?)(?:\\n|\n|\"|$)", pod_message)
+        if said:  # the plugin's error wraps sbatch's own words (Go-quoted)
+            return (
+                f"the Slurm plugin refused it: sbatch: {said.group(1)[:MAX_LINE_CHARS]} (its "
+                "pod's status message); check the --sbatch options and --dry-run"
+            )
+        return f"the Slurm plugin refused or could not start it: {pod_message[:MAX_LINE_CHARS]}"
+    head = (
+        "it ended before the job program started"
+        + ("" if raw_log.strip() else ", with an empty log")
+        + ": the Slurm plugin refused or could not start it (the reason is only in the pod's "
+        "status on the cluster, which OSCAR does not show)."
+    )
+    return (
+        f"{head} Likely causes: sbatch refused an option (a partition, account, QOS, --time or "
+        "--mem the site does not allow, or an --sbatch word), the image could not be found or "
+        "pulled, or the site's interLink or Slurm was unavailable. Check what is sent with "
+        "--dry-run, try the cell without its --sbatch options, or ask the site's admins for the "
+        "pod's status message"
+    )
+
+
 def safe_tail(raw_log: str, hidden_values: Iterable[str] = (), lines: int = 20) -> str:
     """The last diagnostic lines of `raw_log` that are safe to show in an error.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 import threading
 import time
 from typing import Any, Protocol
@@ -41,6 +42,56 @@ READ_TIMEOUT_SECONDS = 120.0
 CHUNK_BYTES = 64 * 1024
 
 
+# B6 (reference OSCAR.md section 13): while run-<container>.out does not exist yet, the Slurm
+# plugin writes this into the followed log every 4 s, without a newline, so it joins the first
+# line of output (interlink-slurm-plugin pkg/slurm/GetLogs.go 52-55 at 0.6.1, session prefix
+# func.go 197-199); and an error opening the file the same way (GetLogs.go 66-69).
+_PLUGIN_SESSION = "HTTP InterLink session "
+_INJECTED = re.compile(
+    re.escape(_PLUGIN_SESSION)
+    + r"[^:\n]*: (?:Cannot open in follow mode the container logs [^\n]*? because it does not "
+    r"exist yet, sleeping before retrying\.\.\.|could not open file to follow logs at [^\n]*? "
+    r"error type: [^\n]*? error: [^\n]*?(?=\n|$))"
+)
+_HOLD_LIMIT = 4096  # longest text held back as a possible beginning of an injected message
+
+
+class InjectedTextFilter:
+    """Removes the plugin's injected follow messages from a stream fed in pieces: a piece's
+    end that may begin such a message is held back until the next piece (or `end`)."""
+
+    def __init__(self) -> None:
+        self._held = ""
+        self.removed = 0  # messages removed
+
+    def feed(self, text: str) -> str:
+        text, count = _INJECTED.subn("", self._held + text)
+        self.removed += count
+        start = _possible_start(text)
+        self._held = text[start:]
+        return text[:start]
+
+    def end(self) -> str:
+        held, self._held = self._held, ""
+        return held
+
+
+def _possible_start(text: str) -> int:
+    """Where an unfinished injected message may begin at the end of `text` (len: nowhere)."""
+    at = text.rfind(_PLUGIN_SESSION)
+    if at >= 0 and "\n" not in text[at:] and len(text) - at < _HOLD_LIMIT:
+        return at
+    for size in range(min(len(_PLUGIN_SESSION) - 1, len(text)), 0, -1):
+        if _PLUGIN_SESSION.startswith(text[-size:]):
+            return len(text) - size
+    return len(text)
+
+
+def strip_injected(text: str) -> str:
+    """A whole followed log without the plugin's injected messages."""
+    return _INJECTED.sub("", text)
+
+
 def kubeconfig_at_hand(profile: Any = None) -> str | None:
     """The kubeconfig the profile names (`jupyter: kubeconfig:`), if it exists: never
     $KUBECONFIG or ~/.kube/config, which may be another cluster's (OSCAR gives its users no
@@ -65,6 +116,26 @@ def start_follower(job: StreamSink, kubeconfig: str | None = None) -> Follower |
     follower = Follower(job, api)
     follower.start()
     return follower
+
+
+def pod_status_message(job_name: str, kubeconfig: str, namespace: str = NAMESPACE) -> str | None:
+    """The status message of `job_name`'s pod (the Slurm plugin's refusal, B3), or None."""
+    try:
+        from kubernetes import client, config
+
+        api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
+        pods = api.list_namespaced_pod(
+            namespace, label_selector=f"{JOB_LABEL}={job_name}", _request_timeout=10
+        )
+    except Exception:  # no client, no access, no answer: nothing to add
+        return None
+    for pod in pods.items:
+        status = pod.status
+        message = (getattr(status, "message", None) or "").strip()
+        if message:
+            reason = getattr(status, "reason", None)
+            return f"{reason}: {message}" if reason else message
+    return None
 
 
 class Follower:
@@ -136,6 +207,7 @@ class Follower:
 
     def _stream(self, response: Any) -> None:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        injected = InjectedTextFilter()  # B6: the plugin's own messages are not the job's log
         self.fed_at = time.monotonic()
         self.streaming = True
         try:
@@ -143,13 +215,13 @@ class Follower:
                 data = response.read1(CHUNK_BYTES)
                 if not data:
                     break
-                text = decoder.decode(data)
+                text = injected.feed(decoder.decode(data))
                 if text:
                     self._text.append(text)
                     self.chars += len(text)
                     self.fed_at = time.monotonic()
                     self.job.feed_stream(text, self)
-            tail = decoder.decode(b"", final=True)
+            tail = injected.feed(decoder.decode(b"", final=True)) + injected.end()
             if tail:
                 self._text.append(tail)
                 self.job.feed_stream(tail, self)

@@ -17,9 +17,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .client import OscarClient, OscarError
+from .client import OscarClient, OscarError, is_no_pod_answer
 from .diagnostics import (
     mentions_slurm_end,
+    never_started_reason,
     out_of_memory_reason,
     safe_tail,
     sbatch_refusal,
@@ -685,7 +686,9 @@ class Job:
         try:
             text = self.client.job_logs(self.service, self.name)
         except OscarError as err:
-            if err.status_code == 404:  # pod not there yet, or container still initialising
+            # 404: pod not there yet, or container still initialising; an empty 500: no pod
+            # (yet, or any more: B7), which the listing then says
+            if err.status_code == 404 or is_no_pod_answer(err):
                 self.log_missing_since = self.log_missing_since or time.monotonic()
                 return ""
             raise
@@ -816,6 +819,11 @@ class Job:
                 on_update(self, new)
             previous = state
             if done:
+                if self.reread_after_follow() and on_update is not None:
+                    lines = self.lines()
+                    new, reported = lines[reported:], len(lines)
+                    if new:
+                        on_update(self, new)
                 self.await_kill_reason()
                 return self.exit_code
             delay = self.next_delay(interval, changed)
@@ -831,6 +839,24 @@ class Job:
             else:
                 time.sleep(delay)
             wake.clear()
+
+    def reread_after_follow(self) -> bool:
+        """Once a job whose log came through a followed stream has ended: read its whole log
+        from OSCAR once. The plugin's follow re-reads only run-<container>.out from where its
+        first read ended (B6), so whatever Slurm wrote to job.out afterwards (its time-limit or
+        out-of-memory line) comes only this way; and a job that ended between two of the
+        follow's reads may have brought nothing through it at all. True when it was read."""
+        with self._lock:
+            if self._follower is None and self._fed_by is None:
+                return False
+        try:
+            text = self._fetch_log()
+        except OscarError:
+            return False  # what the stream brought stays
+        if text:
+            self._absorb(text)
+            self._settle()
+        return bool(text)
 
     def await_kill_reason(self) -> None:
         """A cell killed by SIGKILL (exit 137): Slurm writes why (its out-of-memory line) only
@@ -930,9 +956,23 @@ class Job:
         refusal = None if self._parser.started else sbatch_refusal(self.raw_log)
         if refusal:
             return f"sbatch refused it: {refusal}"
+        if self.is_done() and not self._parser.started:
+            return never_started_reason(self.raw_log, self.pod_message())
         if self.is_done():
             return "it ended without an exit status (killed, out of memory or rejected)"
         return ""
+
+    _pod_message: str | None = None
+
+    def pod_message(self) -> str | None:
+        """The job pod's status message, where the profile names the cluster's own kubeconfig
+        (OSCAR's users have no Kubernetes access: B5); None otherwise. Read once."""
+        if self._pod_message is None:
+            from .follow import kubeconfig_at_hand, pod_status_message
+
+            path = kubeconfig_at_hand(getattr(self.client, "profile", None))
+            self._pod_message = (pod_status_message(self.name, path) if path else None) or ""
+        return self._pod_message or None
 
     def raise_for_status(self) -> None:
         status = self.status()

@@ -213,16 +213,19 @@ def build_program(
     inputs: str = "",
     outputs: list[str] | None = None,
     ranks: int = 1,
+    secrets: list[str] | None = None,
 ) -> bytes:
     """The Python program a job carries (``cell_program.py`` with its parameters): sets ``env``,
-    loads ``inputs`` (base64 of a pickle, see ``values``), writes the cell to ``cell.py`` in the
-    working directory and runs it as ``__main__``, then sends back ``outputs``. With ``ranks``
-    over 1 its first line is ``RANKS_HEADER``: the tagger starts it once per rank (issue 21)."""
+    checks that the ``secrets`` (names only) arrived, loads ``inputs`` (base64 of a pickle, see
+    ``values``), writes the cell to ``cell.py`` in the working directory and runs it as
+    ``__main__``, then sends back ``outputs``. With ``ranks`` over 1 its first line is
+    ``RANKS_HEADER``: the tagger starts it once per rank (issue 21)."""
     params = {
         "code": code,
         "env": dict(env or {}),
         "inputs": inputs,
         "outputs": list(outputs or []),
+        "secrets": sorted(secrets or []),
         "python": ".".join(str(part) for part in sys.version_info[:3]),
         "traceback_marker": TRACEBACK_MARKER,
         "max_display_bytes": MAX_DISPLAY_BYTES,

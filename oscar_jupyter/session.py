@@ -175,6 +175,9 @@ class Session:
         self._node_names: list[str] | None = None  # interLink names a cell may use; None: unknown
         self.nodes_source: str | None = None
         self.interlink_available = True
+        # The site's interLink release, where the cluster says it (the local OSCAR's
+        # /system/info does; a real OSCAR does not), else the site check's finding; None: unknown
+        self.interlink_release: str | None = None
         self._names_jobs = False  # the cluster honours X-Delegated-Job-ID (learned on 1st submit)
         self.kernel_tag = kernel_tag()  # in the name of every job this kernel submits
         self.submitted: set[str] = set()  # jobs this kernel submitted (whatever their name)
@@ -210,6 +213,8 @@ class Session:
             self.client.close()
         self.client, self.profile = client, profile
         self.interlink_available = interlink
+        release = (info.get("local") or {}).get("interlink_release")  # the local OSCAR's
+        self.interlink_release = release if isinstance(release, str) else None
         self._names_jobs = False
         problem = self._refresh_nodes(client)
         if problem:
@@ -252,11 +257,11 @@ class Session:
         """interLink node names, or None when no source lists them (then unchecked)."""
         return None if self._node_names is None else list(self._node_names)
 
-    def check_offloadable(self, spec: OffloadSpec) -> None:
+    def check_offloadable(self, spec: OffloadSpec, *, check_secrets: bool = True) -> None:
         """Refuse, before anything is sent, a cell that could not reach an interLink node, whose
         secrets the site check found never arrive there, or whose image it found too old."""
         checked = JupyterSettings.of(self.profile).site_check
-        if spec.secrets and checked.get("secrets") is False:
+        if check_secrets and spec.secrets and checked.get("secrets") is False:
             raise SpecError(
                 "--secret",
                 f"--secret {', '.join(spec.secrets)}: the site check of "
@@ -264,6 +269,14 @@ class Session:
                 "(interLink 0.6.1 and older drop OSCAR's service secrets); pass the value "
                 "through a file on a --mount'ed path, or run `oscar-jupyter check` again once "
                 "the site runs interLink 0.6.2",
+            )
+        if check_secrets and spec.secrets and _drops_secrets(self.interlink_release):
+            raise SpecError(
+                "--secret",
+                f"--secret {', '.join(spec.secrets)}: this cluster runs interLink "
+                f"{self.interlink_release}, which drops OSCAR's service secrets (it resolves "
+                "the pod's envFrom only from 0.6.2), so the cell would read None; pass the "
+                "value through a file on a --mount'ed path",
             )
         version = checked.get("python")
         if isinstance(version, str) and not supports_python(version):
@@ -454,9 +467,12 @@ class Session:
         inputs: Mapping[str, Any] | None = None,
         outputs: Sequence[str] = (),
         on_interrupt: str = "cancel",
+        check_secrets: bool = True,
     ) -> Job:
         """Validate, make sure the runner service exists, and send the cell as a job, with the
         `inputs` values in its namespace; the job brings back the `outputs` variables.
+        `check_secrets` False sends secrets even where they are known not to arrive, and the
+        job does not fail for a missing one (the site check's probe finds out for itself).
 
         Ctrl-C while the job is being sent leaves nothing running that the user does not know
         of: a job the cluster created meanwhile is cancelled (`on_interrupt` "cancel") or kept
@@ -467,8 +483,10 @@ class Session:
         packed = pack_inputs(inputs or {})
         large_inputs = len(packed) > INLINE_INPUT_BYTES
         # Small values still travel in the job: its body is checked before anything is sent.
-        body = spec.job_body(code, "" if large_inputs else packed, wanted)
-        self.check_offloadable(spec)
+        body = spec.job_body(
+            code, "" if large_inputs else packed, wanted, check_secrets=check_secrets
+        )
+        self.check_offloadable(spec, check_secrets=check_secrets)
         client = self.require_client()
         needs_storage = large_inputs or bool(spec.uploads or spec.downloads)
         if needs_storage and not self.storage_available():
@@ -865,6 +883,14 @@ def current() -> Session:
     if _current is None:
         _current = Session()
     return _current
+
+
+def _drops_secrets(release: str | None) -> bool:
+    """Whether interLink `release` ("0.6.1") drops a pod's envFrom (B4: before 0.6.2)."""
+    try:
+        return release is not None and tuple(map(int, release.split(".")[:3])) < (0, 6, 2)
+    except ValueError:
+        return False
 
 
 def connect(name: str | None = None, **overrides: Any) -> ConnectionReport:

@@ -326,6 +326,12 @@ _FORBIDDEN_SBATCH = {
     "mem": "use --cpus-per-task / --mem of the magic: the plugin overrides these",
     "mem-per-cpu": "it conflicts with the --mem the plugin always adds; use --mem of the magic",
     "mem-per-gpu": "it conflicts with the --mem the plugin always adds; use --mem of the magic",
+    # B2 (reference OSCAR.md section 13): plugins up to 0.6.1 cut `--mem` and its value out of
+    # the flags with a regex (interlink-slurm-plugin pkg/slurm/prepare.go 929-958 at 0.6.1),
+    # wherever it starts: sbatch would get `-bind=local` and refuse the job.
+    "mem-bind": "Slurm plugins up to 0.6.1 (what most sites run) cut '--mem' out of every "
+    "sbatch flag, so sbatch would get '-bind=...' and refuse the job; leave it out (Slurm "
+    "binds memory by its own defaults), or ask the site for plugin 0.6.2, which passes it",
     "wrap": "the plugin submits its own batch script; put the code in the cell instead",
     "wait": "it keeps the plugin's sbatch call waiting until the job ends; remove it (the "
     "magic waits for the job already)",
@@ -664,6 +670,14 @@ def _check_sbatch_value(option: str, value: str, token: str) -> None:
             repr(token),
             f"{option} needs a value after '=', e.g. --sbatch '--qos=normal'",
         )
+    for cut in ("--mem", "--cpus-per-task"):
+        if cut in value:  # B2: 0.6.1's regexes cut these out of the flags wherever they are
+            raise _flag_error(
+                "--sbatch",
+                repr(token),
+                f"Slurm plugins up to 0.6.1 cut {cut!r} out of the sbatch flags wherever it "
+                f"stands, so sbatch would get a broken {option}; write its value without {cut!r}",
+            )
     if not _SBATCH_SAFE_VALUE.fullmatch(value):
         raise _flag_error(
             "--sbatch",
@@ -1305,9 +1319,17 @@ class OffloadSpec:
         """The files ``fdl()`` references, by name (write them beside the FDL for oscar-cli)."""
         return {self.script_filename(name): runner.RUNNER_SCRIPT}
 
-    def job_body(self, code: str, inputs: str = "", outputs: Sequence[str] = ()) -> bytes:
+    def job_body(
+        self,
+        code: str,
+        inputs: str = "",
+        outputs: Sequence[str] = (),
+        *,
+        check_secrets: bool = True,
+    ) -> bytes:
         """The body of ``POST /job/{service}``: base64 of the program carrying ``code``, the
-        ``--in`` values (``inputs``, from ``values.pack_inputs``) and the ``--out`` names."""
+        ``--in`` values (``inputs``, from ``values.pack_inputs``), the ``--out`` names and the
+        ``--secret`` names the job checks for (``check_secrets``)."""
         if not isinstance(code, str):
             hint = (
                 " (decode bytes first, e.g. code.decode('utf-8'))"
@@ -1322,7 +1344,12 @@ class OffloadSpec:
         _check_unicode(code)
         ranks = self.task_count() if self.launches_ranks() else 1
         program = runner.build_program(
-            code, self.env, inputs=inputs, outputs=list(outputs), ranks=ranks
+            code,
+            self.env,
+            inputs=inputs,
+            outputs=list(outputs),
+            ranks=ranks,
+            secrets=list(self.secrets) if check_secrets else [],
         )
         if len(program) > runner.MAX_PROGRAM_BYTES:
             empty = len(runner.build_program(""))

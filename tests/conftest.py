@@ -8,6 +8,12 @@
                  `local-alice`, `local-bob` in a temporary oscar-cli config (`user_token()`,
                  `user_client()` give a user's bearer token / client); at the end
                  it is stopped and the fixture checks that no server process and no job is left.
+                 It models interLink and its Slurm plugin 0.6.1, what sites run (the
+                 default of `oscar-jupyter local start`).
+`local_oscar_0_6_2`  a second one modelling interLink and the plugin 0.6.2 (started only when a
+                 test asks for it).
+`local_oscar_release`  parametrized over both: a test taking it runs once per release
+                 (`handle.plugin_release` says which).
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ class LocalOscarHandle:
     users: tuple[str, ...] = ()
     user_profiles: dict[str, str] = field(default_factory=dict)  # user -> profile name
     kubeconfig: Path | None = None
+    plugin_release: str = "0.6.1"  # the interLink Slurm plugin release it models
+    interlink_release: str = "0.6.1"
 
     def __repr__(self) -> str:  # keeps the password out of pytest's failure reports
         return f"LocalOscarHandle(endpoint={self.endpoint!r}, home={str(self.home)!r})"
@@ -116,12 +124,16 @@ def server_pid(home: Path) -> int | None:
     return daemon._running_pid(HomeLayout(home))
 
 
-@pytest.fixture(scope="session")
-def local_oscar(request, tmp_path_factory) -> Iterator[LocalOscarHandle]:
+RELEASES = ("0.6.1", "0.6.2")  # what oscar_jupyter.local.releases models
+
+
+def _run_local_oscar(request, tmp_path_factory, release: str) -> Iterator[LocalOscarHandle]:
+    """Start a local OSCAR modelling interLink and its plugin `release`, hand it out, stop it
+    and check that nothing is left."""
     executor = executor_choice()
     if executor != "process":
         request.getfixturevalue("slurm_cluster")
-    root = tmp_path_factory.mktemp("local-oscar")
+    root = tmp_path_factory.mktemp(f"local-oscar-{release}")
     home = root / "home"
     profile_path = root / "oscar-cli" / "config.yaml"
     started = daemon.start(
@@ -131,7 +143,10 @@ def local_oscar(request, tmp_path_factory) -> Iterator[LocalOscarHandle]:
         config_path=profile_path,
         timeout=120,
         users=list(SESSION_USERS),
+        plugin_version=release,
+        interlink_version=release,
     )
+    assert (started.plugin_release, started.interlink_release) == (release, release)
     handle = LocalOscarHandle(
         endpoint=started.endpoint,
         user="oscar",
@@ -142,6 +157,8 @@ def local_oscar(request, tmp_path_factory) -> Iterator[LocalOscarHandle]:
         users=SESSION_USERS,
         user_profiles=started.user_profiles,
         kubeconfig=started.kubeconfig,
+        plugin_release=release,
+        interlink_release=release,
     )
     yield handle
     pid = started.pid
@@ -154,6 +171,30 @@ def local_oscar(request, tmp_path_factory) -> Iterator[LocalOscarHandle]:
         while slurm_job_ids_alive(job_ids) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert slurm_job_ids_alive(job_ids) == [], "Slurm jobs left behind after stop"
+
+
+@pytest.fixture(scope="session")
+def local_oscar(request, tmp_path_factory) -> Iterator[LocalOscarHandle]:
+    """The session's local OSCAR: interLink and its Slurm plugin 0.6.1 (module docstring)."""
+    yield from _run_local_oscar(request, tmp_path_factory, "0.6.1")
+
+
+@pytest.fixture(scope="session")
+def local_oscar_0_6_1(local_oscar) -> LocalOscarHandle:
+    return local_oscar
+
+
+@pytest.fixture(scope="session")
+def local_oscar_0_6_2(request, tmp_path_factory) -> Iterator[LocalOscarHandle]:
+    """A second local OSCAR modelling interLink and the plugin 0.6.2 (the plugin's 0.6.2-pre5)."""
+    yield from _run_local_oscar(request, tmp_path_factory, "0.6.2")
+
+
+@pytest.fixture(scope="session", params=RELEASES, ids=lambda release: f"release-{release}")
+def local_oscar_release(request) -> LocalOscarHandle:
+    """`local_oscar` (0.6.1) and `local_oscar_0_6_2` in turn."""
+    name = "local_oscar" if request.param == "0.6.1" else "local_oscar_0_6_2"
+    return request.getfixturevalue(name)
 
 
 @pytest.fixture()

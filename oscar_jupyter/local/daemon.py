@@ -21,7 +21,9 @@ from typing import Any
 
 import httpx
 
+from .singularity import DEFAULT_SESSIONDIR_MAX_SIZE_MIB
 from .state import HomeLayout, LocalState, default_home, ensure_admin_password, write_atomically
+from .virtual_kubelet import DEFAULT_CPU_CAPACITY, DEFAULT_MEMORY_CAPACITY
 
 DEFAULT_PORT = 8765
 PORT_ENV = "OSCAR_JUPYTER_LOCAL_PORT"
@@ -49,6 +51,8 @@ class StartResult:
     already_running: bool = False
     user_profiles: dict[str, str] = field(default_factory=dict)  # user -> profile name
     kubeconfig: Path | None = None
+    plugin_release: str | None = None  # the interLink Slurm plugin release it models
+    interlink_release: str | None = None  # the interLink release it models
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,8 @@ class LocalStatus:
     container_runtime: str | None = None
     virtual_node: str | None = None
     jobs: dict[str, int] = field(default_factory=dict)
+    plugin_release: str | None = None
+    interlink_release: str | None = None
 
 
 def resolve_port(port: int | None = None) -> int:
@@ -119,15 +125,28 @@ def start(
     real_status: bool = True,
     job_listing_limit: int = 70,
     job_python: Path | str | None = None,
+    plugin_version: str | None = None,
+    interlink_version: str | None = None,
+    node_cpu: str = DEFAULT_CPU_CAPACITY,
+    node_memory: str = DEFAULT_MEMORY_CAPACITY,
+    sessiondir_max_size: int = DEFAULT_SESSIONDIR_MAX_SIZE_MIB,
 ) -> StartResult:
     """Start the local OSCAR (or find it running) and write the `local` profile to `config_path`
     (default: oscar-cli's config file), a `local-<user>` OIDC profile for each of `users` (no
     kubeconfig: OIDC users have no Kubernetes access), and `<home>/kubeconfig` (the admin's,
     named by the `local` profile only). The other options shape how strict the local cluster is (see
-    docs/ARCHITECTURE.md, "The local OSCAR's strictness"); they apply when it starts."""
+    docs/ARCHITECTURE.md, "The local OSCAR's strictness"); they apply when it starts.
+
+    `plugin_version` and `interlink_version` are the releases it models (releases.py; 0.6.1, what
+    sites run, when None). A running server that models others is not restarted: DaemonError."""
+    from .releases import DEFAULT_INTERLINK_RELEASE, DEFAULT_PLUGIN_RELEASE, check_release
     from .users import check_user_name
 
     users = [check_user_name(user) for user in users or []]
+    wanted = {
+        "plugin": check_release("plugin", plugin_version) if plugin_version else None,
+        "interlink": check_release("interlink", interlink_version) if interlink_version else None,
+    }
     layout = _layout(home)
     layout.create()
     password = ensure_admin_password(layout)
@@ -135,6 +154,13 @@ def start(
     if running is not None:
         runtime = _read_runtime(layout)
         summary = _local_summary(runtime["endpoint"], password)
+        for kind, release in wanted.items():
+            if release and summary.get(f"{kind}_release") not in (None, release):
+                raise DaemonError(
+                    f"the local OSCAR (pid {running}) already runs and models {kind} "
+                    f"{summary.get(f'{kind}_release')}, not {release}; stop it first "
+                    "(oscar-jupyter local stop) to change releases"
+                )
         profile = _write_profile(runtime["endpoint"], password, config_path, layout)
         extras = _write_user_files(layout, runtime["endpoint"], password, users, config_path)
         return _start_result(
@@ -169,6 +195,16 @@ def start(
         image_prefix,
         "--job-listing-limit",
         str(job_listing_limit),
+        "--plugin-version",
+        wanted["plugin"] or DEFAULT_PLUGIN_RELEASE,
+        "--interlink-version",
+        wanted["interlink"] or DEFAULT_INTERLINK_RELEASE,
+        "--node-cpu",
+        node_cpu,
+        "--node-memory",
+        node_memory,
+        "--sessiondir-max-size",
+        str(sessiondir_max_size),
     ]
     if not real_status:
         command.append("--metrics-status")
@@ -217,6 +253,8 @@ def _start_result(
         already_running=already_running,
         user_profiles=dict(user_profiles or {}),
         kubeconfig=kubeconfig,
+        plugin_release=summary.get("plugin_release"),
+        interlink_release=summary.get("interlink_release"),
     )
 
 
@@ -333,7 +371,10 @@ def stop(*, home: Path | str | None = None, timeout: float = 60.0) -> StopResult
         _terminate(pid, grace=timeout)
     _cancel_leftovers(layout)
     _forget(layout, pid)
-    return StopResult(was_running=pid is not None, cancelled_jobs=unfinished if pid else [])
+    # Only those it cancelled: a job the state still called unfinished may have ended already
+    # (its end reaches the state through the plugin's status cache, B9), and stopping settles it.
+    cancelled = _stopped_job_names(layout, unfinished) if pid else []
+    return StopResult(was_running=pid is not None, cancelled_jobs=cancelled)
 
 
 def _terminate(pid: int, *, grace: float) -> None:
@@ -388,6 +429,16 @@ def _cancel_leftovers(layout: HomeLayout) -> None:
     state.save()
 
 
+def _stopped_job_names(layout: HomeLayout, names: list[str]) -> list[str]:
+    """Those of `names` that the stop cancelled (their reason says so)."""
+    from .services import STOPPED_REASON
+
+    if not layout.state_file.exists():
+        return []
+    jobs = LocalState(layout.state_file).jobs
+    return [name for name in names if (jobs.get(name) or {}).get("reason") == STOPPED_REASON]
+
+
 def _unfinished_job_names(layout: HomeLayout) -> list[str]:
     if not layout.state_file.exists():
         return []
@@ -434,6 +485,8 @@ def status(*, home: Path | str | None = None) -> LocalStatus:
         container_runtime=summary.get("container_runtime"),
         virtual_node=summary.get("virtual_node"),
         jobs=dict(counts),
+        plugin_release=summary.get("plugin_release"),
+        interlink_release=summary.get("interlink_release"),
     )
 
 

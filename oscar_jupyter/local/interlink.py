@@ -1,4 +1,5 @@
-"""Pod -> the interLink Slurm plugin's per-pod directory (plugin HEAD, ~0.6.2).
+"""Pod -> the interLink Slurm plugin's per-pod directory, as plugin 0.6.1 or 0.6.2 writes it
+(``PluginConfig.release``; releases.py says what differs and where).
 
 Reproduces what the plugin writes with ``SHARED_FS=true`` and ``ExportPodData: true``:
 ``job.slurm`` (the sbatch wrapper), ``job.sh`` (the body), one
@@ -25,6 +26,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+
+from .releases import DEFAULT_PLUGIN_RELEASE, check_release
 
 FLAGS_ANNOTATION = "slurm-job.vk.io/flags"
 PRE_EXEC_ANNOTATION = "slurm-job.vk.io/pre-exec"
@@ -56,6 +59,7 @@ class PluginConfig:
     singularity_default_options: list[str] | None = None
     image_prefix: str = "docker://"
     command_prefix: str = ""
+    release: str = DEFAULT_PLUGIN_RELEASE  # the plugin release whose files are written
     _options: list[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -69,6 +73,7 @@ class PluginConfig:
             raise ValueError("PluginConfig.bash_path must not be empty: it is job.slurm's #! line")
         if not self.singularity_path:
             raise ValueError("PluginConfig.singularity_path must not be empty")
+        check_release("plugin", self.release)
         # An empty list means "unset" to the plugin, like None.
         self._options = list(self.singularity_default_options or DEFAULT_SINGULARITY_OPTIONS)
 
@@ -208,6 +213,99 @@ def deduplicate_flags(flags: Iterable[str]) -> list[str]:
     return list(latest.values())
 
 
+# Plugin 0.6.1 (`pkg/slurm/prepare.go` 929-959 at the 0.6.1 tag): two regexes run over the raw
+# annotation. When a container has the matching limit their matches are cut out of the text,
+# else a match only records that the annotation sets the value. So `--mem-bind=local` loses its
+# `--mem` and becomes `-bind=local`. Go's RE2 `\S` is ASCII: anything but [\t\n\f\r ].
+_CPU_FLAG_0_6_1 = re.compile(r"--cpus-per-task(?:[ =][^\t\n\f\r ]+)?")
+_MEM_FLAG_0_6_1 = re.compile(r"--mem(?:[ =][^\t\n\f\r ]+)?")
+
+
+def _go_fields(text: str) -> list[str]:
+    """Go's ``strings.Fields``: the runs of non-space characters (``unicode.IsSpace``)."""
+    words: list[str] = []
+    current: list[str] = []
+    for char in text:
+        if char in _GO_SPACE:
+            if current:
+                words.append("".join(current))
+                current = []
+        else:
+            current.append(char)
+    if current:
+        words.append("".join(current))
+    return words
+
+
+def split_slurm_flags_0_6_1(text: str) -> list[str]:
+    """Plugin 0.6.1's split of the flags annotation: ``strings.Split(text, " ")``
+    (``prepare.go`` 957). Single spaces only and quotes kept, so ``"-p debug"`` gives
+    ``["-p", "debug"]`` (two ``#SBATCH`` lines) and ``'--comment="a b"'`` gives
+    ``['--comment="a', 'b"']``; the empty words of double spaces stay (dedup drops them)."""
+    return text.split(" ")
+
+
+def flag_key_0_6_1(flag: str) -> str:
+    """Plugin 0.6.1's dedup key (``prepare.go`` 266-281): the text before ``=``; else, for a
+    ``--`` flag, its first word; else the whole flag. No short aliases: ``-p`` and
+    ``--partition`` are different keys, and so are ``-p`` and the lone value ``debug``."""
+    if "=" in flag:
+        return flag.split("=", 1)[0]
+    if flag.startswith("--"):
+        words = _go_fields(flag)
+        if words:
+            return words[0]
+    return flag
+
+
+def deduplicate_flags_0_6_1(flags: Iterable[str]) -> list[str]:
+    """Plugin 0.6.1's ``deduplicateSlurmFlags`` (``prepare.go`` 259-299): one flag per
+    ``flag_key_0_6_1``, the last value at the first position; empty flags dropped."""
+    latest: dict[str, str] = {}
+    for raw in flags:
+        flag = _go_trim_space(raw)
+        if flag:
+            latest[flag_key_0_6_1(flag)] = flag
+    return list(latest.values())
+
+
+def _annotation_flags_0_6_1(
+    text: str, cpus: int | None, memory_mib: int | None
+) -> tuple[list[str], bool, bool]:
+    """(flags, cpus set by the annotation, memory set by the annotation), plugin 0.6.1."""
+    cpus_from_annotation = memory_from_annotation = False
+    if cpus is not None:
+        text = _CPU_FLAG_0_6_1.sub("", text)
+    elif _CPU_FLAG_0_6_1.search(text):
+        cpus_from_annotation = True
+    if memory_mib is not None:
+        text = _MEM_FLAG_0_6_1.sub("", text)
+    elif _MEM_FLAG_0_6_1.search(text):
+        memory_from_annotation = True
+    return split_slurm_flags_0_6_1(text), cpus_from_annotation, memory_from_annotation
+
+
+def _annotation_flags_0_6_2(
+    text: str, cpus: int | None, memory_mib: int | None
+) -> tuple[list[str], bool, bool]:
+    """The same for plugin 0.6.2 (``prepare.go`` 1071-1090 at 0.6.2-pre5): shell words,
+    the cpu/memory flags recognised by their key (short aliases too)."""
+    flags: list[str] = []
+    cpus_from_annotation = memory_from_annotation = False
+    for flag in split_slurm_flags(text):
+        key = flag_key(flag)
+        if key == "--cpus-per-task":
+            if cpus is not None:
+                continue
+            cpus_from_annotation = True
+        elif key == "--mem":
+            if memory_mib is not None:
+                continue
+            memory_from_annotation = True
+        flags.append(flag)
+    return flags, cpus_from_annotation, memory_from_annotation
+
+
 # --------------------------------------------------------------------------- resources
 
 _QUANTITY = re.compile(
@@ -289,29 +387,22 @@ def _annotations(pod: Mapping[str, Any]) -> dict[str, str]:
     return dict((pod.get("metadata") or {}).get("annotations") or {})
 
 
-def sbatch_flags(pod: Mapping[str, Any]) -> list[str]:
+def sbatch_flags(pod: Mapping[str, Any], release: str = DEFAULT_PLUGIN_RELEASE) -> list[str]:
     """The ``#SBATCH`` flags after the two fixed ones, in the plugin's order.
 
-    Annotation flags first (``--cpus-per-task``/``-c`` and ``--mem`` dropped when a container
-    has the matching limit), then ``--uid`` from ``securityContext.runAsUser``, then
-    ``--cpus-per-task`` and ``--mem`` (MiB), then deduplication.
+    Annotation flags first (``--cpus-per-task`` and ``--mem`` dropped when a container has the
+    matching limit, recognised as ``release`` does), then ``--uid`` from
+    ``securityContext.runAsUser``, then ``--cpus-per-task`` and ``--mem`` (MiB), then
+    deduplication (``release``'s keys).
     """
+    check_release("plugin", release)
     cpus, memory_mib = _resource_limits(pod)
     flags: list[str] = []
     cpus_from_annotation = memory_from_annotation = False
     annotation = _annotations(pod).get(FLAGS_ANNOTATION)
     if annotation is not None:
-        for flag in split_slurm_flags(annotation):
-            key = flag_key(flag)
-            if key == "--cpus-per-task":
-                if cpus is not None:
-                    continue
-                cpus_from_annotation = True
-            elif key == "--mem":
-                if memory_mib is not None:
-                    continue
-                memory_from_annotation = True
-            flags.append(flag)
+        parse = _annotation_flags_0_6_1 if release == "0.6.1" else _annotation_flags_0_6_2
+        flags, cpus_from_annotation, memory_from_annotation = parse(annotation, cpus, memory_mib)
     run_as_user = ((pod.get("spec") or {}).get("securityContext") or {}).get("runAsUser")
     if isinstance(run_as_user, int) and run_as_user >= 0:
         flags.append(f"--uid={run_as_user}")
@@ -323,28 +414,41 @@ def sbatch_flags(pod: Mapping[str, Any]) -> list[str]:
         flags.append(f"--mem={memory_mib}")
     elif not memory_from_annotation:
         flags.append("--mem=1")
+    if release == "0.6.1":
+        return deduplicate_flags_0_6_1(flags)
     return deduplicate_flags(flags)
 
 
 # --------------------------------------------------------------------------- image
 
 
+_URI_SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+\-.]*://")
+
+
 def image_reference(
     image: str, pod_annotations: Mapping[str, str] | None, config: PluginConfig
 ) -> str:
-    """The image as singularity gets it: the plugin 0.6.1's ``prepareImage``
-    (``pkg/slurm/prepare.go``).
+    """The image as singularity gets it: the plugin's ``prepareImage``.
 
     An absolute path is kept; otherwise the ``slurm-job.vk.io/image-root`` annotation, or else
-    ``config.image_prefix`` (``ImagePrefix``), is put in front unless the image already starts
-    with it. So a site prefix such as ``/cvmfs/unpacked.cern.ch/`` turns ``docker://python``
-    into ``/cvmfs/unpacked.cern.ch/docker://python`` (later releases keep any ``scheme://``).
+    ``config.image_prefix`` (``ImagePrefix``), is put in front:
+
+    * plugin 0.6.1 (``pkg/slurm/prepare.go`` 1838-1860): unless the image already starts with
+      it. So a site prefix such as ``/cvmfs/unpacked.cern.ch/`` turns ``docker://python`` into
+      ``/cvmfs/unpacked.cern.ch/docker://python``, and ``docker://`` turns ``oras://x`` into
+      ``docker://oras://x``.
+    * plugin 0.6.2 (``prepare.go`` 1973-2000 at 0.6.2-pre5, commit c380bba): unless the image
+      has any ``scheme://``; an empty prefix leaves the image as it is.
     """
     if not image:
         raise TranslationError("a container has no image; set spec.containers[].image")
     annotations = pod_annotations or {}
     prefix = annotations.get(IMAGE_ROOT_ANNOTATION, config.image_prefix)
-    if image.startswith("/") or image.startswith(prefix):
+    if image.startswith("/"):
+        return image
+    if config.release == "0.6.1":
+        return image if image.startswith(prefix) else prefix + image
+    if _URI_SCHEME.match(image) or not prefix:
         return image
     return prefix + image
 
@@ -431,9 +535,11 @@ def _as_bytes(value: str | bytes) -> bytes:
     return value if isinstance(value, bytes) else value.encode("utf-8")
 
 
-def _unescape_newlines(text: str) -> bytes:
-    # The plugin turns literal "\n" into newlines when the text has no real newline.
-    if "\\n" in text and "\n" not in text:
+def _configmap_bytes(text: str, release: str) -> bytes:
+    """A ConfigMap value as the plugin writes it. Plugin 0.6.2 (``normalizeVolumeFileContent``,
+    ``prepare.go`` 515-520 and 1806 at 0.6.2-pre5) turns literal ``\\n`` into newlines when the
+    text has no real newline; 0.6.1 writes the text as it is (``prepare.go`` 1671)."""
+    if release != "0.6.1" and "\\n" in text and "\n" not in text:
         text = text.replace("\\n", "\n")
     return text.encode("utf-8")
 
@@ -466,6 +572,7 @@ def _mount_plan(
     root: str,
     configmaps: Mapping[str, Mapping[str, str]] | None,
     secrets: Mapping[str, Mapping[str, str | bytes]] | None,
+    release: str = DEFAULT_PLUGIN_RELEASE,
 ) -> _MountPlan:
     pod_name = (pod.get("metadata") or {}).get("name")
     container_name = container.get("name")
@@ -486,7 +593,7 @@ def _mount_plan(
                     f"{where}: ConfigMap {name!r} was not provided; pass its data in "
                     f"configmaps={{{name!r}: {{key: text}}}}"
                 )
-            data = {key: _unescape_newlines(text) for key, text in configmaps[name].items()}
+            data = {key: _configmap_bytes(text, release) for key, text in configmaps[name].items()}
             _keyed_binds(plan, "configMaps", mount, root, data, _file_mode(volume["configMap"]))
         elif "secret" in volume:
             name = (volume["secret"] or {}).get("secretName")
@@ -624,10 +731,18 @@ def render_job_slurm(pod: Mapping[str, Any], config: PluginConfig) -> str:
         prefix += "\n" + annotations[WSTUNNEL_ANNOTATION] + "\n"
     if PRE_EXEC_ANNOTATION in annotations:
         prefix += "\n" + annotations[PRE_EXEC_ANNOTATION]
-    flags = "".join(f"\n#SBATCH {flag}" for flag in sbatch_flags(pod) if flag)
+    flags = "".join(f"\n#SBATCH {flag}" for flag in sbatch_flags(pod, config.release) if flag)
+    # B1 (reference OSCAR.md section 13). Plugin 0.6.1 (`pkg/slurm/prepare.go` 1102-1108 at
+    # the 0.6.1 tag; the same in 0.4.0-0.6.0) writes `prefix + " " + job.sh`: job.sh's path
+    # lands on the prefix's last line, so a pre-exec `module load x` becomes
+    # `module load x <dir>/job.sh` and job.sh never runs; without a prefix the line is
+    # " <dir>/job.sh". Plugin 0.6.2 (`prepare.go` 1234-1247 at 0.6.2-pre5; commit f83c10a,
+    # first in that tag) writes `prefix + "\n" + job.sh`. A pre-exec ending in a newline is
+    # safe on both.
+    separator = " " if config.release == "0.6.1" else "\n"
     return (
         f"#!{config.bash_path}\n#SBATCH --job-name={uid}\n#SBATCH --output={path}/job.out"
-        f"{flags}\n{prefix}\n{path}/job.sh\n"
+        f"{flags}\n{prefix}{separator}{path}/job.sh\n"
     )
 
 
@@ -716,6 +831,20 @@ highestExitCode=0
 \t"""
 
 
+# How runCtn sends a container's output to run-<ctr>.out, per plugin release: 0.6.1 truncates
+# it and writes at its own offset (`&>`, `pkg/slurm/prepare.go` 1166 at the 0.6.1 tag), 0.6.2
+# appends (`>> ... 2>&1`, `prepare.go` 1304 at 0.6.2-pre5). What else writes to the file (the
+# runner's tagger through /proc/<supervisor>/fd/1) must not write over the shell's offset.
+_RUN_REDIRECT_0_6_2 = '>> "${workingPath}/run-${ctn}.out" 2>&1 &'
+RUN_REDIRECT = {"0.6.1": '&> "${workingPath}/run-${ctn}.out" &', "0.6.2": _RUN_REDIRECT_0_6_2}
+
+
+def job_sh_functions(release: str = DEFAULT_PLUGIN_RELEASE) -> str:
+    """The helper block of job.sh as plugin `release` writes it (JOB_SH_FUNCTIONS is 0.6.2's)."""
+    check_release("plugin", release)
+    return JOB_SH_FUNCTIONS.replace(_RUN_REDIRECT_0_6_2, RUN_REDIRECT[release], 1)
+
+
 def render_job_sh(
     pod: Mapping[str, Any],
     config: PluginConfig,
@@ -730,14 +859,14 @@ def render_job_sh(
     """
     name, _, uid = _pod_identity(pod)
     path = files_path(pod, config)
-    text = JOB_SH_FUNCTIONS
+    text = job_sh_functions(config.release)
     text += f"\nprintf '%s\n' \"This pod {name}/{uid} has been submitted to SLURM node "
     text += '${SLURMD_NODENAME}."'
     text += "\nprintf '%s\n' \"To get more info, please run: scontrol show job ${SLURM_JOBID}.\""
     text += f"\nexport workingPath={path}\n\nexport SANDBOX={path}\n"
     init_count = len((pod.get("spec") or {}).get("initContainers") or [])
     for index, container in enumerate(_all_containers(pod)):
-        plan = _mount_plan(pod, container, path, configmaps, secrets)
+        plan = _mount_plan(pod, container, path, configmaps, secrets, config.release)
         text += "\n" + _container_line(pod, container, index < init_count, config, plan.binds)
     return text + "\n\nwaitCtns\nendScript\n\n"
 
@@ -790,7 +919,7 @@ def prepare(
     job_slurm = render_job_slurm(pod, config)
     job_sh = render_job_sh(pod, config, configmaps=configmaps, secrets=secrets)
     containers = _all_containers(pod)
-    plans = [_mount_plan(pod, c, path, configmaps, secrets) for c in containers]
+    plans = [_mount_plan(pod, c, path, configmaps, secrets, config.release) for c in containers]
     env_files = {c["name"]: "".join(_env_lines(c)) for c in containers if c.get("env")}
     for plan in plans:
         _check_host_dirs(plan)

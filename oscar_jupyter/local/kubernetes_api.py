@@ -5,8 +5,10 @@ a job's pod carries `job-name=<job>` as the Job controller sets it) and their lo
 (`GET /api/v1/namespaces/{ns}/pods/{pod}/log`, `follow`).
 
 The node carries the labels and taint interLink's virtual kubelet sets
-(`pkg/virtualkubelet/virtualkubelet.go`); its capacity is the executor's (Slurm's) CPUs and memory
-and `nvidia.com/gpu` as configured (0 unless `--node-gpus`).
+(`pkg/virtualkubelet/virtualkubelet.go`); its capacity is the configured one (B13, default 100
+CPUs, 3000G, 10000 pods, `nvidia.com/gpu` only with `--node-gpus`), not this machine's: see
+virtual_kubelet.py. A pod's status says why the VK failed it (B3: reason `ProviderFailed`).
+Pod logs are the plugin's GetLogs, following included (B6, `PodLogHandler`).
 
 Credentials: the admin's Basic account (`<home>/kubeconfig`) and nothing else. On a real OSCAR an
 OIDC user has no Kubernetes access at all (reference OSCAR.md section 13, B5: no OSCAR route
@@ -21,19 +23,34 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import tornado.iostream
 import tornado.web
 
 from .services import MAIN_CONTAINER, VIRTUAL_NODE_TAINTS, virtual_node_labels
-from .state import TERMINAL_PHASES
+from .state import SUSPENDED
+from .virtual_kubelet import FOLLOW_POLL_S
 
 if TYPE_CHECKING:
     from .oscar import LocalOscar
 
-FOLLOW_POLL_S = 0.1
+__all__ = ["FOLLOW_POLL_S", "kubernetes_routes", "node_object", "pod_object"]
+
 _CREATED = "2025-01-01T00:00:00Z"
+
+
+def follow_waiting_message(session: str, path: str) -> str:
+    """What the plugin writes into a followed log while `run-<container>.out` does not exist,
+    every `FOLLOW_POLL_S` (4 s), with no newline (GetLogs.go 52-55; the session prefix is
+    `GetSessionContextMessage`, func.go 197-199; the VK names the session `GetLogs#<0-99999>`,
+    interLink `virtualkubelet.go` 2006-2007 at 0.6.1)."""
+    return (
+        f"HTTP InterLink session {session}: Cannot open in follow mode the container logs "
+        f"{path} because it does not exist yet, sleeping before retrying..."
+    )
 
 
 def node_labels(node_name: str) -> dict[str, str]:
@@ -62,13 +79,7 @@ def selector_matches(selector: str, labels: dict[str, str]) -> bool:
 
 
 def node_object(oscar: LocalOscar) -> dict[str, Any]:
-    resources = oscar.executor.node_resources()
-    capacity = {
-        "cpu": str(int(resources["cpus"])),
-        "memory": f"{int(resources['memory_mib'])}Mi",
-        "pods": "110",
-        "nvidia.com/gpu": str(oscar.node_gpus),
-    }
+    capacity = dict(oscar.node_capacity)
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -204,37 +215,48 @@ class NodeHandler(_KubeHandler):
         self.send(node_object(self.oscar))
 
 
+def pod_object(oscar: LocalOscar, job: dict[str, Any]) -> dict[str, Any]:
+    """The job's pod: metadata, the node it is bound to, and its status as the VK last wrote
+    it (phase; reason, message and container states after a failed create)."""
+    from .pod import pod_name
+
+    labels = {
+        "job-name": job["name"],
+        "batch.kubernetes.io/job-name": job["name"],
+        "oscar_service": job["service"],
+    }
+    status: dict[str, Any] = {"phase": oscar.refresh(job)["phase"]}
+    status.update(job.get("pod_status") or {})
+    spec: dict[str, Any] = {"containers": [{"name": MAIN_CONTAINER}]}
+    if oscar.scheduled(job):
+        spec["nodeName"] = oscar.node_name
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(job["name"], job["pod_uid"]),
+            "namespace": job["namespace"],
+            "uid": job["pod_uid"],
+            "labels": labels,
+        },
+        "spec": spec,
+        "status": status,
+    }
+
+
 class PodsHandler(_KubeHandler):
-    """The namespace's job pods (metadata and phase only), filtered by `labelSelector`."""
+    """The namespace's job pods, filtered by `labelSelector`. A job Kueue keeps suspended has
+    no pod yet."""
 
     def get(self, namespace: str) -> None:
-        from .pod import pod_name
-
         selector = self.get_query_argument("labelSelector", "")
         items = []
         for job in list(self.oscar.state.jobs.values()):
-            if job["namespace"] != namespace:
+            if job["namespace"] != namespace or job["phase"] == SUSPENDED:
                 continue
-            labels = {
-                "job-name": job["name"],
-                "batch.kubernetes.io/job-name": job["name"],
-                "oscar_service": job["service"],
-            }
-            if not selector_matches(selector, labels):
-                continue
-            items.append(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "metadata": {
-                        "name": pod_name(job["name"], job["pod_uid"]),
-                        "namespace": namespace,
-                        "uid": job["pod_uid"],
-                        "labels": labels,
-                    },
-                    "status": {"phase": self.oscar.refresh(job)["phase"]},
-                }
-            )
+            pod = pod_object(self.oscar, job)
+            if selector_matches(selector, pod["metadata"]["labels"]):
+                items.append(pod)
         self.send(
             {
                 "apiVersion": "v1",
@@ -246,8 +268,19 @@ class PodsHandler(_KubeHandler):
 
 
 class PodLogHandler(_KubeHandler):
-    """The pod's log as the virtual kubelet serves it (the plugin's `GetLogs.go`: `job.out` and
-    `run-<container>.out`, whole files)."""
+    """The pod's log as the virtual kubelet serves it: the plugin's `GetLogs.go` (0.6.1 and
+    0.6.2-pre5 alike, line numbers of 0.6.1).
+
+    The answer is `job.out` then `run-<container>.out`, whole files, a missing one read as
+    empty (194-221, 314-330), so a pod not started or failed at sbatch (B3: no directory)
+    answers 200 with what there is; a pod not scheduled (B8) has no log location: 200, empty,
+    not followed. `follow` (B6, 26-149, 302-307) then
+    re-reads only `run-<container>.out` from the offset of that first read, every 4 s while
+    nothing new comes, and stops after one last read once `run-<container>.status` exists or
+    the job is gone (the plugin's JID check, 124-129). While the file does not exist yet, the
+    plugin writes `follow_waiting_message` into the stream every 4 s, without a newline, so it
+    joins the first line of output (48-64). Deliberate difference: that wait ends when the job
+    is deleted (the plugin's loop would go on until the client hangs up)."""
 
     async def get(self, namespace: str, pod: str) -> None:
         job = self._job(namespace, pod)
@@ -258,43 +291,62 @@ class PodLogHandler(_KubeHandler):
         if container != MAIN_CONTAINER:
             self.fail(400, "BadRequest", f"container {container} is not valid for pod {pod}")
             return
-        if not job.get("pod_dir"):
-            self.fail(
-                400,
-                "BadRequest",
-                f'container "{container}" in pod "{pod}" is waiting to start: ContainerCreating',
-            )
-            return
         follow = self.get_query_argument("follow", "false").lower() == "true"
         self.set_header("Content-Type", "text/plain")
-        pod_dir = Path(job["pod_dir"])
-        # As the plugin's GetLogs.go: the whole of job.out and run-<container>.out, then, when
-        # following, only what run-<container>.out grows by from that offset (job.out may grow
-        # when the job ends: sending its growth again would land inside the container's lines).
-        self.write(_read(pod_dir / "job.out"))
-        container_log = pod_dir / f"run-{MAIN_CONTAINER}.out"
+        pod_dir = Path(job["pod_dir"]) if job.get("pod_dir") else None
+        container_log = (pod_dir or self._files_path(job)) / f"run-{container}.out"
         first = _read(container_log)
+        self.write(_read(pod_dir / "job.out") if pod_dir else b"")
         self.write(first)
-        await self.flush()
-        sent = len(first)
-        while follow:
-            current = self.oscar.state.jobs.get(job["name"])
-            ended = current is None or self.oscar.refresh(current)["phase"] in TERMINAL_PHASES
-            grown = _read(container_log, sent)
+        try:
+            await self.flush()
+            # B8: no node, no log location: the API server answers at once, even when following.
+            if follow and self.oscar.scheduled(job):
+                await self._follow(job, container_log, len(first))
+        except tornado.iostream.StreamClosedError:
+            return  # the client hung up
+        self.finish()
+
+    async def _follow(self, job: dict[str, Any], container_log: Path, offset: int) -> None:
+        session = f"GetLogs#{random.randrange(100000)}"
+        while not container_log.exists():
+            if self._gone(job):
+                return
+            self.write(follow_waiting_message(session, str(container_log)))
+            await self.flush()
+            await asyncio.sleep(self.oscar.follow_poll_s)
+        status_file = container_log.with_suffix(".status")
+        dead = False
+        while True:
+            grown = _read(container_log, offset)
             if grown:
+                offset += len(grown)
                 self.write(grown)
                 await self.flush()
-                sent += len(grown)
-            if ended:
-                break
-            await asyncio.sleep(FOLLOW_POLL_S)
-        self.finish()
+                continue
+            if dead:
+                return
+            if self._gone(job) or status_file.exists():
+                dead = True  # one last read
+            else:
+                await asyncio.sleep(self.oscar.follow_poll_s)
+
+    def _gone(self, job: dict[str, Any]) -> bool:
+        return self.oscar.state.jobs.get(job["name"]) is not job
+
+    def _files_path(self, job: dict[str, Any]) -> Path:
+        """Where the plugin would have put the job's files (`DataRootFolder` + ns-uid)."""
+        return Path(f"{self.oscar.plugin_config.data_root}{job['namespace']}-{job['pod_uid']}")
 
     def _job(self, namespace: str, pod: str) -> dict[str, Any] | None:
         from .pod import pod_name
 
         for job in self.oscar.state.jobs.values():
-            if job["namespace"] == namespace and pod_name(job["name"], job["pod_uid"]) == pod:
+            if (
+                job["namespace"] == namespace
+                and job["phase"] != SUSPENDED
+                and pod_name(job["name"], job["pod_uid"]) == pod
+            ):
                 return job
         return None
 

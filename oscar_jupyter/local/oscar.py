@@ -10,6 +10,7 @@ import copy
 import hmac
 import json
 import logging
+import math
 import platform
 import shutil
 import time
@@ -29,6 +30,9 @@ from .access import (
     may_read,
     may_use_jobs,
 )
+from .interlink import parse_quantity
+from .pod import DEFAULT_SUPERVISOR_KIT_IMAGE, INIT_CONTAINER
+from .releases import DEFAULT_INTERLINK_RELEASE, DEFAULT_PLUGIN_RELEASE, check_release
 from .services import (
     ADMIN_USER,
     BASIC_CHALLENGE,
@@ -38,7 +42,6 @@ from .services import (
     MAIN_CONTAINER,
     NAMESPACE,
     SERVICE_TOKEN_LENGTH,
-    STATUS_CACHE_SECONDS,
     STOPPED_REASON,
     VIRTUAL_NODE_TAINTS,
     ApiError,
@@ -69,6 +72,17 @@ from .users import (
     format_uid,
 )
 from .users import unverified_claims as jwt_claims
+from .virtual_kubelet import (
+    DEFAULT_CPU_CAPACITY,
+    DEFAULT_MEMORY_CAPACITY,
+    FOLLOW_POLL_S,
+    PLUGIN_STATUS_CACHE_S,
+    PROVIDER_FAILED,
+    STATUS_LOOP_S,
+    node_capacity,
+    provider_failed_message,
+    provider_failed_status,
+)
 
 JOB_LISTING_LIMIT = 70  # OSCAR's JOB_LISTING_LIMIT default (pkg/types/config.go)
 
@@ -99,10 +113,14 @@ class LocalOscar:
         node_gpus: int = 0,
         real_status: bool = False,
         job_listing_limit: int = JOB_LISTING_LIMIT,
-        status_cache_seconds: float = STATUS_CACHE_SECONDS,
+        status_cache_seconds: float = PLUGIN_STATUS_CACHE_S,
         access_token_lifetime: int = ACCESS_LIFETIME_S,
         interlink_available: bool = True,
         storage: Any = None,
+        interlink_release: str = DEFAULT_INTERLINK_RELEASE,
+        node_cpu: str = DEFAULT_CPU_CAPACITY,
+        node_memory: str = DEFAULT_MEMORY_CAPACITY,
+        follow_poll_s: float = FOLLOW_POLL_S,
     ) -> None:
         self.layout = layout
         self.user = ADMIN_USER
@@ -119,6 +137,10 @@ class LocalOscar:
         self.node_gpus = node_gpus
         self.real_status = real_status
         self.job_listing_limit = job_listing_limit
+        # The plugin's global status cache (virtual_kubelet.py, B9): at most one job's state is
+        # asked of the executor per `status_cache_seconds`, by the VK's status loop (`tick`).
+        # 0 asks on every listing instead (a test harness whose scripted batch system should
+        # show a change at once).
         self.status_cache_seconds = status_cache_seconds
         # Keycloak's realm setting "Access Token Lifespan" (users.ACCESS_LIFETIME_S by default).
         self.access_token_lifetime = access_token_lifetime
@@ -127,8 +149,29 @@ class LocalOscar:
         self.interlink_available = interlink_available
         # storage_accounts.StorageAccounts, or None: no object store (minio_provider empty)
         self.storage = storage
+        self.plugin_release = check_release(
+            "plugin", getattr(plugin_config, "release", DEFAULT_PLUGIN_RELEASE)
+        )
+        self.interlink_release = check_release("interlink", interlink_release)
+        # B13: the virtual node's configured capacity (virtual_kubelet.py), not this machine's.
+        self.node_capacity = node_capacity(node_cpu, node_memory, node_gpus)
+        self.follow_poll_s = follow_poll_s  # B6: the plugin's follow-mode sleep
         self.state = LocalState(layout.state_file)
-        self._status_checked: dict[str, float] = {}
+        recorded = {"plugin": self.plugin_release, "interlink": self.interlink_release}
+        if self.state.releases and self.state.releases != recorded:
+            log.info(
+                "this local OSCAR modelled plugin %s / interLink %s before; now plugin %s / "
+                "interLink %s (jobs already submitted keep their files)",
+                self.state.releases.get("plugin"),
+                self.state.releases.get("interlink"),
+                self.plugin_release,
+                self.interlink_release,
+            )
+        self.state.releases = recorded
+        self.state.save()
+        self._status_checked: dict[str, float] = {}  # job -> when the plugin last computed it
+        self._plugin_status_at = -math.inf  # the plugin's `timer` (Status.go)
+        self._status_loop_at = -math.inf  # the VK's last statusLoop round
         self._launching: dict[str, asyncio.Future] = {}
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="oscar-local-launch")
         self._recover_after_restart()
@@ -252,22 +295,29 @@ class LocalOscar:
     def submit_job(
         self, service_name: str, authorization: str | None, delegated_id: str | None, body: bytes
     ) -> str:
-        """`pkg/handlers/job.go`: Bearer only; a 64-character token is a service token, anything
-        else an OIDC token, whose user becomes the job's owner label (`oscar.grycap/job-owner`,
-        `FormatUID`); a service-token job gets no owner label. Jobs of a service whose owner is
-        not the cluster admin are created suspended for Kueue."""
-        service = self._service(service_name)
+        """`pkg/handlers/job.go` (v4.1.2): Bearer only; a 64-character token is a service
+        token, anything else an OIDC token, whose user becomes the job's owner label
+        (`oscar.grycap/job-owner`, `FormatUID`); a service-token job gets no owner label. Jobs
+        of a service whose owner is not the cluster admin are created suspended for Kueue.
+
+        B14 (reference OSCAR.md section 13): the service is looked up by name without an error
+        for a missing one (96-105: an empty list), so an unknown service answers 401 to a
+        missing Bearer (108-113) and to any 64-character token (119-128), and 404 only to a
+        valid OIDC token (159-166)."""
+        service = self.state.services.get(service_name)
         parts = (authorization or "").split("Bearer ")
         if len(parts) != 2:
             raise ApiError(401)
         token = parts[1].strip()
         owner_label = None
         if len(token) == SERVICE_TOKEN_LENGTH:
-            if not hmac.compare_digest(token.encode(), service["token"].encode()):
+            if service is None or not hmac.compare_digest(
+                token.encode(), service["token"].encode()
+            ):
                 raise ApiError(401)
         else:
             caller = self._job_caller(token)
-            if not may_use_jobs(service, caller):
+            if service is None or not may_use_jobs(service, caller):
                 raise ApiError(404)  # job.go selectService: no service this user may use
             if caller.uid not in self.state.provisioned_users:
                 raise ApiError(
@@ -293,6 +343,7 @@ class LocalOscar:
             "pod_uid": str(uuid.uuid4()),
             "created_at": utc_now(),
             "pod_started_at": None,
+            "node": None,  # the node the pod is bound to (None: not scheduled)
             "pod_dir": None,
             "executor": None,
             "job_id": None,
@@ -305,6 +356,9 @@ class LocalOscar:
             "queue": queue,
             "admitted": queue is None,
             "limits": _limits_record(kueue.pod_limits(service)),
+            # The VK's pod status when it says more than the phase (B3: ProviderFailed).
+            "pod_status": None,
+            "releases": {"plugin": self.plugin_release, "interlink": self.interlink_release},
         }
         self.state.jobs[job_name] = job
         log.info("job %s of service %s accepted (%d bytes)", job_name, service_name, len(body))
@@ -321,7 +375,17 @@ class LocalOscar:
         try:
             issuer = jwt_claims(token).get("iss")
         except TokenError:
-            raise ApiError(401) from None
+            # job.go 139-147: `GetIssuerFromToken` fails (golang-jwt v5's text), the 502 it
+            # writes is not followed by a return, so the 400 of the missing issuer "" is
+            # appended to the body while gin keeps the first status.
+            said = (
+                "token contains an invalid number of segments"
+                if len(token.split(".")) != 3
+                else "could not base64 decode claim"
+            )
+            raise ApiError(
+                502, f"token is malformed: {said}Error getting oidc manager for issuer ''"
+            ) from None
         if issuer != self.issuer or not self.oidc_secret:
             raise ApiError(400, f"Error getting oidc manager for issuer '{issuer}'")
         caller = self.oidc_caller(token)
@@ -373,7 +437,12 @@ class LocalOscar:
         return admitted
 
     def tick(self) -> None:
-        """Called every second by the server: Kueue admits jobs as others finish."""
+        """Called every second by the server: the VK's status loop (B9) brings job states in,
+        and Kueue admits jobs as others finish."""
+        try:
+            self.status_loop()
+        except Exception:
+            log.exception("the virtual kubelet's status loop failed")
         try:
             self.admit_waiting()
         except Exception:
@@ -393,6 +462,7 @@ class LocalOscar:
                 self.state.save()
                 log.warning("job %s stays Pending: %s", job_name, reason)
                 return
+            job["node"] = self.node_name  # the scheduler binds the pod to the virtual node
             self.state.save()
             pod_service = copy.deepcopy(service)
             pod_service["interlink_node_name"] = self.node_name
@@ -451,7 +521,11 @@ class LocalOscar:
     def _translate_and_submit(
         self, service: dict[str, Any], job: dict[str, Any], body: bytes
     ) -> dict[str, Any]:
-        """Worker thread: pod -> plugin directory -> executor. Touches no shared state."""
+        """Worker thread: pod -> plugin directory -> executor. Touches no shared state.
+
+        The outcome: `job_id` and `pod_dir`; or `provider_error`, what the plugin's `/create`
+        answered when it refused the pod (B3, virtual_kubelet.py), its directory removed; or
+        `error`, a fault of the local OSCAR itself, which goes into the job's log."""
         from .executors import SubmitError
         from .interlink import TranslationError, prepare
         from .pod import build_pod, configmap_data
@@ -468,6 +542,7 @@ class LocalOscar:
                 body=body,
                 pod_uid=job["pod_uid"],
                 namespace=job["namespace"],
+                interlink_release=self.interlink_release,
             )
             pod["spec"]["nodeName"] = self.node_name  # what the scheduler would do
             pod_dir = prepare(
@@ -476,11 +551,17 @@ class LocalOscar:
                 config=self.plugin_config,
             )
         except (TranslationError, ValueError) as error:
-            return {"error": f"interLink could not translate the job's pod: {error}\n"}
+            # The plugin answers its /create with the error and removes the directory, as
+            # when prepareMounts fails (plugin Create.go 127-133); `prepare` wrote nothing.
+            return {"provider_error": f"interLink could not translate the job's pod: {error}"}
         try:
             job_id = self.executor.submit(pod_dir)
         except SubmitError as error:
-            return {"pod_dir": str(pod_dir), "error": _text_line(str(error))}
+            # B3: any stderr of sbatch: 504 with it, and `os.RemoveAll(filesPath)` (plugin
+            # Create.go 258-264). (If sbatch printed a job id as well, the plugin leaves that
+            # Slurm job behind; the executor here reports no id then.)
+            shutil.rmtree(pod_dir, ignore_errors=True)
+            return {"provider_error": _text_line(str(error))}
         return {"pod_dir": str(pod_dir), "job_id": str(job_id)}
 
     def _record_launch(self, job_name: str, outcome: dict[str, Any]) -> None:
@@ -493,9 +574,24 @@ class LocalOscar:
             return
         job["pod_dir"] = outcome.get("pod_dir")
         job["executor"] = self.executor.kind
-        if outcome.get("error"):
+        if outcome.get("provider_error"):
+            # B3: the pod is Failed with reason ProviderFailed and the plugin's answer as its
+            # message; OSCAR's listing says Failed, its log route serves an empty log.
+            message = provider_failed_message(outcome["provider_error"])
+            job["pod_status"] = provider_failed_status(
+                message,
+                [(MAIN_CONTAINER, self.state.services[job["service"]]["image"])],
+                [(INIT_CONTAINER, DEFAULT_SUPERVISOR_KIT_IMAGE)],
+            )
+            self._finish(job, FAILED, PROVIDER_FAILED)
+            log.warning(
+                "job %s failed before it ran (the pod's status says so, its log is empty): %s",
+                job_name,
+                outcome["provider_error"].strip(),
+            )
+        elif outcome.get("error"):
             job["error_log"] = outcome["error"]
-            self._finish(job, FAILED, "SubmitError")
+            self._finish(job, FAILED, "LaunchError")
             log.warning("job %s failed before it ran: %s", job_name, outcome["error"].strip())
         else:
             job["job_id"] = outcome["job_id"]
@@ -508,21 +604,54 @@ class LocalOscar:
         job["finished_at"] = job.get("finished_at") or utc_now()
         job["started_at"] = job.get("started_at") or job["finished_at"]
 
-    def refresh(self, job: dict[str, Any]) -> dict[str, Any]:
-        """Ask the executor for the job's state, at most once per `status_cache_seconds`."""
+    def refresh(self, job: dict[str, Any], *, force: bool = False) -> dict[str, Any]:
+        """The job as Kubernetes knows it. B9 (virtual_kubelet.py): states reach Kubernetes
+        only through the VK's status loop (`tick`), one job per plugin cache period, so this
+        asks the executor itself only when `force`d (the local OSCAR settling its own jobs) or
+        when `status_cache_seconds` is 0."""
+        if not self._tracked(job):
+            return job
+        if force or self.status_cache_seconds <= 0:
+            self._query_state(job)
+        return job
+
+    def _tracked(self, job: dict[str, Any]) -> bool:
+        """A job on Slurm (or a process) whose end this executor can still see."""
         if job["phase"] in TERMINAL_PHASES or not job.get("job_id"):
-            return job
-        if job.get("executor") != self.executor.kind:
-            return job  # submitted by another executor before a restart; keep what we knew
-        now = time.monotonic()
-        if now - self._status_checked.get(job["name"], -1e9) < self.status_cache_seconds:
-            return job
-        self._status_checked[job["name"]] = now
+            return False
+        # Submitted by another executor before a restart: keep what we knew.
+        return bool(job.get("executor") == self.executor.kind)
+
+    def status_loop(self, now: float | None = None) -> str | None:
+        """One round of the VK's `statusLoop` (every 5 s) against the plugin's global status
+        cache (10 s): when the cache has expired, the unfinished job computed longest ago gets
+        its state (Go walks the VK's pods in random map order; the oldest first gives the same
+        rate without luck); the others get the cached answer, which names its own pod and
+        changes nothing. Returns the name of the job whose state was asked for, if any."""
+        clock = now is None
+        now = time.monotonic() if now is None else now
+        if self.status_cache_seconds <= 0 or now - self._status_loop_at < STATUS_LOOP_S:
+            return None
+        self._status_loop_at = now
+        if now - self._plugin_status_at < self.status_cache_seconds:
+            return None
+        tracked = [job for job in self.state.jobs.values() if self._tracked(job)]
+        if not tracked:
+            return None
+        job = min(tracked, key=lambda j: self._status_checked.get(j["name"], -math.inf))
+        self._query_state(job)
+        # Status.go 473: the timer restarts when the computation is done.
+        done = time.monotonic() if clock else now
+        self._plugin_status_at = self._status_checked[job["name"]] = done
+        return str(job["name"])
+
+    def _query_state(self, job: dict[str, Any]) -> None:
+        self._status_checked[job["name"]] = time.monotonic()
         try:
             state = self.executor.state(job["job_id"], Path(job["pod_dir"]))
         except Exception as error:
             log.warning("state of job %s (%s) unknown: %s", job["name"], job["job_id"], error)
-            return job
+            return
         job["started_at"] = rfc3339(state.started_at) or job.get("started_at")
         if state.phase in TERMINAL_PHASES:
             job["finished_at"] = rfc3339(state.finished_at) or utc_now()
@@ -532,7 +661,14 @@ class LocalOscar:
             log.info("job %s ended %s (%s)", job["name"], state.phase, state.slurm_state)
         else:
             job["phase"] = state.phase
-        return job
+
+    @staticmethod
+    def scheduled(job: dict[str, Any]) -> bool:
+        """Whether the job's pod is bound to the virtual node (records written before the
+        `node` field say so by their pod directory, Slurm job or pod status)."""
+        return bool(
+            job.get("node") or job.get("pod_dir") or job.get("job_id") or job.get("pod_status")
+        )
 
     def _jobs_service(self, service_name: str, caller: Caller | None) -> dict[str, Any]:
         """`pkg/handlers/logs.go` `getAuthorizedService` for the listing, the log and
@@ -579,11 +715,19 @@ class LocalOscar:
     def job_log(self, service_name: str, job_name: str, caller: Caller | None = None) -> str:
         """`pkg/handlers/logs.go` `MakeGetLogsHandler`: the pod is found by service and
         `job-name` labels only (275-277), so whoever may use the service reads any job's log,
-        another user's too; a service the caller may not use answers 200, empty (262-265)."""
+        another user's too; a service the caller may not use answers 200, empty (262-265).
+
+        B7 (reference OSCAR.md section 13): no pod (an unknown or deleted job, a job Kueue
+        keeps suspended) means `err` is nil at 279-283, `err.Error()` panics and gin's
+        recovery answers 500 with no body. B8: a pod not scheduled (Pending for want of a
+        node) has no log location: 200, empty. A scheduled pod's log is the plugin's GetLogs
+        (plugin `GetLogs.go` 194-221): `job.out` then `run-<container>.out`, a missing file
+        read as empty (314-330), never `init-<container>.out` (203-213: the fallback runs only
+        on errors a missing file does not raise)."""
         self._jobs_service(service_name, caller)
-        job = self._job(service_name, job_name)
-        if not job.get("pod_dir") and not job.get("error_log"):
-            raise ApiError(404)  # no pod yet, or its container never started
+        job = self.state.jobs.get(job_name)
+        if job is None or job["service"] != service_name or job["phase"] == SUSPENDED:
+            raise ApiError(500)
         text = ""
         if job.get("pod_dir"):
             pod_dir = Path(job["pod_dir"])
@@ -660,8 +804,7 @@ class LocalOscar:
         for job in self.state.unfinished_jobs():
             if job.get("job_id") and job.get("executor") == self.executor.kind:
                 # Settle it first: a job that ended since it was last listed keeps its own end.
-                self._status_checked.pop(job["name"], None)
-                if self.refresh(job)["phase"] in TERMINAL_PHASES:
+                if self.refresh(job, force=True)["phase"] in TERMINAL_PHASES:
                     continue
                 self._cancel_quietly(job["job_id"], job.get("pod_dir"))
                 self._finish(job, FAILED, STOPPED_REASON)
@@ -695,6 +838,9 @@ class LocalOscar:
             "container_runtime": self.runtime_description,
             "virtual_node": self.node_name,
             "home": str(self.layout.root),
+            "plugin_release": self.plugin_release,
+            "interlink_release": self.interlink_release,
+            "node_capacity": dict(self.node_capacity),
         }
 
     def config(self, caller: Caller | None = None) -> dict[str, Any]:
@@ -745,13 +891,20 @@ class LocalOscar:
         """`pkg/handlers/status.go`. With `real_status`, as a real cluster answers: nodes must
         also appear in metrics-server's NodeMetrics, and interLink's virtual kubelet serves no
         resource metrics, so the virtual node is not listed (nor is any other: the local OSCAR
-        has no ordinary node). Jobs and pods are counted for admins only."""
+        has no ordinary node), and `nodes` is null (B14: the Go slice is never appended to,
+        status.go 305, 364). Without it the virtual node is listed with its configured
+        capacity (B13) and the limits of the pods on it as usage. Jobs and pods are counted
+        for admins only."""
         caller = caller or Caller.admin()
-        resources = self.executor.node_resources()
-        cpus_milli = int(resources["cpus"] * 1000)
-        free_milli = int(resources["free_cpus"] * 1000)
-        memory_bytes = int(resources["memory_mib"]) * 1024 * 1024
-        free_bytes = int(resources["free_memory_mib"]) * 1024 * 1024
+        cpus_milli = int(parse_quantity(self.node_capacity["cpu"], what="cpu") * 1000)
+        memory_bytes = int(parse_quantity(self.node_capacity["memory"], what="memory"))
+        used = kueue.Resources()
+        for job in self.state.jobs.values():
+            if job.get("pod_dir") and job["phase"] not in TERMINAL_PHASES:
+                used = used + _limits_of(job)
+        used_milli = min(cpus_milli, int(used.cpu * 1000))
+        used_bytes = min(memory_bytes, int(used.memory))
+        free_milli, free_bytes = cpus_milli - used_milli, memory_bytes - used_bytes
         states = dict.fromkeys(("Pending", "Running", "Succeeded", "Failed", "Unknown"), 0)
         for job in self.state.jobs.values():
             if job["phase"] in states:
@@ -760,13 +913,13 @@ class LocalOscar:
             "name": self.node_name,
             "cpu": {
                 "capacity_cores": cpus_milli,
-                "usage_cores": cpus_milli - free_milli,
-                "request_cores": cpus_milli - free_milli,
+                "usage_cores": used_milli,
+                "request_cores": used_milli,
             },
             "memory": {
                 "capacity_bytes": memory_bytes,
-                "usage_bytes": memory_bytes - free_bytes,
-                "request_bytes": memory_bytes - free_bytes,
+                "usage_bytes": used_bytes,
+                "request_bytes": used_bytes,
             },
             "gpu": self.node_gpus,
             "is_interlink": True,
@@ -777,7 +930,7 @@ class LocalOscar:
             "executor": self.executor.kind,
         }
         nodes = [] if self.real_status or not self.interlink_available else [node]
-        if self.real_status:
+        if not nodes:
             cpus_milli = free_milli = memory_bytes = free_bytes = 0
         if not caller.is_admin:
             states = dict.fromkeys(states, 0)
@@ -797,9 +950,9 @@ class LocalOscar:
                         "total_schedulable_bytes": memory_bytes,
                         "max_schedulable_on_node_bytes": memory_bytes,
                     },
-                    "gpu": {"total_gpu": 0 if self.real_status else self.node_gpus},
+                    "gpu": {"total_gpu": self.node_gpus if nodes else 0},
                 },
-                "nodes": nodes,
+                "nodes": nodes or None,
             },
             "oscar": {
                 "deployment_name": "oscar",

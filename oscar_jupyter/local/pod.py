@@ -3,9 +3,11 @@
 The shape follows OSCAR's ``Service.ToPodSpec``, ``SetInterlinkService``,
 ``SetInterlinkJob`` and the job handler (reference OSCAR.md sections 3.4 and 6,
 INTERLINK.md section 4), as the virtual kubelet hands it to the Slurm plugin: scheduled
-(``nodeName`` set), API-server defaults filled in, ``RESOURCE_ID`` and the service's secret
-environment already resolved into plain values. The local OSCAR has no MinIO, so the
-``minio-user`` secret volume is left out.
+(``nodeName`` set), API-server defaults filled in, ``RESOURCE_ID`` already resolved into a plain
+value. The service's secret environment travels as OSCAR sends it, an ``envFrom`` of the
+service's Secret, which interLink 0.6.2 resolves into plain values and 0.6.1 passes on
+unresolved, so the plugin (which reads only ``env``) drops it (B4, ``resolve_env_from``). The
+local OSCAR has no MinIO, so the ``minio-user`` secret volume is left out.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import yaml
 
 from .interlink import TranslationError, parse_quantity
+from .releases import DEFAULT_INTERLINK_RELEASE, check_release
 
 MAIN_CONTAINER = "oscar-container"
 INIT_CONTAINER = "supervisor-container"
@@ -104,8 +107,7 @@ def _environment(
     service: Mapping[str, Any], name: str, node: str, job_name: str, body: bytes
 ) -> list[dict[str, str]]:
     # OSCAR's order: service variables, OSCAR_SERVICE_*, watchdog, EVENT, JOB_UUID,
-    # RESOURCE_ID; then the service secrets, appended the way interLink expands envFrom
-    # (an explicit variable of the same name wins).
+    # RESOURCE_ID. The service secrets are not here: they come through envFrom.
     variables = _string_map(service, "environment", "variables")
     env = [{"name": key, "value": value} for key, value in variables.items()]
     exposed = bool((service.get("expose") or {}).get("api_port"))
@@ -123,11 +125,37 @@ def _environment(
         {"name": "JOB_UUID", "value": job_name},
         {"name": "RESOURCE_ID", "value": node},  # fieldRef spec.nodeName, resolved by the VK
     ]
-    explicit = {entry["name"] for entry in env}
-    for key, value in sorted(_string_map(service, "environment", "secrets").items()):
-        if key not in explicit:
-            env.append({"name": key, "value": value})
     return env
+
+
+def resolve_env_from(
+    container: dict[str, Any],
+    secrets: Mapping[str, Mapping[str, str]],
+    interlink_release: str = DEFAULT_INTERLINK_RELEASE,
+) -> None:
+    """What interLink's virtual kubelet does with a container's ``envFrom`` before the plugin
+    sees it (B4, reference OSCAR.md section 13).
+
+    interLink 0.6.2 (``pkg/virtualkubelet/execute.go`` 1168-1235, called at 1285-1290 in
+    ``RemoteExecution``; commit 6fb734f8) appends each key of the referenced Secret to ``env``
+    unless an explicit variable has that name, then drops ``envFrom``. The Secret's keys come
+    in Go map order (random); they are sorted here. interLink 0.6.1 has no such step
+    (``execute.go`` 1085-1130 at the 0.6.1 tag): ``envFrom`` reaches the plugin, whose env file
+    holds only ``env`` (plugin ``prepare.go`` 485-537, ``createEnvFile``), so the secret
+    variables are silently missing in the job.
+    """
+    check_release("interlink", interlink_release)
+    if interlink_release == "0.6.1" or not container.get("envFrom"):
+        return
+    env = container.setdefault("env", [])
+    explicit = {entry["name"] for entry in env}
+    for source in container.pop("envFrom"):
+        prefix = source.get("prefix") or ""
+        name = str((source.get("secretRef") or {}).get("name") or "")
+        for key, value in sorted((secrets.get(name) or {}).items()):
+            if prefix + key not in explicit:
+                env.append({"name": prefix + key, "value": value})
+                explicit.add(prefix + key)
 
 
 def _resources(service: Mapping[str, Any]) -> dict[str, dict[str, str]]:
@@ -152,12 +180,16 @@ def build_pod(
     pod_uid: str,
     namespace: str = "oscar-svc",
     supervisor_kit_image: str = DEFAULT_SUPERVISOR_KIT_IMAGE,
+    interlink_release: str = DEFAULT_INTERLINK_RELEASE,
 ) -> dict:
-    """The pod of one job of an interLink service, as the Slurm plugin receives it.
+    """The pod of one job of an interLink service, as the Slurm plugin receives it from
+    ``interlink_release``.
 
     ``service`` is the service definition (OSCAR's JSON field names) with
-    ``interlink_node_name`` set; ``body`` is the raw request body of ``POST /job/{svc}``.
+    ``interlink_node_name`` set and ``environment.secrets`` holding the secret values;
+    ``body`` is the raw request body of ``POST /job/{svc}``.
     """
+    check_release("interlink", interlink_release)
     name = _require(service, "name")
     image = _require(service, "image")
     node = service.get("interlink_node_name")
@@ -194,7 +226,7 @@ def build_pod(
         claim = (managed_volume.get("name") or "").strip() or name
         volumes.append({"name": SERVICE_VOLUME, "persistentVolumeClaim": {"claimName": claim}})
 
-    return {
+    pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -238,6 +270,14 @@ def build_pod(
             "volumes": volumes,
         },
     }
+    secrets = _string_map(service, "environment", "secrets")
+    if secrets:
+        # pkg/handlers/job.go 193-204 (v4.1.2): the service's Secret (named after the service,
+        # created when it has secrets) as envFrom of the main container.
+        main = pod["spec"]["containers"][0]
+        main["envFrom"] = [{"secretRef": {"name": name}}]
+        resolve_env_from(main, {name: secrets}, interlink_release)
+    return pod
 
 
 def configmap_data(service: dict) -> dict[str, str]:

@@ -26,11 +26,18 @@ from .kubernetes_api import kubernetes_routes
 from .oscar import (
     LocalOscar,
 )
+from .releases import (
+    DEFAULT_INTERLINK_RELEASE,
+    DEFAULT_PLUGIN_RELEASE,
+    INTERLINK_RELEASES,
+    PLUGIN_RELEASES,
+)
 from .services import (
     DEFAULT_NODE_NAME,
     NOT_FOUND_TEXT,
     ApiError,
 )
+from .singularity import DEFAULT_SESSIONDIR_MAX_SIZE_MIB
 from .state import (
     HomeLayout,
     ensure_admin_password,
@@ -44,6 +51,7 @@ from .users import (
     exchange_refresh_token,
     issuer,
 )
+from .virtual_kubelet import DEFAULT_CPU_CAPACITY, DEFAULT_MEMORY_CAPACITY
 
 log = logging.getLogger("oscar_jupyter.local.server")
 
@@ -276,6 +284,11 @@ def build_local_oscar(
     job_listing_limit: int = 70,
     storage: Any = None,
     job_python: str | None = None,
+    plugin_release: str = DEFAULT_PLUGIN_RELEASE,
+    interlink_release: str = DEFAULT_INTERLINK_RELEASE,
+    node_cpu: str = DEFAULT_CPU_CAPACITY,
+    node_memory: str = DEFAULT_MEMORY_CAPACITY,
+    sessiondir_max_size: int = DEFAULT_SESSIONDIR_MAX_SIZE_MIB,
 ) -> LocalOscar:
     """Wire the real parts: executor, container runtime, supervisor kit, plugin configuration."""
     from .executors import choose_executor
@@ -287,11 +300,14 @@ def build_local_oscar(
     layout.create()
     password = ensure_admin_password(layout)
     executor, reason = choose_executor(executor_preference)
-    singularity_path, runtime_description = runtime_command(home, job_python=job_python)
+    singularity_path, runtime_description = runtime_command(
+        home, job_python=job_python, sessiondir_max_size_mib=sessiondir_max_size
+    )
     plugin_config = PluginConfig(
         data_root=str(layout.jobs_dir) + "/",
         singularity_path=str(singularity_path),
         image_prefix=image_prefix,
+        release=plugin_release,
     )
     kit_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="supervisor-kit")
     kit = kit_pool.submit(ensure_supervisor_kit)  # shared cache: singularity.py finds it there
@@ -313,6 +329,9 @@ def build_local_oscar(
         real_status=real_status,
         job_listing_limit=job_listing_limit,
         storage=storage,
+        interlink_release=interlink_release,
+        node_cpu=node_cpu,
+        node_memory=node_memory,
     )
 
 
@@ -351,6 +370,15 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--job-python", help="the python3 that plays the image's (default: the host's)"
     )
+    parser.add_argument("--plugin-version", default=DEFAULT_PLUGIN_RELEASE, choices=PLUGIN_RELEASES)
+    parser.add_argument(
+        "--interlink-version", default=DEFAULT_INTERLINK_RELEASE, choices=INTERLINK_RELEASES
+    )
+    parser.add_argument("--node-cpu", default=DEFAULT_CPU_CAPACITY)
+    parser.add_argument("--node-memory", default=DEFAULT_MEMORY_CAPACITY)
+    parser.add_argument(
+        "--sessiondir-max-size", type=int, default=DEFAULT_SESSIONDIR_MAX_SIZE_MIB, help="MiB"
+    )
     return parser.parse_args(argv)
 
 
@@ -383,6 +411,11 @@ def main(argv: list[str] | None = None) -> int:
             job_listing_limit=args.job_listing_limit,
             storage=storage,
             job_python=args.job_python,
+            plugin_release=args.plugin_version,
+            interlink_release=args.interlink_version,
+            node_cpu=args.node_cpu,
+            node_memory=args.node_memory,
+            sessiondir_max_size=args.sessiondir_max_size,
         )
     except Exception as error:
         log.error("cannot start the local OSCAR: %s", error)
@@ -420,13 +453,16 @@ async def _serve(oscar: LocalOscar, host: str, port: int) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     log.info(
-        "local OSCAR listening on http://%s:%d (executor %s: %s; runtime %s; node %s)",
+        "local OSCAR listening on http://%s:%d (executor %s: %s; runtime %s; node %s; "
+        "Slurm plugin %s, interLink %s)",
         host,
         port,
         oscar.executor.kind,
         oscar.executor_reason,
         oscar.runtime_description,
         oscar.node_name,
+        oscar.plugin_release,
+        oscar.interlink_release,
     )
     await stopping.wait()
     log.info("stopping: no new requests, cancelling unfinished jobs")

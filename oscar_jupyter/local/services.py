@@ -16,7 +16,6 @@ NAMESPACE = "oscar-svc"
 MAIN_CONTAINER = "oscar-container"
 DEFAULT_OWNER = "cluster_admin"
 SERVICE_TOKEN_LENGTH = 64
-STATUS_CACHE_SECONDS = 1.0
 NOT_FOUND_TEXT = "404 page not found"
 BASIC_CHALLENGE = 'Basic realm="Authorization Required"'
 STOPPED_REASON = "Cancelled: the local OSCAR was stopped (oscar-jupyter local stop)"

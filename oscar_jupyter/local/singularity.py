@@ -11,6 +11,14 @@ An image's own interpreter can be played too (``oscar-jupyter local start --job-
 ``$OSCAR_JUPYTER_JOB_PYTHON`` names a python3 that the container finds first on its PATH (as
 ``/opt/job-python/bin/python3``), its installation bound read-only at its own path.
 
+B11 (reference OSCAR.md section 13): the plugin runs every container with ``--containall``
+(plugin ``pkg/slurm/func.go`` 126, default ``SingularityDefaultOptions``), so apptainer makes
+``/tmp``, ``/var/tmp`` and home in its session directory, a tmpfs capped by ``sessiondir max
+size`` (64 MiB in the default apptainer.conf): data-heavy cells hit ENOSPC there. Each of the
+three is a bwrap tmpfs of that size here (``--size``, bubblewrap 0.6 and later; apptainer
+shares one cap among them, so a site may refuse a little sooner). ``$OSCAR_JUPYTER_SESSIONDIR``
+``_MAX_SIZE`` (MiB, 0 = no cap; the wrapper ``runtime_command`` writes sets it) changes it.
+
 The plugin's options that matter are honoured (``--bind``, ``--env-file``, ``--env``, ``--pwd``,
 ``--home``); the rest (``--nv``, ``--no-eval``, ``--containall``, ``--no-home``, ...) are accepted
 and ignored. This file imports nothing from its package: the wrapper runs it as a plain script.
@@ -31,6 +39,8 @@ KIT_BINDS_FILE = ".binds"
 KIT_ENV = "OSCAR_JUPYTER_SUPERVISOR_KIT"
 JOB_PYTHON_ENV = "OSCAR_JUPYTER_JOB_PYTHON"
 JOB_PYTHON_DIR = "/opt/job-python/bin"  # first on the container's PATH when a job python is set
+SESSIONDIR_ENV = "OSCAR_JUPYTER_SESSIONDIR_MAX_SIZE"
+DEFAULT_SESSIONDIR_MAX_SIZE_MIB = 64  # apptainer.conf `sessiondir max size`
 CACHE_ENV = "OSCAR_JUPYTER_CACHE"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PROGRAM = "singularity (bubblewrap stand-in)"
@@ -442,18 +452,43 @@ def _covered_by_root(path: str) -> bool:
     return any(path == top or path.startswith(top + "/") for top in ("/usr", "/etc"))
 
 
+def _session_tmpfs(path: str, size_bytes: int) -> list[str]:
+    """A fresh tmpfs at ``path``, capped at ``size_bytes`` (0: the kernel's default)."""
+    return (["--size", str(size_bytes)] if size_bytes > 0 else []) + ["--tmpfs", path]
+
+
+def sessiondir_size_bytes(environment: dict[str, str] | None = None) -> int:
+    """The session directory cap in bytes from ``$OSCAR_JUPYTER_SESSIONDIR_MAX_SIZE`` (MiB),
+    64 MiB when unset, 0 (no cap) for 0."""
+    raw = (os.environ if environment is None else environment).get(SESSIONDIR_ENV, "")
+    if not raw.strip():
+        return DEFAULT_SESSIONDIR_MAX_SIZE_MIB * 1024 * 1024
+    try:
+        mib = int(raw)
+    except ValueError:
+        raise UsageError(f"{SESSIONDIR_ENV}={raw!r} is not a whole number of MiB") from None
+    if mib < 0:
+        raise UsageError(f"{SESSIONDIR_ENV}={raw!r} must not be negative")
+    return mib * 1024 * 1024
+
+
 def bwrap_arguments(
-    invocation: Invocation, home: str, kit: Path | None, python: str | None = None
+    invocation: Invocation,
+    home: str,
+    kit: Path | None,
+    python: str | None = None,
+    tmp_size_bytes: int = 0,
 ) -> list[str]:
     args = ["bwrap", *_root_layout()]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp"]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += _session_tmpfs("/tmp", tmp_size_bytes) + _session_tmpfs("/var/tmp", tmp_size_bytes)
     if invocation.home and ":" in invocation.home:
         source, destination = invocation.home.split(":", 1)
         args += ["--bind", os.path.abspath(source), destination]
     elif invocation.home:
         args += ["--bind", os.path.abspath(invocation.home), invocation.home]
     else:
-        args += ["--tmpfs", home]
+        args += _session_tmpfs(home, tmp_size_bytes)
     if kit is not None:
         args += ["--ro-bind", str(kit), "/supervisor"]
         for line in _read_lines(kit / KIT_BINDS_FILE):
@@ -519,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
                 "python3 (oscar-jupyter local start --job-python PATH)"
             )
         environment = container_environment(invocation, home, python)
-        args = bwrap_arguments(invocation, home, _supervisor_kit(), python)
+        args = bwrap_arguments(invocation, home, _supervisor_kit(), python, sessiondir_size_bytes())
     except UsageError as error:
         print(f"FATAL: {error}", file=sys.stderr)
         return FATAL_EXIT
@@ -554,15 +589,35 @@ def _version_of(program: str) -> str:
     return result.stdout.strip().splitlines()[0] if result.stdout.strip() else Path(program).name
 
 
+def bwrap_caps_tmpfs(bwrap: str) -> bool:
+    """Whether this bubblewrap has ``--size`` (a size cap for the next ``--tmpfs``; 0.6+)."""
+    try:
+        result = subprocess.run(
+            [bwrap, "--help"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--size" in result.stdout + result.stderr
+
+
 def runtime_command(
-    home: Path, supervisor_kit: Path | None = None, job_python: str | None = None
+    home: Path,
+    supervisor_kit: Path | None = None,
+    job_python: str | None = None,
+    *,
+    sessiondir_max_size_mib: int = DEFAULT_SESSIONDIR_MAX_SIZE_MIB,
 ) -> tuple[str, str]:
     """(the plugin's SingularityPath, a human description of the container runtime).
 
-    A real singularity or apptainer on PATH wins; otherwise ``home/bin/singularity`` is written:
-    a wrapper that runs this file with the current python (and names the supervisor kit and
-    the `job_python` that plays the image's python3).
+    A real singularity or apptainer on PATH wins (its own apptainer.conf caps its session
+    directory); otherwise ``home/bin/singularity`` is written: a wrapper that runs this file
+    with the current python, names the supervisor kit and the `job_python` that plays the
+    image's python3, and caps ``/tmp``, ``/var/tmp`` and home at ``sessiondir_max_size_mib`` MiB
+    (B11; 0 = no cap; no cap either with a bubblewrap that lacks ``--size``, which the
+    description then says).
     """
+    if sessiondir_max_size_mib < 0:
+        raise ValueError("the session directory size must not be negative (0 = no cap)")
     if job_python is not None:
         job_python = os.path.abspath(job_python)
         if not (os.path.isfile(job_python) and os.access(job_python, os.X_OK)):
@@ -579,6 +634,15 @@ def runtime_command(
             "no container runtime: install bubblewrap (apt-get install bubblewrap, or "
             "scripts/slurm-cluster.sh install), singularity or apptainer"
         )
+    version = _version_of(bwrap).replace("bubblewrap ", "")
+    size = sessiondir_max_size_mib
+    if size and bwrap_caps_tmpfs(bwrap):
+        tmp_note = f"/tmp capped at {size} MiB"
+    elif size:
+        tmp_note = f"/tmp NOT capped: bubblewrap {version} has no --size (a site caps it)"
+        size = 0
+    else:
+        tmp_note = "/tmp not capped (asked for)"
     wrapper = Path(home) / "bin" / "singularity"
     wrapper.parent.mkdir(parents=True, exist_ok=True)
     lines = ["#!/bin/sh", f"# Written by oscar-jupyter: {PROGRAM}."]
@@ -588,6 +652,7 @@ def runtime_command(
         lines.append(f"{JOB_PYTHON_ENV}={shlex.quote(job_python)}; export {JOB_PYTHON_ENV}")
     else:  # only the server's option sets it, not a variable left in a job's environment
         lines.append(f"unset {JOB_PYTHON_ENV}")
+    lines.append(f"{SESSIONDIR_ENV}={size}; export {SESSIONDIR_ENV}")
     lines.append(
         f'exec {shlex.quote(sys.executable)} {shlex.quote(str(Path(__file__).resolve()))} "$@"'
     )
@@ -596,8 +661,7 @@ def runtime_command(
     temporary.write_text(text)
     temporary.chmod(0o755)
     os.replace(temporary, wrapper)
-    version = _version_of(bwrap).replace("bubblewrap ", "")
-    description = f"bubblewrap {version} (emulates singularity exec --containall)"
+    description = f"bubblewrap {version} (emulates singularity exec --containall; {tmp_note})"
     if job_python is not None:
         description += f"; the image's python3 is {job_python}"
     return str(wrapper), description

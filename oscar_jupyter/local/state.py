@@ -110,7 +110,9 @@ class LocalState:
 
     `services` maps a service name to its public definition (what `GET /system/services/{name}`
     returns); `secrets` holds each service's secret environment values, which OSCAR keeps out of
-    the definition; `jobs` maps a job name to its record (see server.py for the fields).
+    the definition; `jobs` maps a job name to its record (see oscar.py for the fields);
+    `releases` the interLink and Slurm-plugin releases the server models
+    (`{"plugin": "0.6.1", "interlink": "0.6.1"}`, releases.py), written when it starts.
     """
 
     def __init__(self, path: Path) -> None:
@@ -119,6 +121,7 @@ class LocalState:
         self.secrets: dict[str, dict[str, str]] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
         self.provisioned_users: list[str] = []
+        self.releases: dict[str, str] = {}
         self._load()
 
     def _load(self) -> None:
@@ -135,6 +138,7 @@ class LocalState:
         self.secrets = dict(data.get("secrets", {}))
         self.jobs = dict(data.get("jobs", {}))
         self.provisioned_users = list(data.get("provisioned_users", []))
+        self.releases = dict(data.get("releases", {}))
 
     def save(self) -> None:
         document = {
@@ -143,6 +147,7 @@ class LocalState:
             "secrets": self.secrets,
             "jobs": self.jobs,
             "provisioned_users": self.provisioned_users,
+            "releases": self.releases,
         }
         write_atomically(self.path, json.dumps(document, indent=1, sort_keys=True))
 

@@ -10,8 +10,13 @@ from oscar_jupyter.nodes import VirtualNode
 from oscar_jupyter.session import Session
 from oscar_jupyter.spec import OffloadSpec, SiteFacts, SpecError
 
-FROM_KUBERNETES = "(the capacity its virtual node advertises, from Kubernetes)"
-FROM_OSCAR = "(the capacity its virtual node advertises, from OSCAR)"
+CONFIGURED = (
+    ": the numbers configured in interLink, 100 CPUs / 3000G unless the site set them, not "
+    "necessarily those of the HPC partition)"
+)
+FROM_KUBERNETES = "(the capacity its virtual node advertises, from Kubernetes" + CONFIGURED
+FREE_SAID = "what is free comes from OSCAR /system/status; Slurm decides when the job starts"
+FROM_OSCAR = "(the capacity its virtual node advertises, from OSCAR" + CONFIGURED
 GiB = 2**30
 
 
@@ -159,9 +164,9 @@ def test_over_what_is_free_now_is_a_note_that_it_would_queue():
     assert capacity_problems(spec, busy) == []
     assert capacity_notes(spec, busy) == [
         "node vega has 12 of 64 CPUs free now: a job asking for 16 CPUs waits until enough "
-        "are free",
+        f"are free ({FREE_SAID})",
         "node vega has 100.0 GiB of 256.0 GiB memory free now: a job asking for 128.0 GiB "
-        "waits until enough is free",
+        f"waits until enough is free ({FREE_SAID})",
     ]
     assert capacity_notes(OffloadSpec(node="vega", cpus_per_task=8, mem="64G"), busy) == []
 

@@ -10,7 +10,7 @@ import threading
 import httpx
 import pytest
 
-from oscar_jupyter.client import OscarClient, OscarError
+from oscar_jupyter.client import OscarClient, OscarError, is_no_pod_answer
 from oscar_jupyter.config import ClusterProfile, ConfigError, Secret, TokenRefreshError
 from oscar_jupyter.local.users import CLIENT_ID, TOKEN_PATH, unverified_claims
 
@@ -46,7 +46,7 @@ def test_health_needs_no_credentials(cluster):
 def test_system_calls_send_basic_auth(client, cluster):
     assert client.info()["version"] == cluster.admin.get("/system/info").json()["version"]
     assert client.config()["config"]["interLink_available"] is True
-    assert client.status()["cluster"]["nodes"] == []  # a real cluster's: no metrics, no node
+    assert not client.status()["cluster"]["nodes"]  # a real cluster's: no metrics, null
     for path in ("/system/info", "/system/config", "/system/status"):
         assert cluster.seen("GET", path)[0].headers["authorization"] == basic(cluster)
 
@@ -272,8 +272,36 @@ def test_get_gives_up_after_the_retries(client, cluster):
     with pytest.raises(OscarError) as caught:
         client.info()
     assert caught.value.status_code == 504
-    assert str(caught.value) == "OSCAR answered 504 on GET /system/info: forced 504"
+    assert str(caught.value).startswith(
+        "OSCAR answered 504 on GET /system/info: forced 504; 504 comes from the proxy in front "
+        "of OSCAR (the cluster's ingress), not from OSCAR: OSCAR did not answer it in time, or "
+        "is restarting"
+    )
+    assert "retried already" in str(caught.value)
     assert len(cluster.seen("GET", "/system/info")) == 3
+
+
+def test_a_502_says_it_is_the_proxy_in_front_of_oscar(client, cluster):
+    cluster.faults.answer("GET", "/system/info", 502, 502, 502)
+    with pytest.raises(OscarError) as caught:
+        client.info()
+    assert caught.value.status_code == 502
+    assert "502 comes from the proxy in front of OSCAR" in str(caught.value)
+
+
+def test_the_empty_500_of_a_job_without_a_pod_is_named_as_such(client, cluster):
+    """B7: OSCAR's log handler panics for a job that has no pod (logs.go 279-283): an empty
+    500, which the client reads as "no pod (yet, or any more)", not as a failure."""
+    cluster.create_service("svc")
+    with pytest.raises(OscarError) as caught:
+        client.job_logs("svc", "svc-never-was")
+    assert caught.value.status_code == 500
+    assert is_no_pod_answer(caught.value)
+    assert "the log of a job that has no pod" in str(caught.value)
+    cluster.faults.answer("GET", "/system/info", 500)
+    with pytest.raises(OscarError) as other:
+        client.info()
+    assert not is_no_pod_answer(other.value)  # elsewhere a 500 stays an error
 
 
 def test_post_is_never_retried_on_503(client, cluster):

@@ -95,7 +95,11 @@ def test_over_capacity_is_refused_at_once_in_the_magic_and_the_panel(
 
     # The admin's profile names the cluster's kubeconfig; OSCAR's /system/status lists no
     # virtual node (no metrics), so the numbers come from Kubernetes.
-    source = "(the capacity its virtual node advertises, from Kubernetes)"
+    source = (
+        "(the capacity its virtual node advertises, from Kubernetes: the numbers configured in "
+        "interLink, 100 CPUs / 3000G unless the site set them, not necessarily those of the "
+        "HPC partition)"
+    )
     cpu_refusal = (
         f"--cpus-per-task {big}: node {NODE} offers {cpus} CPU{'s' * (cpus != 1)} {source}; "
         f"ask for at most --cpus-per-task {cpus} {WAY_OUT}"

@@ -69,3 +69,19 @@ def test_offload_follows_by_itself_when_the_profile_names_a_kubeconfig(connected
     job = oscar_jupyter.offload("print('streamed')", node=NODE, time="00:05:00", wait=False)
     assert job._follower is not None
     assert job.wait(120) == 0 and [line.text for line in job.lines()] == ["streamed"]
+
+
+def test_a_job_that_ends_between_two_of_the_follows_reads_still_shows_its_output(
+    connected, monkeypatch
+):
+    """The plugin's follow reads every 4 s (B6): a short job can end, and OSCAR's listing say
+    so, while the stream is still open and has brought none of its log. Its lines and exit
+    then come from OSCAR's whole log, read once."""
+    from oscar_jupyter.jobs import Job
+
+    monkeypatch.setattr(Job, "following", property(lambda job: True))  # open till the end
+    job = oscar_jupyter.offload("print('quick')", node=NODE, time="00:05:00", wait=False)
+    assert job._follower is not None
+    job.feed_stream = lambda text, follower: None  # type: ignore[method-assign]  # brings nothing
+    assert job.wait(120) == 0
+    assert [line.text for line in job.lines()] == ["quick"] and job.status() == "Succeeded"

@@ -224,10 +224,20 @@ def test_cancel_magic_on_a_finished_job_says_it_had_ended(ip):
     assert ip.user_ns["done"].status() == "Succeeded"
 
 
-def test_a_secret_reaches_the_cell_but_no_log_listing_or_dry_run(ip, connected, monkeypatch):
+def test_a_secret_reaches_the_cell_but_no_log_listing_or_dry_run(
+    ipshell, local_oscar_0_6_2, monkeypatch
+):
+    """On interLink 0.6.2, which resolves the secrets' envFrom (B4; 0.6.1 refuses the cell:
+    tests/e2e/test_releases_e2e.py)."""
     import hashlib
     import json
     import secrets
+
+    ip = ipshell
+    monkeypatch.setenv("OSCAR_CLI_CONFIG", str(local_oscar_0_6_2.profile_path))
+    monkeypatch.setattr(session_module, "_current", None)
+    oscar_jupyter.connect("local")
+    connected = session_module.current()
 
     value = "tok-" + secrets.token_hex(16)
     monkeypatch.setenv("API_TOKEN", value)  # the kernel's environment, never the cell

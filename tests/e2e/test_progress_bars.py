@@ -12,17 +12,19 @@ from .test_cell_experience import CONNECT, OFFLOAD, RAW_LOG, client_for, noteboo
 
 pytestmark = pytest.mark.e2e
 
+# Long enough to be seen mid-way through the plugin's follow, which brings the log in 4 s steps
+# (B6: GetLogs.go re-reads run-<container>.out every 4 s), not only by a poll's.
 PROGRESS = (
     OFFLOAD
     + """
 import sys, time
 print("start")
-for i in range(30):
-    print(f"\\r{i + 1}/30", end="", flush=True)
+for i in range(90):
+    print(f"\\r{i + 1}/90", end="", flush=True)
     time.sleep(0.1)
 print()
 sys.stderr.write("Name? "); sys.stderr.flush()
-time.sleep(2)
+time.sleep(9)
 sys.stderr.write("Ada\\n")
 print("end")
 """
@@ -42,12 +44,12 @@ def test_progress_bar_shows_in_place_and_ends_as_one_line(local_oscar, monkeypat
     client.process_message = recording  # type: ignore[method-assign]
     nb = run(client, "progress-bars")
     cell = nb.cells[1]
-    assert streams(cell, "stdout") == "start\n30/30\nend\n"
+    assert streams(cell, "stdout") == "start\n90/90\nend\n"
     assert streams(cell, "stderr") == "Name? Ada\n"
     everything = "".join(o.get("text", "") for o in cell.outputs)
     assert "\r" not in everything and not any(text in everything for text in RAW_LOG)
     # while it ran, the bar and the prompt were shown before their newline
-    assert any(re.fullmatch(r"\d+/30", text) for text in shown), shown
+    assert any(re.fullmatch(r"\d+/90", text) for text in shown), shown
     assert "Name? " in shown, shown
     # the displays of lines not ended yet are empty once the lines ended
     partial = [o for o in cell.outputs if o.output_type == "display_data"][1:]
@@ -78,11 +80,11 @@ def test_a_session_cells_progress_bar_shows_in_place_too(local_oscar, monkeypatc
     client.process_message = recording  # type: ignore[method-assign]
     nb = run(client, "session-progress-bars")
     cell = nb.cells[2]
-    assert streams(cell, "stdout") == "start\n30/30\nend\n"
+    assert streams(cell, "stdout") == "start\n90/90\nend\n"
     assert streams(cell, "stderr") == "Name? Ada\n"
     everything = "".join(o.get("text", "") for o in cell.outputs)
     assert "\r" not in everything and not any(text in everything for text in RAW_LOG)
-    assert any(re.fullmatch(r"\d+/30", text) for text in shown), shown
+    assert any(re.fullmatch(r"\d+/90", text) for text in shown), shown
     assert "Name? " in shown, shown
     partial = [o for o in cell.outputs if o.output_type == "display_data"]
     assert partial and all(o.data.get("text/plain") == "" for o in partial)

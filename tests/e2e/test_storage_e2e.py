@@ -91,8 +91,10 @@ def test_large_values_uploads_and_downloads_as_alice(local_oscar, monkeypatch, t
 
 
 def test_combinations_failed_download_no_wait_secret_env_cleanup_and_dry_run(
-    local_oscar, monkeypatch, tmp_path
+    local_oscar_0_6_2, monkeypatch, tmp_path
 ):
+    # On interLink 0.6.2, where --secret arrives (0.6.1 refuses a --secret cell: B4).
+    local_oscar = local_oscar_0_6_2
     (tmp_path / "small.txt").write_text("hello from the notebook\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("API_TOKEN", "s3cr3t-value")

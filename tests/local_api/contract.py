@@ -72,6 +72,8 @@ def to_json_schema(expression: Any) -> dict[str, Any]:
     if isinstance(expression, dict):
         if set(expression) == {"map"}:
             return {"type": "object", "additionalProperties": to_json_schema(expression["map"])}
+        if set(expression) == {"nullable"}:
+            return {"anyOf": [to_json_schema(expression["nullable"]), {"type": "null"}]}
         properties = {
             key.removesuffix("!"): to_json_schema(item) for key, item in expression.items()
         }

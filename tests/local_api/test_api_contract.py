@@ -36,17 +36,19 @@ def test_config_says_interlink_is_available_and_no_secret_leaks(api, local_oscar
     assert local_oscar.password not in response.text
 
 
-def test_status_lists_no_virtual_node_and_kubernetes_lists_it_with_the_executors_capacity(api):
+def test_status_lists_no_virtual_node_and_kubernetes_lists_it_with_its_configured_capacity(api):
     # A real OSCAR's /system/status shows only nodes with metrics (pkg/handlers/status.go), and a
-    # virtual kubelet publishes none; the node, with its capacity, is in the Kubernetes API.
+    # virtual kubelet publishes none: `nodes` is null (B14); the node, with its capacity, is in
+    # the Kubernetes API. B13: interLink's configured capacity (virtualkubelet.go 52-56), not
+    # this machine's: 100 CPUs, 3000G, 10000 pods, no GPU entry for 0 GPUs.
     status = check_response(api.get("/system/status"), "GET", "/system/status")
-    assert not [n for n in status["cluster"]["nodes"] if n.get("is_interlink")]
+    assert status["cluster"]["nodes"] is None and status["cluster"]["nodes_count"] == 0
     node = api.get("/api/v1/nodes/local-slurm").json()
     assert node["metadata"]["labels"]["virtual-node.interlink/type"] == "virtual-kubelet"
     assert node["metadata"]["labels"]["kubernetes.io/hostname"] == "local-slurm"
     assert node["spec"]["taints"][0]["key"] == "virtual-node.interlink/no-schedule"
-    assert int(node["status"]["capacity"]["cpu"]) >= 1
-    assert node["status"]["capacity"]["memory"].endswith("Mi")
+    assert node["status"]["capacity"] == {"cpu": "100", "memory": "3000G", "pods": "10000"}
+    assert node["status"]["allocatable"] == node["status"]["capacity"]
 
 
 def test_service_create_read_list_update_delete(api, make_service):
@@ -173,15 +175,41 @@ def test_job_takes_only_the_services_bearer_token(anonymous, api, make_service):
         "no header": {},
         "basic": {"Authorization": basic},
         "other service's token": {"Authorization": f"Bearer {other['token']}"},
-        "short token": {"Authorization": "Bearer abc"},
+        "64-character token": {"Authorization": "Bearer " + "0" * 64},
     }
     for case, headers in cases.items():
         response = anonymous.post(url, content=b"aGk=", headers=headers)
         assert response.status_code == 401, case
         check_response(response, "POST", "/job/{serviceName}")
-    response = anonymous.post(f"/job/{unique_name('nope')}", headers={"Authorization": "Bearer x"})
-    assert response.status_code == 404
     assert api.get(f"/system/logs/{service['name']}").json() == {"jobs": {}}
+
+
+def test_job_small_codes_b14(anonymous, make_service):
+    """OSCAR.md section 13, B14 (pkg/handlers/job.go, v4.1.2): an unknown service is an empty
+    list, not an error (96-105), so it answers 401 to no Bearer and to any 64-character token
+    (108-128), the codes of a bad token; a token that is no JWT makes GetIssuerFromToken fail:
+    its 502 is written without a return, the missing issuer's 400 text is appended and gin
+    keeps the first status (139-147). OSCAR's swagger declares no 502, so the contract does not
+    either."""
+    service = make_service()
+    missing = f"/job/{unique_name('nope')}"
+    for headers in ({}, {"Authorization": f"Bearer {service['token']}"}):
+        response = anonymous.post(missing, content=b"aGk=", headers=headers)
+        assert (response.status_code, response.content) == (401, b""), headers
+    for url in (missing, f"/job/{service['name']}"):
+        response = anonymous.post(url, content=b"aGk=", headers={"Authorization": "Bearer abc"})
+        assert response.status_code == 502
+        assert response.text == (
+            "token is malformed: token contains an invalid number of segments"
+            "Error getting oidc manager for issuer ''"
+        )
+
+
+def test_job_of_an_unknown_service_with_a_users_token_is_404(anonymous, local_oscar):
+    with local_oscar.user_client("alice") as alice:
+        alice.get("/system/config")  # provisions alice (oidc.go)
+        response = alice.post(f"/job/{unique_name('nope')}", content=b"aGk=")
+    assert response.status_code == 404
 
 
 def test_delegated_job_ids_must_be_valid_and_unique(anonymous, api, make_service):
@@ -203,18 +231,23 @@ def test_generated_job_names_keep_short_service_names(anonymous, api, make_servi
     assert re.fullmatch(re.escape(service["name"]) + r"-[0-9a-f-]{36}", job)
 
 
-def test_logs_of_unknown_services_and_jobs_are_404(api, make_service):
+def test_logs_of_unknown_services_are_404_and_the_log_of_an_unknown_job_500(api, make_service):
     service = make_service()
     missing = unique_name("missing")
+    job_path = "/system/logs/{serviceName}/{jobName}"
     for method, url, template in [
         ("GET", f"/system/logs/{missing}", "/system/logs/{serviceName}"),
         ("DELETE", f"/system/logs/{missing}", "/system/logs/{serviceName}"),
-        ("GET", f"/system/logs/{service['name']}/nojob", "/system/logs/{serviceName}/{jobName}"),
-        ("DELETE", f"/system/logs/{service['name']}/nojob", "/system/logs/{serviceName}/{jobName}"),
+        ("DELETE", f"/system/logs/{service['name']}/nojob", job_path),
     ]:
         response = api.request(method, url)
         assert response.status_code == 404, url
         check_response(response, method, template)
+    # B7 (OSCAR.md section 13; pkg/handlers/logs.go 279-283): no pod and a nil error, whose
+    # Error() panics; gin's recovery answers 500 with no body.
+    response = api.get(f"/system/logs/{service['name']}/nojob")
+    assert (response.status_code, response.content) == (500, b"")
+    check_response(response, "GET", job_path)
 
 
 def test_unknown_routes_and_methods_get_gins_404(api):

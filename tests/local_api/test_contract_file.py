@@ -131,6 +131,9 @@ def shape(schema: dict[str, Any] | None, named: dict[str, Any]) -> Any:
         schema = named[schema["$ref"].rsplit("/", 1)[1]]
     if len(schema.get("allOf", ())) == 1:
         return shape(schema["allOf"][0], named)
+    if "anyOf" in schema:  # {nullable: TYPE}: swagger does not say null, Go's JSON does
+        [value] = [part for part in schema["anyOf"] if part.get("type") != "null"]
+        return shape(value, named)
     kind = schema.get("type", "object")
     if kind == "array":
         return [shape(schema["items"], named)]

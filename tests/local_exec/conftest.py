@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from oscar_jupyter.local.executors import ExecState, ProcessExecutor, SlurmExecutor
-from oscar_jupyter.local.interlink import JOB_SH_FUNCTIONS
+from oscar_jupyter.local.interlink import job_sh_functions
 
 Command = str | list[str]  # a shell command for `bash -c`, or an argv
 POD_MEM_MIB = 256  # oscar_jupyter/local/pod.py DEFAULT_MEMORY
@@ -52,7 +52,7 @@ def write_pod(
     ]
     (pod_dir / "job.slurm").write_text("\n".join(header) + f"\n\n{pod_dir}/job.sh\n")
     body = [
-        JOB_SH_FUNCTIONS,  # the translation's own helper block, as the local OSCAR writes it
+        job_sh_functions(),  # the helper block as the local OSCAR writes it (default release)
         "printf '%s\\n' \"This pod has been submitted to SLURM node ${SLURMD_NODENAME}.\"",
         f"export workingPath={pod_dir}",
         f"export SANDBOX={pod_dir}",

@@ -178,6 +178,59 @@ def test_runtime_command_prefers_a_real_apptainer(tmp_path, monkeypatch):
     assert runtime_command(tmp_path / "home") == (str(fake), "apptainer version 1.3.4")
 
 
+# --- B11: the session directory's cap (reference OSCAR.md section 13) -----------------------
+
+TMP_SIZES = "for d in /tmp /var/tmp $HOME; do df -k $d | tail -1 | awk '{print $2}'; done"
+
+
+def test_tmp_var_tmp_and_home_are_capped_at_64_mib_by_default(singularity):
+    """apptainer.conf `sessiondir max size = 64`: --containall puts /tmp, /var/tmp and home in
+    that tmpfs. Each is a 64 MiB tmpfs here."""
+    result = run(singularity, "exec", "--containall", IMAGE, "/bin/sh", "-c", TMP_SIZES)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().split() == ["65536"] * 3
+
+
+def test_writing_past_the_cap_fails_with_enospc_and_the_cap_is_configurable(tmp_path):
+    path, description = runtime_command(tmp_path / "home", sessiondir_max_size_mib=4)
+    assert "/tmp capped at 4 MiB" in description
+    script = (
+        "head -c 3000000 /dev/zero > /tmp/fits && echo fits; "
+        "head -c 2000000 /dev/zero > /tmp/too-much; echo status=$?"
+    )
+    result = run(path, "exec", "--containall", IMAGE, "/bin/sh", "-c", script)
+    assert result.stdout.decode().splitlines() == ["fits", "status=1"]
+    assert "No space left on device" in result.stderr.decode()
+
+
+def test_a_cap_of_zero_leaves_tmp_uncapped(tmp_path):
+    path, description = runtime_command(tmp_path / "home", sessiondir_max_size_mib=0)
+    assert "/tmp not capped" in description
+    result = run(path, "exec", IMAGE, "/bin/sh", "-c", TMP_SIZES)
+    assert result.returncode == 0, result.stderr
+    assert all(int(size) > 65536 for size in result.stdout.decode().split())
+
+
+def test_a_bind_over_tmp_is_not_capped(singularity, tmp_path):
+    script = "head -c 70000000 /dev/zero > /tmp/big && echo written"
+    result = run(singularity, "exec", "--bind", f"{tmp_path}:/tmp", IMAGE, "/bin/sh", "-c", script)
+    assert result.stdout == b"written\n", result.stderr
+    assert (tmp_path / "big").stat().st_size == 70000000
+
+
+def test_a_bad_cap_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="must not be negative"):
+        runtime_command(tmp_path / "home", sessiondir_max_size_mib=-1)
+    env = dict(os.environ, OSCAR_JUPYTER_SESSIONDIR_MAX_SIZE="lots")
+    result = subprocess.run(
+        [sys.executable, "-m", "oscar_jupyter.local.singularity", "exec", IMAGE, "true"],
+        capture_output=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 255 and b"is not a whole number of MiB" in result.stderr
+
+
 # --- env files ---------------------------------------------------------------------------------
 
 TRICKY_VALUES = [

@@ -11,6 +11,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from oscar_jupyter.local.interlink import PluginConfig, prepare
 
 FAKE_SINGULARITY = """#!/bin/bash
@@ -27,12 +29,14 @@ exec "$@"
 """
 
 
-def make_config(tmp_path: Path) -> PluginConfig:
+def make_config(tmp_path: Path, release: str = "0.6.1") -> PluginConfig:
     runtime = tmp_path / "fake-singularity"
     runtime.write_text(FAKE_SINGULARITY)
     runtime.chmod(0o755)
     (tmp_path / "jobs").mkdir()
-    return PluginConfig(data_root=f"{tmp_path}/jobs/", singularity_path=str(runtime))
+    return PluginConfig(
+        data_root=f"{tmp_path}/jobs/", singularity_path=str(runtime), release=release
+    )
 
 
 def container(name: str, script: str, env: dict[str, str] | None = None) -> dict:
@@ -42,9 +46,14 @@ def container(name: str, script: str, env: dict[str, str] | None = None) -> dict
     return spec
 
 
-def make_pod(init: list[dict], main: list[dict]) -> dict:
+def make_pod(init: list[dict], main: list[dict], annotations: dict | None = None) -> dict:
     return {
-        "metadata": {"name": "p", "namespace": "ns", "uid": "u-1"},
+        "metadata": {
+            "name": "p",
+            "namespace": "ns",
+            "uid": "u-1",
+            "annotations": annotations or {},
+        },
         "spec": {"initContainers": init, "containers": main},
     }
 
@@ -90,3 +99,26 @@ def test_a_failing_init_container_stops_the_job(tmp_path):
     assert (directory / "init-setup.out").read_text().startswith("broken\n")
     assert (directory / "init-setup.status").read_text() == "7\n"
     assert not (directory / "run-main.out").exists()
+
+
+@pytest.mark.parametrize(
+    ("release", "pre_exec", "job_sh_runs"),
+    [
+        ("0.6.1", "echo pre-exec-ran", False),
+        ("0.6.1", "echo pre-exec-ran\n", True),
+        ("0.6.2", "echo pre-exec-ran", True),
+        ("0.6.2", "echo pre-exec-ran\n", True),
+    ],
+)
+def test_b1_on_0_6_1_a_pre_exec_swallows_job_sh(tmp_path, release, pre_exec, job_sh_runs):
+    """Plugin 0.6.1 writes `prefix + " " + job.sh` (prepare.go 1102-1108): `echo pre-exec-ran`
+    prints job.sh's path instead of running it, and the job still exits 0. A pre-exec ending
+    in a newline is safe on both releases."""
+    pod = make_pod([], [container("main", "echo main-ran")], {"slurm-job.vk.io/pre-exec": pre_exec})
+    directory = prepare(pod, configmaps={}, config=make_config(tmp_path, release))
+    result = run_job(directory)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pre-exec-ran" in result.stdout
+    assert (directory / "run-main.out").exists() == job_sh_runs
+    swallowed = f"pre-exec-ran {directory}/job.sh\n"
+    assert (swallowed in result.stdout) == (not job_sh_runs)

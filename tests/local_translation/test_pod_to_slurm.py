@@ -90,15 +90,64 @@ def test_defaults_gpu_and_secrets():
         "enable_gpu": True,
         "environment": {"variables": {"A": "1"}, "secrets": {"API_KEY": "s3cr3t"}},
     }
-    pod = build(service)
+    pod = build(service, interlink_release="0.6.2")
     assert pod["spec"]["containers"][0]["resources"]["limits"] == {
         "cpu": "0.2",
         "memory": "256Mi",
         "nvidia.com/gpu": "1",
     }
     assert env_of(pod)[-1] == ("API_KEY", "s3cr3t")
+    assert "envFrom" not in pod["spec"]["containers"][0]
     fdl = yaml.safe_load(configmap_data(service)["function_config.yaml"])
     assert fdl["environment"]["secrets"] == {"API_KEY": ""}
+
+
+SECRET_SERVICE = SERVICE | {
+    "environment": {
+        "variables": {"A": "1", "B_KEY": "explicit"},
+        "secrets": {"API_KEY": "s3cr3t", "B_KEY": "from-secret", "C": "it's"},
+    }
+}
+
+
+def test_b4_interlink_0_6_2_resolves_envfrom_after_the_explicit_variables(tmp_path):
+    """interLink 0.6.2 execute.go 1168-1235: the Secret's keys appended, an explicit variable
+    of the same name wins, envFrom dropped."""
+    pod = build(SECRET_SERVICE, interlink_release="0.6.2")
+    [main] = pod["spec"]["containers"]
+    assert "envFrom" not in main
+    env = env_of(pod)
+    assert env[-2:] == [("API_KEY", "s3cr3t"), ("C", "it's")]
+    assert ("B_KEY", "explicit") in env and ("B_KEY", "from-secret") not in env
+    directory = prepare(
+        pod,
+        configmaps={SERVICE["name"]: configmap_data(SERVICE)},
+        config=PluginConfig(f"{tmp_path}/"),
+    )
+    envfile = (directory / "oscar-container_envfile.properties").read_text()
+    assert envfile.endswith("API_KEY=s3cr3t\nC='it'\"'\"'s'\n")
+
+
+def test_b4_interlink_0_6_1_passes_envfrom_on_and_the_plugin_drops_the_secrets(tmp_path):
+    """OSCAR job.go 193-204 sends the secrets as envFrom; interLink 0.6.1 does not resolve it
+    and the plugin's createEnvFile (prepare.go 485-537) writes only env: they are missing."""
+    pod = build(SECRET_SERVICE)  # interLink 0.6.1 is the default, as on sites
+    [main] = pod["spec"]["containers"]
+    assert main["envFrom"] == [{"secretRef": {"name": SERVICE["name"]}}]
+    assert [name for name, _ in env_of(pod) if name in ("API_KEY", "C")] == []
+    directory = prepare(
+        pod,
+        configmaps={SERVICE["name"]: configmap_data(SERVICE)},
+        config=PluginConfig(f"{tmp_path}/"),
+    )
+    envfile = (directory / "oscar-container_envfile.properties").read_text()
+    assert "s3cr3t" not in envfile and "API_KEY" not in envfile
+    assert "B_KEY=explicit\n" in envfile
+
+
+def test_a_service_without_secrets_has_no_envfrom():
+    for release in ("0.6.1", "0.6.2"):
+        assert "envFrom" not in build(interlink_release=release)["spec"]["containers"][0]
 
 
 def test_configmap_data_is_script_plus_fdl_without_script():
@@ -109,24 +158,24 @@ def test_configmap_data_is_script_plus_fdl_without_script():
     assert fdl["token"] == TOKEN and fdl["log_level"] == "DEBUG" and fdl["name"] == "oj-3f9a2c1d"
 
 
-def test_service_pod_translates_end_to_end(tmp_path):
+@pytest.mark.parametrize("release", ["0.6.1", "0.6.2"])
+def test_service_pod_translates_end_to_end(tmp_path, release):
     pod = build()
     directory = prepare(
         pod,
         configmaps={SERVICE["name"]: configmap_data(SERVICE)},
-        config=PluginConfig(f"{tmp_path}/"),
+        config=PluginConfig(f"{tmp_path}/", release=release),
     )
     assert directory == tmp_path / f"oscar-svc-{UID}"
     job_slurm = (directory / "job.slurm").read_text()
-    assert job_slurm.splitlines()[3:] == [
-        "#SBATCH --job-name=oj",
-        "#SBATCH --time=00:30:00",
-        "#SBATCH --cpus-per-task=4",
-        "#SBATCH --mem=8192",
-        "",
-        "export A=1",
-        f"{directory}/job.sh",
-    ]
+    if release == "0.6.1":
+        # B2: "-c 2" is no --cpus-per-task to the regex and splits in two; B1: one line.
+        tail = ["#SBATCH -c", "#SBATCH 2", "#SBATCH --cpus-per-task=4", "#SBATCH --mem=8192"]
+        tail += ["", f"export A=1 {directory}/job.sh"]
+    else:
+        tail = ["#SBATCH --cpus-per-task=4", "#SBATCH --mem=8192", "", "export A=1"]
+        tail += [f"{directory}/job.sh"]
+    assert job_slurm.splitlines()[3:] == ["#SBATCH --job-name=oj", "#SBATCH --time=00:30:00"] + tail
     script = directory / "configMaps" / "oscar-config" / "script.sh"
     assert script.read_text() == configmap_data(SERVICE)["script.sh"]
     assert (directory / "configMaps/oscar-config/function_config.yaml").is_file()

@@ -36,7 +36,8 @@ def test_no_command_means_singularity_run_with_args_only():
     assert line == "runCtn c singularity run --containall    docker://img --flag 'a b'"
 
 
-def test_host_path_and_sub_path_binds(tmp_path):
+@pytest.mark.parametrize("release", ["0.6.1", "0.6.2"])
+def test_host_path_and_sub_path_binds(tmp_path, release):
     host = tmp_path / "data"
     volumes = [
         {"name": "h", "hostPath": {"path": str(host), "type": "DirectoryOrCreate"}},
@@ -47,7 +48,7 @@ def test_host_path_and_sub_path_binds(tmp_path):
         {"name": "cm", "mountPath": "/etc/app.conf", "subPath": "app.conf"},
     ]
     the_pod = pod({"command": ["true"], "volumeMounts": mounts}, volumes)
-    config = PluginConfig(f"{tmp_path}/jobs/")
+    config = PluginConfig(f"{tmp_path}/jobs/", release=release)
     directory = prepare(the_pod, configmaps={"conf": {"app.conf": "a\\nb"}}, config=config)
     line = runtime_line((directory / "job.sh").read_text())
     # hostPath: no trailing space; subPath: the key is bound onto mountPath itself.
@@ -55,8 +56,10 @@ def test_host_path_and_sub_path_binds(tmp_path):
         f" --bind {host}:/in:ro --bind {directory}/configMaps/cm/app.conf:/etc/app.conf:rw " in line
     )
     assert host.is_dir()
-    # A literal \n without any real newline is unescaped, as the plugin does.
-    assert (directory / "configMaps/cm/app.conf").read_text() == "a\nb"
+    # A literal \n without any real newline: plugin 0.6.2 unescapes it (prepare.go 515-520 at
+    # 0.6.2-pre5), 0.6.1 writes the text as it is (prepare.go 1671).
+    written = (directory / "configMaps/cm/app.conf").read_text()
+    assert written == ("a\\nb" if release == "0.6.1" else "a\nb")
 
 
 def test_host_path_directory_must_exist(tmp_path):
@@ -88,19 +91,43 @@ def test_volumes_the_plugin_cannot_handle(mounts, volumes, message):
         render_job_sh(pod({"volumeMounts": mounts}, volumes), PluginConfig("/j/"))
 
 
-def test_job_slurm_prefix_order():
+@pytest.mark.parametrize(
+    ("release", "last_lines"),
+    [
+        ("0.6.1", "\nmodule load x /j/ns-u1/job.sh\n"),  # B1: job.sh joins the pre-exec line
+        ("0.6.2", "\nmodule load x\n/j/ns-u1/job.sh\n"),
+    ],
+)
+def test_job_slurm_prefix_order(release, last_lines):
     annotations = {
         "interlink.eu/pod-ip": "10.0.0.7",
         "slurm-job.vk.io/pre-exec": "module load x",
         "interlink.eu/wstunnel-client-commands": "wstunnel &",
     }
-    config = PluginConfig("/j/", command_prefix="source /etc/profile", bash_path="/usr/bin/bash")
+    config = PluginConfig(
+        "/j/", command_prefix="source /etc/profile", bash_path="/usr/bin/bash", release=release
+    )
     text = render_job_slurm(pod({}, annotations=annotations), config)
     assert text.startswith("#!/usr/bin/bash\n#SBATCH --job-name=u1\n")
     assert text.endswith(
         "#SBATCH --mem=1\n\nexport POD_IP=10.0.0.7\n\nsource /etc/profile\nwstunnel &\n"
-        "\nmodule load x\n/j/ns-u1/job.sh\n"
+        + last_lines
     )
+
+
+@pytest.mark.parametrize(
+    ("pre_exec", "release", "last_lines"),
+    [
+        (None, "0.6.1", "#SBATCH --mem=1\n /j/ns-u1/job.sh\n"),
+        (None, "0.6.2", "#SBATCH --mem=1\n\n/j/ns-u1/job.sh\n"),
+        ("module load x\n", "0.6.1", "#SBATCH --mem=1\n\nmodule load x\n /j/ns-u1/job.sh\n"),
+        ("module load x\n", "0.6.2", "#SBATCH --mem=1\n\nmodule load x\n\n/j/ns-u1/job.sh\n"),
+    ],
+)
+def test_b1_a_pre_exec_ending_in_a_newline_is_safe_on_both_releases(pre_exec, release, last_lines):
+    annotations = {"slurm-job.vk.io/pre-exec": pre_exec} if pre_exec else {}
+    text = render_job_slurm(pod({}, annotations=annotations), PluginConfig("/j/", release=release))
+    assert text.endswith(last_lines)
 
 
 @pytest.mark.parametrize(

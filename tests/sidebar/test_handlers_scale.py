@@ -202,6 +202,10 @@ async def test_cleanup_counts_then_deletes_one_notebooks_finished_jobs(
     b_done, _ = in_cell(ipshell, monkeypatch, b, "b1", "print('b')", node=NODE, time="00:02:00")
     await wait_for_job(jp_fetch, a_done.name, ("Succeeded",))
     await wait_for_job(jp_fetch, b_done.name, ("Succeeded",))
+    # The kernel's handles too: a followed log arrives in the plugin's 4 s steps (B6), and a job
+    # deleted before its kernel saw it end reads there as deleted on the cluster (Cancelled).
+    for handle in (a_done, b_done):
+        await asyncio.to_thread(handle.wait, 60)
     a_cancelled, _ = in_cell(
         ipshell, monkeypatch, a, "a2", f"import time\n{sleep}\n", node=NODE, time="00:10:00"
     )
