@@ -126,6 +126,12 @@ class Channel:
         self.write(self.stderr, "t|")
         return True
 
+    def mark_finished(self):
+        """For the tagger of a job of several ranks: the cell's code ran to its end (a rank may
+        still wait in MPI_Finalize for the others)."""
+        if self.prefix:
+            self.write(self.stderr, "f|")
+
     def write(self, stream, line):
         sys.stdout.flush()
         sys.stderr.flush()
@@ -778,11 +784,15 @@ def main():
                 send_downloads_reported()
         if first:
             send_outputs(cell.__dict__)
+        if os.environ.get(RANK_SETTING):
+            CHANNEL.mark_finished()
     except SystemExit:
         raise
     except BaseException as error:
         report(error, skip_frames=1)
-        sys.exit(130 if isinstance(error, KeyboardInterrupt) else 1)
+        code = 130 if isinstance(error, KeyboardInterrupt) else 1
+        leave_before_mpi_finalize(code)
+        sys.exit(code)
 
 
 # A job of several ranks on one node (the runner's tagger starts them): rank 0 receives the
@@ -790,6 +800,18 @@ def main():
 # uploads (UPLOADS_RECEIVED in the shared work directory) and send nothing back.
 RANK_SETTING = "OSCAR_JUPYTER_RANK"
 UPLOADS_RECEIVED = ".oj-uploads-received"
+
+
+def leave_before_mpi_finalize(code):
+    """A rank whose cell raised after mpi4py started MPI ends here: MPI_Finalize at exit would
+    wait for ranks that may never get there (the tagger stops them after its grace)."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    if not os.environ.get(RANK_SETTING) or mpi is None:
+        return
+    if mpi.Is_initialized() and not mpi.Is_finalized():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def is_first_rank():

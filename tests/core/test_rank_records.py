@@ -22,7 +22,8 @@ from .conftest import supervisor_log
 
 
 def ranks_body(code: str, ranks: int = 2, **settings) -> bytes:
-    spec = OffloadSpec(node="vk", ntasks=ranks, mpi=True, site=SiteFacts(), **settings)
+    settings.setdefault("mpi", True)
+    spec = OffloadSpec(node="vk", ntasks=ranks, site=SiteFacts(), **settings)
     return spec.job_body(textwrap.dedent(code), **({"outputs": ["x"]} if "x =" in code else {}))
 
 

@@ -70,7 +70,7 @@ def test_more_than_one_rank_is_refused_before_sending_and_one_rank_runs(local_os
         OFFLOAD + " --nodes 2\nprint('ran on two nodes')",
         OFFLOAD + " --nodes 2 --ntasks 2 --mpi\nprint('ran as two ranks')",
         OFFLOAD + " --nodes 2 --ntasks 1 --mpi\nprint('ran')",
-        OFFLOAD + " --ntasks 2 --mpi --oversubscribe\nprint('ran')",
+        OFFLOAD + " --ntasks 2 --mpi '-np 4'\nprint('ran')",
     )
     two_nodes, two_ranks, bad_layout, flags = nb.cells[1:5]
     assert "--nodes 2: 2 nodes without --mpi" in error_text(two_nodes)
@@ -79,7 +79,7 @@ def test_more_than_one_rank_is_refused_before_sending_and_one_rank_runs(local_os
     assert "jupyter: {mpi_flags: true}" in error_text(two_ranks)
     assert "--nodes 1 --ntasks 2 --mpi" in error_text(two_ranks)
     assert "fewer tasks than --nodes 2" in error_text(bad_layout)
-    assert "write --mpi alone" in error_text(flags)
+    assert "set the number of ranks with --ntasks" in error_text(flags)
     for cell in (two_nodes, two_ranks, bad_layout, flags):
         assert "ran" not in stdout(cell)
         # one error line, no traceback of our own code
