@@ -790,9 +790,7 @@ def main():
         raise
     except BaseException as error:
         report(error, skip_frames=1)
-        code = 130 if isinstance(error, KeyboardInterrupt) else 1
-        leave_before_mpi_finalize(code)
-        sys.exit(code)
+        sys.exit(130 if isinstance(error, KeyboardInterrupt) else 1)
 
 
 # A job of several ranks on one node (the runner's tagger starts them): rank 0 receives the
@@ -800,18 +798,6 @@ def main():
 # uploads (UPLOADS_RECEIVED in the shared work directory) and send nothing back.
 RANK_SETTING = "OSCAR_JUPYTER_RANK"
 UPLOADS_RECEIVED = ".oj-uploads-received"
-
-
-def leave_before_mpi_finalize(code):
-    """A rank whose cell raised after mpi4py started MPI ends here: MPI_Finalize at exit would
-    wait for ranks that may never get there (the tagger stops them after its grace)."""
-    mpi = sys.modules.get("mpi4py.MPI")
-    if not os.environ.get(RANK_SETTING) or mpi is None:
-        return
-    if mpi.Is_initialized() and not mpi.Is_finalized():
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
 
 
 def is_first_rank():
