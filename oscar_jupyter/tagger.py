@@ -829,6 +829,10 @@ class Ranks:
         return len(self.ended) == len(self.processes)
 
     def read_marks(self, rank, now):
+        """A job of one rank ends by its process alone (a session's cells may raise and it runs
+        on)."""
+        if len(self.processes) < 2:
+            return
         if self.outputs[rank].raised and rank not in self.failed:
             self.failed.append(rank)
             self.start_grace(now)

@@ -230,3 +230,22 @@ def test_the_parser_takes_rank_records_once_and_a_cell_cannot_claim_a_rank():
     ]
     assert [line.text for line in parser.rank_output(1)] == ["one", "one err"]
     assert parser.result is None
+
+
+def test_a_one_rank_job_that_marks_a_traceback_and_runs_on_ends_by_its_exit(run_runner):
+    """A session's cell may raise (its traceback marker) while the session runs on: only a job
+    of several ranks takes the marker as the rank's failure."""
+    program = textwrap.dedent(
+        """
+        import os, sys
+        fd = int([arg for arg in sys.argv if arg.startswith("--rich-fd=")][0].split("=")[1])
+        nonce = os.read(fd, 64).decode()
+        sys.stderr.write("\\x1eOJ" + nonce + "|t|\\n")
+        sys.stderr.write("ValueError: one cell of the session broke\\n")
+        sys.stderr.flush()
+        print("the session goes on")
+        """
+    ).encode()
+    result = run_runner(base64.b64encode(program))
+    assert result.parser.exit_code == 0
+    assert result.parser.traceback() == "ValueError: one cell of the session broke"
