@@ -947,7 +947,9 @@ NO_MPIEXEC = (
 )
 
 
-def is_open_mpi(mpiexec):
+def open_mpi_kind(mpiexec):
+    """ "orte" for Open MPI up to 4 (its mpiexec says OpenRTE), "prrte" for Open MPI 5 and later,
+    None for another MPI (MPICH, Intel MPI) or no answer."""
     try:
         answer = subprocess.run(
             [mpiexec, "--version"],
@@ -958,14 +960,18 @@ def is_open_mpi(mpiexec):
         ).stdout.lower()
     except (OSError, subprocess.SubprocessError):
         return False
-    return b"open mpi" in answer or b"openrte" in answer or b"open-mpi" in answer
+    if b"openrte" in answer:
+        return "orte"
+    if b"open mpi" in answer or b"open-mpi" in answer:
+        return "prrte"
+    return None
 
 
-def mpiexec_command(mpiexec, size, flags):
+def mpiexec_command(mpiexec, kind, size, flags):
     """mpiexec -np <size>, what Open MPI needs here unless the flags say it (as root:
     --allow-run-as-root; more ranks than this job's CPUs: --oversubscribe), then the flags."""
     words = [mpiexec, "-np", str(size)]
-    if is_open_mpi(mpiexec):
+    if kind is not None:
         if os.geteuid() == 0 and "--allow-run-as-root" not in flags:
             words.append("--allow-run-as-root")
         if size > len(os.sched_getaffinity(0)) and "--oversubscribe" not in flags:
@@ -973,11 +979,15 @@ def mpiexec_command(mpiexec, size, flags):
     return words + list(flags)
 
 
-def mpiexec_environment(size, port):
+def mpiexec_environment(kind, size, port):
     env = ranks_environment(size, port)
-    # Open MPI 4 kills every rank once one ends without MPI_Finalize (stopped, or leaving after
-    # its cell raised): Ranks decides that instead, with its grace.
-    env["OMPI_MCA_orte_allowed_exit_without_sync"] = "1"
+    if kind == "orte":
+        # Open MPI 4 kills every rank once one ends without MPI_Finalize (stopped, or leaving
+        # after its cell raised): Ranks decides that instead, with its grace.
+        env["OMPI_MCA_orte_allowed_exit_without_sync"] = "1"
+        # Every rank is on this node: without this, mpiexec refuses to start in an image
+        # without ssh or rsh, which it would only need to reach other nodes.
+        env["OMPI_MCA_plm"] = "isolated"
     return env
 
 
@@ -1162,8 +1172,9 @@ def start_ranks(program, outputs, children, selector, streams, flags):
     port = free_port() if size > 1 else 0
     mpiexec = shutil.which(MPIEXEC) if size > 1 else None
     if mpiexec:
-        command = mpiexec_command(mpiexec, size, flags)
-        env = mpiexec_environment(size, port)
+        kind = open_mpi_kind(mpiexec)
+        command = mpiexec_command(mpiexec, kind, size, flags)
+        env = mpiexec_environment(kind, size, port)
         launch = MpiLaunch(outputs, selector, streams, command, [python, program], env)
         children.processes = launch.ranks
         return launch

@@ -227,3 +227,24 @@ def test_without_mpiexec_the_ranks_start_alone_and_the_cell_is_told_once(run_run
         "MPI's COMM_WORLD has size 1 in each rank (torch.distributed's env:// still works)"
     ]
     assert texts(parser, 0) == ["rank 0 of 2"] and texts(parser, 1) == ["rank 1 of 2"]
+
+
+@needs_mpi
+def test_an_image_without_ssh_still_starts_the_ranks_through_mpiexec(run_runner, tmp_path):
+    # Open MPI 4's mpiexec wants ssh or rsh even for ranks on its own node, unless told that
+    # they all are (as the tagger does); container images often have neither.
+    folder = tmp_path / "bin"
+    path = path_without_mpiexec(folder)
+    (folder / "python3").unlink()
+    (folder / "python3").symlink_to("/usr/bin/python3")
+    mpiexec = shutil.which("mpiexec", path=SYSTEM_PATH)
+    assert mpiexec is not None
+    (folder / "mpiexec").symlink_to(mpiexec)
+    assert shutil.which("ssh", path=path) is None and shutil.which("rsh", path=path) is None
+    result = run_runner(
+        ranks_body("from mpi4py import MPI\nprint('size', MPI.COMM_WORLD.Get_size())\n"),
+        env={"PATH": path},
+    )
+    parser = parsed(result.raw)
+    assert parser.exit_code == 0, parser.traceback()
+    assert texts(parser, 0) == ["size 2"] and texts(parser, 1) == ["size 2"]
