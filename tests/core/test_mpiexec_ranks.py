@@ -10,6 +10,8 @@ on this machine; no Slurm. The ranks run on /usr/bin/python3, which has mpi4py."
 from __future__ import annotations
 
 import base64
+import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -177,8 +179,25 @@ def processes_running(text: str) -> list[str]:
     return [line for line in found.stdout.splitlines() if "pgrep" not in line]
 
 
+def process_tree(root: int) -> list[int]:
+    """`root` and every process below it."""
+    tree, index = [root], 0
+    while index < len(tree):
+        pid = tree[index]
+        index += 1
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                tree += [int(child) for child in (task / "children").read_text().split()]
+            except OSError:
+                pass
+    return tree
+
+
 @needs_mpi
-def test_a_cancel_reaches_every_rank_under_mpiexec_and_leaves_no_process(tmp_path: Path):
+@pytest.mark.parametrize("whom", ["the runner", "every process"])
+def test_a_cancel_reaches_every_rank_under_mpiexec_and_leaves_no_process(tmp_path: Path, whom):
+    """scancel's SIGTERM reaches the runner, which passes it on to each rank; under Slurm's
+    cgroup tracking it reaches every process of the job at once (mpiexec and its shims too)."""
     event = tmp_path / "event-file"
     event.write_bytes(
         base64.b64decode(
@@ -207,7 +226,10 @@ def test_a_cancel_reaches_every_rank_under_mpiexec_and_leaves_no_process(tmp_pat
         assert time.monotonic() < deadline, "the ranks did not start"
         time.sleep(0.1)
     assert len(processes_running(str(event))) >= 4  # mpiexec's shims and the ranks
-    runner.send_signal(signal.SIGTERM)  # what scancel sends the job
+    targets = [runner.pid] if whom == "the runner" else process_tree(runner.pid)
+    for pid in targets:
+        with contextlib.suppress(ProcessLookupError):  # one that ended since the listing
+            os.kill(pid, signal.SIGTERM)  # what scancel sends the job
     raw = runner.communicate(timeout=30)[0].decode("utf-8", "replace")
     assert processes_running(str(event)) == []
     parser = parsed(raw)
