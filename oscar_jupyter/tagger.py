@@ -118,9 +118,10 @@ PENDING_FLOOR = 4 << 20
 # once; a fast printer's lines gather into large batches), or BATCH_BYTES pending.
 BATCH_WINDOW = 0.02
 
-# A job of several ranks on one node (issue 21): the program's first line is RANKS_HEADER, and
-# this process starts it once per rank, each with its own pipes, its rank's variables and
-# RANK_SETTING. Once rank 0 has ended or any rank has failed, the others get RANK_GRACE seconds
+# A job of several ranks on one node (issue 21): the program's first line is RANKS_HEADER (the
+# rank count, then any mpiexec flags), and this process starts it once per rank (through
+# mpiexec where the PATH has one: see MPIEXEC), each with its own output, its rank's variables
+# and RANK_SETTING. Once rank 0 has ended or any rank has failed, the others get RANK_GRACE seconds
 # to end (a collective waiting for a dead peer never does); then SIGTERM, and SIGKILL
 # RANK_KILL_AFTER later.
 RANKS_HEADER = re.compile(rb"# oscar-jupyter ranks (\d+)((?: [^ \n]+)*)\n")
