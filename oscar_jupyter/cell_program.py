@@ -126,6 +126,12 @@ class Channel:
         self.write(self.stderr, "t|")
         return True
 
+    def mark_finished(self):
+        """For the tagger of a job of several ranks: the cell's code ran to its end (a rank may
+        still wait in MPI_Finalize for the others)."""
+        if self.prefix:
+            self.write(self.stderr, "f|")
+
     def write(self, stream, line):
         sys.stdout.flush()
         sys.stderr.flush()
@@ -778,6 +784,8 @@ def main():
                 send_downloads_reported()
         if first:
             send_outputs(cell.__dict__)
+        if os.environ.get(RANK_SETTING):
+            CHANNEL.mark_finished()
     except SystemExit:
         raise
     except BaseException as error:

@@ -141,11 +141,13 @@ OPTIONS: tuple[Option, ...] = (
         "--mpi",
         "optional",
         "FLAGS",
-        "run the cell as one rank per task (FLAGS: more mpiexec flags, multi-node only)",
+        "run the cell as one rank per task (FLAGS: more mpiexec flags)",
         "on one node (`--nodes 1`, the default with `--ntasks`): the job's runner starts the "
-        "cell once per task inside the container, with `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, "
-        "`LOCAL_WORLD_SIZE`, `MASTER_ADDR=127.0.0.1`, `MASTER_PORT` set (torch.distributed "
-        "`env://`), on every plugin release. More than one node needs the site's plugin to "
+        "cell once per task inside the container, through the image's `mpiexec -np T FLAGS` "
+        "where it has one (mpi4py's `COMM_WORLD` holds every rank), with `RANK`, `WORLD_SIZE`, "
+        "`LOCAL_RANK`, `LOCAL_WORLD_SIZE`, `MASTER_ADDR=127.0.0.1`, `MASTER_PORT` set "
+        "(torch.distributed `env://`), on every plugin release. More than one node needs the "
+        "site's plugin to "
         "start the container as `mpiexec -np $SLURM_NTASKS FLAGS ...` "
         "(`slurm-job.vk.io/mpi-flags`), which interlink-slurm-plugin up to 0.6.2-pre5 ignores "
         "(`prepare.go` changes a copy of each container command): refused unless the profile "

@@ -73,9 +73,10 @@ PIECE_STDOUT, PIECE_STDERR = "c", "k"
 ESCAPED = {"O": "o", "E": "e", "P": "p", "Q": "q", "C": "c", "K": "k"}
 
 # The first line of a program that runs as several ranks on one node: the tagger starts it once
-# per rank, each with its own pipes; records of rank r > 0 carry "r<r>" after their seq (a `z`
-# line: after its number), which a parser that predates ranks skips (it shows rank 0).
-RANKS_HEADER = "# oscar-jupyter ranks {ranks}\n"
+# per rank (through `mpiexec -np {ranks} {flags}` where the image has mpiexec), each with its own
+# output; records of rank r > 0 carry "r<r>" after their seq (a `z` line: after its number),
+# which a parser that predates ranks skips (it shows rank 0).
+RANKS_HEADER = "# oscar-jupyter ranks {ranks}{flags}\n"
 
 # The body of POST /job is base64 text; OSCAR base64-encodes it again into the pod's EVENT variable,
 # and Linux refuses one environment string over 128 KiB (MAX_ARG_STRLEN). 90 KiB of body gives
@@ -213,13 +214,15 @@ def build_program(
     inputs: str = "",
     outputs: list[str] | None = None,
     ranks: int = 1,
+    mpi_flags: list[str] | None = None,
     secrets: list[str] | None = None,
 ) -> bytes:
     """The Python program a job carries (``cell_program.py`` with its parameters): sets ``env``,
     checks that the ``secrets`` (names only) arrived, loads ``inputs`` (base64 of a pickle, see
     ``values``), writes the cell to ``cell.py`` in the working directory and runs it as
     ``__main__``, then sends back ``outputs``. With ``ranks`` over 1 its first line is
-    ``RANKS_HEADER``: the tagger starts it once per rank (issue 21)."""
+    ``RANKS_HEADER``: the tagger starts it once per rank (issue 21), through mpiexec with
+    ``mpi_flags`` (words) where the image has mpiexec."""
     params = {
         "code": code,
         "env": dict(env or {}),
@@ -233,7 +236,10 @@ def build_program(
     }
     program = _PROGRAM_CODE.replace(_PARAMS_LINE, f"\nPARAMS = {params!r}\n", 1)
     packed = pack_program(program.encode("utf-8"))
-    return (RANKS_HEADER.format(ranks=ranks).encode("ascii") + packed) if ranks > 1 else packed
+    if ranks < 2:
+        return packed
+    flags = "".join(" " + word for word in mpi_flags or [])
+    return RANKS_HEADER.format(ranks=ranks, flags=flags).encode("utf-8") + packed
 
 
 def pack_program(program: bytes) -> bytes:

@@ -86,7 +86,7 @@ _MOUNT_PATH = re.compile(r"/[A-Za-z0-9._/@%+=-]*")
 _COUNT_TEXT = re.compile(r"\s*[0-9]+\s*")
 # mpiexec flag words: pasted unquoted into job.sh by the plugin.
 _MPI_WORD = re.compile(r"[A-Za-z0-9._:,=+@/%-]+")
-# mpiexec's own rank counts: the plugin gives -np $SLURM_NTASKS.
+# mpiexec's own rank counts: the plugin (or, on one node, the tagger) gives -np.
 _MPI_COUNT_FLAGS = frozenset({"-np", "-n", "--np", "--n", "-c", "--c"})
 
 # ---- image references: [scheme://][registry/]path[:tag][@digest] or an absolute .sif path.
@@ -968,8 +968,8 @@ class OffloadSpec:
                     raise _flag_error(
                         "--mpi",
                         word,
-                        "the plugin already runs mpiexec -np $SLURM_NTASKS; set the number "
-                        "of ranks with --ntasks (or --nodes and --ntasks-per-node)",
+                        "mpiexec already gets -np from the tasks (-np $SLURM_NTASKS); set the "
+                        "number of ranks with --ntasks (or --nodes and --ntasks-per-node)",
                     )
         if self.task_count() > 1 and not self.site.applies_mpi_flags:
             nodes = self.node_count()
@@ -983,14 +983,6 @@ class OffloadSpec:
                     "site's plugin has the fix, say so in the profile: jupyter: "
                     "{mpi_flags: true}. On one node oscar-jupyter starts the ranks itself: "
                     f"--nodes 1 --ntasks {self.task_count()} --mpi",
-                )
-            if self.mpi_words():
-                raise _flag_error(
-                    "--mpi",
-                    repr(self.mpi),
-                    "on one node oscar-jupyter starts the ranks itself, without mpiexec "
-                    "(this site's Slurm plugin ignores slurm-job.vk.io/mpi-flags), so there "
-                    "is no mpiexec to take flags: write --mpi alone",
                 )
 
     def _check_ranks(self) -> None:
@@ -1349,6 +1341,7 @@ class OffloadSpec:
             inputs=inputs,
             outputs=list(outputs),
             ranks=ranks,
+            mpi_flags=self.mpi_words(),
             secrets=list(self.secrets) if check_secrets else [],
         )
         if len(program) > runner.MAX_PROGRAM_BYTES:

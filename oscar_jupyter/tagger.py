@@ -72,7 +72,8 @@ QUIET_AFTER_EXIT = 2.0
 # one. d and r come on stdout, t on stderr.
 RICH_NONCE = binascii.hexlify(os.urandom(8)).decode("ascii")
 RICH_PREFIX = ("\x1eOJ%s|" % RICH_NONCE).encode("ascii")
-RICH_KINDS = {"o": (b"d", b"r"), "e": (b"t",)}
+# A job of several ranks adds f (stderr): the cell's code ran to its end (see Ranks); never sent.
+RICH_KINDS = {"o": (b"d", b"r"), "e": (b"t", b"f")}
 BASE64 = re.compile(rb"[A-Za-z0-9+/=]*")
 
 # What one flush writes: at most PLAIN_RECORDS records and PLAIN_BYTES go out as plain records,
@@ -117,12 +118,13 @@ PENDING_FLOOR = 4 << 20
 # once; a fast printer's lines gather into large batches), or BATCH_BYTES pending.
 BATCH_WINDOW = 0.02
 
-# A job of several ranks on one node (issue 21): the program's first line is RANKS_HEADER, and
-# this process starts it once per rank, each with its own pipes, its rank's variables and
-# RANK_SETTING. Once rank 0 has ended or any rank has failed, the others get RANK_GRACE seconds
+# A job of several ranks on one node (issue 21): the program's first line is RANKS_HEADER (the
+# rank count, then any mpiexec flags), and this process starts it once per rank (through
+# mpiexec where the PATH has one: see MPIEXEC), each with its own output, its rank's variables
+# and RANK_SETTING. Once rank 0 has ended or any rank has failed, the others get RANK_GRACE seconds
 # to end (a collective waiting for a dead peer never does); then SIGTERM, and SIGKILL
 # RANK_KILL_AFTER later.
-RANKS_HEADER = re.compile(rb"# oscar-jupyter ranks (\d+)\n")
+RANKS_HEADER = re.compile(rb"# oscar-jupyter ranks (\d+)((?: [^ \n]+)*)\n")
 RANK_SETTING = "OSCAR_JUPYTER_RANK"
 RANK_GRACE = 10.0
 RANK_KILL_AFTER = 5.0
@@ -329,6 +331,8 @@ class Output:
         self.pieces = False
         self.next_at = 0.0  # through the supervisor: when the next flush may go
         self.batch_number = 0
+        self.raised = False  # the cell raised (its traceback marker came)
+        self.finished = False  # the cell's code ran to its end (a rank's f mark)
 
     # -- taking records in ---------------------------------------------------------------------
 
@@ -374,6 +378,11 @@ class Output:
         """A rich output (d) takes the next stdout seq and the traceback marker (t) the next
         stderr seq: they show in order with the text. The result (r) is a control line. The
         values, figures and display() of a job of several ranks come from rank 0 alone."""
+        if kind == "t":
+            self.raised = True
+        if kind == "f":
+            self.finished = True
+            return
         if self.rank and kind in ("r", "d"):
             return
         if kind == "r":
@@ -724,14 +733,17 @@ def send(process, signum):
             pass
 
 
-def rank_count(program):
-    """How many ranks the program runs as: its RANKS_HEADER line, else 1."""
+def rank_plan(program):
+    """How many ranks the program runs as and the mpiexec flags (words) its RANKS_HEADER line
+    gives: (1, []) without one."""
     try:
         with open(program, "rb") as source:
-            match = RANKS_HEADER.match(source.readline(200))
+            match = RANKS_HEADER.match(source.readline(1000))
     except OSError:
-        return 1
-    return max(1, int(match.group(1))) if match else 1
+        return 1, []
+    if not match:
+        return 1, []
+    return max(1, int(match.group(1))), match.group(2).decode("utf-8", "replace").split()
 
 
 def free_port():
@@ -743,20 +755,30 @@ def free_port():
         probe.close()
 
 
-def rank_environment(rank, size, port):
-    """A rank's environment: this one plus where it is, as torch.distributed's env:// reads it
-    (every rank on this node), and OSCAR_JUPYTER_RANK for the program itself."""
+# The variables that differ from rank to rank (RANK_SHIM sets the same three).
+RANK_NAMES = ("RANK", "LOCAL_RANK", RANK_SETTING)
+
+
+def ranks_environment(size, port):
+    """What every rank's environment holds beyond this one: where the ranks meet, as
+    torch.distributed's env:// reads it (every rank on this node)."""
     env = dict(os.environ)
     for name, value in (
-        ("RANK", rank),
         ("WORLD_SIZE", size),
-        ("LOCAL_RANK", rank),
         ("LOCAL_WORLD_SIZE", size),
         ("MASTER_ADDR", "127.0.0.1"),
         ("MASTER_PORT", port),
-        (RANK_SETTING, rank),
     ):
         env[name] = str(value)
+    return env
+
+
+def rank_environment(rank, size, port):
+    """A rank's environment: ranks_environment, its rank, and OSCAR_JUPYTER_RANK for the
+    program itself."""
+    env = ranks_environment(size, port)
+    for name in RANK_NAMES:
+        env[name] = str(rank)
     return env
 
 
@@ -766,37 +788,73 @@ def shell_status(code):
 
 class Ranks:
     """How the ranks ended: each one's exit status, the order they failed in, and those stopped
-    because they still ran RANK_GRACE after rank 0 ended or another rank failed."""
+    because they still ran RANK_GRACE after rank 0 ended or another rank failed.
 
-    def __init__(self, processes):
+    A rank's cell that raised (its traceback marker) has failed, and rank 0's cell that ran to
+    its end (its f mark) counts as rank 0 ended, before their processes end: under mpiexec a
+    rank may then wait in MPI_Finalize for ranks that never get there. Stopped then, such a
+    rank keeps the outcome of its cell (1, or 0)."""
+
+    def __init__(self, processes, outputs):
         self.processes = processes
+        self.outputs = outputs
+        self.ended = set()
         self.exits = {}  # rank -> exit status
         self.failed = []  # ranks that ended with a status other than 0, in the order they did
         self.stopped = []
+        self.grace_started = False
         self.stop_at = None
         self.kill_at = None
 
     def watch(self, now):
-        size = len(self.processes)
         for rank, process in enumerate(self.processes):
-            if rank in self.exits or process.poll() is None:
+            if rank in self.ended:
                 continue
-            self.exits[rank] = shell_status(process.returncode)
-            if self.exits[rank] and rank not in self.stopped:
+            if process.poll() is None:
+                self.read_marks(rank, now)
+                continue
+            self.ended.add(rank)
+            if rank not in self.exits:
+                self.exits[rank] = shell_status(process.returncode)
+            if self.exits[rank] and rank not in self.stopped + self.failed:
                 self.failed.append(rank)
-            if size > 1 and self.stop_at is None and (rank == 0 or self.exits[rank]):
-                self.stop_at = now + RANK_GRACE
+            if rank == 0 or self.exits[rank]:
+                self.start_grace(now)
         if self.stop_at is not None and now >= self.stop_at:
             self.stop_at, self.kill_at = None, now + RANK_KILL_AFTER
-            for rank, process in enumerate(self.processes):
-                if rank not in self.exits:
-                    self.stopped.append(rank)
-                    send(process, signal.SIGTERM)
+            self.stop_the_rest()
         if self.kill_at is not None and now >= self.kill_at:
             self.kill_at = None
             for process in self.processes:
                 send(process, signal.SIGKILL)
-        return len(self.exits) == size
+        return len(self.ended) == len(self.processes)
+
+    def read_marks(self, rank, now):
+        """A job of one rank ends by its process alone (a session's cells may raise and it runs
+        on)."""
+        if len(self.processes) < 2:
+            return
+        if self.outputs[rank].raised and rank not in self.failed:
+            self.failed.append(rank)
+            self.start_grace(now)
+        if rank == 0 and self.outputs[rank].finished:
+            self.start_grace(now)
+
+    def start_grace(self, now):
+        if len(self.processes) > 1 and not self.grace_started:
+            self.grace_started, self.stop_at = True, now + RANK_GRACE
+
+    def stop_the_rest(self):
+        for rank, process in enumerate(self.processes):
+            if rank in self.ended:
+                continue
+            if self.outputs[rank].raised:
+                self.exits[rank] = 1
+            elif self.outputs[rank].finished:
+                self.exits[rank] = 0
+            else:
+                self.stopped.append(rank)
+            send(process, signal.SIGTERM)
 
     def status(self):
         """The job's exit status: that of the first rank that failed (else a stopped one's)."""
@@ -816,26 +874,338 @@ class Ranks:
         }
 
 
-def run(program, output, gpu, size=1):
-    """Runs the program (as each of its `size` ranks), tags the streams; how they ended."""
-    outputs = [output] + [Output(output.sink, rank) for rank in range(1, size)]
-    children = Children()
-    argv = [sys.executable or "python3", "-u", program]
+# With mpiexec on the PATH the ranks start through it, so MPI's COMM_WORLD holds them all:
+# `mpiexec -np T [flags] python3 MPI_DIR/shim.py MPI_DIR/socket <python3> <program>`, MPI_DIR in
+# the work directory (private: mktemp -d), removed once every rank has connected. Each rank's
+# shim (RANK_SHIM) connects to the socket three times: the program's stdout, its stderr (each
+# rank's records stay its own, as with pipes) and a control line that brings the nonce and
+# takes back the program's pid and how it ended. The shim runs the program as its child and
+# exits 0 whatever it did: how the ranks ended is Ranks' to judge, not mpiexec's.
+MPIEXEC = "mpiexec"
+MPI_DIR = ".oj-mpi"
+HELLO_TIMEOUT = 5.0
+RANK_SHIM = r"""# oscar-jupyter: one rank under mpiexec (see the runner's tagger)
+import os, signal, socket, sys
+address, python, program = sys.argv[1:4]
+names = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK")
+found = [os.environ[name] for name in names if os.environ.get(name, "").isdigit()]
+if not found:
+    sys.exit("oscar-jupyter runner: mpiexec set none of " + ", ".join(names))
+rank = found[0]
+def connect(kind):
+    line = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    line.connect(address)
+    line.sendall((rank + " " + kind + "\n").encode())
+    return line
+out, err, control = connect("o"), connect("e"), connect("c")
+nonce = b""
+while not nonce.endswith(b"\n"):
+    chunk = control.recv(100)
+    if not chunk:
+        sys.exit("oscar-jupyter runner: rank " + rank + " got no nonce")
+    nonce += chunk
+read_end, write_end = os.pipe()
+os.write(write_end, nonce.strip())
+os.close(write_end)
+child, pending = [], []
+def forward(signum, frame):
+    if not child:
+        pending.append(signum)
+        return
+    try:
+        os.kill(child[0], signum)
+    except OSError:
+        pass
+for signum in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(signum, forward)
+env = dict(os.environ, RANK=rank, LOCAL_RANK=rank, OSCAR_JUPYTER_RANK=rank)
+pid = os.fork()
+if pid == 0:
+    try:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_DFL)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        os.set_inheritable(read_end, True)
+        os.execve(python, [python, "-u", program, "--rich-fd=%d" % read_end], env)
+    finally:
+        os._exit(127)
+child.append(pid)
+out.close()
+err.close()
+os.close(read_end)
+control.sendall(("pid %d\n" % pid).encode())
+for signum in pending:
+    forward(signum, None)
+status = os.waitpid(pid, 0)[1]
+code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
+control.sendall(("exit %d\n" % code).encode())
+"""
+NO_MPIEXEC = (
+    "oscar-jupyter: mpiexec was not found in the image, so the %d ranks started without it: "
+    "MPI's COMM_WORLD has size 1 in each rank (torch.distributed's env:// still works)"
+)
+
+
+def open_mpi_kind(mpiexec):
+    """ "orte" for Open MPI up to 4 (its mpiexec says OpenRTE), "prrte" for Open MPI 5 and later,
+    None for another MPI (MPICH, Intel MPI) or no answer."""
+    try:
+        answer = subprocess.run(
+            [mpiexec, "--version"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=30,
+        ).stdout.lower()
+    except (OSError, subprocess.SubprocessError):
+        return False
+    if b"openrte" in answer:
+        return "orte"
+    if b"open mpi" in answer or b"open-mpi" in answer:
+        return "prrte"
+    return None
+
+
+def mpiexec_command(mpiexec, kind, size, flags):
+    """mpiexec -np <size>, what Open MPI needs here unless the flags say it (as root:
+    --allow-run-as-root; more ranks than this job's CPUs: --oversubscribe), then the flags."""
+    words = [mpiexec, "-np", str(size)]
+    if kind is not None:
+        if os.geteuid() == 0 and "--allow-run-as-root" not in flags:
+            words.append("--allow-run-as-root")
+        if size > len(os.sched_getaffinity(0)) and "--oversubscribe" not in flags:
+            words.append("--oversubscribe")
+    return words + list(flags)
+
+
+def mpiexec_environment(kind, size, port):
+    env = ranks_environment(size, port)
+    if kind == "orte":
+        # Open MPI 4 kills every rank once one ends without MPI_Finalize (stopped, or leaving
+        # after its cell raised): Ranks decides that instead, with its grace.
+        env["OMPI_MCA_orte_allowed_exit_without_sync"] = "1"
+        # Every rank is on this node: without this, mpiexec refuses to start in an image
+        # without ssh or rsh, which it would only need to reach other nodes.
+        env["OMPI_MCA_plm"] = "isolated"
+    return env
+
+
+class RemoteRank:
+    """A rank that mpiexec started, as Ranks and Children see a process (poll, returncode,
+    send_signal): its shim's control line says the program's pid, then how it ended. A signal
+    sent before the pid is known goes once it is."""
+
+    def __init__(self):
+        self.pid = None
+        self.returncode = None
+        self.connected = False
+        self.pending = []
+
+    def poll(self):
+        return self.returncode
+
+    def wait(self):
+        return self.returncode
+
+    def send_signal(self, signum):
+        if self.pid is None:
+            self.pending.append(signum)
+        else:
+            os.kill(self.pid, signum)
+
+    def told(self, line):
+        word, _, value = line.partition(b" ")
+        if not value.lstrip(b"-").isdigit():
+            return
+        if word == b"pid":
+            self.pid = int(value)
+            for signum in self.pending:
+                send(self, signum)
+            self.pending = []
+        elif word == b"exit" and self.returncode is None:
+            self.returncode = int(value)
+
+
+class Control:
+    """A rank's control line (see RANK_SHIM), read in the run loop as a Stream is."""
+
+    def __init__(self, line, rank):
+        self.line = line
+        self.rank = rank
+        self.buffer = b""
+
+    def read(self):
+        chunk = self.line.recv(4096)
+        if not chunk:
+            if self.rank.returncode is None:
+                self.rank.returncode = 1  # its shim ended without saying how the rank did
+            self.close()
+            return False
+        self.buffer += chunk
+        while b"\n" in self.buffer:
+            text, _, self.buffer = self.buffer.partition(b"\n")
+            self.rank.told(text)
+        return True
+
+    def close(self):
+        self.line.close()
+
+
+class MpiLaunch:
+    """The ranks started through mpiexec (see RANK_SHIM): the socket in MPI_DIR takes each
+    rank's three connections, and mpiexec's own output is rank 0's stderr."""
+
+    def __init__(self, outputs, selector, streams, mpiexec, argv, env):
+        """Starts `mpiexec ... python3 shim.py socket` + argv (the program's python3 and the
+        program) in env."""
+        self.outputs = outputs
+        self.selector = selector
+        self.streams = streams
+        self.ranks = [RemoteRank() for _ in outputs]
+        self.waiting = 3 * len(outputs)  # connections still to come
+        self.folder = os.path.abspath(MPI_DIR)
+        os.mkdir(self.folder, 0o700)
+        self.shim = os.path.join(self.folder, "shim.py")
+        with open(self.shim, "w") as shim:
+            shim.write(RANK_SHIM)
+        self.path = os.path.join(self.folder, "socket")
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen(self.waiting)
+        self.listening = True
+        self.process = subprocess.Popen(
+            mpiexec + [argv[0], self.shim, self.path] + argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            close_fds=True,
+            env=env,
+        )
+        self.add(self.process.stdout, Stream(self.process.stdout, "e", self.outputs[0]))
+        self.selector.register(self.listener, selectors.EVENT_READ, self)
+
+    def add(self, fileobj, handler):
+        if isinstance(handler, Stream):
+            self.streams.append(handler)
+        self.selector.register(fileobj, selectors.EVENT_READ, handler)
+
+    def read(self):
+        """Takes one connection; False once every rank's three have come."""
+        self.accept()
+        if self.waiting:
+            return True
+        self.close()
+        return False
+
+    def accept(self):
+        """Takes one connection; False when none was waiting."""
+        try:
+            line, _ = self.listener.accept()
+        except OSError:  # BlockingIOError: none waiting
+            return False
+        self.take(line)
+        self.waiting -= 1
+        return True
+
+    def take(self, line):
+        """A shim's connection: its first line says whose and which ("<rank> o|e|c"), read a
+        byte at a time so that nothing after it is taken."""
+        hello = b""
+        try:
+            line.settimeout(HELLO_TIMEOUT)
+            while not hello.endswith(b"\n") and len(hello) < 40:
+                byte = line.recv(1)
+                if not byte:
+                    break
+                hello += byte
+            line.settimeout(None)
+        except OSError:
+            hello = b""
+        rank, _, kind = hello.decode("ascii", "replace").strip().partition(" ")
+        if not rank.isdigit() or int(rank) >= len(self.ranks) or kind not in ("o", "e", "c"):
+            line.close()
+            return
+        number = int(rank)
+        if kind == "c":
+            line.sendall(RICH_NONCE.encode("ascii") + b"\n")
+            self.ranks[number].connected = True
+            self.add(line, Control(line, self.ranks[number]))
+        else:
+            line.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, PIPE_SIZE)
+            self.add(line, Stream(line, kind, self.outputs[number]))
+
+    def check(self):
+        """Once mpiexec has ended, the connections still queued are taken, and a rank that never
+        connected ended with mpiexec's status (1 for 0)."""
+        if not self.listening or self.process.poll() is None:
+            return
+        self.selector.unregister(self.listener)
+        self.listener.setblocking(False)
+        while self.waiting and self.accept():
+            pass
+        self.close()
+        for rank in self.ranks:
+            if not rank.connected and rank.returncode is None:
+                rank.returncode = self.process.returncode or 1
+
+    def close(self):
+        if self.listening:
+            self.listener.close()
+            self.listening = False
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def finish(self):
+        """Waits for mpiexec (killed if it outlives its ranks by RANK_KILL_AFTER)."""
+        try:
+            self.process.wait(timeout=RANK_KILL_AFTER)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_ranks(program, outputs, children, selector, streams, flags):
+    """Starts the program as each of its ranks (through mpiexec when the PATH has it); the
+    MpiLaunch, or None."""
+    size = len(outputs)
+    python = sys.executable or "python3"
     port = free_port() if size > 1 else 0
+    mpiexec = shutil.which(MPIEXEC) if size > 1 else None
+    if mpiexec:
+        kind = open_mpi_kind(mpiexec)
+        command = mpiexec_command(mpiexec, kind, size, flags)
+        env = mpiexec_environment(kind, size, port)
+        launch = MpiLaunch(outputs, selector, streams, command, [python, program], env)
+        children.processes = launch.ranks
+        return launch
+    if size > 1:
+        outputs[0].line("e", (NO_MPIEXEC % size).encode("utf-8"))
     for rank in range(size):
-        children.start(argv, rank_environment(rank, size, port) if size > 1 else None)
-    children.started()
-    ranks = Ranks(children.processes)
-    gpu.start()
-    selector = selectors.DefaultSelector()
-    streams = []
-    for rank, process in enumerate(children.processes):
+        process = children.start(
+            [python, "-u", program], rank_environment(rank, size, port) if size > 1 else None
+        )
         for pipe, letter in ((process.stdout, "o"), (process.stderr, "e")):
             streams.append(Stream(pipe, letter, outputs[rank]))
             selector.register(pipe, selectors.EVENT_READ, streams[-1])
+    return None
+
+
+def run(program, output, gpu, size=1, flags=()):
+    """Runs the program (as each of its `size` ranks), tags the streams; how they ended."""
+    outputs = [output] + [Output(output.sink, rank) for rank in range(1, size)]
+    children = Children()
+    selector = selectors.DefaultSelector()
+    streams = []  # type: list
+    launch = start_ranks(program, outputs, children, selector, streams, flags)
+    children.started()
+    ranks = Ranks(children.processes, outputs)
+    gpu.start()
     quiet_from = None  # once the program has exited: since when its pipes have been silent
     while selector.get_map():
         now = time.monotonic()
+        if launch is not None:
+            launch.check()
         if quiet_from is None and ranks.watch(now):
             quiet_from = now
         if quiet_from is not None and now - quiet_from >= QUIET_AFTER_EXIT:
@@ -864,6 +1234,8 @@ def run(program, output, gpu, size=1):
         out.flush(force=True)
     for process in children.processes:
         process.wait()
+    if launch is not None:
+        launch.finish()
     ranks.watch(time.monotonic())
     gpu.stop()
     return ranks
@@ -887,7 +1259,7 @@ def main():
     exit_key = new_exit_key()
     start = start_fields(sys.argv[3] if len(sys.argv) > 3 else "")
     start["exit_key_sha256"] = hashlib.sha256(exit_key.encode("ascii")).hexdigest()
-    size = rank_count(program)
+    size, flags = rank_plan(program)
     if size > 1:
         start["ranks"] = size
     output = Output(Sink(*open_direct(os.environ)))
@@ -896,7 +1268,7 @@ def main():
     started = time.monotonic()
     gpu = GpuMemory(os.environ)
     try:
-        ranks = run(program, output, gpu, size)
+        ranks = run(program, output, gpu, size, flags)
         status = ranks.status()
     except Exception:
         report = "oscar-jupyter runner: internal error\n" + traceback.format_exc()

@@ -35,6 +35,10 @@ interpreter_has_venv || need_apt+=(python3-venv)
 # Python gets numpy and matplotlib, as a scientific image would have, for the figures tutorial.
 [ "$PYTHON_ONLY" = 1 ] || /usr/bin/python3 -c 'import numpy, matplotlib' >/dev/null 2>&1 ||
     need_apt+=(python3-numpy python3-matplotlib)
+# Open MPI and mpi4py for that Python: a cell run as ranks (--ntasks T --mpi) starts them through
+# the image's mpiexec, so mpi4py's COMM_WORLD holds every rank (the ranks tutorial, tests/mpi).
+[ "$PYTHON_ONLY" = 1 ] || { command -v mpiexec >/dev/null && /usr/bin/python3 -c 'import mpi4py' >/dev/null 2>&1; } ||
+    need_apt+=(openmpi-bin python3-mpi4py)
 if [ ${#need_apt[@]} -gt 0 ]; then
     say "apt-get install ${need_apt[*]}"
     apt-get update -qq

@@ -481,6 +481,8 @@ def bwrap_arguments(
 ) -> list[str]:
     args = ["bwrap", *_root_layout()]
     args += ["--proc", "/proc", "--dev", "/dev"]
+    # apptainer mounts the host's /sys (`mount sys = yes`): MPI's hwloc reads the CPUs there.
+    args += ["--ro-bind", "/sys", "/sys"]
     args += _session_tmpfs("/tmp", tmp_size_bytes) + _session_tmpfs("/var/tmp", tmp_size_bytes)
     if invocation.home and ":" in invocation.home:
         source, destination = invocation.home.split(":", 1)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,3 +73,19 @@ def run_runner(tmp_path: Path):
         return RunResult(raw, log, parser)
 
     return run
+
+
+# What the runner script runs besides python3 (mktemp, cat, uname, date).
+RUNNER_TOOLS = ("mktemp", "cat", "uname", "date")
+
+
+def path_without_mpiexec(folder: Path) -> str:
+    """A PATH with what the runner script needs (python3: this interpreter) and no mpiexec: an
+    image without MPI."""
+    folder.mkdir(exist_ok=True)
+    (folder / "python3").symlink_to(sys.executable)
+    for tool in RUNNER_TOOLS:
+        found = shutil.which(tool)
+        assert found is not None, f"{tool} is not on this machine's PATH"
+        (folder / tool).symlink_to(found)
+    return str(folder)

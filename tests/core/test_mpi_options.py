@@ -104,8 +104,12 @@ def test_a_site_whose_plugin_ignores_mpi_flags_refuses_ranks_on_more_than_one_no
     assert "ranks on more than one node need the site's Slurm plugin" in message
     assert "jupyter: {mpi_flags: true}" in message
     assert "starts the ranks itself: --nodes 1 --ntasks 4 --mpi" in message
-    with pytest.raises(SpecError, match="there is no mpiexec to take flags: write --mpi alone"):
-        spec_of("--node vk --ntasks 2 --mpi --oversubscribe", site=SiteFacts()).validate()
+    # On one node the tagger starts the ranks, through mpiexec where the image has it: the
+    # flags go to that mpiexec, in the program's first line.
+    flagged = spec_of("--node vk --ntasks 2 --mpi '--bind-to none'", site=SiteFacts())
+    flagged.validate()
+    program = __import__("base64").b64decode(flagged.job_body("print(1)"))
+    assert program.startswith(b"# oscar-jupyter ranks 2 --bind-to none\n")
     # One task under --mpi is harmless anywhere.
     spec_of("--node vk --mpi", site=SiteFacts()).validate()
 
@@ -127,7 +131,7 @@ def test_ranks_on_one_node_start_in_the_job_itself_on_every_plugin(line):
     assert flags.count("--nodes=1") == 1
     body = spec.job_body("print(1)")
     program = __import__("base64").b64decode(body)
-    assert program.startswith(runner.RANKS_HEADER.format(ranks=3).encode())
+    assert program.startswith(runner.RANKS_HEADER.format(ranks=3, flags="").encode())
     # where the site applies mpi-flags, the plugin starts the ranks, not the runner
     mpi_site = spec_of("--node vk " + line)
     assert not mpi_site.launches_ranks()

@@ -203,3 +203,47 @@ def test_sessions_notebook_loads_once_uses_three_times_and_stops(local_oscar, mo
     assert texts(code[7], "stdout").startswith("s1: idle on local-slurm")
     assert "Session s1 stopped" in texts(code[8], "stdout")
     assert not any("@@OJ" in texts(c) or "X-Amz-Signature" in texts(c) for c in code)
+
+
+def _image_has_torch() -> bool:
+    """Whether the local cluster's image (the host's /usr) has PyTorch."""
+    import subprocess
+
+    probe = subprocess.run(["/usr/bin/python3", "-c", "import torch"], capture_output=True)
+    return probe.returncode == 0
+
+
+def test_ranks_notebook_sums_with_mpi4py_trains_where_torch_is_and_shows_a_failing_rank(
+    local_oscar, monkeypatch
+):
+    import re
+
+    nb = nbformat.read(ROOT / "notebooks" / "06-mpi-ranks.ipynb", as_version=4)
+    execute(nb, local_oscar, monkeypatch, "06-mpi-ranks.executed")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    plain = [re.sub(r"\x1b\[[0-9;]*m", "", texts(c, "stdout")) for c in code]
+    # four ranks, each labelled, each with its host and its part, every one with the same total
+    for rank in range(4):
+        assert re.search(
+            rf"^\[r{rank}\] rank {rank} of 4 on \S+: my part \d+, total 500000500000$",
+            plain[1],
+            re.MULTILINE,
+        ), plain[1]
+    assert re.search(r"^rank 0 of 4 on \S+ \(local 0 of 4\)$", texts(code[2], "stdout"), re.M)
+    assert "rank 1 of 4" not in plain[2]  # rank 0's view
+    assert texts(code[3], "stdout") == "squares of the ranks, from rank 0: [0, 1, 4, 9]\n"
+    if _image_has_torch():
+        weights = re.findall(
+            r"^\[r\d\] rank \d of 4 on \S+: .* weights after the step (.*)$", plain[4], re.MULTILINE
+        )
+        assert len(weights) == 4 and len(set(weights)) == 1  # the same model on every rank
+    else:
+        assert "PyTorch is not installed in this image" in plain[4]
+    failed = texts(code[5], "error")
+    assert "RuntimeError: rank 2 found no data to read" in failed
+    assert (
+        "rank 2 of 4 failed (exit 1); ranks 0, 1, 3 still ran 10 s after rank 2 failed: stopped"
+        in failed
+    )
+    assert "not printed" not in texts(code[5], "stdout")
+    assert not any("@@OJ" in texts(c) or "mpiexec was not found" in texts(c) for c in code)

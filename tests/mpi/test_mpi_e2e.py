@@ -9,6 +9,9 @@ starts the ranks itself, and the cell shows rank 0 (and every rank's stderr), or
 
 from __future__ import annotations
 
+import os
+import shutil
+import uuid
 from pathlib import Path
 
 import httpx
@@ -70,7 +73,7 @@ def test_more_than_one_rank_is_refused_before_sending_and_one_rank_runs(local_os
         OFFLOAD + " --nodes 2\nprint('ran on two nodes')",
         OFFLOAD + " --nodes 2 --ntasks 2 --mpi\nprint('ran as two ranks')",
         OFFLOAD + " --nodes 2 --ntasks 1 --mpi\nprint('ran')",
-        OFFLOAD + " --ntasks 2 --mpi --oversubscribe\nprint('ran')",
+        OFFLOAD + " --ntasks 2 --mpi '-np 4'\nprint('ran')",
     )
     two_nodes, two_ranks, bad_layout, flags = nb.cells[1:5]
     assert "--nodes 2: 2 nodes without --mpi" in error_text(two_nodes)
@@ -79,7 +82,7 @@ def test_more_than_one_rank_is_refused_before_sending_and_one_rank_runs(local_os
     assert "jupyter: {mpi_flags: true}" in error_text(two_ranks)
     assert "--nodes 1 --ntasks 2 --mpi" in error_text(two_ranks)
     assert "fewer tasks than --nodes 2" in error_text(bad_layout)
-    assert "write --mpi alone" in error_text(flags)
+    assert "set the number of ranks with --ntasks" in error_text(flags)
     for cell in (two_nodes, two_ranks, bad_layout, flags):
         assert "ran" not in stdout(cell)
         # one error line, no traceback of our own code
@@ -193,3 +196,149 @@ def test_the_ranks_meet_at_master_addr_and_port(local_oscar, monkeypatch):
     cell = nb.cells[1]
     assert error_text(cell) == ""
     assert "rank 0 heard: hello from rank 1 of 2" in stdout(cell)
+
+
+# mpi4py through the image's mpiexec (the local cluster's image is the host's /usr, with Debian's
+# Open MPI and mpi4py from scripts/setup.sh).
+MPI_SUM = """\
+from mpi4py import MPI
+world = MPI.COMM_WORLD
+total = world.allreduce(world.Get_rank() + 10)
+print("mpi", world.Get_rank(), "of", world.Get_size(), "sum", total)
+"""
+
+
+def test_mpi4py_sees_both_ranks_and_a_rank_raising_fails_the_cell_with_its_traceback(
+    local_oscar, monkeypatch
+):
+    nb = run_notebook(
+        local_oscar,
+        monkeypatch,
+        "mpi-mpi4py",
+        CONNECT,
+        OFFLOAD + " --ntasks 2 --mpi --ranks all\n" + MPI_SUM,
+        OFFLOAD
+        + " --ntasks 2 --mpi\n"
+        + "from mpi4py import MPI\n"
+        + "if MPI.COMM_WORLD.Get_rank() == 1:\n"
+        + "    raise ValueError('rank 1 has no data')\n"
+        + "MPI.COMM_WORLD.Barrier()\n"
+        + "print('past the barrier')\n",
+    )
+    summed, failing = nb.cells[1:3]
+    assert error_text(summed) == ""
+    text = stream_text(summed)
+    assert "[r0]\x1b[0m mpi 0 of 2 sum 21" in text and "[r1]\x1b[0m mpi 1 of 2 sum 21" in text
+    assert "mpiexec was not found" not in text
+    error = error_text(failing)
+    assert "ValueError: rank 1 has no data" in error
+    stopped = "rank 1 of 2 failed (exit 1); rank 0 still ran 10 s after rank 1 failed: stopped"
+    assert stopped in error
+    assert "past the barrier" not in stream_text(failing)
+
+
+def test_without_mpiexec_in_the_image_the_ranks_still_run_and_the_cell_says_so(
+    local_oscar, monkeypatch, tmp_path
+):
+    # The local image is the host's /usr: an empty, non-executable file bound over the file
+    # that mpiexec leads to makes an image whose PATH has no mpiexec to run.
+    mpiexec = shutil.which("mpiexec")
+    if mpiexec is None:
+        pytest.skip("no mpiexec on this machine (scripts/setup.sh installs Open MPI)")
+    empty = tmp_path / "no-mpiexec"
+    empty.write_bytes(b"")
+    empty.chmod(0o644)
+    mount = f" --mount {empty}:{os.path.realpath(mpiexec)}:ro"
+    nb = run_notebook(
+        local_oscar,
+        monkeypatch,
+        "mpi-no-mpiexec",
+        CONNECT,
+        OFFLOAD + " --ntasks 2 --mpi --ranks all" + mount + "\n" + RANK_LINE,
+    )
+    cell = nb.cells[1]
+    assert error_text(cell) == ""
+    text = stream_text(cell)
+    assert "[r0]\x1b[0m rank 0 of 2" in text and "[r1]\x1b[0m rank 1 of 2" in text
+    assert text.count("mpiexec was not found in the image") == 1
+    assert "MPI's COMM_WORLD has size 1 in each rank" in text
+
+
+# Kernel-side code of the cancel test: the job's processes are found on this machine (the local
+# Slurm node) by a variable only their cell was given (--env), with their parents (the shims
+# mpiexec started, and mpiexec), as (pid, start time) so that a reused pid is not taken for one.
+FIND_RANKS = """\
+import os, time
+
+def start_time(pid):
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return fields[19], int(fields[1])  # starttime, ppid
+
+def tagged():
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                if TAG.encode() in environ.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+def family(pids):
+    seen = set()
+    for pid in pids:
+        for _ in range(3):  # the rank, its shim, mpiexec
+            try:
+                started, parent = start_time(pid)
+            except OSError:
+                break
+            seen.add((pid, started))
+            pid = parent
+    return seen
+
+def alive(members):
+    left = []
+    for pid, started in members:
+        try:
+            if start_time(pid)[0] == started:
+                left.append(pid)
+        except OSError:
+            pass
+    return left
+
+deadline = time.monotonic() + 180
+while len(tagged()) < 2 and time.monotonic() < deadline:
+    time.sleep(0.5)
+members = family(tagged())
+print("ranks found:", len(tagged()), "processes:", len(members))
+"""
+WAIT_GONE = """\
+job.wait(timeout=120)
+deadline = time.monotonic() + 60
+while alive(members) and time.monotonic() < deadline:
+    time.sleep(0.5)
+print("left after the cancel:", alive(members))
+"""
+
+
+def test_a_cancel_stops_every_rank_and_leaves_no_process(local_oscar, monkeypatch):
+    tag = f"oj-cancel-{uuid.uuid4().hex}"
+    nb = run_notebook(
+        local_oscar,
+        monkeypatch,
+        "mpi-cancel",
+        CONNECT,
+        OFFLOAD
+        + f" --ntasks 2 --mpi --no-wait -o job --env OJ_CANCEL_TAG={tag}\n"
+        + "import time\nfrom mpi4py import MPI\nMPI.COMM_WORLD.Barrier()\ntime.sleep(600)\n",
+        f"TAG = {tag!r}\n" + FIND_RANKS,
+        "%oscar_cancel {job.name}",
+        WAIT_GONE,
+    )
+    found, cancelled, gone = nb.cells[2:5]
+    # two ranks, each with its shim, and mpiexec
+    assert stdout(found) == "ranks found: 2 processes: 5\n"
+    assert error_text(cancelled) == ""
+    assert stdout(gone) == "left after the cancel: []\n"
