@@ -43,6 +43,7 @@ from typing import Any
 import yaml
 
 from . import options, runner
+from .cell_program import SEALED_PREFIX
 from .config import DEFAULT_IMAGE_PREFIX, SiteFacts
 
 DEFAULT_IMAGE = "docker://python:3.12-slim"
@@ -1391,6 +1392,16 @@ class OffloadSpec:
                 "--in": len(runner.build_program("", inputs=inputs)) - empty,
             }
             flag = max(parts, key=lambda name: parts[name])
+            if flag == "--in" and self.values_from_all_ranks() and inputs.startswith(SEALED_PREFIX):
+                raise SpecError(
+                    "--out-ranks",
+                    f"--out-ranks all: the storage URLs of its {self.task_count()} ranks (one "
+                    f"each, for values too large for the log) take {parts[flag] // 1024} KiB "
+                    f"once compressed, with the --in values; the job program may be at most "
+                    f"{runner.MAX_PROGRAM_BYTES // 1024} KiB: gather the values on rank 0 (e.g. "
+                    "torch.distributed.gather_object) and leave --out-ranks out, or use fewer "
+                    "ranks",
+                )
             what, where = {
                 "--env": (
                     "the --env values are",

@@ -421,3 +421,37 @@ def test_large_values_of_each_rank_come_back_through_its_own_object(run_runner, 
             job.values()
     finally:
         bucket.server.shutdown()
+
+
+def test_too_many_ranks_storage_urls_for_the_job_body_are_refused_naming_out_ranks():
+    import os
+
+    from oscar_jupyter.spec import SpecError
+    from oscar_jupyter.transfers import JobTransfers
+
+    class Bucket:  # URLs as long as MinIO's presigned ones
+        def presign(self, key: str, method: str, seconds: int) -> str:
+            return f"https://minio.example.org/b/{key}?X-Amz-Signature={'0' * 300}"
+
+    def body(ranks: int) -> bytes:
+        transfers = JobTransfers(Bucket(), "job-1")  # type: ignore[arg-type]
+        sealed = transfers.prepare(
+            channel_key=os.urandom(32),
+            inputs="",
+            uploads=[],
+            downloads=[],
+            outputs=True,
+            seconds=600,
+            out_ranks=ranks,
+        )
+        return out_ranks_spec(ranks).job_body("x = 1\n", sealed, ["x"])
+
+    assert body(64)
+    with pytest.raises(SpecError) as refused:
+        body(256)
+    assert refused.value.flag == "--out-ranks"
+    assert str(refused.value).startswith(
+        "--out-ranks all: the storage URLs of its 256 ranks (one each, for values too large for "
+        "the log) take "
+    )
+    assert "gather the values on rank 0" in str(refused.value)
