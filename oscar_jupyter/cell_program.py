@@ -591,37 +591,56 @@ def pickled_values(namespace, names):
 
 
 def send_outputs(namespace):
+    """The --out values, as one `r` record: in the log, or in the user's bucket when large.
+    With --out-ranks all every rank sends its own (its record says which rank it is), into its
+    own object, and the ranks share the log's bounds."""
     names = PARAMS.get("outputs") or []
     if not names:
         return
     blob, values = pickled_values(namespace, names)
-    limit = PARAMS.get("max_result_bytes", 8000000)
+    every_rank = PARAMS.get("out_ranks") == "all"
+    me = oscar_rank()
+    share = max(1, me.size) if every_rank else 1
+    limit = PARAMS.get("max_result_bytes", 8000000) // share
+    inline_limit, url = limit, None
     storage = STORAGE
-    url = storage.manifest.get("outputs_url") if storage else None
-    inline_limit = storage.manifest.get("inline_result_bytes", limit) if storage else limit
+    if storage is not None:
+        inline_limit = storage.manifest.get("inline_result_bytes", limit * share) // share
+        url = outputs_url(storage.manifest, me.rank if every_rank else 0)
+    header = {"python": python_version(), "size": len(blob)}
+    if every_rank:
+        header["rank"] = me.rank
     if storage is not None and url and len(blob) > inline_limit:
         digest = storage.send(url, io.BytesIO(blob), len(blob))
-        CHANNEL.send(
-            "r",
-            {"python": python_version(), "size": len(blob), "sha256": digest, "object": True},
-        )
+        CHANNEL.send("r", dict(header, sha256=digest, object=True))
         return
     if len(blob) > limit:
         sizes = ", ".join(f"{n} {short_size(len(v))}" for n, v in values.items())
+        who = f"rank {me.rank}'s values take" if every_rank else "the values take"
+        room = f"{short_size(limit)} travels back in the log"
+        if every_rank:
+            room += f" from each of the {share} ranks (--out-ranks all)"
         raise OffloadValuesError(
-            f"--out: the values take {short_size(len(blob))} ({sizes}); at most "
-            f"{short_size(limit)} travels back in the log: save large results to a file on a "
-            f"--mount'ed path"
+            f"--out: {who} {short_size(len(blob))} ({sizes}); at most {room}: save large "
+            f"results to a file on a --mount'ed path"
         )
     CHANNEL.send(
         "r",
-        {
-            "python": python_version(),
-            "size": len(blob),
-            "sha256": hashlib.sha256(blob).hexdigest(),
-            "pickle": base64.b64encode(blob).decode("ascii"),
-        },
+        dict(
+            header,
+            sha256=hashlib.sha256(blob).hexdigest(),
+            pickle=base64.b64encode(blob).decode("ascii"),
+        ),
     )
+
+
+def outputs_url(manifest, rank):
+    """Where rank `rank` PUTs its large --out values: rank 0 at ``outputs_url``, the others
+    (--out-ranks all) at their own entry of ``rank_outputs_urls``; None when there is none."""
+    if not rank:
+        return manifest.get("outputs_url")
+    urls = manifest.get("rank_outputs_urls") or []
+    return urls[rank - 1] if rank <= len(urls) else None
 
 
 # Where a rank learns where it is, first found wins: (rank, size, local rank, local size).
@@ -782,7 +801,7 @@ def main():
             show_figures_left_open()
             if ran and first:
                 send_downloads_reported()
-        if first:
+        if first or PARAMS.get("out_ranks") == "all":
             send_outputs(cell.__dict__)
         if os.environ.get(RANK_SETTING):
             CHANNEL.mark_finished()
@@ -795,7 +814,8 @@ def main():
 
 # A job of several ranks on one node (the runner's tagger starts them): rank 0 receives the
 # --upload files, sends the --download files and the --out values; the others wait for the
-# uploads (UPLOADS_RECEIVED in the shared work directory) and send nothing back.
+# uploads (UPLOADS_RECEIVED in the shared work directory) and send nothing back, but their own
+# --out values with --out-ranks all.
 RANK_SETTING = "OSCAR_JUPYTER_RANK"
 UPLOADS_RECEIVED = ".oj-uploads-received"
 

@@ -285,6 +285,7 @@ class Job:
         # its objects in the user's bucket (transfers.py), when it has any
         self.transfers: JobTransfers | None = None
         self.transfer_notes: list[str] = []
+        self._result_blobs: dict[int, bytes] = {}  # --out values fetched from it, by rank
         self._cancelled = False
         self._cancelling = False  # this kernel's cancel is deleting it: its absence is ours
         self._listed = False
@@ -905,29 +906,38 @@ class Job:
             transfers, self.transfers = self.transfers, None
             transfers.discard()
 
-    _result_blob_read: bytes | None = None  # the --out values fetched from the bucket
-
     def values(self, *, progress: ProgressFactory | None = None) -> dict[str, Any]:
         """The ``outputs`` values the cell sent back, checked (`values.ResultError` when they
-        did not arrive intact); call once the job has succeeded."""
+        did not arrive intact); call once the job has succeeded. With --out-ranks all, each
+        name is bound to the list of every rank's value, rank 0 first."""
         if not self.outputs:
             return {}
+        if not self.spec.values_from_all_ranks():
+            return self._rank_values(None, progress)
+        each = [self._rank_values(rank, progress) for rank in range(self.spec.task_count())]
+        return {name: [values[name] for values in each] for name in self.outputs}
+
+    def _rank_values(self, rank: int | None, progress: ProgressFactory | None) -> dict[str, Any]:
+        """The values one rank sent; `rank` None: rank 0's, when no other rank sends any."""
+        sender = rank or 0
         with self._lock:
-            record = self._parser.result
+            record = self._parser.results.get(sender)
             exit_code = self._parser.exit_code
-        transfers = self.transfers
+        transfers, read = self.transfers, self._result_blobs
 
         def fetch_object() -> bytes:
-            if self._result_blob_read is None:
+            if sender not in read:
                 if transfers is None:
                     raise ResultError(
                         f"the values {', '.join(self.outputs)} were in the object storage, "
                         "and are gone (read once, then removed with the job's objects)"
                     )
-                self._result_blob_read = transfers.result_blob(progress or _no_progress)
-            return self._result_blob_read
+                read[sender] = transfers.result_blob(progress or _no_progress, sender)
+            return read[sender]
 
-        return decode_result(record, self.outputs, exit_code=exit_code, fetch_object=fetch_object)
+        return decode_result(
+            record, self.outputs, exit_code=exit_code, fetch_object=fetch_object, rank=rank
+        )
 
     def end_reason(self) -> str:
         """Why a job ended other than by its cell's exit; "" while it runs or when it exited."""

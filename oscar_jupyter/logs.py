@@ -111,7 +111,9 @@ class LogParser:
         self.lines: list[OutputLine] = []
         self.exit_code: int | None = None
         self.started: dict | None = None
-        self.result: str | None = None  # the --out values' record, base64 (see values.py)
+        # The --out values' records, base64 (see values.py), by rank: rank 0's, and with
+        # --out-ranks all every rank's.
+        self.results: dict[int, str] = {}
         # What the program used (the runner's usage record, checked by the exit key), once the
         # job has ended: JSON fields as `usage.Usage` reads them.
         self.usage: dict[str, Any] | None = None
@@ -131,14 +133,19 @@ class LogParser:
         # The SHA-256 of the exit key announced by the start line; None in logs that predate it.
         self._exit_digest: str | None = None
         self._forged: set[str] = set()  # exit records without the key, already shown as text
-        self._result_intact = False
+        self._results_intact: set[int] = set()  # ranks whose --out record came intact
         # `z` lines taken: (number, payload hash, rank)
         self._batches: set[tuple[int, int, int]] = set()
         # The pieces of the line each stream is still writing: (its seq, texts so far).
         self._pieces: dict[str, tuple[int, list[str]]] = {}
-        # The --out record came damaged in a supervisor DEBUG line: its final dump repeats the
-        # record, so the exit record is taken from there (after the second copy).
-        self._result_again = False
+        # Ranks whose --out record came damaged in a supervisor DEBUG line: its final dump
+        # repeats the record, so the exit record is taken from there (after the second copy).
+        self._results_again: set[int] = set()
+
+    @property
+    def result(self) -> str | None:
+        """Rank 0's --out record (the only one unless --out-ranks all)."""
+        return self.results.get(0)
 
     @property
     def finished(self) -> bool:
@@ -202,7 +209,7 @@ class LogParser:
                 self._take_start(text)
                 continue
             if kind == runner.RESULT:
-                self._take_result(text, decorated=prefix is not None)
+                self._take_result(text, decorated=prefix is not None, rank=rank)
                 continue
             if kind == runner.USAGE:
                 self._take_usage_candidate(tag.group(2), text)
@@ -218,7 +225,7 @@ class LogParser:
                         self._forged.add(line)
                         new.append(OutputLine("stdout", 0, line))
                     continue
-                if self._result_again and prefix is not None:
+                if self._results_again and prefix is not None:
                     continue  # taken from the final dump, after the --out record's second copy
                 self.exit_code = int(text)
                 self.usage = self._checked_usage(tag.group(2))
@@ -397,15 +404,19 @@ class LogParser:
             return _json_or_none(text)
         return None
 
-    def _take_result(self, text: str, decorated: bool) -> None:
-        """The first intact copy of the --out record; the first copy while none is intact. A
-        copy can arrive damaged where a log stream resent or lost bytes inside it."""
-        if self._result_intact:
+    def _take_result(self, text: str, decorated: bool, rank: int = 0) -> None:
+        """The first intact copy of a rank's --out record; the first copy while none is intact.
+        A copy can arrive damaged where a log stream resent or lost bytes inside it."""
+        if rank in self._results_intact:
             return
         intact = is_intact(text)
-        if self.result is None or intact:
-            self.result, self._result_intact = text, intact
-        self._result_again = decorated and not intact
+        if rank not in self.results or intact:
+            self.results[rank] = text
+        if intact:
+            self._results_intact.add(rank)
+            self._results_again.discard(rank)
+        elif decorated:
+            self._results_again.add(rank)
 
     def _take_partial(self, stream: str, seq: int, text: str) -> None:
         # Records come in log order, so a later one of the same line is newer; one whose line is
@@ -482,8 +493,9 @@ def _traceback_of(lines: list[OutputLine]) -> str:
     return ""
 
 
-# Records a rank other than 0 writes (its rich outputs, values and control records do not count).
-_RANKED_KINDS = frozenset("oeOEpqPQt")
+# Records a rank other than 0 writes: its lines, traceback marker and --out values (sent with
+# --out-ranks all); its rich outputs and control records do not count.
+_RANKED_KINDS = frozenset("oeOEpqPQtr")
 
 
 def _piece_key(stream: str, rank: int) -> str:

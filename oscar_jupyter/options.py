@@ -333,6 +333,21 @@ OPTIONS: tuple[Option, ...] = (
         also_typed=("--outputs", "--output", "--return"),
     ),
     Option(
+        "--out-ranks",
+        "text",
+        "0|all",
+        "whose --out values come back: rank 0's (0), or a list of every rank's (all)",
+        "with several ranks, each `--out` name is bound to rank 0's value (`0`, the default) or "
+        "to a list of every rank's, rank 0 first (`all`: each rank sends its own values, "
+        "checked as rank 0's are, its share of the log's bound each). Needs `--out` and more "
+        "than one rank; not a panel field, as `--out` is the cell's own. `out_ranks='all'` in "
+        "the Python API",
+        # Not in the panel (no label): a kernel-wide default would refuse every cell without
+        # --out or without ranks.
+        field="out_ranks",
+        also_typed=("--outputs-ranks", "--out-rank", "--values-ranks"),
+    ),
+    Option(
         "--upload",
         "repeat",
         "LOCAL[:REMOTE]",

@@ -216,13 +216,14 @@ def build_program(
     ranks: int = 1,
     mpi_flags: list[str] | None = None,
     secrets: list[str] | None = None,
+    out_ranks: bool = False,
 ) -> bytes:
     """The Python program a job carries (``cell_program.py`` with its parameters): sets ``env``,
     checks that the ``secrets`` (names only) arrived, loads ``inputs`` (base64 of a pickle, see
     ``values``), writes the cell to ``cell.py`` in the working directory and runs it as
-    ``__main__``, then sends back ``outputs``. With ``ranks`` over 1 its first line is
-    ``RANKS_HEADER``: the tagger starts it once per rank (issue 21), through mpiexec with
-    ``mpi_flags`` (words) where the image has mpiexec."""
+    ``__main__``, then sends back ``outputs`` (from every rank with ``out_ranks``, else from
+    rank 0). With ``ranks`` over 1 its first line is ``RANKS_HEADER``: the tagger starts it once
+    per rank (issue 21), through mpiexec with ``mpi_flags`` (words) where the image has mpiexec."""
     params = {
         "code": code,
         "env": dict(env or {}),
@@ -234,6 +235,8 @@ def build_program(
         "max_display_bytes": MAX_DISPLAY_BYTES,
         "max_result_bytes": MAX_RESULT_BYTES,
     }
+    if out_ranks:
+        params["out_ranks"] = "all"
     program = _PROGRAM_CODE.replace(_PARAMS_LINE, f"\nPARAMS = {params!r}\n", 1)
     packed = pack_program(program.encode("utf-8"))
     if ranks < 2:

@@ -511,11 +511,13 @@ class Session:
                     outputs=bool(wanted),
                     seconds=url_seconds(spec.time_limit_seconds()),
                     progress=self._progress(),
+                    out_ranks=spec.task_count() if spec.values_from_all_ranks() else 1,
                 )
+                # the sealed URLs take room in the body: it is checked again
+                body = spec.job_body(code, sealed, wanted)
             except BaseException:
                 transfers.discard()
                 raise
-            body = spec.job_body(code, sealed, wanted)
         try:
             job_name = self._send(client, service, body, job_name)
         except KeyboardInterrupt:

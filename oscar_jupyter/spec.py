@@ -43,6 +43,7 @@ from typing import Any
 import yaml
 
 from . import options, runner
+from .cell_program import SEALED_PREFIX
 from .config import DEFAULT_IMAGE_PREFIX, SiteFacts
 
 DEFAULT_IMAGE = "docker://python:3.12-slim"
@@ -705,6 +706,9 @@ class OffloadSpec:
     # Whose output the cell shows of a job of several ranks: None or "0" (rank 0's, and every
     # rank's stderr), "all" (every rank's, labelled). Client-side only.
     ranks: str | None = None
+    # Whose --out values come back from a job of several ranks: None or "0" (rank 0's), "all"
+    # (each name bound to a list of every rank's value, rank 0 first). Client and program only.
+    out_ranks: str | None = None
     job_name: str | None = None
     partition: str | None = None
     account: str | None = None
@@ -767,6 +771,7 @@ class OffloadSpec:
             self._check_tasks,
             self._check_mpi,
             self._check_ranks,
+            self._check_out_ranks,
             self._check_mem,
             self._check_slurm_words,
             self._check_image,
@@ -993,6 +998,27 @@ class OffloadSpec:
                 "give 0 (rank 0's output and every rank's stderr, the default) or all "
                 "(every rank's output, each line labelled [r3]), e.g. --ranks all",
             )
+
+    def _check_out_ranks(self) -> None:
+        if self.out_ranks is None:
+            return
+        if self.out_ranks not in RANKS_SHOWN:
+            raise _flag_error(
+                "--out-ranks",
+                repr(self.out_ranks),
+                "give 0 (rank 0's values, the default) or all (each --out name becomes a list "
+                "of every rank's value, rank 0 first), e.g. --out-ranks all",
+            )
+        if self.out_ranks == "all" and (self.mpi is None or self.task_count() < 2):
+            raise SpecError(
+                "--out-ranks",
+                "--out-ranks all: the cell runs once, so each --out name has one value; run it "
+                "as ranks (e.g. --ntasks 4 --mpi) or leave --out-ranks out",
+            )
+
+    def values_from_all_ranks(self) -> bool:
+        """Whether each --out name comes back as a list of every rank's value."""
+        return self.out_ranks == "all"
 
     def shows_all_ranks(self) -> bool:
         return self.ranks == "all"
@@ -1334,6 +1360,12 @@ class OffloadSpec:
             )
         self._check_env()
         _check_unicode(code)
+        if self.values_from_all_ranks() and not outputs:
+            raise SpecError(
+                "--out-ranks",
+                "--out-ranks all: there are no --out names to bring back from each rank; add "
+                "--out NAME[,NAME...] (outputs=[...] in the Python API), or leave --out-ranks out",
+            )
         ranks = self.task_count() if self.launches_ranks() else 1
         program = runner.build_program(
             code,
@@ -1343,6 +1375,7 @@ class OffloadSpec:
             ranks=ranks,
             mpi_flags=self.mpi_words(),
             secrets=list(self.secrets) if check_secrets else [],
+            out_ranks=self.values_from_all_ranks(),
         )
         if len(program) > runner.MAX_PROGRAM_BYTES:
             empty = len(runner.build_program(""))
@@ -1352,6 +1385,16 @@ class OffloadSpec:
                 "--in": len(runner.build_program("", inputs=inputs)) - empty,
             }
             flag = max(parts, key=lambda name: parts[name])
+            if flag == "--in" and self.values_from_all_ranks() and inputs.startswith(SEALED_PREFIX):
+                raise SpecError(
+                    "--out-ranks",
+                    f"--out-ranks all: the storage URLs of its {self.task_count()} ranks (one "
+                    f"each, for values too large for the log) take {parts[flag] // 1024} KiB "
+                    f"once compressed, with the --in values; the job program may be at most "
+                    f"{runner.MAX_PROGRAM_BYTES // 1024} KiB: gather the values on rank 0 (e.g. "
+                    "torch.distributed.gather_object) and leave --out-ranks out, or use fewer "
+                    "ranks",
+                )
             what, where = {
                 "--env": (
                     "the --env values are",

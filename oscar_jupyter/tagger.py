@@ -376,17 +376,18 @@ class Output:
 
     def rich(self, kind, payload):
         """A rich output (d) takes the next stdout seq and the traceback marker (t) the next
-        stderr seq: they show in order with the text. The result (r) is a control line. The
-        values, figures and display() of a job of several ranks come from rank 0 alone."""
+        stderr seq: they show in order with the text. The result (r) is a control line, tagged
+        with its rank: the program sends values from rank 0, or from every rank with
+        --out-ranks all. Figures and display() of a job of several ranks come from rank 0."""
         if kind == "t":
             self.raised = True
         if kind == "f":
             self.finished = True
             return
-        if self.rank and kind in ("r", "d"):
+        if self.rank and kind == "d":
             return
         if kind == "r":
-            self.control("r", payload)
+            self.control("r", payload, "0" + self.rank_tag)
         elif kind == "d":
             self.take("d%s\n" % payload, 1, "o", 1)
         else:

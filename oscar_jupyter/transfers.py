@@ -163,6 +163,7 @@ class JobTransfers:
         outputs: bool,
         seconds: int,
         progress: ProgressFactory = _no_progress,
+        out_ranks: int = 1,
     ) -> str:
         """Put the job's inputs in the bucket; the sealed manifest the job's program opens."""
         return seal(
@@ -174,6 +175,7 @@ class JobTransfers:
                 outputs=outputs,
                 seconds=seconds,
                 progress=progress,
+                out_ranks=out_ranks,
             ),
         )
 
@@ -186,9 +188,12 @@ class JobTransfers:
         outputs: bool,
         seconds: int,
         progress: ProgressFactory = _no_progress,
+        out_ranks: int = 1,
     ) -> dict[str, Any]:
         """Put the inputs in the bucket; the manifest of their presigned URLs (`prepare` seals
-        it into a job's body; a session cell's object, private like the URLs, holds it as is)."""
+        it into a job's body; a session cell's object, private like the URLs, holds it as is).
+        `out_ranks`: how many ranks send their own --out values (--out-ranks all), each to its
+        own object."""
         manifest: dict[str, Any] = {"inline_result_bytes": INLINE_RESULT_BYTES}
         if len(inputs) > INLINE_INPUT_BYTES:
             blob = base64.b64decode(inputs)
@@ -218,6 +223,11 @@ class JobTransfers:
             )
         if outputs:
             manifest["outputs_url"] = self.bucket.presign(self.key("out.pickle"), "PUT", seconds)
+            if out_ranks > 1:
+                manifest["rank_outputs_urls"] = [
+                    self.bucket.presign(self.key(_result_name(rank)), "PUT", seconds)
+                    for rank in range(1, out_ranks)
+                ]
         return manifest
 
     def _upload(
@@ -292,14 +302,21 @@ class JobTransfers:
             if os.path.exists(spool.name):
                 os.unlink(spool.name)
 
-    def result_blob(self, progress: ProgressFactory = _no_progress) -> bytes:
-        key = self.key("out.pickle")
+    def result_blob(self, progress: ProgressFactory = _no_progress, rank: int = 0) -> bytes:
+        """The --out values a rank put in the bucket (rank 0's, unless --out-ranks all)."""
+        key = self.key(_result_name(rank))
         size = self.bucket.size_of(key) or 0
-        return self.bucket.get_bytes(key, progress("--out values", size))
+        label = f"--out values of rank {rank}" if rank else "--out values"
+        return self.bucket.get_bytes(key, progress(label, size))
 
     def discard(self) -> int:
         """Remove the job's objects; how many there were."""
         return self.bucket.delete_prefix(self.prefix)
+
+
+def _result_name(rank: int) -> str:
+    """The object of a rank's large --out values."""
+    return f"out-rank-{rank}.pickle" if rank else "out.pickle"
 
 
 def _file_sha256(path: str) -> str:

@@ -126,15 +126,24 @@ def input_sizes(inputs: Mapping[str, Any]) -> str:
 
 
 def _unpack(
-    record: str, wanted: str, fetch_object: Callable[[], bytes] | None = None
+    record: str,
+    wanted: str,
+    fetch_object: Callable[[], bytes] | None = None,
+    rank: int | None = None,
 ) -> tuple[bytes, str]:
     """The pickle of an ``r`` record and the cluster's Python version, checked against the
     record's size and SHA-256; `ResultError` when the record is damaged or altered. A record
     with ``object`` holds no pickle: the job put it in the user's bucket, `fetch_object` gets
-    it."""
+    it. `rank`: the rank whose record the log says it is (--out-ranks all), which the record's
+    own ``rank`` must be."""
     try:
         header = json.loads(base64.b64decode(record, validate=True))
         size, digest, python = int(header["size"]), str(header["sha256"]), str(header["python"])
+        if rank is not None and header.get("rank") != rank:
+            raise ResultError(
+                f"the values {wanted} came from rank {rank} but say they are rank "
+                f"{header.get('rank')}'s; none was used"
+            )
         if header.get("object"):
             if fetch_object is None:
                 raise ResultError(
@@ -178,10 +187,27 @@ def decode_result(
     names: list[str],
     exit_code: int | None = None,
     fetch_object: Callable[[], bytes] | None = None,
+    rank: int | None = None,
 ) -> dict[str, Any]:
     """The values of an ``r`` record, checked against its size and SHA-256. `exit_code` is the
     job's, when its exit record arrived: without a record, it tells a cell that ended its own
-    process (exit code 0, no values sent) from a log cut short."""
+    process (exit code 0, no values sent) from a log cut short. `rank`: the rank the record
+    came from, with --out-ranks all (the record must say the same)."""
+    if rank is None:
+        return _decode(record, names, exit_code, fetch_object)
+    try:
+        return _decode(record, names, exit_code, fetch_object, rank)
+    except ResultError as err:
+        raise ResultError(f"--out-ranks all, rank {rank}: {err}") from None
+
+
+def _decode(
+    record: str | None,
+    names: list[str],
+    exit_code: int | None,
+    fetch_object: Callable[[], bytes] | None,
+    rank: int | None = None,
+) -> dict[str, Any]:
     wanted = ", ".join(names)
     if record is None and exit_code == 0:
         raise ResultError(
@@ -193,7 +219,7 @@ def decode_result(
             f"the job ended without sending back {wanted} (its log was cut short, or the runner "
             f"service predates --out): run the cell again"
         )
-    blob, python = _unpack(record, wanted, fetch_object)
+    blob, python = _unpack(record, wanted, fetch_object, rank)
     versions = f"Python {python} on the cluster, {here()} here"
     try:
         pickled = pickle.loads(blob)

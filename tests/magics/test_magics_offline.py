@@ -248,3 +248,16 @@ def test_the_magics_help_lists_every_option_of_the_table(ip):
     doc = OscarMagics.oscar_offload.__doc__ or ""
     assert all(option.usage in doc for option in OPTIONS)
     assert "--secret NAME" in doc and "--in NAME[,NAME...]" in doc and "--out" in doc
+
+
+def test_out_ranks_all_goes_with_out_and_ranks_and_not_with_a_session(ip):
+    _, out = run_cell_magic(
+        ip, "--dry-run --node vega --ntasks 2 --mpi --out x --out-ranks all", "x = 1\n"
+    )
+    assert "nothing was sent" in out.stdout
+    with pytest.raises(SpecError, match=r"^--out-ranks all: there are no --out names"):
+        run_cell_magic(ip, "--dry-run --node vega --ntasks 2 --mpi --out-ranks all")
+    with pytest.raises(SpecError, match=r"^--out-ranks all: the cell runs once"):
+        run_cell_magic(ip, "--dry-run --node vega --out x --out-ranks all")
+    with pytest.raises(UsageError, match="--out-ranks cannot go with --session"):
+        run_cell_magic(ip, "--session s1 --out x --out-ranks all")

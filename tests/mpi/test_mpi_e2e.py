@@ -342,3 +342,55 @@ def test_a_cancel_stops_every_rank_and_leaves_no_process(local_oscar, monkeypatc
     assert stdout(found) == "ranks found: 2 processes: 5\n"
     assert error_text(cancelled) == ""
     assert stdout(gone) == "left after the cancel: []\n"
+
+
+EVERY_RANK_VALUES = """\
+import os
+rank = int(os.environ["RANK"])
+total = oj_in * 10 + rank
+where = (rank, os.environ["OJ_ENV"], os.environ.get("OJ_SECRET") == "s3cret-of-the-ranks")
+print("rank", rank, "done")
+"""
+
+
+def test_out_ranks_all_brings_a_list_of_every_ranks_values(local_oscar_0_6_2, monkeypatch):
+    # On interLink 0.6.2, where --secret arrives (0.6.1 refuses a --secret cell before sending)
+    values_flags = "--ntasks 2 --mpi --out-ranks all"
+    nb = run_notebook(
+        local_oscar_0_6_2,
+        monkeypatch,
+        "mpi-out-ranks",
+        CONNECT + "\nimport os\nos.environ['OJ_SECRET'] = 's3cret-of-the-ranks'\noj_in = 5",
+        OFFLOAD + f" {values_flags} --ranks all --env OJ_ENV=env-value --secret OJ_SECRET "
+        "--in oj_in --out total,where\n" + EVERY_RANK_VALUES,
+        "print(total, where)",
+        # 400 kB a rank: over each rank's share of the log (256 KiB), through its own object
+        OFFLOAD + f" {values_flags} --out blob -o big\n"
+        "import os\nblob = bytes([int(os.environ['RANK'])]) * 400_000",
+        "print([(len(b), b[:1]) for b in blob], len(big.raw_log) < 300_000)",
+        "import oscar_jupyter\n"
+        "api = oscar_jupyter.offload('import os\\nr = int(os.environ[\"RANK\"]) * 7', "
+        "node='local-slurm', time='00:02:00', ntasks=2, mpi=True, out_ranks='all', "
+        "outputs=['r'])\nprint(api.result())",
+        OFFLOAD + f" {values_flags} --out x\nimport os\nif os.environ['RANK'] == '0':\n    x = 1",
+        OFFLOAD + f" {values_flags}\nprint('ran')",
+        OFFLOAD + " --out x --out-ranks all\nx = 1\nprint('ran')",
+    )
+    ran, shown, large, shown_large, python_api, lacking, no_out, one_rank = nb.cells[1:9]
+    assert error_text(ran) == ""
+    assert "[r0]\x1b[0m rank 0 done" in stream_text(ran)
+    assert "[r1]\x1b[0m rank 1 done" in stream_text(ran)
+    assert "s3cret-of-the-ranks" not in str(ran.outputs)
+    assert stdout(shown) == "[50, 51] [(0, 'env-value', True), (1, 'env-value', True)]\n"
+    assert error_text(large) == ""
+    # through the bucket: in the log both would take 1 MB, twice (the supervisor's two copies)
+    assert stdout(shown_large) == "[(400000, b'\\x00'), (400000, b'\\x01')] True\n"
+    assert error_text(python_api) == ""
+    assert "{'r': [0, 7]}" in stdout(python_api)
+    # a rank that lacks the value fails the cell, named
+    assert "OffloadValuesError: --out x: the cell did not define x" in error_text(lacking)
+    assert "rank 1 of 2 failed (exit 1); rank 0 ended" in error_text(lacking)
+    # refused before sending, with what to change
+    assert "--out-ranks all: there are no --out names to bring back" in error_text(no_out)
+    assert "--out-ranks all: the cell runs once" in error_text(one_rank)
+    assert "ran" not in stream_text(no_out) + stream_text(one_rank)
