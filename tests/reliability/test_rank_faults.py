@@ -130,6 +130,9 @@ def test_each_rank_fault_ends_the_cell_as_the_row_says(local_oscar, monkeypatch)
     # the control: a process with a marker is found (the check of what is left can fail)
     control = subprocess.Popen(["sleep", "60"], env={"OJ_ROW": "control", "PATH": "/usr/bin:/bin"})
     try:
+        deadline = time.monotonic() + 10  # until the child has exec'd with its environment
+        while not processes_with("control") and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert [found.split(":")[0] for found in processes_with("control")] == [str(control.pid)]
     finally:
         control.kill()
