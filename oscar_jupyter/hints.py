@@ -32,4 +32,12 @@ def hint(exception_line: str, spec: OffloadSpec) -> str:
             f"an image that has it (--image), or make it available with --pre-exec (a command "
             f"run before the cell, e.g. a module load)"
         )
+    if "[Errno 28]" in exception_line or "No space left on device" in exception_line:
+        # Singularity's --containall makes /tmp (and home) the session directory, capped by
+        # the site's `sessiondir max size` (64 MiB by default): OSCAR.md 13 B11.
+        return (
+            "Hint: the job's disk is full; in the container /tmp and the home directory are a "
+            "small session directory (64 MiB by default, `oscar-jupyter check` shows the "
+            "site's), so write large data to a --mount'ed scratch path instead"
+        )
     return ""

@@ -252,3 +252,17 @@ def test_a_no_wait_cell_leaves_its_outcome_in_the_saved_notebook(local_oscar, mo
 
 def shown_html(cell) -> str:
     return "".join(o.data.get("text/html", "") for o in cell.outputs if "data" in o)
+
+
+def test_a_cell_that_fills_the_containers_tmp_is_told_where_to_write(local_oscar, monkeypatch):
+    # /tmp in the container is the session directory, capped at 64 MiB (B11)
+    nb = notebook(
+        CONNECT,
+        OFFLOAD + "\nwith open('/tmp/big.bin', 'wb') as f:\n"
+        "    for _ in range(100):\n        f.write(b'0' * 2**20)\n",
+    )
+    nb = run(client_for(nb, local_oscar, monkeypatch), "cell-experience-full-tmp")
+    rendered = "\n".join(errors(nb.cells[1])[0].traceback)
+    assert "No space left on device" in rendered
+    advice = rendered.splitlines()[-1]
+    assert advice.startswith("Hint: the job's disk is full") and "--mount" in advice
