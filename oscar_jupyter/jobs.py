@@ -529,6 +529,10 @@ class Job:
             with self._lock:
                 self._apply_listing(listing.get(self.name))
         self._settle()
+        if self.is_done():  # the poll that saw the end: a --no-wait job is polled no more
+            count = len(self.lines())
+            if self.reread_after_follow():
+                new = new + self.lines_since(count)
         if new or before != self._seen():
             self._notify()
         return new
@@ -841,15 +845,19 @@ class Job:
                 time.sleep(delay)
             wake.clear()
 
+    _reread = False  # the whole log was read once the followed job had ended
+
     def reread_after_follow(self) -> bool:
         """Once a job whose log came through a followed stream has ended: read its whole log
         from OSCAR once. The plugin's follow re-reads only run-<container>.out from where its
         first read ended (B6), so whatever Slurm wrote to job.out afterwards (its time-limit or
         out-of-memory line) comes only this way; and a job that ended between two of the
-        follow's reads may have brought nothing through it at all. True when it was read."""
+        follow's reads may have brought nothing through it at all. True when it was read (by
+        this call: the first one once the job has ended)."""
         with self._lock:
-            if self._follower is None and self._fed_by is None:
+            if self._reread or (self._follower is None and self._fed_by is None):
                 return False
+            self._reread = True
         try:
             text = self._fetch_log()
         except OscarError:

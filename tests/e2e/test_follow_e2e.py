@@ -85,3 +85,22 @@ def test_a_job_that_ends_between_two_of_the_follows_reads_still_shows_its_output
     job.feed_stream = lambda text, follower: None  # type: ignore[method-assign]  # brings nothing
     assert job.wait(120) == 0
     assert [line.text for line in job.lines()] == ["quick"] and job.status() == "Succeeded"
+
+
+def test_a_no_wait_job_that_ends_between_the_follows_reads_shows_its_output_too(
+    connected, monkeypatch
+):
+    """The same for a job nobody waits on: the background poll that sees it end (then it is
+    polled no more) reads the whole log, and gives the lines to whoever watches."""
+    from oscar_jupyter.jobs import Job
+
+    monkeypatch.setattr(Job, "following", property(lambda job: True))  # open till the end
+    job = oscar_jupyter.offload("print('quick')", node=NODE, time="00:05:00", wait=False)
+    assert job._follower is not None
+    job.feed_stream = lambda text, follower: None  # type: ignore[method-assign]  # brings nothing
+    brought: list[str] = []
+    deadline = time.monotonic() + 120
+    while not job.is_done() and time.monotonic() < deadline:
+        brought += [line.text for line in job.refresh()]  # as the kernel's poller does
+        time.sleep(0.2)
+    assert brought == ["quick"] and job.status() == "Succeeded" and job.exit_code == 0
