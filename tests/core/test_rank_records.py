@@ -24,6 +24,7 @@ from oscar_jupyter.spec import OffloadSpec
 from oscar_jupyter.values import ResultError
 
 from .conftest import path_without_mpiexec, supervisor_log
+from .one_job import OneJobOscar
 
 
 def ranks_body(code: str, ranks: int = 2, **settings) -> bytes:
@@ -253,19 +254,6 @@ def test_a_one_rank_job_that_marks_a_traceback_and_runs_on_ends_by_its_exit(run_
 
 
 # --- --out-ranks all: every rank's --out values, a list per name in rank order ------------------
-
-
-class OneJobOscar:
-    """Lists one ended job and serves its log."""
-
-    def __init__(self, log: str) -> None:
-        self.log = log
-
-    def list_jobs(self, service: str) -> dict:
-        return {"job-1": {"status": "Succeeded"}}
-
-    def job_logs(self, service: str, job: str) -> str:
-        return self.log
 
 
 def ended_job(tmp_path, log: str, spec: OffloadSpec, outputs: list[str]):

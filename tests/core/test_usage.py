@@ -23,6 +23,7 @@ from oscar_jupyter.usage import (
 )
 
 from ..wire import cell_log, exit_line, out, start, supervisor_log, usage_line
+from .one_job import OneJobOscar
 from .test_tagger import records, run_tagger
 
 KEY = "123456789012345678901234567890"
@@ -135,19 +136,6 @@ def test_core_hours_are_cores_asked_times_wall_time():
     assert core_hours_text(5.0) == "5.00 core-hours"
     assert core_hours_text(1.0) == "1.00 core-hour"
     assert core_hours_text(12.345) == "12.3 core-hours"
-
-
-class OneJobOscar:
-    """Lists one job and serves its log."""
-
-    def __init__(self, log: str) -> None:
-        self.log = log
-
-    def list_jobs(self, service: str) -> dict:
-        return {"job-1": {"status": "Succeeded"}}
-
-    def job_logs(self, service: str, job: str) -> str:
-        return self.log
 
 
 def ended_job(tmp_path, spec, usage=USED):
